@@ -1,0 +1,30 @@
+# Every target creates or updates .venv itself when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench-collect bench-merge bench-pages clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/trailmark run
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check api workers tenants migrations tests bench
+	$(BIN)/ruff format --check api workers tenants migrations tests bench
+	$(BIN)/mypy
+
+bench-collect: $(STAMP)
+	$(BIN)/python bench/collect.py
+
+clean:
+	rm -rf $(VENV) .trailmark .pytest_cache .mypy_cache .ruff_cache

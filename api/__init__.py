@@ -1,0 +1,1 @@
+"""The Litestar app: REST API, public tracking endpoints, pages and portals."""

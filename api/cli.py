@@ -1,0 +1,238 @@
+"""``trailmark``: run the whole system, or one part of it.
+
+``run`` with no database or Redis URL starts the embedded default (PostgreSQL and Redis in the data
+folder), migrates, creates a demo tenant on first run, then supervises the API, one worker and beat
+until Ctrl-C or SIGTERM, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from tenants.settings import Settings, SettingsError, get_settings
+
+__all__ = ["main"]
+
+QUEUES = "ingest,identity,conversions,default"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        print(f"trailmark: invalid setting: {error}", file=sys.stderr)
+        return 2
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(settings, args) or 0)
+    except SettingsError as error:
+        print(f"trailmark: invalid setting: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trailmark", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="API + worker + beat (embedded PostgreSQL/Redis when no URLs are set)")
+    run.set_defaults(handler=_run)
+    api = commands.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    api.set_defaults(handler=_api)
+    worker = commands.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--queues", default=QUEUES)
+    worker.add_argument("--concurrency", type=int, default=2)
+    worker.set_defaults(handler=_worker)
+    beat = commands.add_parser("beat", help="run the Celery beat scheduler")
+    beat.set_defaults(handler=_beat)
+    migrate = commands.add_parser("migrate", help="upgrade the schema and create the app role (runs as owner)")
+    migrate.set_defaults(handler=_migrate)
+    tenant = commands.add_parser("tenant", help="manage tenants")
+    tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
+    create = tenant_commands.add_parser("create", help="create a tenant and print its first API key")
+    create.add_argument("--name", required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument("--password", help="owner password (default: read TRAILMARK_OWNER_PASSWORD)")
+    create.add_argument("--slug")
+    create.set_defaults(handler=_tenant_create)
+    return parser
+
+
+def _require_services(settings: Settings) -> None:
+    if settings.database_url is None or settings.redis_url is None:
+        raise SettingsError("TRAILMARK_DATABASE_URL and TRAILMARK_REDIS_URL must be set (or use `trailmark run`)")
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _require_services(settings)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        log_level="info",
+        access_log=False,
+        proxy_headers=False,  # client addresses come from configured proxies only
+    )
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    _require_services(settings)
+    from workers.app import celery_app
+
+    celery_app.worker_main(
+        ["worker", "--queues", args.queues, "--concurrency", str(args.concurrency), "--loglevel", "INFO"]
+    )
+    return 0
+
+
+def _beat(settings: Settings, _: argparse.Namespace) -> int:
+    _require_services(settings)
+    from workers.app import celery_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    celery_app.start(["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")])
+    return 0
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from tenants.isolation.migrate import MigrationError, migrate
+
+    _require_services(settings)
+    assert settings.migration_database_url and settings.database_url
+    try:
+        migrate(settings.migration_database_url, settings.database_url)
+    except MigrationError as error:
+        print(f"trailmark: migrate: {error}", file=sys.stderr)
+        return 1
+    print("trailmark: database at head")
+    return 0
+
+
+def _tenant_create(settings: Settings, args: argparse.Namespace) -> int:
+    from tenants.accounts.service import signup
+    from tenants.errors import DomainError
+
+    _require_services(settings)
+    password = args.password or os.environ.get("TRAILMARK_OWNER_PASSWORD", "")
+    try:
+        result = signup(name=args.name, owner_email=args.email, password=password, slug=args.slug)
+    except DomainError as error:
+        print(f"trailmark: {error.message} {getattr(error, 'errors', '') or ''}".rstrip(), file=sys.stderr)
+        return 1
+    print(json.dumps({"tenant_id": str(result.tenant.id), "slug": result.tenant.slug, "api_key": result.api_key.secret}))
+    return 0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _run(settings: Settings, _: argparse.Namespace) -> int:
+    """Supervise API, worker and beat; with no URLs, inside embedded PostgreSQL and Redis."""
+    from tenants.embedded import EmbeddedServices
+
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    embedded = EmbeddedServices(settings.data_dir) if settings.embedded else None
+    children: list[subprocess.Popen[bytes]] = []
+    env = dict(os.environ)
+    try:
+        if embedded is not None:
+            print(f"trailmark: starting embedded PostgreSQL and Redis in {settings.data_dir}", flush=True)
+            urls = embedded.start()
+            env.update(
+                TRAILMARK_DATABASE_URL=urls.app_database_url,
+                TRAILMARK_MIGRATION_DATABASE_URL=urls.owner_database_url,
+                TRAILMARK_REDIS_URL=urls.redis_url,
+                TRAILMARK_SIGNING_KEYS=",".join(f"{k.key_id}:{_b64(k.secret)}" for k in settings.signing_keys),
+            )
+        if embedded is not None or settings.migration_database_url != settings.database_url:
+            code = subprocess.call([sys.executable, "-m", "api.cli", "migrate"], env=env)
+            if code:
+                return code
+        demo_key = _ensure_demo_tenant(settings.data_dir, env) if embedded is not None else None
+        for part in ("api", "worker", "beat"):
+            children.append(subprocess.Popen([sys.executable, "-m", "api.cli", part], env=env))
+        base = settings.base_url
+        print(f"trailmark: API      {base}/api/v1   (OpenAPI: {base}/api/schema)", flush=True)
+        print(f"trailmark: health   {base}/health  {base}/ready", flush=True)
+        if demo_key:
+            print(f"trailmark: demo tenant API key: {demo_key}", flush=True)
+            print(f"trailmark: try: curl -H 'Authorization: Bearer {demo_key}' {base}/api/v1/tenant", flush=True)
+        print("trailmark: press Ctrl-C to stop", flush=True)
+        while True:
+            for child in children:
+                if child.poll() is not None:
+                    print(f"trailmark: {child.args[-1]} exited with {child.returncode}; stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except _Stop as stop:
+        print(f"trailmark: {stop.args[0]}: stopping", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_children(children)
+        if embedded is not None:
+            embedded.stop()
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _ensure_demo_tenant(data_dir: Path, env: dict[str, str]) -> str | None:
+    """First run: create a demo tenant and keep its key in the data folder (mode 600)."""
+    path = data_dir / "demo-tenant.json"
+    if path.exists():
+        return str(json.loads(path.read_text())["api_key"])
+    output = subprocess.run(
+        [sys.executable, "-m", "api.cli", "tenant", "create", "--name", "Demo", "--email", "demo@example.com",
+         "--slug", "demo"],
+        env={**env, "TRAILMARK_OWNER_PASSWORD": _b64(os.urandom(18))},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    path.write_text(output)
+    path.chmod(0o600)
+    return str(json.loads(output)["api_key"])
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

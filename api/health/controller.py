@@ -1,0 +1,38 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get
+from sqlalchemy import text
+
+from tenants.isolation import system_session
+from tenants.isolation.migrate import migrations_at_head
+from tenants.redis_store import get_redis
+
+__all__ = ["health", "ready"]
+
+
+@get("/health", tags=["health"], summary="Alive")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready", tags=["health"], sync_to_thread=True, summary="Database, Redis and schema ready")
+def ready() -> Response[dict[str, Any]]:
+    checks: dict[str, str] = {}
+    try:
+        with system_session() as session:
+            session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+            checks["migrations"] = "ok" if migrations_at_head(session.connection()) else "behind head"
+    except Exception as error:
+        checks["database"] = f"unreachable: {type(error).__name__}"
+    try:
+        get_redis().ping()
+        checks["redis"] = "ok"
+    except Exception as error:
+        checks["redis"] = f"unreachable: {type(error).__name__}"
+    ok = all(value == "ok" for value in checks.values()) and len(checks) == 3
+    return Response({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)

@@ -1,0 +1,58 @@
+"""Every error leaves as RFC 9457 problem details: ``{type, title, status, detail, errors?}``."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from tenants.errors import DomainError, Invalid, RateLimited
+
+__all__ = ["EXCEPTION_HANDLERS", "problem"]
+
+log = logging.getLogger("trailmark.api")
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    status: int, detail: str, *, errors: Any = None, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    errors = [{"field": f, "message": m} for f, m in exc.errors.items()] if isinstance(exc, Invalid) else None
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return problem(exc.status, exc.message, errors=errors, headers=headers)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    detail = exc.detail or HTTPStatus(exc.status_code).phrase
+    errors = exc.extra if isinstance(exc, ValidationException) else None
+    if isinstance(errors, list):
+        # Litestar's entries name the field in "key"; keep only what a client needs.
+        errors = [{"field": e.get("key"), "message": e.get("message")} for e in errors if isinstance(e, dict)]
+    return problem(exc.status_code, detail, errors=errors, headers=exc.headers)
+
+
+def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "an internal error occurred; it has been logged")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    DomainError: _domain_error,
+    HTTPException: _http_error,
+    Exception: _unexpected_error,
+}

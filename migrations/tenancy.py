@@ -1,0 +1,40 @@
+"""The one way a revision creates a tenant-owned table: the table and its row-level security together.
+
+``create_tenant_table`` adds ``tenant_id`` (leading the primary key, referencing ``tenants``), then
+``ENABLE`` + ``FORCE`` row-level security, the isolation policy and the app role's grants, so no later
+table can be created without them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import UUID
+
+from tenants.isolation.migrate import APP_GROUP_ROLE
+
+__all__ = ["APP_GROUP_ROLE", "TENANT_PREDICATE", "create_tenant_table", "enable_tenant_isolation"]
+
+# nullif: after a transaction-local set_config ends, the setting reads '' rather than NULL on that
+# connection, and ''::uuid would raise instead of matching nothing.
+TENANT_PREDICATE = "tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid"
+
+
+def create_tenant_table(name: str, *columns: Any, primary_key: tuple[str, ...] = ("id",), **kwargs: Any) -> None:
+    op.create_table(
+        name,
+        sa.Column("tenant_id", UUID(as_uuid=True), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+        *columns,
+        sa.PrimaryKeyConstraint("tenant_id", *primary_key, name=f"{name}_pkey"),
+        **kwargs,
+    )
+    enable_tenant_isolation(name)
+
+
+def enable_tenant_isolation(name: str, predicate: str = TENANT_PREDICATE) -> None:
+    op.execute(f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY")
+    op.execute(f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY")
+    op.execute(f"CREATE POLICY tenant_isolation ON {name} USING ({predicate}) WITH CHECK ({predicate})")
+    op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {name} TO {APP_GROUP_ROLE}")

@@ -1,0 +1,1 @@
+"""Trailmark's domain core: tables, services and tenant isolation. Imports neither Litestar nor Celery."""

@@ -1,0 +1,1 @@
+"""Tenants, tenant users and API keys."""

@@ -1,0 +1,119 @@
+"""The one place that ties a database session to a tenant.
+
+Every transaction of a :func:`tenant_session` starts with
+``set_config('app.tenant_id', :tenant_id, true)``: transaction-local and a bound parameter, so a pooled
+connection never carries a tenant into the next transaction. PostgreSQL row-level security does
+the filtering; a session without a tenant sees no tenant rows at all.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import SessionTransaction
+from sqlmodel import Session, create_engine
+
+from tenants.settings import get_settings
+
+__all__ = [
+    "TENANT_KEY",
+    "current_tenant_id",
+    "dispose_engine",
+    "get_engine",
+    "system_session",
+    "tenant_session",
+]
+
+TENANT_KEY = "tenant_id"
+"""Key in ``Session.info`` that holds the tenant of every transaction of the session."""
+
+_engine: Engine | None = None
+_lock = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """The process's engine, created on first use and again after a fork (Celery prefork, uvicorn workers)."""
+    global _engine  # noqa: PLW0603 - one engine per process by design
+    if _engine is None:
+        with _lock:
+            if _engine is None:
+                settings = get_settings()
+                if settings.database_url is None:
+                    raise RuntimeError("TRAILMARK_DATABASE_URL is not set")
+                _engine = create_engine(
+                    settings.database_url,
+                    pool_size=settings.database_pool_size,
+                    max_overflow=0,
+                    pool_pre_ping=True,
+                    pool_timeout=30,
+                    connect_args={"connect_timeout": 5, "application_name": "trailmark"},
+                )
+    return _engine
+
+
+def dispose_engine() -> None:
+    """Close the engine's connections and forget it (tests, shutdown)."""
+    global _engine  # noqa: PLW0603
+    if _engine is not None:
+        _engine.dispose()
+    _engine = None
+
+
+def _forget_engine_after_fork() -> None:
+    # A forked child (Celery prefork) must not use or close its parent's sockets: drop them unclosed.
+    global _engine  # noqa: PLW0603
+    if _engine is not None:
+        _engine.dispose(close=False)
+    _engine = None
+
+
+os.register_at_fork(after_in_child=_forget_engine_after_fork)
+
+
+@event.listens_for(Session, "after_begin")
+def _bind_tenant(session: Session, _transaction: SessionTransaction, connection: Connection) -> None:
+    tenant_id = session.info.get(TENANT_KEY)
+    if tenant_id is not None:
+        connection.exec_driver_sql("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+
+
+@contextmanager
+def tenant_session(tenant_id: UUID, *, engine: Engine | None = None) -> Iterator[Session]:
+    """A session whose every transaction is scoped to ``tenant_id``; commits on success, rolls back on error."""
+    session = Session(engine or get_engine(), expire_on_commit=False, info={TENANT_KEY: tenant_id})
+    with session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+@contextmanager
+def system_session(*, engine: Engine | None = None) -> Iterator[Session]:
+    """A session with no tenant: it sees no tenant rows (RLS fails closed). For health checks and
+    the security-definer helpers that return only ids, never tenant data."""
+    session = Session(engine or get_engine(), expire_on_commit=False)
+    with session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def current_tenant_id(session: Session) -> UUID:
+    """The tenant a session is bound to; raises if it has none (a bug, never user input)."""
+    tenant_id: Any = session.info.get(TENANT_KEY)
+    if tenant_id is None:
+        raise RuntimeError("session is not bound to a tenant")
+    return UUID(str(tenant_id))

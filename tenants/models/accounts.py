@@ -1,0 +1,75 @@
+"""Tenants and who may act for them: tenant users and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from sqlalchemy import Column, ForeignKeyConstraint, Index, Text, func
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlmodel import Field, SQLModel
+
+from tenants.models.base import TenantOwned, new_id, timestamp_field
+
+__all__ = ["ApiKey", "Scope", "Tenant", "TenantUser", "UserRole"]
+
+
+class Scope(StrEnum):
+    """What an API key may do. ``admin`` manages keys and tenant settings."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+class UserRole(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+
+
+class Tenant(SQLModel, table=True):
+    """A business using Trailmark. Its own row is visible only inside its own tenant scope."""
+
+    __tablename__ = "tenants"
+
+    id: UUID = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(max_length=200)
+    slug: str = Field(max_length=63, unique=True)
+    """Public handle used in hosted page URLs."""
+    created_at: datetime = timestamp_field()
+
+
+class TenantUser(TenantOwned, table=True):
+    """A person who runs the tenant's account (dashboard login). Not a contact."""
+
+    __tablename__ = "tenant_users"
+    __table_args__ = (Index("tenant_users_email_key", "tenant_id", func.lower(Column("email")), unique=True),)
+
+    id: UUID = Field(default_factory=new_id, primary_key=True)
+    email: str = Field(max_length=320)
+    password_hash: str
+    role: UserRole = Field(sa_type=Text)
+    created_at: datetime = timestamp_field()
+
+
+class ApiKey(TenantOwned, table=True):
+    """A bearer credential for the REST API. Only a SHA-256 of its secret is stored."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "created_by"], ["tenant_users.tenant_id", "tenant_users.id"], ondelete="SET NULL (created_by)"
+        ),
+    )
+
+    id: UUID = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(max_length=100)
+    prefix: str = Field(max_length=16)
+    """The first characters of the secret, shown in lists so people can tell keys apart."""
+    secret_hash: str = Field(max_length=64, unique=True)
+    scopes: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    created_by: UUID | None = Field(default=None)
+    created_at: datetime = timestamp_field()
+    last_used_at: datetime | None = timestamp_field(nullable=True, default=None)
+    revoked_at: datetime | None = timestamp_field(nullable=True, default=None)

@@ -1,0 +1,1 @@
+"""Transactional outbox: tasks are enqueued only when their transaction commits."""

@@ -1,0 +1,98 @@
+"""Enqueue work in the same transaction as the change that causes it; publish after commit.
+
+A message is a row of ``outbox``. After the writing session commits, the process relays the tenant's
+pending rows to the task queue at once; rows that could not be published (the broker is down) stay and
+are relayed by the periodic sweep. Publishing is at-least-once, so tasks are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import event, text
+from sqlmodel import Session, col, select
+
+from tenants.isolation import TENANT_KEY, system_session, tenant_session
+from tenants.models import OutboxMessage
+
+__all__ = ["Publisher", "enqueue", "relay_all", "relay_tenant", "set_publisher"]
+
+log = logging.getLogger(__name__)
+
+Publisher = Callable[[OutboxMessage], None]
+"""Sends one message to the task queue, raising if it could not be handed over."""
+
+_publisher: Publisher | None = None
+_PENDING_KEY = "outbox_pending"
+RELAY_BATCH = 100
+
+
+def set_publisher(publisher: Publisher | None) -> None:
+    """Installed by the process that can reach the queue (the worker package); None stops the
+    immediate relay, leaving messages to the sweep."""
+    global _publisher  # noqa: PLW0603 - one publisher per process
+    _publisher = publisher
+
+
+def enqueue(session: Session, task: str, *args: Any, queue: str = "default") -> OutboxMessage:
+    """Add a task to the session's transaction. Arguments must be JSON (ids, not objects); the
+    tenant id is prepended when the task is published."""
+    message = OutboxMessage(task=task, args=list(args), queue=queue)
+    session.add(message)
+    session.info[_PENDING_KEY] = True
+    return message
+
+
+@event.listens_for(Session, "after_commit")
+def _relay_after_commit(session: Session) -> None:
+    if not session.info.pop(_PENDING_KEY, False) or _publisher is None:
+        return
+    tenant_id = session.info.get(TENANT_KEY)
+    if tenant_id is None:
+        return
+    try:
+        relay_tenant(UUID(str(tenant_id)))
+    except Exception:  # the commit stands; the sweep publishes later
+        log.warning("outbox relay after commit failed; the sweep will retry", exc_info=True)
+
+
+def relay_tenant(tenant_id: UUID, publisher: Publisher | None = None) -> int:
+    """Publish the tenant's pending messages in creation order; returns how many were published.
+    Rows are locked with SKIP LOCKED so concurrent relays never publish the same row at once."""
+    publish = publisher or _publisher
+    if publish is None:
+        raise RuntimeError("no outbox publisher installed")
+    published = 0
+    while True:
+        with tenant_session(tenant_id) as session:
+            batch = session.exec(
+                select(OutboxMessage)
+                .order_by(col(OutboxMessage.created_at), col(OutboxMessage.id))
+                .limit(RELAY_BATCH)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for message in batch:
+                try:
+                    publish(message)
+                except Exception as error:
+                    # Keep this and later messages; record why, and stop until the next relay.
+                    message.attempts += 1
+                    message.last_error = f"{type(error).__name__}: {error}"[:500]
+                    session.add(message)
+                    log.warning("outbox publish failed for %s: %s", message.task, error)
+                    return published
+                session.delete(message)
+                published += 1
+                session.flush()
+        if len(batch) < RELAY_BATCH:
+            return published
+
+
+def relay_all(publisher: Publisher | None = None, max_tenants: int = 1000) -> int:
+    """The periodic sweep: relay every tenant that has pending messages."""
+    with system_session() as session:
+        tenant_ids = [row[0] for row in session.execute(text("SELECT * FROM trailmark_outbox_tenants(:n)"), {"n": max_tenants})]
+    return sum(relay_tenant(tenant_id, publisher) for tenant_id in tenant_ids)

@@ -1,0 +1,181 @@
+"""Settings read once from ``TRAILMARK_*`` environment variables.
+
+An invalid value raises :class:`SettingsError` with one line that names the variable, so the
+command line can stop start-up with that line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = ["SettingsError", "Settings", "SigningKey", "get_settings", "load_signing_keys_file"]
+
+MIN_SIGNING_KEY_BYTES = 32
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    key_id: str
+    """Short identifier carried in tokens so verification picks the right secret."""
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    """The app role: owns no table, subject to row-level security. None means the embedded default."""
+    migration_database_url: str | None
+    """The owner role used by ``trailmark migrate``; defaults to ``database_url``."""
+    redis_url: str | None
+    signing_keys: tuple[SigningKey, ...]
+    """Newest first: new tokens are signed with the first; older ones still verify."""
+    data_dir: Path
+    host: str
+    port: int
+    database_pool_size: int
+    public_url: str | None
+    """Base URL browsers reach the API at (used in snippets and links); defaults to http://host:port."""
+    log_json: bool
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def embedded(self) -> bool:
+        """True when no external services are configured and ``trailmark run`` starts its own."""
+        return self.database_url is None and self.redis_url is None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        database_url = _database_url(env, "TRAILMARK_DATABASE_URL")
+        migration_url = _database_url(env, "TRAILMARK_MIGRATION_DATABASE_URL") or database_url
+        redis_url = _redis_url(env)
+        if (database_url is None) != (redis_url is None):
+            missing = "TRAILMARK_REDIS_URL" if redis_url is None else "TRAILMARK_DATABASE_URL"
+            raise SettingsError(
+                f"{missing} is not set: set both TRAILMARK_DATABASE_URL and TRAILMARK_REDIS_URL, "
+                "or neither for the embedded default"
+            )
+        data_dir = Path(env.get("TRAILMARK_DATA_DIR") or ".trailmark").expanduser().resolve()
+        keys_text = env.get("TRAILMARK_SIGNING_KEYS", "").strip()
+        signing_keys = parse_signing_keys(keys_text) if keys_text else ()
+        if not signing_keys and database_url is not None:
+            # Every API process and worker must share the keys, so they cannot be generated per machine.
+            raise SettingsError("TRAILMARK_SIGNING_KEYS is required when TRAILMARK_DATABASE_URL is set")
+        public_url = env.get("TRAILMARK_PUBLIC_URL", "").strip() or None
+        if public_url and urlsplit(public_url).scheme not in ("http", "https"):
+            raise SettingsError(f"TRAILMARK_PUBLIC_URL must be an http(s) URL, got {public_url!r}")
+        return cls(
+            database_url=database_url,
+            migration_database_url=migration_url,
+            redis_url=redis_url,
+            signing_keys=signing_keys,
+            data_dir=data_dir,
+            host=env.get("TRAILMARK_HOST", "127.0.0.1").strip() or "127.0.0.1",
+            port=_int(env, "TRAILMARK_PORT", 8000, 1, 65535),
+            database_pool_size=_int(env, "TRAILMARK_DATABASE_POOL_SIZE", 10, 1, 1000),
+            public_url=public_url,
+            log_json=_bool(env, "TRAILMARK_LOG_JSON", default=False),
+        )
+
+    def with_signing_keys_from_data_dir(self) -> Settings:
+        """Embedded default: keep generated signing keys in the data folder so tokens survive restarts."""
+        if self.signing_keys:
+            return self
+        path = self.data_dir / "signing-keys"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+            path.write_text(f"k1:{secret}\n")
+            path.chmod(0o600)
+        return replace(self, signing_keys=load_signing_keys_file(path))
+
+
+def load_signing_keys_file(path: Path) -> tuple[SigningKey, ...]:
+    return parse_signing_keys(",".join(line.strip() for line in path.read_text().splitlines() if line.strip()))
+
+
+def parse_signing_keys(text: str) -> tuple[SigningKey, ...]:
+    """Parse ``kid:base64secret,kid:base64secret`` (newest first)."""
+    keys: list[SigningKey] = []
+    for item in text.split(","):
+        kid, sep, encoded = item.strip().partition(":")
+        if not sep or not kid or not encoded:
+            raise SettingsError("TRAILMARK_SIGNING_KEYS must look like 'kid:base64secret,kid2:base64secret'")
+        if not kid.isalnum() or len(kid) > 16:
+            raise SettingsError(f"TRAILMARK_SIGNING_KEYS key id {kid!r} must be 1-16 letters or digits")
+        try:
+            secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except ValueError:
+            raise SettingsError(f"TRAILMARK_SIGNING_KEYS key {kid!r} is not valid base64") from None
+        if len(secret) < MIN_SIGNING_KEY_BYTES:
+            raise SettingsError(
+                f"TRAILMARK_SIGNING_KEYS key {kid!r} is {len(secret)} bytes; use at least {MIN_SIGNING_KEY_BYTES}"
+            )
+        if any(k.key_id == kid for k in keys):
+            raise SettingsError(f"TRAILMARK_SIGNING_KEYS lists key id {kid!r} twice")
+        keys.append(SigningKey(kid, secret))
+    return tuple(keys)
+
+
+def _database_url(env: dict[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    scheme = urlsplit(value).scheme
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        # One driver everywhere: psycopg 3.
+        return "postgresql+psycopg://" + value.split("://", 1)[1]
+    raise SettingsError(f"{name} must be a postgresql:// URL, got scheme {scheme!r}")
+
+
+def _redis_url(env: dict[str, str]) -> str | None:
+    value = env.get("TRAILMARK_REDIS_URL", "").strip()
+    if not value:
+        return None
+    scheme = urlsplit(value).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(f"TRAILMARK_REDIS_URL must be a redis:// URL, got scheme {scheme!r}")
+    return value
+
+
+def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer from {low} to {high}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be an integer from {low} to {high}, got {raw!r}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; the command line validates them before anything else runs."""
+    return Settings.from_env().with_signing_keys_from_data_dir()

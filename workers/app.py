@@ -1,0 +1,91 @@
+"""The Celery app. Settings come from the environment; database engines are created lazily in each
+worker process after the fork (see ``tenants.isolation``)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from tenants.isolation import dispose_engine
+from tenants.logs import configure_logging
+from tenants.models import OutboxMessage
+from tenants.outbox import service as outbox
+from tenants.settings import get_settings
+
+__all__ = ["QUEUES", "celery_app", "configure", "install_outbox_publisher", "outbox_publisher", "publish_outbox_message"]
+
+QUEUES = ("ingest", "identity", "conversions", "default")
+
+celery_app = Celery("trailmark", include=["workers.system"])
+
+
+def configure(app: Celery, redis_url: str) -> None:
+    """Apply Trailmark's broker settings to ``app`` (the process's app, or a test's second one)."""
+    app.conf.update(
+        broker_url=redis_url,
+        result_backend=redis_url,
+        result_expires=3600,
+        task_ignore_result=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # A task is acknowledged only after it ran; a killed worker's task goes back to the queue.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="default",
+        task_track_started=False,
+        task_time_limit=600,
+        task_soft_time_limit=540,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # Longer than any task may run, so an unacknowledged task is redelivered only if its worker died.
+            "visibility_timeout": 3600,
+            "socket_connect_timeout": 3,
+            "socket_timeout": 10,
+        },
+        redis_socket_connect_timeout=3,
+        redis_socket_timeout=10,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        beat_schedule={
+            "relay-outbox": {"task": "trailmark.system.relay_outbox", "schedule": 2.0, "options": {"expires": 10}},
+        },
+    )
+
+
+_settings = get_settings()
+if _settings.redis_url:
+    configure(celery_app, _settings.redis_url)
+
+
+def outbox_publisher(app: Celery) -> outbox.Publisher:
+    """A publisher that hands each outbox row to ``app``'s broker; the row id becomes the task id."""
+
+    def publish(message: OutboxMessage) -> None:
+        app.send_task(
+            message.task,
+            args=[str(message.tenant_id), *message.args],
+            queue=message.queue,
+            task_id=str(message.id),
+            retry=False,  # a failure leaves the row for the sweep instead of blocking the caller
+        )
+
+    return publish
+
+
+publish_outbox_message = outbox_publisher(celery_app)
+
+
+def install_outbox_publisher() -> None:
+    """Let this process publish outbox messages right after their transaction commits."""
+    outbox.set_publisher(publish_outbox_message)
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    configure_logging()
+    dispose_engine()
+    install_outbox_publisher()
