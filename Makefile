@@ -18,9 +18,11 @@ run: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
+SOURCES := api workers tenants migrations tests $(wildcard bench)
+
 lint: $(STAMP)
-	$(BIN)/ruff check api workers tenants migrations tests bench
-	$(BIN)/ruff format --check api workers tenants migrations tests bench
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 
 bench-collect: $(STAMP)

@@ -24,7 +24,7 @@ def create_app() -> Litestar:
     return Litestar(
         route_handlers=[health, ready, SignupController, AccountsController],
         dependencies={"caller": provide_caller},
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_API_BODY,
         openapi_config=OpenAPIConfig(
             title="Trailmark",
@@ -32,7 +32,9 @@ def create_app() -> Litestar:
             path="/api/schema",
             components=Components(
                 security_schemes={
-                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer tm_…")
+                    "apiKey": SecurityScheme(
+                        type="http", scheme="bearer", description="Authorization: Bearer tm_…"
+                    )
                 }
             ),
         ),

@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trailmark", description=__doc__)
     commands = parser.add_subparsers(dest="command")
-    run = commands.add_parser("run", help="API + worker + beat (embedded PostgreSQL/Redis when no URLs are set)")
+    run = commands.add_parser(
+        "run", help="API + worker + beat (embedded PostgreSQL/Redis when no URLs are set)"
+    )
     run.set_defaults(handler=_run)
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
@@ -56,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker)
     beat = commands.add_parser("beat", help="run the Celery beat scheduler")
     beat.set_defaults(handler=_beat)
-    migrate = commands.add_parser("migrate", help="upgrade the schema and create the app role (runs as owner)")
+    migrate = commands.add_parser(
+        "migrate", help="upgrade the schema and create the app role (runs as owner)"
+    )
     migrate.set_defaults(handler=_migrate)
     tenant = commands.add_parser("tenant", help="manage tenants")
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
@@ -71,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _require_services(settings: Settings) -> None:
     if settings.database_url is None or settings.redis_url is None:
-        raise SettingsError("TRAILMARK_DATABASE_URL and TRAILMARK_REDIS_URL must be set (or use `trailmark run`)")
+        raise SettingsError(
+            "TRAILMARK_DATABASE_URL and TRAILMARK_REDIS_URL must be set (or use `trailmark run`)"
+        )
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
@@ -106,7 +112,9 @@ def _beat(settings: Settings, _: argparse.Namespace) -> int:
     from workers.app import celery_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    celery_app.start(["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")])
+    celery_app.start(
+        ["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
+    )
     return 0
 
 
@@ -135,7 +143,11 @@ def _tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     except DomainError as error:
         print(f"trailmark: {error.message} {getattr(error, 'errors', '') or ''}".rstrip(), file=sys.stderr)
         return 1
-    print(json.dumps({"tenant_id": str(result.tenant.id), "slug": result.tenant.slug, "api_key": result.api_key.secret}))
+    print(
+        json.dumps(
+            {"tenant_id": str(result.tenant.id), "slug": result.tenant.slug, "api_key": result.api_key.secret}
+        )
+    )
     return 0
 
 
@@ -154,7 +166,7 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     embedded = EmbeddedServices(settings.data_dir) if settings.embedded else None
-    children: list[subprocess.Popen[bytes]] = []
+    children: dict[str, subprocess.Popen[bytes]] = {}
     env = dict(os.environ)
     try:
         if embedded is not None:
@@ -164,7 +176,9 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
                 TRAILMARK_DATABASE_URL=urls.app_database_url,
                 TRAILMARK_MIGRATION_DATABASE_URL=urls.owner_database_url,
                 TRAILMARK_REDIS_URL=urls.redis_url,
-                TRAILMARK_SIGNING_KEYS=",".join(f"{k.key_id}:{_b64(k.secret)}" for k in settings.signing_keys),
+                TRAILMARK_SIGNING_KEYS=",".join(
+                    f"{k.key_id}:{_b64(k.secret)}" for k in settings.signing_keys
+                ),
             )
         if embedded is not None or settings.migration_database_url != settings.database_url:
             code = subprocess.call([sys.executable, "-m", "api.cli", "migrate"], env=env)
@@ -172,18 +186,20 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
                 return code
         demo_key = _ensure_demo_tenant(settings.data_dir, env) if embedded is not None else None
         for part in ("api", "worker", "beat"):
-            children.append(subprocess.Popen([sys.executable, "-m", "api.cli", part], env=env))
+            children[part] = subprocess.Popen([sys.executable, "-m", "api.cli", part], env=env)
         base = settings.base_url
         print(f"trailmark: API      {base}/api/v1   (OpenAPI: {base}/api/schema)", flush=True)
         print(f"trailmark: health   {base}/health  {base}/ready", flush=True)
         if demo_key:
             print(f"trailmark: demo tenant API key: {demo_key}", flush=True)
-            print(f"trailmark: try: curl -H 'Authorization: Bearer {demo_key}' {base}/api/v1/tenant", flush=True)
+            print(
+                f"trailmark: try: curl -H 'Authorization: Bearer {demo_key}' {base}/api/v1/tenant", flush=True
+            )
         print("trailmark: press Ctrl-C to stop", flush=True)
         while True:
-            for child in children:
+            for part, child in children.items():
                 if child.poll() is not None:
-                    print(f"trailmark: {child.args[-1]} exited with {child.returncode}; stopping", file=sys.stderr)
+                    print(f"trailmark: {part} exited with {child.returncode}; stopping", file=sys.stderr)
                     return 1
             time.sleep(0.5)
     except _Stop as stop:
@@ -192,7 +208,7 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        _stop_children(children)
+        _stop_children(list(children.values()))
         if embedded is not None:
             embedded.stop()
 
@@ -216,8 +232,19 @@ def _ensure_demo_tenant(data_dir: Path, env: dict[str, str]) -> str | None:
     if path.exists():
         return str(json.loads(path.read_text())["api_key"])
     output = subprocess.run(
-        [sys.executable, "-m", "api.cli", "tenant", "create", "--name", "Demo", "--email", "demo@example.com",
-         "--slug", "demo"],
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "tenant",
+            "create",
+            "--name",
+            "Demo",
+            "--email",
+            "demo@example.com",
+            "--slug",
+            "demo",
+        ],
         env={**env, "TRAILMARK_OWNER_PASSWORD": _b64(os.urandom(18))},
         capture_output=True,
         text=True,

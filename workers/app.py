@@ -13,18 +13,26 @@ from tenants.models import OutboxMessage
 from tenants.outbox import service as outbox
 from tenants.settings import get_settings
 
-__all__ = ["QUEUES", "celery_app", "configure", "install_outbox_publisher", "outbox_publisher", "publish_outbox_message"]
+__all__ = [
+    "QUEUES",
+    "celery_app",
+    "configure",
+    "install_outbox_publisher",
+    "outbox_publisher",
+    "publish_outbox_message",
+]
 
 QUEUES = ("ingest", "identity", "conversions", "default")
 
 celery_app = Celery("trailmark", include=["workers.system"])
 
 
-def configure(app: Celery, redis_url: str) -> None:
-    """Apply Trailmark's broker settings to ``app`` (the process's app, or a test's second one)."""
+def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
+    """Apply Trailmark's broker settings to ``app``. ``results=False`` for an app that only publishes:
+    it must not wait on (or reconnect to) the result store when Redis is down."""
     app.conf.update(
         broker_url=redis_url,
-        result_backend=redis_url,
+        result_backend=redis_url if results else None,
         result_expires=3600,
         task_ignore_result=True,
         task_serializer="json",
@@ -51,7 +59,11 @@ def configure(app: Celery, redis_url: str) -> None:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         beat_schedule={
-            "relay-outbox": {"task": "trailmark.system.relay_outbox", "schedule": 2.0, "options": {"expires": 10}},
+            "relay-outbox": {
+                "task": "trailmark.system.relay_outbox",
+                "schedule": 2.0,
+                "options": {"expires": 10},
+            },
         },
     )
 
@@ -61,8 +73,11 @@ if _settings.redis_url:
     configure(celery_app, _settings.redis_url)
 
 
-def outbox_publisher(app: Celery) -> outbox.Publisher:
-    """A publisher that hands each outbox row to ``app``'s broker; the row id becomes the task id."""
+def outbox_publisher(redis_url: str) -> outbox.Publisher:
+    """A publisher that hands each outbox row to the broker at ``redis_url``; the row id becomes the
+    task id. A broker that is down fails the call within seconds, leaving the row for the sweep."""
+    app = Celery("trailmark-outbox", set_as_current=False)
+    configure(app, redis_url, results=False)
 
     def publish(message: OutboxMessage) -> None:
         app.send_task(
@@ -76,7 +91,15 @@ def outbox_publisher(app: Celery) -> outbox.Publisher:
     return publish
 
 
-publish_outbox_message = outbox_publisher(celery_app)
+def publish_outbox_message(message: OutboxMessage) -> None:
+    """Publish to this process's broker (``TRAILMARK_REDIS_URL``)."""
+    global _publish  # noqa: PLW0603 - built once per process, on first use
+    if _publish is None:
+        _publish = outbox_publisher(celery_app.conf.broker_url)
+    _publish(message)
+
+
+_publish: outbox.Publisher | None = None
 
 
 def install_outbox_publisher() -> None:

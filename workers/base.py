@@ -45,7 +45,7 @@ def tenant_task(
             context = {"task": task_name, "task_id": self.request.id, "tenant_id": tenant_id}
             try:
                 with tenant_session(UUID(tenant_id)) as session:
-                    result = fn(session, *args, **kwargs)  # type: ignore[arg-type]
+                    result = fn(session, *args, **kwargs)
             except TRANSIENT_ERRORS as error:
                 log.warning("task failed, retrying", extra={**context, "error": repr(error)})
                 raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED
 
 from api.accounts.schemas import (
@@ -34,9 +36,11 @@ class SignupController(Controller):
     tags = ["accounts"]
 
     @post(status_code=HTTP_201_CREATED, sync_to_thread=True, summary="Sign up a tenant")
-    def signup(self, data: Signup) -> SignupCreated:
+    def signup(self, data: JSONBody[Signup]) -> SignupCreated:
         """Create a tenant with its owner and first API key (all scopes; shown once)."""
-        result = service.signup(name=data.name, owner_email=data.owner_email, password=data.password, slug=data.slug)
+        result = service.signup(
+            name=data.name, owner_email=data.owner_email, password=data.password, slug=data.slug
+        )
         return SignupCreated(
             tenant=TenantPublic.of(result.tenant),
             owner=OwnerPublic(id=result.owner.id, email=result.owner.email),
@@ -50,19 +54,21 @@ class AccountsController(Controller):
     security = [{"apiKey": []}]
 
     @get("/tenant", sync_to_thread=True, summary="The caller's tenant")
-    def get_tenant(self, caller: ApiCaller) -> TenantPublic:
+    def get_tenant(self, caller: NamedDependency[ApiCaller]) -> TenantPublic:
         caller.require(Scope.READ)
         with tenant_session(caller.tenant_id) as session:
             return TenantPublic.of(service.get_tenant(session))
 
     @get("/api-keys", sync_to_thread=True, summary="List API keys")
-    def list_api_keys(self, caller: ApiCaller) -> list[ApiKeyPublic]:
+    def list_api_keys(self, caller: NamedDependency[ApiCaller]) -> list[ApiKeyPublic]:
         caller.require(Scope.ADMIN)
         with tenant_session(caller.tenant_id) as session:
             return [ApiKeyPublic.of(key) for key in service.list_api_keys(session)]
 
     @post("/api-keys", status_code=HTTP_201_CREATED, sync_to_thread=True, summary="Create an API key")
-    def create_api_key(self, caller: ApiCaller, data: ApiKeyCreate) -> ApiKeyCreated:
+    def create_api_key(
+        self, caller: NamedDependency[ApiCaller], data: JSONBody[ApiKeyCreate]
+    ) -> ApiKeyCreated:
         """The response holds the whole key once; only a hash is kept."""
         caller.require(Scope.ADMIN)
         with tenant_session(caller.tenant_id) as session:
@@ -70,7 +76,7 @@ class AccountsController(Controller):
             return _created_key(new)
 
     @delete("/api-keys/{key_id:uuid}", status_code=200, sync_to_thread=True, summary="Revoke an API key")
-    def revoke_api_key(self, caller: ApiCaller, key_id: UUID) -> ApiKeyPublic:
+    def revoke_api_key(self, caller: NamedDependency[ApiCaller], key_id: FromPath[UUID]) -> ApiKeyPublic:
         caller.require(Scope.ADMIN)
         with tenant_session(caller.tenant_id) as session:
             return ApiKeyPublic.of(service.revoke_api_key(session, key_id))

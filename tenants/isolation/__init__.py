@@ -86,7 +86,8 @@ def _bind_tenant(session: Session, _transaction: SessionTransaction, connection:
 
 @contextmanager
 def tenant_session(tenant_id: UUID, *, engine: Engine | None = None) -> Iterator[Session]:
-    """A session whose every transaction is scoped to ``tenant_id``; commits on success, rolls back on error."""
+    """A session whose every transaction is scoped to ``tenant_id``; commits on success, rolls back
+    on error."""
     session = Session(engine or get_engine(), expire_on_commit=False, info={TENANT_KEY: tenant_id})
     with session:
         try:

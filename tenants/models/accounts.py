@@ -59,7 +59,9 @@ class ApiKey(TenantOwned, table=True):
     __tablename__ = "api_keys"
     __table_args__ = (
         ForeignKeyConstraint(
-            ["tenant_id", "created_by"], ["tenant_users.tenant_id", "tenant_users.id"], ondelete="SET NULL (created_by)"
+            ["tenant_id", "created_by"],
+            ["tenant_users.tenant_id", "tenant_users.id"],
+            ondelete="SET NULL (created_by)",
         ),
     )
 

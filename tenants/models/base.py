@@ -36,7 +36,7 @@ def timestamp_field(*, nullable: bool = False, **kwargs: Any) -> Any:
     """A timezone-aware timestamp column (PostgreSQL ``timestamptz``)."""
     if not nullable:
         kwargs.setdefault("default_factory", utcnow)
-    return Field(sa_type=DateTime(timezone=True), nullable=nullable, **kwargs)  # type: ignore[call-overload]
+    return Field(sa_type=DateTime(timezone=True), nullable=nullable, **kwargs)
 
 
 class TenantOwned(SQLModel):

@@ -1,13 +1,16 @@
 """Enqueue work in the same transaction as the change that causes it; publish after commit.
 
-A message is a row of ``outbox``. After the writing session commits, the process relays the tenant's
-pending rows to the task queue at once; rows that could not be published (the broker is down) stay and
-are relayed by the periodic sweep. Publishing is at-least-once, so tasks are idempotent.
+A message is a row of ``outbox``. After the writing session commits, a background thread of the
+process relays the tenant's pending rows to the task queue at once, so a slow or absent broker never
+delays the request that wrote them; rows it could not publish stay and are relayed by the periodic
+sweep. Publishing is at-least-once, so tasks are idempotent.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -46,17 +49,44 @@ def enqueue(session: Session, task: str, *args: Any, queue: str = "default") -> 
     return message
 
 
+class _BackgroundRelay:
+    """One daemon thread per process that relays tenants whose transactions just committed."""
+
+    def __init__(self) -> None:
+        self._pending: set[UUID] = set()
+        self._wake = threading.Condition()
+        self._pid: int | None = None
+
+    def request(self, tenant_id: UUID) -> None:
+        with self._wake:
+            if self._pid != os.getpid():  # first use, or a forked child: its own thread
+                self._pending.clear()
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="outbox-relay", daemon=True).start()
+            self._pending.add(tenant_id)
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending:
+                    self._wake.wait()
+                tenant_ids, self._pending = self._pending, set()
+            for tenant_id in tenant_ids:
+                try:
+                    relay_tenant(tenant_id)
+                except Exception:  # the commit stands; the sweep publishes later
+                    log.warning("outbox relay after commit failed; the sweep will retry", exc_info=True)
+
+
+_background = _BackgroundRelay()
+
+
 @event.listens_for(Session, "after_commit")
 def _relay_after_commit(session: Session) -> None:
-    if not session.info.pop(_PENDING_KEY, False) or _publisher is None:
-        return
     tenant_id = session.info.get(TENANT_KEY)
-    if tenant_id is None:
-        return
-    try:
-        relay_tenant(UUID(str(tenant_id)))
-    except Exception:  # the commit stands; the sweep publishes later
-        log.warning("outbox relay after commit failed; the sweep will retry", exc_info=True)
+    if session.info.pop(_PENDING_KEY, False) and _publisher is not None and tenant_id is not None:
+        _background.request(UUID(str(tenant_id)))
 
 
 def relay_tenant(tenant_id: UUID, publisher: Publisher | None = None) -> int:
@@ -94,5 +124,8 @@ def relay_tenant(tenant_id: UUID, publisher: Publisher | None = None) -> int:
 def relay_all(publisher: Publisher | None = None, max_tenants: int = 1000) -> int:
     """The periodic sweep: relay every tenant that has pending messages."""
     with system_session() as session:
-        tenant_ids = [row[0] for row in session.execute(text("SELECT * FROM trailmark_outbox_tenants(:n)"), {"n": max_tenants})]
+        tenant_ids = [
+            row[0]
+            for row in session.execute(text("SELECT * FROM trailmark_outbox_tenants(:n)"), {"n": max_tenants})
+        ]
     return sum(relay_tenant(tenant_id, publisher) for tenant_id in tenant_ids)

@@ -1,0 +1,173 @@
+"""Shared fixtures: a migrated test database reached as the app role, Redis, a live API process
+and a real Celery worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+
+from tests.services import TestServices, start_test_services, test_signing_keys
+
+REPO = Path(__file__).resolve().parents[1]
+_services: TestServices | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point the whole process at the test services before any app module reads its settings."""
+    global _services
+    if hasattr(config, "workerinput"):
+        return
+    _services = start_test_services()
+    os.environ.update(_services.env())
+    os.environ["TRAILMARK_SIGNING_KEYS"] = test_signing_keys()
+    os.environ["TRAILMARK_DATA_DIR"] = tempfile.mkdtemp(prefix="trailmark-test-data-")
+    from tenants.isolation.migrate import migrate
+
+    migrate(_services.owner_url, _services.app_url)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _services is not None:
+        from tenants.isolation import dispose_engine
+
+        dispose_engine()
+        _services.close()
+
+
+@pytest.fixture(scope="session")
+def services() -> TestServices:
+    assert _services is not None
+    return _services
+
+
+@pytest.fixture(scope="session")
+def owner_url(services: TestServices) -> str:
+    return services.owner_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(overrides)
+    return env
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        time.sleep(interval)
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen[bytes]
+    base_url: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_api_server(**env: str) -> LiveServer:
+    from tenants.embedded import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "api"],
+        cwd=REPO,
+        env=child_env(TRAILMARK_PORT=str(port), TRAILMARK_PUBLIC_URL=f"http://127.0.0.1:{port}", **env),
+    )
+    base_url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"API exited with {process.returncode}")
+        try:
+            return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, 30, "API process to answer /health", interval=0.1)
+    return LiveServer(process, base_url)
+
+
+def start_worker(**env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "worker", "--concurrency", "2"],
+        cwd=REPO,
+        env=child_env(**env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="session")
+def api_server() -> Iterator[LiveServer]:
+    server = start_api_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def worker() -> Iterator[subprocess.Popen[bytes]]:
+    process = start_worker()
+    yield process
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def client() -> Iterator[Any]:
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+
+    with TestClient(app=create_app()) as test_client:
+        yield test_client
+
+
+@dataclass
+class TenantHandle:
+    tenant_id: UUID
+    slug: str
+    api_key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+@pytest.fixture
+def make_tenant() -> Callable[..., TenantHandle]:
+    """Sign up a fresh tenant through the service the API uses."""
+    from tenants.accounts.service import signup
+
+    def make(name: str = "Acme") -> TenantHandle:
+        result = signup(
+            name=name, owner_email=f"owner@{name.lower()}.example", password="correct horse battery"
+        )
+        return TenantHandle(result.tenant.id, result.tenant.slug, result.api_key.secret)
+
+    return make

@@ -1,0 +1,202 @@
+"""PostgreSQL walls each tenant's rows off from every other tenant, whatever the app code does."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from uuid import UUID
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import ProgrammingError
+
+from tenants.isolation import system_session, tenant_session
+from tests.conftest import TenantHandle, start_api_server
+from tests.seeds import SEEDED_BY_SIGNUP, SEEDERS
+from tests.services import APP_ROLE
+
+
+def rls_tables(owner_url: str) -> dict[str, str]:
+    """Every table that holds tenant rows, with the column naming the tenant."""
+    with psycopg.connect(owner_url) as connection:
+        rows = connection.execute(
+            """SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+               WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+                 AND a.attname = 'tenant_id' AND NOT a.attisdropped"""
+        ).fetchall()
+    tables = {name: "tenant_id" for (name,) in rows}
+    tables["tenants"] = "id"
+    return tables
+
+
+def test_catalog_every_tenant_table_forces_rls_with_a_policy(owner_url: str) -> None:
+    tables = rls_tables(owner_url)
+    assert {"tenants", "tenant_users", "api_keys", "outbox"} <= set(tables)
+    with psycopg.connect(owner_url) as connection:
+        for table in tables:
+            enabled, forced, policies = connection.execute(
+                """SELECT c.relrowsecurity, c.relforcerowsecurity,
+                          (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)
+                   FROM pg_class c WHERE c.oid = %s::regclass""",
+                (table,),
+            ).fetchone()  # type: ignore[misc]
+            assert enabled, f"{table}: row-level security not enabled"
+            assert forced, f"{table}: row-level security not forced"
+            assert policies >= 1, f"{table}: no policy"
+
+
+def test_catalog_app_role_is_powerless(owner_url: str) -> None:
+    with psycopg.connect(owner_url) as connection:
+        superuser, bypass = connection.execute(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (APP_ROLE,)
+        ).fetchone()  # type: ignore[misc]
+        owned = connection.execute(
+            """SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+               WHERE r.rolname = %s""",
+            (APP_ROLE,),
+        ).fetchone()
+    assert superuser is False
+    assert bypass is False
+    assert owned == (0,)
+    with system_session() as session:
+        assert session.execute(text("SELECT current_user")).scalar() == APP_ROLE
+
+
+def test_every_tenant_table_has_a_seeder(owner_url: str) -> None:
+    missing = set(rls_tables(owner_url)) - SEEDED_BY_SIGNUP - set(SEEDERS)
+    assert not missing, f"add a seeder to tests/seeds.py for {sorted(missing)}"
+
+
+def seed(tenant_id: UUID) -> None:
+    with tenant_session(tenant_id) as session:
+        for seeder in SEEDERS.values():
+            seeder(session)
+
+
+def count_as_owner(owner_url: str, table: str, column: str, tenant_id: UUID) -> int:
+    with psycopg.connect(owner_url) as connection:
+        row = connection.execute(f"SELECT count(*) FROM {table} WHERE {column} = %s", (tenant_id,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_cross_tenant_reads_and_writes_fail_in_every_table(
+    owner_url: str, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    a, b = make_tenant("Alpha"), make_tenant("Bravo")
+    seed(a.tenant_id)
+    seed(b.tenant_id)
+    tables = rls_tables(owner_url)
+    b_rows_before = {t: count_as_owner(owner_url, t, c, b.tenant_id) for t, c in tables.items()}
+    assert all(b_rows_before.values()), b_rows_before
+
+    for table, column in tables.items():
+        with tenant_session(a.tenant_id) as session:
+            conn = session.connection()
+            params = {"b": b.tenant_id, "a": a.tenant_id}
+            assert (
+                conn.execute(text(f"SELECT count(*) FROM {table} WHERE {column} = :b"), params).scalar() == 0
+            )
+            visible = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+            own = conn.execute(text(f"SELECT count(*) FROM {table} WHERE {column} = :a"), params).scalar()
+            assert visible == own > 0, table
+            assert (
+                conn.execute(
+                    text(f"UPDATE {table} SET {column} = {column} WHERE {column} = :b"), params
+                ).rowcount
+                == 0
+            )
+            assert conn.execute(text(f"DELETE FROM {table} WHERE {column} = :b"), params).rowcount == 0
+        # Writing a row into B's space fails, whether by insert or by moving one's own row.
+        copy = (
+            f"INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, "
+            f"to_jsonb(x) || jsonb_build_object('{column}', CAST(:b AS text)))).* FROM {table} x LIMIT 1"
+        )
+        move = f"UPDATE {table} SET {column} = :b WHERE {column} = :a"
+        for statement in (copy, move):
+            with (
+                pytest.raises(ProgrammingError, match="row-level security"),
+                tenant_session(a.tenant_id) as session,
+            ):
+                session.execute(text(statement), {"a": a.tenant_id, "b": b.tenant_id})
+
+    assert {t: count_as_owner(owner_url, t, c, b.tenant_id) for t, c in tables.items()} == b_rows_before
+
+
+def test_no_tenant_set_sees_no_rows(owner_url: str, make_tenant: Callable[..., TenantHandle]) -> None:
+    seed(make_tenant("Charlie").tenant_id)
+    for table in rls_tables(owner_url):
+        with system_session() as session:
+            assert session.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
+            # A transaction after a tenant-scoped one on the same pooled connection sees nothing either.
+            session.execute(text("SELECT set_config('app.tenant_id', '', true)"))
+            assert session.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
+
+
+def test_cross_tenant_through_the_api(client: object, make_tenant: Callable[..., TenantHandle]) -> None:
+    from litestar.testing import TestClient
+
+    assert isinstance(client, TestClient)
+    a, b = make_tenant("Delta"), make_tenant("Echo")
+    b_keys = client.get("/api/v1/api-keys", headers=b.headers).json()
+    a_keys = client.get("/api/v1/api-keys", headers=a.headers).json()
+    assert {k["id"] for k in a_keys}.isdisjoint({k["id"] for k in b_keys})
+    assert client.get("/api/v1/tenant", headers=a.headers).json()["id"] == str(a.tenant_id)
+    # A's key cannot revoke B's key: it does not exist in A's world.
+    response = client.delete(f"/api/v1/api-keys/{b_keys[0]['id']}", headers=a.headers)
+    assert response.status_code == 404
+    assert client.get("/api/v1/tenant", headers=b.headers).status_code == 200
+    # Pointing A's secret at B's tenant id fails: the key is looked up inside B's rows only.
+    forged = f"tm_{b.tenant_id.hex}_{a.api_key.split('_', 2)[2]}"
+    assert client.get("/api/v1/tenant", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+
+
+def test_pool_of_one_connection_never_leaks_a_tenant_direct(
+    services: object, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    from tenants.accounts.service import list_api_keys
+    from tenants.settings import get_settings
+
+    engine = create_engine(get_settings().database_url or "", pool_size=1, max_overflow=0)
+    tenants = [make_tenant("Foxtrot"), make_tenant("Golf")]
+    leaks = 0
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        nonlocal leaks
+        me = tenants[i % 2]
+        with tenant_session(me.tenant_id, engine=engine) as session:
+            seen = {k.tenant_id for k in list_api_keys(session)}
+        with system_session(engine=engine) as session:
+            unscoped = session.execute(text("SELECT count(*) FROM api_keys")).scalar()
+        if seen != {me.tenant_id} or unscoped:
+            with lock:
+                leaks += 1
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(2000)))
+    engine.dispose()
+    assert leaks == 0
+
+
+@pytest.mark.slow
+def test_pool_of_one_connection_never_leaks_a_tenant_through_the_api(
+    make_tenant: Callable[..., TenantHandle],
+) -> None:
+    tenants = [make_tenant("Hotel"), make_tenant("India")]
+    server = start_api_server(TRAILMARK_DATABASE_POOL_SIZE="1")
+    try:
+
+        def one(i: int) -> bool:
+            me = tenants[i % 2]
+            response = httpx.get(f"{server.base_url}/api/v1/tenant", headers=me.headers, timeout=30)
+            return response.status_code == 200 and response.json()["id"] == str(me.tenant_id)
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(one, range(1000)))
+    finally:
+        server.stop()
+    assert results.count(False) == 0
