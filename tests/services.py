@@ -79,10 +79,12 @@ def _libpq(url: str) -> str:
 
 def start_test_services() -> TestServices:
     cleanups: list[object] = []
+    # TRAILMARK_TEST_SERVICES=embedded ignores local servers: how a fresh laptop runs the suite.
+    embedded_only = os.environ.get("TRAILMARK_TEST_SERVICES") == "embedded"
     admin = os.environ.get("TRAILMARK_TEST_DATABASE_URL")
     if not admin:
         local = "postgresql://postgres@127.0.0.1:5432/postgres"
-        if _answers_postgres(local):
+        if not embedded_only and _answers_postgres(local):
             admin = local
         else:
             import pgserver
@@ -103,7 +105,7 @@ def start_test_services() -> TestServices:
     redis_url = os.environ.get("TRAILMARK_TEST_REDIS_URL")
     if not redis_url:
         local_redis = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
-        if _answers_redis(local_redis):
+        if not embedded_only and _answers_redis(local_redis):
             redis_url = local_redis
         else:
             port = free_port()

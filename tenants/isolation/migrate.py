@@ -27,6 +27,7 @@ def alembic_config(owner_url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
     config.set_main_option("prepend_sys_path", str(REPO_ROOT))
+    config.set_main_option("path_separator", "os")
     # Alembic's ini interpolation treats % specially (URL-encoded passwords).
     config.set_main_option("sqlalchemy.url", owner_url.replace("%", "%%"))
     return config
