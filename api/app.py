@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import redis.asyncio as aioredis
 from litestar import Litestar
+from litestar.config.compression import CompressionConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
@@ -10,7 +12,11 @@ from api.accounts.controller import AccountsController, SignupController
 from api.auth import provide_caller
 from api.health.controller import health, ready
 from api.problems import EXCEPTION_HANDLERS
+from api.tracking.collect import collect, collect_preflight, tracker_script
+from api.tracking.controller import SitesController, VisitorsController, VisitsController
 from tenants.logs import configure_logging
+from tenants.settings import get_settings
+from tenants.tracking.buffer import IngestProducer
 from workers.app import install_outbox_publisher
 
 __all__ = ["create_app"]
@@ -22,7 +28,21 @@ def create_app() -> Litestar:
     configure_logging()
     install_outbox_publisher()
     return Litestar(
-        route_handlers=[health, ready, SignupController, AccountsController],
+        route_handlers=[
+            health,
+            ready,
+            SignupController,
+            AccountsController,
+            SitesController,
+            VisitorsController,
+            VisitsController,
+            tracker_script,
+            collect_preflight,  # before collect, so it replaces Litestar's automatic OPTIONS handler
+            collect,
+        ],
+        on_startup=[_connect_redis],
+        on_shutdown=[_close_redis],
+        compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
         dependencies={"caller": provide_caller},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_API_BODY,
@@ -39,3 +59,14 @@ def create_app() -> Litestar:
             ),
         ),
     )
+
+
+async def _connect_redis(app: Litestar) -> None:
+    settings = get_settings()
+    assert settings.redis_url is not None
+    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    app.state.ingest = IngestProducer(client, settings.ingest_max_backlog)
+
+
+async def _close_redis(app: Litestar) -> None:
+    await app.state.ingest.client.aclose()

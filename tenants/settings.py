@@ -7,6 +7,7 @@ command line can stop start-up with that line instead of a traceback.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,10 @@ class Settings:
     public_url: str | None
     """Base URL browsers reach the API at (used in snippets and links); defaults to http://host:port."""
     log_json: bool
+    ingest_max_backlog: int
+    """Collect answers 503 once this many batches wait in the ingest stream."""
+    trusted_proxies: tuple[str, ...]
+    """Addresses/networks whose X-Forwarded-For is believed; nobody's by default."""
 
     @property
     def base_url(self) -> str:
@@ -88,6 +93,8 @@ class Settings:
             database_pool_size=_int(env, "TRAILMARK_DATABASE_POOL_SIZE", 10, 1, 1000),
             public_url=public_url,
             log_json=_bool(env, "TRAILMARK_LOG_JSON", default=False),
+            ingest_max_backlog=_int(env, "TRAILMARK_INGEST_MAX_BACKLOG", 200_000, 1, 100_000_000),
+            trusted_proxies=_networks(env, "TRAILMARK_TRUSTED_PROXIES"),
         )
 
     def with_signing_keys_from_data_dir(self) -> Settings:
@@ -165,6 +172,18 @@ def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> i
     if not low <= value <= high:
         raise SettingsError(f"{name} must be an integer from {low} to {high}, got {raw!r}")
     return value
+
+
+def _networks(env: dict[str, str], name: str) -> tuple[str, ...]:
+    raw = [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+    for item in raw:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name} must be a comma-separated list of IP addresses or networks, got {item!r}"
+            ) from None
+    return tuple(raw)
 
 
 def _bool(env: dict[str, str], name: str, *, default: bool) -> bool:

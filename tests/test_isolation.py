@@ -19,13 +19,15 @@ from tests.seeds import SEEDED_BY_SIGNUP, SEEDERS
 from tests.services import APP_ROLE
 
 
-def rls_tables(owner_url: str) -> dict[str, str]:
-    """Every table that holds tenant rows, with the column naming the tenant."""
+def rls_tables(owner_url: str, *, partitions: bool = False) -> dict[str, str]:
+    """Every table that holds tenant rows, with the column naming the tenant. Partitions (of
+    ``visits``) are reached through their parent unless ``partitions``."""
     with psycopg.connect(owner_url) as connection:
         rows = connection.execute(
             """SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
                WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
-                 AND a.attname = 'tenant_id' AND NOT a.attisdropped"""
+                 AND a.attname = 'tenant_id' AND NOT a.attisdropped AND (%s OR NOT c.relispartition)""",
+            (partitions,),
         ).fetchall()
     tables = {name: "tenant_id" for (name,) in rows}
     tables["tenants"] = "id"
@@ -33,8 +35,9 @@ def rls_tables(owner_url: str) -> dict[str, str]:
 
 
 def test_catalog_every_tenant_table_forces_rls_with_a_policy(owner_url: str) -> None:
-    tables = rls_tables(owner_url)
-    assert {"tenants", "tenant_users", "api_keys", "outbox"} <= set(tables)
+    tables = rls_tables(owner_url, partitions=True)
+    assert {"tenants", "tenant_users", "api_keys", "outbox", "sites", "visitors", "visits"} <= set(tables)
+    assert any(name.startswith("visits_") for name in tables)  # monthly partitions, each walled off too
     with psycopg.connect(owner_url) as connection:
         for table in tables:
             enabled, forced, policies = connection.execute(
@@ -72,7 +75,7 @@ def test_every_tenant_table_has_a_seeder(owner_url: str) -> None:
 
 def seed(tenant_id: UUID) -> None:
     with tenant_session(tenant_id) as session:
-        for seeder in SEEDERS.values():
+        for seeder in set(SEEDERS.values()):
             seeder(session)
 
 
@@ -124,11 +127,16 @@ def test_cross_tenant_reads_and_writes_fail_in_every_table(
                 session.execute(text(statement), {"a": a.tenant_id, "b": b.tenant_id})
 
     assert {t: count_as_owner(owner_url, t, c, b.tenant_id) for t, c in tables.items()} == b_rows_before
+    # Reading a partition directly is walled off as well.
+    for partition in set(rls_tables(owner_url, partitions=True)) - set(tables):
+        with tenant_session(a.tenant_id) as session:
+            foreign = session.execute(text(f"SELECT count(*) FROM {partition} WHERE tenant_id = :b"), {"b": b.tenant_id})
+            assert foreign.scalar() == 0, partition
 
 
 def test_no_tenant_set_sees_no_rows(owner_url: str, make_tenant: Callable[..., TenantHandle]) -> None:
     seed(make_tenant("Charlie").tenant_id)
-    for table in rls_tables(owner_url):
+    for table in rls_tables(owner_url, partitions=True):
         with system_session() as session:
             assert session.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
             # A transaction after a tenant-scoped one on the same pooled connection sees nothing either.

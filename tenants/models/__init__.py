@@ -3,15 +3,20 @@
 from tenants.models.accounts import ApiKey, Scope, Tenant, TenantUser, UserRole
 from tenants.models.base import TenantOwned, new_id, utcnow
 from tenants.models.outbox import OutboxMessage
+from tenants.models.tracking import DEFAULT_PARTNER_PARAMS, Site, Visit, Visitor
 
 __all__ = [
+    "DEFAULT_PARTNER_PARAMS",
     "ApiKey",
     "OutboxMessage",
     "Scope",
+    "Site",
     "Tenant",
     "TenantOwned",
     "TenantUser",
     "UserRole",
+    "Visit",
+    "Visitor",
     "new_id",
     "utcnow",
 ]

@@ -1,0 +1,154 @@
+"""Tenant API: sites (with their snippet), visitors and visits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, Parameter
+
+from api.tracking.schemas import SiteCreate, SitePublic, SiteUpdate, VisitorDetail, VisitorPublic, VisitPublic
+from tenants.accounts.service import ApiCaller
+from tenants.isolation import tenant_session
+from tenants.models import Scope, Site
+from tenants.settings import get_settings
+from tenants.tracking import history, sites
+
+__all__ = ["SitesController", "VisitorsController", "VisitsController"]
+
+Limit = Annotated[int, Parameter(ge=1, le=history.MAX_PAGE, description="page size")]
+
+
+class VisitorPage(msgspec.Struct):
+    items: list[VisitorPublic]
+    next_cursor: str | None
+
+
+class VisitPage(msgspec.Struct):
+    items: list[VisitPublic]
+    next_cursor: str | None
+
+
+def _public(site: Site) -> SitePublic:
+    return SitePublic.of(site, sites.snippet(get_settings().base_url, site))
+
+
+class SitesController(Controller):
+    path = "/api/v1/sites"
+    tags = ["tracking"]
+    security = [{"apiKey": []}]
+
+    @post(status_code=201, sync_to_thread=True, summary="Register a site")
+    def create(self, caller: NamedDependency[ApiCaller], data: JSONBody[SiteCreate]) -> SitePublic:
+        """The response's ``snippet`` is the one line to paste into the site's pages."""
+        caller.require(Scope.WRITE)
+        with tenant_session(caller.tenant_id) as session:
+            site = sites.create_site(
+                session,
+                name=data.name,
+                allowed_origins=data.allowed_origins,
+                honor_dnt=data.honor_dnt,
+                truncate_ip=data.truncate_ip,
+                partner_params=data.partner_params,
+                bot_policy=data.bot_policy,
+            )
+            return _public(site)
+
+    @get(sync_to_thread=True, summary="List sites")
+    def list(self, caller: NamedDependency[ApiCaller]) -> list[SitePublic]:
+        caller.require(Scope.READ)
+        with tenant_session(caller.tenant_id) as session:
+            return [_public(site) for site in sites.list_sites(session)]
+
+    @get("/{site_id:uuid}", sync_to_thread=True, summary="Get a site")
+    def get(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> SitePublic:
+        caller.require(Scope.READ)
+        with tenant_session(caller.tenant_id) as session:
+            return _public(sites.get_site(session, site_id))
+
+    @patch("/{site_id:uuid}", sync_to_thread=True, summary="Change a site")
+    def update(
+        self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID], data: JSONBody[SiteUpdate]
+    ) -> SitePublic:
+        caller.require(Scope.WRITE)
+        with tenant_session(caller.tenant_id) as session:
+            site = sites.update_site(session, site_id, **msgspec.structs.asdict(data))
+            sites.forget_site(site.site_key)
+            return _public(site)
+
+    @delete("/{site_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a site and its visits")
+    def remove(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> None:
+        caller.require(Scope.ADMIN)
+        with tenant_session(caller.tenant_id) as session:
+            sites.delete_site(session, site_id)
+
+
+class VisitorsController(Controller):
+    path = "/api/v1/visitors"
+    tags = ["tracking"]
+    security = [{"apiKey": []}]
+
+    @get(sync_to_thread=True, summary="List visitors, newest first")
+    def list(
+        self,
+        caller: NamedDependency[ApiCaller],
+        site_id: UUID | None = None,
+        is_bot: bool | None = None,
+        cursor: str | None = None,
+        limit: Limit = 50,
+    ) -> VisitorPage:
+        caller.require(Scope.READ)
+        with tenant_session(caller.tenant_id) as session:
+            page = history.list_visitors(session, site_id=site_id, is_bot=is_bot, cursor=cursor, limit=limit)
+            return VisitorPage([VisitorPublic.of(v) for v in page.items], page.next_cursor)
+
+    @get("/{visitor_id:uuid}", sync_to_thread=True, summary="A visitor's attribution and visits")
+    def get(self, caller: NamedDependency[ApiCaller], visitor_id: FromPath[UUID]) -> VisitorDetail:
+        caller.require(Scope.READ)
+        with tenant_session(caller.tenant_id) as session:
+            visitor = history.get_visitor(session, visitor_id)
+            visits = [VisitPublic.of(v) for v in history.visits_of(session, visitor_id)]
+            public = VisitorPublic.of(visitor)
+            return VisitorDetail(**msgspec.structs.asdict(public), visits=visits)
+
+
+class VisitsController(Controller):
+    path = "/api/v1/visits"
+    tags = ["tracking"]
+    security = [{"apiKey": []}]
+
+    @get(sync_to_thread=True, summary="List visits, newest first, filtered")
+    def list(
+        self,
+        caller: NamedDependency[ApiCaller],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        site_id: UUID | None = None,
+        visitor_id: UUID | None = None,
+        utm_source: str | None = None,
+        utm_medium: str | None = None,
+        utm_campaign: str | None = None,
+        bot: bool | None = None,
+        type: Literal["pageview", "event"] | None = None,
+        cursor: str | None = None,
+        limit: Limit = 50,
+    ) -> VisitPage:
+        caller.require(Scope.READ)
+        filters = history.VisitFilter(
+            since=since,
+            until=until,
+            site_id=site_id,
+            visitor_id=visitor_id,
+            utm_source=utm_source,
+            utm_medium=utm_medium,
+            utm_campaign=utm_campaign,
+            is_bot=bot,
+            type=type,
+        )
+        with tenant_session(caller.tenant_id) as session:
+            page = history.list_visits(session, filters, cursor=cursor, limit=limit)
+            return VisitPage([VisitPublic.of(v) for v in page.items], page.next_cursor)

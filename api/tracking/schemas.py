@@ -1,0 +1,139 @@
+"""Bodies of the sites, visitors and visits API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+
+from tenants.models import Site, Visit, Visitor
+
+__all__ = ["SiteCreate", "SitePublic", "SiteUpdate", "VisitPublic", "VisitorDetail", "VisitorPublic"]
+
+
+class SiteCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(max_length=200)]
+    allowed_origins: Annotated[list[str], msgspec.Meta(max_length=100)]
+    honor_dnt: bool = True
+    truncate_ip: bool = True
+    partner_params: Annotated[list[str], msgspec.Meta(max_length=20)] | None = None
+    bot_policy: str = "flag"
+
+
+class SiteUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    allowed_origins: Annotated[list[str], msgspec.Meta(max_length=100)] | None = None
+    honor_dnt: bool | None = None
+    truncate_ip: bool | None = None
+    partner_params: Annotated[list[str], msgspec.Meta(max_length=20)] | None = None
+    bot_policy: str | None = None
+
+
+class SitePublic(msgspec.Struct):
+    id: UUID
+    name: str
+    site_key: str
+    allowed_origins: list[str]
+    honor_dnt: bool
+    truncate_ip: bool
+    partner_params: list[str]
+    bot_policy: str
+    snippet: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, site: Site, snippet: str) -> SitePublic:
+        return cls(
+            id=site.id,
+            name=site.name,
+            site_key=site.site_key,
+            allowed_origins=list(site.allowed_origins),
+            honor_dnt=site.honor_dnt,
+            truncate_ip=site.truncate_ip,
+            partner_params=list(site.partner_params),
+            bot_policy=site.bot_policy,
+            snippet=snippet,
+            created_at=site.created_at,
+        )
+
+
+class VisitPublic(msgspec.Struct):
+    hit_id: UUID
+    occurred_at: datetime
+    visitor_id: UUID
+    site_id: UUID
+    contact_id: UUID | None
+    type: str
+    event_name: str | None
+    url: str
+    path: str
+    title: str | None
+    referrer: str | None
+    utm: dict[str, str]
+    click_ids: dict[str, Any]
+    ad_cookies: dict[str, Any]
+    partner_code: str | None
+    is_bot: bool
+    bot_reason: str | None
+    props: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, visit: Visit) -> VisitPublic:
+        utm = {
+            name: value
+            for name in ("source", "medium", "campaign", "term", "content", "id")
+            if (value := getattr(visit, f"utm_{name}")) is not None
+        }
+        return cls(
+            hit_id=visit.hit_id,
+            occurred_at=visit.occurred_at,
+            visitor_id=visit.visitor_id,
+            site_id=visit.site_id,
+            contact_id=visit.contact_id,
+            type=visit.type,
+            event_name=visit.event_name,
+            url=visit.url,
+            path=visit.path,
+            title=visit.title,
+            referrer=visit.referrer,
+            utm=utm,
+            click_ids=visit.click_ids,
+            ad_cookies=visit.ad_cookies,
+            partner_code=visit.partner_code,
+            is_bot=visit.is_bot,
+            bot_reason=visit.bot_reason,
+            props=visit.props,
+        )
+
+
+class VisitorPublic(msgspec.Struct):
+    id: UUID
+    site_id: UUID
+    contact_id: UUID | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    visit_count: int
+    is_bot: bool
+    first_touch: dict[str, Any] | None
+    last_touch: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, visitor: Visitor) -> VisitorPublic:
+        return cls(
+            id=visitor.id,
+            site_id=visitor.site_id,
+            contact_id=visitor.contact_id,
+            first_seen_at=visitor.first_seen_at,
+            last_seen_at=visitor.last_seen_at,
+            visit_count=visitor.visit_count,
+            is_bot=visitor.is_bot,
+            first_touch=visitor.first_touch,
+            last_touch=visitor.last_touch,
+        )
+
+
+class VisitorDetail(VisitorPublic):
+    visits: list[VisitPublic] = msgspec.field(default_factory=list)
+    """The first 100 visits, oldest first; page through ``/api/v1/visits?visitor_id=…`` for all."""

@@ -1,0 +1,94 @@
+"""Signed tokens (JWS, pinned to HS256): visitor cookies and other bearer tokens of a purpose.
+
+The header's ``kid`` only selects one of the configured keys; an unknown kid, another algorithm, a bad
+signature, another tenant or another purpose all fail the same way: the token is not trusted.
+Tokens carry ids only, never personal data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from authlib.jose import JsonWebSignature
+from authlib.jose.errors import JoseError
+
+from tenants.settings import SigningKey, get_settings
+
+__all__ = ["TokenClaims", "TokenSigner", "get_signer"]
+
+_jws = JsonWebSignature(algorithms=["HS256"])
+MAX_TOKEN_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    tenant_id: UUID
+    subject: UUID
+    """The visitor (or other entity) the token names."""
+    issued_at: int
+    key_id: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TokenSigner:
+    """Signs with the newest key; verifies with any configured key."""
+
+    def __init__(self, keys: tuple[SigningKey, ...]) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is required")
+        self._newest = keys[0]
+        self._by_id = {key.key_id: key.secret for key in keys}
+
+    def sign(self, purpose: str, tenant_id: UUID, subject: UUID, **extra: Any) -> str:
+        payload = {"p": purpose, "t": tenant_id.hex, "s": subject.hex, "iat": int(time.time()), **extra}
+        header = {"alg": "HS256", "kid": self._newest.key_id}
+        token: bytes = _jws.serialize_compact(
+            header, json.dumps(payload, separators=(",", ":")), self._newest.secret
+        )
+        return token.decode()
+
+    def verify(
+        self, token: str, purpose: str, tenant_id: UUID, max_age: int | None = None
+    ) -> TokenClaims | None:
+        """The claims if the token is genuine, of this purpose and tenant (and young enough); else None."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        try:
+            data = _jws.deserialize_compact(token, self._key_for)
+            payload = json.loads(data["payload"])
+            if payload.get("p") != purpose or payload.get("t") != tenant_id.hex:
+                return None
+            issued_at = int(payload["iat"])
+            if max_age is not None and time.time() - issued_at > max_age:
+                return None
+            extra = {k: v for k, v in payload.items() if k not in ("p", "t", "s", "iat")}
+            return TokenClaims(tenant_id, UUID(hex=payload["s"]), issued_at, data["header"]["kid"], extra)
+        except (JoseError, ValueError, KeyError, TypeError):
+            return None
+
+    def is_current(self, claims: TokenClaims) -> bool:
+        """False for a token signed with an older key: re-issue it."""
+        return claims.key_id == self._newest.key_id
+
+    def _key_for(self, header: dict[str, Any], _payload: Any) -> bytes:
+        if header.get("alg") != "HS256":
+            raise ValueError("algorithm not allowed")
+        secret = self._by_id.get(str(header.get("kid")))
+        if secret is None:
+            raise ValueError("unknown key id")
+        return secret
+
+
+_signer: TokenSigner | None = None
+
+
+def get_signer() -> TokenSigner:
+    """The process's signer, built from ``TRAILMARK_SIGNING_KEYS``."""
+    global _signer  # noqa: PLW0603 - one per process, settings never change at run time
+    if _signer is None:
+        _signer = TokenSigner(get_settings().signing_keys)
+    return _signer

@@ -1,0 +1,1 @@
+"""Tracking: sites, the collect pipeline (validate → Redis stream → ingest) and visitor history."""

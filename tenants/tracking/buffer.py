@@ -1,0 +1,141 @@
+"""The ingest buffer: a bounded Redis stream between collect (async) and the ingest worker (sync).
+
+Collect appends one entry per accepted batch with a Lua script that refuses once the backlog reaches
+its bound, so a full buffer answers 503 instead of growing without limit. Ingest reads through a
+consumer group and acknowledges (then deletes) entries only after their rows are committed; entries
+left pending by a dead consumer are claimed again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+
+from tenants.tracking.hits import Envelope
+
+__all__ = [
+    "DEAD_LETTER_STREAM",
+    "GROUP",
+    "STREAM",
+    "BufferFull",
+    "IngestBuffer",
+    "IngestProducer",
+    "backlog",
+    "consumer_name",
+    "decode_entry",
+]
+
+STREAM = "trailmark:ingest"
+"""Shared by all tenants: each entry carries its tenant id; rows are written under that tenant's RLS scope."""
+DEAD_LETTER_STREAM = "trailmark:ingest:dead"
+GROUP = "ingest"
+CLAIM_IDLE_MS = 30_000
+"""An entry unacknowledged this long belongs to a consumer presumed dead."""
+
+_APPEND = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[1], '*', 'd', ARGV[2])
+return 1
+"""
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Envelope)
+
+
+class BufferFull(Exception):
+    """The backlog is at its bound; the sender should retry later."""
+
+
+class IngestProducer:
+    """The collect side: one per process and event loop."""
+
+    def __init__(self, client: aioredis.Redis, max_backlog: int) -> None:
+        self.client = client
+        self.max_backlog = max_backlog
+        self._append = client.register_script(_APPEND)
+
+    async def append(self, envelope: Envelope) -> None:
+        """Queue one accepted batch (as durable as the Redis server's AOF), or raise
+        :class:`BufferFull` or a Redis error. Never returns without the entry stored."""
+        stored = await self._append(keys=[STREAM], args=[self.max_backlog, _encoder.encode(envelope)])
+        if not stored:
+            raise BufferFull
+
+
+def backlog(client: redis.Redis) -> int:
+    """Entries waiting or in flight."""
+    return int(client.xlen(STREAM))
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class IngestBuffer:
+    """The consumer side, used by the ingest worker."""
+
+    def __init__(self, client: redis.Redis, consumer: str | None = None) -> None:
+        self.client = client
+        self.consumer = consumer or consumer_name()
+        self._group_ready = False
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            self.client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._group_ready = True
+
+    def read(self, count: int, block_ms: int | None) -> list[tuple[str, bytes]]:
+        """New entries for this consumer, after any it left pending (a crash before its ack)."""
+        self._ensure_group()
+        own = self.client.xreadgroup(GROUP, self.consumer, {STREAM: "0"}, count=count)
+        entries = _entries(own)
+        if entries:
+            return entries
+        _, claimed, *_ = self.client.xautoclaim(
+            STREAM, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=count
+        )
+        if claimed:
+            return [(_text(entry_id), fields[b"d"]) for entry_id, fields in claimed if fields]
+        fresh = self.client.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=count, block=block_ms)
+        return _entries(fresh)
+
+    def ack(self, entry_ids: list[str]) -> None:
+        """Done: acknowledge and delete, so the stream length is the backlog."""
+        if entry_ids:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xack(STREAM, GROUP, *entry_ids)
+            pipe.xdel(STREAM, *entry_ids)
+            pipe.execute()
+
+    def dead_letter(self, entry_id: str, data: bytes, reason: str) -> None:
+        """Keep an entry that can never be stored, with why, and take it out of the way."""
+        self.client.xadd(
+            DEAD_LETTER_STREAM, {"d": data, "id": entry_id, "reason": reason[:500]}, maxlen=100_000
+        )
+        self.ack([entry_id])
+
+
+def decode_entry(data: bytes) -> Envelope:
+    return _decoder.decode(data)
+
+
+def _entries(response: Any) -> list[tuple[str, bytes]]:
+    result: list[tuple[str, bytes]] = []
+    for _stream, items in response or []:
+        for entry_id, fields in items:
+            if fields:  # an entry deleted while pending comes back empty
+                result.append((_text(entry_id), fields[b"d"]))
+    return result
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,148 @@
+"""Reading visitors and visits back, with filters and stable cursor pagination."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+from uuid import UUID
+
+from sqlalchemy import and_, or_
+from sqlmodel import Session, col, select
+
+from tenants.errors import Invalid, NotFound
+from tenants.isolation import current_tenant_id
+from tenants.models import Visit, Visitor
+
+__all__ = ["Page", "VisitFilter", "get_visitor", "list_visitors", "list_visits", "visits_of"]
+
+T = TypeVar("T")
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class VisitFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    site_id: UUID | None = None
+    visitor_id: UUID | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    is_bot: bool | None = None
+    type: str | None = None
+
+
+def _encode_cursor(*parts: str) -> str:
+    return base64.urlsafe_b64encode("|".join(parts).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, count: int) -> list[str]:
+    try:
+        parts = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+    except ValueError:
+        parts = []
+    if len(parts) != count:
+        raise Invalid("the cursor is not one this API returned", {"cursor": "invalid"})
+    return parts
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid("limit is out of range", {"limit": f"must be 1 to {MAX_PAGE}"})
+    return limit
+
+
+def get_visitor(session: Session, visitor_id: UUID) -> Visitor:
+    visitor = session.get(Visitor, (current_tenant_id(session), visitor_id))
+    if visitor is None:
+        raise NotFound("visitor not found")
+    return visitor
+
+
+def visits_of(session: Session, visitor_id: UUID, limit: int = 100) -> list[Visit]:
+    """The visitor's visits, oldest first (the first ``limit``)."""
+    query = (
+        select(Visit)
+        .where(Visit.visitor_id == visitor_id)
+        .order_by(col(Visit.occurred_at), col(Visit.hit_id))
+        .limit(_limit(limit))
+    )
+    return list(session.exec(query))
+
+
+def list_visitors(
+    session: Session,
+    *,
+    site_id: UUID | None = None,
+    is_bot: bool | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[Visitor]:
+    """Newest visitors first; the cursor is the last id seen (ids are time-ordered)."""
+    query = select(Visitor).order_by(col(Visitor.id).desc()).limit(_limit(limit) + 1)
+    if site_id is not None:
+        query = query.where(Visitor.site_id == site_id)
+    if is_bot is not None:
+        query = query.where(Visitor.is_bot == is_bot)
+    if cursor:
+        (last_id,) = _decode_cursor(cursor, 1)
+        try:
+            query = query.where(col(Visitor.id) < UUID(last_id))
+        except ValueError:
+            raise Invalid("the cursor is not one this API returned", {"cursor": "invalid"}) from None
+    rows = list(session.exec(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, _encode_cursor(str(rows[-1].id)) if more else None)
+
+
+def list_visits(
+    session: Session, filters: VisitFilter, *, cursor: str | None = None, limit: int = 50
+) -> Page[Visit]:
+    """Newest visits first, filtered; the cursor is the last (time, hit id) seen."""
+    query = (
+        select(Visit)
+        .order_by(col(Visit.occurred_at).desc(), col(Visit.hit_id).desc())
+        .limit(_limit(limit) + 1)
+    )
+    conditions = {
+        "site_id": filters.site_id,
+        "visitor_id": filters.visitor_id,
+        "utm_source": filters.utm_source,
+        "utm_medium": filters.utm_medium,
+        "utm_campaign": filters.utm_campaign,
+        "is_bot": filters.is_bot,
+        "type": filters.type,
+    }
+    for name, value in conditions.items():
+        if value is not None:
+            query = query.where(getattr(Visit, name) == value)
+    if filters.since is not None:
+        query = query.where(col(Visit.occurred_at) >= filters.since)
+    if filters.until is not None:
+        query = query.where(col(Visit.occurred_at) < filters.until)
+    if cursor:
+        at, hit_id = _decode_cursor(cursor, 2)
+        try:
+            last_at, last_hit = datetime.fromisoformat(at), UUID(hit_id)
+        except ValueError:
+            raise Invalid("the cursor is not one this API returned", {"cursor": "invalid"}) from None
+        query = query.where(
+            or_(
+                col(Visit.occurred_at) < last_at,
+                and_(col(Visit.occurred_at) == last_at, col(Visit.hit_id) < last_hit),
+            )
+        )
+    rows = list(session.exec(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1].occurred_at.isoformat(), str(rows[-1].hit_id)) if more else None
+    return Page(rows, next_cursor)

@@ -1,0 +1,201 @@
+"""Sites: where the tracker runs, which origins may send hits, and how they are treated."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from tenants.errors import Invalid, NotFound
+from tenants.isolation import current_tenant_id, system_session, tenant_session
+from tenants.models import DEFAULT_PARTNER_PARAMS, Site
+from tenants.tracking.origins import normalize_origin
+
+__all__ = [
+    "SiteConfig",
+    "cached_site",
+    "create_site",
+    "delete_site",
+    "forget_site",
+    "get_site",
+    "list_sites",
+    "resolve_site",
+    "snippet",
+    "update_site",
+]
+
+SITE_CACHE_SECONDS = 30.0
+"""How long a process trusts its copy of a site's settings; changes apply everywhere within this."""
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """What the public endpoints need of a site, cached per process."""
+
+    tenant_id: UUID
+    site_id: UUID
+    site_key: str
+    allowed_origins: frozenset[str]
+    honor_dnt: bool
+    truncate_ip: bool
+    partner_params: tuple[str, ...]
+    bot_policy: str
+
+
+def _validated(
+    name: str | None,
+    allowed_origins: list[str] | None,
+    partner_params: list[str] | None,
+    bot_policy: str | None,
+) -> dict[str, Any]:
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    if name is not None:
+        if not 1 <= len(name.strip()) <= 200:
+            errors["name"] = "must be 1 to 200 characters"
+        values["name"] = name.strip()
+    if allowed_origins is not None:
+        origins = []
+        for origin in allowed_origins:
+            normalized = normalize_origin(origin)
+            if normalized is None:
+                errors["allowed_origins"] = f"{origin!r} is not an origin like https://shop.example.com"
+                break
+            origins.append(normalized)
+        if not origins and "allowed_origins" not in errors:
+            errors["allowed_origins"] = "list at least one origin the tracker runs on"
+        values["allowed_origins"] = sorted(set(origins))
+    if partner_params is not None:
+        if not all(
+            p and len(p) <= 50 and p.replace("_", "").replace("-", "").isalnum() for p in partner_params
+        ):
+            errors["partner_params"] = "must be query parameter names (letters, digits, - and _)"
+        values["partner_params"] = list(dict.fromkeys(partner_params))
+    if bot_policy is not None:
+        if bot_policy not in ("flag", "drop"):
+            errors["bot_policy"] = "must be 'flag' or 'drop'"
+        values["bot_policy"] = bot_policy
+    if errors:
+        raise Invalid("the site is invalid", errors)
+    return values
+
+
+def create_site(
+    session: Session,
+    *,
+    name: str,
+    allowed_origins: list[str],
+    honor_dnt: bool = True,
+    truncate_ip: bool = True,
+    partner_params: list[str] | None = None,
+    bot_policy: str = "flag",
+) -> Site:
+    """Register a site; its public key goes into the snippet."""
+    values = _validated(name, allowed_origins, partner_params or list(DEFAULT_PARTNER_PARAMS), bot_policy)
+    site = Site(site_key=secrets.token_urlsafe(12), honor_dnt=honor_dnt, truncate_ip=truncate_ip, **values)
+    session.add(site)
+    session.flush()
+    return site
+
+
+def list_sites(session: Session) -> list[Site]:
+    return list(session.exec(select(Site).order_by(col(Site.id))))
+
+
+def get_site(session: Session, site_id: UUID) -> Site:
+    site = session.get(Site, (current_tenant_id(session), site_id))
+    if site is None:
+        raise NotFound("site not found")
+    return site
+
+
+def update_site(
+    session: Session,
+    site_id: UUID,
+    *,
+    name: str | None = None,
+    allowed_origins: list[str] | None = None,
+    honor_dnt: bool | None = None,
+    truncate_ip: bool | None = None,
+    partner_params: list[str] | None = None,
+    bot_policy: str | None = None,
+) -> Site:
+    """Change what is given; the rest stays."""
+    site = get_site(session, site_id)
+    for field, value in _validated(name, allowed_origins, partner_params, bot_policy).items():
+        setattr(site, field, value)
+    if honor_dnt is not None:
+        site.honor_dnt = honor_dnt
+    if truncate_ip is not None:
+        site.truncate_ip = truncate_ip
+    session.add(site)
+    session.flush()
+    return site
+
+
+def delete_site(session: Session, site_id: UUID) -> None:
+    """Remove the site with its visitors and visits."""
+    session.delete(get_site(session, site_id))
+
+
+def snippet(base_url: str, site: Site) -> str:
+    return f'<script async src="{base_url}/t/{site.site_key}.js"></script>'
+
+
+_cache: dict[str, tuple[float, SiteConfig | None]] = {}
+_cache_lock = threading.Lock()
+
+
+def cached_site(site_key: str) -> tuple[bool, SiteConfig | None]:
+    """``(True, site or None)`` when this process's cache answers; ``(False, None)`` when only
+    :func:`resolve_site` (which reads the database) can."""
+    cached = _cache.get(site_key)
+    if cached is not None and cached[0] > time.monotonic():
+        return True, cached[1]
+    return False, None
+
+
+def resolve_site(site_key: str) -> SiteConfig | None:
+    """The site behind a public key, or None; cached for :data:`SITE_CACHE_SECONDS` (misses too)."""
+    known, config = cached_site(site_key)
+    if known:
+        return config
+    now = time.monotonic()
+    config = _load_site(site_key) if 0 < len(site_key) <= 32 else None
+    with _cache_lock:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[site_key] = (now + SITE_CACHE_SECONDS, config)
+    return config
+
+
+def forget_site(site_key: str) -> None:
+    """Drop this process's cached copy (after the tenant changed it here)."""
+    _cache.pop(site_key, None)
+
+
+def _load_site(site_key: str) -> SiteConfig | None:
+    with system_session() as session:
+        tenant_id = session.execute(text("SELECT trailmark_site_tenant(:key)"), {"key": site_key}).scalar()
+    if tenant_id is None:
+        return None
+    with tenant_session(tenant_id) as session:
+        site = session.exec(select(Site).where(Site.site_key == site_key)).first()
+        if site is None:
+            return None
+        return SiteConfig(
+            tenant_id=site.tenant_id,
+            site_id=site.id,
+            site_key=site.site_key,
+            allowed_origins=frozenset(site.allowed_origins),
+            honor_dnt=site.honor_dnt,
+            truncate_ip=site.truncate_ip,
+            partner_params=tuple(site.partner_params),
+            bot_policy=site.bot_policy,
+        )

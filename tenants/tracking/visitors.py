@@ -1,0 +1,53 @@
+"""Which visitor a browser is: the signed visitor token, checked and (re)issued."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from tenants.models import new_id
+from tenants.security.tokens import get_signer
+
+__all__ = [
+    "VISITOR_COOKIE",
+    "VISITOR_COOKIE_MAX_AGE",
+    "VISITOR_PURPOSE",
+    "BrowserVisitor",
+    "visitor_of_browser",
+]
+
+VISITOR_PURPOSE = "visitor"
+VISITOR_COOKIE = "tm_vid"
+VISITOR_COOKIE_MAX_AGE = 400 * 24 * 3600
+"""Browsers cap cookie lifetimes at 400 days."""
+
+
+@dataclass(frozen=True)
+class BrowserVisitor:
+    visitor_id: UUID
+    token: str
+    """The token the browser should hold from now on."""
+    is_new: bool
+    reissued: bool
+    """True when ``token`` differs from what the browser sent (new visitor or an older signing key)."""
+
+
+def visitor_of_browser(tenant_id: UUID, *tokens: str | None) -> BrowserVisitor:
+    """The visitor named by the first genuine token of this tenant among ``tokens`` (server cookie
+    first, then what the script sent); a forged, foreign or other-purpose token is ignored and the
+    browser becomes a new anonymous visitor."""
+    signer = get_signer()
+    for token in tokens:
+        if not token:
+            continue
+        claims = signer.verify(token, VISITOR_PURPOSE, tenant_id)
+        if claims is None:
+            continue
+        if signer.is_current(claims):
+            return BrowserVisitor(claims.subject, token, is_new=False, reissued=False)
+        fresh = signer.sign(VISITOR_PURPOSE, tenant_id, claims.subject)
+        return BrowserVisitor(claims.subject, fresh, is_new=False, reissued=True)
+    visitor_id = new_id()
+    return BrowserVisitor(
+        visitor_id, signer.sign(VISITOR_PURPOSE, tenant_id, visitor_id), is_new=True, reissued=True
+    )
