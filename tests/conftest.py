@@ -171,3 +171,68 @@ def make_tenant() -> Callable[..., TenantHandle]:
         return TenantHandle(result.tenant.id, result.tenant.slug, result.api_key.secret)
 
     return make
+
+
+def start_beat(**env: str) -> subprocess.Popen[bytes]:
+    """Beat sends the ingest drain every second (and the outbox sweep)."""
+    schedule_dir = tempfile.mkdtemp(prefix="trailmark-beat-")
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "beat"],
+        cwd=REPO,
+        env=child_env(TRAILMARK_DATA_DIR=schedule_dir, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def pipeline(worker: subprocess.Popen[bytes]) -> Iterator[None]:
+    """The real tracking pipeline: a Celery worker plus beat draining the ingest stream."""
+    beat = start_beat()
+    yield
+    stop(beat)
+
+
+@dataclass
+class SiteHandle:
+    tenant: TenantHandle
+    site_id: UUID
+    site_key: str
+
+
+def make_site(tenant: TenantHandle, origins: list[str], **options: Any) -> SiteHandle:
+    from tenants.isolation import tenant_session
+    from tenants.tracking.sites import create_site
+
+    with tenant_session(tenant.tenant_id) as session:
+        site = create_site(session, name="Shop", allowed_origins=origins, **options)
+        return SiteHandle(tenant, site.id, site.site_key)
+
+
+def stored_visits(tenant_id: UUID) -> int:
+    from sqlalchemy import text
+
+    from tenants.isolation import tenant_session
+
+    with tenant_session(tenant_id) as session:
+        return int(session.execute(text("SELECT count(*) FROM visits")).scalar() or 0)
+
+
+def wait_stored(tenant_id: UUID, expected: int, timeout: float = 60) -> None:
+    """Wait until the tenant has ``expected`` visits; fail if it has more (a duplicate) or never gets there."""
+
+    def reached() -> bool:
+        count = stored_visits(tenant_id)
+        assert count <= expected, f"{count} visits stored, expected {expected}: duplicates"
+        return count == expected
+
+    wait_until(reached, timeout, f"{expected} visits stored", interval=0.2)

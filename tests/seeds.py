@@ -29,7 +29,11 @@ def _tracking(session: Session) -> None:
     now = int(time.time() * 1000)
     hit = Hit(hit_id=uuid4(), ts=now, url="https://seed.example/?utm_source=seed", path="/")
     envelope = Envelope(
-        tenant_id=current_tenant_id(session), site_id=site.id, visitor_id=new_id(), received_at=now, hits=[hit]
+        tenant_id=current_tenant_id(session),
+        site_id=site.id,
+        visitor_id=new_id(),
+        received_at=now,
+        hits=[hit],
     )
     store_envelopes(session, [envelope])
 

@@ -130,7 +130,9 @@ def test_cross_tenant_reads_and_writes_fail_in_every_table(
     # Reading a partition directly is walled off as well.
     for partition in set(rls_tables(owner_url, partitions=True)) - set(tables):
         with tenant_session(a.tenant_id) as session:
-            foreign = session.execute(text(f"SELECT count(*) FROM {partition} WHERE tenant_id = :b"), {"b": b.tenant_id})
+            foreign = session.execute(
+                text(f"SELECT count(*) FROM {partition} WHERE tenant_id = :b"), {"b": b.tenant_id}
+            )
             assert foreign.scalar() == 0, partition
 
 

@@ -64,6 +64,9 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
                 "schedule": 2.0,
                 "options": {"expires": 10},
             },
+            # Each drain run stores until the stream is empty; runs overlap safely (one consumer group).
+            "drain-ingest": {"task": "trailmark.ingest.drain", "schedule": 1.0, "options": {"expires": 2}},
+            "visit-partitions": {"task": "trailmark.ingest.ensure_visit_partitions", "schedule": 3600.0},
         },
     )
 

@@ -186,4 +186,4 @@ async def tracker_script(request: Request[Any, Any, Any], script: FromPath[str])
     headers = {"ETag": etag, "Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
     if request.headers.get("if-none-match") == etag:
         return Response(b"", status_code=304, headers=headers)
-    return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
+    return Response(body, media_type="text/javascript", headers=headers)
