@@ -228,7 +228,7 @@ def stored_visits(tenant_id: UUID) -> int:
 
 
 def wait_stored(tenant_id: UUID, expected: int, timeout: float = 60) -> None:
-    """Wait until the tenant has ``expected`` visits; fail if it has more (a duplicate) or never gets there."""
+    """Wait until the tenant has ``expected`` visits; fail on more (a duplicate) or on never getting there."""
 
     def reached() -> bool:
         count = stored_visits(tenant_id)

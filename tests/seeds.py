@@ -4,12 +4,11 @@ tenant table without a seeder here fails ``test_every_tenant_table_has_a_seeder`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from uuid import uuid4
 
 from sqlmodel import Session
-
-import time
-from uuid import uuid4
 
 from tenants.isolation import current_tenant_id
 from tenants.models import OutboxMessage, new_id
