@@ -6,6 +6,7 @@ from sqlalchemy import text
 
 from tenants.isolation import system_session
 from tenants.redis_store import get_redis
+from tenants.settings import get_settings
 from tenants.tracking.buffer import IngestBuffer
 from tenants.tracking.ingest import drain
 from workers.app import celery_app
@@ -21,7 +22,7 @@ def drain_ingest_stream(max_seconds: float = 5.0) -> int:
     separate consumers of one group, so they share the work without overlap."""
     global _buffer  # noqa: PLW0603 - one consumer (name and connection) per worker process
     if _buffer is None:
-        _buffer = IngestBuffer(get_redis())
+        _buffer = IngestBuffer(get_redis(), get_settings().ingest_claim_idle_ms)
     return drain(_buffer, max_seconds=max_seconds).stored_visits
 
 

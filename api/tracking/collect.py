@@ -90,7 +90,12 @@ async def collect(request: Request[Any, Any, Any], site_key: FromPath[str]) -> R
         return _problem(error.status, error.reason, cors)
 
     settings = get_settings()
-    browser = visitor_of_browser(site.tenant_id, request.cookies.get(VISITOR_COOKIE), body_token)
+    browser = visitor_of_browser(
+        site.tenant_id,
+        request.cookies.get(VISITOR_COOKIE),
+        body_token,
+        first_hit=(hits[0].hit_id, hits[0].ts),
+    )
     user_agent = request.headers.get("user-agent")
     reason = bot_reason(user_agent, request.headers.get("sec-purpose") or request.headers.get("purpose"))
     accepted = len(hits)

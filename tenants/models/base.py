@@ -13,13 +13,17 @@ from sqlmodel import Field, Session, SQLModel
 
 from tenants.isolation import current_tenant_id
 
-__all__ = ["TenantOwned", "new_id", "timestamp_field", "utcnow"]
+__all__ = ["TenantOwned", "new_id", "timestamp_field", "utcnow", "uuid7"]
 
 
 def new_id() -> UUID:
     """A UUIDv7: time-ordered, so ids index well and double as a stable cursor for pagination."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    return uuid7(time.time_ns() // 1_000_000, os.urandom(10))
+
+
+def uuid7(millis: int, entropy: bytes) -> UUID:
+    """A UUIDv7 of ``millis`` with 74 bits taken from ``entropy`` (10 bytes)."""
+    rand = int.from_bytes(entropy[:10], "big")
     value = (millis & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76  # version 7
     value |= (rand >> 68) << 64 & (0xFFF << 64)  # 12 random bits

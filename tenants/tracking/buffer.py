@@ -34,8 +34,6 @@ STREAM = "trailmark:ingest"
 """Shared by all tenants: each entry carries its tenant id; rows are written under that tenant's RLS scope."""
 DEAD_LETTER_STREAM = "trailmark:ingest:dead"
 GROUP = "ingest"
-CLAIM_IDLE_MS = 30_000
-"""An entry unacknowledged this long belongs to a consumer presumed dead."""
 
 _APPEND = """
 if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
@@ -78,8 +76,10 @@ def consumer_name() -> str:
 class IngestBuffer:
     """The consumer side, used by the ingest worker."""
 
-    def __init__(self, client: redis.Redis, consumer: str | None = None) -> None:
+    def __init__(self, client: redis.Redis, claim_idle_ms: int, consumer: str | None = None) -> None:
         self.client = client
+        self.claim_idle_ms = claim_idle_ms
+        """Entries unacknowledged this long belong to a consumer presumed dead."""
         self.consumer = consumer or consumer_name()
         self._group_ready = False
 
@@ -101,7 +101,7 @@ class IngestBuffer:
         if entries:
             return entries
         _, claimed, *_ = self.client.xautoclaim(
-            STREAM, GROUP, self.consumer, CLAIM_IDLE_MS, "0-0", count=count
+            STREAM, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=count
         )
         if claimed:
             return [(_text(entry_id), fields[b"d"]) for entry_id, fields in claimed if fields]
