@@ -52,9 +52,7 @@ def create_app() -> Litestar:
             path="/api/schema",
             components=Components(
                 security_schemes={
-                    "apiKey": SecurityScheme(
-                        type="http", scheme="bearer", description="Authorization: Bearer tm_…"
-                    )
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer tm_…")
                 }
             ),
         ),

@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trailmark", description=__doc__)
     commands = parser.add_subparsers(dest="command")
-    run = commands.add_parser(
-        "run", help="API + worker + beat (embedded PostgreSQL/Redis when no URLs are set)"
-    )
+    run = commands.add_parser("run", help="API + worker + beat (embedded PostgreSQL/Redis when no URLs are set)")
     run.set_defaults(handler=_run)
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
@@ -58,9 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker)
     beat = commands.add_parser("beat", help="run the Celery beat scheduler")
     beat.set_defaults(handler=_beat)
-    migrate = commands.add_parser(
-        "migrate", help="upgrade the schema and create the app role (runs as owner)"
-    )
+    migrate = commands.add_parser("migrate", help="upgrade the schema and create the app role (runs as owner)")
     migrate.set_defaults(handler=_migrate)
     tenant = commands.add_parser("tenant", help="manage tenants")
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
@@ -75,9 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _require_services(settings: Settings) -> None:
     if settings.database_url is None or settings.redis_url is None:
-        raise SettingsError(
-            "TRAILMARK_DATABASE_URL and TRAILMARK_REDIS_URL must be set (or use `trailmark run`)"
-        )
+        raise SettingsError("TRAILMARK_DATABASE_URL and TRAILMARK_REDIS_URL must be set (or use `trailmark run`)")
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
@@ -112,9 +106,7 @@ def _beat(settings: Settings, _: argparse.Namespace) -> int:
     from workers.app import celery_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    celery_app.start(
-        ["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
-    )
+    celery_app.start(["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")])
     return 0
 
 
@@ -144,9 +136,7 @@ def _tenant_create(settings: Settings, args: argparse.Namespace) -> int:
         print(f"trailmark: {error.message} {getattr(error, 'errors', '') or ''}".rstrip(), file=sys.stderr)
         return 1
     print(
-        json.dumps(
-            {"tenant_id": str(result.tenant.id), "slug": result.tenant.slug, "api_key": result.api_key.secret}
-        )
+        json.dumps({"tenant_id": str(result.tenant.id), "slug": result.tenant.slug, "api_key": result.api_key.secret})
     )
     return 0
 
@@ -176,9 +166,7 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
                 TRAILMARK_DATABASE_URL=urls.app_database_url,
                 TRAILMARK_MIGRATION_DATABASE_URL=urls.owner_database_url,
                 TRAILMARK_REDIS_URL=urls.redis_url,
-                TRAILMARK_SIGNING_KEYS=",".join(
-                    f"{k.key_id}:{_b64(k.secret)}" for k in settings.signing_keys
-                ),
+                TRAILMARK_SIGNING_KEYS=",".join(f"{k.key_id}:{_b64(k.secret)}" for k in settings.signing_keys),
             )
         if embedded is not None or settings.migration_database_url != settings.database_url:
             code = subprocess.call([sys.executable, "-m", "api.cli", "migrate"], env=env)
@@ -192,9 +180,7 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
         print(f"trailmark: health   {base}/health  {base}/ready", flush=True)
         if demo_key:
             print(f"trailmark: demo tenant API key: {demo_key}", flush=True)
-            print(
-                f"trailmark: try: curl -H 'Authorization: Bearer {demo_key}' {base}/api/v1/tenant", flush=True
-            )
+            print(f"trailmark: try: curl -H 'Authorization: Bearer {demo_key}' {base}/api/v1/tenant", flush=True)
         print("trailmark: press Ctrl-C to stop", flush=True)
         while True:
             for part, child in children.items():

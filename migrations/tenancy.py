@@ -23,22 +23,23 @@ TENANT_PREDICATE = "tenant_id = nullif(current_setting('app.tenant_id', true), '
 
 
 def create_tenant_table(
-    name: str, *columns: Any, primary_key: tuple[str, ...] = ("id",), **kwargs: Any
+    name: str, *columns: Any, primary_key: tuple[str, ...] = ("id",), append_only: bool = False, **kwargs: Any
 ) -> None:
+    """``append_only``: the app role may insert and read, never change or delete (audit logs)."""
     op.create_table(
         name,
-        sa.Column(
-            "tenant_id", UUID(as_uuid=True), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("tenant_id", UUID(as_uuid=True), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
         *columns,
         sa.PrimaryKeyConstraint("tenant_id", *primary_key, name=f"{name}_pkey"),
         **kwargs,
     )
-    enable_tenant_isolation(name)
+    enable_tenant_isolation(name, privileges="SELECT, INSERT" if append_only else "SELECT, INSERT, UPDATE, DELETE")
 
 
-def enable_tenant_isolation(name: str, predicate: str = TENANT_PREDICATE) -> None:
+def enable_tenant_isolation(
+    name: str, predicate: str = TENANT_PREDICATE, privileges: str = "SELECT, INSERT, UPDATE, DELETE"
+) -> None:
     op.execute(f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY")
     op.execute(f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY")
     op.execute(f"CREATE POLICY tenant_isolation ON {name} USING ({predicate}) WITH CHECK ({predicate})")
-    op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {name} TO {APP_GROUP_ROLE}")
+    op.execute(f"GRANT {privileges} ON {name} TO {APP_GROUP_ROLE}")

@@ -86,9 +86,7 @@ class EmbeddedServices:
         base = self._postgres.get_uri()  # postgresql://postgres:@/postgres?host=<socket dir>
         socket_dir = base.split("host=", 1)[1]
         with psycopg.connect(base, autocommit=True) as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
-            ).fetchone()
+            exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:
                 connection.execute(f'CREATE DATABASE "{DATABASE}"')
         port = free_port()

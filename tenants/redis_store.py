@@ -20,8 +20,6 @@ def get_redis() -> redis.Redis:
         url = get_settings().redis_url
         if url is None:
             raise RuntimeError("TRAILMARK_REDIS_URL is not set")
-        _client = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
-        )
+        _client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
         _pid = os.getpid()
     return _client

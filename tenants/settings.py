@@ -114,9 +114,7 @@ class Settings:
 
 
 def load_signing_keys_file(path: Path) -> tuple[SigningKey, ...]:
-    return parse_signing_keys(
-        ",".join(line.strip() for line in path.read_text().splitlines() if line.strip())
-    )
+    return parse_signing_keys(",".join(line.strip() for line in path.read_text().splitlines() if line.strip()))
 
 
 def parse_signing_keys(text: str) -> tuple[SigningKey, ...]:
@@ -134,8 +132,7 @@ def parse_signing_keys(text: str) -> tuple[SigningKey, ...]:
             raise SettingsError(f"TRAILMARK_SIGNING_KEYS key {kid!r} is not valid base64") from None
         if len(secret) < MIN_SIGNING_KEY_BYTES:
             raise SettingsError(
-                f"TRAILMARK_SIGNING_KEYS key {kid!r} is {len(secret)} bytes; "
-                f"use at least {MIN_SIGNING_KEY_BYTES}"
+                f"TRAILMARK_SIGNING_KEYS key {kid!r} is {len(secret)} bytes; use at least {MIN_SIGNING_KEY_BYTES}"
             )
         if any(k.key_id == kid for k in keys):
             raise SettingsError(f"TRAILMARK_SIGNING_KEYS lists key id {kid!r} twice")

@@ -165,9 +165,7 @@ def make_tenant() -> Callable[..., TenantHandle]:
     from tenants.accounts.service import signup
 
     def make(name: str = "Acme") -> TenantHandle:
-        result = signup(
-            name=name, owner_email=f"owner@{name.lower()}.example", password="correct horse battery"
-        )
+        result = signup(name=name, owner_email=f"owner@{name.lower()}.example", password="correct horse battery")
         return TenantHandle(result.tenant.id, result.tenant.slug, result.api_key.secret)
 
     return make

@@ -89,9 +89,7 @@ def start_test_services() -> TestServices:
         else:
             import pgserver
 
-            server = pgserver.get_server(
-                Path(tempfile.mkdtemp(prefix="trailmark-test-pg-")), cleanup_mode="delete"
-            )
+            server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="trailmark-test-pg-")), cleanup_mode="delete")
             cleanups.append(server)
             admin = server.get_uri()
     admin = _libpq(admin)
@@ -110,9 +108,7 @@ def start_test_services() -> TestServices:
         else:
             port = free_port()
             cleanups.append(
-                start_redis_server(
-                    Path(tempfile.mkdtemp(prefix="trailmark-test-redis-")), port, persistent=False
-                )
+                start_redis_server(Path(tempfile.mkdtemp(prefix="trailmark-test-redis-")), port, persistent=False)
             )
             redis_url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(redis_url)

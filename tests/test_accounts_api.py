@@ -43,9 +43,7 @@ def test_signup_returns_a_working_key_shown_once(client: TestClient[Any]) -> Non
     assert listed[0]["last_used_at"] is not None
 
 
-def test_slug_collision_is_409_and_derived_slugs_get_a_suffix(
-    client: TestClient[Any], owner_url: str
-) -> None:
+def test_slug_collision_is_409_and_derived_slugs_get_a_suffix(client: TestClient[Any], owner_url: str) -> None:
     first = client.post("/api/v1/signup", json={**SIGNUP, "name": "Kilo", "slug": "kilo"})
     assert first.status_code == 201
     taken = client.post("/api/v1/signup", json={**SIGNUP, "name": "Kilo", "slug": "kilo"})
@@ -57,13 +55,9 @@ def test_slug_collision_is_409_and_derived_slugs_get_a_suffix(
     assert count_tenants(owner_url, "kilo%") == 2
 
 
-def test_create_use_and_revoke_a_key(
-    client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
-) -> None:
+def test_create_use_and_revoke_a_key(client: TestClient[Any], make_tenant: Callable[..., TenantHandle]) -> None:
     tenant = make_tenant("Lima")
-    created = client.post(
-        "/api/v1/api-keys", json={"name": "reporting", "scopes": ["read"]}, headers=tenant.headers
-    )
+    created = client.post("/api/v1/api-keys", json={"name": "reporting", "scopes": ["read"]}, headers=tenant.headers)
     assert created.status_code == 201, created.text
     reporting = created.json()
     assert client.get("/api/v1/tenant", headers=bearer(reporting["key"])).status_code == 200

@@ -100,17 +100,12 @@ def test_cross_tenant_reads_and_writes_fail_in_every_table(
         with tenant_session(a.tenant_id) as session:
             conn = session.connection()
             params = {"b": b.tenant_id, "a": a.tenant_id}
-            assert (
-                conn.execute(text(f"SELECT count(*) FROM {table} WHERE {column} = :b"), params).scalar() == 0
-            )
+            assert conn.execute(text(f"SELECT count(*) FROM {table} WHERE {column} = :b"), params).scalar() == 0
             visible = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
             own = conn.execute(text(f"SELECT count(*) FROM {table} WHERE {column} = :a"), params).scalar()
             assert visible == own > 0, table
             assert (
-                conn.execute(
-                    text(f"UPDATE {table} SET {column} = {column} WHERE {column} = :b"), params
-                ).rowcount
-                == 0
+                conn.execute(text(f"UPDATE {table} SET {column} = {column} WHERE {column} = :b"), params).rowcount == 0
             )
             assert conn.execute(text(f"DELETE FROM {table} WHERE {column} = :b"), params).rowcount == 0
         # Writing a row into B's space fails, whether by insert or by moving one's own row.

@@ -54,9 +54,7 @@ def test_run_with_no_urls_serves_ready_and_stops_everything_on_sigterm() -> None
 
         wait_until(ready, 60, "`trailmark run` to answer /ready", interval=0.25)
         key = __import__("json").loads((Path(data_dir) / "demo-tenant.json").read_text())["api_key"]
-        tenant = httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/tenant", headers={"Authorization": f"Bearer {key}"}
-        )
+        tenant = httpx.get(f"http://127.0.0.1:{port}/api/v1/tenant", headers={"Authorization": f"Bearer {key}"})
         assert tenant.json()["slug"] == "demo"
         started = psutil.Process(process.pid).children(recursive=True) + processes_mentioning(data_dir)
         assert len(started) >= 4  # api, worker (+ its pool), beat, redis, postgres

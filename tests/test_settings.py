@@ -56,6 +56,4 @@ def test_cli_stops_with_one_line() -> None:
     )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == [
-        "trailmark: invalid setting: TRAILMARK_PORT must be an integer from 1 to 65535, got 'not-a-port'"
-    ]
+    assert lines == ["trailmark: invalid setting: TRAILMARK_PORT must be an integer from 1 to 65535, got 'not-a-port'"]

@@ -39,9 +39,7 @@ from tests.conftest import (
 )
 
 ORIGIN = "https://shop.example"
-BROWSER = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
-)
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 HEADERS = {"Origin": ORIGIN, "User-Agent": BROWSER, "Content-Type": "text/plain;charset=UTF-8"}
 
 
@@ -191,9 +189,7 @@ def test_forged_visitor_tokens_never_attach_to_the_visitor(client: TestClient[An
     assert attempts > 50
 
 
-def test_a_token_of_an_older_key_is_reissued_for_the_same_visitor(
-    client: TestClient[Any], site: SiteHandle
-) -> None:
+def test_a_token_of_an_older_key_is_reissued_for_the_same_visitor(client: TestClient[Any], site: SiteHandle) -> None:
     older = TokenSigner(get_settings().signing_keys[1:])  # the configured previous key
     visitor = uuid.uuid4()
     old_token = older.sign(VISITOR_PURPOSE, site.tenant.tenant_id, visitor)
@@ -234,9 +230,7 @@ def test_the_same_batch_sent_three_times_is_stored_once(client: TestClient[Any],
 
 
 @pytest.mark.usefixtures("pipeline")
-def test_first_touch_is_kept_and_last_touch_follows_campaigns(
-    client: TestClient[Any], site: SiteHandle
-) -> None:
+def test_first_touch_is_kept_and_last_touch_follows_campaigns(client: TestClient[Any], site: SiteHandle) -> None:
     landing = hit(
         "/?utm_source=google&utm_medium=cpc&gclid=G1&ref=p7",
         utm={"source": "google", "medium": "cpc"},
@@ -256,9 +250,7 @@ def test_first_touch_is_kept_and_last_touch_follows_campaigns(
     assert visitor["first_touch"]["utm"] == {"source": "google", "medium": "cpc"}
     assert visitor["first_touch"]["click_ids"]["gclid"]["value"] == "G1"
     assert visitor["first_touch"]["partner_code"] == "p7"
-    assert visitor["first_touch"]["landing_page"].endswith(
-        "/?utm_source=google&utm_medium=cpc&gclid=G1&ref=p7"
-    )
+    assert visitor["first_touch"]["landing_page"].endswith("/?utm_source=google&utm_medium=cpc&gclid=G1&ref=p7")
     assert visitor["last_touch"]["utm"]["source"] == "newsletter"
 
     detail = client.get(f"/api/v1/visitors/{visitor['id']}", headers=site.tenant.headers).json()
@@ -266,9 +258,7 @@ def test_first_touch_is_kept_and_last_touch_follows_campaigns(
 
 
 @pytest.mark.usefixtures("pipeline")
-def test_bots_are_stored_flagged_and_kept_out_of_attribution(
-    client: TestClient[Any], site: SiteHandle
-) -> None:
+def test_bots_are_stored_flagged_and_kept_out_of_attribution(client: TestClient[Any], site: SiteHandle) -> None:
     googlebot = {
         **HEADERS,
         "User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
@@ -285,9 +275,7 @@ def test_bots_are_stored_flagged_and_kept_out_of_attribution(
 
 
 @pytest.mark.usefixtures("pipeline")
-def test_visits_of_a_visitor_linked_to_a_contact_carry_the_contact(
-    client: TestClient[Any], site: SiteHandle
-) -> None:
+def test_visits_of_a_visitor_linked_to_a_contact_carry_the_contact(client: TestClient[Any], site: SiteHandle) -> None:
     first = post(client, site, batch(hit())).json()
     wait_stored(site.tenant.tenant_id, 1)
     contact_id = uuid.uuid4()
@@ -329,9 +317,7 @@ def test_sites_api_validates_and_hides_other_tenants(
     client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
 ) -> None:
     owner, other = make_tenant("Owner"), make_tenant("Other")
-    bad = client.post(
-        "/api/v1/sites", json={"name": "S", "allowed_origins": ["not a url"]}, headers=owner.headers
-    )
+    bad = client.post("/api/v1/sites", json={"name": "S", "allowed_origins": ["not a url"]}, headers=owner.headers)
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "allowed_origins"
     created = client.post(
@@ -342,9 +328,7 @@ def test_sites_api_validates_and_hides_other_tenants(
     assert created.status_code == 201, created.text
     site = created.json()
     assert site["allowed_origins"] == ["https://shop.example"]
-    assert (
-        site["snippet"] == f'<script async src="{get_settings().base_url}/t/{site["site_key"]}.js"></script>'
-    )
+    assert site["snippet"] == f'<script async src="{get_settings().base_url}/t/{site["site_key"]}.js"></script>'
     changed = client.patch(f"/api/v1/sites/{site['id']}", json={"bot_policy": "drop"}, headers=owner.headers)
     assert changed.json()["bot_policy"] == "drop"
     assert changed.json()["partner_params"] == ["aff"]
@@ -380,9 +364,7 @@ def send(base_url: str, site: SiteHandle, count: int, per_batch: int = 5) -> tup
     accepted, refused = 0, []
     with httpx.Client(base_url=base_url, headers=HEADERS, timeout=10) as http:
         for _ in range(count):
-            response = http.post(
-                f"/t/{site.site_key}/collect", content=batch(*(hit() for _ in range(per_batch)))
-            )
+            response = http.post(f"/t/{site.site_key}/collect", content=batch(*(hit() for _ in range(per_batch))))
             if response.status_code == 202:
                 accepted += per_batch
             else:

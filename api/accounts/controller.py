@@ -38,9 +38,7 @@ class SignupController(Controller):
     @post(status_code=HTTP_201_CREATED, sync_to_thread=True, summary="Sign up a tenant")
     def signup(self, data: JSONBody[Signup]) -> SignupCreated:
         """Create a tenant with its owner and first API key (all scopes; shown once)."""
-        result = service.signup(
-            name=data.name, owner_email=data.owner_email, password=data.password, slug=data.slug
-        )
+        result = service.signup(name=data.name, owner_email=data.owner_email, password=data.password, slug=data.slug)
         return SignupCreated(
             tenant=TenantPublic.of(result.tenant),
             owner=OwnerPublic(id=result.owner.id, email=result.owner.email),
@@ -66,9 +64,7 @@ class AccountsController(Controller):
             return [ApiKeyPublic.of(key) for key in service.list_api_keys(session)]
 
     @post("/api-keys", status_code=HTTP_201_CREATED, sync_to_thread=True, summary="Create an API key")
-    def create_api_key(
-        self, caller: NamedDependency[ApiCaller], data: JSONBody[ApiKeyCreate]
-    ) -> ApiKeyCreated:
+    def create_api_key(self, caller: NamedDependency[ApiCaller], data: JSONBody[ApiKeyCreate]) -> ApiKeyCreated:
         """The response holds the whole key once; only a hash is kept."""
         caller.require(Scope.ADMIN)
         with tenant_session(caller.tenant_id) as session:

@@ -25,9 +25,7 @@ class Signup(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(max_length=200, description="The business's name")]
     owner_email: Annotated[str, msgspec.Meta(max_length=320)]
     password: Annotated[str, msgspec.Meta(max_length=1024, description="At least 10 characters")]
-    slug: Annotated[
-        str | None, msgspec.Meta(description="Public handle; derived from the name if omitted")
-    ] = None
+    slug: Annotated[str | None, msgspec.Meta(description="Public handle; derived from the name if omitted")] = None
 
 
 class TenantPublic(msgspec.Struct):

@@ -35,6 +35,4 @@ def ready() -> Response[dict[str, Any]]:
     except Exception as error:
         checks["redis"] = f"unreachable: {type(error).__name__}"
     ok = all(value == "ok" for value in checks.values()) and len(checks) == 3
-    return Response(
-        {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
-    )
+    return Response({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)

@@ -164,9 +164,7 @@ async def collect_preflight(request: Request[Any, Any, Any], site_key: FromPath[
 
 
 @lru_cache(maxsize=1024)
-def _script_for(
-    site_key: str, base_url: str, partner_params: tuple[str, ...], honor_dnt: bool
-) -> tuple[bytes, str]:
+def _script_for(site_key: str, base_url: str, partner_params: tuple[str, ...], honor_dnt: bool) -> tuple[bytes, str]:
     config = {
         "collect": f"{base_url}/t/{site_key}/collect",
         "exchange": f"{base_url}/t/{site_key}/exchange",

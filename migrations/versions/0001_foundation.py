@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     # A tenant sees its own row only.
-    enable_tenant_isolation(
-        "tenants", predicate="id = nullif(current_setting('app.tenant_id', true), '')::uuid"
-    )
+    enable_tenant_isolation("tenants", predicate="id = nullif(current_setting('app.tenant_id', true), '')::uuid")
 
     create_tenant_table(
         "tenant_users",

@@ -61,9 +61,7 @@ def upgrade() -> None:
         sa.Column("visit_count", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("is_bot", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["tenant_id", "site_id"], ["sites.tenant_id", "sites.id"], ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["tenant_id", "site_id"], ["sites.tenant_id", "sites.id"], ondelete="CASCADE"),
     )
     op.create_index("visitors_last_seen_idx", "visitors", ["tenant_id", "last_seen_at"])
     op.create_index("visitors_contact_idx", "visitors", ["tenant_id", "contact_id"])
@@ -102,14 +100,10 @@ def upgrade() -> None:
     )
     op.execute("CREATE INDEX visits_visitor_idx ON visits (tenant_id, visitor_id, occurred_at)")
     op.execute("CREATE INDEX visits_time_idx ON visits (tenant_id, occurred_at, hit_id)")
-    op.execute(
-        "CREATE INDEX visits_contact_idx ON visits (tenant_id, contact_id) WHERE contact_id IS NOT NULL"
-    )
+    op.execute("CREATE INDEX visits_contact_idx ON visits (tenant_id, contact_id) WHERE contact_id IS NOT NULL")
     op.execute("ALTER TABLE visits ENABLE ROW LEVEL SECURITY")
     op.execute("ALTER TABLE visits FORCE ROW LEVEL SECURITY")
-    op.execute(
-        f"CREATE POLICY tenant_isolation ON visits USING ({TENANT_PREDICATE}) WITH CHECK ({TENANT_PREDICATE})"
-    )
+    op.execute(f"CREATE POLICY tenant_isolation ON visits USING ({TENANT_PREDICATE}) WITH CHECK ({TENANT_PREDICATE})")
     op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON visits TO {APP_GROUP_ROLE}")
     # Partitions are created by the owner (the app role owns nothing), each with the same policy, so
     # reading a partition directly is walled off too. Beat calls this ahead of time; ingest calls it
@@ -145,9 +139,7 @@ def upgrade() -> None:
            END $$"""
     )
     op.execute("REVOKE ALL ON FUNCTION trailmark_ensure_visit_partitions(date, integer) FROM PUBLIC")
-    op.execute(
-        f"GRANT EXECUTE ON FUNCTION trailmark_ensure_visit_partitions(date, integer) TO {APP_GROUP_ROLE}"
-    )
+    op.execute(f"GRANT EXECUTE ON FUNCTION trailmark_ensure_visit_partitions(date, integer) TO {APP_GROUP_ROLE}")
     # Hits may be up to 30 days old when they arrive (offline retries): cover last month to 3 ahead.
     op.execute("SELECT trailmark_ensure_visit_partitions((now() - interval '1 month')::date, 5)")
 

@@ -93,16 +93,12 @@ def signup(*, name: str, owner_email: str, password: str, slug: str | None = Non
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
         errors["password"] = f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
     if slug is not None and not SLUG_PATTERN.match(slug):
-        errors["slug"] = (
-            "must be lowercase letters, digits and dashes (1-63), not starting or ending with a dash"
-        )
+        errors["slug"] = "must be lowercase letters, digits and dashes (1-63), not starting or ending with a dash"
     if errors:
         raise Invalid("the sign-up is invalid", errors)
 
     password_hash = hash_password(password)
-    candidates = (
-        [slug] if slug else [slugify(name)] + [f"{slugify(name)}-{secrets.token_hex(3)}" for _ in range(3)]
-    )
+    candidates = [slug] if slug else [slugify(name)] + [f"{slugify(name)}-{secrets.token_hex(3)}" for _ in range(3)]
     for candidate in candidates:
         tenant_id = new_id()
         try:

@@ -69,15 +69,13 @@ def ensure_app_role(connection: Connection, name: str, password: str | None) -> 
     raw = connection.connection.driver_connection
     assert raw is not None
     with raw.cursor() as cursor:
-        cursor.execute(
-            "SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = %s", (name,)
-        )
+        cursor.execute("SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = %s", (name,))
         existing = cursor.fetchone()
         role = sql.Identifier(name)
         if existing is None:
-            statement = sql.SQL(
-                "CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE INHERIT"
-            ).format(role)
+            statement = sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE INHERIT").format(
+                role
+            )
             if password:
                 statement = sql.SQL("{} PASSWORD {}").format(statement, sql.Literal(password))
             cursor.execute(statement)

@@ -125,7 +125,6 @@ def relay_all(publisher: Publisher | None = None, max_tenants: int = 1000) -> in
     """The periodic sweep: relay every tenant that has pending messages."""
     with system_session() as session:
         tenant_ids = [
-            row[0]
-            for row in session.execute(text("SELECT * FROM trailmark_outbox_tenants(:n)"), {"n": max_tenants})
+            row[0] for row in session.execute(text("SELECT * FROM trailmark_outbox_tenants(:n)"), {"n": max_tenants})
         ]
     return sum(relay_tenant(tenant_id, publisher) for tenant_id in tenant_ids)

@@ -46,14 +46,10 @@ class TokenSigner:
     def sign(self, purpose: str, tenant_id: UUID, subject: UUID, **extra: Any) -> str:
         payload = {"p": purpose, "t": tenant_id.hex, "s": subject.hex, "iat": int(time.time()), **extra}
         header = {"alg": "HS256", "kid": self._newest.key_id}
-        token: bytes = _jws.serialize_compact(
-            header, json.dumps(payload, separators=(",", ":")), self._newest.secret
-        )
+        token: bytes = _jws.serialize_compact(header, json.dumps(payload, separators=(",", ":")), self._newest.secret)
         return token.decode()
 
-    def verify(
-        self, token: str, purpose: str, tenant_id: UUID, max_age: int | None = None
-    ) -> TokenClaims | None:
+    def verify(self, token: str, purpose: str, tenant_id: UUID, max_age: int | None = None) -> TokenClaims | None:
         """The claims if the token is genuine, of this purpose and tenant (and young enough); else None."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None

@@ -100,9 +100,7 @@ class IngestBuffer:
         entries = _entries(own)
         if entries:
             return entries
-        _, claimed, *_ = self.client.xautoclaim(
-            STREAM, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=count
-        )
+        _, claimed, *_ = self.client.xautoclaim(STREAM, GROUP, self.consumer, self.claim_idle_ms, "0-0", count=count)
         if claimed:
             return [(_text(entry_id), fields[b"d"]) for entry_id, fields in claimed if fields]
         fresh = self.client.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=count, block=block_ms)
@@ -118,9 +116,7 @@ class IngestBuffer:
 
     def dead_letter(self, entry_id: str, data: bytes, reason: str) -> None:
         """Keep an entry that can never be stored, with why, and take it out of the way."""
-        self.client.xadd(
-            DEAD_LETTER_STREAM, {"d": data, "id": entry_id, "reason": reason[:500]}, maxlen=100_000
-        )
+        self.client.xadd(DEAD_LETTER_STREAM, {"d": data, "id": entry_id, "reason": reason[:500]}, maxlen=100_000)
         self.ack([entry_id])
 
 

@@ -104,15 +104,9 @@ def list_visitors(
     return Page(rows, _encode_cursor(str(rows[-1].id)) if more else None)
 
 
-def list_visits(
-    session: Session, filters: VisitFilter, *, cursor: str | None = None, limit: int = 50
-) -> Page[Visit]:
+def list_visits(session: Session, filters: VisitFilter, *, cursor: str | None = None, limit: int = 50) -> Page[Visit]:
     """Newest visits first, filtered; the cursor is the last (time, hit id) seen."""
-    query = (
-        select(Visit)
-        .order_by(col(Visit.occurred_at).desc(), col(Visit.hit_id).desc())
-        .limit(_limit(limit) + 1)
-    )
+    query = select(Visit).order_by(col(Visit.occurred_at).desc(), col(Visit.hit_id).desc()).limit(_limit(limit) + 1)
     conditions = {
         "site_id": filters.site_id,
         "visitor_id": filters.visitor_id,

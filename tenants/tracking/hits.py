@@ -145,9 +145,7 @@ def decode_batch(body: bytes, now_ms: int | None = None) -> tuple[str | None, li
         except msgspec.DecodeError as error:
             raise BatchError(400, f"malformed hits[{index}]: {error}") from None
         if not now_ms - MAX_HIT_AGE_MS <= hit.ts <= now_ms + MAX_CLOCK_SKEW_MS:
-            raise BatchError(
-                400, f"hits[{index}].ts is outside the accepted window (30 days back, 1 day ahead)"
-            )
+            raise BatchError(400, f"hits[{index}].ts is outside the accepted window (30 days back, 1 day ahead)")
         if urlsplit(hit.url).scheme not in ("http", "https"):
             raise BatchError(400, f"hits[{index}].url must be an absolute http(s) URL")
         hits.append(hit)

@@ -72,9 +72,7 @@ def _validated(
             errors["allowed_origins"] = "list at least one origin the tracker runs on"
         values["allowed_origins"] = sorted(set(origins))
     if partner_params is not None:
-        if not all(
-            p and len(p) <= 50 and p.replace("_", "").replace("-", "").isalnum() for p in partner_params
-        ):
+        if not all(p and len(p) <= 50 and p.replace("_", "").replace("-", "").isalnum() for p in partner_params):
             errors["partner_params"] = "must be query parameter names (letters, digits, - and _)"
         values["partner_params"] = list(dict.fromkeys(partner_params))
     if bot_policy is not None:

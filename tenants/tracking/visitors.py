@@ -56,6 +56,4 @@ def visitor_of_browser(tenant_id: UUID, *tokens: str | None, first_hit: tuple[UU
         fresh = signer.sign(VISITOR_PURPOSE, tenant_id, claims.subject)
         return BrowserVisitor(claims.subject, fresh, is_new=False, reissued=True)
     visitor_id = new_visitor_id(tenant_id, *first_hit)
-    return BrowserVisitor(
-        visitor_id, signer.sign(VISITOR_PURPOSE, tenant_id, visitor_id), is_new=True, reissued=True
-    )
+    return BrowserVisitor(visitor_id, signer.sign(VISITOR_PURPOSE, tenant_id, visitor_id), is_new=True, reissued=True)
