@@ -10,7 +10,10 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from api.accounts.controller import AccountsController, SignupController
 from api.auth import provide_caller
+from api.contacts.controller import ContactFieldsController, ContactsController, resolve_visitor
+from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
+from api.links.controller import LinksController, exchange, follow_link, whoami
 from api.problems import EXCEPTION_HANDLERS
 from api.tracking.collect import collect, collect_preflight, tracker_script
 from api.tracking.controller import SitesController, VisitorsController, VisitsController
@@ -36,6 +39,16 @@ def create_app() -> Litestar:
             SitesController,
             VisitorsController,
             VisitsController,
+            ContactFieldsController,
+            ContactsController,
+            resolve_visitor,
+            FormsController,
+            LinksController,
+            hosted_form,
+            submit_form,
+            follow_link,
+            exchange,
+            whoami,
             tracker_script,
             collect_preflight,  # before collect, so it replaces Litestar's automatic OPTIONS handler
             collect,

@@ -49,6 +49,8 @@ class Settings:
     log_json: bool
     ingest_max_backlog: int
     """Collect answers 503 once this many batches wait in the ingest stream."""
+    scanner_grace_seconds: int
+    """A tracked-link click this soon after the link was made is a mail scanner's: it identifies nobody."""
     ingest_claim_idle_ms: int
     """A batch unacknowledged this long was taken by an ingest worker presumed dead; another claims it."""
     trusted_proxies: tuple[str, ...]
@@ -96,6 +98,7 @@ class Settings:
             public_url=public_url,
             log_json=_bool(env, "TRAILMARK_LOG_JSON", default=False),
             ingest_max_backlog=_int(env, "TRAILMARK_INGEST_MAX_BACKLOG", 200_000, 1, 100_000_000),
+            scanner_grace_seconds=_int(env, "TRAILMARK_SCANNER_GRACE_SECONDS", 10, 0, 3600),
             ingest_claim_idle_ms=_int(env, "TRAILMARK_INGEST_CLAIM_IDLE_MS", 30_000, 100, 86_400_000),
             trusted_proxies=_networks(env, "TRAILMARK_TRUSTED_PROXIES"),
         )

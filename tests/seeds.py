@@ -37,10 +37,41 @@ def _tracking(session: Session) -> None:
     store_envelopes(session, [envelope])
 
 
+def _identity(session: Session) -> None:
+    """A custom field, a contact identified by a form, a tracked link and its click."""
+    from tenants.contacts.service import ContactChanges, create_field, upsert_by_email
+    from tenants.forms.service import create_form
+    from tenants.identity.service import link_visitor
+    from tenants.links.service import create_link
+    from tenants.models import Evidence, FormSubmission, LinkClick
+
+    site = create_site(session, name="Seed forms", allowed_origins=["https://seed.example"])
+    create_field(session, key=f"plan_{uuid4().hex[:6]}", label="Plan", type="text", sensitive=True)
+    contact, _ = upsert_by_email(
+        session, ContactChanges(email=f"seed-{uuid4().hex[:8]}@example.com", first_name="Seed")
+    )
+    form = create_form(session, site_id=site.id, name="Seed", fields=[{"name": "email", "maps_to": "email"}])
+    visitor_id = new_id()
+    link_visitor(session, visitor_id=visitor_id, contact_id=contact.id, evidence=Evidence.FORM, site_id=site.id)
+    session.add(FormSubmission(form_id=form.id, contact_id=contact.id, visitor_id=visitor_id, data={"email": "x"}))
+    link = create_link(session, contact_id=contact.id, target_url="https://seed.example/offer")
+    session.flush()
+    session.add(LinkClick(link_id=link.id, contact_id=contact.id, identifies=False, reason="seed"))
+
+
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
+APPEND_ONLY = {"identity_events"}
+"""The app role may only insert and read these (audit logs)."""
 SEEDERS: dict[str, Callable[[Session], None]] = {
     "outbox": _outbox,
     "sites": _tracking,
     "visitors": _tracking,
     "visits": _tracking,
+    "contact_fields": _identity,
+    "contacts": _identity,
+    "forms": _identity,
+    "form_submissions": _identity,
+    "email_links": _identity,
+    "link_clicks": _identity,
+    "identity_events": _identity,
 }

@@ -15,7 +15,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from tenants.isolation import system_session, tenant_session
 from tests.conftest import TenantHandle, start_api_server
-from tests.seeds import SEEDED_BY_SIGNUP, SEEDERS
+from tests.seeds import APPEND_ONLY, SEEDED_BY_SIGNUP, SEEDERS
 from tests.services import APP_ROLE
 
 
@@ -68,6 +68,18 @@ def test_catalog_app_role_is_powerless(owner_url: str) -> None:
         assert session.execute(text("SELECT current_user")).scalar() == APP_ROLE
 
 
+def test_audit_tables_are_append_only_for_the_app(owner_url: str, make_tenant: Callable[..., TenantHandle]) -> None:
+    tenant = make_tenant("Juliett")
+    seed(tenant.tenant_id)
+    for table in APPEND_ONLY:
+        for statement in (f"UPDATE {table} SET tenant_id = tenant_id", f"DELETE FROM {table}"):
+            with (
+                pytest.raises(ProgrammingError, match="permission denied"),
+                tenant_session(tenant.tenant_id) as session,
+            ):
+                session.execute(text(statement))
+
+
 def test_every_tenant_table_has_a_seeder(owner_url: str) -> None:
     missing = set(rls_tables(owner_url)) - SEEDED_BY_SIGNUP - set(SEEDERS)
     assert not missing, f"add a seeder to tests/seeds.py for {sorted(missing)}"
@@ -104,10 +116,10 @@ def test_cross_tenant_reads_and_writes_fail_in_every_table(
             visible = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
             own = conn.execute(text(f"SELECT count(*) FROM {table} WHERE {column} = :a"), params).scalar()
             assert visible == own > 0, table
-            assert (
-                conn.execute(text(f"UPDATE {table} SET {column} = {column} WHERE {column} = :b"), params).rowcount == 0
-            )
-            assert conn.execute(text(f"DELETE FROM {table} WHERE {column} = :b"), params).rowcount == 0
+            if table not in APPEND_ONLY:
+                update = text(f"UPDATE {table} SET {column} = {column} WHERE {column} = :b")
+                assert conn.execute(update, params).rowcount == 0
+                assert conn.execute(text(f"DELETE FROM {table} WHERE {column} = :b"), params).rowcount == 0
         # Writing a row into B's space fails, whether by insert or by moving one's own row.
         copy = (
             f"INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, "
@@ -115,10 +127,9 @@ def test_cross_tenant_reads_and_writes_fail_in_every_table(
         )
         move = f"UPDATE {table} SET {column} = :b WHERE {column} = :a"
         for statement in (copy, move):
-            with (
-                pytest.raises(ProgrammingError, match="row-level security"),
-                tenant_session(a.tenant_id) as session,
-            ):
+            # An append-only table refuses the update before RLS is even asked.
+            refusal = "permission denied" if table in APPEND_ONLY and statement is move else "row-level security"
+            with pytest.raises(ProgrammingError, match=refusal), tenant_session(a.tenant_id) as session:
                 session.execute(text(statement), {"a": a.tenant_id, "b": b.tenant_id})
 
     assert {t: count_as_owner(owner_url, t, c, b.tenant_id) for t, c in tables.items()} == b_rows_before

@@ -26,7 +26,7 @@ from tenants.tracking.origins import bot_reason, client_ip, normalize_origin, tr
 from tenants.tracking.sites import SiteConfig, cached_site, resolve_site
 from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE, visitor_of_browser
 
-__all__ = ["collect", "collect_preflight", "tracker_script"]
+__all__ = ["collect", "collect_preflight", "cors_headers", "request_origin", "site_for", "tracker_script"]
 
 log = logging.getLogger("trailmark.collect")
 RETRY_AFTER_SECONDS = 5
@@ -46,7 +46,7 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
     return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
-def _cors(origin: str) -> dict[str, str]:
+def cors_headers(origin: str) -> dict[str, str]:
     return {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Credentials": "true",
@@ -55,7 +55,7 @@ def _cors(origin: str) -> dict[str, str]:
     }
 
 
-def _request_origin(request: Request[Any, Any, Any]) -> str | None:
+def request_origin(request: Request[Any, Any, Any]) -> str | None:
     origin = request.headers.get("origin")
     if origin and origin != "null":
         return normalize_origin(origin)
@@ -78,10 +78,10 @@ async def collect(request: Request[Any, Any, Any], site_key: FromPath[str]) -> R
     site = await site_for(site_key)
     if site is None:
         return _problem(404, "unknown site")
-    origin = _request_origin(request)
+    origin = request_origin(request)
     if origin is None or origin not in site.allowed_origins:
         return _problem(403, f"origin {origin or '(none)'} is not allowed for this site")
-    cors = _cors(origin)
+    cors = cors_headers(origin)
     if site.honor_dnt and (request.headers.get("dnt") == "1" or request.headers.get("sec-gpc") == "1"):
         return Response(b"", status_code=204, headers=cors)
     try:
@@ -151,11 +151,11 @@ async def collect(request: Request[Any, Any, Any], site_key: FromPath[str]) -> R
 async def collect_preflight(request: Request[Any, Any, Any], site_key: FromPath[str]) -> Response[bytes]:
     """CORS preflight (the tracker sends text/plain and needs none, but other senders may)."""
     site = await site_for(site_key)
-    origin = _request_origin(request)
+    origin = request_origin(request)
     if site is None or origin is None or origin not in site.allowed_origins:
         return _problem(403, "origin not allowed")
     headers = {
-        **_cors(origin),
+        **cors_headers(origin),
         "Access-Control-Allow-Methods": "POST, OPTIONS",
         "Access-Control-Allow-Headers": "Content-Type",
         "Access-Control-Max-Age": "86400",

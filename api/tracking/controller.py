@@ -43,7 +43,7 @@ class SitesController(Controller):
     security = [{"apiKey": []}]
 
     @post(status_code=201, sync_to_thread=True, summary="Register a site")
-    def create(self, caller: NamedDependency[ApiCaller], data: JSONBody[SiteCreate]) -> SitePublic:
+    def create_site(self, caller: NamedDependency[ApiCaller], data: JSONBody[SiteCreate]) -> SitePublic:
         """The response's ``snippet`` is the one line to paste into the site's pages."""
         caller.require(Scope.WRITE)
         with tenant_session(caller.tenant_id) as session:
@@ -59,19 +59,19 @@ class SitesController(Controller):
             return _public(site)
 
     @get(sync_to_thread=True, summary="List sites")
-    def list(self, caller: NamedDependency[ApiCaller]) -> list[SitePublic]:
+    def list_sites(self, caller: NamedDependency[ApiCaller]) -> list[SitePublic]:
         caller.require(Scope.READ)
         with tenant_session(caller.tenant_id) as session:
             return [_public(site) for site in sites.list_sites(session)]
 
     @get("/{site_id:uuid}", sync_to_thread=True, summary="Get a site")
-    def get(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> SitePublic:
+    def get_site(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> SitePublic:
         caller.require(Scope.READ)
         with tenant_session(caller.tenant_id) as session:
             return _public(sites.get_site(session, site_id))
 
     @patch("/{site_id:uuid}", sync_to_thread=True, summary="Change a site")
-    def update(
+    def update_site(
         self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID], data: JSONBody[SiteUpdate]
     ) -> SitePublic:
         caller.require(Scope.WRITE)
@@ -81,7 +81,7 @@ class SitesController(Controller):
             return _public(site)
 
     @delete("/{site_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a site and its visits")
-    def remove(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> None:
+    def remove_site(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> None:
         caller.require(Scope.ADMIN)
         with tenant_session(caller.tenant_id) as session:
             sites.delete_site(session, site_id)
@@ -93,7 +93,7 @@ class VisitorsController(Controller):
     security = [{"apiKey": []}]
 
     @get(sync_to_thread=True, summary="List visitors, newest first")
-    def list(
+    def list_visitors(
         self,
         caller: NamedDependency[ApiCaller],
         site_id: UUID | None = None,
@@ -107,7 +107,7 @@ class VisitorsController(Controller):
             return VisitorPage([VisitorPublic.of(v) for v in page.items], page.next_cursor)
 
     @get("/{visitor_id:uuid}", sync_to_thread=True, summary="A visitor's attribution and visits")
-    def get(self, caller: NamedDependency[ApiCaller], visitor_id: FromPath[UUID]) -> VisitorDetail:
+    def get_visitor(self, caller: NamedDependency[ApiCaller], visitor_id: FromPath[UUID]) -> VisitorDetail:
         caller.require(Scope.READ)
         with tenant_session(caller.tenant_id) as session:
             visitor = history.get_visitor(session, visitor_id)
@@ -122,7 +122,7 @@ class VisitsController(Controller):
     security = [{"apiKey": []}]
 
     @get(sync_to_thread=True, summary="List visits, newest first, filtered")
-    def list(
+    def list_visits(
         self,
         caller: NamedDependency[ApiCaller],
         since: datetime | None = None,

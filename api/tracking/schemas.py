@@ -110,7 +110,7 @@ class VisitPublic(msgspec.Struct):
 
 class VisitorPublic(msgspec.Struct):
     id: UUID
-    site_id: UUID
+    site_id: UUID | None
     contact_id: UUID | None
     first_seen_at: datetime
     last_seen_at: datetime

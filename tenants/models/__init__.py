@@ -2,12 +2,32 @@
 
 from tenants.models.accounts import ApiKey, Scope, Tenant, TenantUser, UserRole
 from tenants.models.base import TenantOwned, new_id, utcnow
+from tenants.models.identity import (
+    Contact,
+    ContactField,
+    EmailLink,
+    Evidence,
+    FieldType,
+    Form,
+    FormSubmission,
+    IdentityEvent,
+    LinkClick,
+)
 from tenants.models.outbox import OutboxMessage
 from tenants.models.tracking import DEFAULT_PARTNER_PARAMS, Site, Visit, Visitor
 
 __all__ = [
     "DEFAULT_PARTNER_PARAMS",
     "ApiKey",
+    "Contact",
+    "ContactField",
+    "EmailLink",
+    "Evidence",
+    "FieldType",
+    "Form",
+    "FormSubmission",
+    "IdentityEvent",
+    "LinkClick",
     "OutboxMessage",
     "Scope",
     "Site",

@@ -44,8 +44,15 @@ class Visitor(TenantOwned, table=True):
     __table_args__ = (ForeignKeyConstraint(["tenant_id", "site_id"], ["sites.tenant_id", "sites.id"]),)
 
     id: UUID = Field(primary_key=True)
-    site_id: UUID
+    site_id: UUID | None = None
+    """None for a browser first seen away from the tenant's sites (a tracked-link click)."""
     contact_id: UUID | None = None
+    """The person this browser is, as far as the evidence goes (see ``evidence``)."""
+    identified_at: datetime | None = timestamp_field(nullable=True, default=None)
+    evidence: str | None = None
+    """How ``contact_id`` became known: login, form, email_click."""
+    logged_in_until: datetime | None = timestamp_field(nullable=True, default=None)
+    """Set while the browser holds a live membership session: a link click never re-points it."""
     first_seen_at: datetime = timestamp_field()
     last_seen_at: datetime = timestamp_field()
     first_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from tenants.errors import Invalid, NotFound
-from tenants.isolation import current_tenant_id, system_session, tenant_session
+from tenants.isolation import current_tenant_id, tenant_session
+from tenants.isolation.public_keys import tenant_of_public_key
 from tenants.models import DEFAULT_PARTNER_PARAMS, Site
 from tenants.tracking.origins import normalize_origin
 
@@ -179,8 +179,7 @@ def forget_site(site_key: str) -> None:
 
 
 def _load_site(site_key: str) -> SiteConfig | None:
-    with system_session() as session:
-        tenant_id = session.execute(text("SELECT trailmark_site_tenant(:key)"), {"key": site_key}).scalar()
+    tenant_id = tenant_of_public_key("site", site_key)
     if tenant_id is None:
         return None
     with tenant_session(tenant_id) as session:

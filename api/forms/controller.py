@@ -1,0 +1,218 @@
+"""Forms: the tenant API, the hosted page, and the public submit endpoint."""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from litestar.response import Redirect
+
+from api.problems import problem
+from tenants.accounts.service import ApiCaller
+from tenants.errors import Invalid
+from tenants.forms import service as forms
+from tenants.isolation import tenant_session
+from tenants.models import Form, Scope
+from tenants.settings import get_settings
+from tenants.tracking.origins import client_ip, normalize_origin
+from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE
+
+__all__ = ["FormsController", "hosted_form", "submit_form"]
+
+MAX_FORM_BODY = 64 * 1024
+
+
+class FormField(msgspec.Struct):
+    name: Annotated[str, msgspec.Meta(max_length=50)]
+    maps_to: str | None = None
+    label: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    type: str | None = None
+    required: bool | None = None
+    max_length: int | None = None
+
+
+class FormWrite(msgspec.Struct, forbid_unknown_fields=True):
+    site_id: UUID | None = None
+    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    fields: Annotated[list[FormField], msgspec.Meta(max_length=50)] | None = None
+    success_redirect: str | None = None
+    success_message: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    min_fill_seconds: int | None = None
+
+
+class FormPublic(msgspec.Struct):
+    id: UUID
+    site_id: UUID
+    name: str
+    form_key: str
+    fields: list[dict[str, Any]]
+    success_redirect: str | None
+    success_message: str | None
+    min_fill_seconds: int
+    hosted_url: str
+    embed_html: str
+
+    @classmethod
+    def of(cls, form: Form) -> FormPublic:
+        base = get_settings().base_url
+        return cls(
+            id=form.id,
+            site_id=form.site_id,
+            name=form.name,
+            form_key=form.form_key,
+            fields=form.fields,
+            success_redirect=form.success_redirect,
+            success_message=form.success_message,
+            min_fill_seconds=form.min_fill_seconds,
+            hosted_url=f"{base}/f/{form.form_key}",
+            embed_html=forms.embed_html(form, base),
+        )
+
+
+def _fields(data: FormWrite) -> list[dict[str, Any]] | None:
+    if data.fields is None:
+        return None
+    return [{k: v for k, v in msgspec.structs.asdict(f).items() if v is not None} for f in data.fields]
+
+
+class FormsController(Controller):
+    path = "/api/v1/forms"
+    tags = ["forms"]
+    security = [{"apiKey": []}]
+
+    @post(status_code=201, sync_to_thread=True, summary="Define a form")
+    def create_form(self, caller: NamedDependency[ApiCaller], data: JSONBody[FormWrite]) -> FormPublic:
+        """Fields map to email (required, exactly one), first_name, last_name, phone or custom:<key>."""
+        caller.require(Scope.WRITE)
+        if data.site_id is None or data.name is None or data.fields is None:
+            raise Invalid("the form is invalid", {"site_id": "site_id, name and fields are required"})
+        with tenant_session(caller.tenant_id) as session:
+            form = forms.create_form(
+                session,
+                site_id=data.site_id,
+                name=data.name,
+                fields=_fields(data) or [],
+                success_redirect=data.success_redirect,
+                success_message=data.success_message,
+                min_fill_seconds=2 if data.min_fill_seconds is None else data.min_fill_seconds,
+            )
+            return FormPublic.of(form)
+
+    @get(sync_to_thread=True, summary="List forms")
+    def list_forms(self, caller: NamedDependency[ApiCaller]) -> list[FormPublic]:
+        caller.require(Scope.READ)
+        with tenant_session(caller.tenant_id) as session:
+            return [FormPublic.of(f) for f in forms.list_forms(session)]
+
+    @get("/{form_id:uuid}", sync_to_thread=True, summary="Get a form with its embed snippet")
+    def get_form(self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID]) -> FormPublic:
+        caller.require(Scope.READ)
+        with tenant_session(caller.tenant_id) as session:
+            return FormPublic.of(forms.get_form(session, form_id))
+
+    @patch("/{form_id:uuid}", sync_to_thread=True, summary="Change a form")
+    def update_form(
+        self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID], data: JSONBody[FormWrite]
+    ) -> FormPublic:
+        caller.require(Scope.WRITE)
+        with tenant_session(caller.tenant_id) as session:
+            form = forms.update_form(
+                session,
+                form_id,
+                name=data.name,
+                fields=_fields(data),
+                success_redirect=data.success_redirect,
+                success_message=data.success_message,
+            )
+            return FormPublic.of(form)
+
+    @delete("/{form_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a form")
+    def remove_form(self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID]) -> None:
+        caller.require(Scope.ADMIN)
+        with tenant_session(caller.tenant_id) as session:
+            forms.delete_form(session, form_id)
+
+
+def _html(body: str, status: int = 200) -> Response[str]:
+    return Response(body, status_code=status, media_type=MediaType.HTML)
+
+
+@get("/f/{form_key:str}", include_in_schema=False)
+async def hosted_form(form_key: FromPath[str]) -> Response[str]:
+    found = await anyio.to_thread.run_sync(forms.find_public_form, form_key)
+    if found is None:
+        return _html("<!doctype html><title>Not found</title><h1>This form does not exist.</h1>", 404)
+    return _html(forms.hosted_page(found[1], get_settings().base_url))
+
+
+def _wants_json(request: Request[Any, Any, Any]) -> bool:
+    return "application/json" in (request.headers.get("accept") or "") or (
+        request.headers.get("content-type") or ""
+    ).startswith("application/json")
+
+
+@post("/f/{form_key:str}", include_in_schema=False, request_max_body_size=MAX_FORM_BODY, status_code=200)
+async def submit_form(request: Request[Any, Any, Any], form_key: FromPath[str]) -> Response[Any]:
+    """A submission from an embedded or hosted form (urlencoded, multipart or JSON)."""
+    settings = get_settings()
+    if (request.headers.get("content-type") or "").startswith("application/json"):
+        try:
+            raw = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError:
+            return problem(400, "the body is not valid JSON")
+        if not isinstance(raw, dict):
+            return problem(400, "the body must be a JSON object of field values")
+        values = {str(k): "" if v is None else str(v) for k, v in raw.items()}
+    else:
+        form_data = await request.form()
+        values = {k: str(v) for k, v in form_data.items() if isinstance(v, str)}
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    context = forms.SubmissionContext(
+        origin=origin,
+        ip=client_ip(
+            request.client.host if request.client else None,
+            request.headers.get("x-forwarded-for"),
+            settings.trusted_proxies,
+        ),
+        visitor_tokens=(request.cookies.get(VISITOR_COOKIE), values.get("tm_token")),
+        page_url=values.get("tm_page") or request.headers.get("referer"),
+        own_origin=normalize_origin(settings.base_url),
+    )
+    try:
+        result = await anyio.to_thread.run_sync(forms.submit, form_key, values, context)
+    except Invalid as error:
+        if _wants_json(request):
+            raise
+        found = await anyio.to_thread.run_sync(forms.find_public_form, form_key)
+        assert found is not None
+        return _html(forms.hosted_page(found[1], settings.base_url, values=values, errors=error.errors), 422)
+    form = result.form
+    if _wants_json(request):
+        response: Response[Any] = Response(
+            {"status": "ok", "message": form.success_message, "redirect": form.success_redirect}, status_code=200
+        )
+    elif form.success_redirect:
+        response = Redirect(form.success_redirect, status_code=303)
+    else:
+        message = html.escape(form.success_message or "Thank you!")
+        response = _html(f"<!doctype html><meta charset='utf-8'><title>Thank you</title><p>{message}</p>")
+    # The hosted page is on our own site: keep its browser's visitor in a server-set cookie.
+    if result.visitor_token and context.own_origin and normalize_origin(origin or "") == context.own_origin:
+        response.set_cookie(
+            Cookie(
+                key=VISITOR_COOKIE,
+                value=result.visitor_token,
+                max_age=VISITOR_COOKIE_MAX_AGE,
+                httponly=True,
+                secure=settings.base_url.startswith("https://"),
+                samesite="lax",
+            )
+        )
+    return response

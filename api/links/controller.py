@@ -1,0 +1,194 @@
+"""Tracked email links (tenant API and the public redirector), the one-time code exchange, and
+``whoami`` for client-side personalization."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio.to_thread
+import msgspec
+from litestar import Controller, MediaType, Request, Response, post, route
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from api.problems import problem
+from api.tracking.collect import cors_headers, request_origin, site_for
+from tenants.accounts.service import ApiCaller
+from tenants.contacts.service import get_contact
+from tenants.errors import NotFound
+from tenants.identity import service as identity
+from tenants.isolation import tenant_session
+from tenants.links import service as links
+from tenants.models import Scope
+from tenants.settings import get_settings
+from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE
+
+__all__ = ["LinksController", "exchange", "follow_link", "whoami"]
+
+
+class LinkCreate(msgspec.Struct, forbid_unknown_fields=True):
+    contact_id: UUID
+    target_url: Annotated[str, msgspec.Meta(max_length=4096)]
+    send_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    expires_at: datetime | None = None
+
+
+class BulkItem(msgspec.Struct, forbid_unknown_fields=True):
+    contact_id: UUID
+    target_url: Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class BulkLinkCreate(msgspec.Struct, forbid_unknown_fields=True):
+    links: list[BulkItem]
+    send_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    expires_at: datetime | None = None
+
+
+class LinkPublic(msgspec.Struct):
+    id: UUID
+    contact_id: UUID
+    url: str
+    """The short URL to put in the email."""
+    target_url: str
+    send_id: str | None
+    expires_at: datetime | None
+
+
+def _public(link: Any) -> LinkPublic:
+    return LinkPublic(
+        id=link.id,
+        contact_id=link.contact_id,
+        url=links.link_url(link),
+        target_url=link.target_url,
+        send_id=link.send_id,
+        expires_at=link.expires_at,
+    )
+
+
+class LinksController(Controller):
+    path = "/api/v1/links"
+    tags = ["links"]
+    security = [{"apiKey": []}]
+
+    @post(status_code=201, sync_to_thread=True, summary="Create a tracked link for one contact")
+    def create(self, caller: NamedDependency[ApiCaller], data: JSONBody[LinkCreate]) -> LinkPublic:
+        caller.require(Scope.WRITE)
+        with tenant_session(caller.tenant_id) as session:
+            link = links.create_link(
+                session,
+                contact_id=data.contact_id,
+                target_url=data.target_url,
+                send_id=data.send_id,
+                expires_at=data.expires_at,
+            )
+            session.flush()
+            return _public(link)
+
+    @post("/bulk", status_code=201, sync_to_thread=True, summary="Create the links of a whole send")
+    def create_bulk(self, caller: NamedDependency[ApiCaller], data: JSONBody[BulkLinkCreate]) -> list[LinkPublic]:
+        caller.require(Scope.WRITE)
+        with tenant_session(caller.tenant_id) as session:
+            created = links.create_links(
+                session,
+                send_id=data.send_id,
+                items=[(item.contact_id, item.target_url) for item in data.links],
+                expires_at=data.expires_at,
+            )
+            return [_public(link) for link in created]
+
+
+NOT_FOUND_PAGE = "<!doctype html><meta charset='utf-8'><title>Link not valid</title><h1>This link is not valid.</h1>"
+
+
+@route("/l/{token:str}", http_method=["GET", "HEAD"], include_in_schema=False)
+async def follow_link(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[Any]:
+    """Redirect to the link's own target; identify the browser unless a mail scanner is clicking."""
+    try:
+        result = await anyio.to_thread.run_sync(
+            lambda: links.click(
+                token,
+                method=request.method,
+                user_agent=request.headers.get("user-agent"),
+                cookie_token=request.cookies.get(VISITOR_COOKIE),
+            )
+        )
+    except NotFound:
+        return Response(NOT_FOUND_PAGE, status_code=404, media_type=MediaType.HTML)
+    response: Response[Any] = Response(
+        b"",
+        status_code=302,
+        headers={"Location": result.redirect_to, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+    if result.visitor_token:
+        response.set_cookie(
+            Cookie(
+                key=VISITOR_COOKIE,
+                value=result.visitor_token,
+                max_age=VISITOR_COOKIE_MAX_AGE,
+                httponly=True,
+                secure=get_settings().base_url.startswith("https://"),
+                samesite="lax",
+            )
+        )
+    return response
+
+
+class CodeExchange(msgspec.Struct):
+    code: Annotated[str, msgspec.Meta(max_length=64)]
+    token: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+
+@post("/t/{site_key:str}/exchange", include_in_schema=False, request_max_body_size=4096, status_code=200)
+async def exchange(request: Request[Any, Any, Any], site_key: FromPath[str]) -> Response[Any]:
+    """The tracker trades a tracked link's one-time code for identification of its own browser."""
+    site = await site_for(site_key)
+    origin = request_origin(request)
+    if site is None or origin is None or origin not in site.allowed_origins:
+        return problem(403, "origin not allowed for this site")
+    try:
+        body = msgspec.json.decode(await request.body(), type=CodeExchange)
+    except msgspec.DecodeError as error:
+        return problem(400, f"malformed exchange: {error}", headers=cors_headers(origin))
+    result = await anyio.to_thread.run_sync(
+        lambda: links.exchange_code(body.code, tenant_id=site.tenant_id, site_id=site.site_id, visitor_token=body.token)
+    )
+    if result is None:
+        return problem(404, "this code is not valid (used, expired or unknown)", headers=cors_headers(origin))
+    return Response(
+        {"token": result.visitor_token, "visitor_id": str(result.visitor_id)},
+        status_code=200,
+        headers=cors_headers(origin),
+    )
+
+
+class WhoamiRequest(msgspec.Struct):
+    token: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+
+
+def _whoami(tenant_id: UUID, token: str | None) -> dict[str, Any]:
+    with tenant_session(tenant_id) as session:
+        resolution = identity.resolve(session, visitor_token=token)
+        answer: dict[str, Any] = {"level": resolution.level.value}
+        if resolution.contact_id is not None:
+            # Identified can be wrong (a forwarded email): only a first name, never personal data.
+            answer["first_name"] = get_contact(session, resolution.contact_id).first_name
+        return answer
+
+
+@post("/t/{site_key:str}/whoami", include_in_schema=False, request_max_body_size=4096, status_code=200)
+async def whoami(request: Request[Any, Any, Any], site_key: FromPath[str]) -> Response[Any]:
+    """Client-side personalization: the level of this browser and, when identified, its first name."""
+    site = await site_for(site_key)
+    origin = request_origin(request)
+    if site is None or origin is None or origin not in site.allowed_origins:
+        return problem(403, "origin not allowed for this site")
+    try:
+        body = msgspec.json.decode(await request.body() or b"{}", type=WhoamiRequest)
+    except msgspec.DecodeError as error:
+        return problem(400, f"malformed request: {error}", headers=cors_headers(origin))
+    token = request.cookies.get(VISITOR_COOKIE) or body.token
+    answer = await anyio.to_thread.run_sync(_whoami, site.tenant_id, token)
+    return Response(answer, headers={**cors_headers(origin), "Cache-Control": "no-store"})

@@ -1,0 +1,339 @@
+"""Who a browser is: linking visitors to contacts by evidence, merging anonymous history, merging
+contacts on request, the identification level of a request, and a contact's timeline.
+
+The rules (DESIGN.md, Identity):
+1. An anonymous visitor that identifies is linked; its anonymous history is merged asynchronously.
+2. A visitor of contact A that identifies as B is re-pointed to B; A and B are never merged by this and
+   A keeps what happened before; the change is logged.
+3. A click never downgrades or re-points a device that holds a live login.
+4. Contacts merge only by an explicit tenant action.
+5. Every link, re-point and merge is an append-only identity event with its evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from tenants.contacts.service import get_contact
+from tenants.errors import Conflict, Invalid
+from tenants.isolation import current_tenant_id
+from tenants.models import (
+    Contact,
+    Evidence,
+    FormSubmission,
+    IdentityEvent,
+    LinkClick,
+    Visit,
+    Visitor,
+    utcnow,
+)
+from tenants.outbox import service as outbox
+from tenants.security.tokens import get_signer
+from tenants.tracking.visitors import VISITOR_PURPOSE
+
+__all__ = [
+    "MERGE_BATCH",
+    "MERGE_TASK",
+    "Level",
+    "LinkOutcome",
+    "Resolution",
+    "link_visitor",
+    "merge_contacts",
+    "merge_visitor_history",
+    "resolve",
+    "timeline",
+]
+
+MERGE_TASK = "trailmark.identity.merge_visitor_history"
+MERGE_BATCH = 2000
+"""Visits re-attributed per transaction: short row locks, however long the history."""
+
+
+class Level(StrEnum):
+    ANONYMOUS = "anonymous"
+    IDENTIFIED = "identified"
+    LOGGED_IN = "logged_in"
+
+
+class LinkOutcome(StrEnum):
+    LINKED = "linked"
+    """An anonymous visitor now points at the contact; its history will be merged."""
+    UNCHANGED = "unchanged"
+    REPOINTED = "repointed"
+    """It pointed at another contact and now points at this one; the other keeps its past."""
+    REFUSED = "repoint_refused"
+    """A click tried to re-point a device with a live login: nothing changed, the conflict is logged."""
+
+
+def _event(session: Session, kind: str, **fields: Any) -> None:
+    session.add(IdentityEvent(kind=kind, **fields))
+
+
+def link_visitor(
+    session: Session,
+    *,
+    visitor_id: UUID,
+    contact_id: UUID,
+    evidence: Evidence,
+    site_id: UUID | None = None,
+    detail: dict[str, Any] | None = None,
+) -> LinkOutcome:
+    """Apply the identity rules to one browser and one piece of evidence, in the caller's transaction,
+    and enqueue the history merge (through the outbox) when the visitor's contact changed."""
+    tenant_id = current_tenant_id(session)
+    now = utcnow()
+    # The browser may not have been ingested yet (its hits still in the stream): make sure it exists.
+    session.execute(
+        text(
+            """INSERT INTO visitors (tenant_id, id, site_id, first_seen_at, last_seen_at, created_at)
+               VALUES (:t, :v, :s, :now, :now, :now) ON CONFLICT DO NOTHING"""
+        ),
+        {"t": tenant_id, "v": visitor_id, "s": site_id, "now": now},
+    )
+    visitor = session.exec(select(Visitor).where(Visitor.id == visitor_id).with_for_update()).one()
+    detail = detail or {}
+    previous = visitor.contact_id
+    if previous == contact_id:
+        if visitor.evidence is None or Evidence(visitor.evidence).rank < evidence.rank:
+            visitor.evidence = evidence.value  # stronger proof of the same person
+            session.add(visitor)
+        return LinkOutcome.UNCHANGED
+    live_login = visitor.logged_in_until is not None and visitor.logged_in_until > now
+    if previous is not None and live_login and evidence != Evidence.LOGIN:
+        _event(
+            session,
+            LinkOutcome.REFUSED.value,
+            visitor_id=visitor_id,
+            contact_id=contact_id,
+            previous_contact_id=previous,
+            evidence=evidence.value,
+            detail={**detail, "conflict": True, "reason": "the device holds a live login"},
+        )
+        return LinkOutcome.REFUSED
+    since = visitor.identified_at if previous is not None else None
+    visitor.contact_id = contact_id
+    visitor.evidence = evidence.value
+    visitor.identified_at = now
+    session.add(visitor)
+    contact = get_contact(session, contact_id)
+    if contact.identified_at is None:
+        contact.identified_at = now
+        session.add(contact)
+    outcome = LinkOutcome.LINKED if previous is None else LinkOutcome.REPOINTED
+    _event(
+        session,
+        outcome.value,
+        visitor_id=visitor_id,
+        contact_id=contact_id,
+        previous_contact_id=previous,
+        evidence=evidence.value,
+        detail={**detail, "conflict": previous is not None},
+    )
+    outbox.enqueue(
+        session,
+        MERGE_TASK,
+        str(visitor_id),
+        str(contact_id),
+        since.isoformat() if since else None,
+        queue="identity",
+    )
+    return outcome
+
+
+_MERGE_ALL = text(
+    """UPDATE visits SET contact_id = :c
+       WHERE (tenant_id, hit_id, occurred_at) IN (
+           SELECT tenant_id, hit_id, occurred_at FROM visits
+           WHERE tenant_id = :t AND visitor_id = :v AND contact_id IS NULL LIMIT :batch)"""
+)
+_MERGE_SINCE = text(
+    """UPDATE visits SET contact_id = :c
+       WHERE (tenant_id, hit_id, occurred_at) IN (
+           SELECT tenant_id, hit_id, occurred_at FROM visits
+           WHERE tenant_id = :t AND visitor_id = :v AND contact_id IS NULL AND occurred_at >= :since LIMIT :batch)"""
+)
+
+
+def merge_visitor_history(session: Session, visitor_id: UUID, contact_id: UUID, since: datetime | None = None) -> int:
+    """Give the contact the visitor's anonymous visits (from ``since`` on, for a re-pointed device, so
+    the previous contact keeps its past) in batches of :data:`MERGE_BATCH`, each its own transaction;
+    then refresh the contact's touches. Idempotent: a second run finds nothing left to move."""
+    tenant_id = current_tenant_id(session)
+    statement = _MERGE_SINCE if since is not None else _MERGE_ALL
+    params: dict[str, Any] = {"t": tenant_id, "v": visitor_id, "c": contact_id, "batch": MERGE_BATCH}
+    if since is not None:
+        params["since"] = since
+    moved = 0
+    while True:
+        count = session.execute(statement, params).rowcount  # type: ignore[attr-defined]
+        session.commit()
+        moved += count
+        if count < MERGE_BATCH:
+            break
+    refresh_contact_touches(session, contact_id)
+    if moved:
+        _event(
+            session,
+            "history_merged",
+            visitor_id=visitor_id,
+            contact_id=contact_id,
+            detail={"visits": moved, "since": since.isoformat() if since else None},
+        )
+    return moved
+
+
+def refresh_contact_touches(session: Session, contact_id: UUID) -> None:
+    """First touch: the earliest across the contact's browsers, set once. Last touch: the latest."""
+    session.execute(
+        text(
+            """WITH mine AS (SELECT * FROM visitors WHERE tenant_id = :t AND contact_id = :c),
+                    f AS (SELECT first_touch, first_touch_at FROM mine WHERE first_touch IS NOT NULL
+                          ORDER BY first_touch_at LIMIT 1),
+                    l AS (SELECT last_touch, last_touch_at FROM mine WHERE last_touch IS NOT NULL
+                          ORDER BY last_touch_at DESC LIMIT 1)
+               UPDATE contacts c SET
+                   first_touch = coalesce(c.first_touch, (SELECT first_touch FROM f)),
+                   first_touch_at = CASE WHEN c.first_touch IS NULL THEN (SELECT first_touch_at FROM f)
+                                         ELSE c.first_touch_at END,
+                   last_touch = CASE WHEN c.last_touch_at IS NULL OR (SELECT last_touch_at FROM l) > c.last_touch_at
+                                     THEN coalesce((SELECT last_touch FROM l), c.last_touch) ELSE c.last_touch END,
+                   last_touch_at = greatest(c.last_touch_at, (SELECT last_touch_at FROM l)),
+                   last_seen_at = greatest(c.last_seen_at, (SELECT max(last_seen_at) FROM mine))
+               WHERE c.tenant_id = :t AND c.id = :c"""
+        ),
+        {"c": contact_id, "t": current_tenant_id(session)},
+    )
+
+
+def merge_contacts(session: Session, keep_id: UUID, other_id: UUID) -> Contact:
+    """The tenant's explicit merge: everything of ``other`` moves to ``keep``; blank fields of ``keep``
+    are filled from ``other``; ``other`` remains only as a record that points at ``keep``."""
+    if keep_id == other_id:
+        raise Invalid("a contact cannot be merged into itself", {"other_contact_id": "must differ"})
+    keep, other = get_contact(session, keep_id), get_contact(session, other_id)
+    if keep.merged_into is not None or other.merged_into is not None:
+        raise Conflict("one of these contacts was already merged into another")
+    params = {"keep": keep_id, "other": other_id, "t": current_tenant_id(session)}
+    for table in ("visitors", "visits", "form_submissions", "email_links", "link_clicks"):
+        statement = f"UPDATE {table} SET contact_id = :keep WHERE tenant_id = :t AND contact_id = :other"  # noqa: S608
+        session.execute(text(statement), params)
+    for name in ("first_name", "last_name", "phone"):
+        if not getattr(keep, name) and getattr(other, name):
+            setattr(keep, name, getattr(other, name))
+    keep.custom = {**other.custom, **keep.custom}
+    if other.first_touch_at and (keep.first_touch_at is None or other.first_touch_at < keep.first_touch_at):
+        keep.first_touch, keep.first_touch_at = other.first_touch, other.first_touch_at
+    if other.last_touch_at and (keep.last_touch_at is None or other.last_touch_at > keep.last_touch_at):
+        keep.last_touch, keep.last_touch_at = other.last_touch, other.last_touch_at
+    keep.updated_at = utcnow()
+    other.merged_into = keep_id
+    other.updated_at = keep.updated_at
+    session.add(keep)
+    session.add(other)
+    _event(session, "contacts_merged", contact_id=keep_id, previous_contact_id=other_id, evidence="tenant")
+    session.flush()
+    return keep
+
+
+@dataclass(frozen=True)
+class Resolution:
+    level: Level
+    visitor_id: UUID | None
+    contact_id: UUID | None
+    evidence: str | None
+
+
+def resolve(session: Session, *, visitor_token: str | None, member_contact_id: UUID | None = None) -> Resolution:
+    """The identification level of a request. ``member_contact_id`` is the contact of a valid
+    membership session of this tenant (the memberships module checks the session), which makes it
+    ``logged_in``; a genuine visitor token of a linked visitor makes it ``identified``."""
+    visitor_id = None
+    if visitor_token:
+        claims = get_signer().verify(visitor_token, VISITOR_PURPOSE, current_tenant_id(session))
+        visitor_id = claims.subject if claims else None
+    visitor = session.get(Visitor, (current_tenant_id(session), visitor_id)) if visitor_id else None
+    if member_contact_id is not None:
+        return Resolution(Level.LOGGED_IN, visitor_id, member_contact_id, Evidence.LOGIN.value)
+    if visitor is not None and visitor.contact_id is not None:
+        return Resolution(Level.IDENTIFIED, visitor_id, visitor.contact_id, visitor.evidence)
+    return Resolution(Level.ANONYMOUS, visitor_id, None, None)
+
+
+def timeline(session: Session, contact_id: UUID, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Everything known of a contact, oldest first: visits from every device (marked before or after
+    that device was identified), form submissions, link clicks and identity events."""
+    get_contact(session, contact_id)
+    identified = {v.id: v.identified_at for v in session.exec(select(Visitor).where(Visitor.contact_id == contact_id))}
+    entries: list[dict[str, Any]] = []
+    for visit in session.exec(
+        select(Visit).where(Visit.contact_id == contact_id).order_by(col(Visit.occurred_at).desc()).limit(limit)
+    ):
+        since = identified.get(visit.visitor_id)
+        entries.append(
+            {
+                "at": visit.occurred_at,
+                "kind": "visit",
+                "visitor_id": visit.visitor_id,
+                "url": visit.url,
+                "title": visit.title,
+                "type": visit.type,
+                "event_name": visit.event_name,
+                "utm": {k: v for k in ("source", "medium", "campaign") if (v := getattr(visit, f"utm_{k}"))},
+                "identified": since is not None and visit.occurred_at >= since,
+            }
+        )
+    for submission in session.exec(
+        select(FormSubmission)
+        .where(FormSubmission.contact_id == contact_id)
+        .order_by(col(FormSubmission.id).desc())
+        .limit(limit)
+    ):
+        entries.append(
+            {
+                "at": submission.created_at,
+                "kind": "form_submission",
+                "form_id": submission.form_id,
+                "visitor_id": submission.visitor_id,
+                "page_url": submission.page_url,
+            }
+        )
+    for click in session.exec(
+        select(LinkClick).where(LinkClick.contact_id == contact_id).order_by(col(LinkClick.id).desc()).limit(limit)
+    ):
+        entries.append(
+            {
+                "at": click.created_at,
+                "kind": "link_click",
+                "link_id": click.link_id,
+                "visitor_id": click.visitor_id,
+                "identifies": click.identifies,
+                "reason": click.reason,
+            }
+        )
+    events = session.exec(
+        select(IdentityEvent)
+        .where((IdentityEvent.contact_id == contact_id) | (IdentityEvent.previous_contact_id == contact_id))
+        .order_by(col(IdentityEvent.id).desc())
+        .limit(limit)
+    )
+    for event in events:
+        entries.append(
+            {
+                "at": event.created_at,
+                "kind": f"identity.{event.kind}",
+                "visitor_id": event.visitor_id,
+                "contact_id": event.contact_id,
+                "previous_contact_id": event.previous_contact_id,
+                "evidence": event.evidence,
+                "detail": event.detail,
+            }
+        )
+    entries.sort(key=lambda entry: entry["at"])
+    return entries[-limit:]

@@ -1,0 +1,225 @@
+"""Tracked email links: ``/l/{token}`` redirects to the link's own target (never elsewhere), records
+the click, and re-identifies the browser that clicked, unless a mail scanner did.
+
+The token is the link's random key plus an HMAC of it, so a tampered token is refused before any
+lookup, and the target is read from the database, so no token can redirect anywhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from uuid import UUID
+
+from crawlerdetect import CrawlerDetect
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from tenants.contacts.service import get_contact
+from tenants.errors import Invalid, NotFound
+from tenants.isolation import tenant_session
+from tenants.isolation.public_keys import tenant_of_public_key
+from tenants.models import EmailLink, LinkClick, new_id, utcnow
+from tenants.outbox import service as outbox
+from tenants.settings import get_settings
+from tenants.tracking.visitors import visitor_of_browser
+
+__all__ = [
+    "CODE_PARAM",
+    "REIDENTIFY_TASK",
+    "Click",
+    "Exchange",
+    "click",
+    "create_link",
+    "create_links",
+    "exchange_code",
+    "link_url",
+]
+
+CODE_PARAM = "_tmc"
+CODE_LIFETIME = timedelta(minutes=2)
+REIDENTIFY_TASK = "trailmark.identity.reidentify_from_click"
+MAX_BULK = 10_000
+_SCANNERS = re.compile(
+    r"barracuda|mimecast|proofpoint|urldefense|safelinks|symantec|messagelabs|trend ?micro|forcepoint|sophos|"
+    r"fireeye|ironport|zscaler|bitdefender|avanan|checkpoint|microsoft office|ms-office|outlook-|"
+    r"googleimageproxy|yahoomailproxy|headlesschrome|python-requests|python-httpx|curl/|wget|go-http-client|"
+    r"okhttp|java/|libwww",
+    re.IGNORECASE,
+)
+_crawlers = CrawlerDetect()
+
+
+def _signature(key: str, secret: bytes) -> str:
+    digest = hmac.new(secret, f"email-link:{key}".encode(), hashlib.sha256).digest()[:12]
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def _token(link_key: str) -> str:
+    return f"{link_key}.{_signature(link_key, get_settings().signing_keys[0].secret)}"
+
+
+def _verified_key(token: str) -> str | None:
+    key, _, signature = token.partition(".")
+    if not key or len(key) > 32 or not signature:
+        return None
+    for signing_key in get_settings().signing_keys:  # links outlive a key rotation
+        if hmac.compare_digest(signature, _signature(key, signing_key.secret)):
+            return key
+    return None
+
+
+def link_url(link: EmailLink) -> str:
+    return f"{get_settings().base_url}/l/{_token(link.link_key)}"
+
+
+def create_link(
+    session: Session,
+    *,
+    contact_id: UUID,
+    target_url: str,
+    send_id: str | None = None,
+    expires_at: datetime | None = None,
+) -> EmailLink:
+    """A link for one recipient of one send."""
+    errors: dict[str, str] = {}
+    parts = urlsplit(target_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(target_url) > 4096:
+        errors["target_url"] = "must be an absolute http(s) URL"
+    if send_id is not None and len(send_id) > 200:
+        errors["send_id"] = "must be at most 200 characters"
+    if expires_at is not None and expires_at <= utcnow():
+        errors["expires_at"] = "must be in the future"
+    if errors:
+        raise Invalid("the link is invalid", errors)
+    get_contact(session, contact_id)
+    link = EmailLink(
+        link_key=secrets.token_urlsafe(16),
+        contact_id=contact_id,
+        target_url=target_url,
+        send_id=send_id,
+        expires_at=expires_at,
+    )
+    session.add(link)
+    return link
+
+
+def create_links(
+    session: Session, *, send_id: str | None, items: list[tuple[UUID, str]], expires_at: datetime | None = None
+) -> list[EmailLink]:
+    """Links for a whole send: one per (contact, target) item, all or none."""
+    if not 1 <= len(items) <= MAX_BULK:
+        raise Invalid("the send is invalid", {"links": f"must hold 1 to {MAX_BULK} items"})
+    links = []
+    for index, (contact_id, target_url) in enumerate(items):
+        try:
+            links.append(
+                create_link(
+                    session, contact_id=contact_id, target_url=target_url, send_id=send_id, expires_at=expires_at
+                )
+            )
+        except (Invalid, NotFound) as error:
+            raise Invalid("the send is invalid", {f"links[{index}]": error.message}) from None
+    session.flush()
+    return links
+
+
+@dataclass(frozen=True)
+class Click:
+    redirect_to: str
+    identifies: bool
+    reason: str | None
+    visitor_token: str | None
+    """For the browser's cookie on our own domain (same-site flows), when it should be set."""
+
+
+def scanner_reason(method: str, user_agent: str | None, link_age: timedelta) -> str | None:
+    """Why a click is a mail scanner's and must not identify anyone, or None."""
+    if method.upper() == "HEAD":
+        return "HEAD request"
+    if not user_agent:
+        return "no user agent"
+    if _SCANNERS.search(user_agent) or _crawlers.isCrawler(user_agent):
+        return "known scanner"
+    if link_age < timedelta(seconds=get_settings().scanner_grace_seconds):
+        return "clicked within seconds of sending"
+    return None
+
+
+def click(token: str, *, method: str, user_agent: str | None, cookie_token: str | None) -> Click:
+    """Resolve a click: where to redirect, and (in the same transaction) the click record and the
+    re-identification task. Raises :class:`NotFound` for a bad, unknown or expired token."""
+    key = _verified_key(token)
+    tenant_id = tenant_of_public_key("link", key) if key else None
+    if key is None or tenant_id is None:
+        raise NotFound("this link is not valid")
+    with tenant_session(tenant_id) as session:
+        link = session.exec(select(EmailLink).where(EmailLink.link_key == key)).first()
+        now = utcnow()
+        if link is None or (link.expires_at is not None and link.expires_at <= now):
+            raise NotFound("this link has expired")
+        reason = scanner_reason(method, user_agent, now - link.created_at)
+        record = LinkClick(
+            link_id=link.id,
+            contact_id=link.contact_id,
+            identifies=reason is None,
+            reason=reason,
+            user_agent=(user_agent or "")[:1000] or None,
+        )
+        target = link.target_url
+        visitor_token = None
+        if reason is None:
+            # Our own cookie (hosted pages seen before on this device): that browser is identified too.
+            browser = visitor_of_browser(tenant_id, cookie_token, first_hit=(new_id(), int(now.timestamp() * 1000)))
+            if not browser.is_new:
+                record.visitor_id = browser.visitor_id
+                visitor_token = browser.token
+            # The target site's tracker cannot read our cookie: it gets a one-time code to exchange.
+            code = secrets.token_urlsafe(24)
+            record.exchange_code_hash = hashlib.sha256(code.encode()).hexdigest()
+            target = _with_param(target, CODE_PARAM, code)
+        session.add(record)
+        session.flush()
+        if record.visitor_id is not None:
+            outbox.enqueue(session, REIDENTIFY_TASK, str(record.id), str(record.visitor_id), None, queue="identity")
+        return Click(redirect_to=target, identifies=reason is None, reason=reason, visitor_token=visitor_token)
+
+
+def _with_param(url: str, name: str, value: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != name] + [(name, value)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@dataclass(frozen=True)
+class Exchange:
+    visitor_token: str
+    visitor_id: UUID
+
+
+def exchange_code(code: str, *, tenant_id: UUID, site_id: UUID, visitor_token: str | None) -> Exchange | None:
+    """The tracker on the target page trades the one-time code for identification of its own browser
+    (the token it holds, or a new visitor). Single use, two minutes; None if not valid."""
+    code_hash = hashlib.sha256(code.encode()).hexdigest() if 0 < len(code) <= 64 else ""
+    if not code_hash or tenant_of_public_key("click_code", code_hash) != tenant_id:
+        return None
+    with tenant_session(tenant_id) as session:
+        row = session.execute(
+            text(
+                """UPDATE link_clicks SET exchanged_at = now()
+                   WHERE exchange_code_hash = :h AND exchanged_at IS NULL AND created_at > now() - :life
+                   RETURNING id"""
+            ),
+            {"h": code_hash, "life": CODE_LIFETIME},
+        ).first()
+        if row is None:
+            return None
+        browser = visitor_of_browser(tenant_id, visitor_token, first_hit=(new_id(), int(utcnow().timestamp() * 1000)))
+        outbox.enqueue(session, REIDENTIFY_TASK, str(row[0]), str(browser.visitor_id), str(site_id), queue="identity")
+        return Exchange(browser.token, browser.visitor_id)
