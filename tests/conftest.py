@@ -110,13 +110,20 @@ def start_api_server(**env: str) -> LiveServer:
     return LiveServer(process, base_url)
 
 
+def log_file(name: str) -> Any:
+    """Child processes log to files under the session's data folder (kept for reading after a failure)."""
+    directory = Path(os.environ["TRAILMARK_DATA_DIR"]) / "logs"
+    directory.mkdir(parents=True, exist_ok=True)
+    return open(directory / f"{name}-{time.time_ns()}.log", "wb")
+
+
 def start_worker(**env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "api.cli", "worker", "--concurrency", "2"],
         cwd=REPO,
         env=child_env(**env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log_file("worker"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -178,8 +185,8 @@ def start_beat(**env: str) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "api.cli", "beat"],
         cwd=REPO,
         env=child_env(TRAILMARK_DATA_DIR=schedule_dir, **env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log_file("beat"),
+        stderr=subprocess.STDOUT,
     )
 
 

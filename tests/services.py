@@ -23,8 +23,10 @@ from tenants.embedded import free_port, start_redis_server
 
 APP_ROLE = "trailmark_test_app"
 APP_PASSWORD = "trailmark-test"
-TEST_REDIS_DB = 13
-"""A database number of its own, flushed at the start of a run, so a developer's data in db 0 is untouched."""
+TEST_REDIS_DBS = range(15, 0, -1)
+"""Each test run claims a free database number of its own (never db 0, a developer's), so runs side by side
+on one machine never share queues or streams."""
+CLAIM_KEY = "trailmark:test-run"
 
 
 @dataclass
@@ -45,6 +47,7 @@ class TestServices:
         }
 
     def close(self) -> None:
+        release_redis(self.redis_url)
         with psycopg.connect(self.admin_url, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
         for cleanup in reversed(self._cleanups):
@@ -101,19 +104,18 @@ def start_test_services() -> TestServices:
     app_url = owner_url.set(username=APP_ROLE, password=APP_PASSWORD)
 
     redis_url = os.environ.get("TRAILMARK_TEST_REDIS_URL")
-    if not redis_url:
-        local_redis = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
-        if not embedded_only and _answers_redis(local_redis):
-            redis_url = local_redis
-        else:
-            port = free_port()
-            cleanups.append(
-                start_redis_server(Path(tempfile.mkdtemp(prefix="trailmark-test-redis-")), port, persistent=False)
-            )
-            redis_url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
+    if redis_url:
+        client = redis.Redis.from_url(redis_url)
+        client.flushdb()
+        client.close()
+    elif not embedded_only and _answers_redis("redis://127.0.0.1:6379/0"):
+        redis_url = _claim_database("redis://127.0.0.1:6379", database)
+    else:
+        port = free_port()
+        cleanups.append(
+            start_redis_server(Path(tempfile.mkdtemp(prefix="trailmark-test-redis-")), port, persistent=False)
+        )
+        redis_url = f"redis://127.0.0.1:{port}/0"
     return TestServices(
         owner_url=owner_url.render_as_string(hide_password=False),
         app_url=app_url.render_as_string(hide_password=False),
@@ -122,6 +124,27 @@ def start_test_services() -> TestServices:
         database=database,
         _cleanups=cleanups,
     )
+
+
+def _claim_database(server: str, run_id: str) -> str:
+    for number in TEST_REDIS_DBS:
+        client = redis.Redis.from_url(f"{server}/{number}")
+        try:
+            if client.set(CLAIM_KEY, run_id, nx=True, ex=6 * 3600):
+                client.flushdb()  # leftovers of a run that crashed
+                client.set(CLAIM_KEY, run_id, ex=6 * 3600)
+                return f"{server}/{number}"
+        finally:
+            client.close()
+    raise RuntimeError(f"every Redis database 1-15 on {server} is claimed by another test run ({CLAIM_KEY})")
+
+
+def release_redis(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
 
 
 def test_signing_keys() -> str:

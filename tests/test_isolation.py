@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID
 
@@ -14,9 +14,19 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from tenants.isolation import system_session, tenant_session
+from tenants.outbox import service as outbox
 from tests.conftest import TenantHandle, start_api_server
 from tests.seeds import APPEND_ONLY, SEEDED_BY_SIGNUP, SEEDERS
 from tests.services import APP_ROLE
+from workers.app import install_outbox_publisher
+
+
+@pytest.fixture(autouse=True)
+def no_background_relay() -> Iterator[None]:
+    """Seeding enqueues tasks; publishing (and deleting) them mid-test would change the row counts compared."""
+    outbox.set_publisher(None)
+    yield
+    install_outbox_publisher()
 
 
 def rls_tables(owner_url: str, *, partitions: bool = False) -> dict[str, str]:

@@ -20,6 +20,7 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
 
+from tenants.contacts.service import ContactChanges, create_contact
 from tenants.embedded import free_port, start_redis_server
 from tenants.isolation import tenant_session
 from tenants.security.tokens import TokenSigner
@@ -278,8 +279,8 @@ def test_bots_are_stored_flagged_and_kept_out_of_attribution(client: TestClient[
 def test_visits_of_a_visitor_linked_to_a_contact_carry_the_contact(client: TestClient[Any], site: SiteHandle) -> None:
     first = post(client, site, batch(hit())).json()
     wait_stored(site.tenant.tenant_id, 1)
-    contact_id = uuid.uuid4()
     with tenant_session(site.tenant.tenant_id) as session:
+        contact_id = create_contact(session, ContactChanges(email="linked@example.com")).id
         session.execute(text("UPDATE visitors SET contact_id = :c"), {"c": contact_id})
     post(client, site, batch(hit("/later"), token=first["token"]))
     wait_stored(site.tenant.tenant_id, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from tenants.isolation import dispose_engine
 from tenants.logs import configure_logging
@@ -42,7 +42,8 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=[Queue(name) for name in QUEUES],
+        # One exchange and routing key per queue, so a task goes to exactly the queue it names.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue="default",
         task_track_started=False,
         task_time_limit=600,

@@ -178,17 +178,25 @@ def _whoami(tenant_id: UUID, token: str | None) -> dict[str, Any]:
         return answer
 
 
-@post("/t/{site_key:str}/whoami", include_in_schema=False, request_max_body_size=4096, status_code=200)
+@route(
+    "/t/{site_key:str}/whoami",
+    http_method=["GET", "POST"],
+    include_in_schema=False,
+    request_max_body_size=4096,
+    status_code=200,
+)
 async def whoami(request: Request[Any, Any, Any], site_key: FromPath[str]) -> Response[Any]:
-    """Client-side personalization: the level of this browser and, when identified, its first name."""
+    """Client-side personalization: the level of this browser and, when identified, its first name.
+    The token comes from our own cookie (same-site), the body (``trailmark('whoami', cb)``) or ``?token=``."""
     site = await site_for(site_key)
     origin = request_origin(request)
     if site is None or origin is None or origin not in site.allowed_origins:
         return problem(403, "origin not allowed for this site")
     try:
-        body = msgspec.json.decode(await request.body() or b"{}", type=WhoamiRequest)
+        raw = await request.body() if request.method == "POST" else b""
+        body = msgspec.json.decode(raw or b"{}", type=WhoamiRequest)
     except msgspec.DecodeError as error:
         return problem(400, f"malformed request: {error}", headers=cors_headers(origin))
-    token = request.cookies.get(VISITOR_COOKIE) or body.token
+    token = request.cookies.get(VISITOR_COOKIE) or body.token or request.query_params.get("token")
     answer = await anyio.to_thread.run_sync(_whoami, site.tenant_id, token)
     return Response(answer, headers={**cors_headers(origin), "Cache-Control": "no-store"})

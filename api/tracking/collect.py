@@ -168,6 +168,7 @@ def _script_for(site_key: str, base_url: str, partner_params: tuple[str, ...], h
     config = {
         "collect": f"{base_url}/t/{site_key}/collect",
         "exchange": f"{base_url}/t/{site_key}/exchange",
+        "whoami": f"{base_url}/t/{site_key}/whoami",
         "cookie": VISITOR_COOKIE,
         "partnerParams": list(partner_params),
         "respectDnt": honor_dnt,

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from sqlmodel import Session, col, select
 
+from tenants.accounts.service import validate_email
 from tenants.contacts.service import CORE_FIELDS, ContactChanges, list_fields, upsert_by_email
 from tenants.errors import Forbidden, Invalid, NotFound
 from tenants.identity.service import link_visitor
@@ -347,6 +348,9 @@ def _read_fields(form: Form, values: dict[str, str]) -> tuple[ContactChanges, di
             errors[spec["name"]] = f"must be at most {spec['max_length']} characters"
             continue
         if not raw:
+            continue
+        if spec["maps_to"] == "email" and validate_email(raw):
+            errors[spec["name"]] = "must be an email address like name@example.com"
             continue
         data[spec["name"]] = raw
         target = spec["maps_to"]

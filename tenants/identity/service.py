@@ -173,10 +173,11 @@ def merge_visitor_history(session: Session, visitor_id: UUID, contact_id: UUID, 
     moved = 0
     while True:
         count = session.execute(statement, params).rowcount  # type: ignore[attr-defined]
-        session.commit()
         moved += count
         if count < MERGE_BATCH:
             break
+        session.commit()  # release this batch's row locks before the next
+    # The last batch, the touches and the event commit together (in the caller's transaction).
     refresh_contact_touches(session, contact_id)
     if moved:
         _event(

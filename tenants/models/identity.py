@@ -70,10 +70,10 @@ class Contact(TenantOwned, table=True):
     phone: str | None = Field(default=None, max_length=40)
     """E.164 when it could be parsed, else as given."""
     custom: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
-    first_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    first_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB(none_as_null=True)))
     """The earliest touch across the contact's browsers; never overwritten once set."""
     first_touch_at: datetime | None = timestamp_field(nullable=True, default=None)
-    last_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    last_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB(none_as_null=True)))
     last_touch_at: datetime | None = timestamp_field(nullable=True, default=None)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()

@@ -55,10 +55,10 @@ class Visitor(TenantOwned, table=True):
     """Set while the browser holds a live membership session: a link click never re-points it."""
     first_seen_at: datetime = timestamp_field()
     last_seen_at: datetime = timestamp_field()
-    first_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    first_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB(none_as_null=True)))
     """Landing page, UTMs, click ids, referrer and partner code of the first human visit; set once."""
     first_touch_at: datetime | None = timestamp_field(nullable=True, default=None)
-    last_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    last_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB(none_as_null=True)))
     """The latest visit that carried campaign data (UTMs, click ids, partner code, external referrer)."""
     last_touch_at: datetime | None = timestamp_field(nullable=True, default=None)
     visit_count: int = 0
@@ -95,7 +95,7 @@ class Visit(SQLModel, table=True):
     partner_code: str | None = None
     lang: str | None = None
     screen: str | None = None
-    props: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    props: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB(none_as_null=True)))
     user_agent: str | None = None
     ip: str | None = Field(default=None, sa_column=Column(INET))
     is_bot: bool = False

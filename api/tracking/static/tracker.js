@@ -167,6 +167,7 @@
 
   // Email-link code: strip before any hit records the URL, then exchange
   var code = new URLSearchParams(L.search).get('_tmc');
+  var ready = Promise.resolve(); // settles once the browser's identity is final (after an exchange)
   if (code != null) {
     try {
       var qs = L.search.slice(1).split('&').filter(kv => kv.split('=')[0] != '_tmc').join('&');
@@ -176,7 +177,7 @@
       hold = 1; // pageview waits for the new token (max 5 s)
       var release = () => { if (hold) { hold = 0; flush() } };
       setTimeout(release, 5e3);
-      post(C.exchange, JSON.stringify({ code: code, token: tok() }))
+      ready = post(C.exchange, JSON.stringify({ code: code, token: tok() }))
         .then(r => r.ok && r.json()).then(j => setTok(j && j.token)).catch(noop).then(release);
     }
   }
@@ -195,6 +196,9 @@
   function api(cmd, name, props) {
     try {
       if (cmd == 'token') return tok();
+      // whoami: {level, first_name?} for client-side personalization
+      if (cmd == 'whoami' && typeof name == 'function') ready.then(() => post(C.whoami, JSON.stringify({ token: tok() })))
+        .then(r => r.json()).then(name, noop);
       // copy props: unserialisable ones must not break the queue
       if (cmd == 'track' && name) enqueue(hit('event', { event_name: '' + name, props: JSON.parse(JSON.stringify(props || {})) }));
     } catch (e) {}
