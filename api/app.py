@@ -14,6 +14,8 @@ from api.contacts.controller import ContactFieldsController, ContactsController,
 from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
 from api.links.controller import LinksController, exchange, follow_link, whoami
+from api.pages.controller import MembershipSitesController, PagesController
+from api.pages.public import MEMBERSHIP_HANDLERS, PAGE_HANDLERS
 from api.problems import EXCEPTION_HANDLERS
 from api.tracking.collect import collect, collect_preflight, tracker_script
 from api.tracking.controller import SitesController, VisitorsController, VisitsController
@@ -49,6 +51,10 @@ def create_app() -> Litestar:
             follow_link,
             exchange,
             whoami,
+            MembershipSitesController,
+            PagesController,
+            *MEMBERSHIP_HANDLERS,
+            *PAGE_HANDLERS,
             tracker_script,
             collect_preflight,  # before collect, so it replaces Litestar's automatic OPTIONS handler
             collect,

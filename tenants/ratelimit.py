@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from uuid import UUID
@@ -11,7 +12,7 @@ import redis
 from tenants.errors import RateLimited
 from tenants.redis_store import get_redis
 
-__all__ = ["check_rate"]
+__all__ = ["check_failures", "check_rate", "clear_failures", "record_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -33,3 +34,38 @@ def check_rate(tenant_id: UUID, bucket: str, subject: str, *, limit: int, window
     if count > limit:
         retry_after = window_seconds - int(time.time()) % window_seconds
         raise RateLimited("too many attempts; retry later", retry_after=max(1, retry_after))
+
+
+def _failure_key(tenant_id: UUID, bucket: str, subject: str) -> str:
+    return f"trailmark:{tenant_id}:failures:{bucket}:{subject}"
+
+
+def check_failures(tenant_id: UUID, bucket: str, subject: str, *, limit: int) -> None:
+    """Refuse (429) while ``subject`` has ``limit`` recent failures; allowed if Redis is unreachable."""
+    try:
+        client = get_redis()
+        key = _failure_key(tenant_id, bucket, subject)
+        count = int(client.get(key) or 0)
+        ttl = int(client.ttl(key))
+    except (redis.RedisError, OSError) as error:
+        log.warning("failure throttle unavailable (%s); allowing", error)
+        return
+    if count >= limit:
+        raise RateLimited("too many failed attempts; wait and try again", retry_after=max(1, ttl))
+
+
+def record_failure(tenant_id: UUID, bucket: str, subject: str, *, window_seconds: int) -> None:
+    """Count a failure; the count expires ``window_seconds`` after the first one."""
+    key = _failure_key(tenant_id, bucket, subject)
+    try:
+        pipe = get_redis().pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, window_seconds, nx=True)
+        pipe.execute()
+    except (redis.RedisError, OSError) as error:
+        log.warning("failure throttle unavailable (%s)", error)
+
+
+def clear_failures(tenant_id: UUID, bucket: str, subject: str) -> None:
+    with contextlib.suppress(redis.RedisError, OSError):
+        get_redis().delete(_failure_key(tenant_id, bucket, subject))

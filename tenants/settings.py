@@ -49,6 +49,11 @@ class Settings:
     log_json: bool
     ingest_max_backlog: int
     """Collect answers 503 once this many batches wait in the ingest stream."""
+    smtp_url: str | None
+    """smtp://user:password@host:port (smtps:// for TLS, smtp+starttls:// to upgrade); None logs mail instead."""
+    mail_from: str
+    session_idle_minutes: int
+    session_absolute_hours: int
     scanner_grace_seconds: int
     """A tracked-link click this soon after the link was made is a mail scanner's: it identifies nobody."""
     ingest_claim_idle_ms: int
@@ -98,6 +103,10 @@ class Settings:
             public_url=public_url,
             log_json=_bool(env, "TRAILMARK_LOG_JSON", default=False),
             ingest_max_backlog=_int(env, "TRAILMARK_INGEST_MAX_BACKLOG", 200_000, 1, 100_000_000),
+            smtp_url=_smtp_url(env),
+            mail_from=env.get("TRAILMARK_MAIL_FROM", "").strip() or "Trailmark <no-reply@localhost>",
+            session_idle_minutes=_int(env, "TRAILMARK_SESSION_IDLE_MINUTES", 30, 1, 24 * 60),
+            session_absolute_hours=_int(env, "TRAILMARK_SESSION_ABSOLUTE_HOURS", 8, 1, 24 * 30),
             scanner_grace_seconds=_int(env, "TRAILMARK_SCANNER_GRACE_SECONDS", 10, 0, 3600),
             ingest_claim_idle_ms=_int(env, "TRAILMARK_INGEST_CLAIM_IDLE_MS", 30_000, 100, 86_400_000),
             trusted_proxies=_networks(env, "TRAILMARK_TRUSTED_PROXIES"),
@@ -174,6 +183,17 @@ def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> i
         raise SettingsError(f"{name} must be an integer from {low} to {high}, got {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name} must be an integer from {low} to {high}, got {raw!r}")
+    return value
+
+
+def _smtp_url(env: dict[str, str]) -> str | None:
+    value = env.get("TRAILMARK_SMTP_URL", "").strip()
+    if not value:
+        return None
+    if urlsplit(value).scheme not in ("smtp", "smtps", "smtp+starttls") or not urlsplit(value).hostname:
+        raise SettingsError(
+            f"TRAILMARK_SMTP_URL must be smtp://host:port (or smtps://, smtp+starttls://), got {value!r}"
+        )
     return value
 
 

@@ -59,6 +59,21 @@ def _identity(session: Session) -> None:
     session.add(LinkClick(link_id=link.id, contact_id=contact.id, identifies=False, reason="seed"))
 
 
+def _memberships(session: Session) -> None:
+    """A membership site with a member, and a page with a block only members see."""
+    from tenants.memberships.service import create_member, create_membership_site
+    from tenants.pages.service import create_page
+
+    site = create_membership_site(session, name="Seed club", registration="open")
+    create_member(session, site_id=site.id, email=f"member-{uuid4().hex[:8]}@example.com", first_name="Mem")
+    create_page(
+        session,
+        slug=f"seed-{uuid4().hex[:6]}",
+        title="Seed",
+        blocks=[{"kind": "html", "html": "<p>Hi {{contact.first_name|there}}</p>", "visible_to": ["logged_in"]}],
+    )
+
+
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
 APPEND_ONLY = {"identity_events"}
 """The app role may only insert and read these (audit logs)."""
@@ -74,4 +89,7 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "email_links": _identity,
     "link_clicks": _identity,
     "identity_events": _identity,
+    "membership_sites": _memberships,
+    "members": _memberships,
+    "pages": _memberships,
 }

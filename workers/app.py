@@ -24,7 +24,7 @@ __all__ = [
 
 QUEUES = ("ingest", "identity", "conversions", "default")
 
-celery_app = Celery("trailmark", include=["workers.system", "workers.ingest", "workers.identity"])
+celery_app = Celery("trailmark", include=["workers.system", "workers.ingest", "workers.identity", "workers.mail"])
 
 
 def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:

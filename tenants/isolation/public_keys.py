@@ -15,14 +15,16 @@ from tenants.isolation import system_session
 
 __all__ = ["PublicKeyKind", "tenant_of_public_key"]
 
-PublicKeyKind = Literal["site", "form", "link", "click_code"]
+PublicKeyKind = Literal["site", "form", "link", "click_code", "tenant_slug", "domain"]
 _FUNCTIONS: dict[str, str] = {
     "site": "trailmark_site_tenant",
     "form": "trailmark_form_tenant",
     "link": "trailmark_link_tenant",
     "click_code": "trailmark_click_code_tenant",
+    "tenant_slug": "trailmark_slug_tenant",
+    "domain": "trailmark_domain_tenant",
 }
-MAX_KEY_LENGTH = 64
+MAX_KEY_LENGTH = 253
 
 
 def tenant_of_public_key(kind: PublicKeyKind, key: str) -> UUID | None:

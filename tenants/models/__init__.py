@@ -13,6 +13,7 @@ from tenants.models.identity import (
     IdentityEvent,
     LinkClick,
 )
+from tenants.models.memberships import Member, MembershipSite, Page
 from tenants.models.outbox import OutboxMessage
 from tenants.models.tracking import DEFAULT_PARTNER_PARAMS, Site, Visit, Visitor
 
@@ -28,7 +29,10 @@ __all__ = [
     "FormSubmission",
     "IdentityEvent",
     "LinkClick",
+    "Member",
+    "MembershipSite",
     "OutboxMessage",
+    "Page",
     "Scope",
     "Site",
     "Tenant",

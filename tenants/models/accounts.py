@@ -37,6 +37,8 @@ class Tenant(SQLModel, table=True):
     name: str = Field(max_length=200)
     slug: str = Field(max_length=63, unique=True)
     """Public handle used in hosted page URLs."""
+    custom_domain: str | None = Field(default=None, max_length=253)
+    """A host name of the tenant's own that serves its hosted pages (CNAME to Trailmark)."""
     created_at: datetime = timestamp_field()
 
 

@@ -1,0 +1,496 @@
+"""Hosted pages and membership login, as browsers see them: ``/s/{tenant_slug}/…`` and custom domains.
+
+Every state-changing form carries a CSRF token (double submit: a cookie and a hidden field that must
+match) and must come from our own origin. The session cookie is ``__Host-``-prefixed on https.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import html
+import secrets
+from typing import Any
+from urllib.parse import quote
+from uuid import UUID
+
+import anyio.to_thread
+from litestar import MediaType, Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.params import FromPath
+
+from tenants.errors import DomainError, Invalid, RateLimited
+from tenants.memberships import service as memberships
+from tenants.memberships.sessions import read_session
+from tenants.pages.service import safe_next
+from tenants.pages.serving import PageResult, find_tenant, serve_page
+from tenants.settings import get_settings
+from tenants.tracking.origins import client_ip, normalize_origin
+from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE
+
+__all__ = ["MEMBERSHIP_HANDLERS", "PAGE_HANDLERS"]
+
+CSRF_COOKIE = "tm_csrf"
+
+
+def session_cookie_name() -> str:
+    """``__Host-`` requires Secure (https); a plain http development server gets a plain name."""
+    return "__Host-tm_session" if get_settings().base_url.startswith("https://") else "tm_session"
+
+
+def _secure() -> bool:
+    return get_settings().base_url.startswith("https://")
+
+
+def _own_origin() -> str:
+    origin = normalize_origin(get_settings().base_url)
+    assert origin is not None
+    return origin
+
+
+def _html(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response[str]:
+    return Response(
+        body, status_code=status, media_type=MediaType.HTML, headers={"Cache-Control": "no-store", **(headers or {})}
+    )
+
+
+def _visitor_cookie(token: str) -> Cookie:
+    return Cookie(
+        key=VISITOR_COOKIE, value=token, max_age=VISITOR_COOKIE_MAX_AGE, httponly=True, secure=_secure(), samesite="lax"
+    )
+
+
+def _page_response(result: PageResult) -> Response[Any]:
+    if result.location:
+        response: Response[Any] = Response(
+            b"", status_code=result.status, headers={"Location": result.location, "Cache-Control": "no-store"}
+        )
+    else:
+        response = _html(result.html or "", result.status)
+    if result.visitor_token:
+        response.set_cookie(_visitor_cookie(result.visitor_token))
+    return response
+
+
+def _page(request: Request[Any, Any, Any], tenant_id: UUID, page_slug: str) -> PageResult:
+    settings = get_settings()
+    return serve_page(
+        tenant_id,
+        page_slug,
+        path=request.url.path,
+        session_cookie=request.cookies.get(session_cookie_name()),
+        visitor_cookie=request.cookies.get(VISITOR_COOKIE),
+        base_url=settings.base_url,
+        own_origin=_own_origin(),
+    )
+
+
+@get("/s/{tenant_slug:str}/{page_slug:str}", include_in_schema=False)
+async def hosted_page(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], page_slug: FromPath[str]
+) -> Response[Any]:
+    tenant_id = await anyio.to_thread.run_sync(lambda: find_tenant(slug=tenant_slug))
+    if tenant_id is None:
+        return _html("<!doctype html><title>Not found</title><h1>Not found.</h1>", 404)
+    return _page_response(await anyio.to_thread.run_sync(_page, request, tenant_id, page_slug))
+
+
+@get("/{page_slug:str}", include_in_schema=False)
+async def custom_domain_page(request: Request[Any, Any, Any], page_slug: FromPath[str]) -> Response[Any]:
+    """A tenant's own domain (CNAME to Trailmark) serves its pages at the root."""
+    host = request.headers.get("host") or ""
+    tenant_id = await anyio.to_thread.run_sync(lambda: find_tenant(host=host))
+    if tenant_id is None:
+        return _html("<!doctype html><title>Not found</title><h1>Not found.</h1>", 404)
+    return _page_response(await anyio.to_thread.run_sync(_page, request, tenant_id, page_slug))
+
+
+PAGE_HANDLERS = [hosted_page, custom_domain_page]
+
+
+# --- membership: login, registration, logout, passwords ------------------------------------------
+
+
+def _csrf(request: Request[Any, Any, Any]) -> tuple[str, bool]:
+    """The browser's CSRF token, and whether it is new (then it must be set as a cookie)."""
+    existing = request.cookies.get(CSRF_COOKIE)
+    return (existing, False) if existing and len(existing) >= 32 else (secrets.token_urlsafe(32), True)
+
+
+def _form_page(
+    request: Request[Any, Any, Any], title: str, fields: str, action: str, *, error: str = "", status: int = 200
+) -> Response[str]:
+    token, new = _csrf(request)
+    message = f'<p class="tm-error" role="alert">{html.escape(error)}</p>' if error else ""
+    body = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1>{message}<form method='post' action='{html.escape(action)}'>"
+        f"<input type='hidden' name='csrf' value='{token}'>{fields}"
+        f"<p><button type='submit'>{html.escape(title)}</button></p>"
+        "</form></body></html>"
+    )
+    response = _html(body, status)
+    if new:
+        response.set_cookie(
+            Cookie(key=CSRF_COOKIE, value=token, httponly=True, secure=_secure(), samesite="lax", path="/")
+        )
+    return response
+
+
+async def _checked_form(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The posted fields, after the CSRF and origin checks (raises 403 otherwise)."""
+    origin = request.headers.get("origin")
+    if origin and normalize_origin(origin) not in (
+        _own_origin(),
+        normalize_origin(f"http://{request.headers.get('host', '')}"),
+        normalize_origin(f"https://{request.headers.get('host', '')}"),
+    ):
+        raise _Refused("this form must be sent from its own page")
+    values = {k: str(v) for k, v in (await request.form()).items() if isinstance(v, str)}
+    cookie = request.cookies.get(CSRF_COOKIE) or ""
+    if not cookie or not hmac.compare_digest(cookie, values.get("csrf", "")):
+        raise _Refused("the form expired; reload the page and try again")
+    return values
+
+
+class _Refused(Exception):
+    pass
+
+
+def _ip(request: Request[Any, Any, Any]) -> str | None:
+    return client_ip(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        get_settings().trusted_proxies,
+    )
+
+
+def _base(tenant_slug: str, site_id: UUID) -> str:
+    return f"/s/{tenant_slug}/m/{site_id}"
+
+
+LOGIN_FIELDS = (
+    "<p><label>Email <input type='email' name='email' required autocomplete='username'></label></p>"
+    "<p><label>Password <input type='password' name='password' required autocomplete='current-password'></label></p>"
+)
+
+
+def _next_field(tenant_slug: str, value: str | None) -> str:
+    target = safe_next(tenant_slug, value)
+    return f"<input type='hidden' name='next' value='{html.escape(target)}'>" if target else ""
+
+
+async def _tenant(tenant_slug: str) -> UUID | None:
+    return await anyio.to_thread.run_sync(lambda: find_tenant(slug=tenant_slug))
+
+
+def _logged_in_response(location: str, result: memberships.LoginResult) -> Response[Any]:
+    response: Response[Any] = Response(
+        b"", status_code=303, headers={"Location": location, "Cache-Control": "no-store"}
+    )
+    response.set_cookie(
+        Cookie(
+            key=session_cookie_name(),
+            value=result.session.session_id,
+            httponly=True,
+            secure=_secure(),
+            samesite="lax",
+            path="/",
+        )
+    )
+    response.set_cookie(_visitor_cookie(result.visitor_token))
+    return response
+
+
+@get("/s/{tenant_slug:str}/m/{site_id:uuid}/login", include_in_schema=False)
+async def login_form(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    fields = LOGIN_FIELDS + _next_field(tenant_slug, request.query_params.get("next"))
+    return _form_page(request, "Log in", fields, f"{_base(tenant_slug, site_id)}/login")
+
+
+@post("/s/{tenant_slug:str}/m/{site_id:uuid}/login", include_in_schema=False, status_code=303)
+async def login(request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]) -> Response[Any]:
+    tenant_id = await _tenant(tenant_slug)
+    if tenant_id is None:
+        return _html("<h1>Not found.</h1>", 404)
+    try:
+        values = await _checked_form(request)
+    except _Refused as refused:
+        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    action = f"{_base(tenant_slug, site_id)}/login"
+    fields = LOGIN_FIELDS + _next_field(tenant_slug, values.get("next"))
+    try:
+        result = await anyio.to_thread.run_sync(
+            lambda: memberships.log_in(
+                tenant_id,
+                site_id,
+                email=values.get("email", ""),
+                password=values.get("password", ""),
+                ip=_ip(request),
+                presented_session=request.cookies.get(session_cookie_name()),
+                visitor_tokens=(request.cookies.get(VISITOR_COOKIE),),
+            )
+        )
+    except RateLimited as limited:
+        return _html(f"<h1>{html.escape(limited.message)}</h1>", 429, {"Retry-After": str(limited.retry_after)})
+    except DomainError as error:
+        return _form_page(request, "Log in", fields, action, error=error.message, status=error.status)
+    landing = safe_next(tenant_slug, values.get("next")) or f"/s/{tenant_slug}/"
+    return _logged_in_response(landing, result)
+
+
+REGISTER_FIELDS = (
+    "<p><label>First name <input type='text' name='first_name' autocomplete='given-name'></label></p>"
+    "<p><label>Email <input type='email' name='email' required autocomplete='username'></label></p>"
+    "<p><label>Password <input type='password' name='password' required minlength='10'"
+    " autocomplete='new-password'></label></p>"
+)
+
+
+@get("/s/{tenant_slug:str}/m/{site_id:uuid}/register", include_in_schema=False)
+async def register_form(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    return _form_page(
+        request,
+        "Register",
+        REGISTER_FIELDS + _next_field(tenant_slug, request.query_params.get("next")),
+        f"{_base(tenant_slug, site_id)}/register",
+    )
+
+
+@post("/s/{tenant_slug:str}/m/{site_id:uuid}/register", include_in_schema=False, status_code=303)
+async def register(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    tenant_id = await _tenant(tenant_slug)
+    if tenant_id is None:
+        return _html("<h1>Not found.</h1>", 404)
+    try:
+        values = await _checked_form(request)
+    except _Refused as refused:
+        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    try:
+        result = await anyio.to_thread.run_sync(
+            lambda: memberships.register(
+                tenant_id,
+                site_id,
+                email=values.get("email", ""),
+                password=values.get("password", ""),
+                first_name=values.get("first_name") or None,
+                presented_session=request.cookies.get(session_cookie_name()),
+                visitor_tokens=(request.cookies.get(VISITOR_COOKIE),),
+            )
+        )
+    except DomainError as error:
+        detail = "; ".join(f"{k} {v}" for k, v in error.errors.items()) if isinstance(error, Invalid) else error.message
+        return _form_page(
+            request,
+            "Register",
+            REGISTER_FIELDS,
+            f"{_base(tenant_slug, site_id)}/register",
+            error=detail,
+            status=error.status,
+        )
+    return _logged_in_response(safe_next(tenant_slug, values.get("next")) or f"/s/{tenant_slug}/", result)
+
+
+def _logged_out(location: str) -> Response[Any]:
+    response: Response[Any] = Response(
+        b"", status_code=303, headers={"Location": location, "Cache-Control": "no-store"}
+    )
+    response.delete_cookie(session_cookie_name(), path="/")
+    return response
+
+
+@post("/s/{tenant_slug:str}/m/{site_id:uuid}/logout", include_in_schema=False, status_code=303)
+async def logout(request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]) -> Response[Any]:
+    tenant_id = await _tenant(tenant_slug)
+    try:
+        await _checked_form(request)
+    except _Refused as refused:
+        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    if tenant_id is not None:
+        await anyio.to_thread.run_sync(memberships.log_out, tenant_id, request.cookies.get(session_cookie_name()))
+    return _logged_out(f"{_base(tenant_slug, site_id)}/login")
+
+
+@post("/s/{tenant_slug:str}/m/{site_id:uuid}/logout-everywhere", include_in_schema=False, status_code=303)
+async def logout_everywhere(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    tenant_id = await _tenant(tenant_slug)
+    try:
+        await _checked_form(request)
+    except _Refused as refused:
+        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    if tenant_id is not None:
+        with contextlib.suppress(DomainError):  # not logged in: nothing to end
+            await anyio.to_thread.run_sync(
+                memberships.log_out_everywhere, tenant_id, request.cookies.get(session_cookie_name())
+            )
+    return _logged_out(f"{_base(tenant_slug, site_id)}/login")
+
+
+PASSWORD_CHANGE_FIELDS = (
+    "<p><label>Current password <input type='password' name='current_password' required"  # noqa: S105 - markup
+    " autocomplete='current-password'></label></p>"
+    "<p><label>New password <input type='password' name='new_password' required minlength='10'"
+    " autocomplete='new-password'></label></p>"
+)
+
+
+@get("/s/{tenant_slug:str}/m/{site_id:uuid}/password", include_in_schema=False)
+async def password_form(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    tenant_id = await _tenant(tenant_slug)
+    member = None
+    if tenant_id is not None:
+        member = await anyio.to_thread.run_sync(read_session, tenant_id, request.cookies.get(session_cookie_name()))
+    if member is None:
+        back = quote(f"{_base(tenant_slug, site_id)}/password", safe="/")
+        return Response(b"", status_code=303, headers={"Location": f"{_base(tenant_slug, site_id)}/login?next={back}"})
+    return _form_page(request, "Change password", PASSWORD_CHANGE_FIELDS, f"{_base(tenant_slug, site_id)}/password")
+
+
+@post("/s/{tenant_slug:str}/m/{site_id:uuid}/password", include_in_schema=False, status_code=303)
+async def change_password(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    tenant_id = await _tenant(tenant_slug)
+    if tenant_id is None:
+        return _html("<h1>Not found.</h1>", 404)
+    try:
+        values = await _checked_form(request)
+    except _Refused as refused:
+        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    try:
+        result = await anyio.to_thread.run_sync(
+            lambda: memberships.change_password(
+                tenant_id,
+                request.cookies.get(session_cookie_name()),
+                current_password=values.get("current_password", ""),
+                new_password=values.get("new_password", ""),
+            )
+        )
+    except DomainError as error:
+        detail = (
+            "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in error.errors.items())
+            if isinstance(error, Invalid)
+            else error.message
+        )
+        return _form_page(
+            request,
+            "Change password",
+            PASSWORD_CHANGE_FIELDS,
+            f"{_base(tenant_slug, site_id)}/password",
+            error=detail,
+            status=error.status,
+        )
+    return _logged_in_response(f"/s/{tenant_slug}/", result)
+
+
+RESET_FIELDS = "<p><label>Email <input type='email' name='email' required autocomplete='username'></label></p>"
+
+
+@get("/s/{tenant_slug:str}/m/{site_id:uuid}/password/reset", include_in_schema=False)
+async def reset_form(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    return _form_page(request, "Reset password", RESET_FIELDS, f"{_base(tenant_slug, site_id)}/password/reset")
+
+
+@post("/s/{tenant_slug:str}/m/{site_id:uuid}/password/reset", include_in_schema=False, status_code=200)
+async def request_reset(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    tenant_id = await _tenant(tenant_slug)
+    if tenant_id is None:
+        return _html("<h1>Not found.</h1>", 404)
+    try:
+        values = await _checked_form(request)
+    except _Refused as refused:
+        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    try:
+        await anyio.to_thread.run_sync(
+            lambda: memberships.request_password_reset(tenant_id, site_id, values.get("email", ""), _ip(request))
+        )
+    except RateLimited as limited:
+        return _html(f"<h1>{html.escape(limited.message)}</h1>", 429, {"Retry-After": str(limited.retry_after)})
+    return _html(
+        "<!doctype html><title>Check your email</title>"
+        "<h1>If this email belongs to a member, a reset link is on its way.</h1>"
+    )
+
+
+SET_FIELDS = (
+    "<p><label>New password <input type='password' name='new_password' required minlength='10'"
+    " autocomplete='new-password'></label></p>"
+)
+
+
+@get("/s/{tenant_slug:str}/m/{site_id:uuid}/password/set", include_in_schema=False)
+async def set_password_form(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    token = html.escape(request.query_params.get("token", ""))
+    return _form_page(
+        request,
+        "Set password",
+        SET_FIELDS + f"<input type='hidden' name='token' value='{token}'>",
+        f"{_base(tenant_slug, site_id)}/password/set",
+    )
+
+
+@post("/s/{tenant_slug:str}/m/{site_id:uuid}/password/set", include_in_schema=False, status_code=303)
+async def set_password(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    tenant_id = await _tenant(tenant_slug)
+    if tenant_id is None:
+        return _html("<h1>Not found.</h1>", 404)
+    try:
+        values = await _checked_form(request)
+    except _Refused as refused:
+        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    try:
+        await anyio.to_thread.run_sync(
+            lambda: memberships.reset_password(
+                tenant_id, site_id, values.get("token", ""), values.get("new_password", "")
+            )
+        )
+    except DomainError as error:
+        detail = (
+            "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in error.errors.items())
+            if isinstance(error, Invalid)
+            else error.message
+        )
+        token_field = f"<input type='hidden' name='token' value='{html.escape(values.get('token', ''))}'>"
+        return _form_page(
+            request,
+            "Set password",
+            SET_FIELDS + token_field,
+            f"{_base(tenant_slug, site_id)}/password/set",
+            error=detail,
+            status=error.status,
+        )
+    return _logged_out(f"{_base(tenant_slug, site_id)}/login")
+
+
+MEMBERSHIP_HANDLERS = [
+    login_form,
+    login,
+    register_form,
+    register,
+    logout,
+    logout_everywhere,
+    password_form,
+    change_password,
+    reset_form,
+    request_reset,
+    set_password_form,
+    set_password,
+]

@@ -1,0 +1,343 @@
+"""Membership sites and members: registration, login (which identifies the device), logout, password
+change and reset. Logging in is the only way to see personal data on pages."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from tenants.accounts.service import get_tenant
+from tenants.contacts.service import ContactChanges, find_by_email, upsert_by_email
+from tenants.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from tenants.identity.service import link_visitor
+from tenants.isolation import current_tenant_id, tenant_session
+from tenants.models import Evidence, Member, MembershipSite, new_id, utcnow
+from tenants.outbox import service as outbox
+from tenants.ratelimit import check_failures, clear_failures, record_failure
+from tenants.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, verify_password
+from tenants.security.tokens import get_signer
+from tenants.settings import get_settings
+from tenants.tracking.visitors import visitor_of_browser
+
+from .sessions import MemberSession, create_session, destroy_all_sessions, destroy_session, read_session
+
+__all__ = [
+    "LoginResult",
+    "change_password",
+    "create_member",
+    "create_membership_site",
+    "delete_membership_site",
+    "get_membership_site",
+    "list_members",
+    "list_membership_sites",
+    "log_in",
+    "log_out",
+    "log_out_everywhere",
+    "register",
+    "request_password_reset",
+    "reset_password",
+    "update_membership_site",
+]
+
+RESET_PURPOSE = "password-reset"
+RESET_MAX_AGE = 3600
+INVITE_MAX_AGE = 7 * 24 * 3600
+MAIL_TASK = "trailmark.mail.send"
+FAILURES_PER_ACCOUNT_AND_IP = 5
+"""Per account *and* address: an attacker elsewhere cannot lock the real member out."""
+FAILURES_PER_IP = 30
+FAILURE_WINDOW = 15 * 60
+_DUMMY_HASH = hash_password("timing equaliser for unknown accounts")
+
+
+def _check_password(password: str, field: str = "password") -> None:
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise Invalid(
+            "the password is invalid", {field: f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"}
+        )
+
+
+def create_membership_site(
+    session: Session, *, name: str, registration: str = "invite", landing_page_slug: str | None = None
+) -> MembershipSite:
+    if not 1 <= len(name.strip()) <= 200:
+        raise Invalid("the membership site is invalid", {"name": "must be 1 to 200 characters"})
+    if registration not in ("open", "invite"):
+        raise Invalid("the membership site is invalid", {"registration": "must be 'open' or 'invite'"})
+    site = MembershipSite(name=name.strip(), registration=registration, landing_page_slug=landing_page_slug)
+    session.add(site)
+    session.flush()
+    return site
+
+
+def get_membership_site(session: Session, site_id: UUID) -> MembershipSite:
+    site = session.get(MembershipSite, (current_tenant_id(session), site_id))
+    if site is None:
+        raise NotFound("membership site not found")
+    return site
+
+
+def list_membership_sites(session: Session) -> list[MembershipSite]:
+    return list(session.exec(select(MembershipSite).order_by(col(MembershipSite.id))))
+
+
+def update_membership_site(
+    session: Session, site_id: UUID, *, name: str | None, registration: str | None, landing_page_slug: str | None
+) -> MembershipSite:
+    site = get_membership_site(session, site_id)
+    if name is not None:
+        site.name = name.strip()[:200]
+    if registration is not None:
+        if registration not in ("open", "invite"):
+            raise Invalid("the membership site is invalid", {"registration": "must be 'open' or 'invite'"})
+        site.registration = registration
+    if landing_page_slug is not None:
+        site.landing_page_slug = landing_page_slug or None
+    session.add(site)
+    return site
+
+
+def delete_membership_site(session: Session, site_id: UUID) -> None:
+    session.delete(get_membership_site(session, site_id))
+
+
+def list_members(session: Session, site_id: UUID) -> list[Member]:
+    get_membership_site(session, site_id)
+    return list(session.exec(select(Member).where(Member.membership_site_id == site_id).order_by(col(Member.id))))
+
+
+def membership_url(session: Session, site_id: UUID, path: str) -> str:
+    return f"{get_settings().base_url}/s/{get_tenant(session).slug}/m/{site_id}/{path}"
+
+
+def _password_token(member: Member) -> str:
+    changed = int(member.password_changed_at.timestamp()) if member.password_changed_at else 0
+    return get_signer().sign(RESET_PURPOSE, member.tenant_id, member.id, pc=changed)
+
+
+def create_member(
+    session: Session, *, site_id: UUID, email: str, first_name: str | None = None, last_name: str | None = None
+) -> Member:
+    """Make a contact a member (creating the contact if new) and email a link to set a password."""
+    site = get_membership_site(session, site_id)
+    contact, _ = upsert_by_email(session, ContactChanges(email=email, first_name=first_name, last_name=last_name))
+    existing = session.exec(
+        select(Member).where(Member.membership_site_id == site.id, Member.contact_id == contact.id)
+    ).first()
+    if existing is not None:
+        raise Conflict("this contact is already a member of this site")
+    member = Member(membership_site_id=site.id, contact_id=contact.id)
+    session.add(member)
+    session.flush()
+    link = membership_url(session, site.id, f"password/set?token={_password_token(member)}")
+    body = f"You have been invited to {site.name}.\n\nChoose your password here (valid for 7 days):\n{link}\n"
+    outbox.enqueue(session, MAIL_TASK, contact.email, f"Your access to {site.name}", body)
+    return member
+
+
+def _member_by_email(session: Session, site_id: UUID, email: str) -> Member | None:
+    contact = find_by_email(session, email)
+    if contact is None:
+        return None
+    return session.exec(
+        select(Member).where(Member.membership_site_id == site_id, Member.contact_id == contact.id)
+    ).first()
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    session: MemberSession
+    visitor_token: str
+
+
+def _start_session(
+    session: Session, member: Member, *, presented_session: str | None, visitor_tokens: tuple[str | None, ...]
+) -> LoginResult:
+    """Rotate: the session id the browser offered dies; a new one is made. The device is identified."""
+    tenant_id = current_tenant_id(session)
+    if presented_session:
+        destroy_session(tenant_id, presented_session)
+    now_ms = int(utcnow().timestamp() * 1000)
+    browser = visitor_of_browser(tenant_id, *visitor_tokens, first_hit=(new_id(), now_ms))
+    member_session = create_session(
+        tenant_id, member.id, member.contact_id, member.membership_site_id, browser.visitor_id
+    )
+    link_visitor(
+        session,
+        visitor_id=browser.visitor_id,
+        contact_id=member.contact_id,
+        evidence=Evidence.LOGIN,
+        detail={"membership_site_id": str(member.membership_site_id)},
+    )
+    # While the login lives, a forwarded email link cannot re-point this device.
+    session.execute(
+        text("UPDATE visitors SET logged_in_until = :until WHERE tenant_id = :t AND id = :v"),
+        {"until": datetime.fromtimestamp(member_session.expires_at, UTC), "t": tenant_id, "v": browser.visitor_id},
+    )
+    return LoginResult(member_session, browser.token)
+
+
+def log_in(
+    tenant_id: UUID,
+    site_id: UUID,
+    *,
+    email: str,
+    password: str,
+    ip: str | None,
+    presented_session: str | None,
+    visitor_tokens: tuple[str | None, ...],
+) -> LoginResult:
+    """Check the password (throttled per account+address and per address) and start a session."""
+    account_key = f"{site_id}:{email.strip().lower()}:{ip}"
+    check_failures(tenant_id, "login", account_key, limit=FAILURES_PER_ACCOUNT_AND_IP)
+    if ip:
+        check_failures(tenant_id, "login-ip", ip, limit=FAILURES_PER_IP)
+    with tenant_session(tenant_id) as session:
+        get_membership_site(session, site_id)
+        member = _member_by_email(session, site_id, email)
+        password_hash = member.password_hash if member and member.password_hash and not member.disabled else None
+        # Verify even for unknown accounts so timing does not tell which emails are members.
+        valid = verify_password(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        if not valid or member is None:
+            record_failure(tenant_id, "login", account_key, window_seconds=FAILURE_WINDOW)
+            if ip:
+                record_failure(tenant_id, "login-ip", ip, window_seconds=FAILURE_WINDOW)
+            raise Unauthorized("the email or password is not right")
+        clear_failures(tenant_id, "login", account_key)
+        return _start_session(session, member, presented_session=presented_session, visitor_tokens=visitor_tokens)
+
+
+def register(
+    tenant_id: UUID,
+    site_id: UUID,
+    *,
+    email: str,
+    password: str,
+    first_name: str | None,
+    presented_session: str | None,
+    visitor_tokens: tuple[str | None, ...],
+) -> LoginResult:
+    """Open registration: become a member with a password, and be logged in."""
+    _check_password(password)
+    with tenant_session(tenant_id) as session:
+        site = get_membership_site(session, site_id)
+        if site.registration != "open":
+            raise Forbidden("this membership site is by invitation only")
+        contact, _ = upsert_by_email(session, ContactChanges(email=email, first_name=first_name))
+        if _member_by_email(session, site_id, contact.email) is not None:
+            # Do not reveal who is a member beyond what a login attempt would: ask them to log in.
+            raise Conflict("this email is already registered; log in or reset your password")
+        member = Member(
+            membership_site_id=site.id,
+            contact_id=contact.id,
+            password_hash=hash_password(password),
+            password_changed_at=utcnow(),
+        )
+        session.add(member)
+        session.flush()
+        return _start_session(session, member, presented_session=presented_session, visitor_tokens=visitor_tokens)
+
+
+def _clear_login_on_device(tenant_id: UUID, member_session: MemberSession) -> None:
+    if member_session.visitor_id is None:
+        return
+    with tenant_session(tenant_id) as session:
+        session.execute(
+            text("UPDATE visitors SET logged_in_until = NULL WHERE tenant_id = :t AND id = :v"),
+            {"t": tenant_id, "v": member_session.visitor_id},
+        )
+
+
+def log_out(tenant_id: UUID, session_id: str | None) -> None:
+    member_session = read_session(tenant_id, session_id)
+    if member_session is None:
+        return
+    destroy_session(tenant_id, member_session.session_id)
+    _clear_login_on_device(tenant_id, member_session)
+
+
+def log_out_everywhere(tenant_id: UUID, session_id: str | None) -> int:
+    member_session = read_session(tenant_id, session_id)
+    if member_session is None:
+        raise Unauthorized("you are not logged in")
+    ended = destroy_all_sessions(tenant_id, UUID(member_session.member_id))
+    with tenant_session(tenant_id) as session:
+        session.execute(
+            text("UPDATE visitors SET logged_in_until = NULL WHERE tenant_id = :t AND contact_id = :c"),
+            {"t": tenant_id, "c": member_session.contact_id},
+        )
+    return ended
+
+
+def _set_password(session: Session, member: Member, password: str) -> None:
+    _check_password(password, "new_password")
+    member.password_hash = hash_password(password)
+    member.password_changed_at = utcnow()
+    session.add(member)
+
+
+def change_password(
+    tenant_id: UUID, session_id: str | None, *, current_password: str, new_password: str
+) -> LoginResult:
+    """Needs the current password; every other session ends and this one gets a new id."""
+    member_session = read_session(tenant_id, session_id)
+    if member_session is None:
+        raise Unauthorized("you are not logged in")
+    with tenant_session(tenant_id) as session:
+        member = session.get(Member, (tenant_id, UUID(member_session.member_id)))
+        if member is None or not member.password_hash or not verify_password(member.password_hash, current_password):
+            raise Invalid("the password was not changed", {"current_password": "is not right"})
+        _set_password(session, member, new_password)
+        destroy_all_sessions(tenant_id, member.id)
+        visitor_token = (
+            get_signer().sign("visitor", tenant_id, UUID(member_session.visitor_id))
+            if member_session.visitor_id
+            else None
+        )
+        return _start_session(session, member, presented_session=None, visitor_tokens=(visitor_token,))
+
+
+def request_password_reset(tenant_id: UUID, site_id: UUID, email: str, ip: str | None) -> None:
+    """Email a reset link if this is a member; answers the same either way (no account discovery)."""
+    if ip:
+        check_failures(tenant_id, "reset-ip", ip, limit=FAILURES_PER_IP)
+        record_failure(tenant_id, "reset-ip", ip, window_seconds=FAILURE_WINDOW)
+    with tenant_session(tenant_id) as session:
+        site = get_membership_site(session, site_id)
+        member = _member_by_email(session, site_id, email)
+        if member is None or member.disabled:
+            return
+        contact_email = find_by_email(session, email)
+        assert contact_email is not None
+        link = membership_url(session, site.id, f"password/set?token={_password_token(member)}")
+        body = (
+            f"Someone asked to reset your password for {site.name}.\n\n"
+            f"Set a new one here (valid for 1 hour):\n{link}\n\nIf it was not you, ignore this message.\n"
+        )
+        outbox.enqueue(session, MAIL_TASK, contact_email.email, f"Reset your password for {site.name}", body)
+
+
+def reset_password(tenant_id: UUID, site_id: UUID, token: str, new_password: str) -> None:
+    """Set a password from an emailed link (invitation or reset): single use, time-limited; every
+    session of the member ends."""
+    signer = get_signer()
+    claims = signer.verify(token, RESET_PURPOSE, tenant_id, max_age=INVITE_MAX_AGE)
+    if claims is None:
+        raise Invalid("this link is not valid or has expired", {"token": "invalid"})
+    with tenant_session(tenant_id) as session:
+        member = session.get(Member, (tenant_id, claims.subject))
+        if member is None or member.membership_site_id != site_id or member.disabled:
+            raise Invalid("this link is not valid or has expired", {"token": "invalid"})
+        changed = int(member.password_changed_at.timestamp()) if member.password_changed_at else 0
+        if not hmac.compare_digest(str(claims.extra.get("pc")), str(changed)):
+            raise Invalid("this link was already used", {"token": "used"})
+        # A reset (a password existed) is valid for an hour; a first invitation for a week.
+        if member.password_hash and utcnow().timestamp() - claims.issued_at > RESET_MAX_AGE:
+            raise Invalid("this link has expired", {"token": "expired"})
+        _set_password(session, member, new_password)
+    destroy_all_sessions(tenant_id, claims.subject)
