@@ -32,6 +32,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.update(_services.env())
     os.environ["TRAILMARK_SIGNING_KEYS"] = test_signing_keys()
     os.environ["TRAILMARK_DATA_DIR"] = tempfile.mkdtemp(prefix="trailmark-test-data-")
+    # Workers deliver mail to the `mailbox` fixture's SMTP server (a real one, on 127.0.0.1).
+    from tenants.embedded import free_port
+
+    os.environ["TRAILMARK_SMTP_URL"] = f"smtp://127.0.0.1:{free_port()}"
     from tenants.isolation.migrate import migrate
 
     migrate(_services.owner_url, _services.app_url)
@@ -241,3 +245,40 @@ def wait_stored(tenant_id: UUID, expected: int, timeout: float = 60) -> None:
         return count == expected
 
     wait_until(reached, timeout, f"{expected} visits stored", interval=0.2)
+
+
+@dataclass
+class Mailbox:
+    """Messages received by a real local SMTP server (aiosmtpd), newest last."""
+
+    messages: list[Any]
+
+    def wait_for(self, to: str, subject_part: str, timeout: float = 60) -> Any:
+        def find() -> Any:
+            for message in reversed(self.messages):
+                if to.lower() in message["To"].lower() and subject_part in message["Subject"]:
+                    return message
+            return None
+
+        return wait_until(find, timeout, f"mail to {to} about {subject_part!r}", interval=0.1)
+
+
+@pytest.fixture(scope="session")
+def mailbox() -> Iterator[Mailbox]:
+    from email import message_from_bytes
+    from urllib.parse import urlsplit
+
+    from aiosmtpd.controller import Controller
+
+    received: list[Any] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+            received.append(message_from_bytes(envelope.content))
+            return "250 OK"
+
+    port = urlsplit(os.environ["TRAILMARK_SMTP_URL"]).port
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    yield Mailbox(received)
+    controller.stop()
