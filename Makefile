@@ -28,5 +28,11 @@ lint: $(STAMP)
 bench-collect: $(STAMP)
 	$(BIN)/python bench/collect.py
 
+bench-merge: $(STAMP)
+	$(BIN)/python bench/merge.py
+
+bench-pages: $(STAMP)
+	$(BIN)/python bench/pages.py
+
 clean:
 	rm -rf $(VENV) .trailmark .pytest_cache .mypy_cache .ruff_cache
