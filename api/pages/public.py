@@ -157,6 +157,24 @@ class _Refused(Exception):
     pass
 
 
+async def _posted(request: Request[Any, Any, Any], tenant_slug: str) -> tuple[UUID, dict[str, str]] | Response[Any]:
+    """The tenant and the checked fields of a membership form, or the page that refuses it."""
+    tenant_id = await _tenant(tenant_slug)
+    if tenant_id is None:
+        return _html("<h1>Not found.</h1>", 404)
+    try:
+        return tenant_id, await _checked_form(request)
+    except _Refused as refused:
+        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+
+
+def _message(error: DomainError) -> str:
+    """One line for a form page: the per-field messages, or the error's own."""
+    if isinstance(error, Invalid) and error.errors:
+        return "; ".join(f"{field.replace('_', ' ')} {text}" for field, text in error.errors.items())
+    return error.message
+
+
 def _ip(request: Request[Any, Any, Any]) -> str | None:
     return client_ip(
         request.client.host if request.client else None,
@@ -212,13 +230,10 @@ async def login_form(
 
 @post("/s/{tenant_slug:str}/m/{site_id:uuid}/login", include_in_schema=False, status_code=303)
 async def login(request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]) -> Response[Any]:
-    tenant_id = await _tenant(tenant_slug)
-    if tenant_id is None:
-        return _html("<h1>Not found.</h1>", 404)
-    try:
-        values = await _checked_form(request)
-    except _Refused as refused:
-        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    posted = await _posted(request, tenant_slug)
+    if isinstance(posted, Response):
+        return posted
+    tenant_id, values = posted
     action = f"{_base(tenant_slug, site_id)}/login"
     fields = LOGIN_FIELDS + _next_field(tenant_slug, values.get("next"))
     try:
@@ -265,13 +280,10 @@ async def register_form(
 async def register(
     request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
 ) -> Response[Any]:
-    tenant_id = await _tenant(tenant_slug)
-    if tenant_id is None:
-        return _html("<h1>Not found.</h1>", 404)
-    try:
-        values = await _checked_form(request)
-    except _Refused as refused:
-        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    posted = await _posted(request, tenant_slug)
+    if isinstance(posted, Response):
+        return posted
+    tenant_id, values = posted
     try:
         result = await anyio.to_thread.run_sync(
             lambda: memberships.register(
@@ -285,7 +297,7 @@ async def register(
             )
         )
     except DomainError as error:
-        detail = "; ".join(f"{k} {v}" for k, v in error.errors.items()) if isinstance(error, Invalid) else error.message
+        detail = _message(error)
         return _form_page(
             request,
             "Register",
@@ -307,13 +319,11 @@ def _logged_out(location: str) -> Response[Any]:
 
 @post("/s/{tenant_slug:str}/m/{site_id:uuid}/logout", include_in_schema=False, status_code=303)
 async def logout(request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]) -> Response[Any]:
-    tenant_id = await _tenant(tenant_slug)
-    try:
-        await _checked_form(request)
-    except _Refused as refused:
-        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
-    if tenant_id is not None:
-        await anyio.to_thread.run_sync(memberships.log_out, tenant_id, request.cookies.get(session_cookie_name()))
+    posted = await _posted(request, tenant_slug)
+    if isinstance(posted, Response):
+        return posted
+    tenant_id, _ = posted
+    await anyio.to_thread.run_sync(memberships.log_out, tenant_id, request.cookies.get(session_cookie_name()))
     return _logged_out(f"{_base(tenant_slug, site_id)}/login")
 
 
@@ -321,16 +331,14 @@ async def logout(request: Request[Any, Any, Any], tenant_slug: FromPath[str], si
 async def logout_everywhere(
     request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
 ) -> Response[Any]:
-    tenant_id = await _tenant(tenant_slug)
-    try:
-        await _checked_form(request)
-    except _Refused as refused:
-        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
-    if tenant_id is not None:
-        with contextlib.suppress(DomainError):  # not logged in: nothing to end
-            await anyio.to_thread.run_sync(
-                memberships.log_out_everywhere, tenant_id, request.cookies.get(session_cookie_name())
-            )
+    posted = await _posted(request, tenant_slug)
+    if isinstance(posted, Response):
+        return posted
+    tenant_id, _ = posted
+    with contextlib.suppress(DomainError):  # not logged in: nothing to end
+        await anyio.to_thread.run_sync(
+            memberships.log_out_everywhere, tenant_id, request.cookies.get(session_cookie_name())
+        )
     return _logged_out(f"{_base(tenant_slug, site_id)}/login")
 
 
@@ -360,13 +368,10 @@ async def password_form(
 async def change_password(
     request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
 ) -> Response[Any]:
-    tenant_id = await _tenant(tenant_slug)
-    if tenant_id is None:
-        return _html("<h1>Not found.</h1>", 404)
-    try:
-        values = await _checked_form(request)
-    except _Refused as refused:
-        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    posted = await _posted(request, tenant_slug)
+    if isinstance(posted, Response):
+        return posted
+    tenant_id, values = posted
     try:
         result = await anyio.to_thread.run_sync(
             lambda: memberships.change_password(
@@ -377,11 +382,7 @@ async def change_password(
             )
         )
     except DomainError as error:
-        detail = (
-            "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in error.errors.items())
-            if isinstance(error, Invalid)
-            else error.message
-        )
+        detail = _message(error)
         return _form_page(
             request,
             "Change password",
@@ -407,13 +408,10 @@ async def reset_form(
 async def request_reset(
     request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
 ) -> Response[Any]:
-    tenant_id = await _tenant(tenant_slug)
-    if tenant_id is None:
-        return _html("<h1>Not found.</h1>", 404)
-    try:
-        values = await _checked_form(request)
-    except _Refused as refused:
-        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    posted = await _posted(request, tenant_slug)
+    if isinstance(posted, Response):
+        return posted
+    tenant_id, values = posted
     try:
         await anyio.to_thread.run_sync(
             lambda: memberships.request_password_reset(tenant_id, site_id, values.get("email", ""), _ip(request))
@@ -449,13 +447,10 @@ async def set_password_form(
 async def set_password(
     request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
 ) -> Response[Any]:
-    tenant_id = await _tenant(tenant_slug)
-    if tenant_id is None:
-        return _html("<h1>Not found.</h1>", 404)
-    try:
-        values = await _checked_form(request)
-    except _Refused as refused:
-        return _html(f"<h1>{html.escape(str(refused))}</h1>", 403)
+    posted = await _posted(request, tenant_slug)
+    if isinstance(posted, Response):
+        return posted
+    tenant_id, values = posted
     try:
         await anyio.to_thread.run_sync(
             lambda: memberships.reset_password(
@@ -463,11 +458,7 @@ async def set_password(
             )
         )
     except DomainError as error:
-        detail = (
-            "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in error.errors.items())
-            if isinstance(error, Invalid)
-            else error.message
-        )
+        detail = _message(error)
         token_field = f"<input type='hidden' name='token' value='{html.escape(values.get('token', ''))}'>"
         return _form_page(
             request,
