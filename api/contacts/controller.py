@@ -20,7 +20,6 @@ from api.contacts.schemas import (
 from tenants.accounts.service import ApiCaller
 from tenants.contacts import service as contacts
 from tenants.identity import service as identity
-from tenants.isolation import tenant_session
 from tenants.models import Scope
 
 __all__ = ["ContactFieldsController", "ContactsController", "resolve_visitor"]
@@ -33,8 +32,7 @@ class ContactFieldsController(Controller):
 
     @get(sync_to_thread=True, summary="List custom contact fields")
     def list_contact_fields(self, caller: NamedDependency[ApiCaller]) -> list[ContactFieldPublic]:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return [ContactFieldPublic.of(f) for f in contacts.list_fields(session)]
 
     @post(status_code=201, sync_to_thread=True, summary="Define a custom contact field")
@@ -42,8 +40,7 @@ class ContactFieldsController(Controller):
         self, caller: NamedDependency[ApiCaller], data: JSONBody[ContactFieldCreate]
     ) -> ContactFieldPublic:
         """``sensitive`` fields render on pages only for logged-in members."""
-        caller.require(Scope.ADMIN)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.ADMIN) as session:
             field = contacts.create_field(
                 session, key=data.key, label=data.label, type=data.type, sensitive=data.sensitive
             )
@@ -51,8 +48,7 @@ class ContactFieldsController(Controller):
 
     @delete("/{key:str}", status_code=204, sync_to_thread=True, summary="Remove a custom field definition")
     def remove_contact_field(self, caller: NamedDependency[ApiCaller], key: FromPath[str]) -> None:
-        caller.require(Scope.ADMIN)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.ADMIN) as session:
             contacts.delete_field(session, key)
 
 
@@ -69,29 +65,25 @@ class ContactsController(Controller):
         cursor: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=contacts.MAX_PAGE)] = 50,
     ) -> ContactPage:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             page = contacts.list_contacts(session, query=q, cursor=cursor, limit=limit)
             return ContactPage([ContactPublic.of(c) for c in page.items], page.next_cursor)
 
     @post(status_code=201, sync_to_thread=True, summary="Create a contact")
     def create_contact(self, caller: NamedDependency[ApiCaller], data: JSONBody[ContactWrite]) -> ContactPublic:
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             return ContactPublic.of(contacts.create_contact(session, data.changes()))
 
     @get("/{contact_id:uuid}", sync_to_thread=True, summary="Get a contact")
     def get_contact(self, caller: NamedDependency[ApiCaller], contact_id: FromPath[UUID]) -> ContactPublic:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return ContactPublic.of(contacts.get_contact(session, contact_id))
 
     @patch("/{contact_id:uuid}", sync_to_thread=True, summary="Change a contact (blank values are ignored)")
     def update_contact(
         self, caller: NamedDependency[ApiCaller], contact_id: FromPath[UUID], data: JSONBody[ContactWrite]
     ) -> ContactPublic:
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             return ContactPublic.of(contacts.update_contact(session, contact_id, data.changes()))
 
     @post("/{contact_id:uuid}/merge", status_code=200, sync_to_thread=True, summary="Merge another contact in")
@@ -99,8 +91,7 @@ class ContactsController(Controller):
         self, caller: NamedDependency[ApiCaller], contact_id: FromPath[UUID], data: JSONBody[MergeRequest]
     ) -> ContactPublic:
         """The only way two contacts become one: everything of the other moves here; it is logged."""
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             return ContactPublic.of(identity.merge_contacts(session, contact_id, data.other_contact_id))
 
     @get("/{contact_id:uuid}/timeline", sync_to_thread=True, summary="Everything known of a contact, in order")
@@ -110,8 +101,7 @@ class ContactsController(Controller):
         contact_id: FromPath[UUID],
         limit: Annotated[int, Parameter(ge=1, le=2000)] = 500,
     ) -> list[dict[str, Any]]:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return identity.timeline(session, contact_id, limit=limit)
 
 
@@ -119,8 +109,7 @@ class ContactsController(Controller):
 def resolve_visitor(caller: NamedDependency[ApiCaller], visitor_token: str | None = None) -> dict[str, Any]:
     """The identification level of a browser's visitor token: anonymous or identified (with the
     contact and the evidence)."""
-    caller.require(Scope.READ)
-    with tenant_session(caller.tenant_id) as session:
+    with caller.session(Scope.READ) as session:
         resolution = identity.resolve(session, visitor_token=visitor_token)
         return {
             "level": resolution.level.value,

@@ -18,7 +18,6 @@ from api.problems import problem
 from tenants.accounts.service import ApiCaller
 from tenants.errors import Invalid
 from tenants.forms import service as forms
-from tenants.isolation import tenant_session
 from tenants.models import Form, Scope
 from tenants.settings import get_settings
 from tenants.tracking.origins import client_ip, normalize_origin
@@ -90,10 +89,9 @@ class FormsController(Controller):
     @post(status_code=201, sync_to_thread=True, summary="Define a form")
     def create_form(self, caller: NamedDependency[ApiCaller], data: JSONBody[FormWrite]) -> FormPublic:
         """Fields map to email (required, exactly one), first_name, last_name, phone or custom:<key>."""
-        caller.require(Scope.WRITE)
         if data.site_id is None or data.name is None or data.fields is None:
             raise Invalid("the form is invalid", {"site_id": "site_id, name and fields are required"})
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             form = forms.create_form(
                 session,
                 site_id=data.site_id,
@@ -107,22 +105,19 @@ class FormsController(Controller):
 
     @get(sync_to_thread=True, summary="List forms")
     def list_forms(self, caller: NamedDependency[ApiCaller]) -> list[FormPublic]:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return [FormPublic.of(f) for f in forms.list_forms(session)]
 
     @get("/{form_id:uuid}", sync_to_thread=True, summary="Get a form with its embed snippet")
     def get_form(self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID]) -> FormPublic:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return FormPublic.of(forms.get_form(session, form_id))
 
     @patch("/{form_id:uuid}", sync_to_thread=True, summary="Change a form")
     def update_form(
         self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID], data: JSONBody[FormWrite]
     ) -> FormPublic:
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             form = forms.update_form(
                 session,
                 form_id,
@@ -135,8 +130,7 @@ class FormsController(Controller):
 
     @delete("/{form_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a form")
     def remove_form(self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID]) -> None:
-        caller.require(Scope.ADMIN)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.ADMIN) as session:
             forms.delete_form(session, form_id)
 
 

@@ -75,8 +75,7 @@ class LinksController(Controller):
 
     @post(status_code=201, sync_to_thread=True, summary="Create a tracked link for one contact")
     def create(self, caller: NamedDependency[ApiCaller], data: JSONBody[LinkCreate]) -> LinkPublic:
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             link = links.create_link(
                 session,
                 contact_id=data.contact_id,
@@ -89,8 +88,7 @@ class LinksController(Controller):
 
     @post("/bulk", status_code=201, sync_to_thread=True, summary="Create the links of a whole send")
     def create_bulk(self, caller: NamedDependency[ApiCaller], data: JSONBody[BulkLinkCreate]) -> list[LinkPublic]:
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             created = links.create_links(
                 session,
                 send_id=data.send_id,

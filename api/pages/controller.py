@@ -15,7 +15,6 @@ from sqlmodel import Session, select
 from tenants.accounts.service import ApiCaller, get_tenant
 from tenants.contacts.service import get_contact, sensitive_fields
 from tenants.errors import Invalid
-from tenants.isolation import tenant_session
 from tenants.memberships import service as memberships
 from tenants.models import Form, Member, MembershipSite, Page, Scope
 from tenants.pages import service as pages
@@ -85,8 +84,7 @@ class MembershipSitesController(Controller):
     def create_membership_site(
         self, caller: NamedDependency[ApiCaller], data: JSONBody[MembershipSiteWrite]
     ) -> MembershipSitePublic:
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             site = memberships.create_membership_site(
                 session,
                 name=data.name or "",
@@ -97,8 +95,7 @@ class MembershipSitesController(Controller):
 
     @get(sync_to_thread=True, summary="List membership sites")
     def list_membership_sites(self, caller: NamedDependency[ApiCaller]) -> list[MembershipSitePublic]:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             slug = _tenant_slug(session)
             return [MembershipSitePublic.of(s, slug) for s in memberships.list_membership_sites(session)]
 
@@ -106,8 +103,7 @@ class MembershipSitesController(Controller):
     def update_membership_site(
         self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID], data: JSONBody[MembershipSiteWrite]
     ) -> MembershipSitePublic:
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             site = memberships.update_membership_site(
                 session,
                 site_id,
@@ -119,8 +115,7 @@ class MembershipSitesController(Controller):
 
     @delete("/{site_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a membership site")
     def delete_membership_site(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> None:
-        caller.require(Scope.ADMIN)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.ADMIN) as session:
             memberships.delete_membership_site(session, site_id)
 
     @post("/{site_id:uuid}/members", status_code=201, sync_to_thread=True, summary="Add a member")
@@ -128,8 +123,7 @@ class MembershipSitesController(Controller):
         self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID], data: JSONBody[MemberCreate]
     ) -> MemberPublic:
         """The member gets an email with a link to set a password (valid 7 days)."""
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             member = memberships.create_member(
                 session, site_id=site_id, email=data.email, first_name=data.first_name, last_name=data.last_name
             )
@@ -137,8 +131,7 @@ class MembershipSitesController(Controller):
 
     @get("/{site_id:uuid}/members", sync_to_thread=True, summary="List members")
     def list_members(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> list[MemberPublic]:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return [MemberPublic.of(m) for m in memberships.list_members(session, site_id)]
 
 
@@ -189,8 +182,7 @@ class PagesController(Controller):
     def create_page(self, caller: NamedDependency[ApiCaller], data: JSONBody[PageWrite]) -> PagePublic:
         """Blocks: ``{kind: html|form|link, html | form_id | url+text, visible_to: [levels], membership_site_id?}``.
         HTML is cleaned when saved; javascript: and data: URLs are refused."""
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             page = pages.create_page(
                 session,
                 slug=data.slug or "",
@@ -205,23 +197,20 @@ class PagesController(Controller):
 
     @get(sync_to_thread=True, summary="List pages")
     def list_pages(self, caller: NamedDependency[ApiCaller]) -> list[PagePublic]:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             slug = _tenant_slug(session)
             return [PagePublic.of(p, slug) for p in pages.list_pages(session)]
 
     @get("/{page_id:uuid}", sync_to_thread=True, summary="Get a page")
     def get_page(self, caller: NamedDependency[ApiCaller], page_id: FromPath[UUID]) -> PagePublic:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return PagePublic.of(pages.get_page(session, page_id), _tenant_slug(session))
 
     @patch("/{page_id:uuid}", sync_to_thread=True, summary="Change a page (blocks are replaced as a whole)")
     def update_page(
         self, caller: NamedDependency[ApiCaller], page_id: FromPath[UUID], data: JSONBody[PageWrite]
     ) -> PagePublic:
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             page = pages.update_page(
                 session,
                 page_id,
@@ -236,8 +225,7 @@ class PagesController(Controller):
 
     @delete("/{page_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a page")
     def delete_page(self, caller: NamedDependency[ApiCaller], page_id: FromPath[UUID]) -> None:
-        caller.require(Scope.ADMIN)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.ADMIN) as session:
             pages.delete_page(session, page_id)
 
     @get("/{page_id:uuid}/preview", sync_to_thread=True, summary="The page as a level would see it")
@@ -249,10 +237,9 @@ class PagesController(Controller):
         contact_id: UUID | None = None,
         membership_site_id: UUID | None = None,
     ) -> Response[str]:
-        caller.require(Scope.READ)
         if level not in pages.LEVELS:
             raise Invalid("unknown level", {"level": f"must be one of {list(pages.LEVELS)}"})
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             page = pages.get_page(session, page_id)
             contact = get_contact(session, contact_id) if contact_id and level != "anonymous" else None
             viewer = pages.Viewer(level, contact, membership_site_id, sensitive_fields(session))

@@ -80,7 +80,9 @@ async def collect(request: Request[Any, Any, Any], site_key: FromPath[str]) -> R
         return _problem(404, "unknown site")
     origin = request_origin(request)
     if origin is None or origin not in site.allowed_origins:
-        return _problem(403, f"origin {origin or '(none)'} is not allowed for this site")
+        # Readable by the refused page's tracker, so it drops the hits instead of retrying forever.
+        refusal = cors_headers(origin) if origin else None
+        return _problem(403, f"origin {origin or '(none)'} is not allowed for this site", refusal)
     cors = cors_headers(origin)
     if site.honor_dnt and (request.headers.get("dnt") == "1" or request.headers.get("sec-gpc") == "1"):
         return Response(b"", status_code=204, headers=cors)

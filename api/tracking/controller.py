@@ -13,7 +13,6 @@ from litestar.params import FromPath, JSONBody, Parameter
 
 from api.tracking.schemas import SiteCreate, SitePublic, SiteUpdate, VisitorDetail, VisitorPublic, VisitPublic
 from tenants.accounts.service import ApiCaller
-from tenants.isolation import tenant_session
 from tenants.models import Scope, Site
 from tenants.settings import get_settings
 from tenants.tracking import history, sites
@@ -45,8 +44,7 @@ class SitesController(Controller):
     @post(status_code=201, sync_to_thread=True, summary="Register a site")
     def create_site(self, caller: NamedDependency[ApiCaller], data: JSONBody[SiteCreate]) -> SitePublic:
         """The response's ``snippet`` is the one line to paste into the site's pages."""
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             site = sites.create_site(
                 session,
                 name=data.name,
@@ -60,30 +58,26 @@ class SitesController(Controller):
 
     @get(sync_to_thread=True, summary="List sites")
     def list_sites(self, caller: NamedDependency[ApiCaller]) -> list[SitePublic]:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return [_public(site) for site in sites.list_sites(session)]
 
     @get("/{site_id:uuid}", sync_to_thread=True, summary="Get a site")
     def get_site(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> SitePublic:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return _public(sites.get_site(session, site_id))
 
     @patch("/{site_id:uuid}", sync_to_thread=True, summary="Change a site")
     def update_site(
         self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID], data: JSONBody[SiteUpdate]
     ) -> SitePublic:
-        caller.require(Scope.WRITE)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.WRITE) as session:
             site = sites.update_site(session, site_id, **msgspec.structs.asdict(data))
             sites.forget_site(site.site_key)
             return _public(site)
 
     @delete("/{site_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a site and its visits")
     def remove_site(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> None:
-        caller.require(Scope.ADMIN)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.ADMIN) as session:
             sites.delete_site(session, site_id)
 
 
@@ -101,15 +95,13 @@ class VisitorsController(Controller):
         cursor: str | None = None,
         limit: Limit = 50,
     ) -> VisitorPage:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             page = history.list_visitors(session, site_id=site_id, is_bot=is_bot, cursor=cursor, limit=limit)
             return VisitorPage([VisitorPublic.of(v) for v in page.items], page.next_cursor)
 
     @get("/{visitor_id:uuid}", sync_to_thread=True, summary="A visitor's attribution and visits")
     def get_visitor(self, caller: NamedDependency[ApiCaller], visitor_id: FromPath[UUID]) -> VisitorDetail:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             visitor = history.get_visitor(session, visitor_id)
             visits = [VisitPublic.of(v) for v in history.visits_of(session, visitor_id)]
             public = VisitorPublic.of(visitor)
@@ -137,7 +129,6 @@ class VisitsController(Controller):
         cursor: str | None = None,
         limit: Limit = 50,
     ) -> VisitPage:
-        caller.require(Scope.READ)
         filters = history.VisitFilter(
             since=since,
             until=until,
@@ -149,6 +140,6 @@ class VisitsController(Controller):
             is_bot=bot,
             type=type,
         )
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             page = history.list_visits(session, filters, cursor=cursor, limit=limit)
             return VisitPage([VisitPublic.of(v) for v in page.items], page.next_cursor)

@@ -6,6 +6,8 @@ import hashlib
 import re
 import secrets
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -48,6 +50,13 @@ class ApiCaller:
     def require(self, scope: Scope) -> None:
         if scope.value not in self.scopes:
             raise Forbidden(f"this API key lacks the {scope.value!r} scope")
+
+    @contextmanager
+    def session(self, scope: Scope) -> Iterator[Session]:
+        """A session scoped to the caller's tenant, once the key is shown to hold ``scope``."""
+        self.require(scope)
+        with tenant_session(self.tenant_id) as session:
+            yield session
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@
   })));
 
   function retry(after) { // 1s, 2s ... 60s, jittered, or Retry-After
-    var d = Math.min(6e4, 1e3 * 2 ** fail++) * (0.75 + Math.random() / 2);
+    var d = Math.ceil(Math.min(6e4, 1e3 * 2 ** fail++) * (0.75 + Math.random() / 2));
     if (after * 1e3 > d) d = after * 1e3;
     until = Date.now() + d;
     schedule(d);
@@ -120,7 +120,9 @@
 
   // One request in flight, so later hits carry the newest token
   function flush() {
-    if (busy || hold || !Q.length || Date.now() < until) return;
+    if (busy || hold || !Q.length) return;
+    // timers may fire a little early: wait out the rest of the backoff rather than give up
+    if (Date.now() < until) return schedule(until - Date.now());
     clearTimeout(timer); // an early flush (online) replaces a pending backoff timer
     timer = 0;
     var b = busy = take(Q), s = body(b);
@@ -129,8 +131,8 @@
         var st = r.status;
         if (r.ok) {
           fail = 0;
-          done(b);
-          return r.json().then(j => setTok(j && j.token), noop);
+          // keep the token before dropping the hits: a page closing in between must lose neither
+          return r.json().then(j => setTok(j && j.token), noop).then(() => done(b));
         }
         if (st == 408 || st == 429 || st > 499) return retry(+r.headers.get('Retry-After'));
         // rejected: split once so one bad hit doesn't sink the rest
