@@ -20,7 +20,6 @@ from api.accounts.schemas import (
 )
 from tenants.accounts import service
 from tenants.accounts.service import ApiCaller, NewApiKey
-from tenants.isolation import tenant_session
 from tenants.models import Scope
 
 __all__ = ["AccountsController", "SignupController"]
@@ -53,26 +52,22 @@ class AccountsController(Controller):
 
     @get("/tenant", sync_to_thread=True, summary="The caller's tenant")
     def get_tenant(self, caller: NamedDependency[ApiCaller]) -> TenantPublic:
-        caller.require(Scope.READ)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.READ) as session:
             return TenantPublic.of(service.get_tenant(session))
 
     @get("/api-keys", sync_to_thread=True, summary="List API keys")
     def list_api_keys(self, caller: NamedDependency[ApiCaller]) -> list[ApiKeyPublic]:
-        caller.require(Scope.ADMIN)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.ADMIN) as session:
             return [ApiKeyPublic.of(key) for key in service.list_api_keys(session)]
 
     @post("/api-keys", status_code=HTTP_201_CREATED, sync_to_thread=True, summary="Create an API key")
     def create_api_key(self, caller: NamedDependency[ApiCaller], data: JSONBody[ApiKeyCreate]) -> ApiKeyCreated:
         """The response holds the whole key once; only a hash is kept."""
-        caller.require(Scope.ADMIN)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.ADMIN) as session:
             new = service.create_api_key(session, name=data.name, scopes=data.scopes, granted_by=caller)
             return _created_key(new)
 
     @delete("/api-keys/{key_id:uuid}", status_code=200, sync_to_thread=True, summary="Revoke an API key")
     def revoke_api_key(self, caller: NamedDependency[ApiCaller], key_id: FromPath[UUID]) -> ApiKeyPublic:
-        caller.require(Scope.ADMIN)
-        with tenant_session(caller.tenant_id) as session:
+        with caller.session(Scope.ADMIN) as session:
             return ApiKeyPublic.of(service.revoke_api_key(session, key_id))
