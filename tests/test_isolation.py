@@ -15,17 +15,24 @@ from sqlalchemy.exc import ProgrammingError
 
 from tenants.isolation import system_session, tenant_session
 from tenants.outbox import service as outbox
-from tests.conftest import TenantHandle, start_api_server
+from tests.conftest import TenantHandle, start_api_server, wait_until
 from tests.seeds import APPEND_ONLY, SEEDED_BY_SIGNUP, SEEDERS
 from tests.services import APP_ROLE
 from workers.app import install_outbox_publisher
 
 
 @pytest.fixture(autouse=True)
-def no_background_relay() -> Iterator[None]:
-    """Seeding enqueues tasks; publishing (and deleting) them mid-test would change the row counts compared."""
+def no_background_relay(owner_url: str) -> Iterator[None]:
+    """Seeding enqueues tasks; publishing (and deleting) them mid-test would change the row counts
+    compared: no relay after commit here, and the workers' sweep waits while we hold its lock."""
     outbox.set_publisher(None)
-    yield
+    with psycopg.connect(owner_url, autocommit=True) as connection:
+        wait_until(
+            lambda: connection.execute("SELECT pg_try_advisory_lock(%s)", (outbox.SWEEP_LOCK,)).fetchone() == (True,),
+            30,
+            "the running outbox sweep to finish",
+        )
+        yield
     install_outbox_publisher()
 
 

@@ -18,6 +18,7 @@ from tenants.errors import Invalid
 from tenants.memberships import service as memberships
 from tenants.models import Form, Member, MembershipSite, Page, Scope
 from tenants.pages import service as pages
+from tenants.pages import serving
 from tenants.settings import get_settings
 
 __all__ = ["MembershipSitesController", "PagesController"]
@@ -221,12 +222,15 @@ class PagesController(Controller):
                 redirect_to=data.redirect_to,
                 meta=data.meta,
             )
+            serving.pages.forget((caller.tenant_id, page.slug))  # this process shows the change at once
             return PagePublic.of(page, _tenant_slug(session))
 
     @delete("/{page_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a page")
     def delete_page(self, caller: NamedDependency[ApiCaller], page_id: FromPath[UUID]) -> None:
         with caller.session(Scope.ADMIN) as session:
+            slug = pages.get_page(session, page_id).slug
             pages.delete_page(session, page_id)
+            serving.pages.forget((caller.tenant_id, slug))
 
     @get("/{page_id:uuid}/preview", sync_to_thread=True, summary="The page as a level would see it")
     def preview_page(

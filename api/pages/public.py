@@ -10,6 +10,7 @@ import contextlib
 import hmac
 import html
 import secrets
+import time
 from typing import Any
 from urllib.parse import quote
 from uuid import UUID
@@ -19,14 +20,27 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.params import FromPath
 
+from tenants.cache import Missing
 from tenants.errors import DomainError, Invalid, RateLimited
 from tenants.memberships import service as memberships
 from tenants.memberships.sessions import read_session
+from tenants.models import Contact, new_id
 from tenants.pages.service import safe_next
-from tenants.pages.serving import PageResult, find_tenant, serve_page
+from tenants.pages.serving import (
+    NOT_FOUND,
+    PageBundle,
+    contacts,
+    find_tenant,
+    load_bundle,
+    load_contact,
+    page_result,
+    pages,
+    tenants_by_handle,
+    viewer_of,
+)
 from tenants.settings import get_settings
 from tenants.tracking.origins import client_ip, normalize_origin
-from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE
+from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE, visitor_of_browser
 
 __all__ = ["MEMBERSHIP_HANDLERS", "PAGE_HANDLERS"]
 
@@ -60,49 +74,62 @@ def _visitor_cookie(token: str) -> Cookie:
     )
 
 
-def _page_response(result: PageResult) -> Response[Any]:
+async def _serve(request: Request[Any, Any, Any], tenant_id: UUID | None, page_slug: str) -> Response[Any]:
+    """A page view. Warm caches answer an identified visitor without a database read or a thread."""
+    bundle: PageBundle | None = None
+    if tenant_id is not None:
+        cached = pages.get((tenant_id, page_slug))
+        if isinstance(cached, Missing):
+            bundle = await anyio.to_thread.run_sync(load_bundle, tenant_id, page_slug)
+        else:
+            bundle = cached
+    if tenant_id is None or bundle is None:
+        return _html(NOT_FOUND, 404)
+    browser = visitor_of_browser(
+        tenant_id, request.cookies.get(VISITOR_COOKIE), first_hit=(new_id(), int(time.time() * 1000))
+    )
+    session_cookie = request.cookies.get(session_cookie_name())
+    member = await anyio.to_thread.run_sync(read_session, tenant_id, session_cookie) if session_cookie else None
+    identity: tuple[Contact, str | None] | None = None
+    if member is not None or not browser.is_new:  # a brand-new browser is nobody yet
+        contact_id = UUID(member.contact_id) if member else None
+        known = contacts.get((tenant_id, contact_id or browser.visitor_id))
+        if isinstance(known, tuple):
+            identity = known
+        else:
+            identity = await anyio.to_thread.run_sync(
+                lambda: load_contact(tenant_id, visitor_id=browser.visitor_id, contact_id=contact_id)
+            )
+    result = page_result(
+        bundle, viewer_of(bundle, member, identity), path=request.url.path, base_url=get_settings().base_url
+    )
     if result.location:
         response: Response[Any] = Response(
             b"", status_code=result.status, headers={"Location": result.location, "Cache-Control": "no-store"}
         )
     else:
         response = _html(result.html or "", result.status)
-    if result.visitor_token:
-        response.set_cookie(_visitor_cookie(result.visitor_token))
+    if browser.reissued:
+        response.set_cookie(_visitor_cookie(browser.token))
     return response
-
-
-def _page(request: Request[Any, Any, Any], tenant_id: UUID, page_slug: str) -> PageResult:
-    settings = get_settings()
-    return serve_page(
-        tenant_id,
-        page_slug,
-        path=request.url.path,
-        session_cookie=request.cookies.get(session_cookie_name()),
-        visitor_cookie=request.cookies.get(VISITOR_COOKIE),
-        base_url=settings.base_url,
-        own_origin=_own_origin(),
-    )
 
 
 @get("/s/{tenant_slug:str}/{page_slug:str}", include_in_schema=False)
 async def hosted_page(
     request: Request[Any, Any, Any], tenant_slug: FromPath[str], page_slug: FromPath[str]
 ) -> Response[Any]:
-    tenant_id = await anyio.to_thread.run_sync(lambda: find_tenant(slug=tenant_slug))
-    if tenant_id is None:
-        return _html("<!doctype html><title>Not found</title><h1>Not found.</h1>", 404)
-    return _page_response(await anyio.to_thread.run_sync(_page, request, tenant_id, page_slug))
+    return await _serve(request, await _tenant(tenant_slug), page_slug)
 
 
 @get("/{page_slug:str}", include_in_schema=False)
 async def custom_domain_page(request: Request[Any, Any, Any], page_slug: FromPath[str]) -> Response[Any]:
     """A tenant's own domain (CNAME to Trailmark) serves its pages at the root."""
     host = request.headers.get("host") or ""
-    tenant_id = await anyio.to_thread.run_sync(lambda: find_tenant(host=host))
-    if tenant_id is None:
-        return _html("<!doctype html><title>Not found</title><h1>Not found.</h1>", 404)
-    return _page_response(await anyio.to_thread.run_sync(_page, request, tenant_id, page_slug))
+    cached = tenants_by_handle.get(f"domain:{host.split(':')[0].lower()}")
+    tenant_id = (
+        cached if not isinstance(cached, Missing) else await anyio.to_thread.run_sync(lambda: find_tenant(host=host))
+    )
+    return await _serve(request, tenant_id, page_slug)
 
 
 PAGE_HANDLERS = [hosted_page, custom_domain_page]
@@ -199,6 +226,9 @@ def _next_field(tenant_slug: str, value: str | None) -> str:
 
 
 async def _tenant(tenant_slug: str) -> UUID | None:
+    cached = tenants_by_handle.get(f"tenant_slug:{tenant_slug}")
+    if not isinstance(cached, Missing):
+        return cached
     return await anyio.to_thread.run_sync(lambda: find_tenant(slug=tenant_slug))
 
 

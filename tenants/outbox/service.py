@@ -18,7 +18,7 @@ from uuid import UUID
 from sqlalchemy import event, text
 from sqlmodel import Session, col, select
 
-from tenants.isolation import TENANT_KEY, system_session, tenant_session
+from tenants.isolation import TENANT_KEY, get_engine, tenant_session
 from tenants.models import OutboxMessage
 
 __all__ = ["Publisher", "enqueue", "relay_all", "relay_tenant", "set_publisher"]
@@ -121,10 +121,20 @@ def relay_tenant(tenant_id: UUID, publisher: Publisher | None = None) -> int:
             return published
 
 
+SWEEP_LOCK = 727275
+"""Advisory lock held by the running sweep: one sweep at a time, whatever the number of workers."""
+
+
 def relay_all(publisher: Publisher | None = None, max_tenants: int = 1000) -> int:
-    """The periodic sweep: relay every tenant that has pending messages."""
-    with system_session() as session:
-        tenant_ids = [
-            row[0] for row in session.execute(text("SELECT * FROM trailmark_outbox_tenants(:n)"), {"n": max_tenants})
-        ]
-    return sum(relay_tenant(tenant_id, publisher) for tenant_id in tenant_ids)
+    """The periodic sweep: relay every tenant that has pending messages (skipped while another runs)."""
+    with get_engine().connect() as connection:
+        if not connection.exec_driver_sql("SELECT pg_try_advisory_lock(%s)", (SWEEP_LOCK,)).scalar():
+            return 0
+        try:
+            rows = connection.execute(text("SELECT * FROM trailmark_outbox_tenants(:n)"), {"n": max_tenants})
+            tenant_ids = [row[0] for row in rows]
+            connection.commit()
+            return sum(relay_tenant(tenant_id, publisher) for tenant_id in tenant_ids)
+        finally:
+            connection.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (SWEEP_LOCK,))
+            connection.commit()

@@ -26,6 +26,8 @@ from tenants.forms.service import embed_html
 from tenants.identity.service import Level
 from tenants.isolation import current_tenant_id
 from tenants.models import Contact, Form, MembershipSite, Page, Site, utcnow
+from tenants.settings import get_settings
+from tenants.tracking.origins import normalize_origin
 from tenants.tracking.sites import create_site
 
 __all__ = [
@@ -33,8 +35,8 @@ __all__ = [
     "Viewer",
     "create_page",
     "delete_page",
+    "ensure_hosted_site",
     "get_page",
-    "hosted_site",
     "list_pages",
     "login_path",
     "page_allows",
@@ -164,6 +166,7 @@ def create_page(
     )
     if session.exec(select(Page).where(Page.slug == slug)).first() is not None:
         raise Conflict(f"a page with the slug {slug!r} exists")
+    ensure_hosted_site(session)
     page = Page(blocks=_clean_blocks(session, blocks), **values)
     session.add(page)
     session.flush()
@@ -216,12 +219,17 @@ def delete_page(session: Session, page_id: UUID) -> None:
     session.delete(get_page(session, page_id))
 
 
-def hosted_site(session: Session, own_origin: str) -> Site:
-    """The tenant's site for its hosted pages (created on first use): the tracker there reports to it."""
-    site = session.exec(select(Site).where(Site.name == HOSTED_SITE_NAME).order_by(col(Site.id))).first()
+def ensure_hosted_site(session: Session) -> Site:
+    """The tenant's site for its hosted pages (made with the first page): their tracker reports to it,
+    from our own origin."""
+    site = session.exec(select(Site).where(Site.hosted == True)).first()  # noqa: E712
+    own_origin = normalize_origin(get_settings().base_url)
+    assert own_origin is not None
     if site is None:
         site = create_site(session, name=HOSTED_SITE_NAME, allowed_origins=[own_origin])
-    elif own_origin not in site.allowed_origins:
+        site.hosted = True
+        session.add(site)
+    elif own_origin not in site.allowed_origins:  # the public URL changed
         site.allowed_origins = [*site.allowed_origins, own_origin]
         session.add(site)
     return site

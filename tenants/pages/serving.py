@@ -1,22 +1,46 @@
-"""Serving a hosted page to a browser: who is looking (level, contact, login), and what they get."""
+"""Serving a hosted page to a browser: who is looking (level, contact, login), and what they get.
+
+A page view is on every visitor's path, so what it needs is cached per process for a few seconds:
+the tenant behind a slug or domain, the page with its forms and tracker key, and, for identified
+visitors, who they are. A warm view by an identified visitor reads no database. Changes elsewhere
+show within :data:`CACHE_SECONDS`; a change made through this process shows at once.
+Anonymous visitors are never cached as such, so a browser that just identified (a form, a link, a
+login) sees its new blocks on the very next page.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from uuid import UUID
 
+from sqlalchemy import text
 from sqlmodel import select
 
+from tenants.cache import Missing, TTLCache
 from tenants.contacts.service import sensitive_fields
-from tenants.identity.service import Level, resolve
+from tenants.identity.service import Level
 from tenants.isolation import tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
-from tenants.memberships.sessions import read_session
-from tenants.models import Contact, Form, Page, Tenant, new_id, utcnow
-from tenants.pages.service import Viewer, hosted_site, login_path, page_allows, render_page
-from tenants.tracking.visitors import visitor_of_browser
+from tenants.memberships.sessions import MemberSession
+from tenants.models import Contact, Form, Page, Site, Tenant
+from tenants.pages.service import Viewer, login_path, page_allows, render_page
 
-__all__ = ["PageResult", "find_tenant", "serve_page", "viewer_of"]
+__all__ = [
+    "CACHE_SECONDS",
+    "PageBundle",
+    "PageResult",
+    "contacts",
+    "find_tenant",
+    "load_bundle",
+    "load_contact",
+    "page_result",
+    "pages",
+    "tenants_by_handle",
+    "viewer_of",
+]
+
+CACHE_SECONDS = 5.0
+NOT_FOUND = "<!doctype html><title>Not found</title><h1>This page does not exist.</h1>"
 
 
 @dataclass(frozen=True)
@@ -24,66 +48,107 @@ class PageResult:
     status: int
     html: str | None = None
     location: str | None = None
-    visitor_token: str | None = None
-    """Set when the browser should get (or refresh) its server-set visitor cookie."""
+
+
+@dataclass(frozen=True)
+class PageBundle:
+    """Everything a page needs besides its viewer."""
+
+    page: Page
+    forms: dict[str, Form]
+    tenant_slug: str
+    tracker_site_key: str | None
+    sensitive_fields: frozenset[str]
+
+
+tenants_by_handle: TTLCache[str, UUID | None] = TTLCache(30.0)
+pages: TTLCache[tuple[UUID, str], PageBundle | None] = TTLCache(CACHE_SECONDS)
+contacts: TTLCache[tuple[UUID, UUID], tuple[Contact, str | None]] = TTLCache(CACHE_SECONDS)
+"""(tenant, visitor or contact) → the contact and the evidence; only people, never "anonymous"."""
 
 
 def find_tenant(*, slug: str | None = None, host: str | None = None) -> UUID | None:
-    if slug is not None:
-        return tenant_of_public_key("tenant_slug", slug)
-    return tenant_of_public_key("domain", (host or "").split(":")[0].lower())
+    """The tenant behind a hosted-pages slug or a custom domain (cached, misses too)."""
+    kind, key = ("tenant_slug", slug) if slug is not None else ("domain", (host or "").split(":")[0].lower())
+    cached = tenants_by_handle.get(f"{kind}:{key}")
+    if not isinstance(cached, Missing):
+        return cached
+    return tenants_by_handle.put(f"{kind}:{key}", tenant_of_public_key(kind, key))  # type: ignore[arg-type]
 
 
-def viewer_of(tenant_id: UUID, session_cookie: str | None, visitor_token: str | None) -> Viewer:
-    """The identification level of a request (``tenants.identity.service.resolve``) and its contact."""
-    member = read_session(tenant_id, session_cookie)
-    with tenant_session(tenant_id) as session:
-        resolution = resolve(
-            session, visitor_token=visitor_token, member_contact_id=UUID(member.contact_id) if member else None
-        )
-        contact = session.get(Contact, (tenant_id, resolution.contact_id)) if resolution.contact_id else None
-        return Viewer(
-            level=resolution.level.value,
-            contact=contact,
-            membership_site_id=UUID(member.membership_site_id) if member else None,
-            sensitive_fields=sensitive_fields(session) if contact else frozenset(),
-        )
-
-
-def serve_page(
-    tenant_id: UUID,
-    page_slug: str,
-    *,
-    path: str,
-    session_cookie: str | None,
-    visitor_cookie: str | None,
-    base_url: str,
-    own_origin: str,
-) -> PageResult:
-    """Render the page for this browser, or send it where it may log in (and come back)."""
-    now_ms = int(utcnow().timestamp() * 1000)
-    browser = visitor_of_browser(tenant_id, visitor_cookie, first_hit=(new_id(), now_ms))
-    viewer = viewer_of(tenant_id, session_cookie, browser.token)
+def load_bundle(tenant_id: UUID, page_slug: str) -> PageBundle | None:
+    """The page, its forms, the hosted-pages tracker key and the sensitive fields (cached)."""
+    cached = pages.get((tenant_id, page_slug))
+    if not isinstance(cached, Missing):
+        return cached
     with tenant_session(tenant_id) as session:
         page = session.exec(select(Page).where(Page.slug == page_slug)).first()
         if page is None:
-            return PageResult(404, html="<!doctype html><title>Not found</title><h1>This page does not exist.</h1>")
-        refreshed = browser.token if browser.reissued else None
-        if not page_allows(page, viewer):
-            if page.redirect_to:
-                return PageResult(303, location=page.redirect_to, visitor_token=refreshed)
-            if page.membership_site_id is not None:
-                tenant = session.get(Tenant, tenant_id)
-                assert tenant is not None
-                return PageResult(
-                    303, location=login_path(tenant.slug, page.membership_site_id, path), visitor_token=refreshed
-                )
-            needed = "log in" if page.access_level == Level.LOGGED_IN.value else "be identified"
-            return PageResult(
-                403, html=f"<!doctype html><title>Not allowed</title><h1>You need to {needed} to see this page.</h1>"
-            )
+            return pages.put((tenant_id, page_slug), None)
         form_ids = [UUID(b["form_id"]) for b in page.blocks if b["kind"] == "form"]
         forms = {str(f.id): f for f in session.exec(select(Form).where(Form.id.in_(form_ids)))} if form_ids else {}  # type: ignore[attr-defined]
-        site = hosted_site(session, own_origin)
-        body = render_page(page, viewer, forms=forms, base_url=base_url, tracker_site_key=site.site_key)
-        return PageResult(200, html=body, visitor_token=refreshed)
+        tenant = session.get(Tenant, tenant_id)
+        site_key = session.exec(select(Site.site_key).where(Site.hosted == True)).first()  # noqa: E712
+        bundle = PageBundle(
+            page=page,
+            forms=forms,
+            tenant_slug=tenant.slug if tenant else "",
+            tracker_site_key=site_key,
+            sensitive_fields=sensitive_fields(session),
+        )
+        return pages.put((tenant_id, page_slug), bundle)
+
+
+def load_contact(
+    tenant_id: UUID, *, visitor_id: UUID | None, contact_id: UUID | None
+) -> tuple[Contact, str | None] | None:
+    """The contact a visitor is linked to (or the given contact, for a login), with the evidence;
+    cached only when there is one."""
+    key = (tenant_id, contact_id or visitor_id)
+    if key[1] is None:
+        return None
+    cached = contacts.get(key)  # type: ignore[arg-type]
+    if isinstance(cached, tuple):
+        return cached
+    with tenant_session(tenant_id) as session:
+        if contact_id is not None:
+            contact = session.get(Contact, (tenant_id, contact_id))
+            found = (contact, "login") if contact else None
+        else:
+            row = session.execute(
+                text(
+                    """SELECT c.id, v.evidence FROM visitors v JOIN contacts c
+                       ON c.tenant_id = v.tenant_id AND c.id = v.contact_id
+                       WHERE v.tenant_id = :t AND v.id = :v"""
+                ),
+                {"t": tenant_id, "v": visitor_id},
+            ).first()
+            contact = session.get(Contact, (tenant_id, row[0])) if row else None
+            found = (contact, row[1]) if contact and row else None
+    return contacts.put(key, found) if found else None  # type: ignore[arg-type]
+
+
+def viewer_of(bundle: PageBundle, member: MemberSession | None, identity: tuple[Contact, str | None] | None) -> Viewer:
+    if member is not None and identity is not None:
+        return Viewer(Level.LOGGED_IN.value, identity[0], UUID(member.membership_site_id), bundle.sensitive_fields)
+    if identity is not None:
+        return Viewer(Level.IDENTIFIED.value, identity[0], None, bundle.sensitive_fields)
+    return Viewer(Level.ANONYMOUS.value, None, None, bundle.sensitive_fields)
+
+
+def page_result(bundle: PageBundle | None, viewer: Viewer, *, path: str, base_url: str) -> PageResult:
+    """The page for this viewer, or where to send a viewer who may not see it yet."""
+    if bundle is None:
+        return PageResult(404, html=NOT_FOUND)
+    page = bundle.page
+    if not page_allows(page, viewer):
+        if page.redirect_to:
+            return PageResult(303, location=page.redirect_to)
+        if page.membership_site_id is not None:
+            return PageResult(303, location=login_path(bundle.tenant_slug, page.membership_site_id, path))
+        needed = "log in" if page.access_level == Level.LOGGED_IN.value else "be identified"
+        return PageResult(
+            403, html=f"<!doctype html><title>Not allowed</title><h1>You need to {needed} to see this page.</h1>"
+        )
+    body = render_page(page, viewer, forms=bundle.forms, base_url=base_url, tracker_site_key=bundle.tracker_site_key)
+    return PageResult(200, html=body)

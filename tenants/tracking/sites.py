@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from sqlmodel import Session, col, select
 
+from tenants.cache import Missing, TTLCache
 from tenants.errors import Invalid, NotFound
 from tenants.isolation import current_tenant_id, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
@@ -146,36 +145,27 @@ def snippet(base_url: str, site: Site) -> str:
     return f'<script async src="{base_url}/t/{site.site_key}.js"></script>'
 
 
-_cache: dict[str, tuple[float, SiteConfig | None]] = {}
-_cache_lock = threading.Lock()
+_sites: TTLCache[str, SiteConfig | None] = TTLCache(SITE_CACHE_SECONDS)
 
 
 def cached_site(site_key: str) -> tuple[bool, SiteConfig | None]:
     """``(True, site or None)`` when this process's cache answers; ``(False, None)`` when only
     :func:`resolve_site` (which reads the database) can."""
-    cached = _cache.get(site_key)
-    if cached is not None and cached[0] > time.monotonic():
-        return True, cached[1]
-    return False, None
+    cached = _sites.get(site_key)
+    return (False, None) if isinstance(cached, Missing) else (True, cached)
 
 
 def resolve_site(site_key: str) -> SiteConfig | None:
     """The site behind a public key, or None; cached for :data:`SITE_CACHE_SECONDS` (misses too)."""
-    known, config = cached_site(site_key)
-    if known:
-        return config
-    now = time.monotonic()
-    config = _load_site(site_key) if 0 < len(site_key) <= 32 else None
-    with _cache_lock:
-        if len(_cache) > 10_000:
-            _cache.clear()
-        _cache[site_key] = (now + SITE_CACHE_SECONDS, config)
-    return config
+    cached = _sites.get(site_key)
+    if not isinstance(cached, Missing):
+        return cached
+    return _sites.put(site_key, _load_site(site_key) if 0 < len(site_key) <= 32 else None)
 
 
 def forget_site(site_key: str) -> None:
     """Drop this process's cached copy (after the tenant changed it here)."""
-    _cache.pop(site_key, None)
+    _sites.forget(site_key)
 
 
 def _load_site(site_key: str) -> SiteConfig | None:
