@@ -1,0 +1,1 @@
+"""Benchmarks, run by ``make bench-…``: each measures against a baseline run in the same process tree."""
