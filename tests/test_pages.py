@@ -188,7 +188,9 @@ def test_members_only_page_sends_strangers_to_login_and_back(client: TestClient[
     assert "Secret area" in client.get(page).text
     # `next` cannot send anyone elsewhere.
     elsewhere = log_in(client, tenant, parts["site"]["id"], "back@example.com", next_path="https://evil.example/")
-    assert elsewhere.headers["location"] == f"/s/{tenant.slug}/"
+    account = f"/s/{tenant.slug}/m/{parts['site']['id']}/account"
+    assert elsewhere.headers["location"] == account  # without a page to return to: the member's account page
+    assert "Logged in as Back" in client.get(account).text
 
 
 def test_a_planted_session_id_does_not_survive_login(client: TestClient[Any], tenant: TenantHandle) -> None:

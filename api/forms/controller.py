@@ -9,11 +9,11 @@ from uuid import UUID
 import anyio.to_thread
 import msgspec
 from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
-from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect
 
+from api.cookies import visitor_cookie
 from api.problems import problem
 from tenants.accounts.service import ApiCaller
 from tenants.errors import Invalid
@@ -21,7 +21,7 @@ from tenants.forms import service as forms
 from tenants.models import Form, Scope
 from tenants.settings import get_settings
 from tenants.tracking.origins import client_ip, normalize_origin
-from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE
+from tenants.tracking.visitors import VISITOR_COOKIE
 
 __all__ = ["FormsController", "hosted_form", "submit_form"]
 
@@ -199,14 +199,5 @@ async def submit_form(request: Request[Any, Any, Any], form_key: FromPath[str]) 
         response = _html(f"<!doctype html><meta charset='utf-8'><title>Thank you</title><p>{message}</p>")
     # The hosted page is on our own site: keep its browser's visitor in a server-set cookie.
     if result.visitor_token and context.own_origin and normalize_origin(origin or "") == context.own_origin:
-        response.set_cookie(
-            Cookie(
-                key=VISITOR_COOKIE,
-                value=result.visitor_token,
-                max_age=VISITOR_COOKIE_MAX_AGE,
-                httponly=True,
-                secure=settings.base_url.startswith("https://"),
-                samesite="lax",
-            )
-        )
+        response.set_cookie(visitor_cookie(result.visitor_token))
     return response

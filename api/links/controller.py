@@ -10,12 +10,12 @@ from uuid import UUID
 import anyio.to_thread
 import msgspec
 from litestar import Controller, MediaType, Request, Response, post, route
-from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
+from api.cookies import visitor_cookie
 from api.problems import problem
-from api.tracking.collect import cors_headers, request_origin, site_for
+from api.tracking.collect import cors_headers, request_origin, same_site, site_for
 from tenants.accounts.service import ApiCaller
 from tenants.contacts.service import get_contact
 from tenants.errors import NotFound
@@ -23,8 +23,7 @@ from tenants.identity import service as identity
 from tenants.isolation import tenant_session
 from tenants.links import service as links
 from tenants.models import Scope
-from tenants.settings import get_settings
-from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE
+from tenants.tracking.visitors import VISITOR_COOKIE
 
 __all__ = ["LinksController", "exchange", "follow_link", "whoami"]
 
@@ -121,16 +120,7 @@ async def follow_link(request: Request[Any, Any, Any], token: FromPath[str]) -> 
         headers={"Location": result.redirect_to, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
     )
     if result.visitor_token:
-        response.set_cookie(
-            Cookie(
-                key=VISITOR_COOKIE,
-                value=result.visitor_token,
-                max_age=VISITOR_COOKIE_MAX_AGE,
-                httponly=True,
-                secure=get_settings().base_url.startswith("https://"),
-                samesite="lax",
-            )
-        )
+        response.set_cookie(visitor_cookie(result.visitor_token))
     return response
 
 
@@ -150,16 +140,20 @@ async def exchange(request: Request[Any, Any, Any], site_key: FromPath[str]) -> 
         body = msgspec.json.decode(await request.body(), type=CodeExchange)
     except msgspec.DecodeError as error:
         return problem(400, f"malformed exchange: {error}", headers=cors_headers(origin))
+    tokens = (request.cookies.get(VISITOR_COOKIE), body.token)  # our cookie first (hosted pages)
     result = await anyio.to_thread.run_sync(
-        lambda: links.exchange_code(body.code, tenant_id=site.tenant_id, site_id=site.site_id, visitor_token=body.token)
+        lambda: links.exchange_code(body.code, tenant_id=site.tenant_id, site_id=site.site_id, visitor_tokens=tokens)
     )
     if result is None:
         return problem(404, "this code is not valid (used, expired or unknown)", headers=cors_headers(origin))
-    return Response(
+    response: Response[Any] = Response(
         {"token": result.visitor_token, "visitor_id": str(result.visitor_id)},
         status_code=200,
         headers=cors_headers(origin),
     )
+    if result.reissued and same_site(request, origin):  # hosted pages: keep our HttpOnly cookie current
+        response.set_cookie(visitor_cookie(result.visitor_token))
+    return response
 
 
 class WhoamiRequest(msgspec.Struct):

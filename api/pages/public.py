@@ -20,16 +20,17 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.params import FromPath
 
+from api.cookies import secure_cookies, visitor_cookie
 from tenants.cache import Missing
 from tenants.errors import DomainError, Invalid, RateLimited
+from tenants.identity.cache import identities
 from tenants.memberships import service as memberships
-from tenants.memberships.sessions import read_session
+from tenants.memberships.sessions import MemberSession, read_session
 from tenants.models import Contact, new_id
 from tenants.pages.service import safe_next
 from tenants.pages.serving import (
     NOT_FOUND,
     PageBundle,
-    contacts,
     find_tenant,
     load_bundle,
     load_contact,
@@ -40,7 +41,7 @@ from tenants.pages.serving import (
 )
 from tenants.settings import get_settings
 from tenants.tracking.origins import client_ip, normalize_origin
-from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE, visitor_of_browser
+from tenants.tracking.visitors import VISITOR_COOKIE, visitor_of_browser
 
 __all__ = ["MEMBERSHIP_HANDLERS", "PAGE_HANDLERS"]
 
@@ -52,10 +53,6 @@ def session_cookie_name() -> str:
     return "__Host-tm_session" if get_settings().base_url.startswith("https://") else "tm_session"
 
 
-def _secure() -> bool:
-    return get_settings().base_url.startswith("https://")
-
-
 def _own_origin() -> str:
     origin = normalize_origin(get_settings().base_url)
     assert origin is not None
@@ -65,12 +62,6 @@ def _own_origin() -> str:
 def _html(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response[str]:
     return Response(
         body, status_code=status, media_type=MediaType.HTML, headers={"Cache-Control": "no-store", **(headers or {})}
-    )
-
-
-def _visitor_cookie(token: str) -> Cookie:
-    return Cookie(
-        key=VISITOR_COOKIE, value=token, max_age=VISITOR_COOKIE_MAX_AGE, httponly=True, secure=_secure(), samesite="lax"
     )
 
 
@@ -93,7 +84,7 @@ async def _serve(request: Request[Any, Any, Any], tenant_id: UUID | None, page_s
     identity: tuple[Contact, str | None] | None = None
     if member is not None or not browser.is_new:  # a brand-new browser is nobody yet
         contact_id = UUID(member.contact_id) if member else None
-        known = contacts.get((tenant_id, contact_id or browser.visitor_id))
+        known = identities.get((tenant_id, contact_id or browser.visitor_id))
         if isinstance(known, tuple):
             identity = known
         else:
@@ -110,7 +101,7 @@ async def _serve(request: Request[Any, Any, Any], tenant_id: UUID | None, page_s
     else:
         response = _html(result.html or "", result.status)
     if browser.reissued:
-        response.set_cookie(_visitor_cookie(browser.token))
+        response.set_cookie(visitor_cookie(browser.token))
     return response
 
 
@@ -144,6 +135,24 @@ def _csrf(request: Request[Any, Any, Any]) -> tuple[str, bool]:
     return (existing, False) if existing and len(existing) >= 32 else (secrets.token_urlsafe(32), True)
 
 
+def _csrf_cookie(token: str) -> Cookie:
+    return Cookie(key=CSRF_COOKIE, value=token, httponly=True, secure=secure_cookies(), samesite="lax", path="/")
+
+
+async def _member_or_login(
+    request: Request[Any, Any, Any], tenant_slug: str, site_id: UUID, here: str
+) -> tuple[UUID, MemberSession] | Response[Any]:
+    """The logged-in member of this site, or the way to its login page (and back ``here``)."""
+    tenant_id = await _tenant(tenant_slug)
+    member = None
+    if tenant_id is not None:
+        member = await anyio.to_thread.run_sync(read_session, tenant_id, request.cookies.get(session_cookie_name()))
+    if tenant_id is None or member is None or member.membership_site_id != str(site_id):
+        login = f"{_base(tenant_slug, site_id)}/login?next={quote(here, safe='/')}"
+        return Response(b"", status_code=303, headers={"Location": login, "Cache-Control": "no-store"})
+    return tenant_id, member
+
+
 def _form_page(
     request: Request[Any, Any, Any], title: str, fields: str, action: str, *, error: str = "", status: int = 200
 ) -> Response[str]:
@@ -158,9 +167,7 @@ def _form_page(
     )
     response = _html(body, status)
     if new:
-        response.set_cookie(
-            Cookie(key=CSRF_COOKIE, value=token, httponly=True, secure=_secure(), samesite="lax", path="/")
-        )
+        response.set_cookie(_csrf_cookie(token))
     return response
 
 
@@ -232,6 +239,15 @@ async def _tenant(tenant_slug: str) -> UUID | None:
     return await anyio.to_thread.run_sync(lambda: find_tenant(slug=tenant_slug))
 
 
+def _after_login(tenant_slug: str, site_id: UUID, next_path: str | None, result: memberships.LoginResult) -> str:
+    """The page that asked for the login, else the site's landing page, else the member's account page."""
+    if target := safe_next(tenant_slug, next_path):
+        return target
+    if result.landing_page_slug:
+        return f"/s/{tenant_slug}/{result.landing_page_slug}"
+    return f"{_base(tenant_slug, site_id)}/account"
+
+
 def _logged_in_response(location: str, result: memberships.LoginResult) -> Response[Any]:
     response: Response[Any] = Response(
         b"", status_code=303, headers={"Location": location, "Cache-Control": "no-store"}
@@ -241,12 +257,12 @@ def _logged_in_response(location: str, result: memberships.LoginResult) -> Respo
             key=session_cookie_name(),
             value=result.session.session_id,
             httponly=True,
-            secure=_secure(),
+            secure=secure_cookies(),
             samesite="lax",
             path="/",
         )
     )
-    response.set_cookie(_visitor_cookie(result.visitor_token))
+    response.set_cookie(visitor_cookie(result.visitor_token))
     return response
 
 
@@ -282,8 +298,7 @@ async def login(request: Request[Any, Any, Any], tenant_slug: FromPath[str], sit
         return _html(f"<h1>{html.escape(limited.message)}</h1>", 429, {"Retry-After": str(limited.retry_after)})
     except DomainError as error:
         return _form_page(request, "Log in", fields, action, error=error.message, status=error.status)
-    landing = safe_next(tenant_slug, values.get("next")) or f"/s/{tenant_slug}/"
-    return _logged_in_response(landing, result)
+    return _logged_in_response(_after_login(tenant_slug, site_id, values.get("next"), result), result)
 
 
 REGISTER_FIELDS = (
@@ -336,7 +351,7 @@ async def register(
             error=detail,
             status=error.status,
         )
-    return _logged_in_response(safe_next(tenant_slug, values.get("next")) or f"/s/{tenant_slug}/", result)
+    return _logged_in_response(_after_login(tenant_slug, site_id, values.get("next"), result), result)
 
 
 def _logged_out(location: str) -> Response[Any]:
@@ -384,13 +399,9 @@ PASSWORD_CHANGE_FIELDS = (
 async def password_form(
     request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
 ) -> Response[Any]:
-    tenant_id = await _tenant(tenant_slug)
-    member = None
-    if tenant_id is not None:
-        member = await anyio.to_thread.run_sync(read_session, tenant_id, request.cookies.get(session_cookie_name()))
-    if member is None:
-        back = quote(f"{_base(tenant_slug, site_id)}/password", safe="/")
-        return Response(b"", status_code=303, headers={"Location": f"{_base(tenant_slug, site_id)}/login?next={back}"})
+    found = await _member_or_login(request, tenant_slug, site_id, f"{_base(tenant_slug, site_id)}/password")
+    if isinstance(found, Response):
+        return found
     return _form_page(request, "Change password", PASSWORD_CHANGE_FIELDS, f"{_base(tenant_slug, site_id)}/password")
 
 
@@ -421,7 +432,7 @@ async def change_password(
             error=detail,
             status=error.status,
         )
-    return _logged_in_response(f"/s/{tenant_slug}/", result)
+    return _logged_in_response(_after_login(tenant_slug, site_id, None, result), result)
 
 
 RESET_FIELDS = "<p><label>Email <input type='email' name='email' required autocomplete='username'></label></p>"
@@ -501,7 +512,38 @@ async def set_password(
     return _logged_out(f"{_base(tenant_slug, site_id)}/login")
 
 
+@get("/s/{tenant_slug:str}/m/{site_id:uuid}/account", include_in_schema=False)
+async def account(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    """The member's own page: who is logged in, log out (here or everywhere), change the password."""
+    base = _base(tenant_slug, site_id)
+    found = await _member_or_login(request, tenant_slug, site_id, f"{base}/account")
+    if isinstance(found, Response):
+        return found
+    tenant_id, member = found
+    contact = await anyio.to_thread.run_sync(
+        lambda: load_contact(tenant_id, visitor_id=None, contact_id=UUID(member.contact_id))
+    )
+    name = html.escape((contact[0].first_name or contact[0].email) if contact else "")
+    token, new = _csrf(request)
+    forms = "".join(
+        f"<form method='post' action='{base}/{action}'><input type='hidden' name='csrf' value='{token}'>"
+        f"<button type='submit'>{label}</button></form>"
+        for action, label in (("logout", "Log out"), ("logout-everywhere", "Log out everywhere"))
+    )
+    body = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Your account</title></head><body>"
+        f"<h1>Logged in as {name}</h1><p><a href='{base}/password'>Change password</a></p>{forms}</body></html>"
+    )
+    response = _html(body)
+    if new:
+        response.set_cookie(_csrf_cookie(token))
+    return response
+
+
 MEMBERSHIP_HANDLERS = [
+    account,
     login_form,
     login,
     register_form,

@@ -15,18 +15,26 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 import msgspec
 from litestar import Request, Response, get, post, route
-from litestar.datastructures import Cookie
 from litestar.params import FromPath
 from redis.exceptions import RedisError
 
+from api.cookies import visitor_cookie
 from tenants.settings import get_settings
 from tenants.tracking.buffer import BufferFull, IngestProducer
 from tenants.tracking.hits import MAX_BATCH_BYTES, BatchError, Envelope, decode_batch
 from tenants.tracking.origins import bot_reason, client_ip, normalize_origin, truncate_ip
 from tenants.tracking.sites import SiteConfig, cached_site, resolve_site
-from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE, visitor_of_browser
+from tenants.tracking.visitors import VISITOR_COOKIE, visitor_of_browser
 
-__all__ = ["collect", "collect_preflight", "cors_headers", "request_origin", "site_for", "tracker_script"]
+__all__ = [
+    "collect",
+    "collect_preflight",
+    "cors_headers",
+    "request_origin",
+    "same_site",
+    "site_for",
+    "tracker_script",
+]
 
 log = logging.getLogger("trailmark.collect")
 RETRY_AFTER_SECONDS = 5
@@ -66,7 +74,7 @@ def request_origin(request: Request[Any, Any, Any]) -> str | None:
     return None
 
 
-def _same_site(request: Request[Any, Any, Any], origin: str) -> bool:
+def same_site(request: Request[Any, Any, Any], origin: str) -> bool:
     """Collect is served on the page's own host (a proxy or hosted pages): the server may set the cookie."""
     host = (request.headers.get("host") or "").split(":")[0].lower()
     return bool(host) and urlsplit(origin).hostname == host
@@ -134,18 +142,8 @@ async def collect(request: Request[Any, Any, Any], site_key: FromPath[str]) -> R
         accepted = 0  # bot_policy 'drop'
     body = _encode({"token": browser.token, "visitor_id": str(browser.visitor_id), "accepted": accepted})
     response = Response(body, status_code=202, media_type="application/json", headers=cors)
-    if browser.reissued and _same_site(request, origin):
-        response.set_cookie(
-            Cookie(
-                key=VISITOR_COOKIE,
-                value=browser.token,
-                max_age=VISITOR_COOKIE_MAX_AGE,
-                httponly=True,
-                secure=origin.startswith("https://"),
-                samesite="lax",
-                path="/",
-            )
-        )
+    if browser.reissued and same_site(request, origin):
+        response.set_cookie(visitor_cookie(browser.token))
     return response
 
 

@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from tenants.contacts.service import get_contact
 from tenants.errors import Conflict, Invalid
+from tenants.identity.cache import forget_identity
 from tenants.isolation import current_tenant_id
 from tenants.models import (
     Contact,
@@ -118,6 +119,7 @@ def link_visitor(
         )
         return LinkOutcome.REFUSED
     since = visitor.identified_at if previous is not None else None
+    forget_identity(tenant_id, visitor_id)  # this process's pages see the change at once
     visitor.contact_id = contact_id
     visitor.evidence = evidence.value
     visitor.identified_at = now

@@ -201,11 +201,16 @@ def _with_param(url: str, name: str, value: str) -> str:
 class Exchange:
     visitor_token: str
     visitor_id: UUID
+    reissued: bool
+    """The browser should store ``visitor_token`` (a new visitor, or a token of an older key)."""
 
 
-def exchange_code(code: str, *, tenant_id: UUID, site_id: UUID, visitor_token: str | None) -> Exchange | None:
+def exchange_code(
+    code: str, *, tenant_id: UUID, site_id: UUID, visitor_tokens: tuple[str | None, ...]
+) -> Exchange | None:
     """The tracker on the target page trades the one-time code for identification of its own browser
-    (the token it holds, or a new visitor). Single use, two minutes; None if not valid."""
+    (the first genuine token: our cookie on hosted pages, then the one the tracker holds; else a new
+    visitor). Single use, two minutes; None if not valid."""
     code_hash = hashlib.sha256(code.encode()).hexdigest() if 0 < len(code) <= 64 else ""
     if not code_hash or tenant_of_public_key("click_code", code_hash) != tenant_id:
         return None
@@ -220,6 +225,6 @@ def exchange_code(code: str, *, tenant_id: UUID, site_id: UUID, visitor_token: s
         ).first()
         if row is None:
             return None
-        browser = visitor_of_browser(tenant_id, visitor_token, first_hit=(new_id(), int(utcnow().timestamp() * 1000)))
+        browser = visitor_of_browser(tenant_id, *visitor_tokens, first_hit=(new_id(), int(utcnow().timestamp() * 1000)))
         outbox.enqueue(session, REIDENTIFY_TASK, str(row[0]), str(browser.visitor_id), str(site_id), queue="identity")
-        return Exchange(browser.token, browser.visitor_id)
+        return Exchange(browser.token, browser.visitor_id, browser.reissued)

@@ -153,6 +153,8 @@ def _member_by_email(session: Session, site_id: UUID, email: str) -> Member | No
 class LoginResult:
     session: MemberSession
     visitor_token: str
+    landing_page_slug: str | None
+    """Where a member goes after logging in when no page asked for the login."""
 
 
 def _start_session(
@@ -160,6 +162,7 @@ def _start_session(
 ) -> LoginResult:
     """Rotate: the session id the browser offered dies; a new one is made. The device is identified."""
     tenant_id = current_tenant_id(session)
+    site = get_membership_site(session, member.membership_site_id)
     if presented_session:
         destroy_session(tenant_id, presented_session)
     now_ms = int(utcnow().timestamp() * 1000)
@@ -179,7 +182,7 @@ def _start_session(
         text("UPDATE visitors SET logged_in_until = :until WHERE tenant_id = :t AND id = :v"),
         {"until": datetime.fromtimestamp(member_session.expires_at, UTC), "t": tenant_id, "v": browser.visitor_id},
     )
-    return LoginResult(member_session, browser.token)
+    return LoginResult(member_session, browser.token, site.landing_page_slug)
 
 
 def log_in(

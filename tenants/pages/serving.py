@@ -5,7 +5,7 @@ the tenant behind a slug or domain, the page with its forms and tracker key, and
 visitors, who they are. A warm view by an identified visitor reads no database. Changes elsewhere
 show within :data:`CACHE_SECONDS`; a change made through this process shows at once.
 Anonymous visitors are never cached as such, so a browser that just identified (a form, a link, a
-login) sees its new blocks on the very next page.
+login) sees its new blocks on the very next page (``tenants.identity.cache``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlmodel import select
 
 from tenants.cache import Missing, TTLCache
 from tenants.contacts.service import sensitive_fields
+from tenants.identity.cache import identities
 from tenants.identity.service import Level
 from tenants.isolation import tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
@@ -29,7 +30,6 @@ __all__ = [
     "CACHE_SECONDS",
     "PageBundle",
     "PageResult",
-    "contacts",
     "find_tenant",
     "load_bundle",
     "load_contact",
@@ -63,8 +63,6 @@ class PageBundle:
 
 tenants_by_handle: TTLCache[str, UUID | None] = TTLCache(30.0)
 pages: TTLCache[tuple[UUID, str], PageBundle | None] = TTLCache(CACHE_SECONDS)
-contacts: TTLCache[tuple[UUID, UUID], tuple[Contact, str | None]] = TTLCache(CACHE_SECONDS)
-"""(tenant, visitor or contact) → the contact and the evidence; only people, never "anonymous"."""
 
 
 def find_tenant(*, slug: str | None = None, host: str | None = None) -> UUID | None:
@@ -107,7 +105,7 @@ def load_contact(
     key = (tenant_id, contact_id or visitor_id)
     if key[1] is None:
         return None
-    cached = contacts.get(key)  # type: ignore[arg-type]
+    cached = identities.get(key)  # type: ignore[arg-type]
     if isinstance(cached, tuple):
         return cached
     with tenant_session(tenant_id) as session:
@@ -125,7 +123,7 @@ def load_contact(
             ).first()
             contact = session.get(Contact, (tenant_id, row[0])) if row else None
             found = (contact, row[1]) if contact and row else None
-    return contacts.put(key, found) if found else None  # type: ignore[arg-type]
+    return identities.put(key, found) if found else None  # type: ignore[arg-type]
 
 
 def viewer_of(bundle: PageBundle, member: MemberSession | None, identity: tuple[Contact, str | None] | None) -> Viewer:

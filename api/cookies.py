@@ -1,0 +1,28 @@
+"""The cookies Trailmark's own responses set: one definition each."""
+
+from __future__ import annotations
+
+from litestar.datastructures import Cookie
+
+from tenants.settings import get_settings
+from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE
+
+__all__ = ["secure_cookies", "visitor_cookie"]
+
+
+def secure_cookies() -> bool:
+    """Served over https: cookies are Secure (and the session cookie can carry ``__Host-``)."""
+    return get_settings().base_url.startswith("https://")
+
+
+def visitor_cookie(token: str) -> Cookie:
+    """The server-set visitor cookie: first-party, HttpOnly, Lax, 400 days; Secure on https."""
+    return Cookie(
+        key=VISITOR_COOKIE,
+        value=token,
+        max_age=VISITOR_COOKIE_MAX_AGE,
+        httponly=True,
+        secure=secure_cookies(),
+        samesite="lax",
+        path="/",
+    )
