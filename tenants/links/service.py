@@ -1,6 +1,10 @@
 """Tracked email links: ``/l/{token}`` redirects to the link's own target (never elsewhere), records
 the click, and re-identifies the browser that clicked, unless a mail scanner did.
 
+The browser is linked in the request that proves the click (the redirect itself for our own cookie,
+the code exchange for the target site's tracker), so the very next page view already belongs to the
+contact; the history merge then runs in the identity queue (``link_visitor`` enqueues it).
+
 The token is the link's random key plus an HMAC of it, so a tampered token is refused before any
 lookup, and the target is read from the database, so no token can redirect anywhere else.
 """
@@ -23,28 +27,27 @@ from sqlmodel import Session, select
 
 from tenants.contacts.service import get_contact
 from tenants.errors import Invalid, NotFound
+from tenants.identity.service import LinkOutcome, link_visitor
 from tenants.isolation import tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
-from tenants.models import EmailLink, LinkClick, new_id, utcnow
-from tenants.outbox import service as outbox
+from tenants.models import EmailLink, Evidence, LinkClick, new_id, utcnow
 from tenants.settings import get_settings
 from tenants.tracking.visitors import visitor_of_browser
 
 __all__ = [
     "CODE_PARAM",
-    "REIDENTIFY_TASK",
     "Click",
     "Exchange",
     "click",
     "create_link",
     "create_links",
     "exchange_code",
+    "identify_from_click",
     "link_url",
 ]
 
 CODE_PARAM = "_tmc"
 CODE_LIFETIME = timedelta(minutes=2)
-REIDENTIFY_TASK = "trailmark.identity.reidentify_from_click"
 MAX_BULK = 10_000
 _SCANNERS = re.compile(
     r"barracuda|mimecast|proofpoint|urldefense|safelinks|symantec|messagelabs|trend ?micro|forcepoint|sophos|"
@@ -187,7 +190,7 @@ def click(token: str, *, method: str, user_agent: str | None, cookie_token: str 
         session.add(record)
         session.flush()
         if record.visitor_id is not None:
-            outbox.enqueue(session, REIDENTIFY_TASK, str(record.id), str(record.visitor_id), None, queue="identity")
+            identify_from_click(session, record, record.visitor_id, site_id=None)
         return Click(redirect_to=target, identifies=reason is None, reason=reason, visitor_token=visitor_token)
 
 
@@ -223,8 +226,24 @@ def exchange_code(
             ),
             {"h": code_hash, "life": CODE_LIFETIME},
         ).first()
-        if row is None:
+        record = session.get(LinkClick, (tenant_id, row[0])) if row else None
+        if record is None:
             return None
         browser = visitor_of_browser(tenant_id, *visitor_tokens, first_hit=(new_id(), int(utcnow().timestamp() * 1000)))
-        outbox.enqueue(session, REIDENTIFY_TASK, str(row[0]), str(browser.visitor_id), str(site_id), queue="identity")
+        identify_from_click(session, record, browser.visitor_id, site_id=site_id)
         return Exchange(browser.token, browser.visitor_id, browser.reissued)
+
+
+def identify_from_click(session: Session, record: LinkClick, visitor_id: UUID, *, site_id: UUID | None) -> LinkOutcome:
+    """Link the clicking browser to the link's contact by the rules (evidence: email click; a device
+    with a live login is never re-pointed); its history merge is queued."""
+    record.visitor_id = visitor_id
+    session.add(record)
+    return link_visitor(
+        session,
+        visitor_id=visitor_id,
+        contact_id=record.contact_id,
+        evidence=Evidence.EMAIL_CLICK,
+        site_id=site_id,
+        detail={"click_id": str(record.id), "link_id": str(record.link_id)},
+    )

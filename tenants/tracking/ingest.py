@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
+from tenants.identity.service import refresh_contact_touches
 from tenants.isolation import tenant_session
 from tenants.tracking.buffer import IngestBuffer, decode_entry
 from tenants.tracking.hits import Envelope, Hit
@@ -152,6 +153,11 @@ _INSERT_VISITS = text(
        ON CONFLICT DO NOTHING
        RETURNING hit_id"""
 )
+_CONTACTS_OF = text(
+    """SELECT DISTINCT contact_id FROM visitors
+       WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[])) AND contact_id IS NOT NULL
+       ORDER BY contact_id"""
+)
 _UPDATE_VISITORS = text(
     """UPDATE visitors v SET
            visit_count = v.visit_count + u.added,
@@ -207,6 +213,11 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
         _fold(updates, envelope, hit)
     update_rows = [_visitor_update_row(visitor_id, update) for visitor_id, update in sorted(updates.items())]
     session.execute(_UPDATE_VISITORS, {**params, "rows": json.dumps(update_rows)})
+    # Known people's touches and last-seen follow their new visits (a merge may have run before these
+    # hits were stored, and later visits move last touch on).
+    linked = session.execute(_CONTACTS_OF, {**params, "ids": [str(v) for v in sorted(updates)]}).scalars().all()
+    for contact_id in linked:
+        refresh_contact_touches(session, contact_id)
     return len(inserted)
 
 
