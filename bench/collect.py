@@ -1,0 +1,706 @@
+"""Collect benchmark (``make bench-collect``): the real collect pipeline against a bare Litestar endpoint.
+
+In one run it
+
+1. creates a fresh test database and Redis database (``tests/services.py``), migrates, and registers one
+   tenant with one site;
+2. starts the real API (uvicorn, ``--api-workers`` processes), one ingest worker and beat;
+3. lands ``WARMUP_VISITORS`` browsers (a first hit without a token each) to get genuine visitor tokens;
+4. loads a bare Litestar endpoint that parses the same body and answers 204, served by uvicorn with the
+   same settings as the API (the baseline runs first, alone);
+5. loads collect with the identical wrk script, then times how long ingest takes to store every hit.
+
+Load: wrk, ``--connections`` keep-alive connections for ``--seconds``, one page-view hit per request, each
+with a fresh ``hit_id``; most carry one of the warm-up tokens (a returning browser), one in
+``NEW_VISITOR_EVERY`` carries none (a browser landing for the first time).
+
+Accounting is exact: wrk would abandon the requests in flight when its time is up, and the server may
+store those hits without wrk counting their 202. So the script stops starting requests at the deadline
+and wrk runs ``TAIL_SECONDS`` longer for the last answers to arrive. Throughput is therefore computed from
+the script's own counters (successful answers over the time between the first request and the last
+answer), not from wrk's "Requests/sec", which would include the idle tail; p99 comes from wrk's
+``--latency`` distribution. ``sent`` counts every 202 of the run (warm-up included), ``stored`` the
+tenant's rows in ``visits``, and ``drain_s`` the seconds from the last answer until both are equal.
+
+The last line of stdout::
+
+    collect_rps=… bare_rps=… ratio=… p99_ms=… sent=… stored=… drain_s=…
+
+The exit status is non-zero when ``stored != sent`` or when any request failed (a non-2xx answer, a
+socket error, or a request left unanswered); the line before the last says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, post
+
+REPO = Path(__file__).resolve().parents[1]
+ORIGIN = "https://shop.example"
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+)
+CONTENT_TYPE = "text/plain;charset=UTF-8"
+"""What the tracker's sendBeacon sends: a simple request, no CORS preflight."""
+WARMUP_VISITORS = 1000
+NEW_VISITOR_EVERY = 20
+TAIL_SECONDS = 3
+"""wrk keeps running this long after the load window so that every request started gets its answer;
+shorter than uvicorn's 5 s keep-alive timeout, so no idle connection is closed under wrk (a read error)."""
+DRAIN_TIMEOUT_SECONDS = 120
+POLL_SECONDS = 0.05
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- the baseline --------------------------------------------------------------------------------
+
+
+def create_bare_app() -> Litestar:
+    """What any Litestar endpoint pays to take this body, parse it and answer, with nothing else."""
+
+    @post("/t/{site_key:str}/collect", status_code=204)
+    async def bare_collect(request: Request[Any, Any, Any]) -> None:
+        msgspec.json.decode(await request.body())
+
+    return Litestar(route_handlers=[bare_collect])
+
+
+def serve_bare(port: int, workers: int) -> None:
+    import uvicorn
+
+    # The same call `api.cli api` makes (api/cli.py, _api): only the application differs.
+    uvicorn.run(
+        "bench.collect:create_bare_app",
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+# --- the load ------------------------------------------------------------------------------------
+
+
+def page_view(token: Any, hit_id: Any, ts: Any) -> dict[str, Any]:
+    """A collect body with one landing page view from a Google Ads click: the common case."""
+    return {
+        "v": 1,
+        "token": token,
+        "hits": [
+            {
+                "hit_id": hit_id,
+                "ts": ts,
+                "url": "https://shop.example/pricing?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid=abc",
+                "path": "/pricing",
+                "title": "Pricing",
+                "referrer": "https://www.google.com/",
+                "utm": {"source": "google", "medium": "cpc", "campaign": "spring"},
+                "click_ids": {"gclid": "abc"},
+                "cookies": {"_fbp": "fb.1.1700000000000.123"},
+                "partner_code": None,
+                "lang": "en-US",
+                "screen": "1920x1080",
+            }
+        ],
+    }
+
+
+def _lua_string(value: str) -> str:
+    if "]==]" in value:
+        raise BenchError(f"cannot quote {value[:40]!r}… for Lua")
+    return f"[==[{value}]==]"
+
+
+def _body_pieces() -> list[str]:
+    """The JSON body cut where the script fills in the token, the hit id and the timestamp."""
+    text = json.dumps(page_view("__TOKEN__", "__HIT_ID__", "__TS__"), separators=(",", ":"))
+    head, rest = text.split('"__TOKEN__"')
+    middle, rest = rest.split("__HIT_ID__")
+    before_ts, tail = rest.split('"__TS__"')
+    return [head, middle, before_ts, tail]
+
+
+LUA_SCRIPT = string.Template(
+    r"""-- Written by bench/collect.py: one page-view hit per request, each with a fresh hit_id.
+local ffi = require("ffi")
+ffi.cdef [[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock_id, bench_timespec *tp);
+]]
+local clock_buffer = ffi.new("bench_timespec")
+
+-- CLOCK_MONOTONIC (1) is the clock of Python's time.monotonic(): the driver compares these stamps.
+local function monotonic()
+  ffi.C.clock_gettime(1, clock_buffer)
+  return tonumber(clock_buffer.tv_sec) + tonumber(clock_buffer.tv_nsec) * 1e-9
+end
+
+local function epoch_ms()
+  ffi.C.clock_gettime(0, clock_buffer)
+  return tonumber(clock_buffer.tv_sec) * 1000 + math.floor(tonumber(clock_buffer.tv_nsec) / 1000000)
+end
+
+local LOAD_SECONDS = $load_seconds
+local RUN_ID = "$run_id"
+local NEW_VISITOR_EVERY = $new_visitor_every
+local TOKENS = {
+$tokens
+}
+local HEAD, MIDDLE, BEFORE_TS, TAIL = $body_pieces
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "$content_type"
+wrk.headers["Origin"] = "$origin"
+wrk.headers["User-Agent"] = "$user_agent"
+
+local threads = {}
+local shared_deadline = nil
+
+function setup(thread)
+  -- One deadline for every thread; after it no request starts, so each one sent gets its answer.
+  -- (Each thread runs this file in a Lua state of its own: `deadline` arrives there as a global.)
+  shared_deadline = shared_deadline or monotonic() + LOAD_SECONDS
+  table.insert(threads, thread)
+  thread:set("thread_index", #threads)
+  thread:set("deadline", shared_deadline)
+end
+
+function init(args)
+  -- Globals of this thread's own Lua state, read back by done() through thread:get().
+  counter, sent, answered, first_at, last_at = 0, 0, 0, 0, 0
+  statuses = {}
+end
+
+-- wrk asks before each request it sends (and only then: it also calls request() once to check the
+-- script, so requests are counted here).
+function delay()
+  local now = monotonic()
+  if now < deadline then
+    if sent == 0 then
+      first_at = now
+    end
+    sent = sent + 1
+    return 0
+  end
+  return 3600000
+end
+
+function request()
+  counter = counter + 1
+  local token = "null"  -- a browser landing for the first time
+  if counter % NEW_VISITOR_EVERY ~= 0 then
+    token = TOKENS[(counter + thread_index * 7919) % #TOKENS + 1]
+  end
+  -- Unique within the run by thread and counter, across runs by RUN_ID.
+  local hit_id = string.format("%s-%04x-4000-8000-%012x", RUN_ID, thread_index, counter)
+  local body = string.format("%s%s%s%s%s%d%s", HEAD, token, MIDDLE, hit_id, BEFORE_TS, epoch_ms(), TAIL)
+  return wrk.format(nil, nil, nil, body)
+end
+
+function response(status, headers, body)
+  answered = answered + 1
+  statuses[status] = (statuses[status] or 0) + 1
+  last_at = monotonic()
+end
+
+function done(summary, latency, requests)
+  local total_sent, total_answered, first, last = 0, 0, math.huge, 0
+  local by_status = {}
+  for _, thread in ipairs(threads) do
+    total_sent = total_sent + thread:get("sent")
+    total_answered = total_answered + thread:get("answered")
+    local thread_first = thread:get("first_at")
+    if thread_first > 0 then
+      first = math.min(first, thread_first)
+    end
+    last = math.max(last, thread:get("last_at"))
+    for status, count in pairs(thread:get("statuses")) do
+      by_status[status] = (by_status[status] or 0) + count
+    end
+  end
+  io.write(string.format("bench: sent=%d answered=%d first_at=%.6f last_at=%.6f\n",
+    total_sent, total_answered, first, last))
+  for status, count in pairs(by_status) do
+    io.write(string.format("bench: status %d %d\n", status, count))
+  end
+  local errors = summary.errors
+  io.write(string.format("bench: socket_errors connect=%d read=%d write=%d\n",
+    errors.connect, errors.read, errors.write))
+end
+"""
+)
+
+
+def write_lua_script(path: Path, seconds: int, tokens: list[str]) -> None:
+    path.write_text(
+        LUA_SCRIPT.substitute(
+            load_seconds=seconds,
+            run_id=secrets.token_hex(4),
+            new_visitor_every=NEW_VISITOR_EVERY,
+            tokens=",\n".join(_lua_string(json.dumps(token)) for token in tokens),
+            body_pieces=", ".join(_lua_string(piece) for piece in _body_pieces()),
+            content_type=CONTENT_TYPE,
+            origin=ORIGIN,
+            user_agent=USER_AGENT,
+        )
+    )
+
+
+@dataclass
+class LoadResult:
+    label: str
+    sent: int
+    answered: int
+    statuses: dict[int, int]
+    socket_errors: dict[str, int]
+    first_at: float
+    last_at: float
+    """When the last answer arrived (time.monotonic()): the end of the load."""
+    p99_ms: float
+    ok_status: range
+    server_cpu_s: float = 0.0
+    """CPU seconds the server's processes used meanwhile: per request, a figure neighbours on the machine
+    barely move, unlike requests per second."""
+
+    @property
+    def ok(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status in self.ok_status)
+
+    @property
+    def rps(self) -> float:
+        return self.ok / (self.last_at - self.first_at) if self.last_at > self.first_at else 0.0
+
+    @property
+    def errors(self) -> int:
+        """Every request without a successful answer: other statuses, socket errors, no answer at all."""
+        unanswered = self.sent - self.answered
+        return self.answered - self.ok + sum(self.socket_errors.values()) + unanswered
+
+    def describe(self) -> str:
+        statuses = ",".join(f"{status}:{count}" for status, count in sorted(self.statuses.items()))
+        sockets = ",".join(f"{kind}:{count}" for kind, count in self.socket_errors.items() if count)
+        return (
+            f"{self.label}: {self.rps:.0f} ok/s, p99 {self.p99_ms:.1f} ms, sent {self.sent}, "
+            f"answered {self.answered} ({statuses}), socket errors {sockets or 'none'}, "
+            f"server CPU {self.server_cpu_s / max(self.answered, 1) * 1e6:.0f} us a request"
+        )
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def parse_wrk_output(label: str, output: str, ok_status: range) -> LoadResult:
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m|h)\s*$", output, re.MULTILINE)
+    totals = re.search(r"^bench: sent=(\d+) answered=(\d+) first_at=(\S+) last_at=(\S+)$", output, re.MULTILINE)
+    sockets = re.search(r"^bench: socket_errors (.*)$", output, re.MULTILINE)
+    if p99 is None or totals is None or sockets is None:
+        raise BenchError(f"{label}: unexpected wrk output:\n{output}")
+    statuses = {
+        int(status): int(count) for status, count in re.findall(r"^bench: status (\d+) (\d+)$", output, re.MULTILINE)
+    }
+    return LoadResult(
+        label=label,
+        sent=int(totals[1]),
+        answered=int(totals[2]),
+        statuses=statuses,
+        socket_errors={kind: int(count) for kind, count in re.findall(r"(\w+)=(\d+)", sockets[1])},
+        first_at=float(totals[3]),
+        last_at=float(totals[4]),
+        p99_ms=float(p99[1]) * _UNIT_MS[p99[2]],
+        ok_status=ok_status,
+    )
+
+
+def ensure_wrk() -> str:
+    """wrk from PATH, else Debian's package (the bench machines are Debian and run as root)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    log("wrk is not installed; trying `apt-get install -y wrk`")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "install", "-y", "wrk"], ["apt-get", "update"], ["apt-get", "install", "-y", "wrk"]):
+        try:
+            subprocess.run(command, env=env, stdout=sys.stderr, stderr=sys.stderr, check=False)
+        except OSError:
+            break
+        found = shutil.which("wrk")
+        if found:
+            return found
+    raise BenchError("wrk is required and could not be installed: install it (Debian: apt-get install wrk)")
+
+
+# --- the system under test -----------------------------------------------------------------------
+
+
+class StoredVisits:
+    """Counts the tenant's visits over a connection of its own, remembering when it saw what."""
+
+    def __init__(self, owner_url: str, tenant_id: uuid.UUID) -> None:
+        import psycopg
+
+        self.tenant_id = tenant_id
+        self.connection = psycopg.connect(
+            owner_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True
+        )
+        # visits has FORCE ROW LEVEL SECURITY: read as the tenant, whatever role the owner URL names.
+        self.connection.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant_id),))
+        self.samples: list[tuple[float, int]] = []
+
+    def sample(self) -> tuple[float, int]:
+        # Stamped before the query: the count is of a snapshot taken no earlier than this.
+        at = time.monotonic()
+        row = self.connection.execute("SELECT count(*) FROM visits WHERE tenant_id = %s", (self.tenant_id,)).fetchone()
+        stored = int(row[0]) if row else 0
+        self.samples.append((at, stored))
+        return at, stored
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="trailmark-bench-")))
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    services: Any = None
+    stored_visits: StoredVisits | None = None
+    keep_workdir: bool = False
+
+    def run(self) -> int:
+        wrk = ensure_wrk()
+        env = self.start_services()
+        tenant_id, site_key = self.create_site()
+        self.stored_visits = StoredVisits(self.services.owner_url, tenant_id)
+
+        from tenants.embedded import free_port
+
+        api_port, bare_port = free_port(), free_port()
+        api_env = {**env, "TRAILMARK_PORT": str(api_port), "TRAILMARK_PUBLIC_URL": f"http://127.0.0.1:{api_port}"}
+        workers = str(self.args.api_workers)
+        self.start("api", [sys.executable, "-m", "api.cli", "api", "--workers", workers], api_env)
+        self.start(
+            "worker", [sys.executable, "-m", "api.cli", "worker", "--queues", "ingest", "--concurrency", "1"], env
+        )
+        self.start("beat", [sys.executable, "-m", "api.cli", "beat"], env)
+        api_url = f"http://127.0.0.1:{api_port}"
+        self.wait_until_answers("api", lambda: _get_status(f"{api_url}/health") == 200)
+        collect_path = f"/t/{site_key}/collect"
+
+        log(f"landing {WARMUP_VISITORS} browsers without a token to get their visitor tokens")
+        tokens = land_browsers(api_url + collect_path, WARMUP_VISITORS)
+        warmup_sent = len(tokens)
+        drain_s, stored = self.wait_stored(warmup_sent, since=time.monotonic())
+        if stored != warmup_sent:
+            raise BenchError(f"the warm-up was not stored: {stored} of {warmup_sent} after {drain_s:.1f} s")
+        log(f"warm-up stored in {drain_s:.1f} s; the ingest worker runs")
+
+        script = self.workdir / "collect.lua"
+        write_lua_script(script, self.args.seconds, tokens)
+
+        # The baseline first, alone: the API, worker and beat are idle meanwhile.
+        self.start(
+            "bare",
+            [sys.executable, "-m", "bench.collect", "--serve-bare", str(bare_port), "--api-workers", workers],
+            env,
+        )
+        bare_url = f"http://127.0.0.1:{bare_port}{collect_path}"
+        self.wait_until_answers("bare", lambda: _post_status(bare_url, page_view(None, str(uuid.uuid4()), 0)) == 204)
+        bare = self.load(wrk, script, bare_url, "bare", range(200, 300), server="bare")
+        self.stop("bare")
+
+        collect = self.load(wrk, script, api_url + collect_path, "collect", range(202, 203), server="api", watch=True)
+        sent = warmup_sent + collect.ok
+        log(f"load over; waiting for ingest to store {sent} hits ({warmup_sent} warm-up + {collect.ok} load)")
+        drain_s, stored = self.wait_stored(sent, since=collect.last_at)
+        log(f"stored {stored} of {sent} in {drain_s:.1f} s after the last answer")
+        stored = self.recount_when_stream_empty(stored)
+
+        failures = []
+        if stored != sent:
+            failures.append(f"stored {stored} != sent {sent}")
+        for result in (bare, collect):
+            if result.errors:
+                failures.append(f"{result.label} had {result.errors} failed requests")
+        ratio = collect.rps / bare.rps if bare.rps else 0.0
+        print(
+            f"collect_errors={collect.errors} bare_errors={bare.errors} "
+            f"warmup_sent={warmup_sent} load_sent={collect.ok} api_workers={workers}"
+        )
+        print(
+            f"collect_rps={collect.rps:.0f} bare_rps={bare.rps:.0f} ratio={ratio:.2f} "
+            f"p99_ms={collect.p99_ms:.1f} sent={sent} stored={stored} drain_s={drain_s:.1f}"
+        )
+        if failures:
+            log("FAILED: " + "; ".join(failures))
+            return 1
+        return 0
+
+    def start_services(self) -> dict[str, str]:
+        from tests.services import start_test_services, test_signing_keys
+
+        self.services = start_test_services()
+        log(f"database {self.services.database}, Redis {self.services.redis_url}, logs in {self.workdir}")
+        # Set before any tenants module reads its settings, and handed to every child process.
+        os.environ.update(self.services.env())
+        os.environ["TRAILMARK_SIGNING_KEYS"] = test_signing_keys()
+        os.environ["TRAILMARK_DATA_DIR"] = str(self.workdir / "data")
+        os.environ["TRAILMARK_HOST"] = "127.0.0.1"
+        from tenants.isolation.migrate import migrate
+
+        migrate(self.services.owner_url, self.services.app_url)
+        return dict(os.environ)
+
+    def create_site(self) -> tuple[uuid.UUID, str]:
+        from tenants.accounts.service import signup
+        from tenants.isolation import dispose_engine, tenant_session
+        from tenants.tracking.sites import create_site
+
+        tenant = signup(name="Bench", owner_email="bench@example.com", password=secrets.token_urlsafe(18)).tenant
+        with tenant_session(tenant.id) as session:
+            site_key = create_site(session, name="Shop", allowed_origins=[ORIGIN]).site_key
+        dispose_engine()  # this process only counts visits from here on, over its own connection
+        return tenant.id, site_key
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        with (self.workdir / f"{name}.log").open("wb") as output:
+            self.processes[name] = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def wait_until_answers(self, name: str, answers: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not answers():
+            process = self.processes[name]
+            if process.poll() is not None:
+                raise BenchError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{name} did not answer within {timeout:.0f} s:\n{self.log_tail(name)}")
+            time.sleep(0.1)
+        log(f"{name} answers")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        self.keep_workdir = True
+        return "\n".join((self.workdir / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+
+    def load(
+        self, wrk: str, script: Path, url: str, label: str, ok_status: range, *, server: str, watch: bool = False
+    ) -> LoadResult:
+        """One wrk run; with ``watch``, count stored visits from just before the deadline, so that a
+        drain ending during wrk's tail is timed from the samples."""
+        seconds = self.args.seconds
+        wrk_seconds = seconds + TAIL_SECONDS
+        command = [
+            wrk,
+            f"-t{self.args.threads}",
+            f"-c{self.args.connections}",
+            f"-d{wrk_seconds}s",
+            # Idle connections in the tail would count as timeouts: lost answers show as sent > answered.
+            f"--timeout={wrk_seconds + 60}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ]
+        log(f"{label}: {self.args.connections} connections for {seconds} s (+{TAIL_SECONDS} s for the last answers)")
+        output_path = self.workdir / f"wrk-{label}.txt"
+        cpu_before = self.cpu_seconds(server)
+        with output_path.open("w") as output:
+            started = time.monotonic()
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            try:
+                while process.poll() is None:
+                    if watch and self.stored_visits and time.monotonic() > started + seconds - 1:
+                        self.stored_visits.sample()
+                    time.sleep(POLL_SECONDS)
+            finally:
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait()
+        text = output_path.read_text()
+        print(text.rstrip(), file=sys.stderr)
+        if process.returncode:
+            raise BenchError(f"{label}: wrk exited with {process.returncode}")
+        result = parse_wrk_output(label, text, ok_status)
+        result.server_cpu_s = self.cpu_seconds(server) - cpu_before
+        log(result.describe())
+        return result
+
+    def cpu_seconds(self, name: str) -> float:
+        """CPU time of a server so far, its uvicorn worker processes included."""
+        import psutil
+
+        process = psutil.Process(self.processes[name].pid)
+        total = 0.0
+        for member in [process, *process.children(recursive=True)]:
+            try:
+                times = member.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def wait_stored(self, sent: int, *, since: float) -> tuple[float, int]:
+        """Seconds from ``since`` until ``sent`` visits are stored (or the give-up time), and the count."""
+        assert self.stored_visits is not None
+        for at, stored in self.stored_visits.samples:
+            if at >= since and stored >= sent:
+                return at - since, stored
+        while True:
+            at, stored = self.stored_visits.sample()
+            if stored >= sent or at - since > DRAIN_TIMEOUT_SECONDS:
+                return at - since, stored
+            time.sleep(POLL_SECONDS)
+
+    def recount_when_stream_empty(self, stored: int, timeout: float = 10) -> int:
+        """Count again once nothing waits in the ingest stream: hits stored beyond ``sent`` (which exact
+        accounting rules out) would show up only then."""
+        import redis
+
+        from tenants.tracking.buffer import DEAD_LETTER_STREAM, STREAM
+
+        assert self.stored_visits is not None
+        client = redis.Redis.from_url(self.services.redis_url)
+        try:
+            deadline = time.monotonic() + timeout
+            while client.xlen(STREAM) and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+            backlog, dead = client.xlen(STREAM), client.xlen(DEAD_LETTER_STREAM)
+        finally:
+            client.close()
+        _, recount = self.stored_visits.sample()
+        if backlog or dead or recount != stored:
+            log(f"after the drain: {recount} stored, {backlog} entries still queued, {dead} dead-lettered")
+        return recount
+
+    def close(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+        if self.stored_visits is not None:
+            self.stored_visits.close()
+        if self.services is not None:
+            from tenants.isolation import dispose_engine
+
+            dispose_engine()
+            self.services.close()
+        if self.keep_workdir:
+            log(f"logs kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def land_browsers(url: str, count: int) -> list[str]:
+    """First visits without a token, as browsers landing; returns the visitor tokens they were given."""
+    import httpx
+
+    tokens = []
+    headers = {"Origin": ORIGIN, "User-Agent": USER_AGENT, "Content-Type": CONTENT_TYPE}
+    with httpx.Client(headers=headers, timeout=10) as client:
+        for _ in range(count):
+            body = json.dumps(page_view(None, str(uuid.uuid4()), int(time.time() * 1000)))
+            response = client.post(url, content=body)
+            if response.status_code != 202:
+                raise BenchError(f"collect answered {response.status_code}: {response.text[:500]}")
+            tokens.append(response.json()["token"])
+    return tokens
+
+
+def _get_status(url: str) -> int | None:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def _post_status(url: str, body: dict[str, Any]) -> int | None:
+    import httpx
+
+    try:
+        return httpx.post(url, content=json.dumps(body), headers={"Content-Type": CONTENT_TYPE}, timeout=1).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=30, help="length of each load window (default 30)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="uvicorn worker processes, for the API and the baseline alike"
+    )
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.serve_bare:
+        serve_bare(args.serve_bare, args.api_workers)
+        return 0
+    # tests/ is not an installed package: import its service helpers from the checkout.
+    sys.path.insert(0, str(REPO))
+    signal.signal(signal.SIGTERM, _interrupt)
+    bench = Bench(args)
+    try:
+        return bench.run()
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        bench.keep_workdir = True
+        return 130
+    except BenchError as error:
+        log(f"FAILED: {error}")
+        bench.keep_workdir = True
+        return 1
+    finally:
+        # A second Ctrl-C must not cut the cleanup short and leave servers or the database behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        bench.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
