@@ -22,6 +22,9 @@ __all__ = ["TokenClaims", "TokenSigner", "get_signer"]
 
 _jws = JsonWebSignature(algorithms=["HS256"])
 MAX_TOKEN_LENGTH = 1024
+CHECKED_TOKENS = 100_000
+"""Signature checks remembered per process (a few tens of MB at most)."""
+_UNCHECKED = object()
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class TokenSigner:
             raise ValueError("at least one signing key is required")
         self._newest = keys[0]
         self._by_id = {key.key_id: key.secret for key in keys}
+        self._checked: dict[str, tuple[str, dict[str, Any]] | None] = {}
 
     def sign(self, purpose: str, tenant_id: UUID, subject: UUID, **extra: Any) -> str:
         payload = {"p": purpose, "t": tenant_id.hex, "s": subject.hex, "iat": int(time.time()), **extra}
@@ -53,18 +57,39 @@ class TokenSigner:
         """The claims if the token is genuine, of this purpose and tenant (and young enough); else None."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
+        genuine = self._genuine(token)
+        if genuine is None:
+            return None
+        key_id, payload = genuine
         try:
-            data = _jws.deserialize_compact(token, self._key_for)
-            payload = json.loads(data["payload"])
             if payload.get("p") != purpose or payload.get("t") != tenant_id.hex:
                 return None
             issued_at = int(payload["iat"])
             if max_age is not None and time.time() - issued_at > max_age:
                 return None
             extra = {k: v for k, v in payload.items() if k not in ("p", "t", "s", "iat")}
-            return TokenClaims(tenant_id, UUID(hex=payload["s"]), issued_at, data["header"]["kid"], extra)
-        except (JoseError, ValueError, KeyError, TypeError):
+            return TokenClaims(tenant_id, UUID(hex=payload["s"]), issued_at, key_id, extra)
+        except (ValueError, KeyError, TypeError):
             return None
+
+    def _genuine(self, token: str) -> tuple[str, dict[str, Any]] | None:
+        """The key id and payload of a correctly signed token. Memoised: a browser sends the same
+        token with every hit, and the answer depends only on the token and the (fixed) keys."""
+        cached = self._checked.get(token, _UNCHECKED)
+        if cached is not _UNCHECKED:
+            return cached  # type: ignore[return-value]
+        try:
+            data = _jws.deserialize_compact(token, self._key_for)
+            payload = json.loads(data["payload"])
+            result: tuple[str, dict[str, Any]] | None = (
+                (str(data["header"]["kid"]), payload) if isinstance(payload, dict) else None
+            )
+        except (JoseError, ValueError, KeyError, TypeError):
+            result = None
+        if len(self._checked) >= CHECKED_TOKENS:
+            self._checked.clear()
+        self._checked[token] = result
+        return result
 
     def is_current(self, claims: TokenClaims) -> bool:
         """False for a token signed with an older key: re-issue it."""

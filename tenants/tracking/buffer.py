@@ -8,6 +8,7 @@ left pending by a dead consumer are claimed again.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from typing import Any
@@ -36,10 +37,17 @@ DEAD_LETTER_STREAM = "trailmark:ingest:dead"
 GROUP = "ingest"
 
 _APPEND = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
-redis.call('XADD', KEYS[1], '*', 'd', ARGV[2])
-return 1
+local room = tonumber(ARGV[1]) - redis.call('XLEN', KEYS[1])
+local stored = 0
+for i = 2, #ARGV do
+  if stored >= room then break end
+  redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
+  stored = stored + 1
+end
+return stored
 """
+MAX_GROUP = 500
+"""Batches appended in one round trip at most."""
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Envelope)
 
@@ -49,19 +57,43 @@ class BufferFull(Exception):
 
 
 class IngestProducer:
-    """The collect side: one per process and event loop."""
+    """The collect side: one per process and event loop.
+
+    Concurrent requests share round trips (group commit): while one append is on the wire, the
+    batches that arrive queue up and go together in the next one. Each request still waits for the
+    answer about its own batch before it answers 202.
+    """
 
     def __init__(self, client: aioredis.Redis, max_backlog: int) -> None:
         self.client = client
         self.max_backlog = max_backlog
         self._append = client.register_script(_APPEND)
+        self._waiting: list[tuple[bytes, asyncio.Future[bool]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def append(self, envelope: Envelope) -> None:
         """Queue one accepted batch (as durable as the Redis server's AOF), or raise
         :class:`BufferFull` or a Redis error. Never returns without the entry stored."""
-        stored = await self._append(keys=[STREAM], args=[self.max_backlog, _encoder.encode(envelope)])
-        if not stored:
+        stored: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((_encoder.encode(envelope), stored))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send())
+        if not await stored:
             raise BufferFull
+
+    async def _send(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting[:MAX_GROUP], self._waiting[MAX_GROUP:]
+            try:
+                count = int(await self._append(keys=[STREAM], args=[self.max_backlog, *(data for data, _ in group)]))
+            except Exception as error:  # every request of the group learns it was not stored
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for index, (_, future) in enumerate(group):
+                if not future.done():
+                    future.set_result(index < count)
 
 
 def backlog(client: redis.Redis) -> int:

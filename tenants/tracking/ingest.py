@@ -7,7 +7,6 @@ from the rows that insert actually added, so replaying an entry changes nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import defaultdict
@@ -100,6 +99,13 @@ def _month(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-01")
 
 
+def _json(rows: list[dict[str, Any]]) -> str:
+    return _encode(rows).decode()
+
+
+_encode = msgspec.json.Encoder().encode
+
+
 def _iso(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat()
 
@@ -131,7 +137,7 @@ _INSERT_VISITORS = text(
        ON CONFLICT DO NOTHING"""
 )
 _LOCK_VISITORS = text(
-    """SELECT id FROM visitors WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[]))
+    """SELECT id, first_touch IS NULL FROM visitors WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[]))
        ORDER BY id FOR UPDATE"""
 )
 _INSERT_VISITS = text(
@@ -139,12 +145,13 @@ _INSERT_VISITS = text(
            type, event_name, url, path, title, referrer, utm_source, utm_medium, utm_campaign, utm_term,
            utm_content, utm_id, click_ids, ad_cookies, partner_code, lang, screen, props, user_agent, ip,
            is_bot, bot_reason)
-       SELECT :tenant_id, r.hit_id, r.occurred_at, r.received_at, r.visitor_id, r.site_id, v.contact_id,
+       SELECT :tenant_id, r.hit_id, to_timestamp(r.occurred_ms / 1000.0), to_timestamp(r.received_ms / 1000.0),
+           r.visitor_id, r.site_id, v.contact_id,
            r.type, r.event_name, r.url, r.path, r.title, r.referrer, r.utm_source, r.utm_medium,
            r.utm_campaign, r.utm_term, r.utm_content, r.utm_id, r.click_ids, r.ad_cookies, r.partner_code,
            r.lang, r.screen, r.props, r.user_agent, r.ip, r.is_bot, r.bot_reason
-       FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(hit_id uuid, occurred_at timestamptz,
-           received_at timestamptz, visitor_id uuid, site_id uuid, type text, event_name text, url text,
+       FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(hit_id uuid, occurred_ms bigint,
+           received_ms bigint, visitor_id uuid, site_id uuid, type text, event_name text, url text,
            path text, title text, referrer text, utm_source text, utm_medium text, utm_campaign text,
            utm_term text, utm_content text, utm_id text, click_ids jsonb, ad_cookies jsonb,
            partner_code text, lang text, screen text, props jsonb, user_agent text, ip inet,
@@ -184,11 +191,10 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
     hits_by_id: dict[str, tuple[Envelope, Hit]] = {}
     visitors: dict[UUID, dict[str, Any]] = {}
     for envelope in envelopes:
-        received_at = _iso(envelope.received_at)
         is_bot = envelope.bot_reason is not None
         for hit in envelope.hits:
             hits_by_id[str(hit.hit_id)] = (envelope, hit)
-            rows.append(_visit_row(envelope, hit, received_at))
+            rows.append(_visit_row(envelope, hit))
             seen = visitors.setdefault(
                 envelope.visitor_id,
                 {
@@ -201,18 +207,22 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
             seen["is_bot"] = seen["is_bot"] and is_bot
     params = {"tenant_id": tenant_id}
     visitor_rows = sorted(visitors.values(), key=lambda row: row["id"])
-    session.execute(_INSERT_VISITORS, {**params, "rows": json.dumps(visitor_rows)})
+    session.execute(_INSERT_VISITORS, {**params, "rows": _json(visitor_rows)})
     # Lock in id order so concurrent ingest workers never deadlock on shared visitors.
-    session.execute(_LOCK_VISITORS, {**params, "ids": [row["id"] for row in visitor_rows]})
-    inserted = session.execute(_INSERT_VISITS, {**params, "rows": json.dumps(rows)}).scalars().all()
+    locked = session.execute(_LOCK_VISITORS, {**params, "ids": [row["id"] for row in visitor_rows]}).all()
+    without_first_touch = {visitor_id for visitor_id, missing in locked if missing}
+    inserted = session.execute(_INSERT_VISITS, {**params, "rows": _json(rows)}).scalars().all()
     if not inserted:
         return 0
     updates: dict[UUID, dict[str, Any]] = {}
     for hit_id in inserted:
         envelope, hit = hits_by_id[str(hit_id)]
         _fold(updates, envelope, hit)
-    update_rows = [_visitor_update_row(visitor_id, update) for visitor_id, update in sorted(updates.items())]
-    session.execute(_UPDATE_VISITORS, {**params, "rows": json.dumps(update_rows)})
+    update_rows = [
+        _visitor_update_row(visitor_id, update, with_first_touch=visitor_id in without_first_touch)
+        for visitor_id, update in sorted(updates.items())
+    ]
+    session.execute(_UPDATE_VISITORS, {**params, "rows": _json(update_rows)})
     # Known people's touches and last-seen follow their new visits (a merge may have run before these
     # hits were stored, and later visits move last touch on).
     linked = session.execute(_CONTACTS_OF, {**params, "ids": [str(v) for v in sorted(updates)]}).scalars().all()
@@ -221,12 +231,12 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
     return len(inserted)
 
 
-def _visit_row(envelope: Envelope, hit: Hit, received_at: str) -> dict[str, Any]:
+def _visit_row(envelope: Envelope, hit: Hit) -> dict[str, Any]:
     utm = hit.utm
     return {
         "hit_id": str(hit.hit_id),
-        "occurred_at": _iso(hit.ts),
-        "received_at": received_at,
+        "occurred_ms": hit.ts,
+        "received_ms": envelope.received_at,
         "visitor_id": str(envelope.visitor_id),
         "site_id": str(envelope.site_id),
         "type": hit.type,
@@ -279,8 +289,9 @@ def _fold(updates: dict[UUID, dict[str, Any]], envelope: Envelope, hit: Hit) -> 
         update["last_touch"] = hit
 
 
-def _visitor_update_row(visitor_id: UUID, update: dict[str, Any]) -> dict[str, Any]:
-    first: Hit | None = update["first_touch"]
+def _visitor_update_row(visitor_id: UUID, update: dict[str, Any], *, with_first_touch: bool) -> dict[str, Any]:
+    # A first touch is set once: building one for a visitor that has it would be thrown away.
+    first: Hit | None = update["first_touch"] if with_first_touch else None
     last: Hit | None = update["last_touch"]
     return {
         "id": str(visitor_id),

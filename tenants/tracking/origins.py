@@ -13,6 +13,7 @@ __all__ = ["bot_reason", "client_ip", "normalize_origin", "truncate_ip"]
 _crawlers = CrawlerDetect()
 
 
+@lru_cache(maxsize=4096)
 def normalize_origin(value: str) -> str | None:
     """``scheme://host[:port]`` in lower case, default ports dropped; None if it is not an origin."""
     parts = urlsplit(value.strip())
@@ -52,6 +53,7 @@ def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
     return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)
 
 
+@lru_cache(maxsize=65536)
 def truncate_ip(address: str | None) -> str | None:
     """IPv4 to its /24, IPv6 to its /48: enough for geography, not for a person."""
     if not address:
