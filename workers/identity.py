@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from uuid import UUID
 
 from sqlmodel import Session
@@ -14,8 +13,6 @@ __all__ = ["merge_history"]
 
 
 @tenant_task(queue="identity", name="trailmark.identity.merge_visitor_history")
-def merge_history(session: Session, visitor_id: str, contact_id: str, since: str | None = None) -> int:
+def merge_history(session: Session, visitor_id: str, contact_id: str) -> int:
     """Idempotent: a re-delivered task finds nothing left to move."""
-    return merge_visitor_history(
-        session, UUID(visitor_id), UUID(contact_id), datetime.fromisoformat(since) if since else None
-    )
+    return merge_visitor_history(session, UUID(visitor_id), UUID(contact_id))

@@ -13,7 +13,6 @@ The rules (DESIGN.md, Identity):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -118,7 +117,6 @@ def link_visitor(
             detail={**detail, "conflict": True, "reason": "the device holds a live login"},
         )
         return LinkOutcome.REFUSED
-    since = visitor.identified_at if previous is not None else None
     forget_identity(tenant_id, visitor_id)  # this process's pages see the change at once
     visitor.contact_id = contact_id
     visitor.evidence = evidence.value
@@ -138,14 +136,10 @@ def link_visitor(
         evidence=evidence.value,
         detail={**detail, "conflict": previous is not None},
     )
-    outbox.enqueue(
-        session,
-        MERGE_TASK,
-        str(visitor_id),
-        str(contact_id),
-        since.isoformat() if since else None,
-        queue="identity",
-    )
+    if outcome == LinkOutcome.LINKED:
+        # Its anonymous history is this contact's. A re-pointed device's history stays with the
+        # contact it had; its visits from now on are stored with the new one.
+        outbox.enqueue(session, MERGE_TASK, str(visitor_id), str(contact_id), queue="identity")
     return outcome
 
 
@@ -155,26 +149,17 @@ _MERGE_ALL = text(
            SELECT tenant_id, hit_id, occurred_at FROM visits
            WHERE tenant_id = :t AND visitor_id = :v AND contact_id IS NULL LIMIT :batch)"""
 )
-_MERGE_SINCE = text(
-    """UPDATE visits SET contact_id = :c
-       WHERE (tenant_id, hit_id, occurred_at) IN (
-           SELECT tenant_id, hit_id, occurred_at FROM visits
-           WHERE tenant_id = :t AND visitor_id = :v AND contact_id IS NULL AND occurred_at >= :since LIMIT :batch)"""
-)
 
 
-def merge_visitor_history(session: Session, visitor_id: UUID, contact_id: UUID, since: datetime | None = None) -> int:
-    """Give the contact the visitor's anonymous visits (from ``since`` on, for a re-pointed device, so
-    the previous contact keeps its past) in batches of :data:`MERGE_BATCH`, each its own transaction;
-    then refresh the contact's touches. Idempotent: a second run finds nothing left to move."""
+def merge_visitor_history(session: Session, visitor_id: UUID, contact_id: UUID) -> int:
+    """Give the contact the visitor's anonymous visits (all stored before its first link) in batches of
+    :data:`MERGE_BATCH`, each its own transaction; then refresh the contact's touches. Idempotent: a
+    second run finds nothing left to move."""
     tenant_id = current_tenant_id(session)
-    statement = _MERGE_SINCE if since is not None else _MERGE_ALL
     params: dict[str, Any] = {"t": tenant_id, "v": visitor_id, "c": contact_id, "batch": MERGE_BATCH}
-    if since is not None:
-        params["since"] = since
     moved = 0
     while True:
-        count = session.execute(statement, params).rowcount  # type: ignore[attr-defined]
+        count = session.execute(_MERGE_ALL, params).rowcount  # type: ignore[attr-defined]
         moved += count
         if count < MERGE_BATCH:
             break
@@ -187,32 +172,61 @@ def merge_visitor_history(session: Session, visitor_id: UUID, contact_id: UUID, 
             "history_merged",
             visitor_id=visitor_id,
             contact_id=contact_id,
-            detail={"visits": moved, "since": since.isoformat() if since else None},
+            detail={"visits": moved},
         )
     return moved
 
 
 def refresh_contact_touches(session: Session, contact_id: UUID) -> None:
-    """First touch: the earliest across the contact's browsers, set once. Last touch: the latest."""
-    session.execute(
-        text(
-            """WITH mine AS (SELECT * FROM visitors WHERE tenant_id = :t AND contact_id = :c),
-                    f AS (SELECT first_touch, first_touch_at FROM mine WHERE first_touch IS NOT NULL
-                          ORDER BY first_touch_at LIMIT 1),
-                    l AS (SELECT last_touch, last_touch_at FROM mine WHERE last_touch IS NOT NULL
-                          ORDER BY last_touch_at DESC LIMIT 1)
-               UPDATE contacts c SET
-                   first_touch = coalesce(c.first_touch, (SELECT first_touch FROM f)),
-                   first_touch_at = CASE WHEN c.first_touch IS NULL THEN (SELECT first_touch_at FROM f)
-                                         ELSE c.first_touch_at END,
-                   last_touch = CASE WHEN c.last_touch_at IS NULL OR (SELECT last_touch_at FROM l) > c.last_touch_at
-                                     THEN coalesce((SELECT last_touch FROM l), c.last_touch) ELSE c.last_touch END,
-                   last_touch_at = greatest(c.last_touch_at, (SELECT last_touch_at FROM l)),
-                   last_seen_at = greatest(c.last_seen_at, (SELECT max(last_seen_at) FROM mine))
-               WHERE c.tenant_id = :t AND c.id = :c"""
-        ),
-        {"c": contact_id, "t": current_tenant_id(session)},
-    )
+    """From the contact's own visits and the landings of the devices first identified as this contact
+    (not every device's: a re-pointed one's past is someone else's): first touch the earliest, set once;
+    last touch the latest visit with campaign data."""
+    session.execute(_REFRESH_TOUCHES, {"c": contact_id, "t": current_tenant_id(session)})
+
+
+# The touch of a visit, in the shape ingest gives visitors (tenants.tracking.ingest.touch_of).
+_TOUCH = """jsonb_build_object(
+    'at', to_char(v.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+    'landing_page', v.url,
+    'referrer', v.referrer,
+    'utm', jsonb_strip_nulls(jsonb_build_object('source', v.utm_source, 'medium', v.utm_medium,
+        'campaign', v.utm_campaign, 'term', v.utm_term, 'content', v.utm_content, 'id', v.utm_id)),
+    'click_ids', coalesce((SELECT jsonb_object_agg(k, jsonb_build_object('value', val, 'seen_at',
+        to_char(v.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
+        FROM jsonb_each_text(v.click_ids) AS c(k, val)), '{}'::jsonb),
+    'ad_cookies', v.ad_cookies,
+    'partner_code', v.partner_code)"""
+_CAMPAIGN = """(num_nonnulls(v.utm_source, v.utm_medium, v.utm_campaign, v.utm_term, v.utm_content, v.utm_id,
+    v.partner_code) > 0 OR v.click_ids <> '{}'::jsonb
+    OR (v.referrer IS NOT NULL AND split_part(split_part(v.referrer, '://', 2), '/', 1)
+        <> split_part(split_part(v.url, '://', 2), '/', 1)))"""
+_REFRESH_TOUCHES = text(
+    f"""WITH f AS (SELECT touch, at FROM (
+                       (SELECT {_TOUCH} AS touch, v.occurred_at AS at FROM visits v
+                        WHERE v.tenant_id = :t AND v.contact_id = :c AND NOT v.is_bot
+                        ORDER BY v.occurred_at LIMIT 1)
+                       UNION ALL
+                       -- the anonymous visits of devices first identified as this contact: they are
+                       -- this contact's history even before the merge has moved them
+                       (SELECT {_TOUCH} AS touch, v.occurred_at AS at FROM visits v
+                        WHERE v.tenant_id = :t AND v.contact_id IS NULL AND NOT v.is_bot
+                          AND v.visitor_id IN (SELECT e.visitor_id FROM identity_events e
+                                               WHERE e.tenant_id = :t AND e.kind = 'linked' AND e.contact_id = :c)
+                        ORDER BY v.occurred_at LIMIT 1)) candidates
+                   ORDER BY at LIMIT 1),
+             l AS (SELECT {_TOUCH} AS touch, v.occurred_at AS at FROM visits v
+                   WHERE v.tenant_id = :t AND v.contact_id = :c AND NOT v.is_bot AND {_CAMPAIGN}
+                   ORDER BY v.occurred_at DESC LIMIT 1),
+             s AS (SELECT max(v.occurred_at) AS at FROM visits v WHERE v.tenant_id = :t AND v.contact_id = :c)
+        UPDATE contacts c SET
+            first_touch = coalesce(c.first_touch, (SELECT touch FROM f)),
+            first_touch_at = CASE WHEN c.first_touch IS NULL THEN (SELECT at FROM f) ELSE c.first_touch_at END,
+            last_touch = CASE WHEN c.last_touch_at IS NULL OR (SELECT at FROM l) > c.last_touch_at
+                              THEN coalesce((SELECT touch FROM l), c.last_touch) ELSE c.last_touch END,
+            last_touch_at = greatest(c.last_touch_at, (SELECT at FROM l)),
+            last_seen_at = greatest(c.last_seen_at, (SELECT at FROM s))
+        WHERE c.tenant_id = :t AND c.id = :c"""  # noqa: S608 - fixed SQL fragments, no input
+)
 
 
 def merge_contacts(session: Session, keep_id: UUID, other_id: UUID) -> Contact:

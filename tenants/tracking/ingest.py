@@ -224,8 +224,10 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
     ]
     session.execute(_UPDATE_VISITORS, {**params, "rows": _json(update_rows)})
     # Known people's touches and last-seen follow their new visits (a merge may have run before these
-    # hits were stored, and later visits move last touch on).
+    # hits were stored, and later visits move last touch on). Commit first: a form submission locks a
+    # contact and then its visitor, so holding visitor locks while locking contacts could deadlock.
     linked = session.execute(_CONTACTS_OF, {**params, "ids": [str(v) for v in sorted(updates)]}).scalars().all()
+    session.commit()
     for contact_id in linked:
         refresh_contact_touches(session, contact_id)
     return len(inserted)
