@@ -24,10 +24,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 import redis
+from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import text
 
 from tenants.embedded import free_port, start_redis_server
 from tenants.isolation import tenant_session
+from tests.browser import DESKTOP_CHROME
 from tests.conftest import (
     REPO,
     LiveServer,
@@ -44,24 +46,8 @@ from tests.conftest import (
     wait_until,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run browser tests", allow_module_level=True)
-
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
-
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("pipeline")]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# HeadlessChrome's own user agent is flagged as a bot and as a mail scanner; people get an ordinary Chrome.
-DESKTOP_CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 MAIL_SCANNER = "Mozilla/5.0 (compatible; Barracuda Sentinel)"
 LANDING_QUERY = "?utm_source=newsletter&utm_medium=email&utm_campaign=launch"
 LANDING_UTM = {"source": "newsletter", "medium": "email", "campaign": "launch"}
@@ -82,14 +68,6 @@ PAGES = {
     "/offer": ("Offer", "<h1>Our spring offer</h1>"),
     "/thanks": ("Thanks", "<h1>Thank you</h1>"),
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 # --- the tenant's web site ------------------------------------------------------------------------

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 from uuid import UUID
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Response
 from sqlalchemy import text
 
 from tenants.contacts.service import ContactChanges, update_contact
@@ -23,26 +23,11 @@ from tenants.isolation import tenant_session
 from tenants.memberships.service import create_member
 from tenants.models import utcnow
 from tenants.security.passwords import hash_password
+from tests.browser import DESKTOP_CHROME
 from tests.conftest import LiveServer, TenantHandle, make_site, wait_until
-
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run browser tests", allow_module_level=True)
-
-from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Response, sync_playwright  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("pipeline")]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# HeadlessChrome's own user agent is flagged as a bot and as a mail scanner; people get an ordinary Chrome.
-DESKTOP_CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a brand new passphrase"
 SESSION = "tm_session"  # over http; `__Host-tm_session` on https
@@ -68,14 +53,6 @@ BLOCKS = [
         "visible_to": ["logged_in"],
     },
 ]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @contextmanager

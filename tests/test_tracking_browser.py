@@ -11,33 +11,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Route
 
+from tests.browser import DESKTOP_CHROME
 from tests.conftest import LiveServer, SiteHandle, TenantHandle, make_site, wait_stored
-
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run browser tests", allow_module_level=True)
-
-from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("pipeline")]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# HeadlessChrome's own user agent is (rightly) flagged as a bot; people get an ordinary Chrome.
-DESKTOP_CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 HEADLESS_DEFAULT = None
 """Keep Chromium's own user agent (``HeadlessChrome/…``)."""
@@ -54,14 +39,6 @@ PAGES = {
     "/pricing": ("Pricing", '<a id="to-app" href="/app">Open the app</a>'),
     "/app": ("App", "<button id=\"next\" onclick=\"history.pushState({}, '', '/app/step-2')\">Next</button>"),
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 class SitePages(BaseHTTPRequestHandler):
