@@ -59,8 +59,8 @@ def record_failure(tenant_id: UUID, bucket: str, subject: str, *, window_seconds
     key = _failure_key(tenant_id, bucket, subject)
     try:
         pipe = get_redis().pipeline(transaction=True)
+        pipe.set(key, 0, ex=window_seconds, nx=True)  # the window starts at the first failure (Redis 6 too)
         pipe.incr(key)
-        pipe.expire(key, window_seconds, nx=True)
         pipe.execute()
     except (redis.RedisError, OSError) as error:
         log.warning("failure throttle unavailable (%s)", error)
