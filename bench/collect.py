@@ -55,6 +55,11 @@ import msgspec
 from litestar import Litestar, Request, post
 
 REPO = Path(__file__).resolve().parents[1]
+# tests/ and bench/ are not installed packages: import them from the checkout, however this file runs.
+sys.path.insert(0, str(REPO))
+
+from bench.harness import BenchError, ensure_wrk, get_status, log, lua_string  # noqa: E402
+
 ORIGIN = "https://shop.example"
 USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
@@ -68,14 +73,6 @@ TAIL_SECONDS = 3
 shorter than uvicorn's 5 s keep-alive timeout, so no idle connection is closed under wrk (a read error)."""
 DRAIN_TIMEOUT_SECONDS = 120
 POLL_SECONDS = 0.05
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the baseline --------------------------------------------------------------------------------
@@ -132,12 +129,6 @@ def page_view(token: Any, hit_id: Any, ts: Any) -> dict[str, Any]:
             }
         ],
     }
-
-
-def _lua_string(value: str) -> str:
-    if "]==]" in value:
-        raise BenchError(f"cannot quote {value[:40]!r}… for Lua")
-    return f"[==[{value}]==]"
 
 
 def _body_pieces() -> list[str]:
@@ -266,8 +257,8 @@ def write_lua_script(path: Path, seconds: int, tokens: list[str]) -> None:
             load_seconds=seconds,
             run_id=secrets.token_hex(4),
             new_visitor_every=NEW_VISITOR_EVERY,
-            tokens=",\n".join(_lua_string(json.dumps(token)) for token in tokens),
-            body_pieces=", ".join(_lua_string(piece) for piece in _body_pieces()),
+            tokens=",\n".join(lua_string(json.dumps(token)) for token in tokens),
+            body_pieces=", ".join(lua_string(piece) for piece in _body_pieces()),
             content_type=CONTENT_TYPE,
             origin=ORIGIN,
             user_agent=USER_AGENT,
@@ -340,24 +331,6 @@ def parse_wrk_output(label: str, output: str, ok_status: range) -> LoadResult:
     )
 
 
-def ensure_wrk() -> str:
-    """wrk from PATH, else Debian's package (the bench machines are Debian and run as root)."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    log("wrk is not installed; trying `apt-get install -y wrk`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "install", "-y", "wrk"], ["apt-get", "update"], ["apt-get", "install", "-y", "wrk"]):
-        try:
-            subprocess.run(command, env=env, stdout=sys.stderr, stderr=sys.stderr, check=False)
-        except OSError:
-            break
-        found = shutil.which("wrk")
-        if found:
-            return found
-    raise BenchError("wrk is required and could not be installed: install it (Debian: apt-get install wrk)")
-
-
 # --- the system under test -----------------------------------------------------------------------
 
 
@@ -413,7 +386,7 @@ class Bench:
         )
         self.start("beat", [sys.executable, "-m", "api.cli", "beat"], env)
         api_url = f"http://127.0.0.1:{api_port}"
-        self.wait_until_answers("api", lambda: _get_status(f"{api_url}/health") == 200)
+        self.wait_until_answers("api", lambda: get_status(f"{api_url}/health") == 200)
         collect_path = f"/t/{site_key}/collect"
 
         log(f"landing {WARMUP_VISITORS} browsers without a token to get their visitor tokens")
@@ -642,15 +615,6 @@ def land_browsers(url: str, count: int) -> list[str]:
     return tokens
 
 
-def _get_status(url: str) -> int | None:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=1).status_code
-    except httpx.HTTPError:
-        return None
-
-
 def _post_status(url: str, body: dict[str, Any]) -> int | None:
     import httpx
 
@@ -681,8 +645,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_bare:
         serve_bare(args.serve_bare, args.api_workers)
         return 0
-    # tests/ is not an installed package: import its service helpers from the checkout.
-    sys.path.insert(0, str(REPO))
     signal.signal(signal.SIGTERM, _interrupt)
     bench = Bench(args)
     try:

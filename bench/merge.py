@@ -57,6 +57,11 @@ from types import FrameType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# tests/ and bench/ are not installed packages: import them from the checkout, however this file runs.
+sys.path.insert(0, str(REPO))
+
+from bench.harness import BenchError, get_status, log  # noqa: E402
+
 ORIGIN = "https://shop.example"
 USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
@@ -78,10 +83,6 @@ P95_TARGET_MS = 1000
 PAGES = ["/", "/pricing", "/features", "/blog/attribution", "/customers", "/pricing#faq", "/docs", "/signup"]
 
 
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
-
-
 class IncompleteMerge(BenchError):
     """A merge left visits behind or never happened: the exit status says so."""
 
@@ -94,10 +95,6 @@ a weakref or ``__del__`` callback runs has its exception printed and swallowed, 
 def check_stop() -> None:
     if STOP.is_set():
         raise KeyboardInterrupt("stop requested")
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- services and processes (independent of what is measured) --------------------------------------
@@ -143,7 +140,7 @@ class BenchServices:
         self.start("api", ["api"], {**env, "TRAILMARK_PORT": str(port), "TRAILMARK_PUBLIC_URL": api_url})
         self.start("worker", ["worker", "--concurrency", str(concurrency)], env)
         self.start("beat", ["beat"], env)
-        self.wait_until_answers("api", lambda: _get_status(f"{api_url}/health") == 200)
+        self.wait_until_answers("api", lambda: get_status(f"{api_url}/health") == 200)
         return api_url
 
     def start(self, name: str, cli_args: list[str], env: dict[str, str]) -> None:
@@ -193,15 +190,6 @@ class BenchServices:
             log(f"logs kept in {self.workdir}")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _get_status(url: str) -> int | None:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=1).status_code
-    except httpx.HTTPError:
-        return None
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -524,8 +512,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.submissions < 1 or args.history < 1:
         log("--submissions and --history must be at least 1")
         return 2
-    # tests/ is not an installed package: import its service helpers from the checkout.
-    sys.path.insert(0, str(REPO))
     # Also SIGINT: a shell that starts the bench in the background hands it SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -53,6 +53,11 @@ from typing import Any
 from litestar import Litestar, MediaType, Response, get
 
 REPO = Path(__file__).resolve().parents[1]
+# tests/ and bench/ are not installed packages: import them from the checkout, however this file runs.
+sys.path.insert(0, str(REPO))
+
+from bench.harness import BenchError, ensure_wrk, get_status, log, lua_string  # noqa: E402
+
 PAGE_SLUG = "welcome"
 FIRST_NAME = "Monica"
 GREETING = f"Hello {FIRST_NAME}, welcome back"
@@ -124,14 +129,6 @@ def blocks(form_id: uuid.UUID) -> list[dict[str, Any]]:
             "visible_to": ["anonymous", "identified", "logged_in"],
         },
     ]
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on; the message says why."""
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the baseline --------------------------------------------------------------------------------
@@ -218,16 +215,8 @@ end
 )
 
 
-def _lua_string(value: str) -> str:
-    if "]==]" in value:
-        raise BenchError(f"cannot quote {value[:40]!r}… for Lua")
-    return f"[==[{value}]==]"
-
-
 def write_lua_script(path: Path, visitor_token: str) -> None:
-    path.write_text(
-        LUA_SCRIPT.substitute(greeting=_lua_string(GREETING), cookie=_lua_string(f"tm_vid={visitor_token}"))
-    )
+    path.write_text(LUA_SCRIPT.substitute(greeting=lua_string(GREETING), cookie=lua_string(f"tm_vid={visitor_token}")))
 
 
 @dataclass
@@ -289,24 +278,6 @@ def parse_wrk_output(label: str, output: str) -> LoadResult:
     )
 
 
-def ensure_wrk() -> str:
-    """wrk from PATH, else Debian's package (the bench machines are Debian and run as root)."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    log("wrk is not installed; trying `apt-get install -y wrk`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "install", "-y", "wrk"], ["apt-get", "update"], ["apt-get", "install", "-y", "wrk"]):
-        try:
-            subprocess.run(command, env=env, stdout=sys.stderr, stderr=sys.stderr, check=False)
-        except OSError:
-            break
-        found = shutil.which("wrk")
-        if found:
-            return found
-    raise BenchError("wrk is required and could not be installed: install it (Debian: apt-get install wrk)")
-
-
 # --- the system under test -----------------------------------------------------------------------
 
 
@@ -336,7 +307,7 @@ class Bench:
         workers = str(self.args.api_workers)
         api_env = {**env, "TRAILMARK_PORT": str(api_port), "TRAILMARK_PUBLIC_URL": api_url}
         self.start("api", [sys.executable, "-m", "api.cli", "api", "--workers", workers], api_env)
-        self.wait_until_answers("api", lambda: _get_status(f"{api_url}/health") == 200)
+        self.wait_until_answers("api", lambda: get_status(f"{api_url}/health") == 200)
         page_path = f"/s/{setup.tenant_slug}/{PAGE_SLUG}"
         body = self.capture_page(api_url + page_path, setup.visitor_token)
         body_path = self.workdir / "page.html"
@@ -353,7 +324,7 @@ class Bench:
             {**env, BARE_BODY_ENV: str(body_path)},
         )
         bare_url = f"http://127.0.0.1:{bare_port}{page_path}"
-        self.wait_until_answers("bare", lambda: _get_status(bare_url) == 200)
+        self.wait_until_answers("bare", lambda: get_status(bare_url) == 200)
         bare = self.load(wrk, script, bare_url, "bare", server="bare")
         self.stop("bare")
 
@@ -552,15 +523,6 @@ class Bench:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _get_status(url: str) -> int | None:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=1).status_code
-    except httpx.HTTPError:
-        return None
-
-
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -586,8 +548,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds < 1 or args.connections < 1 or args.threads < 1 or args.api_workers < 1:
         log("--seconds, --connections, --threads and --api-workers must be at least 1")
         return 2
-    # tests/ is not an installed package: import its service helpers from the checkout.
-    sys.path.insert(0, str(REPO))
     # Also SIGINT: a shell that starts the bench in the background hands it SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
