@@ -17,8 +17,9 @@ from api.links.controller import LinksController, exchange, follow_link, whoami
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.public import MEMBERSHIP_HANDLERS, PAGE_HANDLERS
 from api.problems import EXCEPTION_HANDLERS
-from api.tracking.collect import collect, collect_preflight, tracker_script
+from api.tracking.collect import SKIP_COMPRESSION, collect, tracker_script
 from api.tracking.controller import SitesController, VisitorsController, VisitsController
+from tenants.heap import freeze_startup_heap
 from tenants.logs import configure_logging
 from tenants.settings import get_settings
 from tenants.tracking.buffer import IngestProducer
@@ -56,12 +57,11 @@ def create_app() -> Litestar:
             *MEMBERSHIP_HANDLERS,
             *PAGE_HANDLERS,
             tracker_script,
-            collect_preflight,  # before collect, so it replaces Litestar's automatic OPTIONS handler
             collect,
         ],
-        on_startup=[_connect_redis],
-        on_shutdown=[_close_redis],
-        compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
+        on_startup=[_start_serving],
+        on_shutdown=[_stop_serving],
+        compression_config=CompressionConfig(backend="gzip", minimum_size=1024, exclude_opt_key=SKIP_COMPRESSION),
         dependencies={"caller": provide_caller},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_API_BODY,
@@ -78,12 +78,13 @@ def create_app() -> Litestar:
     )
 
 
-async def _connect_redis(app: Litestar) -> None:
+async def _start_serving(app: Litestar) -> None:
     settings = get_settings()
     assert settings.redis_url is not None
     client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     app.state.ingest = IngestProducer(client, settings.ingest_max_backlog)
+    freeze_startup_heap()  # last: everything the process needs to serve is allocated
 
 
-async def _close_redis(app: Litestar) -> None:
+async def _stop_serving(app: Litestar) -> None:
     await app.state.ingest.client.aclose()

@@ -81,7 +81,7 @@ POLL_SECONDS = 0.05
 def create_bare_app() -> Litestar:
     """What any Litestar endpoint pays to take this body, parse it and answer, with nothing else."""
 
-    @post("/t/{site_key:str}/collect", status_code=204)
+    @post("/collect/{site_key:str}", status_code=204)
     async def bare_collect(request: Request[Any, Any, Any]) -> None:
         msgspec.json.decode(await request.body())
 
@@ -387,7 +387,7 @@ class Bench:
         self.start("beat", [sys.executable, "-m", "api.cli", "beat"], env)
         api_url = f"http://127.0.0.1:{api_port}"
         self.wait_until_answers("api", lambda: get_status(f"{api_url}/health") == 200)
-        collect_path = f"/t/{site_key}/collect"
+        collect_path = f"/collect/{site_key}"
 
         log(f"landing {WARMUP_VISITORS} browsers without a token to get their visitor tokens")
         tokens = land_browsers(api_url + collect_path, WARMUP_VISITORS)

@@ -29,7 +29,7 @@ from sqlalchemy import text
 
 from tenants.embedded import free_port, start_redis_server
 from tenants.isolation import tenant_session
-from tests.browser import DESKTOP_CHROME
+from tests.browser import DESKTOP_CHROME, is_collect
 from tests.conftest import (
     REPO,
     LiveServer,
@@ -301,10 +301,6 @@ def follow_link(page: Page, link: str) -> str:
     assert redirect is not None
     assert redirect.status == 302
     return str(redirect.headers["location"])
-
-
-def is_collect(url: str) -> bool:
-    return urlsplit(url).path.endswith("/collect")
 
 
 def whoami(page: Page) -> dict[str, Any]:
@@ -699,7 +695,7 @@ class Stack:
             "utm": {name[4:]: values[0] for name, values in query.items() if name.startswith("utm_")},
         }
         response = self.public(
-            f"/t/{self.shop.site.site_key}/collect", json.dumps({"v": 1, "token": token, "hits": [hit]})
+            f"/collect/{self.shop.site.site_key}", json.dumps({"v": 1, "token": token, "hits": [hit]})
         )
         assert response.status_code == 202, response.text
         return str(response.json()["token"])

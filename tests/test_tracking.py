@@ -59,7 +59,7 @@ def batch(*hits: dict[str, Any], token: str | None = None) -> bytes:
 
 
 def post(client: Any, site: SiteHandle, body: bytes, headers: dict[str, str] | None = None) -> Any:
-    return client.post(f"/t/{site.site_key}/collect", content=body, headers=headers or HEADERS)
+    return client.post(f"/collect/{site.site_key}", content=body, headers=headers or HEADERS)
 
 
 @pytest.fixture
@@ -126,13 +126,46 @@ def test_oversized_hits_and_batches_get_413(client: TestClient[Any], site: SiteH
     assert post(client, site, batch(*many)).status_code == 413
 
 
+def test_a_streamed_body_over_the_limit_is_413_without_a_length(client: TestClient[Any], site: SiteHandle) -> None:
+    chunk = b" " * 64 * 1024  # JSON whitespace: only the size can refuse it
+
+    def body() -> Iterator[bytes]:
+        yield batch(hit())[:-1]
+        yield from (chunk for _ in range(10))
+        yield b"}"
+
+    streamed = client.post(f"/collect/{site.site_key}", content=body(), headers=HEADERS)
+    assert streamed.status_code == 413
+    assert "limit" in streamed.json()["detail"]
+    assert streamed.headers["access-control-allow-origin"] == ORIGIN  # the tracker may read why
+
+
+def test_collect_speaks_http_properly(client: TestClient[Any], site: SiteHandle) -> None:
+    preflight = client.options(
+        f"/collect/{site.site_key}", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status_code == 204
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "content-length" not in preflight.headers  # RFC 9110: none on 204
+    foreign = client.options(f"/collect/{site.site_key}", headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    wrong_method = client.get(f"/collect/{site.site_key}", headers=HEADERS)
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "POST, OPTIONS"
+    for path in ("/collect", "/collect/", f"/collect/{site.site_key}/extra"):
+        assert client.post(path, content=batch(hit()), headers=HEADERS).status_code == 404, path
+    answer = post(client, site, batch(hit()))
+    assert answer.headers["content-type"] == "application/json"
+    assert int(answer.headers["content-length"]) == len(answer.content)
+
+
 def test_unknown_origin_and_unknown_site_are_refused(client: TestClient[Any], site: SiteHandle) -> None:
     foreign = post(client, site, batch(hit()), {**HEADERS, "Origin": "https://evil.example"})
     assert foreign.status_code == 403
     assert "not allowed" in foreign.json()["detail"]
     no_origin = {k: v for k, v in HEADERS.items() if k != "Origin"}
     assert post(client, site, batch(hit()), no_origin).status_code == 403
-    unknown = client.post("/t/no-such-site/collect", content=batch(hit()), headers=HEADERS)
+    unknown = client.post("/collect/no-such-site", content=batch(hit()), headers=HEADERS)
     assert unknown.status_code == 404
 
 
@@ -145,7 +178,7 @@ def test_tracker_script_is_configured_and_cacheable(client: TestClient[Any], sit
     response = client.get(f"/t/{site.site_key}.js")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/javascript")
-    assert f"/t/{site.site_key}/collect" in response.text
+    assert f"/collect/{site.site_key}" in response.text
     assert "__TRAILMARK_CONFIG__" not in response.text
     etag = response.headers["etag"]
     assert client.get(f"/t/{site.site_key}.js", headers={"If-None-Match": etag}).status_code == 304
@@ -365,7 +398,7 @@ def send(base_url: str, site: SiteHandle, count: int, per_batch: int = 5) -> tup
     accepted, refused = 0, []
     with httpx.Client(base_url=base_url, headers=HEADERS, timeout=10) as http:
         for _ in range(count):
-            response = http.post(f"/t/{site.site_key}/collect", content=batch(*(hit() for _ in range(per_batch))))
+            response = http.post(f"/collect/{site.site_key}", content=batch(*(hit() for _ in range(per_batch))))
             if response.status_code == 202:
                 accepted += per_batch
             else:

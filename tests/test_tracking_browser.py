@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route
 
-from tests.browser import DESKTOP_CHROME
+from tests.browser import DESKTOP_CHROME, is_collect
 from tests.conftest import LiveServer, SiteHandle, TenantHandle, make_site, wait_stored
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("pipeline")]
@@ -269,10 +269,6 @@ def test_a_bot_is_stored_flagged_and_kept_out_of_attribution(
     assert stored["is_bot"] is True
     assert stored["bot_reason"].startswith(reason), stored["bot_reason"]
     assert site.get("/api/v1/visitors", is_bot="false")["items"] == []
-
-
-def is_collect(url: str) -> bool:
-    return urlsplit(url).path.endswith("/collect")
 
 
 def test_an_unknown_origin_is_refused(browser: Browser, tenant_site: TenantSite) -> None:

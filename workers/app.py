@@ -7,6 +7,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
+from tenants.heap import freeze_startup_heap
 from tenants.isolation import dispose_engine
 from tenants.logs import configure_logging
 from tenants.models import OutboxMessage
@@ -116,3 +117,4 @@ def _after_fork(**_: object) -> None:
     configure_logging()
     dispose_engine()
     install_outbox_publisher()
+    freeze_startup_heap()

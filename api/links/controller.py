@@ -133,7 +133,7 @@ class CodeExchange(msgspec.Struct):
 async def exchange(request: Request[Any, Any, Any], site_key: FromPath[str]) -> Response[Any]:
     """The tracker trades a tracked link's one-time code for identification of its own browser."""
     site = await site_for(site_key)
-    origin = request_origin(request)
+    origin = request_origin(request.headers)
     if site is None or origin is None or origin not in site.allowed_origins:
         return problem(403, "origin not allowed for this site")
     try:
@@ -151,7 +151,7 @@ async def exchange(request: Request[Any, Any, Any], site_key: FromPath[str]) -> 
         status_code=200,
         headers=cors_headers(origin),
     )
-    if result.reissued and same_site(request, origin):  # hosted pages: keep our HttpOnly cookie current
+    if result.reissued and same_site(request.headers, origin):  # hosted pages: keep our HttpOnly cookie current
         response.set_cookie(visitor_cookie(result.visitor_token))
     return response
 
@@ -181,7 +181,7 @@ async def whoami(request: Request[Any, Any, Any], site_key: FromPath[str]) -> Re
     """Client-side personalization: the level of this browser and, when identified, its first name.
     The token comes from our own cookie (same-site), the body (``trailmark('whoami', cb)``) or ``?token=``."""
     site = await site_for(site_key)
-    origin = request_origin(request)
+    origin = request_origin(request.headers)
     if site is None or origin is None or origin not in site.allowed_origins:
         return problem(403, "origin not allowed for this site")
     try:

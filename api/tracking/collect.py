@@ -1,5 +1,12 @@
-"""Public tracking endpoints: the tracker script and collect. Async end to end; touches Redis only
-(the site lookup reads PostgreSQL once per site per 30 s, in a worker thread)."""
+"""Public tracking endpoints: the tracker script and collect.
+
+Collect takes every page view of every tenant's sites, so it is a plain ASGI handler mounted at
+``/collect`` (``POST /collect/{site_key}``): it reads the few headers it needs in one pass over the scope
+and writes its answer as two ASGI messages, without Litestar's request, parameter and response objects
+(twice the throughput, see ``bench/collect.py``). It is a mount because Litestar 2 cannot route an
+ASGI handler whose path has a parameter. It touches Redis only; the site lookup reads PostgreSQL once
+per site per 30 s, in a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +14,30 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from functools import lru_cache
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import anyio.to_thread
 import msgspec
-from litestar import Request, Response, get, post, route
+from litestar import Request, Response, asgi, get
 from litestar.params import FromPath
+from litestar.types import (
+    HTTPReceiveMessage,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Receive,
+    Scope,
+    Send,
+)
 from redis.exceptions import RedisError
 
 from api.cookies import visitor_cookie
+from api.problems import problem
 from tenants.settings import get_settings
 from tenants.tracking.buffer import BufferFull, IngestProducer
 from tenants.tracking.hits import MAX_BATCH_BYTES, BatchError, Envelope, decode_batch
@@ -27,8 +46,9 @@ from tenants.tracking.sites import SiteConfig, cached_site, resolve_site
 from tenants.tracking.visitors import VISITOR_COOKIE, visitor_of_browser
 
 __all__ = [
+    "SKIP_COMPRESSION",
     "collect",
-    "collect_preflight",
+    "collect_url",
     "cors_headers",
     "request_origin",
     "same_site",
@@ -39,6 +59,8 @@ __all__ = [
 log = logging.getLogger("trailmark.collect")
 RETRY_AFTER_SECONDS = 5
 TRACKER_SOURCE = Path(__file__).parent / "static" / "tracker.js"
+SKIP_COMPRESSION = "skip_compression"
+"""Route option: the compression middleware leaves these handlers alone (their answers are tiny)."""
 _encode = msgspec.json.encode
 
 
@@ -47,11 +69,6 @@ async def site_for(site_key: str) -> SiteConfig | None:
     if known:
         return site
     return await anyio.to_thread.run_sync(resolve_site, site_key)
-
-
-def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[bytes]:
-    body = _encode({"type": "about:blank", "status": status, "detail": detail})
-    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
 def cors_headers(origin: str) -> dict[str, str]:
@@ -63,55 +80,176 @@ def cors_headers(origin: str) -> dict[str, str]:
     }
 
 
-def request_origin(request: Request[Any, Any, Any]) -> str | None:
-    origin = request.headers.get("origin")
+def request_origin(headers: Mapping[str, str]) -> str | None:
+    """The page's origin: ``Origin``, else the scheme and host of ``Referer``. Header names in lower case."""
+    origin = headers.get("origin")
     if origin and origin != "null":
         return normalize_origin(origin)
-    referer = request.headers.get("referer")
+    referer = headers.get("referer")
     if referer:
         parts = urlsplit(referer)
         return normalize_origin(f"{parts.scheme}://{parts.netloc}")
     return None
 
 
-def same_site(request: Request[Any, Any, Any], origin: str) -> bool:
-    """Collect is served on the page's own host (a proxy or hosted pages): the server may set the cookie."""
-    host = (request.headers.get("host") or "").split(":")[0].lower()
+def same_site(headers: Mapping[str, str], origin: str) -> bool:
+    """Served on the page's own host (a proxy or hosted pages): the server may set the visitor cookie."""
+    host = (headers.get("host") or "").split(":")[0].lower()
     return bool(host) and urlsplit(origin).hostname == host
 
 
-@post("/t/{site_key:str}/collect", request_max_body_size=MAX_BATCH_BYTES, include_in_schema=False)
-async def collect(request: Request[Any, Any, Any], site_key: FromPath[str]) -> Response[bytes]:
-    """Accept a batch of hits: validate, queue durably in Redis, answer 202 with the visitor token."""
+# --- collect -------------------------------------------------------------------------------------
+
+
+class Answer(msgspec.Struct):
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = {}
+    content_type: str = "application/json"
+    cookie: tuple[bytes, bytes] | None = None
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Answer:
+    """RFC 9457 problem details, as ``api/problems.py`` writes them for the other endpoints."""
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+    return Answer(status, _encode(body), headers or {}, "application/problem+json")
+
+
+_COLLECT_HEADERS = {
+    name.encode(): name
+    for name in (
+        "origin",
+        "referer",
+        "host",
+        "cookie",
+        "user-agent",
+        "content-length",
+        "dnt",
+        "sec-gpc",
+        "sec-purpose",
+        "purpose",
+        "x-forwarded-for",
+    )
+}
+
+
+def _read_headers(scope: HTTPScope) -> dict[str, str]:
+    """The headers collect reads, by lower-case name (ASGI servers give names in lower case); a
+    repeated one is joined as HTTP joins it."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = _COLLECT_HEADERS.get(raw_name)
+        if name is None:
+            continue
+        value = raw_value.decode("latin-1")
+        if name in found:
+            value = found[name] + ("; " if name == "cookie" else ", ") + value
+        found[name] = value
+    return found
+
+
+def _cookie(header: str | None, name: str) -> str | None:
+    for pair in (header or "").split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key == name:
+            return value.strip('"')
+    return None
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its body arrived: nothing to answer."""
+
+
+async def _read_body(receive: Receive, declared_length: str | None) -> bytes:
+    too_large = BatchError(413, f"the batch is over {MAX_BATCH_BYTES} bytes, the limit")
+    if declared_length and declared_length.isdigit() and int(declared_length) > MAX_BATCH_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = cast("HTTPReceiveMessage", await receive())
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message["body"]
+        size += len(chunk)
+        if size > MAX_BATCH_BYTES:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+COLLECT_PATH = "/collect"
+
+
+def collect_url(base_url: str, site_key: str) -> str:
+    return f"{base_url}{COLLECT_PATH}/{site_key}"
+
+
+@asgi(COLLECT_PATH, is_mount=True, copy_scope=False, opt={SKIP_COMPRESSION: True})
+async def collect(scope: Scope, receive: Receive, send: Send) -> None:
+    """``/collect/{site_key}``. POST: a batch of hits; OPTIONS: the CORS preflight (the tracker sends
+    text/plain and needs none, but other senders may)."""
+    http = cast("HTTPScope", scope)  # an ASGI route handler also takes websockets; this path has none
+    headers = _read_headers(http)
+    site_key = http["path"].strip("/")  # what follows the mount path
+    if not site_key or "/" in site_key:
+        answer = _problem(404, "not found: collect is POST /collect/{site_key}")
+    elif http["method"] == "POST":
+        try:
+            answer = await _accept_batch(http, receive, headers, site_key)
+        except _ClientGone:
+            return
+    elif http["method"] == "OPTIONS":
+        answer = await _preflight(headers, site_key)
+    else:
+        answer = _problem(405, "collect takes POST", {"Allow": "POST, OPTIONS"})
+    response_headers = [(name.encode(), value.encode("latin-1")) for name, value in answer.headers.items()]
+    if answer.status != 204:  # No Content has no content headers (RFC 9110, 8.6)
+        response_headers.append((b"content-type", answer.content_type.encode()))
+        response_headers.append((b"content-length", str(len(answer.body)).encode()))
+    if answer.cookie:
+        response_headers.append(answer.cookie)
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": answer.status,
+        "headers": response_headers,
+    }
+    await send(start)
+    body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": answer.body, "more_body": False}
+    await send(body)
+
+
+async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, str], site_key: str) -> Answer:
+    """Validate, queue durably in Redis, answer 202 with the visitor token."""
     site = await site_for(site_key)
     if site is None:
         return _problem(404, "unknown site")
-    origin = request_origin(request)
+    origin = request_origin(headers)
     if origin is None or origin not in site.allowed_origins:
         # Readable by the refused page's tracker, so it drops the hits instead of retrying forever.
         refusal = cors_headers(origin) if origin else None
         return _problem(403, f"origin {origin or '(none)'} is not allowed for this site", refusal)
     cors = cors_headers(origin)
-    if site.honor_dnt and (request.headers.get("dnt") == "1" or request.headers.get("sec-gpc") == "1"):
-        return Response(b"", status_code=204, headers=cors)
+    if site.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
+        return Answer(204, headers=cors)
     try:
-        body_token, hits = decode_batch(await request.body())
+        body_token, hits = decode_batch(await _read_body(receive, headers.get("content-length")))
     except BatchError as error:
         return _problem(error.status, error.reason, cors)
 
-    settings = get_settings()
     browser = visitor_of_browser(
         site.tenant_id,
-        request.cookies.get(VISITOR_COOKIE),
+        _cookie(headers.get("cookie"), VISITOR_COOKIE),
         body_token,
         first_hit=(hits[0].hit_id, hits[0].ts),
     )
-    user_agent = request.headers.get("user-agent")
-    reason = bot_reason(user_agent, request.headers.get("sec-purpose") or request.headers.get("purpose"))
+    user_agent = headers.get("user-agent")
+    reason = bot_reason(user_agent, headers.get("sec-purpose") or headers.get("purpose"))
     accepted = len(hits)
     if reason is None or site.bot_policy == "flag":
-        peer = request.client.host if request.client else None
-        ip = client_ip(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+        client = scope.get("client")
+        ip = client_ip(client[0] if client else None, headers.get("x-forwarded-for"), get_settings().trusted_proxies)
         envelope = Envelope(
             tenant_id=site.tenant_id,
             site_id=site.site_id,
@@ -122,51 +260,46 @@ async def collect(request: Request[Any, Any, Any], site_key: FromPath[str]) -> R
             ip=truncate_ip(ip) if site.truncate_ip else ip,
             bot_reason=reason,
         )
-        producer: IngestProducer = request.app.state.ingest
+        producer: IngestProducer = scope["litestar_app"].state.ingest
         try:
             await producer.append(envelope)
         except BufferFull:
-            return _problem(
-                503,
-                "the ingest buffer is full; retry later",
-                {**cors, "Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            retry = {**cors, "Retry-After": str(RETRY_AFTER_SECONDS)}
+            return _problem(503, "the ingest buffer is full; retry later", retry)
         except (RedisError, OSError) as error:
             log.warning("collect could not reach Redis: %s", error)
-            return _problem(
-                503,
-                "tracking is briefly unavailable; retry later",
-                {**cors, "Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            retry = {**cors, "Retry-After": str(RETRY_AFTER_SECONDS)}
+            return _problem(503, "tracking is briefly unavailable; retry later", retry)
     else:
         accepted = 0  # bot_policy 'drop'
     body = _encode({"token": browser.token, "visitor_id": str(browser.visitor_id), "accepted": accepted})
-    response = Response(body, status_code=202, media_type="application/json", headers=cors)
-    if browser.reissued and same_site(request, origin):
-        response.set_cookie(visitor_cookie(browser.token))
-    return response
+    cookie = None
+    if browser.reissued and same_site(headers, origin):
+        cookie = visitor_cookie(browser.token).to_encoded_header()
+    return Answer(202, body, cors, cookie=cookie)
 
 
-@route("/t/{site_key:str}/collect", http_method="OPTIONS", include_in_schema=False)
-async def collect_preflight(request: Request[Any, Any, Any], site_key: FromPath[str]) -> Response[bytes]:
-    """CORS preflight (the tracker sends text/plain and needs none, but other senders may)."""
+async def _preflight(headers: dict[str, str], site_key: str) -> Answer:
     site = await site_for(site_key)
-    origin = request_origin(request)
+    origin = request_origin(headers)
     if site is None or origin is None or origin not in site.allowed_origins:
         return _problem(403, "origin not allowed")
-    headers = {
+    allowed = {
         **cors_headers(origin),
         "Access-Control-Allow-Methods": "POST, OPTIONS",
         "Access-Control-Allow-Headers": "Content-Type",
         "Access-Control-Max-Age": "86400",
     }
-    return Response(b"", status_code=204, headers=headers)
+    return Answer(204, headers=allowed)
+
+
+# --- the tracker script --------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=1024)
 def _script_for(site_key: str, base_url: str, partner_params: tuple[str, ...], honor_dnt: bool) -> tuple[bytes, str]:
     config = {
-        "collect": f"{base_url}/t/{site_key}/collect",
+        "collect": collect_url(base_url, site_key),
         "exchange": f"{base_url}/t/{site_key}/exchange",
         "whoami": f"{base_url}/t/{site_key}/whoami",
         "cookie": VISITOR_COOKIE,
@@ -179,13 +312,13 @@ def _script_for(site_key: str, base_url: str, partner_params: tuple[str, ...], h
 
 
 @get("/t/{script:str}", include_in_schema=False)
-async def tracker_script(request: Request[Any, Any, Any], script: FromPath[str]) -> Response[bytes]:
+async def tracker_script(request: Request[Any, Any, Any], script: FromPath[str]) -> Response[Any]:
     """``/t/{site_key}.js``: the tracker with the site's settings filled in."""
     if not script.endswith(".js"):
-        return _problem(404, "not found")
+        return problem(404, "not found")
     site = await site_for(script.removesuffix(".js"))
     if site is None:
-        return _problem(404, "unknown site")
+        return problem(404, "unknown site")
     body, etag = _script_for(site.site_key, get_settings().base_url, site.partner_params, site.honor_dnt)
     headers = {"ETag": etag, "Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
     if request.headers.get("if-none-match") == etag:
