@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,26 @@ def test_first_touch_is_kept_and_last_touch_follows_campaigns(client: TestClient
 
     detail = client.get(f"/api/v1/visitors/{visitor['id']}", headers=site.tenant.headers).json()
     assert [v["path"] for v in detail["visits"]] == ["/", "/pricing", "/blog"]
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_a_referrer_from_another_host_is_a_touch_and_the_own_host_is_not(
+    client: TestClient[Any], site: SiteHandle
+) -> None:
+    landing = hit("/?utm_source=google", utm={"source": "google"})
+    token = post(client, site, batch(landing)).json()["token"]
+    article = hit("/guide", referrer="https://news.example/article?id=1")
+    article["ts"] = landing["ts"] + 1000
+    internal = hit("/pricing", referrer="https://SHOP.example:443/guide")  # the same host, spelled otherwise
+    internal["ts"] = landing["ts"] + 2000
+    post(client, site, batch(article, internal, token=token))
+    wait_stored(site.tenant.tenant_id, 3)
+    (visitor,) = visitors_of(client, site.tenant)
+    assert visitor["first_touch"]["utm"] == {"source": "google"}
+    assert visitor["last_touch"]["referrer"] == "https://news.example/article?id=1"
+    assert visitor["last_touch"]["landing_page"] == f"{ORIGIN}/guide"
+    expected_at = datetime.fromtimestamp(article["ts"] / 1000, UTC)
+    assert datetime.fromisoformat(visitor["last_touch"]["at"]) == expected_at
 
 
 @pytest.mark.usefixtures("pipeline")

@@ -36,6 +36,7 @@ from tenants.models import (
 )
 from tenants.outbox import service as outbox
 from tenants.security.tokens import get_signer
+from tenants.tracking.touches import CAMPAIGN_SQL, TOUCH_SQL
 from tenants.tracking.visitors import VISITOR_PURPOSE
 
 __all__ = [
@@ -184,38 +185,22 @@ def refresh_contact_touches(session: Session, contact_id: UUID) -> None:
     session.execute(_REFRESH_TOUCHES, {"c": contact_id, "t": current_tenant_id(session)})
 
 
-# The touch of a visit, in the shape ingest gives visitors (tenants.tracking.ingest.touch_of).
-_TOUCH = """jsonb_build_object(
-    'at', to_char(v.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
-    'landing_page', v.url,
-    'referrer', v.referrer,
-    'utm', jsonb_strip_nulls(jsonb_build_object('source', v.utm_source, 'medium', v.utm_medium,
-        'campaign', v.utm_campaign, 'term', v.utm_term, 'content', v.utm_content, 'id', v.utm_id)),
-    'click_ids', coalesce((SELECT jsonb_object_agg(k, jsonb_build_object('value', val, 'seen_at',
-        to_char(v.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
-        FROM jsonb_each_text(v.click_ids) AS c(k, val)), '{}'::jsonb),
-    'ad_cookies', v.ad_cookies,
-    'partner_code', v.partner_code)"""
-_CAMPAIGN = """(num_nonnulls(v.utm_source, v.utm_medium, v.utm_campaign, v.utm_term, v.utm_content, v.utm_id,
-    v.partner_code) > 0 OR v.click_ids <> '{}'::jsonb
-    OR (v.referrer IS NOT NULL AND split_part(split_part(v.referrer, '://', 2), '/', 1)
-        <> split_part(split_part(v.url, '://', 2), '/', 1)))"""
 _REFRESH_TOUCHES = text(
     f"""WITH f AS (SELECT touch, at FROM (
-                       (SELECT {_TOUCH} AS touch, v.occurred_at AS at FROM visits v
+                       (SELECT {TOUCH_SQL} AS touch, v.occurred_at AS at FROM visits v
                         WHERE v.tenant_id = :t AND v.contact_id = :c AND NOT v.is_bot
                         ORDER BY v.occurred_at LIMIT 1)
                        UNION ALL
                        -- the anonymous visits of devices first identified as this contact: they are
                        -- this contact's history even before the merge has moved them
-                       (SELECT {_TOUCH} AS touch, v.occurred_at AS at FROM visits v
+                       (SELECT {TOUCH_SQL} AS touch, v.occurred_at AS at FROM visits v
                         WHERE v.tenant_id = :t AND v.contact_id IS NULL AND NOT v.is_bot
                           AND v.visitor_id IN (SELECT e.visitor_id FROM identity_events e
                                                WHERE e.tenant_id = :t AND e.kind = 'linked' AND e.contact_id = :c)
                         ORDER BY v.occurred_at LIMIT 1)) candidates
                    ORDER BY at LIMIT 1),
-             l AS (SELECT {_TOUCH} AS touch, v.occurred_at AS at FROM visits v
-                   WHERE v.tenant_id = :t AND v.contact_id = :c AND NOT v.is_bot AND {_CAMPAIGN}
+             l AS (SELECT {TOUCH_SQL} AS touch, v.occurred_at AS at FROM visits v
+                   WHERE v.tenant_id = :t AND v.contact_id = :c AND NOT v.is_bot AND {CAMPAIGN_SQL}
                    ORDER BY v.occurred_at DESC LIMIT 1),
              s AS (SELECT max(v.occurred_at) AS at FROM visits v WHERE v.tenant_id = :t AND v.contact_id = :c)
         UPDATE contacts c SET

@@ -82,14 +82,6 @@ class Hit(msgspec.Struct, omit_defaults=True):
     event_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     props: dict[str, Any] | None = None
 
-    def has_campaign_data(self) -> bool:
-        """UTMs, click ids, a partner code or an external referrer: this visit is a marketing touch."""
-        if self.utm != Utm() or self.click_ids != ClickIds() or self.partner_code:
-            return True
-        if not self.referrer:
-            return False
-        return urlsplit(self.referrer).hostname != urlsplit(self.url).hostname
-
 
 class Batch(msgspec.Struct):
     hits: list[msgspec.Raw]

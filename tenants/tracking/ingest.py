@@ -23,9 +23,10 @@ from sqlmodel import Session
 from tenants.identity.service import refresh_contact_touches
 from tenants.isolation import tenant_session
 from tenants.tracking.buffer import IngestBuffer, decode_entry
-from tenants.tracking.hits import Envelope, Hit
+from tenants.tracking.hits import AdCookies, ClickIds, Envelope, Hit, Utm
+from tenants.tracking.touches import CAMPAIGN_SQL, TOUCH_SQL
 
-__all__ = ["DrainResult", "drain", "store_envelopes", "touch_of"]
+__all__ = ["DrainResult", "drain", "store_envelopes"]
 
 log = logging.getLogger(__name__)
 READ_COUNT = 500
@@ -99,210 +100,177 @@ def _month(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-01")
 
 
-def _json(rows: list[dict[str, Any]]) -> str:
-    return _encode(rows).decode()
-
-
 _encode = msgspec.json.Encoder().encode
 
 
-def _iso(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat()
+class _NewVisitor(msgspec.Struct):
+    id: UUID
+    site_id: UUID
+    seen_ms: int
+    is_bot: bool
 
 
-def touch_of(hit: Hit) -> dict[str, Any]:
-    """The attribution a hit carries, as kept on visitors and contacts."""
-    seen_at = _iso(hit.ts)
-    return {
-        "at": seen_at,
-        "landing_page": hit.url,
-        "referrer": hit.referrer or None,
-        "utm": msgspec.to_builtins(hit.utm),
-        "click_ids": {
-            name: {"value": value, "seen_at": seen_at}
-            for name, value in msgspec.structs.asdict(hit.click_ids).items()
-            if value
-        },
-        "ad_cookies": msgspec.to_builtins(hit.cookies),
-        "partner_code": hit.partner_code,
-    }
+class _VisitRow(msgspec.Struct):
+    """One hit as ``_STORE_VISITS`` reads it (keys are its record's column names)."""
+
+    hit_id: UUID
+    occurred_ms: int
+    received_ms: int
+    visitor_id: UUID
+    site_id: UUID
+    contact_id: UUID | None
+    type: str
+    event_name: str | None
+    url: str
+    path: str
+    title: str | None
+    referrer: str | None
+    utm: Utm
+    click_ids: ClickIds
+    ad_cookies: AdCookies
+    partner_code: str | None
+    lang: str | None
+    screen: str | None
+    props: dict[str, Any] | None
+    user_agent: str | None
+    ip: str | None
+    is_bot: bool
+    bot_reason: str | None
 
 
 _INSERT_VISITORS = text(
     """INSERT INTO visitors (tenant_id, id, site_id, first_seen_at, last_seen_at, is_bot, created_at)
-       SELECT :tenant_id, r.id, r.site_id, r.seen_at, r.seen_at, r.is_bot, now()
-       FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-            AS r(id uuid, site_id uuid, seen_at timestamptz, is_bot boolean)
+       SELECT :tenant_id, r.id, r.site_id, to_timestamp(r.seen_ms / 1000.0), to_timestamp(r.seen_ms / 1000.0),
+           r.is_bot, now()
+       FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id uuid, site_id uuid, seen_ms bigint, is_bot boolean)
        ORDER BY r.id
        ON CONFLICT DO NOTHING"""
 )
 _LOCK_VISITORS = text(
-    """SELECT id, first_touch IS NULL FROM visitors WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[]))
+    """SELECT id, contact_id, first_touch IS NULL FROM visitors
+       WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[]))
        ORDER BY id FOR UPDATE"""
 )
-_INSERT_VISITS = text(
-    """INSERT INTO visits (tenant_id, hit_id, occurred_at, received_at, visitor_id, site_id, contact_id,
-           type, event_name, url, path, title, referrer, utm_source, utm_medium, utm_campaign, utm_term,
-           utm_content, utm_id, click_ids, ad_cookies, partner_code, lang, screen, props, user_agent, ip,
-           is_bot, bot_reason)
-       SELECT :tenant_id, r.hit_id, to_timestamp(r.occurred_ms / 1000.0), to_timestamp(r.received_ms / 1000.0),
-           r.visitor_id, r.site_id, v.contact_id,
-           r.type, r.event_name, r.url, r.path, r.title, r.referrer, r.utm_source, r.utm_medium,
-           r.utm_campaign, r.utm_term, r.utm_content, r.utm_id, r.click_ids, r.ad_cookies, r.partner_code,
-           r.lang, r.screen, r.props, r.user_agent, r.ip, r.is_bot, r.bot_reason
-       FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(hit_id uuid, occurred_ms bigint,
-           received_ms bigint, visitor_id uuid, site_id uuid, type text, event_name text, url text,
-           path text, title text, referrer text, utm_source text, utm_medium text, utm_campaign text,
-           utm_term text, utm_content text, utm_id text, click_ids jsonb, ad_cookies jsonb,
-           partner_code text, lang text, screen text, props jsonb, user_agent text, ip inet,
-           is_bot boolean, bot_reason text)
-       JOIN visitors v ON v.tenant_id = :tenant_id AND v.id = r.visitor_id
-       ON CONFLICT DO NOTHING
-       RETURNING hit_id"""
-)
-_CONTACTS_OF = text(
-    """SELECT DISTINCT contact_id FROM visitors
-       WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[])) AND contact_id IS NOT NULL
-       ORDER BY contact_id"""
-)
-_UPDATE_VISITORS = text(
-    """UPDATE visitors v SET
-           visit_count = v.visit_count + u.added,
-           first_seen_at = least(v.first_seen_at, u.first_seen_at),
-           last_seen_at = greatest(v.last_seen_at, u.last_seen_at),
-           first_touch = coalesce(v.first_touch, u.first_touch),
-           first_touch_at = CASE WHEN v.first_touch IS NULL THEN u.first_touch_at ELSE v.first_touch_at END,
-           last_touch = CASE WHEN u.last_touch_at IS NOT NULL
-                              AND (v.last_touch_at IS NULL OR u.last_touch_at >= v.last_touch_at)
-                             THEN u.last_touch ELSE v.last_touch END,
-           last_touch_at = greatest(v.last_touch_at, u.last_touch_at),
-           is_bot = v.is_bot AND u.all_bot
-       FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS u(id uuid, added integer,
-           first_seen_at timestamptz, last_seen_at timestamptz, first_touch jsonb, first_touch_at timestamptz,
-           last_touch jsonb, last_touch_at timestamptz, all_bot boolean)
-       WHERE v.tenant_id = :tenant_id AND v.id = u.id"""
+# One statement stores the hits and folds the ones it added (not re-sent ones) into their visitors:
+# counts, first/last seen, first touch (set once), last touch (the latest campaign visit), bot flag.
+_STORE_VISITS = text(
+    f"""WITH inserted AS (
+           INSERT INTO visits (tenant_id, hit_id, occurred_at, received_at, visitor_id, site_id, contact_id,
+               type, event_name, url, path, title, referrer, utm_source, utm_medium, utm_campaign, utm_term,
+               utm_content, utm_id, click_ids, ad_cookies, partner_code, lang, screen, props, user_agent, ip,
+               is_bot, bot_reason)
+           SELECT :tenant_id, r.hit_id, to_timestamp(r.occurred_ms / 1000.0), to_timestamp(r.received_ms / 1000.0),
+               r.visitor_id, r.site_id, r.contact_id, r.type, r.event_name, r.url, r.path, r.title, r.referrer,
+               r.utm->>'source', r.utm->>'medium', r.utm->>'campaign', r.utm->>'term', r.utm->>'content',
+               r.utm->>'id', r.click_ids, r.ad_cookies, r.partner_code, r.lang, r.screen, r.props, r.user_agent,
+               r.ip, r.is_bot, r.bot_reason
+           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(hit_id uuid, occurred_ms bigint,
+               received_ms bigint, visitor_id uuid, site_id uuid, contact_id uuid, type text, event_name text,
+               url text, path text, title text, referrer text, utm jsonb, click_ids jsonb, ad_cookies jsonb,
+               partner_code text, lang text, screen text, props jsonb, user_agent text, ip inet, is_bot boolean,
+               bot_reason text)
+           ON CONFLICT DO NOTHING
+           RETURNING *),
+       seen AS (
+           SELECT visitor_id, count(*) AS added, min(occurred_at) AS first_seen_at,
+               max(occurred_at) AS last_seen_at, bool_and(is_bot) AS all_bot
+           FROM inserted GROUP BY visitor_id),
+       first_touches AS (  -- bots are kept out of attribution
+           SELECT DISTINCT ON (v.visitor_id) v.visitor_id, {TOUCH_SQL} AS touch, v.occurred_at AS at
+           FROM inserted v
+           WHERE NOT v.is_bot AND v.visitor_id = ANY(CAST(:without_first_touch AS uuid[]))
+           ORDER BY v.visitor_id, v.occurred_at, v.hit_id),
+       last_touches AS (
+           SELECT DISTINCT ON (v.visitor_id) v.visitor_id, {TOUCH_SQL} AS touch, v.occurred_at AS at
+           FROM inserted v
+           WHERE NOT v.is_bot AND {CAMPAIGN_SQL}
+           ORDER BY v.visitor_id, v.occurred_at DESC, v.hit_id DESC),
+       updated AS (
+           UPDATE visitors v SET
+               visit_count = v.visit_count + s.added,
+               first_seen_at = least(v.first_seen_at, s.first_seen_at),
+               last_seen_at = greatest(v.last_seen_at, s.last_seen_at),
+               first_touch = coalesce(v.first_touch, f.touch),
+               first_touch_at = CASE WHEN v.first_touch IS NULL THEN f.at ELSE v.first_touch_at END,
+               last_touch = CASE WHEN l.at IS NOT NULL AND (v.last_touch_at IS NULL OR l.at >= v.last_touch_at)
+                                 THEN l.touch ELSE v.last_touch END,
+               last_touch_at = greatest(v.last_touch_at, l.at),
+               is_bot = v.is_bot AND s.all_bot
+           FROM seen s
+               LEFT JOIN first_touches f ON f.visitor_id = s.visitor_id
+               LEFT JOIN last_touches l ON l.visitor_id = s.visitor_id
+           WHERE v.tenant_id = :tenant_id AND v.id = s.visitor_id
+           RETURNING v.contact_id)
+       SELECT (SELECT count(*) FROM inserted),
+           ARRAY(SELECT DISTINCT contact_id FROM updated WHERE contact_id IS NOT NULL ORDER BY contact_id)"""  # noqa: S608 - fixed SQL fragments, no input
 )
 
 
 def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
     """Store the hits of one tenant's envelopes; returns how many visits were new."""
     tenant_id = envelopes[0].tenant_id
-    rows: list[dict[str, Any]] = []
-    hits_by_id: dict[str, tuple[Envelope, Hit]] = {}
-    visitors: dict[UUID, dict[str, Any]] = {}
+    new_visitors: dict[UUID, _NewVisitor] = {}
     for envelope in envelopes:
+        seen_ms = min(hit.ts for hit in envelope.hits)
         is_bot = envelope.bot_reason is not None
-        for hit in envelope.hits:
-            hits_by_id[str(hit.hit_id)] = (envelope, hit)
-            rows.append(_visit_row(envelope, hit))
-            seen = visitors.setdefault(
-                envelope.visitor_id,
-                {
-                    "id": str(envelope.visitor_id),
-                    "site_id": str(envelope.site_id),
-                    "seen_at": _iso(hit.ts),
-                    "is_bot": is_bot,
-                },
-            )
-            seen["is_bot"] = seen["is_bot"] and is_bot
-    params = {"tenant_id": tenant_id}
-    visitor_rows = sorted(visitors.values(), key=lambda row: row["id"])
-    session.execute(_INSERT_VISITORS, {**params, "rows": _json(visitor_rows)})
-    # Lock in id order so concurrent ingest workers never deadlock on shared visitors.
-    locked = session.execute(_LOCK_VISITORS, {**params, "ids": [row["id"] for row in visitor_rows]}).all()
-    without_first_touch = {visitor_id for visitor_id, missing in locked if missing}
-    inserted = session.execute(_INSERT_VISITS, {**params, "rows": _json(rows)}).scalars().all()
-    if not inserted:
-        return 0
-    updates: dict[UUID, dict[str, Any]] = {}
-    for hit_id in inserted:
-        envelope, hit = hits_by_id[str(hit_id)]
-        _fold(updates, envelope, hit)
-    update_rows = [
-        _visitor_update_row(visitor_id, update, with_first_touch=visitor_id in without_first_touch)
-        for visitor_id, update in sorted(updates.items())
+        known = new_visitors.get(envelope.visitor_id)
+        if known is None:
+            new_visitors[envelope.visitor_id] = _NewVisitor(envelope.visitor_id, envelope.site_id, seen_ms, is_bot)
+        else:
+            known.seen_ms = min(known.seen_ms, seen_ms)
+            known.is_bot = known.is_bot and is_bot
+    ids = sorted(new_visitors)
+    params: dict[str, Any] = {"tenant_id": tenant_id}
+    session.execute(_INSERT_VISITORS, {**params, "rows": _encode([new_visitors[i] for i in ids]).decode()})
+    # Lock in id order so concurrent ingest workers never deadlock on shared visitors; the lock also
+    # holds off a link to a contact until these visits are stored with the contact they have now.
+    locked = session.execute(_LOCK_VISITORS, {**params, "ids": ids}).all()
+    contact_of = {visitor_id: contact_id for visitor_id, contact_id, _ in locked}
+    rows = [
+        _visit_row(envelope, hit, contact_of.get(envelope.visitor_id))
+        for envelope in envelopes
+        for hit in envelope.hits
     ]
-    session.execute(_UPDATE_VISITORS, {**params, "rows": _json(update_rows)})
+    added, contacts = session.execute(
+        _STORE_VISITS,
+        {
+            **params,
+            "rows": _encode(rows).decode(),
+            "without_first_touch": [visitor_id for visitor_id, _, missing in locked if missing],
+        },
+    ).one()
     # Known people's touches and last-seen follow their new visits (a merge may have run before these
     # hits were stored, and later visits move last touch on). Commit first: a form submission locks a
     # contact and then its visitor, so holding visitor locks while locking contacts could deadlock.
-    linked = session.execute(_CONTACTS_OF, {**params, "ids": [str(v) for v in sorted(updates)]}).scalars().all()
     session.commit()
-    for contact_id in linked:
+    for contact_id in contacts:
         refresh_contact_touches(session, contact_id)
-    return len(inserted)
+    return int(added)
 
 
-def _visit_row(envelope: Envelope, hit: Hit) -> dict[str, Any]:
-    utm = hit.utm
-    return {
-        "hit_id": str(hit.hit_id),
-        "occurred_ms": hit.ts,
-        "received_ms": envelope.received_at,
-        "visitor_id": str(envelope.visitor_id),
-        "site_id": str(envelope.site_id),
-        "type": hit.type,
-        "event_name": hit.event_name,
-        "url": hit.url,
-        "path": hit.path,
-        "title": hit.title,
-        "referrer": hit.referrer or None,
-        "utm_source": utm.source,
-        "utm_medium": utm.medium,
-        "utm_campaign": utm.campaign,
-        "utm_term": utm.term,
-        "utm_content": utm.content,
-        "utm_id": utm.id,
-        "click_ids": msgspec.to_builtins(hit.click_ids),
-        "ad_cookies": msgspec.to_builtins(hit.cookies),
-        "partner_code": hit.partner_code,
-        "lang": hit.lang,
-        "screen": hit.screen,
-        "props": hit.props,
-        "user_agent": envelope.user_agent,
-        "ip": envelope.ip,
-        "is_bot": envelope.bot_reason is not None,
-        "bot_reason": envelope.bot_reason,
-    }
-
-
-def _fold(updates: dict[UUID, dict[str, Any]], envelope: Envelope, hit: Hit) -> None:
-    """Fold one newly stored hit into its visitor's pending update (times in ms until written)."""
-    update = updates.setdefault(
-        envelope.visitor_id,
-        {
-            "added": 0,
-            "first_seen": hit.ts,
-            "last_seen": hit.ts,
-            "first_touch": None,
-            "last_touch": None,
-            "human": False,
-        },
+def _visit_row(envelope: Envelope, hit: Hit, contact_id: UUID | None) -> _VisitRow:
+    return _VisitRow(
+        hit_id=hit.hit_id,
+        occurred_ms=hit.ts,
+        received_ms=envelope.received_at,
+        visitor_id=envelope.visitor_id,
+        site_id=envelope.site_id,
+        contact_id=contact_id,
+        type=hit.type,
+        event_name=hit.event_name,
+        url=hit.url,
+        path=hit.path,
+        title=hit.title,
+        referrer=hit.referrer or None,
+        utm=hit.utm,
+        click_ids=hit.click_ids,
+        ad_cookies=hit.cookies,
+        partner_code=hit.partner_code,
+        lang=hit.lang,
+        screen=hit.screen,
+        props=hit.props,
+        user_agent=envelope.user_agent,
+        ip=envelope.ip,
+        is_bot=envelope.bot_reason is not None,
+        bot_reason=envelope.bot_reason,
     )
-    update["added"] += 1
-    update["first_seen"] = min(update["first_seen"], hit.ts)
-    update["last_seen"] = max(update["last_seen"], hit.ts)
-    if envelope.bot_reason is not None:
-        return  # bots are stored, flagged, and kept out of attribution
-    update["human"] = True
-    if update["first_touch"] is None or hit.ts < update["first_touch"].ts:
-        update["first_touch"] = hit
-    if hit.has_campaign_data() and (update["last_touch"] is None or hit.ts >= update["last_touch"].ts):
-        update["last_touch"] = hit
-
-
-def _visitor_update_row(visitor_id: UUID, update: dict[str, Any], *, with_first_touch: bool) -> dict[str, Any]:
-    # A first touch is set once: building one for a visitor that has it would be thrown away.
-    first: Hit | None = update["first_touch"] if with_first_touch else None
-    last: Hit | None = update["last_touch"]
-    return {
-        "id": str(visitor_id),
-        "added": update["added"],
-        "first_seen_at": _iso(update["first_seen"]),
-        "last_seen_at": _iso(update["last_seen"]),
-        "first_touch": touch_of(first) if first else None,
-        "first_touch_at": _iso(first.ts) if first else None,
-        "last_touch": touch_of(last) if last else None,
-        "last_touch_at": _iso(last.ts) if last else None,
-        "all_bot": not update["human"],
-    }
