@@ -7,7 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.contacts.schemas import (
     ContactFieldCreate,
@@ -62,7 +62,7 @@ class ContactsController(Controller):
         self,
         caller: NamedDependency[ApiCaller],
         q: Annotated[str | None, Parameter(description="start of an email, first or last name")] = None,
-        cursor: str | None = None,
+        cursor: FromQuery[str | None] = None,
         limit: Annotated[int, Parameter(ge=1, le=contacts.MAX_PAGE)] = 50,
     ) -> ContactPage:
         with caller.session(Scope.READ) as session:
@@ -106,7 +106,7 @@ class ContactsController(Controller):
 
 
 @get("/api/v1/resolve", tags=["contacts"], sync_to_thread=True, security=[{"apiKey": []}])
-def resolve_visitor(caller: NamedDependency[ApiCaller], visitor_token: str | None = None) -> dict[str, Any]:
+def resolve_visitor(caller: NamedDependency[ApiCaller], visitor_token: FromQuery[str | None] = None) -> dict[str, Any]:
     """The identification level of a browser's visitor token: anonymous or identified (with the
     contact and the evidence)."""
     with caller.session(Scope.READ) as session:

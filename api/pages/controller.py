@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, MediaType, Response, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from sqlmodel import Session, select
 
 from tenants.accounts.service import ApiCaller, get_tenant
@@ -238,8 +238,8 @@ class PagesController(Controller):
         caller: NamedDependency[ApiCaller],
         page_id: FromPath[UUID],
         level: Annotated[str, Parameter(description="anonymous, identified or logged_in")] = "anonymous",
-        contact_id: UUID | None = None,
-        membership_site_id: UUID | None = None,
+        contact_id: FromQuery[UUID | None] = None,
+        membership_site_id: FromQuery[UUID | None] = None,
     ) -> Response[str]:
         if level not in pages.LEVELS:
             raise Invalid("unknown level", {"level": f"must be one of {list(pages.LEVELS)}"})

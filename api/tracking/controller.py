@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from api.tracking.schemas import SiteCreate, SitePublic, SiteUpdate, VisitorDetail, VisitorPublic, VisitPublic
 from tenants.accounts.service import ApiCaller
@@ -90,9 +90,9 @@ class VisitorsController(Controller):
     def list_visitors(
         self,
         caller: NamedDependency[ApiCaller],
-        site_id: UUID | None = None,
-        is_bot: bool | None = None,
-        cursor: str | None = None,
+        site_id: FromQuery[UUID | None] = None,
+        is_bot: FromQuery[bool | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Limit = 50,
     ) -> VisitorPage:
         with caller.session(Scope.READ) as session:
@@ -117,16 +117,16 @@ class VisitsController(Controller):
     def list_visits(
         self,
         caller: NamedDependency[ApiCaller],
-        since: datetime | None = None,
-        until: datetime | None = None,
-        site_id: UUID | None = None,
-        visitor_id: UUID | None = None,
-        utm_source: str | None = None,
-        utm_medium: str | None = None,
-        utm_campaign: str | None = None,
-        bot: bool | None = None,
-        type: Literal["pageview", "event"] | None = None,
-        cursor: str | None = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        site_id: FromQuery[UUID | None] = None,
+        visitor_id: FromQuery[UUID | None] = None,
+        utm_source: FromQuery[str | None] = None,
+        utm_medium: FromQuery[str | None] = None,
+        utm_campaign: FromQuery[str | None] = None,
+        bot: FromQuery[bool | None] = None,
+        type: FromQuery[Literal["pageview", "event"] | None] = None,
+        cursor: FromQuery[str | None] = None,
         limit: Limit = 50,
     ) -> VisitPage:
         filters = history.VisitFilter(
