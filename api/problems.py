@@ -11,15 +11,13 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from tenants.errors import DomainError, Invalid, RateLimited
 
-__all__ = ["EXCEPTION_HANDLERS", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "problem", "problem_body"]
 
 log = logging.getLogger("trailmark.api")
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem(
-    status: int, detail: str, *, errors: Any = None, headers: dict[str, str] | None = None
-) -> Response[dict[str, Any]]:
+def problem_body(status: int, detail: str, errors: Any = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -28,7 +26,13 @@ def problem(
     }
     if errors:
         body["errors"] = errors
-    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return body
+
+
+def problem(
+    status: int, detail: str, *, errors: Any = None, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    return Response(problem_body(status, detail, errors), status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:

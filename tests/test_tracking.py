@@ -153,7 +153,7 @@ def test_collect_speaks_http_properly(client: TestClient[Any], site: SiteHandle)
     wrong_method = client.get(f"/collect/{site.site_key}", headers=HEADERS)
     assert wrong_method.status_code == 405
     assert wrong_method.headers["allow"] == "POST, OPTIONS"
-    for path in ("/collect", "/collect/", f"/collect/{site.site_key}/extra"):
+    for path in ("/collect", "/collect/", f"/collect/{site.site_key}/extra", f"/collect{site.site_key}"):
         assert client.post(path, content=batch(hit()), headers=HEADERS).status_code == 404, path
     answer = post(client, site, batch(hit()))
     assert answer.headers["content-type"] == "application/json"

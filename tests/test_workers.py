@@ -17,6 +17,7 @@ from tenants.isolation import tenant_session
 from tenants.outbox import service as outbox
 from tests.conftest import TenantHandle, start_worker, wait_until
 from workers.app import (
+    QUEUES,
     celery_app,
     configure,
     install_outbox_publisher,
@@ -37,6 +38,20 @@ def process_publisher() -> Iterator[None]:
 def pending_outbox(tenant: TenantHandle) -> int:
     with tenant_session(tenant.tenant_id) as session:
         return int(session.execute(text("SELECT count(*) FROM outbox")).scalar() or 0)
+
+
+def test_every_task_goes_to_its_queue() -> None:
+    import workers.identity
+    import workers.ingest
+    import workers.mail
+
+    queues = {name: celery_app.amqp.router.route({}, name)["queue"].name for name in celery_app.tasks}
+    # Ingest has a queue (and workers) of its own, so identity and mail never wait behind page views.
+    assert queues[workers.ingest.drain_ingest_stream.name] == "ingest"
+    assert queues[workers.ingest.ensure_visit_partitions.name] == "default"
+    assert queues[workers.identity.merge_history.name] == "identity"
+    assert queues[ping.name] == "default"
+    assert set(queues.values()) <= set(QUEUES)
 
 
 def test_task_round_trip_through_a_real_worker(

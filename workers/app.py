@@ -24,6 +24,12 @@ __all__ = [
 ]
 
 QUEUES = ("ingest", "identity", "conversions", "default")
+TASK_ROUTES = {
+    "trailmark.ingest.drain": {"queue": "ingest"},
+    "trailmark.identity.*": {"queue": "identity"},
+    "trailmark.conversions.*": {"queue": "conversions"},
+}
+"""Tasks not named here go to ``default``."""
 
 celery_app = Celery("trailmark", include=["workers.system", "workers.ingest", "workers.identity", "workers.mail"])
 
@@ -46,6 +52,7 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
         # One exchange and routing key per queue, so a task goes to exactly the queue it names.
         task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_default_queue="default",
+        task_routes=TASK_ROUTES,
         task_track_started=False,
         task_time_limit=600,
         task_soft_time_limit=540,

@@ -28,12 +28,12 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, Connectio
 
 
 def tenant_task(
-    *, queue: str, max_retries: int = 8, name: str | None = None, **options: Any
+    *, max_retries: int = 8, name: str | None = None, **options: Any
 ) -> Callable[[Callable[Concatenate[Session, P], R]], Task]:
     """Register ``fn(session, *args)`` as task ``trailmark.<module>.<fn>`` taking ``(tenant_id, *args)``.
 
     The body runs in one tenant-scoped transaction; transient failures retry with exponential
-    backoff and jitter, up to ``max_retries``.
+    backoff and jitter, up to ``max_retries``. Its queue is named in ``workers.app.TASK_ROUTES``.
     """
 
     def decorator(fn: Callable[Concatenate[Session, P], R]) -> Task:
@@ -62,7 +62,6 @@ def tenant_task(
             run,
             bind=True,
             name=task_name,
-            queue=queue,
             max_retries=max_retries,
             autoretry_for=TRANSIENT_ERRORS,
             retry_backoff=True,

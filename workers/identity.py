@@ -12,7 +12,7 @@ from workers.base import tenant_task
 __all__ = ["merge_history"]
 
 
-@tenant_task(queue="identity", name="trailmark.identity.merge_visitor_history")
+@tenant_task(name="trailmark.identity.merge_visitor_history")
 def merge_history(session: Session, visitor_id: str, contact_id: str) -> int:
     """Idempotent: a re-delivered task finds nothing left to move."""
     return merge_visitor_history(session, UUID(visitor_id), UUID(contact_id))

@@ -16,7 +16,7 @@ __all__ = ["drain_ingest_stream", "ensure_visit_partitions"]
 _buffer: IngestBuffer | None = None
 
 
-@celery_app.task(name="trailmark.ingest.drain", queue="ingest", ignore_result=True, acks_late=True)
+@celery_app.task(name="trailmark.ingest.drain", ignore_result=True, acks_late=True)
 def drain_ingest_stream(max_seconds: float = 5.0) -> int:
     """Beat sends this every second; each run stores until the stream is empty. Concurrent runs are
     separate consumers of one group, so they share the work without overlap."""
@@ -26,7 +26,7 @@ def drain_ingest_stream(max_seconds: float = 5.0) -> int:
     return drain(_buffer, max_seconds=max_seconds).stored_visits
 
 
-@celery_app.task(name="trailmark.ingest.ensure_visit_partitions", queue="default", ignore_result=True)
+@celery_app.task(name="trailmark.ingest.ensure_visit_partitions", ignore_result=True)
 def ensure_visit_partitions(months_ahead: int = 3) -> int:
     """Create monthly visit partitions from last month to ``months_ahead`` ahead (idempotent)."""
     with system_session() as session:

@@ -10,7 +10,7 @@ from workers.base import tenant_task
 __all__ = ["deliver_mail"]
 
 
-@tenant_task(queue="default", name="trailmark.mail.send", max_retries=10)
+@tenant_task(name="trailmark.mail.send", max_retries=10)
 def deliver_mail(_session: Session, to: str, subject: str, body: str) -> None:
     """SMTP failures raise and are retried with backoff (ConnectionError/TimeoutError are transient)."""
     send_mail(to, subject, body)

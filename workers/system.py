@@ -18,7 +18,7 @@ def relay_outbox() -> int:
     return outbox.relay_all(publish_outbox_message)
 
 
-@tenant_task(queue="default", name="trailmark.system.ping", ignore_result=False)
+@tenant_task(name="trailmark.system.ping", ignore_result=False)
 def ping(session: Session, note: str = "") -> dict[str, str]:
     """Round trip through a worker and the tenant's own scope: returns the tenant's slug."""
     return {"tenant": get_tenant(session).slug, "note": note}

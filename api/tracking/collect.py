@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Mapping
 from functools import lru_cache
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -37,7 +36,7 @@ from litestar.types import (
 from redis.exceptions import RedisError
 
 from api.cookies import visitor_cookie
-from api.problems import problem
+from api.problems import PROBLEM_JSON, problem, problem_body
 from tenants.settings import get_settings
 from tenants.tracking.buffer import BufferFull, IngestProducer
 from tenants.tracking.hits import MAX_BATCH_BYTES, BatchError, Envelope, decode_batch
@@ -101,7 +100,9 @@ def same_site(headers: Mapping[str, str], origin: str) -> bool:
 # --- collect -------------------------------------------------------------------------------------
 
 
-class Answer(msgspec.Struct):
+class _Answer(msgspec.Struct):
+    """What collect sends back."""
+
     status: int
     body: bytes = b""
     headers: dict[str, str] = {}
@@ -109,10 +110,8 @@ class Answer(msgspec.Struct):
     cookie: tuple[bytes, bytes] | None = None
 
 
-def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Answer:
-    """RFC 9457 problem details, as ``api/problems.py`` writes them for the other endpoints."""
-    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
-    return Answer(status, _encode(body), headers or {}, "application/problem+json")
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> _Answer:
+    return _Answer(status, _encode(problem_body(status, detail)), headers or {}, PROBLEM_JSON)
 
 
 _COLLECT_HEADERS = {
@@ -192,8 +191,9 @@ async def collect(scope: Scope, receive: Receive, send: Send) -> None:
     text/plain and needs none, but other senders may)."""
     http = cast("HTTPScope", scope)  # an ASGI route handler also takes websockets; this path has none
     headers = _read_headers(http)
-    site_key = http["path"].strip("/")  # what follows the mount path
-    if not site_key or "/" in site_key:
+    rest = http["path"]  # what follows the mount path: "/{site_key}/" (or "abc/" for "/collectabc")
+    site_key = rest.strip("/")
+    if not rest.startswith("/") or not site_key or "/" in site_key:
         answer = _problem(404, "not found: collect is POST /collect/{site_key}")
     elif http["method"] == "POST":
         try:
@@ -220,7 +220,7 @@ async def collect(scope: Scope, receive: Receive, send: Send) -> None:
     await send(body)
 
 
-async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, str], site_key: str) -> Answer:
+async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, str], site_key: str) -> _Answer:
     """Validate, queue durably in Redis, answer 202 with the visitor token."""
     site = await site_for(site_key)
     if site is None:
@@ -232,7 +232,7 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         return _problem(403, f"origin {origin or '(none)'} is not allowed for this site", refusal)
     cors = cors_headers(origin)
     if site.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
-        return Answer(204, headers=cors)
+        return _Answer(204, headers=cors)
     try:
         body_token, hits = decode_batch(await _read_body(receive, headers.get("content-length")))
     except BatchError as error:
@@ -276,10 +276,10 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
     cookie = None
     if browser.reissued and same_site(headers, origin):
         cookie = visitor_cookie(browser.token).to_encoded_header()
-    return Answer(202, body, cors, cookie=cookie)
+    return _Answer(202, body, cors, cookie=cookie)
 
 
-async def _preflight(headers: dict[str, str], site_key: str) -> Answer:
+async def _preflight(headers: dict[str, str], site_key: str) -> _Answer:
     site = await site_for(site_key)
     origin = request_origin(headers)
     if site is None or origin is None or origin not in site.allowed_origins:
@@ -290,7 +290,7 @@ async def _preflight(headers: dict[str, str], site_key: str) -> Answer:
         "Access-Control-Allow-Headers": "Content-Type",
         "Access-Control-Max-Age": "86400",
     }
-    return Answer(204, headers=allowed)
+    return _Answer(204, headers=allowed)
 
 
 # --- the tracker script --------------------------------------------------------------------------
