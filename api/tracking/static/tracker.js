@@ -131,7 +131,7 @@
         var st = r.status;
         if (r.ok) {
           fail = 0;
-          // keep the token before dropping the hits: a page closing in between must lose neither
+          // keep a new token (an empty answer keeps ours) before dropping the hits: a closing page loses neither
           return r.json().then(j => setTok(j && j.token), noop).then(() => done(b));
         }
         if (st == 408 || st == 429 || st > 499) return retry(+r.headers.get('Retry-After'));
