@@ -236,6 +236,15 @@ def stored_visits(tenant_id: UUID) -> int:
         return int(session.execute(text("SELECT count(*) FROM visits")).scalar() or 0)
 
 
+def token_after(collect_answer: Any, sent: str | None) -> str:
+    """The visitor token a browser holds once collect answered (as tracker.js does): the new one in the
+    answer, or, when the answer is empty, the one it sent."""
+    assert collect_answer.status_code == 202, collect_answer.text
+    token = collect_answer.json()["token"] if collect_answer.content else sent
+    assert token, "collect gave no token to a browser that had none"
+    return str(token)
+
+
 def wait_stored(tenant_id: UUID, expected: int, timeout: float = 60) -> None:
     """Wait until the tenant has ``expected`` visits; fail on more (a duplicate) or on never getting there."""
 

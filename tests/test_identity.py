@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from tenants.isolation import tenant_session
-from tests.conftest import SiteHandle, TenantHandle, make_site, wait_stored, wait_until
+from tests.conftest import SiteHandle, TenantHandle, make_site, token_after, wait_stored, wait_until
 from tests.test_tracking import BROWSER, HEADERS, ORIGIN, batch, hit, post
 
 pytestmark = pytest.mark.usefixtures("pipeline")
@@ -57,9 +57,7 @@ def browse(client: TestClient[Any], site: SiteHandle, *paths: str, token: str | 
     for path in paths:
         query = dict(parse_qs(urlsplit(path).query))
         utm = {k[4:]: v[0] for k, v in query.items() if k.startswith("utm_")}
-        response = post(client, site, batch(hit(path, utm=utm), token=token))
-        assert response.status_code == 202
-        token = response.json()["token"]
+        token = token_after(post(client, site, batch(hit(path, utm=utm), token=token)), token)
     assert token is not None
     return token
 
