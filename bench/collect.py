@@ -34,21 +34,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import secrets
-import shutil
-import signal
 import string
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import msgspec
@@ -58,7 +52,16 @@ REPO = Path(__file__).resolve().parents[1]
 # tests/ and bench/ are not installed packages: import them from the checkout, however this file runs.
 sys.path.insert(0, str(REPO))
 
-from bench.harness import BenchError, ensure_wrk, get_status, log, lua_string  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BenchError,
+    Rig,
+    ensure_wrk,
+    log,
+    lua_string,
+    run_bench,
+    serve_bare,
+    trailmark_command,
+)
 
 ORIGIN = "https://shop.example"
 USER_AGENT = (
@@ -86,22 +89,6 @@ def create_bare_app() -> Litestar:
         msgspec.json.decode(await request.body())
 
     return Litestar(route_handlers=[bare_collect])
-
-
-def serve_bare(port: int, workers: int) -> None:
-    import uvicorn
-
-    # The same call `api.cli api` makes (api/cli.py, _api): only the application differs.
-    uvicorn.run(
-        "bench.collect:create_bare_app",
-        factory=True,
-        host="127.0.0.1",
-        port=port,
-        workers=workers,
-        log_level="info",
-        access_log=False,
-        proxy_headers=False,
-    )
 
 
 # --- the load ------------------------------------------------------------------------------------
@@ -360,14 +347,11 @@ class StoredVisits:
         self.connection.close()
 
 
-@dataclass
-class Bench:
-    args: argparse.Namespace
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="trailmark-bench-")))
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    services: Any = None
-    stored_visits: StoredVisits | None = None
-    keep_workdir: bool = False
+class Bench(Rig):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.args = args
+        self.stored_visits: StoredVisits | None = None
 
     def run(self) -> int:
         wrk = ensure_wrk()
@@ -377,16 +361,11 @@ class Bench:
 
         from tenants.embedded import free_port
 
-        api_port, bare_port = free_port(), free_port()
-        api_env = {**env, "TRAILMARK_PORT": str(api_port), "TRAILMARK_PUBLIC_URL": f"http://127.0.0.1:{api_port}"}
+        bare_port = free_port()
         workers = str(self.args.api_workers)
-        self.start("api", [sys.executable, "-m", "api.cli", "api", "--workers", workers], api_env)
-        self.start(
-            "worker", [sys.executable, "-m", "api.cli", "worker", "--queues", "ingest", "--concurrency", "1"], env
-        )
-        self.start("beat", [sys.executable, "-m", "api.cli", "beat"], env)
-        api_url = f"http://127.0.0.1:{api_port}"
-        self.wait_until_answers("api", lambda: get_status(f"{api_url}/health") == 200)
+        api_url = self.start_api(env, "--workers", workers)
+        self.start("worker", trailmark_command("worker", "--queues", "ingest", "--concurrency", "1"), env)
+        self.start("beat", trailmark_command("beat"), env)
         collect_path = f"/collect/{site_key}"
 
         log(f"landing {WARMUP_VISITORS} browsers without a token to get their visitor tokens")
@@ -438,21 +417,6 @@ class Bench:
             return 1
         return 0
 
-    def start_services(self) -> dict[str, str]:
-        from tests.services import start_test_services, test_signing_keys
-
-        self.services = start_test_services()
-        log(f"database {self.services.database}, Redis {self.services.redis_url}, logs in {self.workdir}")
-        # Set before any tenants module reads its settings, and handed to every child process.
-        os.environ.update(self.services.env())
-        os.environ["TRAILMARK_SIGNING_KEYS"] = test_signing_keys()
-        os.environ["TRAILMARK_DATA_DIR"] = str(self.workdir / "data")
-        os.environ["TRAILMARK_HOST"] = "127.0.0.1"
-        from tenants.isolation.migrate import migrate
-
-        migrate(self.services.owner_url, self.services.app_url)
-        return dict(os.environ)
-
     def create_site(self) -> tuple[uuid.UUID, str]:
         from tenants.accounts.service import signup
         from tenants.isolation import dispose_engine, tenant_session
@@ -463,35 +427,6 @@ class Bench:
             site_key = create_site(session, name="Shop", allowed_origins=[ORIGIN]).site_key
         dispose_engine()  # this process only counts visits from here on, over its own connection
         return tenant.id, site_key
-
-    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        with (self.workdir / f"{name}.log").open("wb") as output:
-            self.processes[name] = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
-
-    def stop(self, name: str) -> None:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def wait_until_answers(self, name: str, answers: Callable[[], bool], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not answers():
-            process = self.processes[name]
-            if process.poll() is not None:
-                raise BenchError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{name} did not answer within {timeout:.0f} s:\n{self.log_tail(name)}")
-            time.sleep(0.1)
-        log(f"{name} answers")
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        self.keep_workdir = True
-        return "\n".join((self.workdir / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
 
     def load(
         self, wrk: str, script: Path, url: str, label: str, ok_status: range, *, server: str, watch: bool = False
@@ -536,20 +471,6 @@ class Bench:
         log(result.describe())
         return result
 
-    def cpu_seconds(self, name: str) -> float:
-        """CPU time of a server so far, its uvicorn worker processes included."""
-        import psutil
-
-        process = psutil.Process(self.processes[name].pid)
-        total = 0.0
-        for member in [process, *process.children(recursive=True)]:
-            try:
-                times = member.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
-
     def wait_stored(self, sent: int, *, since: float) -> tuple[float, int]:
         """Seconds from ``since`` until ``sent`` visits are stored (or the give-up time), and the count."""
         assert self.stored_visits is not None
@@ -584,19 +505,9 @@ class Bench:
         return recount
 
     def close(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
         if self.stored_visits is not None:
             self.stored_visits.close()
-        if self.services is not None:
-            from tenants.isolation import dispose_engine
-
-            dispose_engine()
-            self.services.close()
-        if self.keep_workdir:
-            log(f"logs kept in {self.workdir}")
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        super().close()
 
 
 def land_browsers(url: str, count: int) -> list[str]:
@@ -624,10 +535,6 @@ def _post_status(url: str, body: dict[str, Any]) -> int | None:
         return None
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=30, help="length of each load window (default 30)")
@@ -643,25 +550,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.serve_bare:
-        serve_bare(args.serve_bare, args.api_workers)
+        serve_bare("bench.collect:create_bare_app", args.serve_bare, args.api_workers)
         return 0
-    signal.signal(signal.SIGTERM, _interrupt)
+    if args.seconds < 1 or args.connections < 1 or args.threads < 1 or args.api_workers < 1:
+        log("--seconds, --connections, --threads and --api-workers must be at least 1")
+        return 2
     bench = Bench(args)
-    try:
-        return bench.run()
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        bench.keep_workdir = True
-        return 130
-    except BenchError as error:
-        log(f"FAILED: {error}")
-        bench.keep_workdir = True
-        return 1
-    finally:
-        # A second Ctrl-C must not cut the cleanup short and leave servers or the database behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.close()
+    return run_bench(bench, bench.run)
 
 
 if __name__ == "__main__":

@@ -30,37 +30,26 @@ The last two lines of stdout::
 Targets: ``merge_ms`` ≤ 500, p95 ≤ 1000 (reported on stderr, not enforced). The exit status is
 non-zero when a merge is incomplete (a visit left without its contact, no first touch, or a
 submission not merged within ``MERGED_TIMEOUT_SECONDS``) or a submission is refused.
-
-The process plumbing (``BenchServices``: services, migration, child processes, clean-up on Ctrl-C)
-does not depend on what is measured, so another benchmark can import it from here.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import secrets
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # tests/ and bench/ are not installed packages: import them from the checkout, however this file runs.
 sys.path.insert(0, str(REPO))
 
-from bench.harness import BenchError, get_status, log  # noqa: E402
+from bench.harness import BenchError, Rig, check_stop, log, run_bench, trailmark_command  # noqa: E402
 
 ORIGIN = "https://shop.example"
 USER_AGENT = (
@@ -85,111 +74,6 @@ PAGES = ["/", "/pricing", "/features", "/blog/attribution", "/customers", "/pric
 
 class IncompleteMerge(BenchError):
     """A merge left visits behind or never happened: the exit status says so."""
-
-
-STOP = threading.Event()
-"""Set by Ctrl-C or SIGTERM. The handler also raises KeyboardInterrupt, but a signal that arrives while
-a weakref or ``__del__`` callback runs has its exception printed and swallowed, so loops check this too."""
-
-
-def check_stop() -> None:
-    if STOP.is_set():
-        raise KeyboardInterrupt("stop requested")
-
-
-# --- services and processes (independent of what is measured) --------------------------------------
-
-
-@dataclass
-class BenchServices:
-    """A fresh database and Redis database, migrated, and the child processes started against them;
-    :meth:`close` stops and removes all of it, and keeps the logs when something went wrong."""
-
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="trailmark-bench-")))
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    services: Any = None
-    keep_workdir: bool = False
-
-    @property
-    def owner_url(self) -> str:
-        return str(self.services.owner_url)
-
-    def start_services(self) -> dict[str, str]:
-        """Create and migrate the database; returns the environment for child processes (also set in
-        this one's, before any tenants module reads its settings)."""
-        from tests.services import start_test_services, test_signing_keys
-
-        self.services = start_test_services()
-        log(f"database {self.services.database}, Redis {self.services.redis_url}, logs in {self.workdir}")
-        os.environ.update(self.services.env())
-        os.environ["TRAILMARK_SIGNING_KEYS"] = test_signing_keys()
-        os.environ["TRAILMARK_DATA_DIR"] = str(self.workdir / "data")
-        os.environ["TRAILMARK_HOST"] = "127.0.0.1"
-        from tenants.isolation.migrate import migrate
-
-        migrate(self.services.owner_url, self.services.app_url)
-        return dict(os.environ)
-
-    def start_system(self, env: dict[str, str], *, concurrency: int = 2) -> str:
-        """The API, one worker on every queue and beat, as ``trailmark run`` starts them; returns the
-        API's base URL once it answers."""
-        from tenants.embedded import free_port
-
-        port = free_port()
-        api_url = f"http://127.0.0.1:{port}"
-        self.start("api", ["api"], {**env, "TRAILMARK_PORT": str(port), "TRAILMARK_PUBLIC_URL": api_url})
-        self.start("worker", ["worker", "--concurrency", str(concurrency)], env)
-        self.start("beat", ["beat"], env)
-        self.wait_until_answers("api", lambda: get_status(f"{api_url}/health") == 200)
-        return api_url
-
-    def start(self, name: str, cli_args: list[str], env: dict[str, str]) -> None:
-        with (self.workdir / f"{name}.log").open("wb") as output:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "api.cli", *cli_args], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT
-            )
-
-    def check_running(self) -> None:
-        check_stop()
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise BenchError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
-
-    def wait_until_answers(self, name: str, answers: Callable[[], bool], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not answers():
-            self.check_running()
-            if time.monotonic() > deadline:
-                raise BenchError(f"{name} did not answer within {timeout:.0f} s:\n{self.log_tail(name)}")
-            time.sleep(0.1)
-        log(f"{name} answers")
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        self.keep_workdir = True
-        return "\n".join((self.workdir / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, name: str) -> None:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def close(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
-        if self.services is not None:
-            from tenants.isolation import dispose_engine
-
-            dispose_engine()
-            self.services.close()
-        if self.keep_workdir:
-            log(f"logs kept in {self.workdir}")
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -433,9 +317,12 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def run(bench: BenchServices, args: argparse.Namespace) -> int:
+def run(bench: Rig, args: argparse.Namespace) -> int:
     env = bench.start_services()
-    api_url = bench.start_system(env)
+    # The API, one worker on every queue and beat, as `trailmark run` starts them.
+    api_url = bench.start_api(env)
+    bench.start("worker", trailmark_command("worker", "--concurrency", "2"), env)
+    bench.start("beat", trailmark_command("beat"), env)
     inspector = Inspector(bench.owner_url)
     try:
         merge_tenant = create_tenant("Bench merge")
@@ -495,11 +382,6 @@ def run(bench: BenchServices, args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    STOP.set()
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--submissions", type=int, default=40, help="measured form submissions (default 40)")
@@ -512,25 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.submissions < 1 or args.history < 1:
         log("--submissions and --history must be at least 1")
         return 2
-    # Also SIGINT: a shell that starts the bench in the background hands it SIGINT ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    bench = BenchServices()
-    try:
-        return run(bench, args)
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        bench.keep_workdir = True
-        return 130
-    except BenchError as error:
-        log(f"FAILED: {error}")
-        bench.keep_workdir = True
-        return 1
-    finally:
-        # A second Ctrl-C must not cut the cleanup short and leave servers or the database behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.close()
+    rig = Rig()
+    return run_bench(rig, lambda: run(rig, args))
 
 
 if __name__ == "__main__":

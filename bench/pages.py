@@ -36,18 +36,13 @@ import argparse
 import os
 import re
 import secrets
-import shutil
-import signal
 import string
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from litestar import Litestar, MediaType, Response, get
@@ -56,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 # tests/ and bench/ are not installed packages: import them from the checkout, however this file runs.
 sys.path.insert(0, str(REPO))
 
-from bench.harness import BenchError, ensure_wrk, get_status, log, lua_string  # noqa: E402
+from bench.harness import BenchError, Rig, ensure_wrk, get_status, log, lua_string, run_bench, serve_bare  # noqa: E402
 
 PAGE_SLUG = "welcome"
 FIRST_NAME = "Monica"
@@ -143,22 +138,6 @@ def create_bare_app() -> Litestar:
         return Response(body, media_type=MediaType.HTML, headers=HEADERS)
 
     return Litestar(route_handlers=[bare_page])
-
-
-def serve_bare(port: int, workers: int) -> None:
-    import uvicorn
-
-    # The same call `api.cli api` makes (api/cli.py, _api): only the application differs.
-    uvicorn.run(
-        "bench.pages:create_bare_app",
-        factory=True,
-        host="127.0.0.1",
-        port=port,
-        workers=workers,
-        log_level="info",
-        access_log=False,
-        proxy_headers=False,
-    )
 
 
 # --- the load ------------------------------------------------------------------------------------
@@ -287,13 +266,10 @@ class PageSetup:
     visitor_token: str
 
 
-@dataclass
-class Bench:
-    args: argparse.Namespace
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="trailmark-bench-")))
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    services: Any = None
-    keep_workdir: bool = False
+class Bench(Rig):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.args = args
 
     def run(self) -> int:
         wrk = ensure_wrk()
@@ -302,12 +278,9 @@ class Bench:
 
         from tenants.embedded import free_port
 
-        api_port, bare_port = free_port(), free_port()
-        api_url = f"http://127.0.0.1:{api_port}"
+        bare_port = free_port()
         workers = str(self.args.api_workers)
-        api_env = {**env, "TRAILMARK_PORT": str(api_port), "TRAILMARK_PUBLIC_URL": api_url}
-        self.start("api", [sys.executable, "-m", "api.cli", "api", "--workers", workers], api_env)
-        self.wait_until_answers("api", lambda: get_status(f"{api_url}/health") == 200)
+        api_url = self.start_api(env, "--workers", workers)
         page_path = f"/s/{setup.tenant_slug}/{PAGE_SLUG}"
         body = self.capture_page(api_url + page_path, setup.visitor_token)
         body_path = self.workdir / "page.html"
@@ -347,21 +320,6 @@ class Bench:
             log("FAILED: " + "; ".join(failures))
             return 1
         return 0
-
-    def start_services(self) -> dict[str, str]:
-        from tests.services import start_test_services, test_signing_keys
-
-        self.services = start_test_services()
-        log(f"database {self.services.database}, Redis {self.services.redis_url}, logs in {self.workdir}")
-        # Set before any tenants module reads its settings, and handed to every child process.
-        os.environ.update(self.services.env())
-        os.environ["TRAILMARK_SIGNING_KEYS"] = test_signing_keys()
-        os.environ["TRAILMARK_DATA_DIR"] = str(self.workdir / "data")
-        os.environ["TRAILMARK_HOST"] = "127.0.0.1"
-        from tenants.isolation.migrate import migrate
-
-        migrate(self.services.owner_url, self.services.app_url)
-        return dict(os.environ)
 
     def create_page(self) -> PageSetup:
         """A tenant, its page of ten blocks, and a visitor a form submission identified."""
@@ -424,63 +382,17 @@ class Bench:
         log(f"the page shows the identified view: blocks {', '.join(shown)}")
         return last.content
 
-    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        with (self.workdir / f"{name}.log").open("wb") as output:
-            self.processes[name] = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
-
-    def stop(self, name: str) -> None:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def check_running(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise BenchError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
-
-    def wait_until_answers(self, name: str, answers: Callable[[], bool], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while not answers():
-            self.check_running()
-            if time.monotonic() > deadline:
-                raise BenchError(f"{name} did not answer within {timeout:.0f} s:\n{self.log_tail(name)}")
-            time.sleep(0.1)
-        log(f"{name} answers")
-
-    def log_tail(self, name: str, lines: int = 30) -> str:
-        self.keep_workdir = True
-        return "\n".join((self.workdir / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
-
     def load(self, wrk: str, script: Path, url: str, label: str, *, server: str) -> LoadResult:
         """A warm-up, not counted, then the measured wrk run, with the CPU the ``server`` process tree used."""
         if self.args.warmup_seconds:
             log(f"{label}: warming up for {self.args.warmup_seconds} s")
             self.wrk(wrk, script, url, f"{label}-warmup", self.args.warmup_seconds)
         log(f"{label}: {self.args.connections} connections for {self.args.seconds} s")
-        cpu_before = self.server_cpu(server)
+        cpu_before = self.cpu_seconds(server)
         result = parse_wrk_output(label, self.wrk(wrk, script, url, label, self.args.seconds))
-        result.server_cpu_s = self.server_cpu(server) - cpu_before
+        result.server_cpu_s = self.cpu_seconds(server) - cpu_before
         log(result.describe())
         return result
-
-    def server_cpu(self, name: str) -> float:
-        """CPU seconds used so far by a child process and its own children (uvicorn's workers)."""
-        import psutil
-
-        root = psutil.Process(self.processes[name].pid)
-        total = 0.0
-        for process in [root, *root.children(recursive=True)]:
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
 
     def wrk(self, wrk: str, script: Path, url: str, label: str, seconds: int) -> str:
         command = [
@@ -509,23 +421,6 @@ class Bench:
             raise BenchError(f"{label}: wrk exited with {process.returncode}")
         return text
 
-    def close(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
-        if self.services is not None:
-            from tenants.isolation import dispose_engine
-
-            dispose_engine()
-            self.services.close()
-        if self.keep_workdir:
-            log(f"logs kept in {self.workdir}")
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -543,30 +438,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.serve_bare:
-        serve_bare(args.serve_bare, args.api_workers)
+        serve_bare("bench.pages:create_bare_app", args.serve_bare, args.api_workers)
         return 0
     if args.seconds < 1 or args.connections < 1 or args.threads < 1 or args.api_workers < 1:
         log("--seconds, --connections, --threads and --api-workers must be at least 1")
         return 2
-    # Also SIGINT: a shell that starts the bench in the background hands it SIGINT ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
     bench = Bench(args)
-    try:
-        return bench.run()
-    except KeyboardInterrupt:
-        log("interrupted; cleaning up")
-        bench.keep_workdir = True
-        return 130
-    except BenchError as error:
-        log(f"FAILED: {error}")
-        bench.keep_workdir = True
-        return 1
-    finally:
-        # A second Ctrl-C must not cut the cleanup short and leave servers or the database behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.close()
+    return run_bench(bench, bench.run)
 
 
 if __name__ == "__main__":
