@@ -54,12 +54,12 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness import (  # noqa: E402
     BenchError,
-    Rig,
+    LoadBench,
     ensure_wrk,
+    load_bench_main,
+    load_bench_parser,
     log,
     lua_string,
-    run_bench,
-    serve_bare,
     trailmark_command,
 )
 
@@ -347,10 +347,9 @@ class StoredVisits:
         self.connection.close()
 
 
-class Bench(Rig):
+class Bench(LoadBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__()
-        self.args = args
+        super().__init__(args)
         self.stored_visits: StoredVisits | None = None
 
     def run(self) -> int:
@@ -535,28 +534,9 @@ def _post_status(url: str, body: dict[str, Any]) -> int | None:
         return None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=30, help="length of each load window (default 30)")
-    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument(
-        "--api-workers", type=int, default=1, help="uvicorn worker processes, for the API and the baseline alike"
-    )
-    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.serve_bare:
-        serve_bare("bench.collect:create_bare_app", args.serve_bare, args.api_workers)
-        return 0
-    if args.seconds < 1 or args.connections < 1 or args.threads < 1 or args.api_workers < 1:
-        log("--seconds, --connections, --threads and --api-workers must be at least 1")
-        return 2
-    bench = Bench(args)
-    return run_bench(bench, bench.run)
+    parser = load_bench_parser(__doc__ or "", seconds=30)
+    return load_bench_main(parser.parse_args(argv), "bench.collect:create_bare_app", Bench)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ life cycle (Ctrl-C and errors clean everything up), the wrk load generator and s
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -23,6 +24,8 @@ __all__ = [
     "check_stop",
     "ensure_wrk",
     "get_status",
+    "load_bench_main",
+    "load_bench_parser",
     "log",
     "lua_string",
     "run_bench",
@@ -206,6 +209,44 @@ def serve_bare(app_factory: str, port: int, workers: int) -> None:
         access_log=False,
         proxy_headers=False,
     )
+
+
+def load_bench_parser(description: str, seconds: int) -> argparse.ArgumentParser:
+    """The options of a benchmark that loads an API endpoint and its bare baseline with wrk."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=seconds, help=f"length of each load window (default {seconds})")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument(
+        "--api-workers", type=int, default=1, help="uvicorn worker processes, for the API and the baseline alike"
+    )
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    return parser
+
+
+class LoadBench(Rig):
+    """A benchmark run by :func:`load_bench_main` with the options of :func:`load_bench_parser`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__()
+        self.args = args
+
+    def run(self) -> int:
+        raise NotImplementedError
+
+
+def load_bench_main(
+    args: argparse.Namespace, bare_app_factory: str, bench: Callable[[argparse.Namespace], LoadBench]
+) -> int:
+    """As the benchmark (or, with ``--serve-bare PORT``, as its baseline server)."""
+    if args.serve_bare:
+        serve_bare(bare_app_factory, args.serve_bare, args.api_workers)
+        return 0
+    if args.seconds < 1 or args.connections < 1 or args.threads < 1 or args.api_workers < 1:
+        log("--seconds, --connections, --threads and --api-workers must be at least 1")
+        return 2
+    rig = bench(args)
+    return run_bench(rig, rig.run)
 
 
 def lua_string(value: str) -> str:

@@ -32,7 +32,6 @@ does not render the identified view or any request of either run failed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import secrets
@@ -51,7 +50,16 @@ REPO = Path(__file__).resolve().parents[1]
 # tests/ and bench/ are not installed packages: import them from the checkout, however this file runs.
 sys.path.insert(0, str(REPO))
 
-from bench.harness import BenchError, Rig, ensure_wrk, get_status, log, lua_string, run_bench, serve_bare  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BenchError,
+    LoadBench,
+    ensure_wrk,
+    get_status,
+    load_bench_main,
+    load_bench_parser,
+    log,
+    lua_string,
+)
 
 PAGE_SLUG = "welcome"
 FIRST_NAME = "Monica"
@@ -266,11 +274,7 @@ class PageSetup:
     visitor_token: str
 
 
-class Bench(Rig):
-    def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__()
-        self.args = args
-
+class Bench(LoadBench):
     def run(self) -> int:
         wrk = ensure_wrk()
         env = self.start_services()
@@ -422,29 +426,10 @@ class Bench(Rig):
         return text
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=20, help="length of each load window (default 20)")
-    parser.add_argument("--warmup-seconds", type=int, default=3, help="uncounted load before each (default 3)")
-    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument(
-        "--api-workers", type=int, default=1, help="uvicorn worker processes, for the API and the baseline alike"
-    )
-    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.serve_bare:
-        serve_bare("bench.pages:create_bare_app", args.serve_bare, args.api_workers)
-        return 0
-    if args.seconds < 1 or args.connections < 1 or args.threads < 1 or args.api_workers < 1:
-        log("--seconds, --connections, --threads and --api-workers must be at least 1")
-        return 2
-    bench = Bench(args)
-    return run_bench(bench, bench.run)
+    parser = load_bench_parser(__doc__ or "", seconds=20)
+    parser.add_argument("--warmup-seconds", type=int, default=3, help="uncounted load before each (default 3)")
+    return load_bench_main(parser.parse_args(argv), "bench.pages:create_bare_app", Bench)
 
 
 if __name__ == "__main__":
