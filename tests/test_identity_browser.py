@@ -10,13 +10,11 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,7 +27,7 @@ from sqlalchemy import text
 
 from tenants.embedded import free_port, start_redis_server
 from tenants.isolation import tenant_session
-from tests.browser import DESKTOP_CHROME, is_collect
+from tests.browser import DESKTOP_CHROME, TenantWebServer, is_collect, tenant_web_server
 from tests.conftest import (
     REPO,
     LiveServer,
@@ -63,65 +61,15 @@ NAV = (
     '<a id="to-signup" href="/signup">Sign up</a></nav>'
 )
 PAGES = {
-    "/": ("Home", "<h1>Welcome</h1>"),
-    "/pricing": ("Pricing", "<h1>Pricing</h1>"),
-    "/signup": ("Sign up", "<h1>Sign up</h1>{form}"),
-    "/offer": ("Offer", "<h1>Our spring offer</h1>"),
-    "/thanks": ("Thanks", "<h1>Thank you</h1>"),
+    "/": ("Home", NAV + "<h1>Welcome</h1>"),
+    "/pricing": ("Pricing", NAV + "<h1>Pricing</h1>"),
+    "/signup": ("Sign up", NAV + "<h1>Sign up</h1>{form}"),  # the form's embed snippet
+    "/offer": ("Offer", NAV + "<h1>Our spring offer</h1>"),
+    "/thanks": ("Thanks", NAV + "<h1>Thank you</h1>"),
 }
 
 
 # --- the tenant's web site ------------------------------------------------------------------------
-
-
-class SitePages(BaseHTTPRequestHandler):
-    """Serves :data:`PAGES`, each with the tenant's snippet in its head; /signup embeds the form."""
-
-    server: PageServer
-
-    def do_GET(self) -> None:
-        page = PAGES.get(urlsplit(self.path).path)
-        if page is None:
-            self.send_error(404)
-            return
-        title, body = page
-        html = (
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>{self.server.snippet}</head>"
-            f"<body>{NAV}{body.replace('{form}', self.server.form_html)}</body></html>"
-        )
-        data = html.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep the test output quiet
-
-
-class PageServer(ThreadingHTTPServer):
-    """A tenant's web server on a free port, reached as ``localhost`` (the API is ``127.0.0.1``)."""
-
-    daemon_threads = True
-    snippet = ""
-    form_html = ""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), SitePages)
-        self.origin = f"http://localhost:{self.server_address[1]}"
-
-
-@contextmanager
-def page_server() -> Iterator[PageServer]:
-    server = PageServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
@@ -132,7 +80,7 @@ class Shop:
     api: LiveServer
     tenant: TenantHandle
     site: SiteHandle
-    pages: PageServer
+    pages: TenantWebServer
     form: dict[str, Any]
 
     def url(self, path: str) -> str:
@@ -206,7 +154,7 @@ class Shop:
         wait_stored(self.tenant.tenant_id, expected, timeout=WAIT_S)
 
 
-def open_shop(api: LiveServer, tenant: TenantHandle, pages: PageServer) -> Shop:
+def open_shop(api: LiveServer, tenant: TenantHandle, pages: TenantWebServer) -> Shop:
     """Register the site and a signup form through ``api``; the pages carry what the API hands out."""
     site = make_site(tenant, [pages.origin])
     shop = Shop(api, tenant, site, pages, {})
@@ -223,14 +171,14 @@ def open_shop(api: LiveServer, tenant: TenantHandle, pages: PageServer) -> Shop:
             "success_redirect": shop.url("/thanks"),
         },
     )
-    pages.snippet = shop.get(f"/api/v1/sites/{site.site_id}")["snippet"]
-    pages.form_html = shop.form["embed_html"]
+    pages.head = shop.get(f"/api/v1/sites/{site.site_id}")["snippet"]
+    pages.slots["form"] = shop.form["embed_html"]
     return shop
 
 
 @pytest.fixture
 def shop(api_server: LiveServer, make_tenant: Callable[..., TenantHandle]) -> Iterator[Shop]:
-    with page_server() as pages:
+    with tenant_web_server(PAGES) as pages:
         yield open_shop(api_server, make_tenant("Lantern"), pages)
 
 
@@ -603,7 +551,7 @@ def test_a_submission_while_redis_is_down_is_accepted_and_merged_after_recovery(
     redis_url, redis_down, redis_up = private_redis
     api = start_api_server(TRAILMARK_REDIS_URL=redis_url)
     try:
-        with page_server() as pages, device(browser) as context:
+        with tenant_web_server(PAGES) as pages, device(browser) as context:
             shop = open_shop(api, make_tenant("Lantern"), pages)
             page = context.new_page()
             with pipeline_on(redis_url):
@@ -725,7 +673,7 @@ def private_stack(
     api = start_api_server(TRAILMARK_REDIS_URL=redis_url)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        with page_server() as pages:
+        with tenant_web_server(PAGES) as pages:
             yield Stack(redis_url, open_shop(api, make_tenant("Lantern"), pages), processes)
     finally:
         for process in reversed(processes):

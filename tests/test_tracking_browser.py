@@ -6,19 +6,16 @@ stream, Celery ingest worker and PostgreSQL before the test reads them back thro
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route
 
-from tests.browser import DESKTOP_CHROME, is_collect
+from tests.browser import DESKTOP_CHROME, TenantWebServer, is_collect, tenant_web_server
 from tests.conftest import LiveServer, SiteHandle, TenantHandle, make_site, wait_stored
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("pipeline")]
@@ -41,58 +38,6 @@ PAGES = {
 }
 
 
-class SitePages(BaseHTTPRequestHandler):
-    """Serves :data:`PAGES`, each with the tenant's snippet in its head."""
-
-    server: PageServer
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        page = PAGES.get("/app" if path.startswith("/app/") else path)
-        if page is None:
-            self.send_error(404)
-            return
-        title, body = page
-        html = (
-            f"<!doctype html><html><head><title>{title}</title>{self.server.snippet}</head><body>{body}</body></html>"
-        )
-        data = html.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep the test output quiet
-
-
-class PageServer(ThreadingHTTPServer):
-    """A tenant's web server on a free port, reached as ``localhost`` (the API is ``127.0.0.1``)."""
-
-    daemon_threads = True
-    snippet = ""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), SitePages)
-        self.origin = f"http://localhost:{self.server_address[1]}"
-
-    def url(self, path: str) -> str:
-        return self.origin + path
-
-
-@contextmanager
-def page_server() -> Iterator[PageServer]:
-    server = PageServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @dataclass
 class TenantSite:
     """A fresh tenant, its registered site, and the web server that carries the site's snippet."""
@@ -100,7 +45,7 @@ class TenantSite:
     api: LiveServer
     tenant: TenantHandle
     site: SiteHandle
-    pages: PageServer
+    pages: TenantWebServer
 
     def url(self, path: str) -> str:
         return self.pages.url(path)
@@ -124,11 +69,11 @@ class TenantSite:
 @pytest.fixture
 def tenant_site(api_server: LiveServer, make_tenant: Callable[..., TenantHandle]) -> Iterator[TenantSite]:
     """Only the site's own origin is allowed; its pages carry the snippet the API hands out."""
-    with page_server() as pages:
+    with tenant_web_server(PAGES) as pages:
         tenant = make_tenant("Lantern")
         site = make_site(tenant, [pages.origin])
         tenant_site = TenantSite(api_server, tenant, site, pages)
-        pages.snippet = tenant_site.get(f"/api/v1/sites/{site.site_id}")["snippet"]
+        pages.head = tenant_site.get(f"/api/v1/sites/{site.site_id}")["snippet"]
         yield tenant_site
 
 
@@ -274,8 +219,8 @@ def test_a_bot_is_stored_flagged_and_kept_out_of_attribution(
 def test_an_unknown_origin_is_refused(browser: Browser, tenant_site: TenantSite) -> None:
     site = tenant_site
     # Someone copies the snippet onto a site the tenant never registered.
-    with page_server() as stranger, browser_context(browser) as context:
-        stranger.snippet = site.pages.snippet
+    with tenant_web_server(PAGES) as stranger, browser_context(browser) as context:
+        stranger.head = site.pages.head
         page = context.new_page()
         with page.expect_response(lambda r: is_collect(r.url), timeout=WAIT_MS) as refused:
             page.goto(stranger.url("/" + LANDING_QUERY))
