@@ -21,6 +21,7 @@ from litestar.datastructures import Cookie
 from litestar.params import FromPath
 
 from api.cookies import secure_cookies, visitor_cookie
+from api.loading import load_once
 from tenants.cache import Missing
 from tenants.errors import DomainError, Invalid, RateLimited
 from tenants.identity.cache import identities
@@ -71,7 +72,7 @@ async def _serve(request: Request[Any, Any, Any], tenant_id: UUID | None, page_s
     if tenant_id is not None:
         cached = pages.get((tenant_id, page_slug))
         if isinstance(cached, Missing):
-            bundle = await anyio.to_thread.run_sync(load_bundle, tenant_id, page_slug)
+            bundle = await load_once(("page", tenant_id, page_slug), lambda: load_bundle(tenant_id, page_slug))
         else:
             bundle = cached
     if tenant_id is None or bundle is None:
@@ -84,12 +85,14 @@ async def _serve(request: Request[Any, Any, Any], tenant_id: UUID | None, page_s
     identity: tuple[Contact, str | None] | None = None
     if member is not None or not browser.is_new:  # a brand-new browser is nobody yet
         contact_id = UUID(member.contact_id) if member else None
-        known = identities.get((tenant_id, contact_id or browser.visitor_id))
+        key = (tenant_id, contact_id or browser.visitor_id)
+        known = identities.get(key)
         if isinstance(known, tuple):
             identity = known
         else:
-            identity = await anyio.to_thread.run_sync(
-                lambda: load_contact(tenant_id, visitor_id=browser.visitor_id, contact_id=contact_id)
+            identity = await load_once(
+                ("identity", *key),
+                lambda: load_contact(tenant_id, visitor_id=browser.visitor_id, contact_id=contact_id),
             )
     result = page_result(
         bundle, viewer_of(bundle, member, identity), path=request.url.path, base_url=get_settings().base_url
@@ -116,10 +119,9 @@ async def hosted_page(
 async def custom_domain_page(request: Request[Any, Any, Any], page_slug: FromPath[str]) -> Response[Any]:
     """A tenant's own domain (CNAME to Trailmark) serves its pages at the root."""
     host = request.headers.get("host") or ""
-    cached = tenants_by_handle.get(f"domain:{host.split(':')[0].lower()}")
-    tenant_id = (
-        cached if not isinstance(cached, Missing) else await anyio.to_thread.run_sync(lambda: find_tenant(host=host))
-    )
+    handle = f"domain:{host.split(':')[0].lower()}"
+    cached = tenants_by_handle.get(handle)
+    tenant_id = cached if not isinstance(cached, Missing) else await load_once(handle, lambda: find_tenant(host=host))
     return await _serve(request, tenant_id, page_slug)
 
 
@@ -233,10 +235,11 @@ def _next_field(tenant_slug: str, value: str | None) -> str:
 
 
 async def _tenant(tenant_slug: str) -> UUID | None:
-    cached = tenants_by_handle.get(f"tenant_slug:{tenant_slug}")
+    handle = f"tenant_slug:{tenant_slug}"
+    cached = tenants_by_handle.get(handle)
     if not isinstance(cached, Missing):
         return cached
-    return await anyio.to_thread.run_sync(lambda: find_tenant(slug=tenant_slug))
+    return await load_once(handle, lambda: find_tenant(slug=tenant_slug))
 
 
 def _after_login(tenant_slug: str, site_id: UUID, next_path: str | None, result: memberships.LoginResult) -> str:

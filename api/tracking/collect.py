@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-import anyio.to_thread
 import msgspec
 from litestar import Request, Response, asgi, get
 from litestar.params import FromPath
@@ -36,6 +35,7 @@ from litestar.types import (
 from redis.exceptions import RedisError
 
 from api.cookies import visitor_cookie
+from api.loading import load_once
 from api.problems import PROBLEM_JSON, problem, problem_body
 from tenants.settings import get_settings
 from tenants.tracking.buffer import BufferFull, IngestProducer
@@ -67,7 +67,7 @@ async def site_for(site_key: str) -> SiteConfig | None:
     known, site = cached_site(site_key)
     if known:
         return site
-    return await anyio.to_thread.run_sync(resolve_site, site_key)
+    return await load_once(("site", site_key), lambda: resolve_site(site_key))
 
 
 def cors_headers(origin: str) -> dict[str, str]:
