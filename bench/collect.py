@@ -60,6 +60,7 @@ from bench.harness import (  # noqa: E402
     load_bench_parser,
     log,
     lua_string,
+    owner_connection,
     trailmark_command,
 )
 
@@ -325,13 +326,8 @@ class StoredVisits:
     """Counts the tenant's visits over a connection of its own, remembering when it saw what."""
 
     def __init__(self, owner_url: str, tenant_id: uuid.UUID) -> None:
-        import psycopg
-
         self.tenant_id = tenant_id
-        self.connection = psycopg.connect(
-            owner_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True
-        )
-        # visits has FORCE ROW LEVEL SECURITY: read as the tenant, whatever role the owner URL names.
+        self.connection = owner_connection(owner_url)
         self.connection.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant_id),))
         self.samples: list[tuple[float, int]] = []
 

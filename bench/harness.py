@@ -28,6 +28,7 @@ __all__ = [
     "load_bench_parser",
     "log",
     "lua_string",
+    "owner_connection",
     "run_bench",
     "serve_bare",
     "trailmark_command",
@@ -52,6 +53,16 @@ a weakref or ``__del__`` callback runs has its exception printed and swallowed, 
 def check_stop() -> None:
     if STOP.is_set():
         raise KeyboardInterrupt("stop requested")
+
+
+def owner_connection(owner_url: str) -> Any:
+    """An autocommit psycopg connection as the database owner (every query sees the latest commit).
+    Tenant tables have FORCE ROW LEVEL SECURITY: set ``app.tenant_id`` to read a tenant's rows."""
+    import psycopg
+
+    from tests.services import libpq_url
+
+    return psycopg.connect(libpq_url(owner_url), autocommit=True)
 
 
 def trailmark_command(*args: str) -> list[str]:

@@ -49,7 +49,15 @@ REPO = Path(__file__).resolve().parents[1]
 # tests/ and bench/ are not installed packages: import them from the checkout, however this file runs.
 sys.path.insert(0, str(REPO))
 
-from bench.harness import BenchError, Rig, check_stop, log, run_bench, trailmark_command  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BenchError,
+    Rig,
+    check_stop,
+    log,
+    owner_connection,
+    run_bench,
+    trailmark_command,
+)
 
 ORIGIN = "https://shop.example"
 USER_AGENT = (
@@ -160,11 +168,7 @@ class Inspector:
     """Reads merge state over a connection of its own (autocommit: every poll sees the latest commit)."""
 
     def __init__(self, owner_url: str) -> None:
-        import psycopg
-
-        self.connection = psycopg.connect(
-            owner_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True
-        )
+        self.connection = owner_connection(owner_url)
         self.tenant_id: uuid.UUID | None = None
 
     def _as_tenant(self, tenant_id: uuid.UUID) -> None:

@@ -17,7 +17,7 @@ from uuid import UUID
 import httpx
 import pytest
 
-from tests.services import TestServices, start_test_services, test_signing_keys
+from tests.services import TestServices, libpq_url, start_test_services, test_signing_keys
 
 REPO = Path(__file__).resolve().parents[1]
 _services: TestServices | None = None
@@ -57,7 +57,7 @@ def services() -> TestServices:
 
 @pytest.fixture(scope="session")
 def owner_url(services: TestServices) -> str:
-    return services.owner_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    return libpq_url(services.owner_url)
 
 
 def child_env(**overrides: str) -> dict[str, str]:
@@ -234,6 +234,26 @@ def stored_visits(tenant_id: UUID) -> int:
 
     with tenant_session(tenant_id) as session:
         return int(session.execute(text("SELECT count(*) FROM visits")).scalar() or 0)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """A Redis of this test's own, with AOF on (as in production), that the test can stop and restart."""
+    from tenants.embedded import free_port, start_redis_server
+
+    port = free_port()
+    directory = Path(tempfile.mkdtemp(prefix="trailmark-redis-"))
+    process: dict[str, Any] = {"server": start_redis_server(directory, port)}
+
+    def down() -> None:
+        stop(process["server"])
+
+    def up() -> None:
+        process["server"] = start_redis_server(directory, port)
+
+    yield f"redis://127.0.0.1:{port}/0", down, up
+    if process["server"].poll() is None:
+        stop(process["server"])
 
 
 def token_after(collect_answer: Any, sent: str | None) -> str:

@@ -76,7 +76,8 @@ def _answers_redis(url: str) -> bool:
         client.close()
 
 
-def _libpq(url: str) -> str:
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy ``postgresql+psycopg://`` URL as psycopg and libpq take it."""
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
@@ -95,7 +96,7 @@ def start_test_services() -> TestServices:
             server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="trailmark-test-pg-")), cleanup_mode="delete")
             cleanups.append(server)
             admin = server.get_uri()
-    admin = _libpq(admin)
+    admin = libpq_url(admin)
     database = f"trailmark_test_{secrets.token_hex(4)}"
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{database}"')

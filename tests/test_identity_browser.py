@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -25,7 +23,6 @@ import redis
 from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import text
 
-from tenants.embedded import free_port, start_redis_server
 from tenants.isolation import tenant_session
 from tests.browser import DESKTOP_CHROME, TenantWebServer, is_collect, tenant_web_server
 from tests.conftest import (
@@ -506,24 +503,6 @@ def test_the_same_submission_twice_is_one_contact(browser: Browser, shop: Shop, 
 
 
 # --- a Redis outage -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def private_redis() -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
-    """A Redis of this test's own, with AOF on (as in production), that the test can stop and restart."""
-    port = free_port()
-    directory = Path(tempfile.mkdtemp(prefix="trailmark-redis-"))
-    process: dict[str, Any] = {"server": start_redis_server(directory, port)}
-
-    def down() -> None:
-        stop(process["server"])
-
-    def up() -> None:
-        process["server"] = start_redis_server(directory, port)
-
-    yield f"redis://127.0.0.1:{port}/0", down, up
-    if process["server"].poll() is None:
-        stop(process["server"])
 
 
 @contextmanager

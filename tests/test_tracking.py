@@ -7,12 +7,10 @@ import base64
 import json
 import os
 import signal
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +20,6 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from tenants.contacts.service import ContactChanges, create_contact
-from tenants.embedded import free_port, start_redis_server
 from tenants.isolation import tenant_session
 from tenants.security.tokens import TokenSigner
 from tenants.settings import SigningKey, get_settings
@@ -398,24 +395,6 @@ def test_sites_api_validates_and_hides_other_tenants(
 
 
 # --- faults: a Redis outage, a full buffer, a killed worker ------------------------------------
-
-
-@pytest.fixture
-def private_redis() -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
-    """A Redis of this test's own, with AOF on (as in production), that the test can stop and restart."""
-    port = free_port()
-    directory = Path(tempfile.mkdtemp(prefix="trailmark-redis-"))
-    process: dict[str, Any] = {"server": start_redis_server(directory, port)}
-
-    def down() -> None:
-        stop(process["server"])
-
-    def up() -> None:
-        process["server"] = start_redis_server(directory, port)
-
-    yield f"redis://127.0.0.1:{port}/0", down, up
-    if process["server"].poll() is None:
-        stop(process["server"])
 
 
 def send(base_url: str, site: SiteHandle, count: int, per_batch: int = 5) -> tuple[int, list[httpx.Response]]:

@@ -66,6 +66,14 @@ def _html(body: str, status: int = 200, headers: dict[str, str] | None = None) -
     )
 
 
+def _redirect(location: str, status: int = 303) -> Response[Any]:
+    return Response(b"", status_code=status, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def _too_many_attempts(limited: RateLimited) -> Response[str]:
+    return _html(f"<h1>{html.escape(limited.message)}</h1>", 429, {"Retry-After": str(limited.retry_after)})
+
+
 async def _serve(request: Request[Any, Any, Any], tenant_id: UUID | None, page_slug: str) -> Response[Any]:
     """A page view. Warm caches answer an identified visitor without a database read or a thread."""
     bundle: PageBundle | None = None
@@ -97,12 +105,7 @@ async def _serve(request: Request[Any, Any, Any], tenant_id: UUID | None, page_s
     result = page_result(
         bundle, viewer_of(bundle, member, identity), path=request.url.path, base_url=get_settings().base_url
     )
-    if result.location:
-        response: Response[Any] = Response(
-            b"", status_code=result.status, headers={"Location": result.location, "Cache-Control": "no-store"}
-        )
-    else:
-        response = _html(result.html or "", result.status)
+    response = _redirect(result.location, result.status) if result.location else _html(result.html or "", result.status)
     if browser.reissued:
         response.set_cookie(visitor_cookie(browser.token))
     return response
@@ -151,7 +154,7 @@ async def _member_or_login(
         member = await anyio.to_thread.run_sync(read_session, tenant_id, request.cookies.get(session_cookie_name()))
     if tenant_id is None or member is None or member.membership_site_id != str(site_id):
         login = f"{_base(tenant_slug, site_id)}/login?next={quote(here, safe='/')}"
-        return Response(b"", status_code=303, headers={"Location": login, "Cache-Control": "no-store"})
+        return _redirect(login)
     return tenant_id, member
 
 
@@ -252,9 +255,7 @@ def _after_login(tenant_slug: str, site_id: UUID, next_path: str | None, result:
 
 
 def _logged_in_response(location: str, result: memberships.LoginResult) -> Response[Any]:
-    response: Response[Any] = Response(
-        b"", status_code=303, headers={"Location": location, "Cache-Control": "no-store"}
-    )
+    response = _redirect(location)
     response.set_cookie(
         Cookie(
             key=session_cookie_name(),
@@ -298,7 +299,7 @@ async def login(request: Request[Any, Any, Any], tenant_slug: FromPath[str], sit
             )
         )
     except RateLimited as limited:
-        return _html(f"<h1>{html.escape(limited.message)}</h1>", 429, {"Retry-After": str(limited.retry_after)})
+        return _too_many_attempts(limited)
     except DomainError as error:
         return _form_page(request, "Log in", fields, action, error=error.message, status=error.status)
     return _logged_in_response(_after_login(tenant_slug, site_id, values.get("next"), result), result)
@@ -358,9 +359,7 @@ async def register(
 
 
 def _logged_out(location: str) -> Response[Any]:
-    response: Response[Any] = Response(
-        b"", status_code=303, headers={"Location": location, "Cache-Control": "no-store"}
-    )
+    response = _redirect(location)
     response.delete_cookie(session_cookie_name(), path="/")
     return response
 
@@ -461,7 +460,7 @@ async def request_reset(
             lambda: memberships.request_password_reset(tenant_id, site_id, values.get("email", ""), _ip(request))
         )
     except RateLimited as limited:
-        return _html(f"<h1>{html.escape(limited.message)}</h1>", 429, {"Retry-After": str(limited.retry_after)})
+        return _too_many_attempts(limited)
     return _html(
         "<!doctype html><title>Check your email</title>"
         "<h1>If this email belongs to a member, a reset link is on its way.</h1>"

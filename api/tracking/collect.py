@@ -100,18 +100,34 @@ def same_site(headers: Mapping[str, str], origin: str) -> bool:
 # --- collect -------------------------------------------------------------------------------------
 
 
+Headers = tuple[tuple[bytes, bytes], ...]
+"""As ASGI sends them: lower-case names, latin-1 bytes."""
+
+
+def _encoded(headers: dict[str, str]) -> Headers:
+    return tuple((name.lower().encode(), value.encode("latin-1")) for name, value in headers.items())
+
+
+@lru_cache(maxsize=4096)
+def _allowed_origin_cors(origin: str) -> Headers:
+    """Encoded once per allowed origin: every accepted batch carries them."""
+    return _encoded(cors_headers(origin))
+
+
+_RETRY_LATER: Headers = ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),)
+
+
 class _Answer(msgspec.Struct):
     """What collect sends back."""
 
     status: int
     body: bytes = b""
-    headers: dict[str, str] = {}
+    headers: Headers = ()
     content_type: str = "application/json"
-    cookie: tuple[bytes, bytes] | None = None
 
 
-def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> _Answer:
-    return _Answer(status, _encode(problem_body(status, detail)), headers or {}, PROBLEM_JSON)
+def _problem(status: int, detail: str, headers: Headers = ()) -> _Answer:
+    return _Answer(status, _encode(problem_body(status, detail)), headers, PROBLEM_JSON)
 
 
 _COLLECT_HEADERS = {
@@ -203,14 +219,12 @@ async def collect(scope: Scope, receive: Receive, send: Send) -> None:
     elif http["method"] == "OPTIONS":
         answer = await _preflight(headers, site_key)
     else:
-        answer = _problem(405, "collect takes POST", {"Allow": "POST, OPTIONS"})
-    response_headers = [(name.encode(), value.encode("latin-1")) for name, value in answer.headers.items()]
+        answer = _problem(405, "collect takes POST", ((b"allow", b"POST, OPTIONS"),))
+    response_headers = list(answer.headers)
     if answer.body:
         response_headers.append((b"content-type", answer.content_type.encode()))
     if answer.status != 204:  # No Content has no Content-Length (RFC 9110, 8.6)
         response_headers.append((b"content-length", str(len(answer.body)).encode()))
-    if answer.cookie:
-        response_headers.append(answer.cookie)
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
         "status": answer.status,
@@ -230,9 +244,9 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
     origin = request_origin(headers)
     if origin is None or origin not in site.allowed_origins:
         # Readable by the refused page's tracker, so it drops the hits instead of retrying forever.
-        refusal = cors_headers(origin) if origin else None
+        refusal = _encoded(cors_headers(origin)) if origin else ()
         return _problem(403, f"origin {origin or '(none)'} is not allowed for this site", refusal)
-    cors = cors_headers(origin)
+    cors = _allowed_origin_cors(origin)
     if site.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
         return _Answer(204, headers=cors)
     try:
@@ -266,12 +280,10 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         try:
             await producer.append(envelope)
         except BufferFull:
-            retry = {**cors, "Retry-After": str(RETRY_AFTER_SECONDS)}
-            return _problem(503, "the ingest buffer is full; retry later", retry)
+            return _problem(503, "the ingest buffer is full; retry later", cors + _RETRY_LATER)
         except (RedisError, OSError) as error:
             log.warning("collect could not reach Redis: %s", error)
-            retry = {**cors, "Retry-After": str(RETRY_AFTER_SECONDS)}
-            return _problem(503, "tracking is briefly unavailable; retry later", retry)
+            return _problem(503, "tracking is briefly unavailable; retry later", cors + _RETRY_LATER)
     else:
         accepted = 0  # bot_policy 'drop'
     if not browser.reissued and accepted == len(hits):
@@ -279,10 +291,9 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         # say, and no body saves the server a write per request (a beacon cannot read it anyway).
         return _Answer(202, headers=cors)
     body = _encode({"token": browser.token, "visitor_id": str(browser.visitor_id), "accepted": accepted})
-    cookie = None
     if browser.reissued and same_site(headers, origin):
-        cookie = visitor_cookie(browser.token).to_encoded_header()
-    return _Answer(202, body, cors, cookie=cookie)
+        cors = (*cors, visitor_cookie(browser.token).to_encoded_header())
+    return _Answer(202, body, cors)
 
 
 async def _preflight(headers: dict[str, str], site_key: str) -> _Answer:
@@ -296,7 +307,7 @@ async def _preflight(headers: dict[str, str], site_key: str) -> _Answer:
         "Access-Control-Allow-Headers": "Content-Type",
         "Access-Control-Max-Age": "86400",
     }
-    return _Answer(204, headers=allowed)
+    return _Answer(204, headers=_encoded(allowed))
 
 
 # --- the tracker script --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from tenants.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from tenants.isolation import current_tenant_id, tenant_session
+from tenants.isolation import current_tenant_id, get_owned, tenant_session
 from tenants.models import ApiKey, Scope, Tenant, TenantUser, UserRole, new_id, utcnow
 from tenants.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
 
@@ -179,9 +179,7 @@ def list_api_keys(session: Session) -> list[ApiKey]:
 
 def revoke_api_key(session: Session, key_id: UUID) -> ApiKey:
     """Revoke a key at once; revoking twice is harmless."""
-    key = session.get(ApiKey, (current_tenant_id(session), key_id))
-    if key is None:
-        raise NotFound("API key not found")
+    key = get_owned(session, ApiKey, key_id, "API key")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.add(key)

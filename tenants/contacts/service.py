@@ -14,8 +14,8 @@ from sqlalchemy import func, or_, text
 from sqlmodel import Session, col, select
 
 from tenants.accounts.service import normalize_email, validate_email
-from tenants.errors import Conflict, Invalid, NotFound
-from tenants.isolation import current_tenant_id
+from tenants.errors import Conflict, Invalid
+from tenants.isolation import current_tenant_id, get_owned
 from tenants.models import Contact, ContactField, FieldType, utcnow
 
 __all__ = [
@@ -82,9 +82,7 @@ def create_field(session: Session, *, key: str, label: str, type: str, sensitive
 
 
 def delete_field(session: Session, key: str) -> None:
-    field = session.get(ContactField, (current_tenant_id(session), key))
-    if field is None:
-        raise NotFound("field not found")
+    field = get_owned(session, ContactField, key, "field")
     session.delete(field)
 
 
@@ -222,10 +220,7 @@ def upsert_by_email(session: Session, changes: ContactChanges) -> tuple[Contact,
 
 
 def get_contact(session: Session, contact_id: UUID) -> Contact:
-    contact = session.get(Contact, (current_tenant_id(session), contact_id))
-    if contact is None:
-        raise NotFound("contact not found")
-    return contact
+    return get_owned(session, Contact, contact_id, "contact")
 
 
 def update_contact(session: Session, contact_id: UUID, changes: ContactChanges) -> Contact:

@@ -17,7 +17,7 @@ from tenants.accounts.service import validate_email
 from tenants.contacts.service import CORE_FIELDS, ContactChanges, list_fields, upsert_by_email
 from tenants.errors import Forbidden, Invalid, NotFound
 from tenants.identity.service import link_visitor
-from tenants.isolation import current_tenant_id, tenant_session
+from tenants.isolation import current_tenant_id, get_owned, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
 from tenants.models import Evidence, Form, FormSubmission, Site
 from tenants.ratelimit import check_rate
@@ -122,10 +122,7 @@ def create_form(
 
 
 def get_form(session: Session, form_id: UUID) -> Form:
-    form = session.get(Form, (current_tenant_id(session), form_id))
-    if form is None:
-        raise NotFound("form not found")
-    return form
+    return get_owned(session, Form, form_id, "form")
 
 
 def list_forms(session: Session) -> list[Form]:

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Engine, event
@@ -20,13 +20,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, create_engine
 
+from tenants.errors import NotFound
 from tenants.settings import get_settings
+
+T = TypeVar("T")
 
 __all__ = [
     "TENANT_KEY",
     "current_tenant_id",
     "dispose_engine",
     "get_engine",
+    "get_owned",
     "system_session",
     "tenant_session",
 ]
@@ -110,6 +114,14 @@ def system_session(*, engine: Engine | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def get_owned(session: Session, model: type[T], key: Any, what: str) -> T:
+    """The session's tenant's ``model`` row with this key, or :class:`NotFound` ("<what> not found")."""
+    row = session.get(model, (current_tenant_id(session), key))
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row
 
 
 def current_tenant_id(session: Session) -> UUID:

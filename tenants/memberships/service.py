@@ -13,9 +13,9 @@ from sqlmodel import Session, col, select
 
 from tenants.accounts.service import get_tenant
 from tenants.contacts.service import ContactChanges, find_by_email, upsert_by_email
-from tenants.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from tenants.errors import Conflict, Forbidden, Invalid, Unauthorized
 from tenants.identity.service import link_visitor
-from tenants.isolation import current_tenant_id, tenant_session
+from tenants.isolation import current_tenant_id, get_owned, tenant_session
 from tenants.models import Evidence, Member, MembershipSite, new_id, utcnow
 from tenants.outbox import service as outbox
 from tenants.ratelimit import check_failures, clear_failures, record_failure
@@ -76,10 +76,7 @@ def create_membership_site(
 
 
 def get_membership_site(session: Session, site_id: UUID) -> MembershipSite:
-    site = session.get(MembershipSite, (current_tenant_id(session), site_id))
-    if site is None:
-        raise NotFound("membership site not found")
-    return site
+    return get_owned(session, MembershipSite, site_id, "membership site")
 
 
 def list_membership_sites(session: Session) -> list[MembershipSite]:

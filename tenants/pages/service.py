@@ -21,10 +21,10 @@ from sqlmodel import Session, col, select
 
 from tenants.accounts.service import SLUG_PATTERN
 from tenants.contacts.service import SENSITIVE_CORE_FIELDS
-from tenants.errors import Conflict, Invalid, NotFound
+from tenants.errors import Conflict, Invalid
 from tenants.forms.service import embed_html
 from tenants.identity.service import Level
-from tenants.isolation import current_tenant_id
+from tenants.isolation import current_tenant_id, get_owned
 from tenants.models import Contact, Form, MembershipSite, Page, Site, utcnow
 from tenants.settings import get_settings
 from tenants.tracking.origins import normalize_origin
@@ -174,10 +174,7 @@ def create_page(
 
 
 def get_page(session: Session, page_id: UUID) -> Page:
-    page = session.get(Page, (current_tenant_id(session), page_id))
-    if page is None:
-        raise NotFound("page not found")
-    return page
+    return get_owned(session, Page, page_id, "page")
 
 
 def list_pages(session: Session) -> list[Page]:

@@ -11,8 +11,8 @@ from uuid import UUID
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
-from tenants.errors import Invalid, NotFound
-from tenants.isolation import current_tenant_id
+from tenants.errors import Invalid
+from tenants.isolation import get_owned
 from tenants.models import Visit, Visitor
 
 __all__ = ["Page", "VisitFilter", "get_visitor", "list_visitors", "list_visits", "visits_of"]
@@ -61,10 +61,7 @@ def _limit(limit: int) -> int:
 
 
 def get_visitor(session: Session, visitor_id: UUID) -> Visitor:
-    visitor = session.get(Visitor, (current_tenant_id(session), visitor_id))
-    if visitor is None:
-        raise NotFound("visitor not found")
-    return visitor
+    return get_owned(session, Visitor, visitor_id, "visitor")
 
 
 def visits_of(session: Session, visitor_id: UUID, limit: int = 100) -> list[Visit]:

@@ -10,8 +10,8 @@ from uuid import UUID
 from sqlmodel import Session, col, select
 
 from tenants.cache import Missing, TTLCache
-from tenants.errors import Invalid, NotFound
-from tenants.isolation import current_tenant_id, tenant_session
+from tenants.errors import Invalid
+from tenants.isolation import get_owned, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
 from tenants.models import DEFAULT_PARTNER_PARAMS, Site
 from tenants.tracking.origins import normalize_origin
@@ -106,10 +106,7 @@ def list_sites(session: Session) -> list[Site]:
 
 
 def get_site(session: Session, site_id: UUID) -> Site:
-    site = session.get(Site, (current_tenant_id(session), site_id))
-    if site is None:
-        raise NotFound("site not found")
-    return site
+    return get_owned(session, Site, site_id, "site")
 
 
 def update_site(
