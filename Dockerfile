@@ -7,13 +7,16 @@ ENV PYTHONUNBUFFERED=1 \
     TRAILMARK_HOST=0.0.0.0
 
 WORKDIR /app
+# The exact versions the suite passed with (make lock), installed before the code so the layer is reused.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY api ./api
 COPY workers ./workers
 COPY tenants ./tenants
 COPY migrations ./migrations
 # Editable install: `trailmark migrate` finds migrations/ next to the packages.
-RUN pip install -e . \
+RUN pip install --no-deps --no-build-isolation -e . \
     && useradd --system --uid 10001 --home-dir /data trailmark \
     && mkdir -p /data && chown trailmark /data
 
