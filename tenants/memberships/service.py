@@ -257,8 +257,14 @@ def _link_invalid() -> Invalid:
     return Invalid("this link is not valid or has expired; register again", {"token": "invalid"})
 
 
-def _link_used() -> Invalid:
-    return Invalid("this link was already used: you have an account; log in, or reset your password", {"token": "used"})
+def _refuse_if_registered(member: Member | None) -> None:
+    """Every registration link of an address dies once its member has a password (or is disabled)."""
+    if member is not None and member.disabled:
+        raise _link_invalid()
+    if member is not None and member.password_hash is not None:
+        raise Invalid(
+            "this link was already used: you have an account; log in, or reset your password", {"token": "used"}
+        )
 
 
 def request_registration(
@@ -292,16 +298,17 @@ def request_registration(
             window_seconds=REGISTRATION_WINDOW,
         )
         member = _member_by_email(session, site_id, address)
+        if member is not None and member.disabled:
+            return  # the tenant shut this account: nothing to send, and the answer stays the same
         if member is not None and member.password_hash is not None:
-            if not member.disabled:
-                _send_account_reminder(session, site, address)
+            _send_account_reminder(session, site, address)
             return
         pending = save_pending(
             tenant_id,
             site.id,
             email=address,
             first_name=(first_name or "").strip() or None,
-            next_path=(next_path or "")[:MAX_NEXT_PATH] or None,
+            next_path=next_path if next_path and len(next_path) <= MAX_NEXT_PATH else None,
             lifetime_seconds=REGISTRATION_MAX_AGE,
         )
         token = get_signer().sign(REGISTRATION_PURPOSE, tenant_id, pending.id)
@@ -336,9 +343,7 @@ def _verified_registration(session: Session, site_id: UUID, token: str) -> Pendi
     site = get_membership_site(session, site_id)
     if site.registration != "open":
         raise Forbidden("this membership site is by invitation only")
-    member = _member_by_email(session, site_id, pending.email)
-    if member is not None and (member.password_hash is not None or member.disabled):
-        raise _link_used()
+    _refuse_if_registered(_member_by_email(session, site_id, pending.email))
     return pending
 
 
@@ -370,8 +375,7 @@ def complete_registration(
             .where(Member.membership_site_id == site_id, Member.contact_id == contact.id)
             .with_for_update()
         ).first()
-        if member is not None and (member.password_hash is not None or member.disabled):
-            raise _link_used()
+        _refuse_if_registered(member)
         # The name typed at registration fills a blank; it never replaces a name the tenant holds.
         if pending.first_name and not contact.first_name:
             contact.first_name = pending.first_name
