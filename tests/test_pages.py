@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import text
 
 from tenants.contacts.service import ContactChanges, update_contact
 from tenants.identity.service import link_visitor
@@ -370,8 +371,6 @@ def resolve(client: TestClient[Any], tenant: TenantHandle) -> dict[str, Any]:
 
 def rows(tenant: TenantHandle) -> tuple[Any, ...]:
     """Everything registration could touch: contacts (with their names), members, visitors, identity events."""
-    from sqlalchemy import text
-
     with tenant_session(tenant.tenant_id) as session:
         return tuple(
             session.execute(text(query)).all()
@@ -534,17 +533,21 @@ def test_a_registration_link_is_single_use_and_expires(
 
 
 @pytest.mark.usefixtures("pipeline")
-def test_registration_answers_the_same_for_unknown_known_and_member_addresses(
+def test_registration_answers_the_same_for_unknown_known_member_and_disabled_addresses(
     client: TestClient[Any], tenant: TenantHandle, mailbox: Mailbox
 ) -> None:
     parts = setup_site(client, tenant)
     site_id = parts["site"]["id"]
     add_contact(client, tenant, BOB, "Bob")
     add_member(tenant, site_id, "member@example.com", "Mem")
+    add_member(tenant, site_id, "shut@example.com", "Shut")
+    with tenant_session(tenant.tenant_id) as session:
+        shut = "UPDATE members SET disabled = true WHERE contact_id = (SELECT id FROM contacts WHERE email = :email)"
+        session.execute(text(shut), {"email": "shut@example.com"})
     before = rows(tenant)
     answers = [
         register(client, tenant, site_id, email, first_name="X")
-        for email in ("nobody@example.com", BOB, "member@example.com")
+        for email in ("nobody@example.com", BOB, "member@example.com", "shut@example.com")
     ]
     assert {(a.status_code, a.text) for a in answers} == {(200, answers[0].text)}
     assert rows(tenant) == before
@@ -556,6 +559,8 @@ def test_registration_answers_the_same_for_unknown_known_and_member_addresses(
     mailbox.links("nobody@example.com", CONFIRM, f"/m/{site_id}/register/confirm")
     mailbox.links(BOB, CONFIRM, f"/m/{site_id}/register/confirm")
     assert not any(site_id in str(m) for m in mailbox.about("member@example.com", CONFIRM))
+    for subject in (CONFIRM, ALREADY):  # a disabled account is sent nothing
+        assert not any(site_id in str(m) for m in mailbox.about("shut@example.com", subject))
     assert log_in(client, tenant, site_id, "member@example.com").status_code == 303  # the account is untouched
 
 

@@ -13,6 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from sqlmodel import Session, select
 
+from api.problems import PROBLEM_JSON
 from tenants.accounts.service import ApiCaller, get_tenant
 from tenants.contacts.service import get_contact, sensitive_fields
 from tenants.errors import Invalid
@@ -146,10 +147,13 @@ class MembershipSitesController(Controller):
         sync_to_thread=True,
         summary="Send a member's invitation again",
         responses={
-            404: ResponseSpec(ProblemDetails, description="No such membership site, or no such member of it"),
+            404: ResponseSpec(
+                ProblemDetails, description="No such membership site, or no such member of it", media_type=PROBLEM_JSON
+            ),
             409: ResponseSpec(
                 ProblemDetails,
                 description="The member already has a password (they reset it from the login page) or is disabled",
+                media_type=PROBLEM_JSON,
             ),
         },
     )
