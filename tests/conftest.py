@@ -291,6 +291,26 @@ class Mailbox:
 
         return wait_until(find, timeout, f"mail to {to} about {subject_part!r}", interval=0.1)
 
+    def about(self, to: str, subject_part: str) -> list[Any]:
+        """The messages to ``to`` about ``subject_part`` received so far, oldest first."""
+        return [m for m in list(self.messages) if to.lower() in m["To"].lower() and subject_part in m["Subject"]]
+
+    def links(self, to: str, subject_part: str, path_part: str, count: int = 1, timeout: float = 60) -> list[str]:
+        """The links containing ``path_part`` (make it name the tenant or site: the mailbox serves the
+        whole session) in mails to ``to`` about ``subject_part``, waiting until there are ``count``;
+        in the order received, which need not be the order sent."""
+        import re
+
+        pattern = re.compile(r"https?://\S*" + re.escape(path_part) + r"\S*")
+
+        def found() -> list[str]:
+            bodies = (m.get_payload(decode=True).decode() for m in self.about(to, subject_part))
+            return [match.group(0) for body in bodies if (match := pattern.search(body))]
+
+        return list(
+            wait_until(lambda: len(found()) >= count and found(), timeout, f"{count} {path_part} link(s) to {to}")
+        )
+
 
 @pytest.fixture(scope="session")
 def mailbox() -> Iterator[Mailbox]:

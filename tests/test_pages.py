@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import text
 
 from tenants.contacts.service import ContactChanges, update_contact
 from tenants.identity.service import link_visitor
@@ -308,17 +309,325 @@ def test_invitation_and_password_reset_by_mail(client: TestClient[Any], tenant: 
     assert not any("nobody@example.com" in m["To"] for m in mailbox.messages)
 
 
-def test_open_registration_logs_the_new_member_in(client: TestClient[Any], tenant: TenantHandle) -> None:
+# --- open registration: the address is proved by mail before anything exists ---------------------
+
+BOB = "bob@example.com"
+BOBS_PHONE = "+15550100123"
+CHECK_YOUR_EMAIL = "Check your email"
+CONFIRM = "Confirm your email"
+ALREADY = "You already have an account"
+
+
+def add_contact(client: TestClient[Any], tenant: TenantHandle, email: str, first_name: str) -> dict[str, Any]:
+    """A contact the tenant knows (not a member): a phone and a sensitive plan on file."""
+    return dict(
+        api(
+            client,
+            tenant,
+            "POST",
+            "/api/v1/contacts",
+            email=email,
+            first_name=first_name,
+            phone=BOBS_PHONE,
+            custom={"plan": "platinum"},
+        )
+    )
+
+
+def register(
+    client: TestClient[Any],
+    tenant: TenantHandle,
+    site_id: str,
+    email: str,
+    *,
+    first_name: str = "",
+    next_path: str = "",
+) -> Any:
+    """Send the register form as a browser would (with a password too, as the form once asked)."""
+    base = f"/s/{tenant.slug}/m/{site_id}/register"
+    data = {"csrf": csrf(client, base), "email": email, "first_name": first_name, "password": "chosen by a stranger"}
+    return client.post(base, data={**data, **({"next": next_path} if next_path else {})}, follow_redirects=False)
+
+
+def path_of(link: str) -> str:
+    parts = urlsplit(link)
+    return f"{parts.path}?{parts.query}"
+
+
+def confirm(client: TestClient[Any], link: str, password: str = PASSWORD) -> Any:
+    """Open the emailed link and choose the password on its page."""
+    page = client.get(path_of(link))
+    assert page.status_code == 200, page.text
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    data = {"csrf": csrf(client, path_of(link)), "token": token, "password": password}
+    return client.post(urlsplit(link).path, data=data, follow_redirects=False)
+
+
+def resolve(client: TestClient[Any], tenant: TenantHandle) -> dict[str, Any]:
+    token = client.cookies.get("tm_vid")
+    assert token, "the browser holds no visitor cookie"
+    return dict(client.get("/api/v1/resolve", params={"visitor_token": token}, headers=tenant.headers).json())
+
+
+def rows(tenant: TenantHandle) -> tuple[Any, ...]:
+    """Everything registration could touch: contacts (with their names), members, visitors, identity events."""
+    with tenant_session(tenant.tenant_id) as session:
+        return tuple(
+            session.execute(text(query)).all()
+            for query in (
+                "SELECT id, email, first_name, phone, custom, updated_at FROM contacts ORDER BY id",
+                "SELECT id, contact_id, password_hash FROM members ORDER BY id",
+                "SELECT id, contact_id, logged_in_until FROM visitors ORDER BY id",
+                "SELECT id FROM identity_events ORDER BY id",
+            )
+        )
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_a_stranger_registering_with_a_contacts_email_gets_nothing_of_theirs(
+    client: TestClient[Any], tenant: TenantHandle, mailbox: Mailbox
+) -> None:
+    """Typing Bob's address on the register form neither logs the stranger in nor identifies his
+    device as Bob, shows none of Bob's data, and does not even change Bob's first name."""
     parts = setup_site(client, tenant)
-    base = f"/s/{tenant.slug}/m/{parts['site']['id']}/register"
-    data = {
-        "csrf": csrf(client, base),
-        "email": "joiner@example.com",
-        "password": "a long new password",
-        "first_name": "Jo",
-    }
-    assert client.post(base, data=data, follow_redirects=False).status_code == 303
+    add_contact(client, tenant, BOB, "Bob")
+    home = f"/s/{tenant.slug}/home"
+    assert blocks_shown(client.get(home).text) == ["a"]
+    before = rows(tenant)
+
+    answer = register(client, tenant, parts["site"]["id"], BOB, first_name="Mallory", next_path=home)
+    assert answer.status_code == 200, answer.text
+    assert CHECK_YOUR_EMAIL in answer.text
+    assert SESSION not in answer.cookies and "tm_vid" not in answer.cookies
+    for text_of_bob in (BOB, BOBS_PHONE, "platinum", "Bob"):
+        assert text_of_bob not in answer.text
+    assert rows(tenant) == before  # no contact, member, visitor or identity event written or changed
+
+    page = client.get(home).text
+    assert blocks_shown(page) == ["a"]
+    assert BOB not in page and BOBS_PHONE not in page and "platinum" not in page
+    assert resolve(client, tenant)["level"] == "anonymous"
+    account = client.get(f"/s/{tenant.slug}/m/{parts['site']['id']}/account", follow_redirects=False)
+    assert account.status_code == 303  # not logged in: sent to the login page
+    # The link went to Bob, not to the stranger's browser.
+    assert mailbox.links(BOB, CONFIRM, f"/m/{parts['site']['id']}/register/confirm")
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_the_owner_of_the_address_registers_from_the_mail_and_is_logged_in(
+    client: TestClient[Any], tenant: TenantHandle, mailbox: Mailbox
+) -> None:
+    parts = setup_site(client, tenant)
+    site_id = parts["site"]["id"]
+    members = f"/s/{tenant.slug}/members"
+    client.get(members)  # the members' page sends the newcomer to log in; they register instead
+    visitor_before = client.cookies.get("tm_vid")
+    assert (
+        register(client, tenant, site_id, "joiner@example.com", first_name="Jo", next_path=members).status_code == 200
+    )
+    assert rows(tenant)[1] == []  # no member yet
+
+    link = mailbox.links("joiner@example.com", CONFIRM, f"/m/{site_id}/register/confirm")[0]
+    page = client.get(path_of(link))
+    assert page.status_code == 200 and "joiner@example.com" in page.text
+    assert "password" in page.text
+    done = confirm(client, link, "my chosen password")
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == members  # back to the page that asked
+    assert "Secret area" in client.get(members).text
     assert blocks_shown(client.get(f"/s/{tenant.slug}/home").text) == ["b", "c"]
+    assert "hello Jo [joiner@example.com]" in client.get(f"/s/{tenant.slug}/home").text
+    resolved = resolve(client, tenant)
+    assert (resolved["level"], resolved["evidence"]) == ("identified", "login")
+    assert client.cookies.get("tm_vid") == visitor_before  # the same device, now known by its login
+    with TestClient(app=client.app) as laptop:
+        assert log_in(laptop, tenant, site_id, "joiner@example.com", "my chosen password").status_code == 303
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_a_strangers_earlier_registration_does_not_lock_the_owner_out(
+    client: TestClient[Any], tenant: TenantHandle, mailbox: Mailbox
+) -> None:
+    """Both links (the stranger's went to Bob too) work until one is used; then every link is refused,
+    and the name the stranger typed never replaces Bob's."""
+    parts = setup_site(client, tenant)
+    site_id = parts["site"]["id"]
+    bob = add_contact(client, tenant, BOB, "Bob")
+    with TestClient(app=client.app) as stranger:
+        assert register(stranger, tenant, site_id, BOB, first_name="Mallory").status_code == 200
+    assert register(client, tenant, site_id, BOB, first_name="Bob").status_code == 200
+    # Both mails reach Bob (in either order): whichever he follows works, and then neither does.
+    used_link, other_link = mailbox.links(BOB, CONFIRM, f"/m/{site_id}/register/confirm", count=2)
+    assert used_link != other_link
+    assert client.get(path_of(used_link)).status_code == 200
+    assert client.get(path_of(other_link)).status_code == 200
+
+    assert confirm(client, used_link).status_code == 303
+    assert blocks_shown(client.get(f"/s/{tenant.slug}/home").text) == ["b", "c"]
+    assert "hello Bob [bob@example.com]" in client.get(f"/s/{tenant.slug}/home").text
+    used = client.get(path_of(other_link))
+    assert used.status_code == 422 and "already used" in used.text
+    members = api(client, tenant, "GET", f"/api/v1/membership-sites/{site_id}/members")
+    assert [(m["contact_id"], m["has_password"]) for m in members] == [(bob["id"], True)]
+    assert api(client, tenant, "GET", f"/api/v1/contacts/{bob['id']}")["first_name"] == "Bob"
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_the_stranger_typed_link_also_works_for_the_owner_and_fills_only_a_blank_name(
+    client: TestClient[Any], tenant: TenantHandle, mailbox: Mailbox
+) -> None:
+    parts = setup_site(client, tenant)
+    site_id = parts["site"]["id"]
+    with TestClient(app=client.app) as stranger:
+        assert register(stranger, tenant, site_id, "carol@example.com", first_name="Carol").status_code == 200
+    link = mailbox.links("carol@example.com", CONFIRM, f"/m/{site_id}/register/confirm")[0]
+    assert confirm(client, link).status_code == 303
+    assert "hello Carol [carol@example.com]" in client.get(f"/s/{tenant.slug}/home").text
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_a_registration_link_is_single_use_and_expires(
+    client: TestClient[Any], tenant: TenantHandle, mailbox: Mailbox
+) -> None:
+    from tenants.redis_store import get_redis
+    from tests.conftest import wait_until
+
+    parts = setup_site(client, tenant)
+    site_id = parts["site"]["id"]
+    register(client, tenant, site_id, "once@example.com")
+    link = mailbox.links("once@example.com", CONFIRM, f"/m/{site_id}/register/confirm")[0]
+    assert confirm(client, link, "the first password").status_code == 303
+
+    with TestClient(app=client.app) as replay:
+        page = replay.get(path_of(link))
+        assert page.status_code == 422 and "already used" in page.text
+        token = parse_qs(urlsplit(link).query)["token"][0]
+        data = {
+            "csrf": csrf(replay, f"/s/{tenant.slug}/m/{site_id}/login"),
+            "token": token,
+            "password": "a takeover try",
+        }
+        again = replay.post(urlsplit(link).path, data=data, follow_redirects=False)
+        assert again.status_code == 422 and "already used" in again.text
+        assert SESSION not in again.cookies
+        assert log_in(replay, tenant, site_id, "once@example.com", "a takeover try").status_code == 401
+        assert log_in(replay, tenant, site_id, "once@example.com", "the first password").status_code == 303
+
+    # A day passes: the registration behind an unused link is gone (Redis expires it with the link).
+    register(client, tenant, site_id, "late@example.com")
+    late_link = mailbox.links("late@example.com", CONFIRM, f"/m/{site_id}/register/confirm")[0]
+    client_redis = get_redis()
+    [pending] = [
+        key
+        for key in client_redis.scan_iter(f"trailmark:{tenant.tenant_id}:registration:*")
+        if b"late@example.com" in (client_redis.get(key) or b"")
+    ]
+    assert 0 < int(client_redis.ttl(pending)) <= 24 * 3600
+    client_redis.pexpire(pending, 1)
+    wait_until(lambda: not client_redis.exists(pending), 10, "the registration to expire")
+    expired = client.get(path_of(late_link))
+    assert expired.status_code == 422 and "expired" in expired.text
+    assert len(rows(tenant)[1]) == 1  # only once@ became a member
+    forged = client.get(f"/s/{tenant.slug}/m/{site_id}/register/confirm?token=not-a-token")
+    assert forged.status_code == 422 and "not valid" in forged.text
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_registration_answers_the_same_for_unknown_known_member_and_disabled_addresses(
+    client: TestClient[Any], tenant: TenantHandle, mailbox: Mailbox
+) -> None:
+    parts = setup_site(client, tenant)
+    site_id = parts["site"]["id"]
+    add_contact(client, tenant, BOB, "Bob")
+    add_member(tenant, site_id, "member@example.com", "Mem")
+    add_member(tenant, site_id, "shut@example.com", "Shut")
+    with tenant_session(tenant.tenant_id) as session:
+        shut = "UPDATE members SET disabled = true WHERE contact_id = (SELECT id FROM contacts WHERE email = :email)"
+        session.execute(text(shut), {"email": "shut@example.com"})
+    before = rows(tenant)
+    answers = [
+        register(client, tenant, site_id, email, first_name="X")
+        for email in ("nobody@example.com", BOB, "member@example.com", "shut@example.com")
+    ]
+    assert {(a.status_code, a.text) for a in answers} == {(200, answers[0].text)}
+    assert rows(tenant) == before
+
+    # The member learns they already have an account (and how to get in), with no registration link.
+    login_link = mailbox.links("member@example.com", ALREADY, f"/m/{site_id}/login")[0]
+    assert urlsplit(login_link).path == f"/s/{tenant.slug}/m/{site_id}/login"
+    assert mailbox.links("member@example.com", ALREADY, f"/m/{site_id}/password/reset")
+    mailbox.links("nobody@example.com", CONFIRM, f"/m/{site_id}/register/confirm")
+    mailbox.links(BOB, CONFIRM, f"/m/{site_id}/register/confirm")
+    assert not any(site_id in str(m) for m in mailbox.about("member@example.com", CONFIRM))
+    for subject in (CONFIRM, ALREADY):  # a disabled account is sent nothing
+        assert not any(site_id in str(m) for m in mailbox.about("shut@example.com", subject))
+    assert log_in(client, tenant, site_id, "member@example.com").status_code == 303  # the account is untouched
+
+
+def test_registration_is_throttled_per_address_and_per_ip(client: TestClient[Any], tenant: TenantHandle) -> None:
+    from tenants.memberships.service import REGISTRATIONS_PER_ADDRESS, REGISTRATIONS_PER_IP
+
+    parts = setup_site(client, tenant)
+    site_id = parts["site"]["id"]
+    statuses = [register(client, tenant, site_id, BOB).status_code for _ in range(REGISTRATIONS_PER_ADDRESS + 1)]
+    assert statuses == [200] * REGISTRATIONS_PER_ADDRESS + [429]
+    limited = register(client, tenant, site_id, BOB)
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+    assert "too many attempts" in limited.text
+    # Another address from the same IP still goes through, until the IP's own limit.
+    sent = REGISTRATIONS_PER_ADDRESS + 2  # the per-address refusals counted against the IP too
+    statuses = [
+        register(client, tenant, site_id, f"person{n}@example.com").status_code
+        for n in range(REGISTRATIONS_PER_IP - sent + 1)
+    ]
+    assert statuses == [200] * (REGISTRATIONS_PER_IP - sent) + [429]
+    assert register(client, tenant, site_id, "fresh@example.com").status_code == 429
+
+
+def test_invalid_registrations_are_refused_with_a_message(client: TestClient[Any], tenant: TenantHandle) -> None:
+    parts = setup_site(client, tenant)
+    refused = register(client, tenant, parts["site"]["id"], "not-an-address")
+    assert refused.status_code == 422 and "email must be an email address" in refused.text
+    invite_only = api(client, tenant, "POST", "/api/v1/membership-sites", name="Private", registration="invite")
+    closed = register(client, tenant, invite_only["id"], "someone@example.com")
+    assert closed.status_code == 403 and "by invitation only" in closed.text
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_an_invitation_can_be_sent_again_until_a_password_is_set(
+    client: TestClient[Any], tenant: TenantHandle, mailbox: Mailbox
+) -> None:
+    parts = setup_site(client, tenant)
+    site_id = parts["site"]["id"]
+    member = api(client, tenant, "POST", f"/api/v1/membership-sites/{site_id}/members", email="inv@example.com")
+    path = f"/api/v1/membership-sites/{site_id}/members/{member['id']}/invitation"
+    again = client.post(path, headers=tenant.headers)
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == member["id"] and again.json()["has_password"] is False
+    _, fresh = mailbox.links("inv@example.com", "Your access", f"/m/{site_id}/password/set", count=2)
+
+    token = parse_qs(urlsplit(fresh).query)["token"][0]
+    chosen = {"csrf": csrf(client, path_of(fresh)), "token": token, "new_password": "from the second mail"}
+    assert client.post(urlsplit(fresh).path, data=chosen, follow_redirects=False).status_code == 303
+    assert log_in(client, tenant, site_id, "inv@example.com", "from the second mail").status_code == 303
+
+    has_password = client.post(path, headers=tenant.headers)
+    assert has_password.status_code == 409
+    assert has_password.headers["content-type"].startswith("application/problem+json")
+    assert "reset" in has_password.json()["detail"]
+    other_site = api(client, tenant, "POST", "/api/v1/membership-sites", name="Other")
+    for unknown in (
+        f"/api/v1/membership-sites/{site_id}/members/{site_id}/invitation",
+        f"/api/v1/membership-sites/{other_site['id']}/members/{member['id']}/invitation",
+        f"/api/v1/membership-sites/{member['id']}/members/{member['id']}/invitation",
+    ):
+        missing = client.post(unknown, headers=tenant.headers)
+        assert missing.status_code == 404, unknown
+        assert missing.json()["status"] == 404
+    reader = api(client, tenant, "POST", "/api/v1/api-keys", name="reader", scopes=["read"])
+    read_only = client.post(path, headers={"Authorization": f"Bearer {reader['key']}"})
+    assert read_only.status_code == 403
+    assert len(mailbox.links("inv@example.com", "Your access", f"/m/{site_id}/password/set")) == 2  # none refused
 
 
 def test_preview_shows_the_page_as_each_level(client: TestClient[Any], tenant: TenantHandle) -> None:

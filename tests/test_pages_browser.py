@@ -24,7 +24,7 @@ from tenants.memberships.service import create_member
 from tenants.models import utcnow
 from tenants.security.passwords import hash_password
 from tests.browser import DESKTOP_CHROME
-from tests.conftest import LiveServer, TenantHandle, make_site, wait_until
+from tests.conftest import LiveServer, Mailbox, TenantHandle, make_site, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("pipeline")]
 
@@ -32,6 +32,8 @@ PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a brand new passphrase"
 SESSION = "tm_session"  # over http; `__Host-tm_session` on https
 MONICA = ("monica@example.com", "Monica")
+BOB = ("bob@example.com", "Bob")
+PHONE = "+15550100123"
 PLAN = "gold-plan-7"  # the sensitive custom field's value: it must appear only for a logged-in member
 MIN_FILL_SECONDS = 1
 WAIT_MS = 30_000
@@ -131,6 +133,15 @@ class Club:
 
     def resolve(self, visitor_token: str) -> dict[str, Any]:
         return dict(self.get("/api/v1/resolve", visitor_token=visitor_token))
+
+    def add_contact(self, email: str, first_name: str, phone: str = PHONE, plan: str = PLAN) -> str:
+        """A contact the tenant knows (not a member), with a phone and a sensitive plan on file."""
+        body = {"email": email, "first_name": first_name, "phone": phone, "custom": {"plan": plan}}
+        return str(self.post("/api/v1/contacts", body)["id"])
+
+    def registration_link(self, mailbox: Mailbox, email: str) -> str:
+        """The link in the newest mail that asks ``email`` to confirm a registration on this site."""
+        return mailbox.links(email, "Confirm your email", f"/m/{self.site_id}/register/confirm")[-1]
 
 
 @pytest.fixture
@@ -239,6 +250,24 @@ def log_in(page: Page, club: Club, email: str, password: str = PASSWORD, *, back
     response = submit_login(page, email, password)
     assert response.status == 303, response.text()
     page.wait_for_url(target)
+
+
+def submit_registration(page: Page, club: Club, email: str, first_name: str, *, back_to: str | None = None) -> None:
+    """Open the register page (coming back to ``back_to`` once registered) and send it: the answer
+    is the same "check your email" page whoever the address belongs to."""
+    page.goto(club.membership("register") + (f"?next={quote(urlsplit(back_to).path, safe='/')}" if back_to else ""))
+    page.fill("input[name=first_name]", first_name)
+    page.fill("input[name=email]", email)
+    response = send(page, club.membership("register"), lambda: page.click("button[type=submit]"))
+    assert response.status == 200, response.text()
+    assert page.inner_text("h1") == "Check your email"
+
+
+def finish_registration(page: Page, link: str, password: str = PASSWORD) -> Response:
+    """Follow the emailed link and choose the password on its page; returns the POST's response."""
+    page.goto(link)
+    page.fill("input[name=password]", password)
+    return send(page, link, lambda: page.click("button[type=submit]"))
 
 
 def post_form_from_page(page: Page, action: str, fields: dict[str, str]) -> None:
@@ -577,7 +606,7 @@ def test_repeated_wrong_passwords_are_throttled(browser: Browser, club: Club) ->
 PAYLOAD = '<script>window.__pwned = 1; alert("x")</script><img src=x onerror="window.__pwned = 2">'
 
 
-def test_script_in_a_first_name_renders_escaped(browser: Browser, club: Club) -> None:
+def test_script_in_a_first_name_renders_escaped(browser: Browser, club: Club, mailbox: Mailbox) -> None:
     with device(browser) as context:
         page = context.new_page()
         dialogs: list[str] = []
@@ -600,12 +629,71 @@ def test_script_in_a_first_name_renders_escaped(browser: Browser, club: Club) ->
         assert blocks(page) == ["b"]
         assert_inert()
 
-        # Logged in too (open registration with the same name): B and C, still inert.
-        page.goto(club.membership("register") + f"?next={quote(club.page_path('home'), safe='/')}")
-        page.fill("input[name=first_name]", PAYLOAD)
-        page.fill("input[name=email]", "mallory@example.com")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        # Logged in too (open registration, proved by mail): B and C, still inert.
+        submit_registration(page, club, "mallory@example.com", PAYLOAD, back_to=club.home)
+        assert finish_registration(page, club.registration_link(mailbox, "mallory@example.com")).status == 303
         page.wait_for_url(club.home)
         assert blocks(page) == ["b", "c"]
         assert_inert()
+
+
+def test_a_stranger_registering_with_a_contacts_email_is_not_logged_in_and_sees_nothing_of_theirs(
+    browser: Browser, club: Club, mailbox: Mailbox
+) -> None:
+    """The register form with Bob's address: the stranger's device stays anonymous, sees none of Bob's
+    data, and Bob's record is untouched; only Bob's mailbox gets a link."""
+    bob = club.add_contact(*BOB)
+    with device(browser) as strangers_phone:
+        page = strangers_phone.new_page()
+        page.goto(club.home)
+        token = visitor_token(strangers_phone, club)
+        submit_registration(page, club, BOB[0], "Mallory", back_to=club.home)
+        assert session_id(strangers_phone, club) is None
+
+        def assert_nothing_of_bob() -> None:
+            shown = page.content()
+            assert BOB[0] not in shown and PHONE not in shown and PLAN not in shown and "Hello" not in shown
+
+        assert_nothing_of_bob()
+        page.goto(club.home)
+        assert_nothing_of_bob()
+        assert blocks(page) == ["a", "f"]
+        assert page.get_attribute("body", "data-level") == "anonymous"
+        assert visitor_token(strangers_phone, club) == token
+        resolved = club.resolve(token)
+        assert (resolved["level"], resolved["contact_id"]) == ("anonymous", None)
+        assert_sent_to_login(page, club)
+    assert club.registration_link(mailbox, BOB[0])  # the link went to Bob
+    contact = club.get(f"/api/v1/contacts/{bob}")
+    assert (contact["first_name"], contact["phone"]) == ("Bob", PHONE)
+    assert club.get(f"/api/v1/membership-sites/{club.site_id}/members") == []
+
+
+def test_the_owner_of_the_address_registers_from_the_mail_and_is_logged_in(
+    browser: Browser, club: Club, mailbox: Mailbox
+) -> None:
+    bob = club.add_contact(*BOB)
+    with device(browser) as bobs_laptop:
+        page = bobs_laptop.new_page()
+        assert_sent_to_login(page, club)  # the members' area asks him to log in; he has no account yet
+        token = visitor_token(bobs_laptop, club)
+        submit_registration(page, club, BOB[0], "Bobby", back_to=club.members)
+        link = club.registration_link(mailbox, BOB[0])
+        page.goto(link)
+        assert BOB[0] in page.inner_text("body")  # whose password is being chosen
+        assert page.get_attribute("input[name=password]", "autocomplete") == "new-password"
+        assert finish_registration(page, link).status == 303
+        page.wait_for_url(club.members)
+        assert "Secret area" in page.content()
+        page.goto(club.home)
+        assert blocks(page) == ["b", "c"]
+        assert block_text(page, "c") == f"Block C: {BOB[0]} on {PLAN}"
+        assert block_text(page, "b").split("\n")[0] == "Hello Bob"  # his name, not the one typed at registration
+        resolved = club.resolve(visitor_token(bobs_laptop, club))
+        assert (resolved["contact_id"], resolved["evidence"]) == (bob, "login")
+        assert resolved["visitor_id"] == club.resolve(token)["visitor_id"]
+        # The link is spent: opened again, it says so and offers the way in.
+        page.goto(link)
+        assert "already used" in page.inner_text("[role=alert]")
+    with device(browser) as bobs_phone:
+        log_in(bobs_phone.new_page(), club, BOB[0])

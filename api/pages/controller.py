@@ -9,9 +9,11 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, MediaType, Response, delete, get, patch, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from sqlmodel import Session, select
 
+from api.problems import PROBLEM_JSON
 from tenants.accounts.service import ApiCaller, get_tenant
 from tenants.contacts.service import get_contact, sensitive_fields
 from tenants.errors import Invalid
@@ -72,6 +74,15 @@ class MemberPublic(msgspec.Struct):
         )
 
 
+class ProblemDetails(msgspec.Struct):
+    """An error as every route answers it (RFC 9457, ``application/problem+json``; see api/problems.py)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
 def _tenant_slug(session: Session) -> str:
     return get_tenant(session).slug
 
@@ -129,6 +140,30 @@ class MembershipSitesController(Controller):
                 session, site_id=site_id, email=data.email, first_name=data.first_name, last_name=data.last_name
             )
             return MemberPublic.of(member)
+
+    @post(
+        "/{site_id:uuid}/members/{member_id:uuid}/invitation",
+        status_code=202,
+        sync_to_thread=True,
+        summary="Send a member's invitation again",
+        responses={
+            404: ResponseSpec(
+                ProblemDetails, description="No such membership site, or no such member of it", media_type=PROBLEM_JSON
+            ),
+            409: ResponseSpec(
+                ProblemDetails,
+                description="The member already has a password (they reset it from the login page) or is disabled",
+                media_type=PROBLEM_JSON,
+            ),
+        },
+    )
+    def resend_invitation(
+        self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID], member_id: FromPath[UUID]
+    ) -> MemberPublic:
+        """A fresh link to set a first password (valid 7 days), mailed to the member's address; earlier
+        links keep working until a password is set."""
+        with caller.session(Scope.WRITE) as session:
+            return MemberPublic.of(memberships.resend_invitation(session, site_id, member_id))
 
     @get("/{site_id:uuid}/members", sync_to_thread=True, summary="List members")
     def list_members(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> list[MemberPublic]:

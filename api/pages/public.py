@@ -306,11 +306,15 @@ async def login(request: Request[Any, Any, Any], tenant_slug: FromPath[str], sit
 
 
 REGISTER_FIELDS = (
-    "<p><label>First name <input type='text' name='first_name' autocomplete='given-name'></label></p>"
-    "<p><label>Email <input type='email' name='email' required autocomplete='username'></label></p>"
-    "<p><label>Password <input type='password' name='password' required minlength='10'"
-    " autocomplete='new-password'></label></p>"
+    "<p><label>First name <input type='text' name='first_name' maxlength='200' autocomplete='given-name'></label></p>"
+    "<p><label>Email <input type='email' name='email' required autocomplete='email'></label></p>"
 )
+CHECK_YOUR_EMAIL = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>Check your email</title></head><body>"
+    "<h1>Check your email</h1><p>We sent a message to the address you gave. Follow the link in it to finish"
+    " registering (it is valid for 24 hours).</p></body></html>"
+)
+"""The one answer to a registration, whoever the address belongs to: it must not tell who is a member."""
 
 
 @get("/s/{tenant_slug:str}/m/{site_id:uuid}/register", include_in_schema=False)
@@ -325,37 +329,119 @@ async def register_form(
     )
 
 
-@post("/s/{tenant_slug:str}/m/{site_id:uuid}/register", include_in_schema=False, status_code=303)
+@post("/s/{tenant_slug:str}/m/{site_id:uuid}/register", include_in_schema=False, status_code=200)
 async def register(
     request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
 ) -> Response[Any]:
+    """Only mails a link to the address (or, to a member, a reminder); nobody is logged in or identified."""
     posted = await _posted(request, tenant_slug)
     if isinstance(posted, Response):
         return posted
     tenant_id, values = posted
     try:
-        result = await anyio.to_thread.run_sync(
-            lambda: memberships.register(
+        await anyio.to_thread.run_sync(
+            lambda: memberships.request_registration(
                 tenant_id,
                 site_id,
                 email=values.get("email", ""),
-                password=values.get("password", ""),
                 first_name=values.get("first_name") or None,
+                next_path=safe_next(tenant_slug, values.get("next")),
+                ip=_ip(request),
+            )
+        )
+    except RateLimited as limited:
+        return _too_many_attempts(limited)
+    except DomainError as error:
+        return _form_page(
+            request,
+            "Register",
+            REGISTER_FIELDS + _next_field(tenant_slug, values.get("next")),
+            f"{_base(tenant_slug, site_id)}/register",
+            error=_message(error),
+            status=error.status,
+        )
+    return _html(CHECK_YOUR_EMAIL)
+
+
+def _confirm_fields(email: str, token: str) -> str:
+    # The address as a read-only username, so that password managers store the new password under it.
+    return (
+        f"<p>Choose the password for <strong>{html.escape(email)}</strong>.</p>"
+        f"<input type='hidden' name='token' value='{html.escape(token)}'>"
+        f"<input type='email' name='username' value='{html.escape(email)}' autocomplete='username' readonly hidden>"
+        "<p><label>Password <input type='password' name='password' required minlength='10'"
+        " autocomplete='new-password'></label></p>"
+    )
+
+
+def _link_refused(tenant_slug: str, site_id: UUID, error: DomainError) -> Response[str]:
+    base = html.escape(_base(tenant_slug, site_id))
+    return _html(
+        "<!doctype html><html><head><meta charset='utf-8'><title>Registration</title></head><body>"
+        f"<h1>Registration</h1><p class='tm-error' role='alert'>{html.escape(error.message)}</p>"
+        f"<p><a href='{base}/login'>Log in</a> · <a href='{base}/password/reset'>Reset your password</a>"
+        f" · <a href='{base}/register'>Register</a></p></body></html>",
+        error.status,
+    )
+
+
+@get("/s/{tenant_slug:str}/m/{site_id:uuid}/register/confirm", include_in_schema=False)
+async def confirm_registration_form(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    """The emailed link's page: choose the password. Opening it uses nothing up (mail scanners open links)."""
+    tenant_id = await _tenant(tenant_slug)
+    if tenant_id is None:
+        return _html("<h1>Not found.</h1>", 404)
+    token = request.query_params.get("token", "")
+    try:
+        pending = await anyio.to_thread.run_sync(memberships.pending_registration, tenant_id, site_id, token)
+    except DomainError as error:
+        return _link_refused(tenant_slug, site_id, error)
+    return _form_page(
+        request,
+        "Finish registering",
+        _confirm_fields(pending.email, token),
+        f"{_base(tenant_slug, site_id)}/register/confirm",
+    )
+
+
+@post("/s/{tenant_slug:str}/m/{site_id:uuid}/register/confirm", include_in_schema=False, status_code=303)
+async def confirm_registration(
+    request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+) -> Response[Any]:
+    """The address is proved: the member is created with the chosen password and logged in here."""
+    posted = await _posted(request, tenant_slug)
+    if isinstance(posted, Response):
+        return posted
+    tenant_id, values = posted
+    token = values.get("token", "")
+    try:
+        result = await anyio.to_thread.run_sync(
+            lambda: memberships.complete_registration(
+                tenant_id,
+                site_id,
+                token=token,
+                password=values.get("password", ""),
                 presented_session=request.cookies.get(session_cookie_name()),
                 visitor_tokens=(request.cookies.get(VISITOR_COOKIE),),
             )
         )
-    except DomainError as error:
-        detail = _message(error)
+    except Invalid as error:
+        if "token" in error.errors:  # the link itself is refused: choosing another password will not help
+            return _link_refused(tenant_slug, site_id, error)
+        email = values.get("username", "")
         return _form_page(
             request,
-            "Register",
-            REGISTER_FIELDS,
-            f"{_base(tenant_slug, site_id)}/register",
-            error=detail,
+            "Finish registering",
+            _confirm_fields(email, token),
+            f"{_base(tenant_slug, site_id)}/register/confirm",
+            error=_message(error),
             status=error.status,
         )
-    return _logged_in_response(_after_login(tenant_slug, site_id, values.get("next"), result), result)
+    except DomainError as error:
+        return _link_refused(tenant_slug, site_id, error)
+    return _logged_in_response(_after_login(tenant_slug, site_id, result.next_path, result), result)
 
 
 def _logged_out(location: str) -> Response[Any]:
@@ -550,6 +636,8 @@ MEMBERSHIP_HANDLERS = [
     login,
     register_form,
     register,
+    confirm_registration_form,
+    confirm_registration,
     logout,
     logout_everywhere,
     password_form,

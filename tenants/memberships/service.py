@@ -1,34 +1,41 @@
 """Membership sites and members: registration, login (which identifies the device), logout, password
-change and reset. Logging in is the only way to see personal data on pages."""
+change and reset. Logging in is the only way to see personal data on pages.
+
+Open registration proves the address before anything exists: the register form only mails a link to
+the address given, and following it (choosing the password there) creates the member, identifies
+the device and logs in. Whoever types someone else's address gets nothing but an identical answer.
+"""
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from uuid import UUID
 
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from tenants.accounts.service import get_tenant
+from tenants.accounts.service import get_tenant, normalize_email, validate_email
 from tenants.contacts.service import ContactChanges, find_by_email, upsert_by_email
-from tenants.errors import Conflict, Forbidden, Invalid, Unauthorized
+from tenants.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from tenants.identity.service import link_visitor
 from tenants.isolation import current_tenant_id, get_owned, tenant_session
-from tenants.models import Evidence, Member, MembershipSite, new_id, utcnow
+from tenants.models import Contact, Evidence, Member, MembershipSite, new_id, utcnow
 from tenants.outbox import service as outbox
-from tenants.ratelimit import check_failures, clear_failures, record_failure
+from tenants.ratelimit import check_failures, check_rate, clear_failures, record_failure
 from tenants.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, verify_password
 from tenants.security.tokens import get_signer
 from tenants.settings import get_settings
 from tenants.tracking.visitors import visitor_of_browser
 
+from .pending import PendingRegistration, load_pending, save_pending
 from .sessions import MemberSession, create_session, destroy_all_sessions, destroy_session, read_session
 
 __all__ = [
     "LoginResult",
     "change_password",
+    "complete_registration",
     "create_member",
     "create_membership_site",
     "delete_membership_site",
@@ -38,8 +45,10 @@ __all__ = [
     "log_in",
     "log_out",
     "log_out_everywhere",
-    "register",
+    "pending_registration",
     "request_password_reset",
+    "request_registration",
+    "resend_invitation",
     "reset_password",
     "update_membership_site",
 ]
@@ -52,6 +61,13 @@ FAILURES_PER_ACCOUNT_AND_IP = 5
 """Per account *and* address: an attacker elsewhere cannot lock the real member out."""
 FAILURES_PER_IP = 30
 FAILURE_WINDOW = 15 * 60
+REGISTRATION_PURPOSE = "registration"
+REGISTRATION_MAX_AGE = 24 * 3600
+REGISTRATIONS_PER_ADDRESS = 5
+"""Per site and address an hour: a stranger cannot flood someone's inbox with links."""
+REGISTRATIONS_PER_IP = 30
+REGISTRATION_WINDOW = 3600
+MAX_NEXT_PATH = 2048
 _DUMMY_HASH = hash_password("timing equaliser for unknown accounts")
 
 
@@ -117,6 +133,13 @@ def _password_token(member: Member) -> str:
     return get_signer().sign(RESET_PURPOSE, member.tenant_id, member.id, pc=changed)
 
 
+def _send_invitation(session: Session, site: MembershipSite, member: Member, email: str) -> None:
+    """Mail the link that sets a first password (a fresh one each time, valid for 7 days)."""
+    link = membership_url(session, site.id, f"password/set?token={_password_token(member)}")
+    body = f"You have been invited to {site.name}.\n\nChoose your password here (valid for 7 days):\n{link}\n"
+    outbox.enqueue(session, MAIL_TASK, email, f"Your access to {site.name}", body)
+
+
 def create_member(
     session: Session, *, site_id: UUID, email: str, first_name: str | None = None, last_name: str | None = None
 ) -> Member:
@@ -131,9 +154,25 @@ def create_member(
     member = Member(membership_site_id=site.id, contact_id=contact.id)
     session.add(member)
     session.flush()
-    link = membership_url(session, site.id, f"password/set?token={_password_token(member)}")
-    body = f"You have been invited to {site.name}.\n\nChoose your password here (valid for 7 days):\n{link}\n"
-    outbox.enqueue(session, MAIL_TASK, contact.email, f"Your access to {site.name}", body)
+    _send_invitation(session, site, member, contact.email)
+    return member
+
+
+def resend_invitation(session: Session, site_id: UUID, member_id: UUID) -> Member:
+    """Mail a member who has no password yet a fresh invitation link. A member with a password
+    resets it instead (the reset link proves they still read that mailbox)."""
+    site = get_membership_site(session, site_id)
+    member = session.get(Member, (current_tenant_id(session), member_id))
+    if member is None or member.membership_site_id != site.id:
+        raise NotFound("member not found")
+    if member.disabled:
+        raise Conflict("this member is disabled")
+    if member.password_hash is not None:
+        raise Conflict("this member already has a password; they can reset it from the login page")
+    contact = session.get(Contact, (member.tenant_id, member.contact_id))
+    if contact is None:
+        raise NotFound("member not found")
+    _send_invitation(session, site, member, contact.email)
     return member
 
 
@@ -152,6 +191,8 @@ class LoginResult:
     visitor_token: str
     landing_page_slug: str | None
     """Where a member goes after logging in when no page asked for the login."""
+    next_path: str | None = None
+    """The page that asked for the login (kept across the registration mail)."""
 
 
 def _start_session(
@@ -212,35 +253,141 @@ def log_in(
         return _start_session(session, member, presented_session=presented_session, visitor_tokens=visitor_tokens)
 
 
-def register(
+def _link_invalid() -> Invalid:
+    return Invalid("this link is not valid or has expired; register again", {"token": "invalid"})
+
+
+def _refuse_if_registered(member: Member | None) -> None:
+    """Every registration link of an address dies once its member has a password (or is disabled)."""
+    if member is not None and member.disabled:
+        raise _link_invalid()
+    if member is not None and member.password_hash is not None:
+        raise Invalid(
+            "this link was already used: you have an account; log in, or reset your password", {"token": "used"}
+        )
+
+
+def request_registration(
     tenant_id: UUID,
     site_id: UUID,
     *,
     email: str,
-    password: str,
     first_name: str | None,
-    presented_session: str | None,
-    visitor_tokens: tuple[str | None, ...],
-) -> LoginResult:
-    """Open registration: become a member with a password, and be logged in."""
-    _check_password(password)
+    next_path: str | None,
+    ip: str | None,
+) -> None:
+    """Open registration, first step: mail the address a link that proves it (valid for a day), or,
+    if it already belongs to a member, a reminder that they have an account. Writes nothing to the
+    database and answers the same for every address (throttled per address and per IP)."""
+    address = normalize_email(email)
+    if errors := validate_email(address):
+        raise Invalid("the registration is invalid", errors)
+    if first_name is not None and len(first_name.strip()) > 200:
+        raise Invalid("the registration is invalid", {"first_name": "must be at most 200 characters"})
     with tenant_session(tenant_id) as session:
         site = get_membership_site(session, site_id)
         if site.registration != "open":
             raise Forbidden("this membership site is by invitation only")
-        contact, _ = upsert_by_email(session, ContactChanges(email=email, first_name=first_name))
-        if _member_by_email(session, site_id, contact.email) is not None:
-            # Do not reveal who is a member beyond what a login attempt would: ask them to log in.
-            raise Conflict("this email is already registered; log in or reset your password")
-        member = Member(
-            membership_site_id=site.id,
-            contact_id=contact.id,
-            password_hash=hash_password(password),
-            password_changed_at=utcnow(),
+        if ip:
+            check_rate(tenant_id, "register-ip", ip, limit=REGISTRATIONS_PER_IP, window_seconds=REGISTRATION_WINDOW)
+        check_rate(
+            tenant_id,
+            "register-address",
+            f"{site_id}:{address.lower()}",
+            limit=REGISTRATIONS_PER_ADDRESS,
+            window_seconds=REGISTRATION_WINDOW,
         )
+        member = _member_by_email(session, site_id, address)
+        if member is not None and member.disabled:
+            return  # the tenant shut this account: nothing to send, and the answer stays the same
+        if member is not None and member.password_hash is not None:
+            _send_account_reminder(session, site, address)
+            return
+        pending = save_pending(
+            tenant_id,
+            site.id,
+            email=address,
+            first_name=(first_name or "").strip() or None,
+            next_path=next_path if next_path and len(next_path) <= MAX_NEXT_PATH else None,
+            lifetime_seconds=REGISTRATION_MAX_AGE,
+        )
+        token = get_signer().sign(REGISTRATION_PURPOSE, tenant_id, pending.id)
+        link = membership_url(session, site.id, f"register/confirm?token={token}")
+        body = (
+            f"Someone (we hope you) asked to register with this address at {site.name}.\n\n"
+            f"Confirm it and choose your password here (valid for 24 hours):\n{link}\n\n"
+            "If it was not you, ignore this message: nothing happens without the link.\n"
+        )
+        outbox.enqueue(session, MAIL_TASK, address, f"Confirm your email for {site.name}", body)
+
+
+def _send_account_reminder(session: Session, site: MembershipSite, email: str) -> None:
+    login = membership_url(session, site.id, "login")
+    reset = membership_url(session, site.id, "password/reset")
+    body = (
+        f"Someone (we hope you) tried to register with this address at {site.name}, "
+        "but you already have an account.\n\n"
+        f"Log in here:\n{login}\n\nForgot your password? Reset it here:\n{reset}\n\n"
+        "If it was not you, ignore this message: your account is unchanged.\n"
+    )
+    outbox.enqueue(session, MAIL_TASK, email, f"You already have an account at {site.name}", body)
+
+
+def _verified_registration(session: Session, site_id: UUID, token: str) -> PendingRegistration:
+    """The registration an emailed link proves, still usable; raises a clear refusal otherwise."""
+    tenant_id = current_tenant_id(session)
+    claims = get_signer().verify(token, REGISTRATION_PURPOSE, tenant_id, max_age=REGISTRATION_MAX_AGE)
+    pending = load_pending(tenant_id, claims.subject) if claims else None
+    if pending is None or pending.membership_site_id != site_id:
+        raise _link_invalid()
+    site = get_membership_site(session, site_id)
+    if site.registration != "open":
+        raise Forbidden("this membership site is by invitation only")
+    _refuse_if_registered(_member_by_email(session, site_id, pending.email))
+    return pending
+
+
+def pending_registration(tenant_id: UUID, site_id: UUID, token: str) -> PendingRegistration:
+    """What an emailed registration link stands for, before its password is chosen (the link stays
+    usable: a mail scanner opening it uses nothing up)."""
+    with tenant_session(tenant_id) as session:
+        return _verified_registration(session, site_id, token)
+
+
+def complete_registration(
+    tenant_id: UUID,
+    site_id: UUID,
+    *,
+    token: str,
+    password: str,
+    presented_session: str | None,
+    visitor_tokens: tuple[str | None, ...],
+) -> LoginResult:
+    """Open registration, second step (the address is proved by the link): create the member with
+    this password and log in on this device. Once the member has a password every link is refused."""
+    _check_password(password)
+    with tenant_session(tenant_id) as session:
+        pending = _verified_registration(session, site_id, token)
+        # Serialises completions for one address (the lock lasts to commit): the second finds a password.
+        contact, _ = upsert_by_email(session, ContactChanges(email=pending.email))
+        member = session.exec(
+            select(Member)
+            .where(Member.membership_site_id == site_id, Member.contact_id == contact.id)
+            .with_for_update()
+        ).first()
+        _refuse_if_registered(member)
+        # The name typed at registration fills a blank; it never replaces a name the tenant holds.
+        if pending.first_name and not contact.first_name:
+            contact.first_name = pending.first_name
+            session.add(contact)
+        if member is None:
+            member = Member(membership_site_id=site_id, contact_id=contact.id)
+        member.password_hash = hash_password(password)
+        member.password_changed_at = utcnow()
         session.add(member)
         session.flush()
-        return _start_session(session, member, presented_session=presented_session, visitor_tokens=visitor_tokens)
+        result = _start_session(session, member, presented_session=presented_session, visitor_tokens=visitor_tokens)
+        return replace(result, next_path=pending.next_path)
 
 
 def _clear_login_on_device(tenant_id: UUID, member_session: MemberSession) -> None:
