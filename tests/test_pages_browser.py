@@ -6,6 +6,7 @@ database, and otherwise only does what a person does in a browser (open, fill in
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -367,6 +368,28 @@ def test_the_form_identifies_the_device_which_sees_b_with_the_first_name_and_no_
         page.goto(club.home)  # and it stays so
         assert_identified_only(page)
         assert session_id(context, club) is None
+
+
+def test_the_form_block_works_without_javascript(browser: Browser, club: Club) -> None:
+    """Pages work without JavaScript: the page stamps the time it showed the form, so a person whose
+    browser runs no script is not taken for a bot that filled the form too fast."""
+    monica = club.add_member(*MONICA)
+    context = browser.new_context(user_agent=DESKTOP_CHROME, java_script_enabled=False)
+    context.set_default_timeout(WAIT_MS)
+    try:
+        page = context.new_page()
+        page.goto(club.home)
+        token = visitor_token(context, club)
+        page.fill(f"{_FORM} input[name=email]", MONICA[0])
+        page.fill(f"{_FORM} input[name=first_name]", MONICA[1])
+        time.sleep(MIN_FILL_SECONDS + 0.5)  # a person takes longer than the form's minimum fill time
+        page.click(f"{_FORM} button[type=submit]")
+        page.wait_for_url(club.home + "?welcome=1")
+        assert blocks(page) == ["b"]
+        resolved = club.resolve(token)
+        assert (resolved["level"], resolved["contact_id"], resolved["evidence"]) == ("identified", monica, "form")
+    finally:
+        context.close()
 
 
 def test_the_form_with_another_persons_email_repoints_the_device_at_once(browser: Browser, club: Club) -> None:

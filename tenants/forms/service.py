@@ -181,15 +181,23 @@ def _inputs(form: Form, values: dict[str, str] | None = None, errors: dict[str, 
     return "\n".join(rows)
 
 
-def embed_html(form: Form, base_url: str) -> str:
-    """The snippet to paste into a page that carries the tracker (it adds the visitor token and page)."""
+def embed_html(form: Form, base_url: str, *, shown_at_ms: int | None = None) -> str:
+    """The snippet to paste into a page that carries the tracker (it adds the visitor token and page).
+
+    A page Trailmark renders itself passes ``shown_at_ms``, so the fill-time check works without
+    JavaScript; a pasted snippet is static, so its script stamps the time the page was shown."""
     action = f"{base_url}/f/{form.form_key}"
+    stamp = (
+        f'<input type="hidden" name="tm_started" value="{shown_at_ms}">\n</form>\n'
+        if shown_at_ms is not None
+        else '<input type="hidden" name="tm_started" value="">\n</form>\n'
+        "<script>document.currentScript.previousElementSibling.tm_started.value = Date.now();</script>"
+    )
     return (
         f'<form method="post" action="{action}" data-trailmark-form="{form.form_key}">\n'
         f"{_inputs(form)}\n"
-        '<input type="hidden" name="tm_started" value="">\n'
-        '<p><button type="submit">Send</button></p>\n</form>\n'
-        "<script>document.currentScript.previousElementSibling.tm_started.value = Date.now();</script>"
+        '<p><button type="submit">Send</button></p>\n'
+        f"{stamp}"
     )
 
 

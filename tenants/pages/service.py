@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -298,6 +299,7 @@ def render_page(
 ) -> str:
     """The page's HTML for this viewer."""
     parts = []
+    shown_at_ms = int(time.time() * 1000)
     for block in page.blocks:
         if not _visible(block, viewer):
             continue
@@ -308,7 +310,10 @@ def render_page(
         elif block["kind"] == "form":
             form = forms.get(block["form_id"])
             if form is not None:
-                parts.append(f'<section data-block="{html.escape(block["id"])}">{embed_html(form, base_url)}</section>')
+                parts.append(
+                    f'<section data-block="{html.escape(block["id"])}">'
+                    f"{embed_html(form, base_url, shown_at_ms=shown_at_ms)}</section>"
+                )
         else:
             text = fill_merge_fields(html.escape(block["text"]), viewer)
             link = f'<a href="{html.escape(block["url"])}">{text}</a>'
