@@ -170,3 +170,31 @@ def test_whatever_collect_acknowledges_is_stored_and_never_dead_lettered(
     assert len(acknowledged) > 20, "the fuzzer should get plenty of hits through"
     wait_stored(site.tenant.tenant_id, len(acknowledged), timeout=120)
     assert dead_letters_of(site.tenant.tenant_id) == []
+
+
+def test_a_stale_fbc_sent_with_a_new_fbclid_is_stored_as_the_new_click(
+    client: TestClient[Any], site: SiteHandle
+) -> None:
+    """A browser that still runs an older tracker sends the first ad click's ``_fbc`` with the second
+    click's ``fbclid``; the stored visit follows Meta's rule anyway (the click's time, the new fbclid)."""
+    now = int(time.time() * 1000)
+
+    def hit(fbclid: str | None, fbc: str) -> dict[str, Any]:
+        click_ids = {"fbclid": fbclid} if fbclid else {}
+        return {
+            "hit_id": str(uuid.uuid4()),
+            "ts": now,
+            "url": f"{ORIGIN}/",
+            "click_ids": click_ids,
+            "cookies": {"_fbc": fbc},
+        }
+
+    stale = hit("SECOND", "fb.1.1554763741205.FIRST")
+    current = hit("AbCd", "fb.1.1554763741205.AbCd.AQYBAAMA")  # Meta's 5-segment form passes through
+    without_click = hit(None, "fb.1.1554763741205.FIRST")
+    assert collect(client, site, json.dumps({"v": 1, "hits": [stale, current, without_click]})).status_code == 202
+    wait_stored(site.tenant.tenant_id, 3)
+    stored = {visit["hit_id"]: visit["ad_cookies"]["_fbc"] for visit in visits(client, site)}
+    assert stored[stale["hit_id"]] == f"fb.1.{now}.SECOND"
+    assert stored[current["hit_id"]] == "fb.1.1554763741205.AbCd.AQYBAAMA"
+    assert stored[without_click["hit_id"]] == "fb.1.1554763741205.FIRST"
