@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         "dead-letters", help="list the entries ingest could not store, with why; --replay puts them back"
     )
     dead.add_argument("--replay", action="store_true", help="move them back into the ingest stream (each once)")
-    dead.add_argument("--limit", type=int, default=100, help="list at most this many (oldest first)")
+    dead.add_argument("--limit", type=_positive, default=100, help="list at most this many (oldest first)")
     dead.set_defaults(handler=_ingest_dead_letters)
     return parser
 
@@ -147,6 +147,13 @@ def _tenant_create(settings: Settings, args: argparse.Namespace) -> int:
         json.dumps({"tenant_id": str(result.tenant.id), "slug": result.tenant.slug, "api_key": result.api_key.secret})
     )
     return 0
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
 
 
 def _ingest_dead_letters(settings: Settings, args: argparse.Namespace) -> int:

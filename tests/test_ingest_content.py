@@ -198,3 +198,15 @@ def test_a_stale_fbc_sent_with_a_new_fbclid_is_stored_as_the_new_click(
     assert stored[stale["hit_id"]] == f"fb.1.{now}.SECOND"
     assert stored[current["hit_id"]] == "fb.1.1554763741205.AbCd.AQYBAAMA"
     assert stored[without_click["hit_id"]] == "fb.1.1554763741205.FIRST"
+
+
+def test_a_visit_from_a_peer_without_an_ip_address_is_stored_without_one(
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """A site that keeps full addresses, reached through a peer that has none (a Unix socket; here the
+    test client, whose peer is called "testclient"): the visit is stored, without an address."""
+    site = make_site(make_tenant("Sockets"), [ORIGIN], truncate_ip=False)
+    hit = {"hit_id": str(uuid.uuid4()), "ts": int(time.time() * 1000), "url": f"{ORIGIN}/"}
+    assert collect(client, site, json.dumps({"v": 1, "hits": [hit]})).status_code == 202
+    wait_stored(site.tenant.tenant_id, 1)
+    assert dead_letters_of(site.tenant.tenant_id) == []

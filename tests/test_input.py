@@ -78,6 +78,8 @@ def test_a_nul_in_a_path_parameter_is_refused_naming_it(client: TestClient[Any],
     assert refused_fields(client.get("/f/form%00key")) == ["form_key"]
     assert refused_fields(client.get(f"/s/{tenant.slug}/home%00page")) == ["page_slug"]
     assert refused_fields(client.get("/t/site%00key.js")) == ["script"]
+    # Collect is a plain ASGI handler that reads its own body, but its path is checked all the same.
+    assert refused_fields(client.post("/collect/site%00key", content=b"{}")) == ["path"]
 
 
 def test_a_nul_in_a_public_form_field_is_refused_and_stores_nothing(

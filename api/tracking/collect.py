@@ -41,7 +41,7 @@ from tenants.settings import get_settings
 from tenants.text import strip_unstorable
 from tenants.tracking.buffer import BufferFull, IngestProducer
 from tenants.tracking.hits import MAX_BATCH_BYTES, BatchError, Envelope, decode_batch
-from tenants.tracking.origins import bot_reason, client_ip, normalize_origin, truncate_ip
+from tenants.tracking.origins import bot_reason, canonical_ip, client_ip, normalize_origin, truncate_ip
 from tenants.tracking.sites import SiteConfig, cached_site, resolve_site
 from tenants.tracking.visitors import VISITOR_COOKIE, visitor_of_browser
 
@@ -277,7 +277,7 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
             received_at=int(time.time() * 1000),
             hits=hits,
             user_agent=strip_unstorable(user_agent[:1000]) if user_agent else None,
-            ip=truncate_ip(ip) if site.truncate_ip else ip,
+            ip=truncate_ip(ip) if site.truncate_ip else canonical_ip(ip),
             bot_reason=reason,
         )
         producer: IngestProducer = scope["litestar_app"].state.ingest

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from crawlerdetect import CrawlerDetect
 
-__all__ = ["bot_reason", "client_ip", "normalize_origin", "truncate_ip"]
+__all__ = ["bot_reason", "canonical_ip", "client_ip", "normalize_origin", "truncate_ip"]
 
 _crawlers = CrawlerDetect()
 
@@ -62,6 +62,18 @@ def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
     except ValueError:
         return False
     return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)
+
+
+@lru_cache(maxsize=65536)
+def canonical_ip(address: str | None) -> str | None:
+    """The address as PostgreSQL's ``inet`` stores it, or None when it is not one (a test client's or
+    a Unix socket's peer): a visit is stored without an address rather than not at all."""
+    if not address:
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=65536)
