@@ -37,10 +37,13 @@ class RefuseUnstorableText(ASGIMiddleware):
     scopes = (ScopeType.HTTP,)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        request: Request[Any, Any, Any] = Request(scope, receive)
-        fields = _unstorable_in_path_and_query(scope, request)
-        if not fields and isinstance(scope.get("route_handler"), HTTPRouteHandler):
-            fields = await _unstorable_in_body(request)
+        fields = _unstorable_in_path(scope)
+        if scope.get("query_string") or isinstance(scope.get("route_handler"), HTTPRouteHandler):
+            # Not for collect's every hit: its hot path has no query and reads its own body.
+            request: Request[Any, Any, Any] = Request(scope, receive)
+            fields += _unstorable_in_query(request)
+            if not fields and isinstance(scope.get("route_handler"), HTTPRouteHandler):
+                fields = await _unstorable_in_body(request)
         if fields:
             raise ValidationException(
                 UNSTORABLE_DETAIL, extra=[{"key": field, "message": UNSTORABLE_MESSAGE} for field in fields]
@@ -48,16 +51,18 @@ class RefuseUnstorableText(ASGIMiddleware):
         await next_app(scope, receive, send)
 
 
-def _unstorable_in_path_and_query(scope: Scope, request: Request[Any, Any, Any]) -> list[str]:
+def _unstorable_in_path(scope: Scope) -> list[str]:
+    if is_storable(scope["path"]):
+        return []
+    params = scope.get("path_params") or {}
+    return [name for name, value in params.items() if isinstance(value, str) and not is_storable(value)] or ["path"]
+
+
+def _unstorable_in_query(request: Request[Any, Any, Any]) -> list[str]:
     fields: list[str] = []
-    if not is_storable(scope["path"]):
-        params = scope.get("path_params") or {}
-        fields += [name for name, value in params.items() if isinstance(value, str) and not is_storable(value)]
-        fields = fields or ["path"]
-    if scope.get("query_string"):
-        for name, value in request.query_params.multi_items():
-            if not (is_storable(name) and is_storable(value)):
-                fields.append(find_unstorable({name: value}, "") or "query")
+    for name, value in request.query_params.multi_items():
+        if not (is_storable(name) and is_storable(value)):
+            fields.append(find_unstorable({name: value}, "") or "query")
     return fields
 
 
