@@ -13,6 +13,7 @@ strips such text from hits instead (see ``tenants.tracking.hits``).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -80,6 +81,9 @@ async def _unstorable_in_body(request: Request[Any, Any, Any]) -> list[str]:
     try:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError:
-        return []  # not JSON (or not valid): the handler refuses it in its own words
+        try:  # msgspec refuses a lone surrogate escape outright; Python's decoder keeps it, to be named
+            data = json.loads(body)
+        except ValueError:
+            return []  # not JSON: the handler refuses it in its own words
     place = find_unstorable(data, "")
     return [place or "body"] if place is not None else []
