@@ -17,6 +17,7 @@ from api.links.controller import LinksController, exchange, follow_link, whoami
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.public import MEMBERSHIP_HANDLERS, PAGE_HANDLERS
 from api.problems import EXCEPTION_HANDLERS
+from api.text import RefuseUnstorableText
 from api.tracking.collect import SKIP_COMPRESSION, collect, tracker_script
 from api.tracking.controller import SitesController, VisitorsController, VisitsController
 from tenants.heap import freeze_startup_heap
@@ -59,6 +60,7 @@ def create_app() -> Litestar:
             tracker_script,
             collect,
         ],
+        middleware=[RefuseUnstorableText()],  # text PostgreSQL cannot store never reaches a handler
         on_startup=[_start_serving],
         on_shutdown=[_stop_serving],
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024, exclude_opt_key=SKIP_COMPRESSION),

@@ -66,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--password", help="owner password (default: read TRAILMARK_OWNER_PASSWORD)")
     create.add_argument("--slug")
     create.set_defaults(handler=_tenant_create)
+    ingest = commands.add_parser("ingest", help="the ingest stream between collect and the database")
+    ingest_commands = ingest.add_subparsers(dest="ingest_command", required=True)
+    dead = ingest_commands.add_parser(
+        "dead-letters", help="list the entries ingest could not store, with why; --replay puts them back"
+    )
+    dead.add_argument("--replay", action="store_true", help="move them back into the ingest stream (each once)")
+    dead.add_argument("--limit", type=_positive, default=100, help="list at most this many (oldest first)")
+    dead.set_defaults(handler=_ingest_dead_letters)
     return parser
 
 
@@ -138,6 +146,30 @@ def _tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     print(
         json.dumps({"tenant_id": str(result.tenant.id), "slug": result.tenant.slug, "api_key": result.api_key.secret})
     )
+    return 0
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return number
+
+
+def _ingest_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from tenants.redis_store import get_redis
+    from tenants.tracking.buffer import dead_letter_count, dead_letters, replay_dead_letters
+
+    _require_services(settings)
+    client = get_redis()
+    if args.replay:
+        print(f"trailmark: replayed {replay_dead_letters(client)} dead letters into the ingest stream")
+        return 0
+    for letter in dead_letters(client, args.limit):
+        tenant = letter.tenant_id or "unknown"
+        at = letter.dead_lettered_at.isoformat(timespec="seconds")
+        print(f"{letter.id}  {at}  entry {letter.entry_id}  tenant {tenant}  {letter.hits} hits: {letter.reason}")
+    print(f"trailmark: {dead_letter_count(client)} dead letters")
     return 0
 
 

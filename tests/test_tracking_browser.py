@@ -260,3 +260,38 @@ def test_the_tracker_retries_a_failed_send(browser: Browser, tenant_site: Tenant
         page.wait_for_function(_SENT, timeout=10_000)
     assert len(failures) == 2
     tenant_site.wait_visits(1)
+
+
+def test_fbc_follows_the_latest_facebook_ad_click(browser: Browser, tenant_site: TenantSite) -> None:
+    """Meta credits the click in ``_fbc``: a returning visitor from a second ad must send the second
+    click, created when it happened, not the first one forever."""
+    site = tenant_site
+    first_landing, second_landing = site.url("/?fbclid=FIRST"), site.url("/?fbclid=SECOND")
+    with browser_context(browser) as context:
+        page = context.new_page()
+        page.goto(first_landing)
+        wait_sent(page)
+        first = cookie(context, first_landing, "_fbc")
+        assert first is not None
+        assert re.fullmatch(r"fb\.1\.\d{13}\.FIRST", first), first
+        page.goto(site.url("/pricing"))  # a landing without fbclid keeps the current click
+        wait_sent(page)
+        assert cookie(context, first_landing, "_fbc") == first
+        page.wait_for_function(f"Date.now() > {first.split('.')[2]}")  # the next click is a later one
+        page.goto(second_landing)  # days later, from another ad
+        wait_sent(page)
+        second = cookie(context, second_landing, "_fbc")
+        assert second is not None
+        assert re.fullmatch(r"fb\.1\.\d{13}\.SECOND", second), second
+        assert int(second.split(".")[2]) > int(first.split(".")[2])
+        page.reload()  # the same click again keeps its creation time
+        wait_sent(page)
+        assert cookie(context, second_landing, "_fbc") == second
+
+    site.wait_visits(4)
+    [visitor] = site.visitors()
+    detail = site.visitor(visitor["id"])
+    stored = [(v["click_ids"].get("fbclid"), v["ad_cookies"].get("_fbc")) for v in detail["visits"]]
+    assert stored == [("FIRST", first), (None, first), ("SECOND", second), ("SECOND", second)]
+    assert detail["first_touch"]["ad_cookies"] == {"_fbc": first}
+    assert detail["last_touch"]["ad_cookies"] == {"_fbc": second}

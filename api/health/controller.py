@@ -10,6 +10,7 @@ from sqlalchemy import text
 from tenants.isolation import system_session
 from tenants.isolation.migrate import migrations_at_head
 from tenants.redis_store import get_redis
+from tenants.tracking.buffer import dead_letter_count
 
 __all__ = ["health", "ready"]
 
@@ -21,7 +22,10 @@ async def health() -> dict[str, str]:
 
 @get("/ready", tags=["health"], sync_to_thread=True, summary="Database, Redis and schema ready")
 def ready() -> Response[dict[str, Any]]:
+    """Ready when the database, Redis and the schema are. The ingest dead letters are reported, not
+    judged: they need an operator (``trailmark ingest dead-letters``), not another instance."""
     checks: dict[str, str] = {}
+    dead_letters: int | None = None
     try:
         with system_session() as session:
             session.execute(text("SELECT 1"))
@@ -32,7 +36,9 @@ def ready() -> Response[dict[str, Any]]:
     try:
         get_redis().ping()
         checks["redis"] = "ok"
+        dead_letters = dead_letter_count(get_redis())
     except Exception as error:
         checks["redis"] = f"unreachable: {type(error).__name__}"
     ok = all(value == "ok" for value in checks.values()) and len(checks) == 3
-    return Response({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+    body = {"status": "ready" if ok else "not ready", "checks": checks, "ingest_dead_letters": dead_letters}
+    return Response(body, status_code=200 if ok else 503)

@@ -38,9 +38,10 @@ from api.cookies import visitor_cookie
 from api.loading import load_once
 from api.problems import PROBLEM_JSON, problem, problem_body
 from tenants.settings import get_settings
+from tenants.text import strip_unstorable
 from tenants.tracking.buffer import BufferFull, IngestProducer
 from tenants.tracking.hits import MAX_BATCH_BYTES, BatchError, Envelope, decode_batch
-from tenants.tracking.origins import bot_reason, client_ip, normalize_origin, truncate_ip
+from tenants.tracking.origins import bot_reason, canonical_ip, client_ip, normalize_origin, truncate_ip
 from tenants.tracking.sites import SiteConfig, cached_site, resolve_site
 from tenants.tracking.visitors import VISITOR_COOKIE, visitor_of_browser
 
@@ -86,7 +87,10 @@ def request_origin(headers: Mapping[str, str]) -> str | None:
         return normalize_origin(origin)
     referer = headers.get("referer")
     if referer:
-        parts = urlsplit(referer)
+        try:
+            parts = urlsplit(referer)
+        except ValueError:  # "http://[oops": not a URL, so no origin
+            return None
         return normalize_origin(f"{parts.scheme}://{parts.netloc}")
     return None
 
@@ -272,8 +276,8 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
             visitor_id=browser.visitor_id,
             received_at=int(time.time() * 1000),
             hits=hits,
-            user_agent=user_agent[:1000] if user_agent else None,
-            ip=truncate_ip(ip) if site.truncate_ip else ip,
+            user_agent=strip_unstorable(user_agent[:1000]) if user_agent else None,
+            ip=truncate_ip(ip) if site.truncate_ip else canonical_ip(ip),
             bot_reason=reason,
         )
         producer: IngestProducer = scope["litestar_app"].state.ingest

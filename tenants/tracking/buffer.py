@@ -4,14 +4,22 @@ Collect appends one entry per accepted batch with a Lua script that refuses once
 its bound, so a full buffer answers 503 instead of growing without limit. Ingest reads through a
 consumer group and acknowledges (then deletes) entries only after their rows are committed; entries
 left pending by a dead consumer are claimed again.
+
+An entry that can never be stored goes to a dead-letter stream with its reason (and a warning in the
+log); an operator lists those (``trailmark ingest dead-letters``) and, once the cause is fixed, puts
+them back into the ingest stream (``--replay``). Replay is safe to repeat: storage dedupes on hit id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import redis
@@ -24,12 +32,18 @@ __all__ = [
     "GROUP",
     "STREAM",
     "BufferFull",
+    "DeadLetter",
     "IngestBuffer",
     "IngestProducer",
     "backlog",
     "consumer_name",
+    "dead_letter_count",
+    "dead_letters",
     "decode_entry",
+    "replay_dead_letters",
 ]
+
+log = logging.getLogger(__name__)
 
 STREAM = "trailmark:ingest"
 """Shared by all tenants: each entry carries its tenant id; rows are written under that tenant's RLS scope."""
@@ -46,6 +60,21 @@ for i = 2, #ARGV do
 end
 return stored
 """
+# Moves up to ARGV[1] dead letters, none newer than ARGV[2], back into the ingest stream; returns how
+# many it took. Atomic, so each letter is replayed by exactly one of two operators who run it at once.
+_REPLAY = """
+local letters = redis.call('XRANGE', KEYS[1], '-', ARGV[2], 'COUNT', tonumber(ARGV[1]))
+for _, entry in ipairs(letters) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'd' then redis.call('XADD', KEYS[2], '*', 'd', fields[i + 1]) end
+  end
+  redis.call('XDEL', KEYS[1], entry[1])
+end
+return #letters
+"""
+MAX_DEAD_LETTERS = 100_000
+"""The dead-letter stream keeps the newest this many; a warning is logged for every one that arrives."""
 MAX_GROUP = 500
 """Batches appended in one round trip at most."""
 _encoder = msgspec.json.Encoder()
@@ -148,8 +177,77 @@ class IngestBuffer:
 
     def dead_letter(self, entry_id: str, data: bytes, reason: str) -> None:
         """Keep an entry that can never be stored, with why, and take it out of the way."""
-        self.client.xadd(DEAD_LETTER_STREAM, {"d": data, "id": entry_id, "reason": reason[:500]}, maxlen=100_000)
-        self.ack([entry_id])
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(DEAD_LETTER_STREAM, {"d": data, "id": entry_id, "reason": reason[:500]}, maxlen=MAX_DEAD_LETTERS)
+        pipe.xlen(DEAD_LETTER_STREAM)
+        pipe.xack(STREAM, GROUP, entry_id)
+        pipe.xdel(STREAM, entry_id)
+        _, waiting, *_ = pipe.execute()
+        log.warning(
+            "ingest entry dead-lettered: %s",
+            reason[:500],
+            extra={"entry_id": entry_id, "dead_letters": int(waiting)},
+        )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An ingest entry that could not be stored, as an operator sees it."""
+
+    id: str
+    """Its id in the dead-letter stream (when it was dead-lettered)."""
+    entry_id: str
+    """Its id in the ingest stream (when collect accepted it)."""
+    reason: str
+    tenant_id: UUID | None
+    """None when the entry cannot even be decoded."""
+    hits: int
+
+    @property
+    def dead_lettered_at(self) -> datetime:
+        return datetime.fromtimestamp(int(self.id.split("-")[0]) / 1000, UTC)
+
+
+def dead_letter_count(client: redis.Redis) -> int:
+    """How many entries wait in the dead-letter stream."""
+    return int(client.xlen(DEAD_LETTER_STREAM))
+
+
+def dead_letters(client: redis.Redis, limit: int = 100) -> list[DeadLetter]:
+    """The oldest ``limit`` dead letters, with their reasons."""
+    letters: list[DeadLetter] = []
+    entries: Any = client.xrange(DEAD_LETTER_STREAM, count=limit)
+    for letter_id, fields in entries:
+        data = fields.get(b"d", b"")
+        try:
+            envelope: Envelope | None = decode_entry(data)
+        except msgspec.DecodeError:
+            envelope = None
+        letters.append(
+            DeadLetter(
+                id=_text(letter_id),
+                entry_id=_text(fields.get(b"id", b"")),
+                reason=_text(fields.get(b"reason", b"")),
+                tenant_id=envelope.tenant_id if envelope else None,
+                hits=len(envelope.hits) if envelope else 0,
+            )
+        )
+    return letters
+
+
+def replay_dead_letters(client: redis.Redis, chunk: int = 500) -> int:
+    """Move the dead letters back into the ingest stream, once each; returns how many moved. Only the
+    letters there when it starts: one whose cause is not fixed comes back with its reason, and waits
+    for the next replay instead of going round forever."""
+    newest: Any = client.xrevrange(DEAD_LETTER_STREAM, count=1)
+    if not newest:
+        return 0
+    last_id = _text(newest[0][0])
+    replay = client.register_script(_REPLAY)
+    moved = 0
+    while count := int(replay(keys=[DEAD_LETTER_STREAM, STREAM], args=[chunk, last_id])):
+        moved += count
+    return moved
 
 
 def decode_entry(data: bytes) -> Envelope:

@@ -1,6 +1,9 @@
 """The wire format of the tracker (``api/tracking/static/tracker.js``) and of the ingest stream.
 
-One definition of a hit, used by collect to validate and by ingest to store.
+One definition of a hit, used by collect to validate and by ingest to store. Whatever collect takes
+must be storable, so nothing it acknowledged can be dead-lettered for its content: text PostgreSQL
+cannot hold is stripped (``tenants.text``), every string has a bound, ``props`` a bounded nesting
+depth, ``ts`` a window, and ``url`` must be an http(s) URL that parses.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from uuid import UUID
 
 import msgspec
 
+from tenants.text import strip_unstorable_json_escapes
+
 __all__ = [
     "MAX_BATCH_BYTES",
     "MAX_HITS_PER_BATCH",
     "MAX_HIT_BYTES",
+    "MAX_PROPS_DEPTH",
     "AdCookies",
     "Batch",
     "BatchError",
@@ -24,6 +30,7 @@ __all__ = [
     "Hit",
     "Utm",
     "decode_batch",
+    "follow_latest_ad_click",
 ]
 
 MAX_HIT_BYTES = 32 * 1024
@@ -32,6 +39,9 @@ MAX_HITS_PER_BATCH = 100
 MAX_HIT_AGE_MS = 30 * 24 * 3600 * 1000
 """Older hits (a browser offline for a month) are refused: their partition may be gone."""
 MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000
+MAX_PROPS_DEPTH = 16
+"""Nesting of an event's ``props``: far beyond any real event, far below the depth at which decoding
+the ingest entry (which wraps props in three more levels) or PostgreSQL's jsonb would refuse it."""
 
 Short = Annotated[str, msgspec.Meta(max_length=500)]
 
@@ -120,7 +130,8 @@ def decode_batch(body: bytes, now_ms: int | None = None) -> tuple[str | None, li
     if len(body) > MAX_BATCH_BYTES:
         raise BatchError(413, f"the batch is {len(body)} bytes; the limit is {MAX_BATCH_BYTES}")
     try:
-        batch = _batch_decoder.decode(body)
+        # A title cut inside an emoji arrives as a lone surrogate escape: drop it, keep the hit.
+        batch = _batch_decoder.decode(strip_unstorable_json_escapes(body))
     except msgspec.DecodeError as error:
         raise BatchError(400, f"malformed batch: {error}") from None
     if not batch.hits:
@@ -138,7 +149,44 @@ def decode_batch(body: bytes, now_ms: int | None = None) -> tuple[str | None, li
             raise BatchError(400, f"malformed hits[{index}]: {error}") from None
         if not now_ms - MAX_HIT_AGE_MS <= hit.ts <= now_ms + MAX_CLOCK_SKEW_MS:
             raise BatchError(400, f"hits[{index}].ts is outside the accepted window (30 days back, 1 day ahead)")
-        if urlsplit(hit.url).scheme not in ("http", "https"):
+        if not _is_http_url(hit.url):
             raise BatchError(400, f"hits[{index}].url must be an absolute http(s) URL")
+        if hit.props is not None and _depth(hit.props) > MAX_PROPS_DEPTH:
+            raise BatchError(400, f"hits[{index}].props nests deeper than {MAX_PROPS_DEPTH} levels")
+        follow_latest_ad_click(hit)
         hits.append(hit)
     return batch.token, hits
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:  # e.g. "http://[oops": an unclosed IPv6 host
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _depth(value: Any) -> int:
+    """Levels of lists and objects in ``value`` (a scalar is 0)."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
+
+
+def follow_latest_ad_click(hit: Hit) -> None:
+    """Meta's rule: a new ``fbclid`` in the landing URL replaces ``_fbc``, created now
+    (``fb.1.<ms>.<fbclid>``). The tracker does this in the browser; this keeps a stored visit right
+    when a browser sent the previous click's cookie anyway (an older cached tracker, a page of its own)."""
+    fbclid = hit.click_ids.fbclid
+    fbc = hit.cookies.fbc
+    if fbclid and fbc and _fbc_click(fbc) != fbclid:
+        hit.cookies.fbc = f"fb.1.{hit.ts}.{fbclid}"[:500]
+
+
+def _fbc_click(fbc: str) -> str | None:
+    """The fbclid inside ``fb.<index>.<ms>.<fbclid>`` (a fifth segment may follow; it is Meta's)."""
+    parts = fbc.split(".")
+    return parts[3] if len(parts) >= 4 and parts[0] == "fb" else None

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from crawlerdetect import CrawlerDetect
 
-__all__ = ["bot_reason", "client_ip", "normalize_origin", "truncate_ip"]
+__all__ = ["bot_reason", "canonical_ip", "client_ip", "normalize_origin", "truncate_ip"]
 
 _crawlers = CrawlerDetect()
 
@@ -16,7 +16,10 @@ _crawlers = CrawlerDetect()
 @lru_cache(maxsize=4096)
 def normalize_origin(value: str) -> str | None:
     """``scheme://host[:port]`` in lower case, default ports dropped; None if it is not an origin."""
-    parts = urlsplit(value.strip())
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:  # "http://[oops": an unclosed IPv6 host
+        return None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
         return None
     if parts.query or parts.fragment or parts.username:
@@ -41,8 +44,16 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted_proxies: tupl
         return peer
     for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
         if not _is_trusted(hop, trusted_proxies):
-            return hop
+            return hop if _is_address(hop) else None  # our proxy appends addresses: anything else is forged
     return peer
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
@@ -51,6 +62,18 @@ def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
     except ValueError:
         return False
     return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)
+
+
+@lru_cache(maxsize=65536)
+def canonical_ip(address: str | None) -> str | None:
+    """The address as PostgreSQL's ``inet`` stores it, or None when it is not one (a test client's or
+    a Unix socket's peer): a visit is stored without an address rather than not at all."""
+    if not address:
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=65536)

@@ -57,9 +57,9 @@
       var v = pre == null ? cookie(k) : p.get(pre + k);
       if (v) out[k] = v;
     });
-    // fbclid verbatim, ms time; never invent _fbp
-    var fb = p.get('fbclid');
-    if (fb && !cookie('_fbc')) setCookie('_fbc', 'fb.1.' + Date.now() + '.' + fb, 7776000);
+    // a new ad click replaces _fbc (Meta): fbclid verbatim, ms time; never invent _fbp
+    var fb = p.get('fbclid'), fc = cookie('_fbc');
+    if (fb && (!fc || fc.split('.')[3] != encodeURIComponent(fb))) setCookie('_fbc', 'fb.1.' + Date.now() + '.' + fb, 7776000);
     pick('source medium campaign term content id', utm, 'utm_');
     pick('fbclid gclid gbraid wbraid msclkid ttclid li_fat_id', ids, '');
     pick('_fbc _fbp _ttp', ck);
