@@ -103,8 +103,9 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _celery_options(settings: Settings) -> list[str]:
-    """Celery's start-up banner (its configuration, every task's name) only when debugging."""
-    return [] if settings.log_level <= logging.DEBUG else ["--quiet"]
+    """Celery prints a start-up banner (its configuration, every task's name): only when debugging in text,
+    never among JSON lines."""
+    return [] if settings.log_level <= logging.DEBUG and not settings.log_json else ["--quiet"]
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:

@@ -23,8 +23,17 @@ OWN_LOGGERS = ("trailmark", "tenants", "api", "workers")
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
+def _context(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``extra`` fields of one of Trailmark's own records (task id, tenant …). Libraries attach extras
+    meant for their own formatters (Celery's ``data`` repeats the message with the task's arguments,
+    uvicorn's ``color_message`` is its ANSI twin), so theirs are left out."""
+    if record.name.split(".", 1)[0] not in OWN_LOGGERS:
+        return {}
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: ``ts, level, logger, msg``, the record's extras and ``exc``."""
+    """One JSON object a line: ``ts, level, logger, msg``, the record's context and ``exc``."""
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -33,17 +42,17 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        payload.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        payload.update(_context(record))
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger: message {extras as JSON}``, then the traceback, if any."""
+    """``time LEVEL logger: message {context as JSON}``, then the traceback, if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        extras = _context(record)
         record.message = record.getMessage()
         record.asctime = self.formatTime(record, self.datefmt)
         line = self.formatMessage(record)
