@@ -215,7 +215,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                 return code
         demo = _ensure_demo_tenant(settings.data_dir, env) if embedded is not None else None
         for part in ("api", "worker", "beat"):
-            children[part] = subprocess.Popen([sys.executable, "-m", "api.cli", part], env=env)
+            # Own sessions: Ctrl-C in the terminal reaches this supervisor only, which stops them in order.
+            children[part] = subprocess.Popen([sys.executable, "-m", "api.cli", part], env=env, start_new_session=True)
         _wait_until_serving(settings, children)
         _print_banner(settings, demo, verbose=args.verbose)
         while True:
