@@ -15,12 +15,14 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+import redis
 from celery import Celery
 
 from tenants.embedded import free_port, start_redis_server
 from tenants.isolation import tenant_session
 from tenants.memberships.service import create_member, create_membership_site, reset_password
 from tenants.outbox import service as outbox
+from tenants.tracking.buffer import DEAD_LETTER_STREAM, STREAM
 from tests.conftest import REPO, TenantHandle, child_env, log_file, stop, wait_until
 from workers.app import configure, install_outbox_publisher, outbox_publisher
 
@@ -110,6 +112,17 @@ def test_a_failing_task_shows_its_error_once_with_its_tenant(
     assert " ERROR trailmark.tasks: trailmark.system.ping failed: NotFound: tenant not found" in line
     assert missing_tenant in line
     assert "raised unexpected" not in worker.output()  # Celery's own line for the same failure
+
+
+def test_an_entry_the_ingest_cannot_store_is_reported(watched_worker: Callable[..., WorkerUnderWatch]) -> None:
+    """A page view parked in the dead-letter stream is lost to the reports unless the operator hears of it."""
+    worker = watched_worker()
+    client = redis.Redis.from_url(worker.celery.conf.broker_url)
+    client.xadd(STREAM, {"d": b"not an envelope"})
+    client.close()
+    worker.celery.send_task("trailmark.ingest.drain")
+
+    worker.wait_for(rf"WARNING tenants\.tracking\.ingest: ingest parked 1 entries in {DEAD_LETTER_STREAM}")
 
 
 def test_json_logs_are_one_object_a_line(
