@@ -58,7 +58,7 @@ def watched_worker() -> Iterator[Callable[..., WorkerUnderWatch]]:
                 subprocess.Popen(
                     [sys.executable, "-m", "api.cli", "worker", "--concurrency", "2"],
                     cwd=REPO,
-                    env=child_env(TRAILMARK_REDIS_URL=url, TRAILMARK_SMTP_URL="", **env),
+                    env=child_env(**{"TRAILMARK_REDIS_URL": url, "TRAILMARK_SMTP_URL": "", **env}),
                     stdout=output,
                     stderr=subprocess.STDOUT,
                 )
@@ -112,6 +112,19 @@ def test_a_failing_task_shows_its_error_once_with_its_tenant(
     assert " ERROR trailmark.tasks: trailmark.system.ping failed: NotFound: tenant not found" in line
     assert missing_tenant in line
     assert "raised unexpected" not in worker.output()  # Celery's own line for the same failure
+
+
+def test_a_transient_failure_says_it_will_retry(watched_worker: Callable[..., WorkerUnderWatch]) -> None:
+    """An SMTP server that refuses connections: each retry is one warning, not silence and not a traceback."""
+    worker = watched_worker(TRAILMARK_SMTP_URL=f"smtp://127.0.0.1:{free_port()}")
+    tenant_id = str(uuid4())
+    task_id = worker.celery.send_task("trailmark.mail.send", args=[tenant_id, "ines@example.com", "Hi", "Body"]).id
+
+    retry = worker.wait_for(r"WARNING trailmark\.tasks: trailmark\.mail\.send failed, retry 1 of 10 in \d+s: (.*) \{")
+    assert "ConnectionRefusedError" in retry.group(1)
+    first, *_later_retries = [line for line in worker.output().splitlines() if task_id in line]
+    assert tenant_id in first
+    assert "Traceback" not in worker.output()
 
 
 def test_an_entry_the_ingest_cannot_store_is_reported(watched_worker: Callable[..., WorkerUnderWatch]) -> None:
