@@ -67,6 +67,7 @@ def create_app() -> Litestar:
         dependencies={"caller": provide_caller},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_API_BODY,
+        logging_config=None,  # configure_logging() above: one format (text or JSON) for every process
         openapi_config=OpenAPIConfig(
             title="Trailmark",
             version="0.1.0",

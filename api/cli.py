@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -46,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trailmark", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="API + worker + beat (embedded PostgreSQL/Redis when no URLs are set)")
+    run.add_argument(
+        "--verbose", action="store_true", help="log every task, beat tick and request (TRAILMARK_LOG_LEVEL=debug)"
+    )
     run.set_defaults(handler=_run)
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
@@ -85,18 +91,29 @@ def _require_services(settings: Settings) -> None:
 def _api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from tenants.logs import configure_logging
+
     _require_services(settings)
+    configure_logging()
     uvicorn.run(
         "api.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=args.workers,
-        log_level="info",
+        # uvicorn's lines go through Trailmark's handler (text or JSON, TRAILMARK_LOG_LEVEL) like all others.
+        log_config=None,
+        log_level=None,
         access_log=False,
         proxy_headers=False,  # client addresses come from configured proxies only
     )
     return 0
+
+
+def _celery_options(settings: Settings) -> list[str]:
+    """Celery prints a start-up banner (its configuration, every task's name): only when debugging in text,
+    never among JSON lines."""
+    return [] if settings.log_level <= logging.DEBUG and not settings.log_json else ["--quiet"]
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -104,7 +121,16 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from workers.app import celery_app
 
     celery_app.worker_main(
-        ["worker", "--queues", args.queues, "--concurrency", str(args.concurrency), "--loglevel", "INFO"]
+        [
+            *_celery_options(settings),
+            "worker",
+            "--queues",
+            args.queues,
+            "--concurrency",
+            str(args.concurrency),
+            "--loglevel",
+            logging.getLevelName(settings.log_level),
+        ]
     )
     return 0
 
@@ -114,7 +140,16 @@ def _beat(settings: Settings, _: argparse.Namespace) -> int:
     from workers.app import celery_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    celery_app.start(["beat", "--loglevel", "INFO", "--schedule", str(settings.data_dir / "celerybeat-schedule")])
+    celery_app.start(
+        [
+            *_celery_options(settings),
+            "beat",
+            "--loglevel",
+            logging.getLevelName(settings.log_level),
+            "--schedule",
+            str(settings.data_dir / "celerybeat-schedule"),
+        ]
+    )
     return 0
 
 
@@ -181,15 +216,21 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def _run(settings: Settings, _: argparse.Namespace) -> int:
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     """Supervise API, worker and beat; with no URLs, inside embedded PostgreSQL and Redis."""
-    from tenants.embedded import EmbeddedServices
+    with warnings.catch_warnings():
+        # pgserver asks for a runtime folder when imported; without a desktop session (XDG_RUNTIME_DIR unset)
+        # it falls back to /tmp/runtime-<uid>, which serves as well, and the warning would say nothing useful.
+        warnings.filterwarnings("ignore", "XDG_RUNTIME_DIR is not set")
+        from tenants.embedded import EmbeddedServices
 
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     embedded = EmbeddedServices(settings.data_dir) if settings.embedded else None
     children: dict[str, subprocess.Popen[bytes]] = {}
     env = dict(os.environ)
+    if args.verbose:
+        env["TRAILMARK_LOG_LEVEL"] = "debug"
     try:
         if embedded is not None:
             print(f"trailmark: starting embedded PostgreSQL and Redis in {settings.data_dir}", flush=True)
@@ -204,16 +245,12 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
             code = subprocess.call([sys.executable, "-m", "api.cli", "migrate"], env=env)
             if code:
                 return code
-        demo_key = _ensure_demo_tenant(settings.data_dir, env) if embedded is not None else None
+        demo = _ensure_demo_tenant(settings.data_dir, env) if embedded is not None else None
         for part in ("api", "worker", "beat"):
-            children[part] = subprocess.Popen([sys.executable, "-m", "api.cli", part], env=env)
-        base = settings.base_url
-        print(f"trailmark: API      {base}/api/v1   (OpenAPI: {base}/api/schema)", flush=True)
-        print(f"trailmark: health   {base}/health  {base}/ready", flush=True)
-        if demo_key:
-            print(f"trailmark: demo tenant API key: {demo_key}", flush=True)
-            print(f"trailmark: try: curl -H 'Authorization: Bearer {demo_key}' {base}/api/v1/tenant", flush=True)
-        print("trailmark: press Ctrl-C to stop", flush=True)
+            # Own sessions: Ctrl-C in the terminal reaches this supervisor only, which stops them in order.
+            children[part] = subprocess.Popen([sys.executable, "-m", "api.cli", part], env=env, start_new_session=True)
+        _wait_until_serving(settings, children)
+        _print_banner(settings, demo, verbose=args.verbose)
         while True:
             for part, child in children.items():
                 if child.poll() is not None:
@@ -231,6 +268,42 @@ def _run(settings: Settings, _: argparse.Namespace) -> int:
             embedded.stop()
 
 
+def _wait_until_serving(settings: Settings, children: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    """Until the API answers /health (so the banner's links work when it appears), a child exits, or time is up."""
+    import httpx
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104 - compared, not bound
+    health = f"http://{host}:{settings.port}/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and all(child.poll() is None for child in children.values()):
+        try:
+            if httpx.get(health, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+
+
+def _print_banner(settings: Settings, demo: _DemoTenant | None, *, verbose: bool) -> None:
+    base = settings.base_url
+    lines = [
+        f"API      {base}/api/v1",
+        f"OpenAPI  {base}/api/schema/openapi.json   (browse: {base}/api/schema/swagger)",
+        f"health   {base}/health   {base}/ready",
+    ]
+    if demo is not None:
+        lines += [
+            f"demo tenant API key: {demo.api_key}",
+            f"demo tenant key kept in {demo.path}",
+            f"try: curl -H 'Authorization: Bearer {demo.api_key}' {base}/api/v1/tenant",
+        ]
+    if not verbose:
+        level = logging.getLevelName(settings.log_level).lower()
+        lines.append(f"logs: {level} and above (TRAILMARK_LOG_LEVEL); each task and beat tick: trailmark run --verbose")
+    lines.append("press Ctrl-C to stop")
+    print("\n".join(f"trailmark: {line}" for line in lines), flush=True)
+
+
 def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
     for child in children:
         if child.poll() is None:
@@ -244,33 +317,39 @@ def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 20)
             child.wait()
 
 
-def _ensure_demo_tenant(data_dir: Path, env: dict[str, str]) -> str | None:
+@dataclass(frozen=True)
+class _DemoTenant:
+    api_key: str
+    path: Path
+    """Where its key is kept (mode 600), so it can be found again after the output scrolled away."""
+
+
+def _ensure_demo_tenant(data_dir: Path, env: dict[str, str]) -> _DemoTenant:
     """First run: create a demo tenant and keep its key in the data folder (mode 600)."""
     path = data_dir / "demo-tenant.json"
-    if path.exists():
-        return str(json.loads(path.read_text())["api_key"])
-    output = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "api.cli",
-            "tenant",
-            "create",
-            "--name",
-            "Demo",
-            "--email",
-            "demo@example.com",
-            "--slug",
-            "demo",
-        ],
-        env={**env, "TRAILMARK_OWNER_PASSWORD": _b64(os.urandom(18))},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    path.write_text(output)
-    path.chmod(0o600)
-    return str(json.loads(output)["api_key"])
+    if not path.exists():
+        output = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "api.cli",
+                "tenant",
+                "create",
+                "--name",
+                "Demo",
+                "--email",
+                "demo@example.com",
+                "--slug",
+                "demo",
+            ],
+            env={**env, "TRAILMARK_OWNER_PASSWORD": _b64(os.urandom(18))},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        path.write_text(output)
+        path.chmod(0o600)
+    return _DemoTenant(str(json.loads(path.read_text())["api_key"]), path)
 
 
 def _b64(data: bytes) -> str:

@@ -56,7 +56,9 @@ def start_redis_server(directory: Path, port: int, *, persistent: bool = True) -
         "no",
     ]
     args += ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    # A session of its own: Ctrl-C in a terminal reaches `trailmark run` only, which stops the API and workers
+    # before Redis (otherwise Redis went first, under the workers' feet).
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
     deadline = time.monotonic() + 15
     while True:

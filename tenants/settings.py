@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import logging
 import os
 import secrets
 from dataclasses import dataclass, field, replace
@@ -47,6 +48,8 @@ class Settings:
     public_url: str | None
     """Base URL browsers reach the API at (used in snippets and links); defaults to http://host:port."""
     log_json: bool
+    log_level: int
+    """Level of Trailmark's own log lines; libraries (Celery, uvicorn) add their info lines only at debug."""
     ingest_max_backlog: int
     """Collect answers 503 once this many batches wait in the ingest stream."""
     smtp_url: str | None
@@ -102,6 +105,7 @@ class Settings:
             database_pool_size=_int(env, "TRAILMARK_DATABASE_POOL_SIZE", 10, 1, 1000),
             public_url=public_url,
             log_json=_bool(env, "TRAILMARK_LOG_JSON", default=False),
+            log_level=_log_level(env),
             ingest_max_backlog=_int(env, "TRAILMARK_INGEST_MAX_BACKLOG", 200_000, 1, 100_000_000),
             smtp_url=_smtp_url(env),
             mail_from=env.get("TRAILMARK_MAIL_FROM", "").strip() or "Trailmark <no-reply@localhost>",
@@ -184,6 +188,18 @@ def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> i
     if not low <= value <= high:
         raise SettingsError(f"{name} must be an integer from {low} to {high}, got {raw!r}")
     return value
+
+
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def _log_level(env: dict[str, str]) -> int:
+    raw = env.get("TRAILMARK_LOG_LEVEL", "").strip().lower()
+    if not raw:
+        return logging.INFO
+    if raw not in LOG_LEVELS:
+        raise SettingsError(f"TRAILMARK_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return LOG_LEVELS[raw]
 
 
 def _smtp_url(env: dict[str, str]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -23,6 +24,8 @@ def test_valid_settings_parse() -> None:
     assert settings.database_url == "postgresql+psycopg://app@db/trailmark"
     assert [k.key_id for k in settings.signing_keys] == ["k2", "k1"]
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.log_level == logging.INFO
+    assert Settings.from_env({**VALID, "TRAILMARK_LOG_LEVEL": " Debug "}).log_level == logging.DEBUG
 
 
 @pytest.mark.parametrize(
@@ -36,6 +39,7 @@ def test_valid_settings_parse() -> None:
         ({"TRAILMARK_SIGNING_KEYS": "k1:c2hvcnQ"}, "use at least 32"),
         ({"TRAILMARK_SIGNING_KEYS": "nocolon"}, "must look like"),
         ({"TRAILMARK_LOG_JSON": "maybe"}, "TRAILMARK_LOG_JSON must be true or false"),
+        ({"TRAILMARK_LOG_LEVEL": "loud"}, "TRAILMARK_LOG_LEVEL must be one of debug, info, warning, error"),
     ],
 )
 def test_invalid_settings_name_the_variable(change: dict[str, str], message: str) -> None:

@@ -3,8 +3,11 @@ worker process after the fork (see ``tenants.isolation``)."""
 
 from __future__ import annotations
 
+import warnings
+
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.exceptions import SecurityWarning
+from celery.signals import setup_logging, worker_process_init
 from kombu import Exchange, Queue
 
 from tenants.heap import freeze_startup_heap
@@ -119,9 +122,23 @@ def install_outbox_publisher() -> None:
     outbox.set_publisher(publish_outbox_message)
 
 
+@setup_logging.connect
+def _use_trailmark_logging(**_: object) -> None:
+    """Worker and beat log like the API (``tenants.logs``). A receiver of this signal also stops Celery
+    from adding handlers of its own and from replacing sys.stdout/sys.stderr with a proxy to logging:
+    a handler writing to that proxy loops back into it, and the proxy's recursion guard dropped every
+    record logged in the pool processes. Pool processes inherit this set-up through the fork."""
+    configure_logging()
+
+
+# As root, Celery refuses to start with pickle among the accepted formats (SecurityError, which stays) and
+# only warns otherwise. Trailmark accepts JSON only (``configure``), so messages cannot run code; the
+# warning would only repeat on every start as root (a development machine, a container without USER).
+warnings.filterwarnings("ignore", "You're running the worker with superuser privileges", SecurityWarning)
+
+
 @worker_process_init.connect
 def _after_fork(**_: object) -> None:
-    configure_logging()
     dispose_engine()
     install_outbox_publisher()
     freeze_startup_heap()

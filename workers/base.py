@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 from celery import Task
+from celery.app import trace as celery_trace
+from celery.exceptions import Retry
+from celery.signals import task_failure, task_retry
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
@@ -40,27 +43,12 @@ def tenant_task(
         task_name = name or f"trailmark.{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
 
         @functools.wraps(fn)
-        def run(self: Task, tenant_id: str, *args: Any, **kwargs: Any) -> R:
-            started = time.perf_counter()
-            context = {"task": task_name, "task_id": self.request.id, "tenant_id": tenant_id}
-            try:
-                with tenant_session(UUID(tenant_id)) as session:
-                    result = fn(session, *args, **kwargs)
-            except TRANSIENT_ERRORS as error:
-                log.warning("task failed, retrying", extra={**context, "error": repr(error)})
-                raise
-            except Exception:
-                log.exception("task failed", extra=context)
-                raise
-            log.info(
-                "task done",
-                extra={**context, "duration_ms": round((time.perf_counter() - started) * 1000, 1)},
-            )
-            return result
+        def run(tenant_id: str, *args: Any, **kwargs: Any) -> R:
+            with tenant_session(UUID(tenant_id)) as session:
+                return fn(session, *args, **kwargs)
 
         task: Task = celery_app.task(
             run,
-            bind=True,
             name=task_name,
             max_retries=max_retries,
             autoretry_for=TRANSIENT_ERRORS,
@@ -70,6 +58,64 @@ def tenant_task(
             acks_late=True,
             **options,
         )
+        _TENANT_TASKS.add(task_name)
         return task
 
     return decorator
+
+
+_TENANT_TASKS: set[str] = set()
+"""Names of the tasks whose first argument is a tenant id, so their log lines name the tenant."""
+
+
+def _task_context(task: Task, task_id: str | None, args: Any) -> dict[str, Any]:
+    context: dict[str, Any] = {"task": task.name, "task_id": task_id}
+    if task.name in _TENANT_TASKS and args:
+        context["tenant_id"] = args[0]
+    return context
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+@task_failure.connect
+def _log_task_failure(
+    sender: Task, task_id: str, exception: BaseException, args: Any, traceback: TracebackType | None, **_: Any
+) -> None:
+    """One error line (and its traceback) per task that failed for good: out of retries, or not retryable."""
+    log.error(
+        "%s failed: %s",
+        sender.name,
+        _describe(exception),
+        exc_info=(type(exception), exception, traceback),
+        extra=_task_context(sender, task_id, args),
+    )
+
+
+@task_retry.connect
+def _log_task_retry(sender: Task, request: Any, reason: Retry, **_: Any) -> None:
+    """One warning per retry of a transient failure; the traceback waits for the final failure."""
+    error = reason.exc if isinstance(reason.exc, BaseException) else reason
+    log.warning(
+        "%s failed, retry %d of %d in %ss: %s",
+        sender.name,
+        request.retries + 1,
+        sender.max_retries,
+        reason.when,
+        _describe(error),
+        extra=_task_context(sender, request.id, request.args),
+    )
+
+
+class _WithoutCeleryTaskOutcomes(logging.Filter):
+    """Drops Celery's own line for a failure or retry: the receivers above say it once, with the tenant,
+    and without the task's arguments (an e-mail address, a password link). Internal errors stay."""
+
+    _FORMATS = frozenset(fmt.strip() for fmt in (celery_trace.LOG_FAILURE, celery_trace.LOG_RETRY))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).strip() in self._FORMATS and record.levelno < logging.CRITICAL)
+
+
+logging.getLogger(celery_trace.logger.name).addFilter(_WithoutCeleryTaskOutcomes())

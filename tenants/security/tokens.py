@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from authlib.jose import JsonWebSignature
-from authlib.jose.errors import JoseError
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import GuestProtocol, OctKey
 
 from tenants.settings import SigningKey, get_settings
 
 __all__ = ["TokenClaims", "TokenSigner", "get_signer"]
 
-_jws = JsonWebSignature(algorithms=["HS256"])
+ALGORITHMS = ["HS256"]
 MAX_TOKEN_LENGTH = 1024
 CHECKED_TOKENS = 100_000
 """Signature checks remembered per process (a few tens of MB at most)."""
@@ -44,14 +45,15 @@ class TokenSigner:
         if not keys:
             raise ValueError("at least one signing key is required")
         self._newest = keys[0]
-        self._by_id = {key.key_id: key.secret for key in keys}
+        self._by_id = {key.key_id: OctKey.import_key(key.secret) for key in keys}
         self._checked: dict[str, tuple[str, dict[str, Any]] | None] = {}
 
     def sign(self, purpose: str, tenant_id: UUID, subject: UUID, **extra: Any) -> str:
         payload = {"p": purpose, "t": tenant_id.hex, "s": subject.hex, "iat": int(time.time()), **extra}
         header = {"alg": "HS256", "kid": self._newest.key_id}
-        token: bytes = _jws.serialize_compact(header, json.dumps(payload, separators=(",", ":")), self._newest.secret)
-        return token.decode()
+        return jws.serialize_compact(
+            header, json.dumps(payload, separators=(",", ":")), self._by_id[self._newest.key_id], ALGORITHMS
+        )
 
     def verify(self, token: str, purpose: str, tenant_id: UUID, max_age: int | None = None) -> TokenClaims | None:
         """The claims if the token is genuine, of this purpose and tenant (and young enough); else None."""
@@ -79,10 +81,10 @@ class TokenSigner:
         if cached is not _UNCHECKED:
             return cached  # type: ignore[return-value]
         try:
-            data = _jws.deserialize_compact(token, self._key_for)
-            payload = json.loads(data["payload"])
+            signed = jws.deserialize_compact(token, self._key_for, ALGORITHMS)
+            payload = json.loads(signed.payload)
             result: tuple[str, dict[str, Any]] | None = (
-                (str(data["header"]["kid"]), payload) if isinstance(payload, dict) else None
+                (str(signed.headers()["kid"]), payload) if isinstance(payload, dict) else None
             )
         except (JoseError, ValueError, KeyError, TypeError):
             result = None
@@ -95,13 +97,12 @@ class TokenSigner:
         """False for a token signed with an older key: re-issue it."""
         return claims.key_id == self._newest.key_id
 
-    def _key_for(self, header: dict[str, Any], _payload: Any) -> bytes:
-        if header.get("alg") != "HS256":
-            raise ValueError("algorithm not allowed")
-        secret = self._by_id.get(str(header.get("kid")))
-        if secret is None:
+    def _key_for(self, signed: GuestProtocol) -> OctKey:
+        # ALGORITHMS already refuses any other algorithm (and "none") before a key is asked for.
+        key = self._by_id.get(str(signed.headers().get("kid")))
+        if key is None:
             raise ValueError("unknown key id")
-        return secret
+        return key
 
 
 _signer: TokenSigner | None = None

@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from tenants.identity.service import refresh_contact_touches
 from tenants.isolation import tenant_session
-from tenants.tracking.buffer import IngestBuffer, decode_entry
+from tenants.tracking.buffer import DEAD_LETTER_STREAM, IngestBuffer, decode_entry
 from tenants.tracking.hits import AdCookies, ClickIds, Envelope, Hit, Utm
 from tenants.tracking.touches import CAMPAIGN_SQL, TOUCH_SQL
 
@@ -74,6 +74,9 @@ def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0, block_ms: int = 200
                         buffer.dead_letter(entry_id, data, str(entry_error.orig))
                         result.dead_lettered += 1
             buffer.ack([entry_id for entry_id, _, _ in items])
+    if result.dead_lettered:
+        # Page views that will never be stored unless someone looks: say so once per run.
+        log.warning("ingest parked %d entries in %s", result.dead_lettered, DEAD_LETTER_STREAM)
     return result
 
 
