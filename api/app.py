@@ -5,8 +5,6 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 
 from api.accounts.controller import AccountsController, SignupController
 from api.auth import provide_caller
@@ -14,6 +12,7 @@ from api.contacts.controller import ContactFieldsController, ContactsController,
 from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
 from api.links.controller import LinksController, exchange, follow_link, whoami
+from api.openapi import StrictStructSchemaPlugin, docs_assets, openapi_config
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.public import MEMBERSHIP_HANDLERS, PAGE_HANDLERS
 from api.problems import EXCEPTION_HANDLERS
@@ -58,6 +57,7 @@ def create_app() -> Litestar:
             *PAGE_HANDLERS,
             tracker_script,
             collect,
+            docs_assets(),
         ],
         on_startup=[_start_serving],
         on_shutdown=[_stop_serving],
@@ -65,16 +65,8 @@ def create_app() -> Litestar:
         dependencies={"caller": provide_caller},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_API_BODY,
-        openapi_config=OpenAPIConfig(
-            title="Trailmark",
-            version="0.1.0",
-            path="/api/schema",
-            components=Components(
-                security_schemes={
-                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer tm_…")
-                }
-            ),
-        ),
+        plugins=[StrictStructSchemaPlugin()],
+        openapi_config=openapi_config(),
     )
 
 

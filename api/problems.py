@@ -46,7 +46,11 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[
     errors = exc.extra if isinstance(exc, ValidationException) else None
     if isinstance(errors, list):
         # Litestar's entries name the field in "key"; keep only what a client needs.
-        errors = [{"field": e.get("key"), "message": e.get("message")} for e in errors if isinstance(e, dict)]
+        errors = [
+            {"field": str(e.get("key") or e.get("source") or "body"), "message": str(e.get("message"))}
+            for e in errors
+            if isinstance(e, dict)
+        ]
     return problem(exc.status_code, detail, errors=errors, headers=exc.headers)
 
 

@@ -3,32 +3,69 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 
+from api.fields import NOT_BLANK
 from tenants.models import Site, Visit, Visitor
 
 __all__ = ["SiteCreate", "SitePublic", "SiteUpdate", "VisitPublic", "VisitorDetail", "VisitorPublic"]
 
 
+ORIGIN = r"^https?://[^\s/?#\[\]@:]+(?::[0-9]{1,5})?/?$"
+"""``scheme://host[:port]``: what a browser sends as ``Origin`` (stored in lower case, default ports dropped)."""
+PARTNER_PARAM = r"^[\w-]*[^\W_][\w-]*$"
+"""A query parameter name: letters, digits, - and _, with at least one letter or digit."""
+
+SiteName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK, description="The site's name, for the tenant")
+]
+Origins = Annotated[
+    list[Annotated[str, msgspec.Meta(max_length=300, pattern=ORIGIN)]],
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        description="Origins the tracker runs on and forms submit from, like https://shop.example.com",
+    ),
+]
+HonorDnt = Annotated[bool, msgspec.Meta(description="Count browsers sending DNT or GPC without storing them")]
+TruncateIp = Annotated[bool, msgspec.Meta(description="Store IP addresses with their last part zeroed")]
+PartnerParams = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=PARTNER_PARAM)]],
+    msgspec.Meta(max_length=20, description="Query parameters that carry a partner's referral code"),
+]
+BotPolicy = Annotated[
+    Literal["flag", "drop"], msgspec.Meta(description="flag: store bot hits marked as bots; drop: store none")
+]
+
+
 class SiteCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=200)]
-    allowed_origins: Annotated[list[str], msgspec.Meta(max_length=100)]
-    honor_dnt: bool = True
-    truncate_ip: bool = True
-    partner_params: Annotated[list[str], msgspec.Meta(max_length=20)] | None = None
-    bot_policy: str = "flag"
+    """A site that carries the tracker."""
+
+    name: SiteName
+    allowed_origins: Origins
+    honor_dnt: HonorDnt = True
+    truncate_ip: TruncateIp = True
+    partner_params: PartnerParams | None = None
+    """The usual affiliate parameters when omitted."""
+    bot_policy: BotPolicy = "flag"
 
 
 class SiteUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    allowed_origins: Annotated[list[str], msgspec.Meta(max_length=100)] | None = None
-    honor_dnt: bool | None = None
-    truncate_ip: bool | None = None
-    partner_params: Annotated[list[str], msgspec.Meta(max_length=20)] | None = None
-    bot_policy: str | None = None
+    """What to change; omitted fields stay."""
+
+    name: SiteName | msgspec.UnsetType = msgspec.UNSET
+    allowed_origins: Origins | msgspec.UnsetType = msgspec.UNSET
+    honor_dnt: HonorDnt | msgspec.UnsetType = msgspec.UNSET
+    truncate_ip: TruncateIp | msgspec.UnsetType = msgspec.UNSET
+    partner_params: PartnerParams | msgspec.UnsetType = msgspec.UNSET
+    bot_policy: BotPolicy | msgspec.UnsetType = msgspec.UNSET
+
+    def changes(self) -> dict[str, Any]:
+        """The given fields, as the service's keyword arguments."""
+        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not msgspec.UNSET}
 
 
 class SitePublic(msgspec.Struct):
@@ -39,7 +76,7 @@ class SitePublic(msgspec.Struct):
     honor_dnt: bool
     truncate_ip: bool
     partner_params: list[str]
-    bot_policy: str
+    bot_policy: BotPolicy
     snippet: str
     created_at: datetime
 

@@ -1,0 +1,148 @@
+"""The API's contract: every error an operation can answer, documented once per kind of route, and the
+OpenAPI configuration (the docs UI served from an installed package, not a CDN)."""
+
+from __future__ import annotations
+
+import inspect
+from http import HTTPStatus
+from importlib.util import find_spec
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import msgspec
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, Link, Schema, SecurityScheme
+from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
+from litestar.typing import FieldDefinition
+
+from api.problems import PROBLEM_JSON
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+
+__all__ = [
+    "DOCS_ASSETS_PATH",
+    "FieldProblem",
+    "Problem",
+    "StrictStructSchemaPlugin",
+    "docs_assets",
+    "follow",
+    "openapi_config",
+    "problems",
+]
+
+DOCS_ASSETS_PATH = "/api/schema/assets"
+SCHEMA_PATH = "/api/schema"
+
+
+def _swagger_dist() -> Path:
+    """Swagger UI's own build, installed with the PyPI package ``swagger-ui-py`` (found without importing
+    the package, whose adapters for other frameworks we do not use)."""
+    spec = find_spec("swagger_ui")
+    assert spec is not None and spec.submodule_search_locations, "swagger-ui-py is not installed"
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+PROBLEM_DESCRIPTIONS = {
+    400: "Malformed JSON, a wrong type, or a value outside the constraints of this schema; `errors` names each field.",
+    401: "The `Authorization: Bearer <API key>` header is missing or malformed, or the key is unknown or revoked.",
+    403: "The API key lacks the scope this operation needs (`read`, `write` or `admin`).",
+    404: "Nothing with this id (or one the body refers to) exists in the caller's tenant.",
+    409: "It conflicts with something that exists (a taken slug, email or key).",
+    413: "The body is larger than this operation accepts.",
+    422: "Well-formed, but it breaks a rule of the domain; `errors` has one entry per field.",
+    503: "A backing service (database, Redis) is unavailable; retry later.",
+}
+
+
+class FieldProblem(msgspec.Struct):
+    field: Annotated[str, msgspec.Meta(description="Where: a body path such as `fields[0].name`, or a parameter")]
+    message: Annotated[str, msgspec.Meta(description="What is wrong with it")]
+
+
+class Problem(msgspec.Struct):
+    """RFC 9457 problem details: the body of every error answer."""
+
+    type: Annotated[str, msgspec.Meta(description="Always `about:blank`: the status says what kind of problem")]
+    title: Annotated[str, msgspec.Meta(description="The status phrase, e.g. `Unprocessable Content`")]
+    status: Annotated[int, msgspec.Meta(ge=400, le=599, description="The HTTP status, repeated")]
+    detail: Annotated[str, msgspec.Meta(description="What went wrong, for a person")]
+    errors: (
+        Annotated[list[FieldProblem], msgspec.Meta(description="One entry per field at fault (400 and 422)")]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """``responses=`` for a route: each status it can answer, as ``application/problem+json``.
+
+    Litestar would otherwise document its own validation body (``status_code, detail, extra``) for 400,
+    which is not what the API answers."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            description=PROBLEM_DESCRIPTIONS.get(status) or HTTPStatus(status).description,
+            generate_examples=False,
+        )
+        for status in sorted(set(statuses))
+    }
+
+
+AUTH = (401, 403)
+"""Every tenant API operation: no key, a bad key, or a key without the scope."""
+BODY = (400, 413, 422)
+"""Every operation that takes a JSON body."""
+
+
+def follow(operation_id: str, parameter: str, source: str = "$response.body#/id") -> Link:
+    """An OpenAPI link: the created resource's id feeds ``parameter`` of ``operation_id`` (stateful testing
+    and generated clients chain create → get/change/delete through it)."""
+    return Link(operation_id=operation_id, parameters={parameter: source})
+
+
+def docs_assets() -> ControllerRouterHandler:
+    """Swagger UI's scripts and styles from the installed package, so the docs work without internet."""
+    return create_static_files_router(
+        path=DOCS_ASSETS_PATH, directories=[_swagger_dist()], include_in_schema=False, name="docs_assets"
+    )
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Trailmark",
+        version="0.1.0",
+        description="Multi-tenant contact tracking. Errors are RFC 9457 problem details (`application/problem+json`).",
+        path=SCHEMA_PATH,
+        use_handler_docstrings=True,
+        render_plugins=[
+            SwaggerRenderPlugin(
+                path=["/", "/swagger"],
+                js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+                css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+                standalone_preset_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+            )
+        ],
+        components=Components(
+            security_schemes={
+                "apiKey": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer tm_…")
+            }
+        ),
+    )
+
+
+class StrictStructSchemaPlugin(StructSchemaPlugin):
+    """Litestar's schema of a msgspec struct, plus what msgspec enforces and Litestar leaves out: a struct
+    that forbids unknown fields says ``additionalProperties: false``; its docstring becomes its description."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        struct = field_definition.type_
+        if struct.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        if struct.__doc__ and not schema.description:
+            schema.description = inspect.cleandoc(struct.__doc__).split("\n\n")[0].replace("\n", " ")
+        return schema
