@@ -4,6 +4,7 @@ OpenAPI configuration (the docs UI served from an installed package, not a CDN).
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from http import HTTPStatus
 from importlib.util import find_spec
 from pathlib import Path
@@ -13,7 +14,7 @@ import msgspec
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Link, Schema, SecurityScheme
+from litestar.openapi.spec import Components, Link, OpenAPIResponse, Operation, Schema, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 from litestar.typing import FieldDefinition
@@ -22,15 +23,17 @@ from api.problems import PROBLEM_JSON
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.handlers import HTTPRouteHandler
 
 __all__ = [
     "DOCS_ASSETS_PATH",
     "FieldProblem",
     "Problem",
     "StrictStructSchemaPlugin",
+    "creates",
     "docs_assets",
-    "follow",
     "openapi_config",
+    "operation_id",
     "problems",
 ]
 
@@ -98,10 +101,28 @@ BODY = (400, 413, 422)
 """Every operation that takes a JSON body."""
 
 
-def follow(operation_id: str, parameter: str, source: str = "$response.body#/id") -> Link:
-    """An OpenAPI link: the created resource's id feeds ``parameter`` of ``operation_id`` (stateful testing
-    and generated clients chain create → get/change/delete through it)."""
-    return Link(operation_id=operation_id, parameters={parameter: source})
+def creates(parameter: str, *operation_ids: str, source: str = "$response.body#/id") -> type[Operation]:
+    """``operation_class=`` for a route that creates a resource: OpenAPI links say that the new resource's
+    id (``source``) is ``parameter`` of the operations that read, change and delete it, so generated
+    clients and schemathesis' stateful phase can chain them."""
+
+    @dataclass
+    class CreatingOperation(Operation):
+        def __post_init__(self) -> None:
+            for status, response in (self.responses or {}).items():
+                if status.startswith("2") and isinstance(response, OpenAPIResponse):
+                    response.links = {
+                        target: Link(operation_id=target, parameters={parameter: source}) for target in operation_ids
+                    }
+
+    return CreatingOperation
+
+
+def operation_id(handler: HTTPRouteHandler, *_: object) -> str:
+    """A handler's function name in camelCase (``create_contact`` → ``createContact``): stable ids that
+    generated clients name their methods after and links refer to."""
+    head, *rest = handler.handler_name.split("_")
+    return head + "".join(word.title() for word in rest)
 
 
 def docs_assets() -> ControllerRouterHandler:
@@ -118,6 +139,7 @@ def openapi_config() -> OpenAPIConfig:
         description="Multi-tenant contact tracking. Errors are RFC 9457 problem details (`application/problem+json`).",
         path=SCHEMA_PATH,
         use_handler_docstrings=True,
+        operation_id_creator=operation_id,
         render_plugins=[
             SwaggerRenderPlugin(
                 path=["/", "/swagger"],

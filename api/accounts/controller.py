@@ -18,7 +18,7 @@ from api.accounts.schemas import (
     SignupCreated,
     TenantPublic,
 )
-from api.openapi import AUTH, BODY, problems
+from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts import service
 from tenants.accounts.service import ApiCaller, NewApiKey
 from tenants.models import Scope
@@ -74,6 +74,7 @@ class AccountsController(Controller):
         sync_to_thread=True,
         summary="Create an API key",
         responses=problems(*AUTH, *BODY),
+        operation_class=creates("key_id", "revokeApiKey"),
         response_description="The new key, with its secret shown this once",
     )
     def create_api_key(self, caller: NamedDependency[ApiCaller], data: JSONBody[ApiKeyCreate]) -> ApiKeyCreated:

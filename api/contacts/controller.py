@@ -19,7 +19,7 @@ from api.contacts.schemas import (
     MergeRequest,
     Resolution,
 )
-from api.openapi import AUTH, BODY, problems
+from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts.service import ApiCaller
 from tenants.contacts import service as contacts
 from tenants.identity import service as identity
@@ -44,6 +44,7 @@ class ContactFieldsController(Controller):
         sync_to_thread=True,
         summary="Define a custom contact field",
         responses=problems(*AUTH, *BODY, 409),
+        operation_class=creates("key", "removeContactField", source="$response.body#/key"),
     )
     def create_contact_field(
         self, caller: NamedDependency[ApiCaller], data: JSONBody[ContactFieldCreate]
@@ -91,6 +92,7 @@ class ContactsController(Controller):
         sync_to_thread=True,
         summary="Create a contact",
         responses=problems(*AUTH, *BODY, 409),
+        operation_class=creates("contact_id", "getContact", "updateContact", "timeline"),
         response_description="The contact; its id feeds the other contact operations",
     )
     def create_contact(self, caller: NamedDependency[ApiCaller], data: JSONBody[ContactCreate]) -> ContactPublic:

@@ -15,7 +15,7 @@ from litestar.response import Redirect
 
 from api.cookies import visitor_cookie
 from api.fields import HTTP_URL, NOT_BLANK
-from api.openapi import AUTH, BODY, problems
+from api.openapi import AUTH, BODY, creates, problems
 from api.problems import problem
 from tenants.accounts.service import ApiCaller
 from tenants.contacts.service import CORE_FIELDS
@@ -156,6 +156,7 @@ class FormsController(Controller):
         sync_to_thread=True,
         summary="Define a form",
         responses=problems(*AUTH, *BODY),
+        operation_class=creates("form_id", "getForm", "updateForm", "removeForm"),
         response_description="The form with its embed snippet and hosted URL",
     )
     def create_form(self, caller: NamedDependency[ApiCaller], data: JSONBody[FormCreate]) -> FormPublic:

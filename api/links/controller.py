@@ -94,7 +94,7 @@ class LinksController(Controller):
         summary="Create a tracked link for one contact",
         responses=problems(*AUTH, *BODY, 404),
     )
-    def create(self, caller: NamedDependency[ApiCaller], data: JSONBody[LinkCreate]) -> LinkPublic:
+    def create_link(self, caller: NamedDependency[ApiCaller], data: JSONBody[LinkCreate]) -> LinkPublic:
         """404 when the contact does not exist; 422 when ``expires_at`` is not in the future."""
         with caller.session(Scope.WRITE) as session:
             link = links.create_link(
@@ -114,7 +114,7 @@ class LinksController(Controller):
         summary="Create the links of a whole send",
         responses=problems(*AUTH, *BODY),
     )
-    def create_bulk(self, caller: NamedDependency[ApiCaller], data: JSONBody[BulkLinkCreate]) -> list[LinkPublic]:
+    def create_links(self, caller: NamedDependency[ApiCaller], data: JSONBody[BulkLinkCreate]) -> list[LinkPublic]:
         """One link per item, in order; 422 naming the item when a contact does not exist."""
         with caller.session(Scope.WRITE) as session:
             created = links.create_links(

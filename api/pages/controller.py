@@ -13,7 +13,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from sqlmodel import Session, select
 
 from api.fields import NOT_BLANK, Email, Slug
-from api.openapi import AUTH, BODY, problems
+from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts.service import ApiCaller, get_tenant
 from tenants.contacts.service import get_contact, sensitive_fields
 from tenants.identity.service import Level
@@ -118,6 +118,9 @@ class MembershipSitesController(Controller):
         sync_to_thread=True,
         summary="Create a membership site",
         responses=problems(*AUTH, *BODY),
+        operation_class=creates(
+            "site_id", "updateMembershipSite", "deleteMembershipSite", "createMember", "listMembers"
+        ),
         response_description="The membership site with its login URL",
     )
     def create_membership_site(
@@ -348,6 +351,7 @@ class PagesController(Controller):
         sync_to_thread=True,
         summary="Create a page",
         responses=problems(*AUTH, *BODY, 409),
+        operation_class=creates("page_id", "getPage", "updatePage", "deletePage", "previewPage"),
         response_description="The page with its public URL",
     )
     def create_page(self, caller: NamedDependency[ApiCaller], data: JSONBody[PageCreate]) -> PagePublic:

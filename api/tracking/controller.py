@@ -11,7 +11,7 @@ from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
-from api.openapi import AUTH, BODY, problems
+from api.openapi import AUTH, BODY, creates, problems
 from api.tracking.schemas import SiteCreate, SitePublic, SiteUpdate, VisitorDetail, VisitorPublic, VisitPublic
 from tenants.accounts.service import ApiCaller
 from tenants.models import Scope, Site
@@ -48,6 +48,7 @@ class SitesController(Controller):
         sync_to_thread=True,
         summary="Register a site",
         responses=problems(*AUTH, *BODY),
+        operation_class=creates("site_id", "getSite", "updateSite", "removeSite"),
         response_description="The site with its snippet",
     )
     def create_site(self, caller: NamedDependency[ApiCaller], data: JSONBody[SiteCreate]) -> SitePublic:
