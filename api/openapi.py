@@ -15,6 +15,7 @@ from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugi
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, Link, OpenAPIResponse, Operation, Schema, SecurityScheme
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 from litestar.typing import FieldDefinition
@@ -56,7 +57,8 @@ PROBLEM_DESCRIPTIONS = {
     404: "Nothing with this id (or one the body refers to) exists in the caller's tenant.",
     409: "It conflicts with something that exists (a taken slug, email or key).",
     413: "The body is larger than this operation accepts.",
-    422: "Well-formed, but it breaks a rule of the domain; `errors` has one entry per field.",
+    422: "Well-formed, but a value breaks a rule: one this schema declares (length, pattern, range, enum) or one "
+    "only the service can check (an unknown id in the body, a duplicate); `errors` has one entry per field.",
     503: "A backing service (database, Redis) is unavailable; retry later.",
 }
 
@@ -163,8 +165,40 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
         schema = super().to_openapi_schema(field_definition, schema_creator)
         struct = field_definition.type_
+        info = msgspec.inspect.type_info(struct)
+        assert isinstance(info, msgspec.inspect.StructType)
+        for field in info.fields:
+            items = _constrained_string_items(field.type)
+            if items is not None and isinstance(prop := (schema.properties or {}).get(field.encode_name), Schema):
+                for array in (prop, *(prop.one_of or ())):
+                    if isinstance(array, Schema) and array.type == OpenAPIType.ARRAY:
+                        array.items = items
         if struct.__struct_config__.forbid_unknown_fields:
             schema.additional_properties = False
         if struct.__doc__ and not schema.description:
             schema.description = inspect.cleandoc(struct.__doc__).split("\n\n")[0].replace("\n", " ")
         return schema
+
+
+def _constrained_string_items(field_type: msgspec.inspect.Type) -> Schema | None:
+    """The item schema of a list of constrained strings, which Litestar documents as plain strings."""
+    while isinstance(field_type, msgspec.inspect.Metadata | msgspec.inspect.UnionType):
+        if isinstance(field_type, msgspec.inspect.Metadata):
+            field_type = field_type.type
+        else:
+            lists = [t for t in field_type.types if isinstance(t, msgspec.inspect.ListType | msgspec.inspect.Metadata)]
+            if len(lists) != 1:
+                return None
+            field_type = lists[0]
+    if not isinstance(field_type, msgspec.inspect.ListType):
+        return None
+    item = field_type.item_type
+    if isinstance(item, msgspec.inspect.Metadata):
+        item = item.type
+    if not isinstance(item, msgspec.inspect.StrType) or (item.pattern, item.min_length, item.max_length) == (
+        None,
+        None,
+        None,
+    ):
+        return None
+    return Schema(type=OpenAPIType.STRING, pattern=item.pattern, min_length=item.min_length, max_length=item.max_length)

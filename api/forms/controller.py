@@ -14,7 +14,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect
 
 from api.cookies import visitor_cookie
-from api.fields import HTTP_URL, NOT_BLANK
+from api.fields import END, HTTP_URL, NOT_BLANK, SPACE
 from api.openapi import AUTH, BODY, creates, problems
 from api.problems import problem
 from tenants.accounts.service import ApiCaller
@@ -37,21 +37,23 @@ FieldName = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=50,
-        pattern=r"^(?!tm_)\S(?:.*\S)?$",
+        pattern=rf"^(?!tm_)[^{SPACE}](?:[^\n]*[^{SPACE}])?{END}",
         description="The input's name, unique in the form; not starting with tm_ (the tracker's own fields)",
     ),
 ]
 MapsTo = Annotated[
     str,
     msgspec.Meta(
-        pattern=rf"^(?:{'|'.join(CORE_FIELDS)}|custom:[a-z][a-z0-9_]{{0,49}})$",
+        pattern=rf"^(?:{'|'.join(CORE_FIELDS)}|custom:[a-z][a-z0-9_]{{0,49}}){END}",
         description="The contact field it fills: email, first_name, last_name, phone or custom:<defined key>; "
         "the field's name when omitted",
     ),
 ]
 RedirectUrl = Annotated[
     str,
-    msgspec.Meta(max_length=4096, pattern=rf"{HTTP_URL}|^$", description="Where to send the browser: an http(s) URL"),
+    msgspec.Meta(
+        max_length=4096, pattern=rf"{HTTP_URL}|^{END}", description="Where to send the browser: an http(s) URL"
+    ),
 ]
 
 

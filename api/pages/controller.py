@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 from sqlmodel import Session, select
 
-from api.fields import NOT_BLANK, Email, Slug
+from api.fields import END, NOT_BLANK, Email, Slug
 from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts.service import ApiCaller, get_tenant
 from tenants.contacts.service import get_contact, sensitive_fields
@@ -276,7 +276,7 @@ PageRedirect = Annotated[
     str,
     msgspec.Meta(
         max_length=4096,
-        pattern=rf"{SAFE_URL}|^$",
+        pattern=rf"{SAFE_URL}|^{END}",
         description="Send visitors elsewhere (http(s) or a path); empty for none",
     ),
 ]

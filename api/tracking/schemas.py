@@ -8,15 +8,15 @@ from uuid import UUID
 
 import msgspec
 
-from api.fields import NOT_BLANK
+from api.fields import END, NOT_BLANK, SPACE
 from tenants.models import Site, Visit, Visitor
 
 __all__ = ["SiteCreate", "SitePublic", "SiteUpdate", "VisitPublic", "VisitorDetail", "VisitorPublic"]
 
 
-ORIGIN = r"^https?://[^\s/?#\[\]@:]+(?::[0-9]{1,5})?/?$"
+ORIGIN = rf"^https?://[^{SPACE}/?#\[\]@:]+(?::[0-9]{{1,5}})?/?{END}"
 """``scheme://host[:port]``: what a browser sends as ``Origin`` (stored in lower case, default ports dropped)."""
-PARTNER_PARAM = r"^[\w-]*[^\W_][\w-]*$"
+PARTNER_PARAM = rf"^[A-Za-z0-9_-]*[A-Za-z0-9][A-Za-z0-9_-]*{END}"
 """A query parameter name: letters, digits, - and _, with at least one letter or digit."""
 
 SiteName = Annotated[
