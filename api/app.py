@@ -16,6 +16,7 @@ from api.openapi import StrictStructSchemaPlugin, docs_assets, openapi_config
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.public import MEMBERSHIP_HANDLERS, PAGE_HANDLERS
 from api.problems import EXCEPTION_HANDLERS
+from api.requests import StrictJSONRequest
 from api.tracking.collect import SKIP_COMPRESSION, collect, tracker_script
 from api.tracking.controller import SitesController, VisitorsController, VisitsController
 from tenants.heap import freeze_startup_heap
@@ -66,6 +67,7 @@ def create_app() -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_API_BODY,
         plugins=[StrictStructSchemaPlugin()],
+        request_class=StrictJSONRequest,
         openapi_config=openapi_config(),
     )
 

@@ -38,7 +38,7 @@ class Signup(msgspec.Struct, forbid_unknown_fields=True):
             description=f"The owner's password, {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
         ),
     ]
-    slug: Annotated[Slug | None, msgspec.Meta(description="Public handle; derived from the name if omitted")] = None
+    slug: Annotated[Slug, msgspec.Meta(description="Public handle; derived from the name if omitted")] | None = None
 
 
 class TenantPublic(msgspec.Struct):
