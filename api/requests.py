@@ -25,7 +25,7 @@ class StrictJSONRequest(Request[Any, Any, Any]):
         if data is not None and not getattr(self, "_strictly_checked", False):
             self._strictly_checked = True
             try:
-                msgspec.convert(value, type=data.annotation, strict=True)
+                msgspec.convert(_integral_floats_as_ints(value), type=data.annotation, strict=True)
             except msgspec.ValidationError as error:
                 message = str(error)
                 found = _AT.search(message)
@@ -40,3 +40,14 @@ class StrictJSONRequest(Request[Any, Any, Any]):
                     ],
                 ) from None
         return value
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """JSON Schema counts ``1.0`` as an integer; strict msgspec does not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    return value

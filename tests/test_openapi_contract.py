@@ -7,6 +7,7 @@ through the schema's links. Every exclusion is written down here with its reason
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,8 @@ import schemathesis
 from hypothesis import Phase, settings
 from schemathesis.config import SchemathesisConfig
 
-from tests.conftest import LiveServer, TenantHandle
+from tenants.embedded import free_port
+from tests.conftest import LiveServer, start_api_server
 
 CONTRACT_EXAMPLES = 25
 """Fuzzed examples per operation: the whole file stays within about three minutes on two cores."""
@@ -47,8 +49,24 @@ accepts more than the schema promises there, which breaks no client; only ``nega
 off for this operation."""
 
 
+CONTRACT_PORT = free_port()
+
+
+def _contract_key() -> str:
+    """A tenant of the contract's own, signed up through the service the API uses."""
+    from tenants.accounts.service import signup
+
+    return signup(
+        name="Contract", owner_email="owner@contract.example", password="correct horse battery"
+    ).api_key.secret
+
+
+# Known before collection, as on schemathesis' command line (`--url`, `-H`): the checks that drop or
+# alter the key must know which header carries it.
 CONFIG = SchemathesisConfig.from_dict(
     {
+        "base-url": f"http://127.0.0.1:{CONTRACT_PORT}",
+        "headers": {"Authorization": f"Bearer {_contract_key()}"},
         # Every run starts from the schema alone: no failures replayed from an earlier run's cache.
         "cache": {"enabled": False},
         "generation": {
@@ -96,37 +114,28 @@ schema = schemathesis.openapi.from_dict(_served_schema(), config=CONFIG)
 
 
 @pytest.fixture(scope="module")
-def contract_tenant() -> TenantHandle:
-    from tenants.accounts.service import signup
+def contract_api() -> Iterator[LiveServer]:
+    """The real API process on the test database, at the address the schema's config names."""
+    server = start_api_server(port=CONTRACT_PORT)
+    yield server
+    server.stop()
 
-    result = signup(name="Contract", owner_email="owner@contract.example", password="correct horse battery")
-    return TenantHandle(result.tenant.id, result.tenant.slug, result.api_key.secret)
 
-
-def test_the_served_schema_is_the_one_tested(api_server: LiveServer) -> None:
+def test_the_served_schema_is_the_one_tested(contract_api: LiveServer) -> None:
     """Clients generate from the schema the API process serves; it is the one the checks below use."""
-    served = httpx.get(f"{api_server.base_url}/api/schema/openapi.json", timeout=10).json()
+    served = httpx.get(f"{contract_api.base_url}/api/schema/openapi.json", timeout=10).json()
     assert served == _served_schema()
-
-
-@pytest.fixture(scope="module")
-def contract_api(api_server: LiveServer, contract_tenant: TenantHandle) -> None:
-    """Point schemathesis at the live API process with the tenant's key (as ``-H`` does on its command line,
-    so the checks that drop or alter the key know which header it is)."""
-    schema.config.update(base_url=api_server.base_url, headers=contract_tenant.headers)
 
 
 @schema.parametrize()
 @settings(deadline=None)
-@pytest.mark.usefixtures("contract_api")
-def test_every_operation_answers_as_its_schema_says(case: Any) -> None:
+def test_every_operation_answers_as_its_schema_says(case: Any, contract_api: LiveServer) -> None:
     """Coverage and fuzzing per operation, with every check: no server error, only documented statuses,
     content types, headers and bodies, schema-valid requests accepted, invalid ones refused."""
     case.call_and_validate()
 
 
-@pytest.mark.usefixtures("contract_api")
-def test_operations_chained_through_their_links_keep_the_contract() -> None:
+def test_operations_chained_through_their_links_keep_the_contract(contract_api: LiveServer) -> None:
     """The stateful phase: resources created through the API are read, changed and deleted through the
     links the schema documents, and every answer on the way keeps the contract."""
     schema.as_state_machine().run(
@@ -139,7 +148,7 @@ def test_operations_chained_through_their_links_keep_the_contract() -> None:
 @pytest.mark.browser
 @pytest.mark.parametrize("docs_path", ["/api/schema", "/api/schema/swagger"])
 def test_the_docs_pages_show_the_operations_without_internet(
-    browser: Any, api_server: LiveServer, docs_path: str
+    browser: Any, contract_api: LiveServer, docs_path: str
 ) -> None:
     """A tenant browsing the API docs on a machine without internet (or behind a strict proxy) sees every
     operation: the UI's scripts and styles come from the API itself, not from a CDN."""
@@ -156,7 +165,7 @@ def test_the_docs_pages_show_the_operations_without_internet(
     context.route("**/*", only_this_machine)
     page = context.new_page()
     try:
-        page.goto(api_server.base_url + docs_path)
+        page.goto(contract_api.base_url + docs_path)
         page.wait_for_selector(".opblock", timeout=15_000)
         summaries = page.locator(".opblock-summary-path").all_inner_texts()
         assert "/api/v1/signup" in summaries and "/api/v1/contacts/{contact_id}" in summaries

@@ -23,7 +23,7 @@ from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts.service import ApiCaller
 from tenants.contacts import service as contacts
 from tenants.identity import service as identity
-from tenants.models import Scope
+from tenants.models import Evidence, Scope
 
 __all__ = ["ContactFieldsController", "ContactsController", "resolve_visitor"]
 
@@ -169,5 +169,5 @@ def resolve_visitor(
             level=resolution.level,
             visitor_id=resolution.visitor_id,
             contact_id=resolution.contact_id,
-            evidence=resolution.evidence,
+            evidence=Evidence(resolution.evidence) if resolution.evidence else None,
         )

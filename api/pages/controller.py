@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 from uuid import UUID
 
 import msgspec
@@ -72,7 +72,7 @@ class MembershipSitePublic(msgspec.Struct):
         return cls(
             id=site.id,
             name=site.name,
-            registration=site.registration,
+            registration=cast(Registration, site.registration),  # the service stores only these
             landing_page_slug=site.landing_page_slug,
             login_url=f"{get_settings().base_url}/s/{tenant_slug}/m/{site.id}/login",
         )
@@ -332,7 +332,7 @@ class PagePublic(msgspec.Struct):
             slug=page.slug,
             title=page.title,
             url=f"{get_settings().base_url}/s/{tenant_slug}/{page.slug}",
-            access_level=page.access_level,
+            access_level=Level(page.access_level),
             membership_site_id=page.membership_site_id,
             redirect_to=page.redirect_to,
             meta=msgspec.convert(page.meta, PageMeta),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
 import msgspec
@@ -14,7 +14,9 @@ from tenants.models import Site, Visit, Visitor
 __all__ = ["SiteCreate", "SitePublic", "SiteUpdate", "VisitPublic", "VisitorDetail", "VisitorPublic"]
 
 
-ORIGIN = rf"^https?://[^{SPACE}/?#\[\]@:]+(?::[0-9]{{1,5}})?/?{END}"
+PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+"""0 to 65535."""
+ORIGIN = rf"^https?://[^{SPACE}/?#\[\]@:]+(?::{PORT})?/?{END}"
 """``scheme://host[:port]``: what a browser sends as ``Origin`` (stored in lower case, default ports dropped)."""
 PARTNER_PARAM = rf"^[A-Za-z0-9_-]*[A-Za-z0-9][A-Za-z0-9_-]*{END}"
 """A query parameter name: letters, digits, - and _, with at least one letter or digit."""
@@ -90,7 +92,7 @@ class SitePublic(msgspec.Struct):
             honor_dnt=site.honor_dnt,
             truncate_ip=site.truncate_ip,
             partner_params=list(site.partner_params),
-            bot_policy=site.bot_policy,
+            bot_policy=cast(BotPolicy, site.bot_policy),  # the service stores only these
             snippet=snippet,
             created_at=site.created_at,
         )
