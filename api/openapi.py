@@ -148,6 +148,7 @@ def openapi_config() -> OpenAPIConfig:
                 js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
                 css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
                 standalone_preset_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS_PATH}/favicon-32x32.png'>",
             )
         ],
         components=Components(
