@@ -7,11 +7,13 @@ before a final newline), so patterns here spell their classes out and end with :
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
 
-__all__ = ["EMAIL", "END", "HTTP_URL", "NOT_BLANK", "SLUG", "SPACE", "Email", "HttpUrl", "Slug"]
+__all__ = ["EMAIL", "END", "HTTP_URL", "NOT_BLANK", "SLUG", "SPACE", "Email", "HttpUrl", "Slug", "given"]
+
+T = TypeVar("T")
 
 SPACE = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 """What Python's ``str.strip()`` removes, as the inside of a character class."""
@@ -40,3 +42,8 @@ Slug = Annotated[
     ),
 ]
 HttpUrl = Annotated[str, msgspec.Meta(max_length=4096, pattern=HTTP_URL, description="An absolute http(s) URL")]
+
+
+def given(value: T | msgspec.UnsetType) -> T | None:
+    """A partial update's field as the services read it: None means "not given"."""
+    return None if value is msgspec.UNSET else value

@@ -51,14 +51,16 @@ def _swagger_dist() -> Path:
 
 
 PROBLEM_DESCRIPTIONS = {
-    400: "Malformed JSON, a wrong type, or a value outside the constraints of this schema; `errors` names each field.",
+    400: "Malformed JSON, a wrong type, an unknown or missing field, or a query parameter outside its range; "
+    "`errors` names each field.",
     401: "The `Authorization: Bearer <API key>` header is missing or malformed, or the key is unknown or revoked.",
     403: "The API key lacks the scope this operation needs (`read`, `write` or `admin`).",
     404: "Nothing with this id (or one the body refers to) exists in the caller's tenant.",
     409: "It conflicts with something that exists (a taken slug, email or key).",
     413: "The body is larger than this operation accepts.",
     422: "Well-formed, but a value breaks a rule: one this schema declares (length, pattern, range, enum) or one "
-    "only the service can check (an unknown id in the body, a duplicate); `errors` has one entry per field.",
+    "only the service can check (an id in the body that does not exist, a rule across fields); `errors` has one "
+    "entry per field.",
     503: "A backing service (database, Redis) is unavailable; retry later.",
 }
 
@@ -72,7 +74,7 @@ class Problem(msgspec.Struct):
     """RFC 9457 problem details: the body of every error answer."""
 
     type: Annotated[str, msgspec.Meta(description="Always `about:blank`: the status says what kind of problem")]
-    title: Annotated[str, msgspec.Meta(description="The status phrase, e.g. `Unprocessable Content`")]
+    title: Annotated[str, msgspec.Meta(description="The status phrase, e.g. `Not Found`")]
     status: Annotated[int, msgspec.Meta(ge=400, le=599, description="The HTTP status, repeated")]
     detail: Annotated[str, msgspec.Meta(description="What went wrong, for a person")]
     errors: (

@@ -133,6 +133,32 @@ def test_the_served_schema_is_the_one_tested(contract_api: LiveServer) -> None:
     assert served == _served_schema()
 
 
+def _enum(served: dict[str, Any], component: str, field: str) -> set[str]:
+    node = served["components"]["schemas"][component]["properties"][field]
+    for option in (node, *node.get("oneOf", []), *node.get("allOf", [])):
+        candidate = served["components"]["schemas"][option["$ref"].rsplit("/", 1)[1]] if "$ref" in option else option
+        if "enum" in candidate:
+            return set(candidate["enum"])
+        if "const" in candidate:
+            return {candidate["const"]}
+    raise AssertionError(f"{component}.{field} lists no values")
+
+
+def test_the_schema_lists_the_values_the_services_accept() -> None:
+    """A generated client offers exactly the values the API takes: no more (refused), no fewer (unusable)."""
+    from tenants.forms.service import FIELD_TYPES
+    from tenants.models import FieldType, Scope
+    from tenants.pages.service import BLOCK_KINDS, LEVELS
+
+    served = _served_schema()
+    assert _enum(served, "FormField", "type") == set(FIELD_TYPES)
+    assert _enum(served, "ContactFieldCreate", "type") == {t.value for t in FieldType}
+    assert _enum(served, "PageCreate", "access_level") == set(LEVELS)
+    assert {_enum(served, kind, "kind").pop() for kind in ("HtmlBlock", "FormBlock", "LinkBlock")} == set(BLOCK_KINDS)
+    assert set(served["components"]["schemas"]["Scope"]["enum"]) == {scope.value for scope in Scope}
+    assert set(served["components"]["schemas"]["Level"]["enum"]) == set(LEVELS)
+
+
 @schema.parametrize()
 @settings(deadline=None)
 def test_every_operation_answers_as_its_schema_says(case: Any, contract_api: LiveServer) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import anyio.to_thread
@@ -14,7 +14,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect
 
 from api.cookies import visitor_cookie
-from api.fields import END, HTTP_URL, NOT_BLANK, SPACE
+from api.fields import END, HTTP_URL, NOT_BLANK, SPACE, given
 from api.openapi import AUTH, BODY, creates, problems
 from api.problems import problem
 from tenants.accounts.service import ApiCaller
@@ -29,7 +29,6 @@ from tenants.tracking.visitors import VISITOR_COOKIE
 __all__ = ["FormsController", "hosted_form", "submit_form"]
 
 MAX_FORM_BODY = 64 * 1024
-T = TypeVar("T")
 
 
 FieldName = Annotated[
@@ -143,11 +142,6 @@ def _fields(fields: list[FormField]) -> list[dict[str, Any]]:
     return [msgspec.to_builtins(field) for field in fields]
 
 
-def _given(value: T | msgspec.UnsetType) -> T | None:
-    """The services read None as "not given"."""
-    return None if value is msgspec.UNSET else value
-
-
 class FormsController(Controller):
     path = "/api/v1/forms"
     tags = ["forms"]
@@ -201,10 +195,10 @@ class FormsController(Controller):
             form = forms.update_form(
                 session,
                 form_id,
-                name=_given(data.name),
+                name=given(data.name),
                 fields=None if data.fields is msgspec.UNSET else _fields(data.fields),
-                success_redirect=_given(data.success_redirect),
-                success_message=_given(data.success_message),
+                success_redirect=given(data.success_redirect),
+                success_message=given(data.success_message),
             )
             return FormPublic.of(form)
 

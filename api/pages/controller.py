@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
 import msgspec
@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 from sqlmodel import Session, select
 
-from api.fields import END, NOT_BLANK, Email, Slug
+from api.fields import END, NOT_BLANK, Email, Slug, given
 from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts.service import ApiCaller, get_tenant
 from tenants.contacts.service import get_contact, sensitive_fields
@@ -36,12 +36,6 @@ Registration = Annotated[
 LandingPageSlug = Annotated[
     str, msgspec.Meta(max_length=100, description="The page members land on after logging in; empty for none")
 ]
-T = TypeVar("T")
-
-
-def _given(value: T | msgspec.UnsetType) -> T | None:
-    """The services read None as "not given"."""
-    return None if value is msgspec.UNSET else value
 
 
 class MembershipSiteCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -157,9 +151,9 @@ class MembershipSitesController(Controller):
             site = memberships.update_membership_site(
                 session,
                 site_id,
-                name=_given(data.name),
-                registration=_given(data.registration),
-                landing_page_slug=_given(data.landing_page_slug),
+                name=given(data.name),
+                registration=given(data.registration),
+                landing_page_slug=given(data.landing_page_slug),
             )
             return MembershipSitePublic.of(site, _tenant_slug(session))
 
@@ -396,11 +390,11 @@ class PagesController(Controller):
             page = pages.update_page(
                 session,
                 page_id,
-                title=_given(data.title),
+                title=given(data.title),
                 blocks=None if data.blocks is msgspec.UNSET else _blocks(data.blocks),
-                access_level=_given(data.access_level),
-                membership_site_id=_given(data.membership_site_id),
-                redirect_to=_given(data.redirect_to),
+                access_level=given(data.access_level),
+                membership_site_id=given(data.membership_site_id),
+                redirect_to=given(data.redirect_to),
                 meta=None if data.meta is msgspec.UNSET else _meta(data.meta),
             )
             serving.pages.forget((caller.tenant_id, page.slug))  # this process shows the change at once
