@@ -5,8 +5,6 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 
 from api.accounts.controller import AccountsController, SignupController
 from api.auth import provide_caller
@@ -14,9 +12,11 @@ from api.contacts.controller import ContactFieldsController, ContactsController,
 from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
 from api.links.controller import LinksController, exchange, follow_link, whoami
+from api.openapi import StrictStructSchemaPlugin, docs_assets, openapi_config
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.public import MEMBERSHIP_HANDLERS, PAGE_HANDLERS
 from api.problems import EXCEPTION_HANDLERS
+from api.requests import StrictJSONRequest
 from api.text import RefuseUnstorableText
 from api.tracking.collect import SKIP_COMPRESSION, collect, tracker_script
 from api.tracking.controller import SitesController, VisitorsController, VisitsController
@@ -59,6 +59,7 @@ def create_app() -> Litestar:
             *PAGE_HANDLERS,
             tracker_script,
             collect,
+            docs_assets(),
         ],
         middleware=[RefuseUnstorableText()],  # text PostgreSQL cannot store never reaches a handler
         on_startup=[_start_serving],
@@ -68,16 +69,9 @@ def create_app() -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_API_BODY,
         logging_config=None,  # configure_logging() above: one format (text or JSON) for every process
-        openapi_config=OpenAPIConfig(
-            title="Trailmark",
-            version="0.1.0",
-            path="/api/schema",
-            components=Components(
-                security_schemes={
-                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="Authorization: Bearer tm_…")
-                }
-            ),
-        ),
+        plugins=[StrictStructSchemaPlugin()],
+        request_class=StrictJSONRequest,
+        openapi_config=openapi_config(),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -41,13 +42,33 @@ def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[
     return problem(exc.status, exc.message, errors=errors, headers=headers)
 
 
+_BROKEN_RULE = re.compile(
+    r"^(?:Expected `[^`]+` (?:of length|matching regex|[<>]=?|that's a multiple of|with(?:out)? a timezone)"
+    r"|Invalid (?:enum )?value)"
+)
+"""msgspec's messages for a value that has the declared type but breaks a declared rule (length, range,
+pattern, enum, timezone): the body's shape is right, the value is not."""
+
+
+def _field_problem(entry: dict[str, Any]) -> dict[str, str]:
+    return {"field": str(entry.get("key") or entry.get("source") or "body"), "message": str(entry.get("message"))}
+
+
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     detail = exc.detail or HTTPStatus(exc.status_code).phrase
+    status = exc.status_code
     errors = exc.extra if isinstance(exc, ValidationException) else None
     if isinstance(errors, list):
+        entries = [e for e in errors if isinstance(e, dict)]
         # Litestar's entries name the field in "key"; keep only what a client needs.
-        errors = [{"field": e.get("key"), "message": e.get("message")} for e in errors if isinstance(e, dict)]
-    return problem(exc.status_code, detail, errors=errors, headers=exc.headers)
+        errors = [
+            {"field": str(e.get("key") or e.get("source") or "body"), "message": str(e.get("message"))} for e in entries
+        ]
+        # Malformed JSON and wrong types are 400; a well-typed body that breaks a rule its schema declares is
+        # 422 with one entry per field, as the services answer for the rules only they can check.
+        if entries and all(e.get("source") == "body" and _BROKEN_RULE.match(str(e.get("message"))) for e in entries):
+            status, detail = 422, "the body breaks the rules of its schema; see errors"
+    return problem(status, detail, errors=errors, headers=exc.headers)
 
 
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -91,10 +91,10 @@ class LiveServer:
             self.process.wait()
 
 
-def start_api_server(**env: str) -> LiveServer:
+def start_api_server(port: int | None = None, **env: str) -> LiveServer:
     from tenants.embedded import free_port
 
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "api"],
         cwd=REPO,

@@ -375,7 +375,7 @@ def test_sites_api_validates_and_hides_other_tenants(
     owner, other = make_tenant("Owner"), make_tenant("Other")
     bad = client.post("/api/v1/sites", json={"name": "S", "allowed_origins": ["not a url"]}, headers=owner.headers)
     assert bad.status_code == 422
-    assert bad.json()["errors"][0]["field"] == "allowed_origins"
+    assert bad.json()["errors"][0]["field"].startswith("allowed_origins")  # allowed_origins[0]
     created = client.post(
         "/api/v1/sites",
         json={"name": "Shop", "allowed_origins": ["https://Shop.Example:443/"], "partner_params": ["aff"]},

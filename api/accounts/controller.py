@@ -18,6 +18,7 @@ from api.accounts.schemas import (
     SignupCreated,
     TenantPublic,
 )
+from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts import service
 from tenants.accounts.service import ApiCaller, NewApiKey
 from tenants.models import Scope
@@ -34,7 +35,12 @@ class SignupController(Controller):
     path = "/api/v1/signup"
     tags = ["accounts"]
 
-    @post(status_code=HTTP_201_CREATED, sync_to_thread=True, summary="Sign up a tenant")
+    @post(
+        status_code=HTTP_201_CREATED,
+        sync_to_thread=True,
+        summary="Sign up a tenant",
+        responses=problems(*BODY, 409),
+    )
     def signup(self, data: JSONBody[Signup]) -> SignupCreated:
         """Create a tenant with its owner and first API key (all scopes; shown once)."""
         result = service.signup(name=data.name, owner_email=data.owner_email, password=data.password, slug=data.slug)
@@ -50,24 +56,41 @@ class AccountsController(Controller):
     tags = ["accounts"]
     security = [{"apiKey": []}]
 
-    @get("/tenant", sync_to_thread=True, summary="The caller's tenant")
+    @get("/tenant", sync_to_thread=True, summary="The caller's tenant", responses=problems(*AUTH))
     def get_tenant(self, caller: NamedDependency[ApiCaller]) -> TenantPublic:
+        """The tenant the API key belongs to (needs ``read``)."""
         with caller.session(Scope.READ) as session:
             return TenantPublic.of(service.get_tenant(session))
 
-    @get("/api-keys", sync_to_thread=True, summary="List API keys")
+    @get("/api-keys", sync_to_thread=True, summary="List API keys", responses=problems(*AUTH))
     def list_api_keys(self, caller: NamedDependency[ApiCaller]) -> list[ApiKeyPublic]:
+        """Every key of the tenant, newest first, revoked ones included (needs ``admin``)."""
         with caller.session(Scope.ADMIN) as session:
             return [ApiKeyPublic.of(key) for key in service.list_api_keys(session)]
 
-    @post("/api-keys", status_code=HTTP_201_CREATED, sync_to_thread=True, summary="Create an API key")
+    @post(
+        "/api-keys",
+        status_code=HTTP_201_CREATED,
+        sync_to_thread=True,
+        summary="Create an API key",
+        responses=problems(*AUTH, *BODY),
+        operation_class=creates("key_id", "revokeApiKey"),
+        response_description="The new key, with its secret shown this once",
+    )
     def create_api_key(self, caller: NamedDependency[ApiCaller], data: JSONBody[ApiKeyCreate]) -> ApiKeyCreated:
-        """The response holds the whole key once; only a hash is kept."""
+        """The response holds the whole key once; only a hash is kept (needs ``admin``)."""
         with caller.session(Scope.ADMIN) as session:
             new = service.create_api_key(session, name=data.name, scopes=data.scopes, granted_by=caller)
             return _created_key(new)
 
-    @delete("/api-keys/{key_id:uuid}", status_code=200, sync_to_thread=True, summary="Revoke an API key")
+    @delete(
+        "/api-keys/{key_id:uuid}",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Revoke an API key",
+        responses=problems(*AUTH, 400, 404),
+    )
     def revoke_api_key(self, caller: NamedDependency[ApiCaller], key_id: FromPath[UUID]) -> ApiKeyPublic:
+        """The key stops working at once; revoking twice is harmless (needs ``admin``)."""
         with caller.session(Scope.ADMIN) as session:
             return ApiKeyPublic.of(service.revoke_api_key(session, key_id))

@@ -8,7 +8,9 @@ from uuid import UUID
 
 import msgspec
 
+from api.fields import NOT_BLANK, Email, Slug
 from tenants.models import ApiKey, Scope, Tenant
+from tenants.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 __all__ = [
     "ApiKeyCreate",
@@ -22,10 +24,21 @@ __all__ = [
 
 
 class Signup(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=200, description="The business's name")]
-    owner_email: Annotated[str, msgspec.Meta(max_length=320)]
-    password: Annotated[str, msgspec.Meta(max_length=1024, description="At least 10 characters")]
-    slug: Annotated[str | None, msgspec.Meta(description="Public handle; derived from the name if omitted")] = None
+    """A new tenant with its owner."""
+
+    name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK, description="The business's name")
+    ]
+    owner_email: Annotated[Email, msgspec.Meta(description="The owner's email; the owner logs in with it")]
+    password: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=MIN_PASSWORD_LENGTH,
+            max_length=MAX_PASSWORD_LENGTH,
+            description=f"The owner's password, {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
+        ),
+    ]
+    slug: Annotated[Slug, msgspec.Meta(description="Public handle; derived from the name if omitted")] | None = None
 
 
 class TenantPublic(msgspec.Struct):
@@ -45,15 +58,21 @@ class OwnerPublic(msgspec.Struct):
 
 
 class ApiKeyCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=100)]
-    scopes: list[Scope] = msgspec.field(default_factory=lambda: [Scope.READ])
+    """A new API key; it can get no scope that the key creating it lacks."""
+
+    name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=100, pattern=NOT_BLANK, description="What the key is for")
+    ]
+    scopes: Annotated[
+        list[Scope], msgspec.Meta(min_length=1, description="read: read data; write: change it; admin: keys, deletes")
+    ] = msgspec.field(default_factory=lambda: [Scope.READ])
 
 
 class ApiKeyPublic(msgspec.Struct):
     id: UUID
     name: str
     prefix: str
-    scopes: list[str]
+    scopes: list[Scope]
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -64,7 +83,7 @@ class ApiKeyPublic(msgspec.Struct):
             id=key.id,
             name=key.name,
             prefix=key.prefix,
-            scopes=list(key.scopes),
+            scopes=[Scope(scope) for scope in key.scopes],
             created_at=key.created_at,
             last_used_at=key.last_used_at,
             revoked_at=key.revoked_at,

@@ -7,20 +7,23 @@ from uuid import UUID
 
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from api.contacts.schemas import (
+    ContactCreate,
     ContactFieldCreate,
     ContactFieldPublic,
     ContactPage,
     ContactPublic,
-    ContactWrite,
+    ContactUpdate,
     MergeRequest,
+    Resolution,
 )
+from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts.service import ApiCaller
 from tenants.contacts import service as contacts
 from tenants.identity import service as identity
-from tenants.models import Scope
+from tenants.models import Evidence, Scope
 
 __all__ = ["ContactFieldsController", "ContactsController", "resolve_visitor"]
 
@@ -30,24 +33,38 @@ class ContactFieldsController(Controller):
     tags = ["contacts"]
     security = [{"apiKey": []}]
 
-    @get(sync_to_thread=True, summary="List custom contact fields")
+    @get(sync_to_thread=True, summary="List custom contact fields", responses=problems(*AUTH))
     def list_contact_fields(self, caller: NamedDependency[ApiCaller]) -> list[ContactFieldPublic]:
+        """The tenant's custom contact fields, by key."""
         with caller.session(Scope.READ) as session:
             return [ContactFieldPublic.of(f) for f in contacts.list_fields(session)]
 
-    @post(status_code=201, sync_to_thread=True, summary="Define a custom contact field")
+    @post(
+        status_code=201,
+        sync_to_thread=True,
+        summary="Define a custom contact field",
+        responses=problems(*AUTH, *BODY, 409),
+        operation_class=creates("key", "removeContactField", source="$response.body#/key"),
+    )
     def create_contact_field(
         self, caller: NamedDependency[ApiCaller], data: JSONBody[ContactFieldCreate]
     ) -> ContactFieldPublic:
-        """``sensitive`` fields render on pages only for logged-in members."""
+        """``sensitive`` fields render on pages only for logged-in members (needs ``admin``)."""
         with caller.session(Scope.ADMIN) as session:
             field = contacts.create_field(
                 session, key=data.key, label=data.label, type=data.type, sensitive=data.sensitive
             )
             return ContactFieldPublic.of(field)
 
-    @delete("/{key:str}", status_code=204, sync_to_thread=True, summary="Remove a custom field definition")
+    @delete(
+        "/{key:str}",
+        status_code=204,
+        sync_to_thread=True,
+        summary="Remove a custom field definition",
+        responses=problems(*AUTH, 404),
+    )
     def remove_contact_field(self, caller: NamedDependency[ApiCaller], key: FromPath[str]) -> None:
+        """Contacts keep their stored values; the key is no longer accepted (needs ``admin``)."""
         with caller.session(Scope.ADMIN) as session:
             contacts.delete_field(session, key)
 
@@ -57,36 +74,57 @@ class ContactsController(Controller):
     tags = ["contacts"]
     security = [{"apiKey": []}]
 
-    @get(sync_to_thread=True, summary="List or search contacts")
+    @get(sync_to_thread=True, summary="List or search contacts", responses=problems(*AUTH, 400, 422))
     def list_contacts(
         self,
         caller: NamedDependency[ApiCaller],
-        q: Annotated[str | None, Parameter(description="start of an email, first or last name")] = None,
-        cursor: FromQuery[str | None] = None,
-        limit: Annotated[int, Parameter(ge=1, le=contacts.MAX_PAGE)] = 50,
+        q: Annotated[str | None, Parameter(description="Start of an email, first or last name")] = None,
+        cursor: Annotated[str | None, Parameter(description="`next_cursor` of the previous page")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=contacts.MAX_PAGE, description="Page size")] = 50,
     ) -> ContactPage:
+        """Newest first, one page at a time; 422 for a cursor this API did not return."""
         with caller.session(Scope.READ) as session:
             page = contacts.list_contacts(session, query=q, cursor=cursor, limit=limit)
             return ContactPage([ContactPublic.of(c) for c in page.items], page.next_cursor)
 
-    @post(status_code=201, sync_to_thread=True, summary="Create a contact")
-    def create_contact(self, caller: NamedDependency[ApiCaller], data: JSONBody[ContactWrite]) -> ContactPublic:
+    @post(
+        status_code=201,
+        sync_to_thread=True,
+        summary="Create a contact",
+        responses=problems(*AUTH, *BODY, 409),
+        operation_class=creates("contact_id", "getContact", "updateContact", "timeline"),
+        response_description="The contact; its id feeds the other contact operations",
+    )
+    def create_contact(self, caller: NamedDependency[ApiCaller], data: JSONBody[ContactCreate]) -> ContactPublic:
+        """409 when a contact has this email; custom values must be of defined fields (422)."""
         with caller.session(Scope.WRITE) as session:
             return ContactPublic.of(contacts.create_contact(session, data.changes()))
 
-    @get("/{contact_id:uuid}", sync_to_thread=True, summary="Get a contact")
+    @get("/{contact_id:uuid}", sync_to_thread=True, summary="Get a contact", responses=problems(*AUTH, 400, 404))
     def get_contact(self, caller: NamedDependency[ApiCaller], contact_id: FromPath[UUID]) -> ContactPublic:
         with caller.session(Scope.READ) as session:
             return ContactPublic.of(contacts.get_contact(session, contact_id))
 
-    @patch("/{contact_id:uuid}", sync_to_thread=True, summary="Change a contact (blank values are ignored)")
+    @patch(
+        "/{contact_id:uuid}",
+        sync_to_thread=True,
+        summary="Change a contact (blank values are ignored)",
+        responses=problems(*AUTH, *BODY, 404, 409),
+    )
     def update_contact(
-        self, caller: NamedDependency[ApiCaller], contact_id: FromPath[UUID], data: JSONBody[ContactWrite]
+        self, caller: NamedDependency[ApiCaller], contact_id: FromPath[UUID], data: JSONBody[ContactUpdate]
     ) -> ContactPublic:
+        """Only what is given changes; 409 when another contact has the new email."""
         with caller.session(Scope.WRITE) as session:
             return ContactPublic.of(contacts.update_contact(session, contact_id, data.changes()))
 
-    @post("/{contact_id:uuid}/merge", status_code=200, sync_to_thread=True, summary="Merge another contact in")
+    @post(
+        "/{contact_id:uuid}/merge",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Merge another contact in",
+        responses=problems(*AUTH, *BODY, 404, 409),
+    )
     def merge(
         self, caller: NamedDependency[ApiCaller], contact_id: FromPath[UUID], data: JSONBody[MergeRequest]
     ) -> ContactPublic:
@@ -94,26 +132,42 @@ class ContactsController(Controller):
         with caller.session(Scope.WRITE) as session:
             return ContactPublic.of(identity.merge_contacts(session, contact_id, data.other_contact_id))
 
-    @get("/{contact_id:uuid}/timeline", sync_to_thread=True, summary="Everything known of a contact, in order")
+    @get(
+        "/{contact_id:uuid}/timeline",
+        sync_to_thread=True,
+        summary="Everything known of a contact, in order",
+        responses=problems(*AUTH, 400, 404),
+    )
     def timeline(
         self,
         caller: NamedDependency[ApiCaller],
         contact_id: FromPath[UUID],
-        limit: Annotated[int, Parameter(ge=1, le=2000)] = 500,
+        limit: Annotated[int, Parameter(ge=1, le=2000, description="At most this many entries")] = 500,
     ) -> list[dict[str, Any]]:
+        """Visits from every device, form submissions, link clicks and identity events, oldest first."""
         with caller.session(Scope.READ) as session:
             return identity.timeline(session, contact_id, limit=limit)
 
 
-@get("/api/v1/resolve", tags=["contacts"], sync_to_thread=True, security=[{"apiKey": []}])
-def resolve_visitor(caller: NamedDependency[ApiCaller], visitor_token: FromQuery[str | None] = None) -> dict[str, Any]:
+@get(
+    "/api/v1/resolve",
+    tags=["contacts"],
+    sync_to_thread=True,
+    security=[{"apiKey": []}],
+    summary="Resolve a visitor token",
+    responses=problems(*AUTH, 400),
+)
+def resolve_visitor(
+    caller: NamedDependency[ApiCaller],
+    visitor_token: Annotated[str | None, Parameter(description="The token of a browser's `tm_vid` cookie")] = None,
+) -> Resolution:
     """The identification level of a browser's visitor token: anonymous or identified (with the
-    contact and the evidence)."""
+    contact and the evidence). A token that fails verification is anonymous."""
     with caller.session(Scope.READ) as session:
         resolution = identity.resolve(session, visitor_token=visitor_token)
-        return {
-            "level": resolution.level.value,
-            "visitor_id": resolution.visitor_id,
-            "contact_id": resolution.contact_id,
-            "evidence": resolution.evidence,
-        }
+        return Resolution(
+            level=resolution.level,
+            visitor_id=resolution.visitor_id,
+            contact_id=resolution.contact_id,
+            evidence=Evidence(resolution.evidence) if resolution.evidence else None,
+        )

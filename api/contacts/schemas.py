@@ -8,36 +8,88 @@ from uuid import UUID
 
 import msgspec
 
-from tenants.contacts.service import ContactChanges
-from tenants.models import Contact, ContactField
+from api.fields import END, NOT_BLANK, Email
+from tenants.contacts.service import CORE_FIELDS, ContactChanges
+from tenants.identity.service import Level
+from tenants.models import Contact, ContactField, Evidence, FieldType
 
-__all__ = ["ContactFieldCreate", "ContactFieldPublic", "ContactPage", "ContactPublic", "ContactWrite", "MergeRequest"]
+__all__ = [
+    "ContactCreate",
+    "ContactFieldCreate",
+    "ContactFieldPublic",
+    "ContactPage",
+    "ContactPublic",
+    "ContactUpdate",
+    "MergeRequest",
+    "Resolution",
+]
+
+FIELD_KEY_NOT_CORE = rf"^(?!(?:{'|'.join(CORE_FIELDS)})$)[a-z][a-z0-9_]{{0,49}}{END}"
+"""A custom field's key: lowercase letters, digits and _, starting with a letter, not a core field's name."""
+
+FieldKey = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=50,
+        pattern=FIELD_KEY_NOT_CORE,
+        description="Lowercase letters, digits and _, starting with a letter; not email, first_name, last_name, phone",
+    ),
+]
+Name = Annotated[str, msgspec.Meta(max_length=200, description="Blank is ignored")]
+Phone = Annotated[str, msgspec.Meta(max_length=40, description="Stored as E.164 when it parses (US/Canada default)")]
+CustomValues = Annotated[
+    dict[str, str | int | float | bool | None],
+    msgspec.Meta(
+        description="Values of defined custom fields by key, in the field's type (text, number, boolean, "
+        "or an ISO date); blank or null is ignored"
+    ),
+]
 
 
 class ContactFieldCreate(msgspec.Struct, forbid_unknown_fields=True):
-    key: Annotated[str, msgspec.Meta(max_length=50)]
-    label: Annotated[str, msgspec.Meta(max_length=200)]
-    type: str = "text"
-    sensitive: bool = False
+    """A custom contact field."""
+
+    key: Annotated[FieldKey, msgspec.Meta(description="The field's key in `custom`")]
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK, description="What people see")]
+    type: Annotated[FieldType, msgspec.Meta(description="How values are checked and stored")] = FieldType.TEXT
+    sensitive: Annotated[bool, msgspec.Meta(description="Shown on pages only to logged-in members")] = False
 
 
 class ContactFieldPublic(msgspec.Struct):
     key: str
     label: str
-    type: str
+    type: FieldType
     sensitive: bool
 
     @classmethod
     def of(cls, field: ContactField) -> ContactFieldPublic:
-        return cls(key=field.key, label=field.label, type=field.type, sensitive=field.sensitive)
+        return cls(key=field.key, label=field.label, type=FieldType(field.type), sensitive=field.sensitive)
 
 
-class ContactWrite(msgspec.Struct, forbid_unknown_fields=True):
-    email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
-    first_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    last_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    phone: Annotated[str, msgspec.Meta(max_length=40)] | None = None
-    custom: dict[str, Any] | None = None
+class ContactCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new contact; the email is its identity (unique per tenant)."""
+
+    email: Email
+    first_name: Name | None = None
+    last_name: Name | None = None
+    phone: Phone | None = None
+    custom: CustomValues | None = None
+
+    def changes(self) -> ContactChanges:
+        return ContactChanges(
+            email=self.email, first_name=self.first_name, last_name=self.last_name, phone=self.phone, custom=self.custom
+        )
+
+
+class ContactUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """What to change; omitted, null and blank values leave the stored ones as they are."""
+
+    email: Email | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+    phone: Phone | None = None
+    custom: CustomValues | None = None
 
     def changes(self) -> ContactChanges:
         return ContactChanges(
@@ -71,5 +123,16 @@ class ContactPage(msgspec.Struct):
 
 
 class MergeRequest(msgspec.Struct, forbid_unknown_fields=True):
-    other_contact_id: UUID
-    """This contact is merged into the one in the path and remains only as a record."""
+    """Another contact to merge into the one in the path."""
+
+    other_contact_id: Annotated[
+        UUID, msgspec.Meta(description="Merged into the contact in the path; remains only as a record")
+    ]
+
+
+class Resolution(msgspec.Struct):
+    level: Level
+    visitor_id: UUID | None
+    contact_id: UUID | None
+    evidence: Evidence | None
+    """The strongest evidence that linked the visitor to the contact."""

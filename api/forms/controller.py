@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import anyio.to_thread
@@ -14,8 +14,11 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Redirect
 
 from api.cookies import visitor_cookie
+from api.fields import END, HTTP_URL, NOT_BLANK, SPACE, given
+from api.openapi import AUTH, BODY, creates, problems
 from api.problems import problem
 from tenants.accounts.service import ApiCaller
+from tenants.contacts.service import CORE_FIELDS
 from tenants.errors import Invalid
 from tenants.forms import service as forms
 from tenants.models import Form, Scope
@@ -28,22 +31,82 @@ __all__ = ["FormsController", "hosted_form", "submit_form"]
 MAX_FORM_BODY = 64 * 1024
 
 
-class FormField(msgspec.Struct):
-    name: Annotated[str, msgspec.Meta(max_length=50)]
-    maps_to: str | None = None
-    label: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    type: str | None = None
-    required: bool | None = None
-    max_length: int | None = None
+FieldName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=50,
+        pattern=rf"^(?!tm_)[^{SPACE}](?:[^\n]*[^{SPACE}])?{END}",
+        description="The input's name, unique in the form; not starting with tm_ (the tracker's own fields)",
+    ),
+]
+MapsTo = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=rf"^(?:{'|'.join(CORE_FIELDS)}|custom:[a-z][a-z0-9_]{{0,49}}){END}",
+        description="The contact field it fills: email, first_name, last_name, phone or custom:<defined key>; "
+        "the field's name when omitted",
+    ),
+]
+RedirectUrl = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=4096, pattern=rf"{HTTP_URL}|^{END}", description="Where to send the browser: an http(s) URL"
+    ),
+]
 
 
-class FormWrite(msgspec.Struct, forbid_unknown_fields=True):
-    site_id: UUID | None = None
-    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    fields: Annotated[list[FormField], msgspec.Meta(max_length=50)] | None = None
-    success_redirect: str | None = None
-    success_message: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
-    min_fill_seconds: int | None = None
+class FormField(msgspec.Struct, forbid_unknown_fields=True):
+    """One input of a form. Exactly one field of a form maps to email, and it is required."""
+
+    name: FieldName
+    maps_to: MapsTo | msgspec.UnsetType = msgspec.UNSET
+    label: Annotated[str, msgspec.Meta(max_length=200, description="What people see; from the name if omitted")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
+    type: (
+        Annotated[
+            Literal["text", "email", "tel", "number", "textarea", "checkbox", "date"],
+            msgspec.Meta(description="The input's type; email for the email field, text otherwise, when omitted"),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    required: Annotated[bool, msgspec.Meta(description="True for the email field when omitted")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
+    max_length: Annotated[int, msgspec.Meta(ge=1, le=5000, description="Longest value accepted; 500 if omitted")] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
+
+
+FormFields = Annotated[list[FormField], msgspec.Meta(min_length=1, max_length=50, description="The inputs, in order")]
+FormName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK, description="The form's name, for the tenant")
+]
+SuccessMessage = Annotated[str, msgspec.Meta(max_length=2000, description="Shown after a submission")]
+
+
+class FormCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """A new form of one site: submissions are accepted from that site's origins and the hosted page."""
+
+    site_id: Annotated[UUID, msgspec.Meta(description="The site whose origins may submit it")]
+    name: FormName
+    fields: FormFields
+    success_redirect: RedirectUrl | None = None
+    success_message: SuccessMessage | None = None
+    min_fill_seconds: Annotated[
+        int, msgspec.Meta(ge=0, le=600, description="Faster submissions are taken for bots and dropped")
+    ] = 2
+
+
+class FormUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """What to change; omitted fields stay. ``fields`` replaces all inputs."""
+
+    name: FormName | msgspec.UnsetType = msgspec.UNSET
+    fields: FormFields | msgspec.UnsetType = msgspec.UNSET
+    success_redirect: RedirectUrl | msgspec.UnsetType = msgspec.UNSET
+    """Empty removes the redirect."""
+    success_message: SuccessMessage | msgspec.UnsetType = msgspec.UNSET
 
 
 class FormPublic(msgspec.Struct):
@@ -51,7 +114,7 @@ class FormPublic(msgspec.Struct):
     site_id: UUID
     name: str
     form_key: str
-    fields: list[dict[str, Any]]
+    fields: list[FormField]
     success_redirect: str | None
     success_message: str | None
     min_fill_seconds: int
@@ -66,7 +129,7 @@ class FormPublic(msgspec.Struct):
             site_id=form.site_id,
             name=form.name,
             form_key=form.form_key,
-            fields=form.fields,
+            fields=msgspec.convert(form.fields, list[FormField]),
             success_redirect=form.success_redirect,
             success_message=form.success_message,
             min_fill_seconds=form.min_fill_seconds,
@@ -75,10 +138,8 @@ class FormPublic(msgspec.Struct):
         )
 
 
-def _fields(data: FormWrite) -> list[dict[str, Any]] | None:
-    if data.fields is None:
-        return None
-    return [{k: v for k, v in msgspec.structs.asdict(f).items() if v is not None} for f in data.fields]
+def _fields(fields: list[FormField]) -> list[dict[str, Any]]:
+    return [msgspec.to_builtins(field) for field in fields]
 
 
 class FormsController(Controller):
@@ -86,50 +147,70 @@ class FormsController(Controller):
     tags = ["forms"]
     security = [{"apiKey": []}]
 
-    @post(status_code=201, sync_to_thread=True, summary="Define a form")
-    def create_form(self, caller: NamedDependency[ApiCaller], data: JSONBody[FormWrite]) -> FormPublic:
-        """Fields map to email (required, exactly one), first_name, last_name, phone or custom:<key>."""
-        if data.site_id is None or data.name is None or data.fields is None:
-            raise Invalid("the form is invalid", {"site_id": "site_id, name and fields are required"})
+    @post(
+        status_code=201,
+        sync_to_thread=True,
+        summary="Define a form",
+        responses=problems(*AUTH, *BODY),
+        operation_class=creates("form_id", "getForm", "updateForm", "removeForm"),
+        response_description="The form with its embed snippet and hosted URL",
+    )
+    def create_form(self, caller: NamedDependency[ApiCaller], data: JSONBody[FormCreate]) -> FormPublic:
+        """Fields map to email (required, exactly one), first_name, last_name, phone or custom:<key>;
+        422 for an unknown site or custom field."""
         with caller.session(Scope.WRITE) as session:
             form = forms.create_form(
                 session,
                 site_id=data.site_id,
                 name=data.name,
-                fields=_fields(data) or [],
+                fields=_fields(data.fields),
                 success_redirect=data.success_redirect,
                 success_message=data.success_message,
-                min_fill_seconds=2 if data.min_fill_seconds is None else data.min_fill_seconds,
+                min_fill_seconds=data.min_fill_seconds,
             )
             return FormPublic.of(form)
 
-    @get(sync_to_thread=True, summary="List forms")
+    @get(sync_to_thread=True, summary="List forms", responses=problems(*AUTH))
     def list_forms(self, caller: NamedDependency[ApiCaller]) -> list[FormPublic]:
+        """Every form of the tenant."""
         with caller.session(Scope.READ) as session:
             return [FormPublic.of(f) for f in forms.list_forms(session)]
 
-    @get("/{form_id:uuid}", sync_to_thread=True, summary="Get a form with its embed snippet")
+    @get(
+        "/{form_id:uuid}",
+        sync_to_thread=True,
+        summary="Get a form with its embed snippet",
+        responses=problems(*AUTH, 400, 404),
+    )
     def get_form(self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID]) -> FormPublic:
         with caller.session(Scope.READ) as session:
             return FormPublic.of(forms.get_form(session, form_id))
 
-    @patch("/{form_id:uuid}", sync_to_thread=True, summary="Change a form")
+    @patch("/{form_id:uuid}", sync_to_thread=True, summary="Change a form", responses=problems(*AUTH, *BODY, 404))
     def update_form(
-        self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID], data: JSONBody[FormWrite]
+        self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID], data: JSONBody[FormUpdate]
     ) -> FormPublic:
+        """Only what is given changes; the same rules as creating apply."""
         with caller.session(Scope.WRITE) as session:
             form = forms.update_form(
                 session,
                 form_id,
-                name=data.name,
-                fields=_fields(data),
-                success_redirect=data.success_redirect,
-                success_message=data.success_message,
+                name=given(data.name),
+                fields=None if data.fields is msgspec.UNSET else _fields(data.fields),
+                success_redirect=given(data.success_redirect),
+                success_message=given(data.success_message),
             )
             return FormPublic.of(form)
 
-    @delete("/{form_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a form")
+    @delete(
+        "/{form_id:uuid}",
+        status_code=204,
+        sync_to_thread=True,
+        summary="Delete a form",
+        responses=problems(*AUTH, 400, 404),
+    )
     def remove_form(self, caller: NamedDependency[ApiCaller], form_id: FromPath[UUID]) -> None:
+        """Its submissions stay on their contacts (needs ``admin``)."""
         with caller.session(Scope.ADMIN) as session:
             forms.delete_form(session, form_id)
 

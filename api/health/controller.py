@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
+import msgspec
 from litestar import Response, get
+from litestar.openapi import ResponseSpec
 from sqlalchemy import text
 
 from tenants.isolation import system_session
@@ -15,15 +17,31 @@ from tenants.tracking.buffer import dead_letter_count
 __all__ = ["health", "ready"]
 
 
+class Readiness(msgspec.Struct):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+    """``database``, ``migrations`` and ``redis``: ``ok`` or what is wrong."""
+    ingest_dead_letters: int | None
+    """Ingest batches parked for an operator (``trailmark ingest dead-letters``); null when Redis is down."""
+
+
 @get("/health", tags=["health"], summary="Alive")
 async def health() -> dict[str, str]:
+    """Answers while the process serves; checks nothing else."""
     return {"status": "ok"}
 
 
-@get("/ready", tags=["health"], sync_to_thread=True, summary="Database, Redis and schema ready")
-def ready() -> Response[dict[str, Any]]:
-    """Ready when the database, Redis and the schema are. The ingest dead letters are reported, not
-    judged: they need an operator (``trailmark ingest dead-letters``), not another instance."""
+@get(
+    "/ready",
+    tags=["health"],
+    sync_to_thread=True,
+    summary="Database, Redis and schema ready",
+    responses={503: ResponseSpec(Readiness, description="Something is not ready; `checks` says what")},
+)
+def ready() -> Response[Readiness]:
+    """200 when the database answers, its schema is at head and Redis answers; 503 otherwise. The ingest
+    dead letters are reported, not judged: they need an operator (``trailmark ingest dead-letters``), not
+    another instance."""
     checks: dict[str, str] = {}
     dead_letters: int | None = None
     try:
@@ -40,5 +58,4 @@ def ready() -> Response[dict[str, Any]]:
     except Exception as error:
         checks["redis"] = f"unreachable: {type(error).__name__}"
     ok = all(value == "ok" for value in checks.values()) and len(checks) == 3
-    body = {"status": "ready" if ok else "not ready", "checks": checks, "ingest_dead_letters": dead_letters}
-    return Response(body, status_code=200 if ok else 503)
+    return Response(Readiness("ready" if ok else "not ready", checks, dead_letters), status_code=200 if ok else 503)

@@ -14,6 +14,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from api.cookies import visitor_cookie
+from api.fields import HttpUrl
+from api.openapi import AUTH, BODY, problems
 from api.problems import problem
 from api.tracking.collect import cors_headers, request_origin, same_site, site_for
 from tenants.accounts.service import ApiCaller
@@ -28,22 +30,36 @@ from tenants.tracking.visitors import VISITOR_COOKIE
 __all__ = ["LinksController", "exchange", "follow_link", "whoami"]
 
 
+Recipient = Annotated[UUID, msgspec.Meta(description="The contact the email goes to; a click identifies as them")]
+Target = Annotated[HttpUrl, msgspec.Meta(description="Where the link redirects")]
+SendId = Annotated[str, msgspec.Meta(max_length=200, description="Your id of the send (campaign, broadcast)")]
+ExpiresAt = Annotated[
+    datetime, msgspec.Meta(tz=True, description="After this the link shows a 'not valid' page; in the future")
+]
+
+
 class LinkCreate(msgspec.Struct, forbid_unknown_fields=True):
-    contact_id: UUID
-    target_url: Annotated[str, msgspec.Meta(max_length=4096)]
-    send_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    expires_at: datetime | None = None
+    """A tracked link for one recipient."""
+
+    contact_id: Recipient
+    target_url: Target
+    send_id: SendId | None = None
+    expires_at: ExpiresAt | None = None
 
 
 class BulkItem(msgspec.Struct, forbid_unknown_fields=True):
-    contact_id: UUID
-    target_url: Annotated[str, msgspec.Meta(max_length=4096)]
+    """One recipient's link in a send."""
+
+    contact_id: Recipient
+    target_url: Target
 
 
 class BulkLinkCreate(msgspec.Struct, forbid_unknown_fields=True):
-    links: list[BulkItem]
-    send_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    expires_at: datetime | None = None
+    """The links of a whole send, made in one transaction (all or none)."""
+
+    links: Annotated[list[BulkItem], msgspec.Meta(min_length=1, max_length=links.MAX_BULK)]
+    send_id: SendId | None = None
+    expires_at: ExpiresAt | None = None
 
 
 class LinkPublic(msgspec.Struct):
@@ -72,8 +88,14 @@ class LinksController(Controller):
     tags = ["links"]
     security = [{"apiKey": []}]
 
-    @post(status_code=201, sync_to_thread=True, summary="Create a tracked link for one contact")
-    def create(self, caller: NamedDependency[ApiCaller], data: JSONBody[LinkCreate]) -> LinkPublic:
+    @post(
+        status_code=201,
+        sync_to_thread=True,
+        summary="Create a tracked link for one contact",
+        responses=problems(*AUTH, *BODY, 404),
+    )
+    def create_link(self, caller: NamedDependency[ApiCaller], data: JSONBody[LinkCreate]) -> LinkPublic:
+        """404 when the contact does not exist; 422 when ``expires_at`` is not in the future."""
         with caller.session(Scope.WRITE) as session:
             link = links.create_link(
                 session,
@@ -85,8 +107,15 @@ class LinksController(Controller):
             session.flush()
             return _public(link)
 
-    @post("/bulk", status_code=201, sync_to_thread=True, summary="Create the links of a whole send")
-    def create_bulk(self, caller: NamedDependency[ApiCaller], data: JSONBody[BulkLinkCreate]) -> list[LinkPublic]:
+    @post(
+        "/bulk",
+        status_code=201,
+        sync_to_thread=True,
+        summary="Create the links of a whole send",
+        responses=problems(*AUTH, *BODY),
+    )
+    def create_links(self, caller: NamedDependency[ApiCaller], data: JSONBody[BulkLinkCreate]) -> list[LinkPublic]:
+        """One link per item, in order; 422 naming the item when a contact does not exist."""
         with caller.session(Scope.WRITE) as session:
             created = links.create_links(
                 session,

@@ -9,8 +9,9 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
+from api.openapi import AUTH, BODY, creates, problems
 from api.tracking.schemas import SiteCreate, SitePublic, SiteUpdate, VisitorDetail, VisitorPublic, VisitPublic
 from tenants.accounts.service import ApiCaller
 from tenants.models import Scope, Site
@@ -19,7 +20,8 @@ from tenants.tracking import history, sites
 
 __all__ = ["SitesController", "VisitorsController", "VisitsController"]
 
-Limit = Annotated[int, Parameter(ge=1, le=history.MAX_PAGE, description="page size")]
+Limit = Annotated[int, Parameter(ge=1, le=history.MAX_PAGE, description="Page size")]
+Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
 
 
 class VisitorPage(msgspec.Struct):
@@ -41,7 +43,14 @@ class SitesController(Controller):
     tags = ["tracking"]
     security = [{"apiKey": []}]
 
-    @post(status_code=201, sync_to_thread=True, summary="Register a site")
+    @post(
+        status_code=201,
+        sync_to_thread=True,
+        summary="Register a site",
+        responses=problems(*AUTH, *BODY),
+        operation_class=creates("site_id", "getSite", "updateSite", "removeSite"),
+        response_description="The site with its snippet",
+    )
     def create_site(self, caller: NamedDependency[ApiCaller], data: JSONBody[SiteCreate]) -> SitePublic:
         """The response's ``snippet`` is the one line to paste into the site's pages."""
         with caller.session(Scope.WRITE) as session:
@@ -56,27 +65,36 @@ class SitesController(Controller):
             )
             return _public(site)
 
-    @get(sync_to_thread=True, summary="List sites")
+    @get(sync_to_thread=True, summary="List sites", responses=problems(*AUTH))
     def list_sites(self, caller: NamedDependency[ApiCaller]) -> list[SitePublic]:
+        """Every site of the tenant, with its snippet."""
         with caller.session(Scope.READ) as session:
             return [_public(site) for site in sites.list_sites(session)]
 
-    @get("/{site_id:uuid}", sync_to_thread=True, summary="Get a site")
+    @get("/{site_id:uuid}", sync_to_thread=True, summary="Get a site", responses=problems(*AUTH, 400, 404))
     def get_site(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> SitePublic:
         with caller.session(Scope.READ) as session:
             return _public(sites.get_site(session, site_id))
 
-    @patch("/{site_id:uuid}", sync_to_thread=True, summary="Change a site")
+    @patch("/{site_id:uuid}", sync_to_thread=True, summary="Change a site", responses=problems(*AUTH, *BODY, 404))
     def update_site(
         self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID], data: JSONBody[SiteUpdate]
     ) -> SitePublic:
+        """Only what is given changes; collect sees the change at once."""
         with caller.session(Scope.WRITE) as session:
-            site = sites.update_site(session, site_id, **msgspec.structs.asdict(data))
+            site = sites.update_site(session, site_id, **data.changes())
             sites.forget_site(site.site_key)
             return _public(site)
 
-    @delete("/{site_id:uuid}", status_code=204, sync_to_thread=True, summary="Delete a site and its visits")
+    @delete(
+        "/{site_id:uuid}",
+        status_code=204,
+        sync_to_thread=True,
+        summary="Delete a site and its visits",
+        responses=problems(*AUTH, 400, 404),
+    )
     def remove_site(self, caller: NamedDependency[ApiCaller], site_id: FromPath[UUID]) -> None:
+        """Its visitors and visits go with it (needs ``admin``)."""
         with caller.session(Scope.ADMIN) as session:
             sites.delete_site(session, site_id)
 
@@ -86,21 +104,28 @@ class VisitorsController(Controller):
     tags = ["tracking"]
     security = [{"apiKey": []}]
 
-    @get(sync_to_thread=True, summary="List visitors, newest first")
+    @get(sync_to_thread=True, summary="List visitors, newest first", responses=problems(*AUTH, 400, 422))
     def list_visitors(
         self,
         caller: NamedDependency[ApiCaller],
-        site_id: FromQuery[UUID | None] = None,
-        is_bot: FromQuery[bool | None] = None,
-        cursor: FromQuery[str | None] = None,
+        site_id: Annotated[UUID | None, Parameter(description="Only this site's visitors")] = None,
+        is_bot: Annotated[bool | None, Parameter(description="Only bots (true) or only people (false)")] = None,
+        cursor: Cursor = None,
         limit: Limit = 50,
     ) -> VisitorPage:
+        """One page at a time; 422 for a cursor this API did not return."""
         with caller.session(Scope.READ) as session:
             page = history.list_visitors(session, site_id=site_id, is_bot=is_bot, cursor=cursor, limit=limit)
             return VisitorPage([VisitorPublic.of(v) for v in page.items], page.next_cursor)
 
-    @get("/{visitor_id:uuid}", sync_to_thread=True, summary="A visitor's attribution and visits")
+    @get(
+        "/{visitor_id:uuid}",
+        sync_to_thread=True,
+        summary="A visitor's attribution and visits",
+        responses=problems(*AUTH, 400, 404),
+    )
     def get_visitor(self, caller: NamedDependency[ApiCaller], visitor_id: FromPath[UUID]) -> VisitorDetail:
+        """First- and last-touch attribution and the first 100 visits."""
         with caller.session(Scope.READ) as session:
             visitor = history.get_visitor(session, visitor_id)
             visits = [VisitPublic.of(v) for v in history.visits_of(session, visitor_id)]
@@ -113,22 +138,25 @@ class VisitsController(Controller):
     tags = ["tracking"]
     security = [{"apiKey": []}]
 
-    @get(sync_to_thread=True, summary="List visits, newest first, filtered")
+    @get(sync_to_thread=True, summary="List visits, newest first, filtered", responses=problems(*AUTH, 400, 422))
     def list_visits(
         self,
         caller: NamedDependency[ApiCaller],
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
-        site_id: FromQuery[UUID | None] = None,
-        visitor_id: FromQuery[UUID | None] = None,
-        utm_source: FromQuery[str | None] = None,
-        utm_medium: FromQuery[str | None] = None,
-        utm_campaign: FromQuery[str | None] = None,
-        bot: FromQuery[bool | None] = None,
-        type: FromQuery[Literal["pageview", "event"] | None] = None,
-        cursor: FromQuery[str | None] = None,
+        since: Annotated[datetime | None, Parameter(description="At or after this time")] = None,
+        until: Annotated[datetime | None, Parameter(description="Before this time")] = None,
+        site_id: Annotated[UUID | None, Parameter(description="Only this site's visits")] = None,
+        visitor_id: Annotated[UUID | None, Parameter(description="Only this visitor's visits")] = None,
+        utm_source: Annotated[str | None, Parameter(description="Exactly this utm_source")] = None,
+        utm_medium: Annotated[str | None, Parameter(description="Exactly this utm_medium")] = None,
+        utm_campaign: Annotated[str | None, Parameter(description="Exactly this utm_campaign")] = None,
+        bot: Annotated[bool | None, Parameter(description="Only bots (true) or only people (false)")] = None,
+        type: Annotated[
+            Literal["pageview", "event"] | None, Parameter(description="Page views or tracked events")
+        ] = None,
+        cursor: Cursor = None,
         limit: Limit = 50,
     ) -> VisitPage:
+        """One page at a time; 422 for a cursor this API did not return."""
         filters = history.VisitFilter(
             since=since,
             until=until,

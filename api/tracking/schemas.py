@@ -3,32 +3,71 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 from uuid import UUID
 
 import msgspec
 
+from api.fields import END, NOT_BLANK, SPACE
 from tenants.models import Site, Visit, Visitor
 
 __all__ = ["SiteCreate", "SitePublic", "SiteUpdate", "VisitPublic", "VisitorDetail", "VisitorPublic"]
 
 
+PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+"""0 to 65535."""
+ORIGIN = rf"^https?://[^{SPACE}/?#\[\]@:]+(?::{PORT})?/?{END}"
+"""``scheme://host[:port]``: what a browser sends as ``Origin`` (stored in lower case, default ports dropped)."""
+PARTNER_PARAM = rf"^[A-Za-z0-9_-]*[A-Za-z0-9][A-Za-z0-9_-]*{END}"
+"""A query parameter name: letters, digits, - and _, with at least one letter or digit."""
+
+SiteName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK, description="The site's name, for the tenant")
+]
+Origins = Annotated[
+    list[Annotated[str, msgspec.Meta(max_length=300, pattern=ORIGIN)]],
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        description="Origins the tracker runs on and forms submit from, like https://shop.example.com",
+    ),
+]
+HonorDnt = Annotated[bool, msgspec.Meta(description="Count browsers sending DNT or GPC without storing them")]
+TruncateIp = Annotated[bool, msgspec.Meta(description="Store IP addresses with their last part zeroed")]
+PartnerParams = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=PARTNER_PARAM)]],
+    msgspec.Meta(max_length=20, description="Query parameters that carry a partner's referral code"),
+]
+BotPolicy = Annotated[
+    Literal["flag", "drop"], msgspec.Meta(description="flag: store bot hits marked as bots; drop: store none")
+]
+
+
 class SiteCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=200)]
-    allowed_origins: Annotated[list[str], msgspec.Meta(max_length=100)]
-    honor_dnt: bool = True
-    truncate_ip: bool = True
-    partner_params: Annotated[list[str], msgspec.Meta(max_length=20)] | None = None
-    bot_policy: str = "flag"
+    """A site that carries the tracker."""
+
+    name: SiteName
+    allowed_origins: Origins
+    honor_dnt: HonorDnt = True
+    truncate_ip: TruncateIp = True
+    partner_params: PartnerParams | None = None
+    """The usual affiliate parameters when omitted."""
+    bot_policy: BotPolicy = "flag"
 
 
 class SiteUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    allowed_origins: Annotated[list[str], msgspec.Meta(max_length=100)] | None = None
-    honor_dnt: bool | None = None
-    truncate_ip: bool | None = None
-    partner_params: Annotated[list[str], msgspec.Meta(max_length=20)] | None = None
-    bot_policy: str | None = None
+    """What to change; omitted fields stay."""
+
+    name: SiteName | msgspec.UnsetType = msgspec.UNSET
+    allowed_origins: Origins | msgspec.UnsetType = msgspec.UNSET
+    honor_dnt: HonorDnt | msgspec.UnsetType = msgspec.UNSET
+    truncate_ip: TruncateIp | msgspec.UnsetType = msgspec.UNSET
+    partner_params: PartnerParams | msgspec.UnsetType = msgspec.UNSET
+    bot_policy: BotPolicy | msgspec.UnsetType = msgspec.UNSET
+
+    def changes(self) -> dict[str, Any]:
+        """The given fields, as the service's keyword arguments."""
+        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not msgspec.UNSET}
 
 
 class SitePublic(msgspec.Struct):
@@ -39,7 +78,7 @@ class SitePublic(msgspec.Struct):
     honor_dnt: bool
     truncate_ip: bool
     partner_params: list[str]
-    bot_policy: str
+    bot_policy: BotPolicy
     snippet: str
     created_at: datetime
 
@@ -53,7 +92,7 @@ class SitePublic(msgspec.Struct):
             honor_dnt=site.honor_dnt,
             truncate_ip=site.truncate_ip,
             partner_params=list(site.partner_params),
-            bot_policy=site.bot_policy,
+            bot_policy=cast(BotPolicy, site.bot_policy),  # the service stores only these
             snippet=snippet,
             created_at=site.created_at,
         )

@@ -59,7 +59,10 @@ def _safe_url(url: str) -> bool:
     stripped = url.strip()
     if stripped.startswith("/") and not stripped.startswith("//"):
         return True
-    return urlsplit(stripped).scheme.lower() in URL_SCHEMES
+    try:
+        return urlsplit(stripped).scheme.lower() in URL_SCHEMES
+    except ValueError:  # e.g. an unbalanced [ in the host: not a URL we can check, so not safe
+        return False
 
 
 def _clean_blocks(session: Session, blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
