@@ -126,8 +126,11 @@ def _hits(draw: st.DrawFn) -> dict[str, Any]:
     day = 24 * 3600 * 1000
     hit: dict[str, Any] = {
         "hit_id": str(uuid.uuid4()),  # never drawn: a repeated id would (rightly) be stored once
-        "ts": draw(st.integers(_now_ms - 29 * day, _now_ms + day // 2) | st.integers()),
-        "url": draw(st.sampled_from([f"{ORIGIN}/", "http://x.example", "https:", "ftp://a/", "http://[oops"]))
+        # Mostly good times and URLs, so that many batches (all of whose hits must be good) get through.
+        "ts": draw(st.integers(_now_ms - 29 * day, _now_ms + day // 2))
+        if draw(st.integers(0, 3))
+        else draw(st.integers()),
+        "url": draw(st.sampled_from([f"{ORIGIN}/"] * 6 + ["http://x.example", "https:", "ftp://a/", "http://[oops"]))
         + draw(_short_text),
     }
     optional = {
@@ -157,7 +160,8 @@ def test_whatever_collect_acknowledges_is_stored_and_never_dead_lettered(
     or acknowledges, never a 5xx, and every hit it acknowledged reaches the visits table."""
     acknowledged: list[str] = []
 
-    @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # Derandomized: every run sends the same examples, so how many get through does not vary from run to run.
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(hits=st.lists(_hits(), min_size=1, max_size=3))
     def send(hits: list[dict[str, Any]]) -> None:
         # json.dumps writes a lone surrogate as \udXXX, as browsers do.
