@@ -157,6 +157,23 @@ def test_spam_is_answered_like_success_but_stores_nothing(client: TestClient[Any
     assert client.get("/api/v1/contacts", headers=site.tenant.headers).json()["items"] == []
 
 
+def test_a_forms_minimum_fill_time_can_be_changed(client: TestClient[Any], site: SiteHandle) -> None:
+    """A tenant whose visitors are taken for bots lowers the form's minimum fill time; the change holds."""
+    form = make_form(client, site, min_fill_seconds=30)
+    values = {"email": "quick@example.com", "first_name": "Quick"}
+    submit(client, form, values)  # sent 5 s after the form was shown: too fast for 30 s, dropped
+    assert client.get("/api/v1/contacts", headers=site.tenant.headers).json()["items"] == []
+    changed = client.patch(f"/api/v1/forms/{form['id']}", json={"min_fill_seconds": 1}, headers=site.tenant.headers)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["min_fill_seconds"] == 1
+    submit(client, form, values)
+    assert [c["email"] for c in client.get("/api/v1/contacts", headers=site.tenant.headers).json()["items"]] == [
+        "quick@example.com"
+    ]
+    refused = client.patch(f"/api/v1/forms/{form['id']}", json={"min_fill_seconds": 601}, headers=site.tenant.headers)
+    assert refused.status_code in (400, 422)
+
+
 def test_foreign_origins_are_refused_and_floods_are_throttled(client: TestClient[Any], site: SiteHandle) -> None:
     form = make_form(client, site)
     foreign = submit(client, form, {"email": "x@example.com", "first_name": "X"}, Origin="https://evil.example")

@@ -656,3 +656,19 @@ def test_unknown_pages_and_tenants_are_404(client: TestClient[Any], tenant: Tena
     assert client.get(f"/s/{tenant.slug}/nope").status_code == 404
     assert client.get("/s/no-such-tenant/home").status_code == 404
     assert client.get("/some-page", headers={"Host": "unknown.example"}).status_code == 404
+
+
+def test_a_page_is_served_as_soon_as_it_is_created_changed_or_deleted(
+    client: TestClient[Any], tenant: TenantHandle
+) -> None:
+    """A tenant who opens a page's address before creating it (and so caches "no such page") sees it the
+    moment it is created, every change at once, and a 404 as soon as it is deleted."""
+    path = f"/s/{tenant.slug}/soon"
+    assert client.get(path).status_code == 404
+    block = {"id": "x", "kind": "html", "html": "<p>first</p>"}
+    page = api(client, tenant, "POST", "/api/v1/pages", slug="soon", title="Soon", blocks=[block])
+    assert "first" in client.get(path).text
+    api(client, tenant, "PATCH", f"/api/v1/pages/{page['id']}", blocks=[{**block, "html": "<p>second</p>"}])
+    assert "second" in client.get(path).text
+    api(client, tenant, "DELETE", f"/api/v1/pages/{page['id']}")
+    assert client.get(path).status_code == 404

@@ -86,6 +86,12 @@ FormName = Annotated[
 SuccessMessage = Annotated[str, msgspec.Meta(max_length=2000, description="Shown after a submission")]
 
 
+MinFillSeconds = Annotated[
+    int,
+    msgspec.Meta(ge=0, le=600, description="Seconds a person takes at least; faster submissions are dropped as bots"),
+]
+
+
 class FormCreate(msgspec.Struct, forbid_unknown_fields=True):
     """A new form of one site: submissions are accepted from that site's origins and the hosted page."""
 
@@ -94,9 +100,7 @@ class FormCreate(msgspec.Struct, forbid_unknown_fields=True):
     fields: FormFields
     success_redirect: RedirectUrl | None = None
     success_message: SuccessMessage | None = None
-    min_fill_seconds: Annotated[
-        int, msgspec.Meta(ge=0, le=600, description="Faster submissions are taken for bots and dropped")
-    ] = 2
+    min_fill_seconds: MinFillSeconds = 2
 
 
 class FormUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -107,6 +111,7 @@ class FormUpdate(msgspec.Struct, forbid_unknown_fields=True):
     success_redirect: RedirectUrl | msgspec.UnsetType = msgspec.UNSET
     """Empty removes the redirect."""
     success_message: SuccessMessage | msgspec.UnsetType = msgspec.UNSET
+    min_fill_seconds: MinFillSeconds | msgspec.UnsetType = msgspec.UNSET
 
 
 class FormPublic(msgspec.Struct):
@@ -199,6 +204,7 @@ class FormsController(Controller):
                 fields=None if data.fields is msgspec.UNSET else _fields(data.fields),
                 success_redirect=given(data.success_redirect),
                 success_message=given(data.success_message),
+                min_fill_seconds=given(data.min_fill_seconds),
             )
             return FormPublic.of(form)
 

@@ -20,7 +20,6 @@ from tenants.identity.service import Level
 from tenants.memberships import service as memberships
 from tenants.models import Form, Member, MembershipSite, Page, Scope
 from tenants.pages import service as pages
-from tenants.pages import serving
 from tenants.settings import get_settings
 
 __all__ = ["MembershipSitesController", "PagesController"]
@@ -412,7 +411,6 @@ class PagesController(Controller):
                 redirect_to=given(data.redirect_to),
                 meta=None if data.meta is msgspec.UNSET else _meta(data.meta),
             )
-            serving.pages.forget((caller.tenant_id, page.slug))  # this process shows the change at once
             return PagePublic.of(page, _tenant_slug(session))
 
     @delete(
@@ -425,9 +423,7 @@ class PagesController(Controller):
     def delete_page(self, caller: NamedDependency[ApiCaller], page_id: FromPath[UUID]) -> None:
         """It stops being served at once (needs ``admin``)."""
         with caller.session(Scope.ADMIN) as session:
-            slug = pages.get_page(session, page_id).slug
             pages.delete_page(session, page_id)
-            serving.pages.forget((caller.tenant_id, slug))
 
     @get(
         "/{page_id:uuid}/preview",

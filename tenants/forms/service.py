@@ -105,8 +105,7 @@ def create_form(
         raise Invalid("the form is invalid", {"site_id": "no such site"})
     if not 1 <= len(name.strip()) <= 200:
         raise Invalid("the form is invalid", {"name": "must be 1 to 200 characters"})
-    if not 0 <= min_fill_seconds <= 600:
-        raise Invalid("the form is invalid", {"min_fill_seconds": "must be 0 to 600"})
+    _validated_fill_seconds(min_fill_seconds)
     form = Form(
         site_id=site_id,
         name=name.strip(),
@@ -137,7 +136,9 @@ def update_form(
     fields: list[dict[str, Any]] | None = None,
     success_redirect: str | None = None,
     success_message: str | None = None,
+    min_fill_seconds: int | None = None,
 ) -> Form:
+    """Change what is given (None leaves a value as it is); the same rules as creating apply."""
     form = get_form(session, form_id)
     if name is not None:
         form.name = name.strip()[:200]
@@ -147,9 +148,17 @@ def update_form(
         form.success_redirect = _validated_redirect(success_redirect)
     if success_message is not None:
         form.success_message = success_message[:2000]
+    if min_fill_seconds is not None:
+        form.min_fill_seconds = _validated_fill_seconds(min_fill_seconds)
     session.add(form)
     session.flush()
     return form
+
+
+def _validated_fill_seconds(seconds: int) -> int:
+    if not 0 <= seconds <= 600:
+        raise Invalid("the form is invalid", {"min_fill_seconds": "must be 0 to 600"})
+    return seconds
 
 
 def delete_form(session: Session, form_id: UUID) -> None:

@@ -27,6 +27,7 @@ from tenants.forms.service import embed_html
 from tenants.identity.service import Level
 from tenants.isolation import current_tenant_id, get_owned
 from tenants.models import Contact, Form, MembershipSite, Page, Site, utcnow
+from tenants.pages.cache import forget_page_after_commit
 from tenants.settings import get_settings
 from tenants.tracking.origins import normalize_origin
 from tenants.tracking.sites import create_site
@@ -174,6 +175,7 @@ def create_page(
     page = Page(blocks=_clean_blocks(session, blocks), **values)
     session.add(page)
     session.flush()
+    forget_page_after_commit(session, page.tenant_id, page.slug)  # a view just before may have cached "no page"
     return page
 
 
@@ -213,11 +215,14 @@ def update_page(
     page.updated_at = utcnow()
     session.add(page)
     session.flush()
+    forget_page_after_commit(session, page.tenant_id, page.slug)
     return page
 
 
 def delete_page(session: Session, page_id: UUID) -> None:
-    session.delete(get_page(session, page_id))
+    page = get_page(session, page_id)
+    session.delete(page)
+    forget_page_after_commit(session, page.tenant_id, page.slug)
 
 
 def ensure_hosted_site(session: Session) -> Site:

@@ -3,7 +3,7 @@
 A page view is on every visitor's path, so what it needs is cached per process for a few seconds:
 the tenant behind a slug or domain, the page with its forms and tracker key, and, for identified
 visitors, who they are. A warm view by an identified visitor reads no database. Changes elsewhere
-show within :data:`CACHE_SECONDS`; a change made through this process shows at once.
+show within a few seconds (``tenants.pages.cache``); a change made through this process shows at once.
 Anonymous visitors are never cached as such, so a browser that just identified (a form, a link, a
 login) sees its new blocks on the very next page (``tenants.identity.cache``).
 """
@@ -24,22 +24,20 @@ from tenants.isolation import tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
 from tenants.memberships.sessions import MemberSession
 from tenants.models import Contact, Form, Page, Site, Tenant
+from tenants.pages.cache import pages
 from tenants.pages.service import Viewer, login_path, page_allows, render_page
 
 __all__ = [
-    "CACHE_SECONDS",
     "PageBundle",
     "PageResult",
     "find_tenant",
     "load_bundle",
     "load_contact",
     "page_result",
-    "pages",
     "tenants_by_handle",
     "viewer_of",
 ]
 
-CACHE_SECONDS = 5.0
 NOT_FOUND = "<!doctype html><title>Not found</title><h1>This page does not exist.</h1>"
 
 
@@ -62,7 +60,6 @@ class PageBundle:
 
 
 tenants_by_handle: TTLCache[str, UUID | None] = TTLCache(30.0)
-pages: TTLCache[tuple[UUID, str], PageBundle | None] = TTLCache(CACHE_SECONDS)
 
 
 def find_tenant(*, slug: str | None = None, host: str | None = None) -> UUID | None:
