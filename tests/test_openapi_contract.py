@@ -2,12 +2,15 @@
 
 Schemathesis runs every check it has against the real API process on the test database: each operation
 through its coverage and fuzzing phases, then the stateful phase that chains create → get/change/delete
-through the schema's links. Every exclusion is written down here with its reason.
+through the schema's links. Every exclusion is written down, with its reason, in schemathesis.toml (which a
+person's `schemathesis run` in the checkout reads too).
 """
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,33 +25,8 @@ from schemathesis.engine import Status, events
 from tenants.embedded import free_port
 from tests.conftest import LiveServer, start_api_server
 
-CONTRACT_EXAMPLES = 25
-"""Fuzzed examples per operation: the whole file stays within about three minutes on two cores."""
-
-RULES_ONLY_SERVICES_KNOW = {
-    # These operations refuse with 422 what no schema can know, so their schema-valid examples may get 422:
-    # whether an id or key the body names exists in the tenant (a site, form, membership site, contact or
-    # custom field), a rule across items (exactly one form field maps to email, and it is required; no
-    # javascript: URL inside a block's HTML), a time that must be in the future, merging a contact into
-    # itself, or a cursor that must be one the API returned. Every other operation must accept every
-    # schema-valid request.
-    "POST /api/v1/forms",
-    "PATCH /api/v1/forms/{form_id}",
-    "POST /api/v1/pages",
-    "PATCH /api/v1/pages/{page_id}",
-    "POST /api/v1/links",
-    "POST /api/v1/links/bulk",
-    "POST /api/v1/contacts",
-    "PATCH /api/v1/contacts/{contact_id}",
-    "POST /api/v1/contacts/{contact_id}/merge",
-    "GET /api/v1/contacts",
-    "GET /api/v1/visitors",
-    "GET /api/v1/visits",
-}
-LENIENT_DATE_TIME = "GET /api/v1/visits"
-"""Litestar also reads a number as a Unix timestamp in a date-time query parameter (``until=0.5``): the API
-accepts more than the schema promises there, which breaks no client; only ``negative_data_rejection`` is
-off for this operation."""
+CONTRACT_CONFIG = Path(__file__).parent.parent / "schemathesis.toml"
+"""The checks and every exclusion with its reason: the same file a person's `schemathesis run` reads."""
 
 
 CONTRACT_PORT = free_port()
@@ -69,43 +47,16 @@ _CONTRACT_KEY = _contract_key()
 
 
 def _config(phases: dict[str, Any]) -> SchemathesisConfig:
-    return SchemathesisConfig.from_dict(
-        {
-            "phases": phases,
-            "base-url": f"http://127.0.0.1:{CONTRACT_PORT}",
-            "headers": {"Authorization": f"Bearer {_CONTRACT_KEY}"},
-            # Every run starts from the schema alone: no failures replayed from an earlier run's cache.
-            "cache": {"enabled": False},
-            "generation": {
-                "max-examples": CONTRACT_EXAMPLES,
-                # NUL and lone surrogates cannot be stored as PostgreSQL text; the API refuses them at its
-                # edge (400/422 naming the field) for every string, a rule the schema cannot carry on each
-                # string without replacing the patterns that fields already have.
-                "allow-x00": False,
-                "codec": "utf-8",
-            },
-            "checks": {
-                "enabled": True,
-                # Litestar 2 answers OPTIONS itself and, on a path whose methods come from several handlers,
-                # lists only some of them in Allow (litestar-org/litestar#4169, fixed in Litestar 3).
-                "allow_header_conformance": {"enabled": False},
-                # A body over the API's 1 MiB limit (say 10,001 links) is refused whole with 413 before it is
-                # read: a rejection like 400 and 422, documented on every operation with a body.
-                "negative_data_rejection": {
-                    "expected-statuses": ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428"]
-                },
-            },
-            "operations": [
-                {
-                    "include-name": sorted(RULES_ONLY_SERVICES_KNOW),
-                    "checks": {
-                        "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "422"]}
-                    },
-                },
-                {"include-name": LENIENT_DATE_TIME, "checks": {"negative_data_rejection": {"enabled": False}}},
-            ],
-        }
+    """schemathesis.toml, aimed at the contract's own API process, with these phases."""
+    with CONTRACT_CONFIG.open("rb") as file:
+        config = tomllib.load(file)
+    config.update(
+        phases=phases,
+        headers={"Authorization": f"Bearer {_CONTRACT_KEY}"},
+        cache={"enabled": False},  # every run starts from the schema alone, no failures replayed from a cache
     )
+    config["base-url"] = f"http://127.0.0.1:{CONTRACT_PORT}"
+    return SchemathesisConfig.from_dict(config)
 
 
 def _served_schema() -> dict[str, Any]:
