@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command != "run":
+        settings = _beside_run(settings)
     try:
         return int(args.handler(settings, args) or 0)
     except SettingsError as error:
@@ -83,9 +85,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+EMBEDDED_SETTINGS = (
+    "TRAILMARK_DATABASE_URL",
+    "TRAILMARK_MIGRATION_DATABASE_URL",
+    "TRAILMARK_REDIS_URL",
+    "TRAILMARK_SIGNING_KEYS",
+)
+RUNNING_FILE = "running.json"
+"""In the data folder while `trailmark run` serves the embedded default: its services' settings (mode 600)."""
+
+
+def _beside_run(settings: Settings) -> Settings:
+    """With no URLs configured, the settings of the embedded services a `trailmark run` in the same data
+    folder is serving, so `trailmark ingest dead-letters` or `tenant create` work beside it."""
+    path = settings.data_dir / RUNNING_FILE
+    if not settings.embedded or not path.exists():
+        return settings
+    os.environ.update({k: v for k, v in json.loads(path.read_text()).items() if k not in os.environ})
+    get_settings.cache_clear()
+    return get_settings()
+
+
 def _require_services(settings: Settings) -> None:
     if settings.database_url is None or settings.redis_url is None:
-        raise SettingsError("TRAILMARK_DATABASE_URL and TRAILMARK_REDIS_URL must be set (or use `trailmark run`)")
+        raise SettingsError(
+            "TRAILMARK_DATABASE_URL and TRAILMARK_REDIS_URL must be set "
+            "(or start `trailmark run`, whose embedded services the other commands then use)"
+        )
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
@@ -241,6 +267,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                 TRAILMARK_REDIS_URL=urls.redis_url,
                 TRAILMARK_SIGNING_KEYS=",".join(f"{k.key_id}:{_b64(k.secret)}" for k in settings.signing_keys),
             )
+            running = settings.data_dir / RUNNING_FILE
+            running.touch(mode=0o600)
+            running.chmod(0o600)  # it holds the signing keys, as the data folder's signing-keys file does
+            running.write_text(json.dumps({k: env[k] for k in EMBEDDED_SETTINGS}))
         if embedded is not None or settings.migration_database_url != settings.database_url:
             code = subprocess.call([sys.executable, "-m", "api.cli", "migrate"], env=env)
             if code:
@@ -265,6 +295,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop_children(list(children.values()))
         if embedded is not None:
+            (settings.data_dir / RUNNING_FILE).unlink(missing_ok=True)
             embedded.stop()
 
 

@@ -93,6 +93,16 @@ def test_run_with_no_urls_says_where_things_are_stays_quiet_and_stops_everything
         assert httpx.get(f"http://127.0.0.1:{port}/api/schema/openapi.json", timeout=5).status_code == 200
         tenant = httpx.get(f"http://127.0.0.1:{port}/api/v1/tenant", headers={"Authorization": f"Bearer {key}"})
         assert tenant.json()["slug"] == "demo"
+        # The other commands reach the embedded services of the run beside them.
+        beside = subprocess.run(
+            [sys.executable, "-m", "api.cli", "ingest", "dead-letters"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert beside.returncode == 0, beside.stderr
 
         time.sleep(QUIET_PERIOD_SECONDS)  # the drain and the sweep run about 15 times meanwhile
         after_start_up = output.lines[len(start_up) :]
@@ -107,3 +117,4 @@ def test_run_with_no_urls_says_where_things_are_stays_quiet_and_stops_everything
     _, alive = psutil.wait_procs(started, timeout=10)
     assert alive == [], [p.cmdline() for p in alive]
     assert processes_mentioning(data_dir) == []
+    assert not (Path(data_dir) / "running.json").exists()
