@@ -11,8 +11,8 @@ COMPILE := $(BIN)/uv pip compile pyproject.toml --group install --universal --py
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check --quiet || (echo "pyproject.toml asks for what $(LOCK) lacks: run make lock"; exit 1)
 	touch $(STAMP)
 
