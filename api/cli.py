@@ -101,9 +101,24 @@ def _beside_run(settings: Settings) -> Settings:
     path = settings.data_dir / RUNNING_FILE
     if not settings.embedded or not path.exists():
         return settings
-    os.environ.update({k: v for k, v in json.loads(path.read_text()).items() if k not in os.environ})
+    running: dict[str, str] = json.loads(path.read_text())
+    if not _redis_answers(running["TRAILMARK_REDIS_URL"]):
+        return settings  # left behind by a run that was killed: nothing serves there any more
+    os.environ.update({k: v for k, v in running.items() if k not in os.environ})
     get_settings.cache_clear()
     return get_settings()
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
 
 
 def _require_services(settings: Settings) -> None:

@@ -9,6 +9,8 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import ValidationException
 
+from tenants.nesting import MAX_JSON_DEPTH, nests_deeper_than
+
 __all__ = ["StrictJSONRequest"]
 
 _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
@@ -20,7 +22,12 @@ class StrictJSONRequest(Request[Any, Any, Any]):
     strictly, before Litestar converts it as usual: what the schema refuses, the API refuses (400/422)."""
 
     async def json(self) -> Any:
-        value = await super().json()
+        try:
+            value = await super().json()
+        except RecursionError:
+            raise _too_deep() from None
+        if nests_deeper_than(value, MAX_JSON_DEPTH):
+            raise _too_deep()  # before any walk below recurses into it
         data = self.route_handler.parsed_fn_signature.parameters.get("data")
         if data is not None and not getattr(self, "_strictly_checked", False):
             self._strictly_checked = True
@@ -40,6 +47,11 @@ class StrictJSONRequest(Request[Any, Any, Any]):
                     ],
                 ) from None
         return value
+
+
+def _too_deep() -> ValidationException:
+    message = f"nests deeper than {MAX_JSON_DEPTH} levels"
+    return ValidationException(detail=f"the body {message}", extra=[{"message": message, "key": "body"}])
 
 
 def _integral_floats_as_ints(value: Any) -> Any:

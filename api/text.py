@@ -24,6 +24,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from tenants.nesting import MAX_JSON_DEPTH, nests_deeper_than
 from tenants.text import UNSTORABLE_MESSAGE, find_unstorable, is_storable
 
 __all__ = ["UNSTORABLE_DETAIL", "RefuseUnstorableText"]
@@ -80,10 +81,14 @@ async def _unstorable_in_body(request: Request[Any, Any, Any]) -> list[str]:
         return []  # JSON escapes are the only way NUL or a lone surrogate gets into a valid JSON text
     try:
         data = msgspec.json.decode(body)
+    except RecursionError:
+        return []  # nested too deeply: the handler refuses it in its own words
     except msgspec.DecodeError:
         try:  # msgspec refuses a lone surrogate escape outright; Python's decoder keeps it, to be named
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return []  # not JSON: the handler refuses it in its own words
+    if nests_deeper_than(data, MAX_JSON_DEPTH):
+        return []  # refused by the handler; naming the place would walk every level
     place = find_unstorable(data, "")
     return [place or "body"] if place is not None else []

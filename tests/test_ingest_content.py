@@ -95,6 +95,11 @@ def test_what_ingest_could_not_store_is_refused_by_collect_with_the_reason(
     deep = collect(client, site, json.dumps({"v": 1, "hits": [hit(props=nested(MAX_PROPS_DEPTH + 1))]}))
     assert deep.status_code == 400
     assert "hits[0].props" in deep.json()["detail"]
+    # Far deeper (a few kilobytes): still a 400, never a 500 from a recursion limit.
+    for depth in (450, 5000):
+        props = '{"a":' * depth + "1" + "}" * depth
+        body = '{"v": 1, "hits": [' + json.dumps(hit())[:-1] + ', "props": ' + props + "}]}"
+        assert collect(client, site, body).status_code == 400
     broken_host = collect(client, site, json.dumps({"v": 1, "hits": [hit(url="http://[oops/")]}))
     assert broken_host.status_code == 400
     assert "hits[0].url" in broken_host.json()["detail"]

@@ -133,3 +133,15 @@ def test_a_nul_in_a_link_code_exchange_is_refused(client: TestClient[Any], tenan
         headers={"Origin": ORIGIN, "Content-Type": "text/plain;charset=UTF-8"},
     )
     assert refused_fields(response) == ["code"]
+
+
+def test_deeply_nested_json_is_refused_not_a_server_error(client: TestClient[Any], tenant: TenantHandle) -> None:
+    """A few kilobytes of nested brackets (with or without escapes) get a 400 from every JSON route,
+    including signup, which needs no key: no route answers 500 from a recursion limit."""
+    for depth in (40, 600, 950, 5000):
+        for leaf in ("1", '"\\u0041"'):
+            nested = "[" * depth + leaf + "]" * depth
+            for path, headers in (("/api/v1/signup", {}), ("/api/v1/contacts", tenant.headers)):
+                body = '{"email": "deep@example.com", "first_name": ' + nested + "}"
+                response = client.post(path, content=body, headers={**headers, "Content-Type": "application/json"})
+                assert response.status_code == 400, (path, depth, response.text)

@@ -77,9 +77,7 @@ class ContactCreate(msgspec.Struct, forbid_unknown_fields=True):
     custom: CustomValues | None = None
 
     def changes(self) -> ContactChanges:
-        return ContactChanges(
-            email=self.email, first_name=self.first_name, last_name=self.last_name, phone=self.phone, custom=self.custom
-        )
+        return _changes(self)
 
 
 class ContactUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -92,9 +90,13 @@ class ContactUpdate(msgspec.Struct, forbid_unknown_fields=True):
     custom: CustomValues | None = None
 
     def changes(self) -> ContactChanges:
-        return ContactChanges(
-            email=self.email, first_name=self.first_name, last_name=self.last_name, phone=self.phone, custom=self.custom
-        )
+        return _changes(self)
+
+
+def _changes(body: ContactCreate | ContactUpdate) -> ContactChanges:
+    return ContactChanges(
+        email=body.email, first_name=body.first_name, last_name=body.last_name, phone=body.phone, custom=body.custom
+    )
 
 
 class ContactPublic(msgspec.Struct):

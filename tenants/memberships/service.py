@@ -365,9 +365,9 @@ def complete_registration(
 ) -> LoginResult:
     """Open registration, second step (the address is proved by the link): create the member with
     this password and log in on this device. Once the member has a password every link is refused."""
-    _check_password(password)
     with tenant_session(tenant_id) as session:
-        pending = _verified_registration(session, site_id, token)
+        pending = _verified_registration(session, site_id, token)  # a dead link says so, whatever the password
+        _check_password(password)
         # Serialises completions for one address (the lock lasts to commit): the second finds a password.
         contact, _ = upsert_by_email(session, ContactChanges(email=pending.email))
         member = session.exec(

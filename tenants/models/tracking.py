@@ -33,9 +33,9 @@ class Site(TenantOwned, table=True):
         default_factory=lambda: list(DEFAULT_PARTNER_PARAMS), sa_column=Column(ARRAY(Text), nullable=False)
     )
     bot_policy: str = Field(default="flag", sa_type=Text)
+    """``flag``: store bot hits marked and keep them out of attribution; ``drop``: do not store them."""
     hosted: bool = False
     """The site of the tenant's hosted pages (one per tenant), created with its first page."""
-    """``flag``: store bot hits marked and keep them out of attribution; ``drop``: do not store them."""
     created_at: datetime = timestamp_field()
 
 

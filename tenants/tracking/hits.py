@@ -15,6 +15,7 @@ from uuid import UUID
 
 import msgspec
 
+from tenants.nesting import nests_deeper_than
 from tenants.text import strip_unstorable_json_escapes
 
 __all__ = [
@@ -134,6 +135,8 @@ def decode_batch(body: bytes, now_ms: int | None = None) -> tuple[str | None, li
         batch = _batch_decoder.decode(strip_unstorable_json_escapes(body))
     except msgspec.DecodeError as error:
         raise BatchError(400, f"malformed batch: {error}") from None
+    except RecursionError:
+        raise BatchError(400, "malformed batch: it nests too deeply") from None
     if not batch.hits:
         raise BatchError(400, "the batch has no hits")
     if len(batch.hits) > MAX_HITS_PER_BATCH:
@@ -147,11 +150,13 @@ def decode_batch(body: bytes, now_ms: int | None = None) -> tuple[str | None, li
             hit = _hit_decoder.decode(raw)
         except msgspec.DecodeError as error:
             raise BatchError(400, f"malformed hits[{index}]: {error}") from None
+        except RecursionError:
+            raise BatchError(400, f"hits[{index}].props nests deeper than {MAX_PROPS_DEPTH} levels") from None
         if not now_ms - MAX_HIT_AGE_MS <= hit.ts <= now_ms + MAX_CLOCK_SKEW_MS:
             raise BatchError(400, f"hits[{index}].ts is outside the accepted window (30 days back, 1 day ahead)")
         if not _is_http_url(hit.url):
             raise BatchError(400, f"hits[{index}].url must be an absolute http(s) URL")
-        if hit.props is not None and _depth(hit.props) > MAX_PROPS_DEPTH:
+        if hit.props is not None and nests_deeper_than(hit.props, MAX_PROPS_DEPTH):
             raise BatchError(400, f"hits[{index}].props nests deeper than {MAX_PROPS_DEPTH} levels")
         follow_latest_ad_click(hit)
         hits.append(hit)
@@ -165,15 +170,6 @@ def _is_http_url(url: str) -> bool:
     except ValueError:  # e.g. "http://[oops": an unclosed IPv6 host
         return False
     return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def _depth(value: Any) -> int:
-    """Levels of lists and objects in ``value`` (a scalar is 0)."""
-    if isinstance(value, dict):
-        return 1 + max((_depth(item) for item in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(item) for item in value), default=0)
-    return 0
 
 
 def follow_latest_ad_click(hit: Hit) -> None:
