@@ -1,4 +1,4 @@
-"""Identity in a real browser (issue 4, item 8): Debian's headless Chromium driven by Playwright.
+"""Identity in a real browser: Debian's headless Chromium driven by Playwright.
 Each browser context is one device (its own cookies and storage). The tenant's site is served on its
 own origin (``localhost``, the API is ``127.0.0.1``), carries the tracker snippet and the form's embed
 snippet; everything travels through the real API, Redis, Celery worker and PostgreSQL, and the test

@@ -1,4 +1,4 @@
-"""Property-based test of the identity rules (issue 4, item 8; DESIGN.md, "Identity").
+"""Property-based test of the identity rules (docs/architecture.md, "Identity").
 
 A hypothesis state machine plays random sequences across a few browsers (devices) and people: page
 views stored by ingest (some re-sent), form submissions and tracked-link clicks through their public

@@ -1,4 +1,4 @@
-"""Hosted pages and membership sessions in a real browser (issue 5, item 7): Debian's headless
+"""Hosted pages and membership sessions in a real browser: Debian's headless
 Chromium driven by Playwright against the live API process, with the real Celery worker behind it.
 Each browser context is one device. The hosted pages, the form and the tracker are all on the API's
 origin; the test sets the tenant up through the tenant API and reads outcomes back through it and the

@@ -1,4 +1,4 @@
-"""The tracker in a real browser (issue 3, item 7): Debian's headless Chromium driven by Playwright
+"""The tracker in a real browser: Debian's headless Chromium driven by Playwright
 opens a "tenant site" with the snippet, served on its own origin (``localhost``, while the API is on
 ``127.0.0.1``, so the two never share cookies), and the visits travel through the real API, Redis
 stream, Celery ingest worker and PostgreSQL before the test reads them back through the REST API."""

@@ -36,7 +36,7 @@ __all__ = [
 
 CORE_FIELDS = ("email", "first_name", "last_name", "phone")
 SENSITIVE_CORE_FIELDS = frozenset({"email", "phone"})
-"""Shown on pages only at ``logged_in``, whatever a block says (DESIGN.md, Identity)."""
+"""Shown on pages only at ``logged_in``, whatever a block says (docs/architecture.md, Identity)."""
 FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 MAX_PAGE = 500
 

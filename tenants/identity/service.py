@@ -1,7 +1,7 @@
 """Who a browser is: linking visitors to contacts by evidence, merging anonymous history, merging
 contacts on request, the identification level of a request, and a contact's timeline.
 
-The rules (DESIGN.md, Identity):
+The rules (docs/architecture.md, Identity):
 1. An anonymous visitor that identifies is linked; its anonymous history is merged asynchronously.
 2. A visitor of contact A that identifies as B is re-pointed to B; A and B are never merged by this and
    A keeps what happened before; the change is logged.
