@@ -84,7 +84,8 @@ class Problem(msgspec.Struct):
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    """``responses=`` for a route: each status it can answer, as ``application/problem+json``.
+    """``responses=`` for a route: each status it can answer, as ``application/problem+json``, and 503,
+    which any operation answers while the database or Redis is away.
 
     Litestar would otherwise document its own validation body (``status_code, detail, extra``) for 400,
     which is not what the API answers."""
@@ -95,7 +96,7 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
             description=PROBLEM_DESCRIPTIONS.get(status) or HTTPStatus(status).description,
             generate_examples=False,
         )
-        for status in sorted(set(statuses))
+        for status in sorted({*statuses, 503})
     }
 
 

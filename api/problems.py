@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from tenants.errors import DomainError, Invalid, RateLimited
+from tenants.errors import UNAVAILABLE, DomainError, Invalid, RateLimited
 
 __all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "problem", "problem_body"]
 
@@ -71,6 +71,18 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[
     return problem(status, detail, errors=errors, headers=exc.headers)
 
 
+RETRY_UNAVAILABLE_SECONDS = 5
+
+
+def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.warning("%s %s: a backing service is unavailable: %s", request.method, request.url.path, type(exc).__name__)
+    return problem(
+        503,
+        "a backing service (database or Redis) is unavailable; retry later",
+        headers={"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)},
+    )
+
+
 def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "an internal error occurred; it has been logged")
@@ -79,5 +91,6 @@ def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     DomainError: _domain_error,
     HTTPException: _http_error,
+    **dict.fromkeys(UNAVAILABLE, _unavailable),
     Exception: _unexpected_error,
 }

@@ -1,8 +1,31 @@
-"""Errors a user can cause. The API turns each into a 4xx problem response with its message."""
+"""Errors a user can cause (the API turns each into a 4xx problem response with its message), and the
+errors of a backing service that is briefly away (the API answers 503, a task retries)."""
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "DomainError", "Forbidden", "Invalid", "NotFound", "RateLimited", "Unauthorized"]
+import redis.exceptions
+from sqlalchemy.exc import OperationalError
+
+__all__ = [
+    "UNAVAILABLE",
+    "Conflict",
+    "DomainError",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "RateLimited",
+    "Unauthorized",
+]
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+"""PostgreSQL, Redis or a mail server unreachable (or a statement cancelled): nobody's input is at fault,
+and the same request or task later will likely succeed."""
 
 
 class DomainError(Exception):

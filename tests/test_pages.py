@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
@@ -18,7 +19,7 @@ from tenants.memberships.service import create_member
 from tenants.models import Evidence, utcnow
 from tenants.security.passwords import hash_password
 from tenants.tracking.visitors import visitor_of_browser
-from tests.conftest import Mailbox, TenantHandle
+from tests.conftest import Mailbox, TenantHandle, start_api_server
 
 PASSWORD = "correct horse battery staple"
 SESSION = "tm_session"  # over http; `__Host-tm_session` on https
@@ -672,3 +673,32 @@ def test_a_page_is_served_as_soon_as_it_is_created_changed_or_deleted(
     assert "second" in client.get(path).text
     api(client, tenant, "DELETE", f"/api/v1/pages/{page['id']}")
     assert client.get(path).status_code == 404
+
+
+@pytest.mark.slow
+def test_a_registration_while_redis_is_down_is_a_503_to_retry_not_a_crash(
+    make_tenant: Callable[..., TenantHandle], private_redis: tuple[str, Callable[[], None], Callable[[], None]]
+) -> None:
+    """Registration keeps its throttle and pending record in Redis; while Redis is away the person is told
+    to retry (503, Retry-After) instead of getting a server error, and the same form works once it is back."""
+    redis_url, redis_down, redis_up = private_redis
+    api = start_api_server(TRAILMARK_REDIS_URL=redis_url)
+    tenant = make_tenant("Outage")
+    try:
+        with httpx.Client(base_url=api.base_url, headers=tenant.headers, timeout=30) as http:
+            site = http.post("/api/v1/membership-sites", json={"name": "Club", "registration": "open"}).json()
+            base = f"/s/{tenant.slug}/m/{site['id']}/register"
+            token = re.search(r"name='csrf' value='([^']+)'", http.get(base).text)
+            assert token is not None
+            form = {"csrf": token.group(1), "email": "dana@example.com", "first_name": "Dana"}
+            redis_down()
+            answer = http.post(base, data=form, headers={"Origin": api.base_url})
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "5"
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            redis_up()
+            again = http.post(base, data=form, headers={"Origin": api.base_url})
+            assert again.status_code == 200, again.text
+            assert "Check your email" in again.text
+    finally:
+        api.stop()

@@ -14,9 +14,9 @@ from celery import Task
 from celery.app import trace as celery_trace
 from celery.exceptions import Retry
 from celery.signals import task_failure, task_retry
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from tenants.errors import UNAVAILABLE
 from tenants.isolation import tenant_session
 from workers.app import celery_app
 
@@ -26,8 +26,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 log = logging.getLogger("trailmark.tasks")
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, ConnectionError, TimeoutError)
-"""Errors worth retrying: the database or a network peer was briefly unreachable."""
+TRANSIENT_ERRORS = UNAVAILABLE
+"""Errors worth retrying: the database, Redis or a network peer was briefly unreachable."""
 
 
 def tenant_task(
