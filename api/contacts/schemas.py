@@ -39,7 +39,7 @@ FieldKey = Annotated[
 Name = Annotated[str, msgspec.Meta(max_length=200, description="Blank is ignored")]
 Phone = Annotated[str, msgspec.Meta(max_length=40, description="Stored as E.164 when it parses (US/Canada default)")]
 CustomValues = Annotated[
-    dict[str, str | int | float | bool | None],
+    dict[str, str | float | bool | None],  # float takes integers too (one JSON Schema "number", not two that overlap)
     msgspec.Meta(
         description="Values of defined custom fields by key, in the field's type (text, number, boolean, "
         "or an ISO date); blank or null is ignored"
