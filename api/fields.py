@@ -7,7 +7,7 @@ before a final newline), so patterns here spell their classes out and end with :
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
@@ -42,6 +42,11 @@ Slug = Annotated[
     ),
 ]
 HttpUrl = Annotated[str, msgspec.Meta(max_length=4096, pattern=HTTP_URL, description="An absolute http(s) URL")]
+
+
+def given_fields(update: msgspec.Struct) -> dict[str, Any]:
+    """The fields a partial update gives, as the service's keyword arguments (same names)."""
+    return {name: value for name in update.__struct_fields__ if (value := getattr(update, name)) is not msgspec.UNSET}
 
 
 def given(value: T | msgspec.UnsetType) -> T | None:

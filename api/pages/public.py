@@ -321,12 +321,22 @@ CHECK_YOUR_EMAIL = (
 async def register_form(
     request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
 ) -> Response[Any]:
-    return _form_page(
-        request,
-        "Register",
-        REGISTER_FIELDS + _next_field(tenant_slug, request.query_params.get("next")),
-        f"{_base(tenant_slug, site_id)}/register",
-    )
+    return _register_page(request, tenant_slug, site_id, request.query_params.get("next"))
+
+
+def _register_page(
+    request: Request[Any, Any, Any],
+    tenant_slug: str,
+    site_id: UUID,
+    next_path: str | None,
+    *,
+    error: str = "",
+    status: int = 200,
+) -> Response[str]:
+    """The register form (again, with ``error`` and ``status``, after a refusal)."""
+    fields = REGISTER_FIELDS + _next_field(tenant_slug, next_path)
+    action = f"{_base(tenant_slug, site_id)}/register"
+    return _form_page(request, "Register", fields, action, error=error, status=status)
 
 
 @post("/s/{tenant_slug:str}/m/{site_id:uuid}/register", include_in_schema=False, status_code=200)
@@ -352,26 +362,33 @@ async def register(
     except RateLimited as limited:
         return _too_many_attempts(limited)
     except DomainError as error:
-        return _form_page(
-            request,
-            "Register",
-            REGISTER_FIELDS + _next_field(tenant_slug, values.get("next")),
-            f"{_base(tenant_slug, site_id)}/register",
-            error=_message(error),
-            status=error.status,
+        return _register_page(
+            request, tenant_slug, site_id, values.get("next"), error=_message(error), status=error.status
         )
     return _html(CHECK_YOUR_EMAIL)
 
 
-def _confirm_fields(email: str, token: str) -> str:
+def _confirm_page(
+    request: Request[Any, Any, Any],
+    tenant_slug: str,
+    site_id: UUID,
+    email: str,
+    token: str,
+    *,
+    error: str = "",
+    status: int = 200,
+) -> Response[str]:
+    """The emailed link's form: choose the password (again, with ``error`` and ``status``, after a refusal)."""
     # The address as a read-only username, so that password managers store the new password under it.
-    return (
+    fields = (
         f"<p>Choose the password for <strong>{html.escape(email)}</strong>.</p>"
         f"<input type='hidden' name='token' value='{html.escape(token)}'>"
         f"<input type='email' name='username' value='{html.escape(email)}' autocomplete='username' readonly hidden>"
         "<p><label>Password <input type='password' name='password' required minlength='10'"
         " autocomplete='new-password'></label></p>"
     )
+    action = f"{_base(tenant_slug, site_id)}/register/confirm"
+    return _form_page(request, "Finish registering", fields, action, error=error, status=status)
 
 
 def _link_refused(tenant_slug: str, site_id: UUID, error: DomainError) -> Response[str]:
@@ -398,12 +415,7 @@ async def confirm_registration_form(
         pending = await anyio.to_thread.run_sync(memberships.pending_registration, tenant_id, site_id, token)
     except DomainError as error:
         return _link_refused(tenant_slug, site_id, error)
-    return _form_page(
-        request,
-        "Finish registering",
-        _confirm_fields(pending.email, token),
-        f"{_base(tenant_slug, site_id)}/register/confirm",
-    )
+    return _confirm_page(request, tenant_slug, site_id, pending.email, token)
 
 
 @post("/s/{tenant_slug:str}/m/{site_id:uuid}/register/confirm", include_in_schema=False, status_code=303)
@@ -431,14 +443,7 @@ async def confirm_registration(
         if "token" in error.errors:  # the link itself is refused: choosing another password will not help
             return _link_refused(tenant_slug, site_id, error)
         email = values.get("username", "")
-        return _form_page(
-            request,
-            "Finish registering",
-            _confirm_fields(email, token),
-            f"{_base(tenant_slug, site_id)}/register/confirm",
-            error=_message(error),
-            status=error.status,
-        )
+        return _confirm_page(request, tenant_slug, site_id, email, token, error=_message(error), status=error.status)
     except DomainError as error:
         return _link_refused(tenant_slug, site_id, error)
     return _logged_in_response(_after_login(tenant_slug, site_id, result.next_path, result), result)

@@ -11,6 +11,7 @@ from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
+from api.fields import given_fields
 from api.openapi import AUTH, BODY, creates, problems
 from api.tracking.schemas import SiteCreate, SitePublic, SiteUpdate, VisitorDetail, VisitorPublic, VisitPublic
 from tenants.accounts.service import ApiCaller
@@ -82,7 +83,7 @@ class SitesController(Controller):
     ) -> SitePublic:
         """Only what is given changes; collect sees the change at once."""
         with caller.session(Scope.WRITE) as session:
-            site = sites.update_site(session, site_id, **data.changes())
+            site = sites.update_site(session, site_id, **given_fields(data))
             sites.forget_site(site.site_key)
             return _public(site)
 

@@ -65,10 +65,6 @@ class SiteUpdate(msgspec.Struct, forbid_unknown_fields=True):
     partner_params: PartnerParams | msgspec.UnsetType = msgspec.UNSET
     bot_policy: BotPolicy | msgspec.UnsetType = msgspec.UNSET
 
-    def changes(self) -> dict[str, Any]:
-        """The given fields, as the service's keyword arguments."""
-        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not msgspec.UNSET}
-
 
 class SitePublic(msgspec.Struct):
     id: UUID
