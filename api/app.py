@@ -9,6 +9,7 @@ from litestar.config.compression import CompressionConfig
 from api.accounts.controller import AccountsController, SignupController
 from api.auth import provide_caller
 from api.contacts.controller import ContactFieldsController, ContactsController, resolve_visitor
+from api.dashboard import dashboard_router
 from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
 from api.links.controller import LinksController, exchange, follow_link, whoami
@@ -20,6 +21,8 @@ from api.requests import StrictJSONRequest
 from api.text import RefuseUnstorableText
 from api.tracking.collect import SKIP_COMPRESSION, collect, tracker_script
 from api.tracking.controller import SitesController, VisitorsController, VisitsController
+from api.web import STATIC_ROUTER, FormRefused, template_config
+from api.web.templates import refused
 from tenants.heap import freeze_startup_heap
 from tenants.logs import configure_logging
 from tenants.settings import get_settings
@@ -60,13 +63,16 @@ def create_app() -> Litestar:
             tracker_script,
             collect,
             docs_assets(),
+            dashboard_router(),
+            STATIC_ROUTER,
         ],
         middleware=[RefuseUnstorableText()],  # text PostgreSQL cannot store never reaches a handler
         on_startup=[_start_serving],
         on_shutdown=[_stop_serving],
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024, exclude_opt_key=SKIP_COMPRESSION),
         dependencies={"caller": provide_caller},
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers={**EXCEPTION_HANDLERS, FormRefused: refused},
+        template_config=template_config(),
         request_max_body_size=MAX_API_BODY,
         logging_config=None,  # configure_logging() above: one format (text or JSON) for every process
         plugins=[StrictStructSchemaPlugin()],

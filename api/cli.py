@@ -338,6 +338,8 @@ def _print_banner(settings: Settings, demo: _DemoTenant | None, *, verbose: bool
         f"health   {base}/health   {base}/ready",
     ]
     if demo is not None:
+        if demo.password:
+            lines.append(f"dashboard {base}/app/login   workspace demo, email {DEMO_OWNER}, password {demo.password}")
         lines += [
             f"demo tenant API key: {demo.api_key}",
             f"demo tenant key kept in {demo.path}",
@@ -367,13 +369,19 @@ def _stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 20)
 class _DemoTenant:
     api_key: str
     path: Path
-    """Where its key is kept (mode 600), so it can be found again after the output scrolled away."""
+    """Where its key and owner password are kept (mode 600), so they can be found after the output scrolled away."""
+    password: str | None
+    """The owner's dashboard password (None in a data folder made before the dashboard existed)."""
+
+
+DEMO_OWNER = "demo@example.com"
 
 
 def _ensure_demo_tenant(data_dir: Path, env: dict[str, str]) -> _DemoTenant:
     """First run: create a demo tenant and keep its key in the data folder (mode 600)."""
     path = data_dir / "demo-tenant.json"
     if not path.exists():
+        password = _b64(os.urandom(12))
         output = subprocess.run(
             [
                 sys.executable,
@@ -384,18 +392,19 @@ def _ensure_demo_tenant(data_dir: Path, env: dict[str, str]) -> _DemoTenant:
                 "--name",
                 "Demo",
                 "--email",
-                "demo@example.com",
+                DEMO_OWNER,
                 "--slug",
                 "demo",
             ],
-            env={**env, "TRAILMARK_OWNER_PASSWORD": _b64(os.urandom(18))},
+            env={**env, "TRAILMARK_OWNER_PASSWORD": password},
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        path.write_text(output)
-        path.chmod(0o600)
-    return _DemoTenant(str(json.loads(path.read_text())["api_key"]), path)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({**json.loads(output), "owner_email": DEMO_OWNER, "owner_password": password}))
+    demo = json.loads(path.read_text())
+    return _DemoTenant(str(demo["api_key"]), path, demo.get("owner_password"))
 
 
 def _b64(data: bytes) -> str:

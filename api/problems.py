@@ -88,7 +88,7 @@ def _unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return problem(500, "an internal error occurred; it has been logged")
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: Any = {
     DomainError: _domain_error,
     HTTPException: _http_error,
     **dict.fromkeys(UNAVAILABLE, _unavailable),

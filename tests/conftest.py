@@ -164,6 +164,8 @@ class TenantHandle:
     tenant_id: UUID
     slug: str
     api_key: str
+    owner_email: str = ""
+    owner_password: str = "correct horse battery"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -176,8 +178,9 @@ def make_tenant() -> Callable[..., TenantHandle]:
     from tenants.accounts.service import signup
 
     def make(name: str = "Acme") -> TenantHandle:
-        result = signup(name=name, owner_email=f"owner@{name.lower()}.example", password="correct horse battery")
-        return TenantHandle(result.tenant.id, result.tenant.slug, result.api_key.secret)
+        owner = f"owner@{name.lower()}.example"
+        result = signup(name=name, owner_email=owner, password="correct horse battery")
+        return TenantHandle(result.tenant.id, result.tenant.slug, result.api_key.secret, owner)
 
     return make
 

@@ -24,8 +24,27 @@ class Scope(StrEnum):
 
 
 class UserRole(StrEnum):
+    """What a staff member may do in the dashboard, strongest first. Each role includes those below it."""
+
     OWNER = "owner"
+    """Everything, including staff and API keys."""
     ADMIN = "admin"
+    """Everything but staff and API keys."""
+    EDITOR = "editor"
+    """Changes sites, forms, links, pages and contacts."""
+    VIEWER = "viewer"
+    """Reads; changes nothing."""
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANKS[self]
+
+    def includes(self, other: UserRole) -> bool:
+        """Whether this role may do what ``other`` may."""
+        return self.rank >= other.rank
+
+
+_ROLE_RANKS = {UserRole.OWNER: 4, UserRole.ADMIN: 3, UserRole.EDITOR: 2, UserRole.VIEWER: 1}
 
 
 class Tenant(SQLModel, table=True):

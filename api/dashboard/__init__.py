@@ -1,0 +1,28 @@
+"""The tenant dashboard at ``/app``: server-rendered screens over the same services as the REST API.
+
+Each screen is a controller in its own module, guarded by the role it needs (``requires``); the router adds the
+CSRF check to every state-changing request and renders errors as pages.
+"""
+
+from litestar import Router
+
+from api.dashboard.auth import csrf_guard, provide_staff
+from api.dashboard.login import LoginController
+from api.dashboard.overview import OverviewController
+from api.dashboard.rendering import DASHBOARD_EXCEPTION_HANDLERS
+
+__all__ = ["dashboard_router"]
+
+
+def dashboard_router() -> Router:
+    return Router(
+        path="/",
+        route_handlers=[
+            LoginController,
+            OverviewController,
+        ],
+        guards=[csrf_guard],
+        dependencies={"staff": provide_staff},
+        exception_handlers=DASHBOARD_EXCEPTION_HANDLERS,
+        include_in_schema=False,
+    )

@@ -1,0 +1,69 @@
+"""The template engine (Jinja2 through Litestar) and :func:`page`, the one way a handler answers with HTML."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from litestar import Request, Response
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.response import Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from markupsafe import Markup
+
+from api.web.csrf import CSRF_FIELD, FormRefused, csrf_cookie, csrf_token
+
+__all__ = ["STATIC_ROUTER", "page", "refused", "template_config"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+STATIC_ROUTER = create_static_files_router(path="/app/static", directories=[STATIC], name="static")
+"""First-party CSS and scripts; no CDN."""
+
+
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    # StrictUndefined: a misspelt variable is an error in tests, not a silently empty page.
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    engine = JinjaTemplateEngine.from_environment(environment)
+    engine.register_template_callable("csrf_field", _csrf_field)
+    return TemplateConfig(instance=engine)
+
+
+def _csrf_field(context: Mapping[str, Any], /) -> Markup:
+    return Markup('<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, context["csrf_token"])
+
+
+def page(
+    request: Request[Any, Any, Any],
+    template: str,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Template:
+    """Render ``template`` with ``context``; every page carries the browser's CSRF token (set as a cookie when new)
+    and is never cached, since pages show who is logged in."""
+    token, new = csrf_token(request)
+    return Template(
+        template_name=template,
+        context={**context, "csrf_token": token},
+        status_code=status,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+        cookies=[csrf_cookie(token)] if new else [],
+    )
+
+
+def refused(request: Request[Any, Any, Any], refusal: FormRefused) -> Response[Any]:
+    """The one answer to a refused browser form: a page that says why, with the refusal's status."""
+    headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
+    return page(request, "refused.html", status=refusal.status, headers=headers, message=refusal.message)

@@ -1,0 +1,1 @@
+"""Staff: the tenant's own people who log in to the dashboard (tenant users), their sessions and roles."""

@@ -1,0 +1,1 @@
+"""Drivers and builders the tests share (no fixtures: those are in conftest.py)."""
