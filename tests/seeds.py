@@ -74,8 +74,14 @@ def _memberships(session: Session) -> None:
     )
 
 
+def _audit(session: Session) -> None:
+    from tenants.audit.service import record_action
+
+    record_action(session, actor_id=None, actor_email="seed@example.com", action="site.update", subject="site:seed")
+
+
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
-APPEND_ONLY = {"identity_events"}
+APPEND_ONLY = {"identity_events", "audit_log"}
 """The app role may only insert and read these (audit logs)."""
 SEEDERS: dict[str, Callable[[Session], None]] = {
     "outbox": _outbox,
@@ -92,4 +98,5 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "membership_sites": _memberships,
     "members": _memberships,
     "pages": _memberships,
+    "audit_log": _audit,
 }

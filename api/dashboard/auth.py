@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from api.cookies import secure_cookies
 from api.web.csrf import check_request, checked_form_lists
+from tenants.audit.service import record_action
 from tenants.errors import Forbidden
 from tenants.isolation import tenant_session
 from tenants.models import UserRole
@@ -56,6 +57,12 @@ class StaffCaller:
         """A database session scoped to the staff member's tenant."""
         with tenant_session(self.tenant_id) as session:
             yield session
+
+    def audit(self, session: Session, action: str, subject: str | None = None, **detail: Any) -> None:
+        """Record, in ``session``'s transaction, that this staff member did ``action`` (see tenants.audit)."""
+        record_action(
+            session, actor_id=self.user_id, actor_email=self.email, action=action, subject=subject, detail=detail
+        )
 
 
 class LoginRequired(Exception):

@@ -1,6 +1,6 @@
 """SQLModel tables. Importing this package registers every table on ``SQLModel.metadata``."""
 
-from tenants.models.accounts import ApiKey, Scope, Tenant, TenantUser, UserRole
+from tenants.models.accounts import ApiKey, AuditEntry, Scope, Tenant, TenantUser, UserRole
 from tenants.models.base import TenantOwned, new_id, utcnow
 from tenants.models.identity import (
     Contact,
@@ -20,6 +20,7 @@ from tenants.models.tracking import DEFAULT_PARTNER_PARAMS, Site, Visit, Visitor
 __all__ = [
     "DEFAULT_PARTNER_PARAMS",
     "ApiKey",
+    "AuditEntry",
     "Contact",
     "ContactField",
     "EmailLink",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Column, ForeignKeyConstraint, Index, Text, func
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 from tenants.models.base import TenantOwned, new_id, timestamp_field
 
-__all__ = ["ApiKey", "Scope", "Tenant", "TenantUser", "UserRole"]
+__all__ = ["ApiKey", "AuditEntry", "Scope", "Tenant", "TenantUser", "UserRole"]
 
 
 class Scope(StrEnum):
@@ -96,3 +97,21 @@ class ApiKey(TenantOwned, table=True):
     created_at: datetime = timestamp_field()
     last_used_at: datetime | None = timestamp_field(nullable=True, default=None)
     revoked_at: datetime | None = timestamp_field(nullable=True, default=None)
+
+
+class AuditEntry(TenantOwned, table=True):
+    """Append-only (the app role may insert and read, never change or delete): a staff action that changed
+    something or revealed a sensitive field. The actor's email is copied, so the entry outlives the account."""
+
+    __tablename__ = "audit_log"
+
+    id: UUID = Field(default_factory=new_id, primary_key=True)
+    at: datetime = timestamp_field()
+    actor_id: UUID | None = None
+    actor_email: str = Field(max_length=320)
+    action: str = Field(max_length=100)
+    """What was done, as ``<area>.<verb>``: ``site.update``, ``contact.reveal``, ``staff.invite`` …"""
+    subject: str | None = Field(default=None, max_length=200)
+    """What it was done to, as ``<kind>:<id>``."""
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    """What changed (field names, never secrets or sensitive values)."""
