@@ -332,17 +332,18 @@ def _wait_until_serving(settings: Settings, children: dict[str, subprocess.Popen
 
 def _print_banner(settings: Settings, demo: _DemoTenant | None, *, verbose: bool) -> None:
     base = settings.base_url
-    lines = [
+    lines = [f"dashboard {base}/app"]
+    if demo is not None and demo.password:
+        lines.append(f"  log in: workspace demo, email {DEMO_OWNER}, password {demo.password}")
+    lines += [
         f"API      {base}/api/v1",
         f"OpenAPI  {base}/api/schema/openapi.json   (browse: {base}/api/schema/swagger)",
         f"health   {base}/health   {base}/ready",
     ]
     if demo is not None:
-        if demo.password:
-            lines.append(f"dashboard {base}/app/login   workspace demo, email {DEMO_OWNER}, password {demo.password}")
         lines += [
             f"demo tenant API key: {demo.api_key}",
-            f"demo tenant key kept in {demo.path}",
+            f"demo tenant key and owner password kept in {demo.path}",
             f"try: curl -H 'Authorization: Bearer {demo.api_key}' {base}/api/v1/tenant",
         ]
     if not verbose:

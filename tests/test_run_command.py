@@ -18,6 +18,7 @@ import pytest
 
 from tenants.embedded import free_port
 from tests.conftest import REPO, wait_until
+from tests.support.dashboard import login_http
 
 
 def processes_mentioning(path: str) -> list[psutil.Process]:
@@ -85,9 +86,16 @@ def test_run_with_no_urls_says_where_things_are_stays_quiet_and_stops_everything
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
         start_up = list(output.lines)
         key_file = Path(data_dir) / "demo-tenant.json"
-        key = json.loads(key_file.read_text())["api_key"]
+        demo = json.loads(key_file.read_text())
+        key = demo["api_key"]
         assert f"trailmark: demo tenant API key: {key}" in start_up
-        assert f"trailmark: demo tenant key kept in {key_file}" in start_up
+        assert f"trailmark: demo tenant key and owner password kept in {key_file}" in start_up
+        # The banner's dashboard login works as printed.
+        assert f"trailmark: dashboard http://127.0.0.1:{port}/app" in start_up
+        login = f"trailmark:   log in: workspace demo, email demo@example.com, password {demo['owner_password']}"
+        assert login in start_up
+        staff = login_http(f"http://127.0.0.1:{port}", "demo", "demo@example.com", demo["owner_password"])
+        assert staff.get("/app").status_code == 200
         assert f"trailmark: OpenAPI  http://127.0.0.1:{port}/api/schema/openapi.json" in output.text()
         assert not [line for line in start_up if "Warning" in line], output.text()
         assert httpx.get(f"http://127.0.0.1:{port}/api/schema/openapi.json", timeout=5).status_code == 200
