@@ -57,6 +57,10 @@ class Settings:
     mail_from: str
     session_idle_minutes: int
     session_absolute_hours: int
+    staff_session_idle_minutes: int
+    """A dashboard session ends after this long without a request."""
+    staff_session_absolute_hours: int
+    """A dashboard session ends this long after its login, however busy."""
     scanner_grace_seconds: int
     """A tracked-link click this soon after the link was made is a mail scanner's: it identifies nobody."""
     ingest_claim_idle_ms: int
@@ -111,6 +115,8 @@ class Settings:
             mail_from=env.get("TRAILMARK_MAIL_FROM", "").strip() or "Trailmark <no-reply@localhost>",
             session_idle_minutes=_int(env, "TRAILMARK_SESSION_IDLE_MINUTES", 30, 1, 24 * 60),
             session_absolute_hours=_int(env, "TRAILMARK_SESSION_ABSOLUTE_HOURS", 8, 1, 24 * 30),
+            staff_session_idle_minutes=_int(env, "TRAILMARK_STAFF_SESSION_IDLE_MINUTES", 60, 1, 24 * 60),
+            staff_session_absolute_hours=_int(env, "TRAILMARK_STAFF_SESSION_ABSOLUTE_HOURS", 12, 1, 24 * 30),
             scanner_grace_seconds=_int(env, "TRAILMARK_SCANNER_GRACE_SECONDS", 10, 0, 3600),
             ingest_claim_idle_ms=_int(env, "TRAILMARK_INGEST_CLAIM_IDLE_MS", 30_000, 100, 86_400_000),
             trusted_proxies=_networks(env, "TRAILMARK_TRUSTED_PROXIES"),

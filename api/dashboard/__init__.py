@@ -9,6 +9,7 @@ from litestar import Router
 from api.dashboard.auth import csrf_guard, provide_staff
 from api.dashboard.login import LoginController
 from api.dashboard.overview import OverviewController
+from api.dashboard.staff import AccountController, ApiKeysController, AuditController, StaffController
 from api.dashboard.rendering import DASHBOARD_EXCEPTION_HANDLERS
 
 __all__ = ["dashboard_router"]
@@ -20,6 +21,10 @@ def dashboard_router() -> Router:
         route_handlers=[
             LoginController,
             OverviewController,
+            AccountController,
+            StaffController,
+            ApiKeysController,
+            AuditController,
         ],
         guards=[csrf_guard],
         dependencies={"staff": provide_staff},

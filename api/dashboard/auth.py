@@ -48,6 +48,7 @@ class StaffCaller:
     email: str
     role: UserRole
     session_id: str
+    """The staff cookie of this request's session (tenant and session id)."""
 
     def can(self, role: UserRole) -> bool:
         return self.role.includes(role)
@@ -77,10 +78,10 @@ def _resolve(cookie: str | None) -> StaffCaller | None:
     session = read_staff_session(cookie)
     if session is None:
         return None
-    member = staff_member(UUID(session.tenant_id), UUID(session.user_id))
+    member = staff_member(session.tenant_id, session.user_id)
     if member is None:
         return None
-    return StaffCaller(member.tenant_id, member.user_id, member.email, member.role, session.session_id)
+    return StaffCaller(member.tenant_id, member.user_id, member.email, member.role, session.cookie)
 
 
 async def staff_of(connection: ASGIConnection[Any, Any, Any, Any]) -> StaffCaller:

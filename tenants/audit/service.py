@@ -33,10 +33,18 @@ def record_action(
 
 
 def list_actions(
-    session: Session, *, before: tuple[datetime, UUID] | None = None, limit: int = AUDIT_PAGE_SIZE
+    session: Session,
+    *,
+    before: tuple[datetime, UUID] | None = None,
+    action_prefix: str | None = None,
+    limit: int = AUDIT_PAGE_SIZE,
 ) -> list[AuditEntry]:
-    """Newest first, keyset-paged: ``before`` is the (at, id) of the last entry of the previous page."""
+    """Newest first, keyset-paged: ``before`` is the (at, id) of the last entry of the previous page;
+    ``action_prefix`` keeps the actions that start with it (``staff.`` or ``staff.invite``)."""
     query = select(AuditEntry).order_by(col(AuditEntry.at).desc(), col(AuditEntry.id).desc()).limit(limit)
+    if action_prefix:
+        escaped = action_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(col(AuditEntry.action).like(f"{escaped}%", escape="\\"))
     if before is not None:
         at, entry_id = before
         query = query.where((col(AuditEntry.at) < at) | ((col(AuditEntry.at) == at) & (col(AuditEntry.id) < entry_id)))

@@ -1,72 +1,86 @@
-"""Staff sessions: an opaque random id in the browser, the session itself in Redis (only a SHA-256 of the id is
-a key). Idle and absolute timeouts as for members; every session of a user is indexed for "log out everywhere"."""
+"""Staff sessions: the dashboard's view of the one session store (tenants.sessions).
+
+The cookie is ``<tenant id>.<random id>``: the tenant part only says where to look (every key carries the
+tenant), the random part is the session. Timeouts are ``staff_session_idle_minutes`` and
+``staff_session_absolute_hours``.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from uuid import UUID
 
-from tenants.redis_store import get_redis
-from tenants.settings import get_settings
+from tenants import sessions as store
 
-__all__ = ["StaffSession", "create_staff_session", "destroy_staff_session", "read_staff_session"]
+__all__ = [
+    "STAFF_SESSIONS",
+    "StaffSession",
+    "create_staff_session",
+    "destroy_staff_session",
+    "end_staff_sessions",
+    "read_staff_session",
+    "staff_session_count",
+]
+
+STAFF_SESSIONS = store.SessionKind(
+    name="staff-session",
+    index="staff-sessions",
+    idle_seconds=lambda settings: settings.staff_session_idle_minutes * 60,
+    absolute_seconds=lambda settings: settings.staff_session_absolute_hours * 3600,
+)
 
 
 @dataclass(frozen=True)
 class StaffSession:
-    session_id: str
-    tenant_id: str
-    user_id: str
-    created_at: float
-
-    @property
-    def expires_at(self) -> float:
-        return self.created_at + get_settings().session_absolute_hours * 3600
+    cookie: str
+    """What the browser holds: ``<tenant hex>.<session id>``."""
+    tenant_id: UUID
+    user_id: UUID
+    expires_at: float
 
 
-def _key(session_id: str) -> str:
-    return f"trailmark:staff-session:{hashlib.sha256(session_id.encode()).hexdigest()}"
+def _parts(cookie: str | None) -> tuple[UUID, str] | None:
+    tenant_hex, dot, session_id = (cookie or "").partition(".")
+    if not dot or not session_id or len(tenant_hex) != 32:
+        return None
+    try:
+        return UUID(hex=tenant_hex), session_id
+    except ValueError:
+        return None
 
 
-def _index(tenant_id: UUID | str, user_id: UUID | str) -> str:
-    return f"trailmark:{tenant_id}:staff-sessions:{user_id}"
+def _staff_session(stored: store.StoredSession) -> StaffSession:
+    return StaffSession(f"{stored.tenant_id.hex}.{stored.session_id}", stored.tenant_id, stored.user_id, stored.expires_at)
 
 
 def create_staff_session(tenant_id: UUID, user_id: UUID) -> StaffSession:
-    """A new session with a fresh 256-bit id (never one the browser offered)."""
-    settings = get_settings()
-    session = StaffSession(secrets.token_urlsafe(32), str(tenant_id), str(user_id), time.time())
-    data = {k: v for k, v in asdict(session).items() if k != "session_id"}
-    key = _key(session.session_id)
-    index = _index(tenant_id, user_id)
-    pipe = get_redis().pipeline(transaction=True)
-    pipe.set(key, json.dumps(data), ex=settings.session_idle_minutes * 60)
-    pipe.sadd(index, key)
-    pipe.expire(index, settings.session_absolute_hours * 3600)
-    pipe.execute()
-    return session
+    """A new session with a fresh id (never one the browser offered)."""
+    return _staff_session(store.create(STAFF_SESSIONS, tenant_id, user_id))
 
 
-def read_staff_session(session_id: str | None) -> StaffSession | None:
-    """The live session behind a cookie value, its idle timer restarted; None if unknown or expired."""
-    if not session_id or len(session_id) > 100:
+def read_staff_session(cookie: str | None) -> StaffSession | None:
+    """The live session behind a cookie, its idle timer restarted; None if malformed, unknown or expired."""
+    parts = _parts(cookie)
+    if parts is None:
         return None
-    client = get_redis()
-    key = _key(session_id)
-    raw = client.get(key)
-    if raw is None:
-        return None
-    session = StaffSession(session_id=session_id, **json.loads(raw))
-    if time.time() >= session.expires_at:
-        client.delete(key)
-        return None
-    client.expire(key, get_settings().session_idle_minutes * 60)
-    return session
+    stored = store.read(STAFF_SESSIONS, *parts)
+    return _staff_session(stored) if stored else None
 
 
-def destroy_staff_session(session_id: str) -> None:
-    get_redis().delete(_key(session_id))
+def destroy_staff_session(cookie: str) -> None:
+    """End the session behind a cookie (a malformed or unknown one is ignored)."""
+    parts = _parts(cookie)
+    if parts is not None:
+        store.destroy(STAFF_SESSIONS, *parts)
+
+
+def end_staff_sessions(tenant_id: UUID, user_id: UUID, *, keep: str | None = None) -> int:
+    """End every session of a staff member but the one behind ``keep`` (a cookie); how many ended."""
+    parts = _parts(keep)
+    kept = parts[1] if parts and parts[0] == tenant_id else None
+    return store.destroy_all(STAFF_SESSIONS, tenant_id, user_id, keep=kept)
+
+
+def staff_session_count(tenant_id: UUID, user_id: UUID) -> int:
+    """How many sessions of a staff member are live."""
+    return store.live_count(STAFF_SESSIONS, tenant_id, user_id)
