@@ -276,7 +276,7 @@ def test_a_resent_invitation_kills_the_old_link_and_a_revoked_one_every_link(
     assert httpx.get(f"{api_server.base_url}/app/invitation?{urlsplit(second).query}").status_code == 200
     assert post(owner, f"/app/staff/invitations/{invitation_id}/revoke", page="/app/staff").status_code == 303
     assert httpx.get(f"{api_server.base_url}/app/invitation?{urlsplit(second).query}").status_code == 400
-    assert "vi@resendco.example" not in owner.get("/app/staff").text
+    assert f"/app/staff/invitations/{invitation_id}/" not in owner.get("/app/staff").text
     assert {"staff.invitation_resend", "staff.invitation_revoke"} <= set(actions(tenant.tenant_id))
 
 
@@ -356,14 +356,14 @@ def test_only_owners_reach_staff_api_keys_and_the_audit_log(
     with tenant_session(tenant.tenant_id) as session:
         users = session.query(TenantUser).all()  # type: ignore[attr-defined]
         assert {(u.email, u.role) for u in users if u.id == owner_id} == {(tenant.owner_email, UserRole.OWNER)}
-    assert httpx.get(f"{api_server.base_url}/api/v1/api-keys", headers=tenant.headers).json()["items"].__len__() == 1
+    assert httpx.get(f"{api_server.base_url}/api/v1/api-keys", headers=tenant.headers).json().__len__() == 1
     assert actions(tenant.tenant_id) == []
 
 
 def test_another_tenants_staff_invitation_and_key_ids_are_404(api_server: LiveServer, make_tenant: Any) -> None:
     mine, theirs = make_tenant("Minehere"), make_tenant("Theirsthere")
     their_user = add_staff(theirs.tenant_id, "ed@theirsthere.example", UserRole.EDITOR)
-    their_key = httpx.get(f"{api_server.base_url}/api/v1/api-keys", headers=theirs.headers).json()["items"][0]["id"]
+    their_key = httpx.get(f"{api_server.base_url}/api/v1/api-keys", headers=theirs.headers).json()[0]["id"]
     owner = login_http(api_server.base_url, mine.slug, mine.owner_email)
     for path, data in (
         (f"/app/staff/{their_user.id}/role", {"role": "viewer"}),
