@@ -129,8 +129,7 @@ def destroy_all(kind: SessionKind, tenant_id: UUID, user_id: UUID, *, keep: str 
     pipe = client.pipeline(transaction=True)
     pipe.delete(*doomed)
     pipe.zrem(index, *doomed)
-    ended = int(pipe.execute()[0])
-    return ended
+    return int(pipe.execute()[0])
 
 
 def live_count(kind: SessionKind, tenant_id: UUID, user_id: UUID) -> int:

@@ -15,11 +15,18 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 
+from tenants.errors import Conflict
 from tenants.isolation import tenant_session
 from tenants.models import AuditEntry, TenantUser, UserRole
 from tenants.redis_store import get_redis
 from tenants.security.tokens import get_signer
-from tenants.staff.service import ACCOUNT_FREE_FAILURES, FAILURES_PER_ACCOUNT_AND_IP, FAILURES_PER_IP
+from tenants.staff.service import (
+    ACCOUNT_FREE_FAILURES,
+    FAILURES_PER_ACCOUNT_AND_IP,
+    FAILURES_PER_IP,
+    change_role,
+    remove_staff,
+)
 from tests.conftest import LiveServer, start_api_server
 from tests.support.dashboard import PASSWORD, add_staff, check_screen, csrf_of, login_browser, login_http
 
@@ -73,7 +80,9 @@ def test_an_attackers_failures_from_one_address_do_not_stop_the_owner_logging_in
     assert attempt(proxied_api.base_url, tenant.slug, tenant.owner_email, PASSWORD, "198.51.100.7").status_code == 303
 
 
-def test_a_forged_forwarded_for_from_an_untrusted_peer_changes_nothing(api_server: LiveServer, make_tenant: Any) -> None:
+def test_a_forged_forwarded_for_from_an_untrusted_peer_changes_nothing(
+    api_server: LiveServer, make_tenant: Any
+) -> None:
     tenant = make_tenant("Forgedxff")
     for number in range(FAILURES_PER_ACCOUNT_AND_IP):
         attempt(api_server.base_url, tenant.slug, tenant.owner_email, "guess", f"192.0.2.{number}")
@@ -104,7 +113,10 @@ def test_guesses_from_many_addresses_slow_the_account_down_and_a_reset_clears_it
     link = request_reset(proxied_api.base_url, tenant.slug, tenant.owner_email, mailbox)
     client = httpx.Client(base_url=proxied_api.base_url, follow_redirects=False)
     assert confirm_reset(client, link, "a brand new password").status_code == 303
-    assert attempt(proxied_api.base_url, tenant.slug, tenant.owner_email, "a brand new password", "198.18.1.1").status_code == 303
+    assert (
+        attempt(proxied_api.base_url, tenant.slug, tenant.owner_email, "a brand new password", "198.18.1.1").status_code
+        == 303
+    )
 
 
 # Password reset ------------------------------------------------------------------------------------------------
@@ -175,8 +187,13 @@ def test_an_expired_or_forged_reset_link_is_refused(api_server: LiveServer, make
         assert opened.status_code == 400
         posted = client.post(
             "/app/password-reset/confirm",
-            data={"csrf": client.cookies["tm_csrf"], "workspace": tenant.slug, "token": token,
-                  "new_password": "whatever password", "confirm_password": "whatever password"},
+            data={
+                "csrf": client.cookies["tm_csrf"],
+                "workspace": tenant.slug,
+                "token": token,
+                "new_password": "whatever password",
+                "confirm_password": "whatever password",
+            },
         )
         assert posted.status_code == 400
     assert attempt(api_server.base_url, tenant.slug, tenant.owner_email, PASSWORD).status_code == 303
@@ -216,8 +233,12 @@ def test_changing_ones_password_needs_the_current_one_and_ends_other_sessions(
     form = {"current_password": "wrong one", "new_password": "another password", "confirm_password": "another password"}
     wrong = post(laptop, "/app/account/password", form, page="/app/account")
     assert wrong.status_code == 422 and "current password is not right" in wrong.text
-    short = post(laptop, "/app/account/password", {**form, "current_password": PASSWORD, "new_password": "short",
-                                                   "confirm_password": "short"}, page="/app/account")
+    short = post(
+        laptop,
+        "/app/account/password",
+        {**form, "current_password": PASSWORD, "new_password": "short", "confirm_password": "short"},
+        page="/app/account",
+    )
     assert short.status_code == 422 and "10 to 1024 characters" in short.text
     assert signed_in(api_server.base_url, phone.cookies[COOKIE])
     changed = post(laptop, "/app/account/password", {**form, "current_password": PASSWORD}, page="/app/account")
@@ -250,7 +271,12 @@ def test_an_invited_person_joins_with_the_given_role_and_the_link_works_once(
     fields = {k: v[0] for k, v in parse_qs(query).items()}
     joined = browser.post(
         "/app/invitation",
-        data={"csrf": csrf_of(opened.text), **fields, "password": "ed's own password", "confirm_password": "ed's own password"},
+        data={
+            "csrf": csrf_of(opened.text),
+            **fields,
+            "password": "ed's own password",
+            "confirm_password": "ed's own password",
+        },
     )
     assert joined.status_code == 303
     home = browser.get("/app")
@@ -301,7 +327,7 @@ def test_the_last_owner_can_be_neither_removed_nor_demoted_and_nobody_removes_th
     tenant = make_tenant("Lastowner")
     with tenant_session(tenant.tenant_id) as session:
         owner_id = session.query(TenantUser).one().id  # type: ignore[attr-defined]
-    second = add_staff(tenant.tenant_id, "co@lastowner.example", UserRole.OWNER)
+    add_staff(tenant.tenant_id, "co@lastowner.example", UserRole.OWNER)
     owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
     assert post(owner, f"/app/staff/{owner_id}/remove", page="/app/staff").status_code == 403
     assert post(owner, f"/app/staff/{owner_id}/role", {"role": "viewer"}, "/app/staff").status_code == 403
@@ -317,7 +343,18 @@ def test_the_last_owner_can_be_neither_removed_nor_demoted_and_nobody_removes_th
     with tenant_session(tenant.tenant_id) as session:
         owners = [u.email for u in session.query(TenantUser).all() if u.role == UserRole.OWNER]  # type: ignore[attr-defined]
     assert owners == ["co@lastowner.example"]
-    assert second.id  # the remaining owner
+
+
+def test_no_caller_of_the_service_can_leave_the_workspace_without_an_owner(make_tenant: Any) -> None:
+    """The screen lets only owners try, and never on themselves; the rule itself holds for any caller."""
+    tenant = make_tenant("Ownerless")
+    editor = add_staff(tenant.tenant_id, "ed@ownerless.example", UserRole.EDITOR)
+    with tenant_session(tenant.tenant_id) as session:
+        owner = session.query(TenantUser).filter_by(role=UserRole.OWNER).one()  # type: ignore[attr-defined]
+        with pytest.raises(Conflict, match="at least one owner"):
+            change_role(session, actor_id=editor.id, user_id=owner.id, role="viewer")
+        with pytest.raises(Conflict, match="at least one owner"):
+            remove_staff(session, actor_id=editor.id, user_id=owner.id)
 
 
 def test_removing_a_member_ends_their_session(api_server: LiveServer, make_tenant: Any) -> None:
@@ -390,14 +427,19 @@ def test_an_owner_creates_a_key_sees_its_secret_once_and_revokes_it(api_server: 
     created = owner.post("/app/api-keys", data={"csrf": token, "name": "reporting", "scopes": ["read"]})
     assert created.status_code == 201 and created.headers["cache-control"] == "no-store"
     secret = re.search(r'value="(tm_[^"]+)"', created.text).group(1)  # type: ignore[union-attr]
-    assert httpx.get(f"{api_server.base_url}/api/v1/tenant", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    assert (
+        httpx.get(f"{api_server.base_url}/api/v1/tenant", headers={"Authorization": f"Bearer {secret}"}).status_code
+        == 200
+    )
     listing = owner.get("/app/api-keys").text
     assert "reporting" in listing and secret not in listing and secret.split("_")[2][:8] in listing
-    key_id = re.search(r"/app/api-keys/([0-9a-f-]{36})/revoke\"[^<]*\s*<input[^>]*>\s*<button[^>]*Revoke reporting", listing)
-    key_id = key_id or re.search(r"/app/api-keys/([0-9a-f-]{36})/revoke", listing.split("reporting", 1)[1])
-    assert key_id
+    key_id = re.search(r"/app/api-keys/([0-9a-f-]{36})/revoke", listing.split("reporting", 1)[1])
+    assert key_id, "the new key has a revoke button"
     assert post(owner, f"/app/api-keys/{key_id.group(1)}/revoke", page="/app/api-keys").status_code == 303
-    assert httpx.get(f"{api_server.base_url}/api/v1/tenant", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    assert (
+        httpx.get(f"{api_server.base_url}/api/v1/tenant", headers={"Authorization": f"Bearer {secret}"}).status_code
+        == 401
+    )
     assert "revoked" in owner.get("/app/api-keys").text
     assert {"api_key.create", "api_key.revoke"} <= set(actions(tenant.tenant_id))
 

@@ -9,8 +9,8 @@ from litestar import Router
 from api.dashboard.auth import csrf_guard, provide_staff
 from api.dashboard.login import LoginController
 from api.dashboard.overview import OverviewController
-from api.dashboard.staff import AccountController, ApiKeysController, AuditController, StaffController
 from api.dashboard.rendering import DASHBOARD_EXCEPTION_HANDLERS
+from api.dashboard.staff import AccountController, ApiKeysController, AuditController, StaffController
 
 __all__ = ["dashboard_router"]
 

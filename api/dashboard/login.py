@@ -73,7 +73,9 @@ async def logged_in(request: Request[Any, Any, Any], member: StaffMember, locati
     if old:
         await anyio.to_thread.run_sync(destroy_staff_session, old)
     session = await anyio.to_thread.run_sync(create_staff_session, member.tenant_id, member.user_id)
-    return Redirect(location, status_code=303, cookies=[staff_cookie(session.cookie)], headers={"Cache-Control": "no-store"})
+    return Redirect(
+        location, status_code=303, cookies=[staff_cookie(session.cookie)], headers={"Cache-Control": "no-store"}
+    )
 
 
 class LoginController(Controller):
@@ -144,7 +146,9 @@ class LoginController(Controller):
                 error=problem_text(refused),
             )
         # The same answer whether or not the address is staff here: the page tells nobody who has an account.
-        return page(request, "dashboard/staff/password_reset.html", sent=True, workspace=workspace, email=email, error="")
+        return page(
+            request, "dashboard/staff/password_reset.html", sent=True, workspace=workspace, email=email, error=""
+        )
 
     @get("/password-reset/confirm")
     async def reset_confirm_form(
@@ -155,7 +159,12 @@ class LoginController(Controller):
         except Invalid as refused:
             return page(request, "dashboard/staff/link_refused.html", status=400, error=refused.message)
         return page(
-            request, "dashboard/staff/password_reset_confirm.html", workspace=workspace, token=token, email=email, error=""
+            request,
+            "dashboard/staff/password_reset_confirm.html",
+            workspace=workspace,
+            token=token,
+            email=email,
+            error="",
         )
 
     @post("/password-reset/confirm", status_code=303)
@@ -197,7 +206,12 @@ class LoginController(Controller):
         except Invalid as refused:
             return page(request, "dashboard/staff/link_refused.html", status=400, error=refused.message)
         return page(
-            request, "dashboard/staff/invitation.html", workspace=workspace, token=token, invitation=invitation, error=""
+            request,
+            "dashboard/staff/invitation.html",
+            workspace=workspace,
+            token=token,
+            invitation=invitation,
+            error="",
         )
 
     @post("/invitation", status_code=303)

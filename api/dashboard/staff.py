@@ -51,11 +51,19 @@ class AccountController(Controller):
     async def account(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
         return await self._page(request, staff)
 
-    async def _page(self, request: Request[Any, Any, Any], staff: StaffCaller, error: str = "", status: int = 200) -> Template:
+    async def _page(
+        self, request: Request[Any, Any, Any], staff: StaffCaller, error: str = "", status: int = 200
+    ) -> Template:
         sessions = await anyio.to_thread.run_sync(staff_session_count, staff.tenant_id, staff.user_id)
         return screen(
-            request, staff, "dashboard/staff/account.html", section="account", title="Your account",
-            status=status, sessions=sessions, error=error,
+            request,
+            staff,
+            "dashboard/staff/account.html",
+            section="account",
+            title="Your account",
+            status=status,
+            sessions=sessions,
+            error=error,
         )
 
     @post("/password", status_code=303)
@@ -106,8 +114,14 @@ class StaffController(Controller):
 
         users, invitations = await anyio.to_thread.run_sync(load)
         return screen(
-            request, staff, "dashboard/staff/staff.html", section="staff", title="Staff",
-            users=users, invitations=invitations, roles=ROLES,
+            request,
+            staff,
+            "dashboard/staff/staff.html",
+            section="staff",
+            title="Staff",
+            users=users,
+            invitations=invitations,
+            roles=ROLES,
         )
 
     @post("/invitations", status_code=303)
@@ -119,8 +133,13 @@ class StaffController(Controller):
                 invitation = invite_staff(
                     session, email=form.get("email", ""), role=form.get("role", ""), invited_by=staff.email
                 )
-                staff.audit(session, "staff.invite", f"invitation:{invitation.id}",
-                            email=invitation.email, role=invitation.role.value)
+                staff.audit(
+                    session,
+                    "staff.invite",
+                    f"invitation:{invitation.id}",
+                    email=invitation.email,
+                    role=invitation.role.value,
+                )
                 return invitation.email
 
         email = await anyio.to_thread.run_sync(run)
@@ -155,8 +174,14 @@ class StaffController(Controller):
         def run() -> str:
             with staff.session() as session:
                 user, former = change_role(session, actor_id=staff.user_id, user_id=user_id, role=form.get("role", ""))
-                staff.audit(session, "staff.role_change", f"staff:{user.id}",
-                            email=user.email, before=former.value, after=UserRole(user.role).value)
+                staff.audit(
+                    session,
+                    "staff.role_change",
+                    f"staff:{user.id}",
+                    email=user.email,
+                    before=former.value,
+                    after=UserRole(user.role).value,
+                )
                 return f"{user.email} is now {UserRole(user.role).value}."
 
         return redirect("/app/staff", await anyio.to_thread.run_sync(run))
@@ -166,7 +191,9 @@ class StaffController(Controller):
         def run() -> str:
             with staff.session() as session:
                 user = remove_staff(session, actor_id=staff.user_id, user_id=user_id)
-                staff.audit(session, "staff.remove", f"staff:{user.id}", email=user.email, role=UserRole(user.role).value)
+                staff.audit(
+                    session, "staff.remove", f"staff:{user.id}", email=user.email, role=UserRole(user.role).value
+                )
                 return user.email
 
         email = await anyio.to_thread.run_sync(run)
@@ -183,8 +210,14 @@ class ApiKeysController(Controller):
         return await self._page(request, staff)
 
     async def _page(
-        self, request: Request[Any, Any, Any], staff: StaffCaller, *, error: str = "", status: int = 200,
-        name: str = "", chosen: list[str] | None = None,
+        self,
+        request: Request[Any, Any, Any],
+        staff: StaffCaller,
+        *,
+        error: str = "",
+        status: int = 200,
+        name: str = "",
+        chosen: list[str] | None = None,
     ) -> Template:
         def load() -> list[Any]:
             with staff.session() as session:
@@ -195,8 +228,17 @@ class ApiKeysController(Controller):
 
         keys = await anyio.to_thread.run_sync(load)
         return screen(
-            request, staff, "dashboard/staff/api_keys.html", section="api-keys", title="API keys", status=status,
-            keys=keys, scopes=SCOPES, error=error, name=name, chosen=chosen if chosen is not None else SCOPES,
+            request,
+            staff,
+            "dashboard/staff/api_keys.html",
+            section="api-keys",
+            title="API keys",
+            status=status,
+            keys=keys,
+            scopes=SCOPES,
+            error=error,
+            name=name,
+            chosen=chosen if chosen is not None else SCOPES,
         )
 
     @post("/", status_code=200)
@@ -208,8 +250,13 @@ class ApiKeysController(Controller):
         def run() -> tuple[Any, str]:
             with staff.session() as session:
                 created = create_api_key(session, name=name, scopes=scopes, created_by=staff.user_id)
-                staff.audit(session, "api_key.create", f"api_key:{created.key.id}",
-                            name=created.key.name, scopes=created.key.scopes)
+                staff.audit(
+                    session,
+                    "api_key.create",
+                    f"api_key:{created.key.id}",
+                    name=created.key.name,
+                    scopes=created.key.scopes,
+                )
                 session.flush()
                 session.expunge(created.key)
                 return created.key, created.secret
@@ -220,8 +267,14 @@ class ApiKeysController(Controller):
             return await self._page(request, staff, error=problem_text(refused), status=422, name=name, chosen=scopes)
         # Shown on this page only, never stored: the answer to the POST is not cached and a reload does not show it.
         return screen(
-            request, staff, "dashboard/staff/api_key_created.html", section="api-keys", title="New API key",
-            status=201, key=key, secret=secret,
+            request,
+            staff,
+            "dashboard/staff/api_key_created.html",
+            section="api-keys",
+            title="New API key",
+            status=201,
+            key=key,
+            secret=secret,
         )
 
     @post("/{key_id:uuid}/revoke", status_code=303)
@@ -275,6 +328,13 @@ class AuditController(Controller):
         entries = entries[:AUDIT_PAGE_SIZE]
         next_cursor = f"{entries[-1].at.isoformat()}_{entries[-1].id}" if more else ""
         return screen(
-            request, staff, "dashboard/staff/audit.html", section="audit", title="Audit log",
-            entries=entries, action=prefix, next_cursor=next_cursor, first_page=cursor is None,
+            request,
+            staff,
+            "dashboard/staff/audit.html",
+            section="audit",
+            title="Audit log",
+            entries=entries,
+            action=prefix,
+            next_cursor=next_cursor,
+            first_page=cursor is None,
         )

@@ -12,7 +12,14 @@ from uuid import UUID
 from tenants import sessions as store
 from tenants.settings import get_settings
 
-__all__ = ["MEMBER_SESSIONS", "MemberSession", "create_session", "destroy_all_sessions", "destroy_session", "read_session"]
+__all__ = [
+    "MEMBER_SESSIONS",
+    "MemberSession",
+    "create_session",
+    "destroy_all_sessions",
+    "destroy_session",
+    "read_session",
+]
 
 MEMBER_SESSIONS = store.SessionKind(
     name="session",

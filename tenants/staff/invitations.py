@@ -82,7 +82,9 @@ def save(tenant_id: UUID, invitation: StaffInvitation | None = None, **fields: s
 
 def resent(tenant_id: UUID, invitation: StaffInvitation) -> StaffInvitation:
     """The invitation with a fresh link (earlier links die) and a fresh 72 hours."""
-    return save(tenant_id, replace(invitation, sends=invitation.sends + 1, expires_at=time.time() + INVITATION_LIFETIME))
+    return save(
+        tenant_id, replace(invitation, sends=invitation.sends + 1, expires_at=time.time() + INVITATION_LIFETIME)
+    )
 
 
 def load(tenant_id: UUID, invitation_id: UUID) -> StaffInvitation | None:

@@ -170,8 +170,13 @@ def change_own_password(
         _check_password_rules(new_password, "new_password")
         user.password_hash = hash_password(new_password)
         session.add(user)
-        record_action(session, actor_id=user.id, actor_email=user.email, action="staff.password_change",
-                      subject=f"staff:{user.id}")
+        record_action(
+            session,
+            actor_id=user.id,
+            actor_email=user.email,
+            action="staff.password_change",
+            subject=f"staff:{user.id}",
+        )
     return end_staff_sessions(tenant_id, user_id, keep=keep)
 
 
@@ -263,8 +268,9 @@ def reset_password(workspace: str, token: str, new_password: str) -> StaffMember
         _check_password_rules(new_password, "new_password")
         user.password_hash = hash_password(new_password)
         session.add(user)
-        record_action(session, actor_id=user.id, actor_email=user.email, action="staff.password_reset",
-                      subject=f"staff:{user.id}")
+        record_action(
+            session, actor_id=user.id, actor_email=user.email, action="staff.password_reset", subject=f"staff:{user.id}"
+        )
         member = _member(user)
     end_staff_sessions(tenant_id, member.user_id)
     clear_backoff(tenant_id, "staff-login-account", member.email.lower())
@@ -278,7 +284,9 @@ def _role(value: str) -> UserRole:
     try:
         return UserRole(value)
     except ValueError:
-        raise Invalid("the role is invalid", {"role": f"must be one of {', '.join(r.value for r in UserRole)}"}) from None
+        raise Invalid(
+            "the role is invalid", {"role": f"must be one of {', '.join(r.value for r in UserRole)}"}
+        ) from None
 
 
 def _mail_invitation(session: Session, invitation: StaffInvitation) -> None:
@@ -359,8 +367,14 @@ def accept_invitation(workspace: str, token: str, password: str) -> StaffMember:
         user = TenantUser(email=invitation.email, password_hash=hash_password(password), role=invitation.role)
         session.add(user)
         session.flush()
-        record_action(session, actor_id=user.id, actor_email=user.email, action="staff.invitation_accept",
-                      subject=f"staff:{user.id}", detail={"role": invitation.role.value, "invited_by": invitation.invited_by})
+        record_action(
+            session,
+            actor_id=user.id,
+            actor_email=user.email,
+            action="staff.invitation_accept",
+            subject=f"staff:{user.id}",
+            detail={"role": invitation.role.value, "invited_by": invitation.invited_by},
+        )
         # Claimed last: a failure above leaves the invitation usable; of two at once only one claims it.
         if not invitations.claim(tenant_id, invitation.id):
             raise _link_invalid()

@@ -50,7 +50,9 @@ def _parts(cookie: str | None) -> tuple[UUID, str] | None:
 
 
 def _staff_session(stored: store.StoredSession) -> StaffSession:
-    return StaffSession(f"{stored.tenant_id.hex}.{stored.session_id}", stored.tenant_id, stored.user_id, stored.expires_at)
+    return StaffSession(
+        f"{stored.tenant_id.hex}.{stored.session_id}", stored.tenant_id, stored.user_id, stored.expires_at
+    )
 
 
 def create_staff_session(tenant_id: UUID, user_id: UUID) -> StaffSession:
