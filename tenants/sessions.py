@@ -86,15 +86,19 @@ def read(kind: SessionKind, tenant_id: UUID, session_id: str | None) -> StoredSe
     raw = client.get(key)
     if raw is None:
         return None
-    record = json.loads(raw)
-    session = StoredSession(
-        session_id=session_id,
-        tenant_id=tenant_id,
-        user_id=UUID(record["user_id"]),
-        created_at=float(record["created_at"]),
-        expires_at=float(record["expires_at"]),
-        data=dict(record.get("data") or {}),
-    )
+    try:
+        record = json.loads(raw)
+        session = StoredSession(
+            session_id=session_id,
+            tenant_id=tenant_id,
+            user_id=UUID(record["user_id"]),
+            created_at=float(record["created_at"]),
+            expires_at=float(record["expires_at"]),
+            data=dict(record.get("data") or {}),
+        )
+    except (ValueError, KeyError, TypeError):
+        client.delete(key)  # a record this code did not write (an older layout): the login is simply over
+        return None
     remaining = session.expires_at - time.time()
     if remaining <= 0:
         destroy(kind, tenant_id, session_id)
@@ -112,9 +116,17 @@ def destroy(kind: SessionKind, tenant_id: UUID, session_id: str) -> None:
     raw = client.get(key)
     pipe = client.pipeline(transaction=True)
     pipe.delete(key)
-    if raw is not None:
-        pipe.zrem(_index(kind, tenant_id, UUID(json.loads(raw)["user_id"])), key)
+    user_id = _user_of(raw)
+    if user_id is not None:
+        pipe.zrem(_index(kind, tenant_id, user_id), key)
     pipe.execute()
+
+
+def _user_of(raw: str | bytes | None) -> UUID | None:
+    try:
+        return UUID(json.loads(raw)["user_id"]) if raw is not None else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def destroy_all(kind: SessionKind, tenant_id: UUID, user_id: UUID, *, keep: str | None = None) -> int:

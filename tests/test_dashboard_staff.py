@@ -515,3 +515,15 @@ def test_the_staff_screens_in_a_browser_are_accessible(
     login_browser(page, api_server.base_url, tenant.slug, "vi@screensco.example")
     assert page.get_by_role("link", name="Staff").count() == 0
     page.close()
+
+
+def test_a_member_session_of_the_old_layout_is_over_not_an_error(make_tenant: Any) -> None:
+    """Sessions stored before the one session store (a different record) end quietly on the next read."""
+    from tenants.memberships.sessions import read_session
+
+    tenant = make_tenant("Oldlayout")
+    session_id = "an-old-session-id-from-before-the-upgrade-0123"
+    key = f"trailmark:{tenant.tenant_id}:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
+    get_redis().set(key, '{"tenant_id": "x", "member_id": "y", "created_at": 1}', ex=60)
+    assert read_session(tenant.tenant_id, session_id) is None
+    assert get_redis().get(key) is None
