@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from sqlmodel import col, select
 
 from tenants.errors import Conflict
 from tenants.isolation import tenant_session
@@ -56,7 +57,7 @@ def post(client: httpx.Client, path: str, data: dict[str, Any] | None = None, pa
 
 def actions(tenant_id: UUID) -> list[str]:
     with tenant_session(tenant_id) as session:
-        return [e.action for e in session.query(AuditEntry).order_by(AuditEntry.at)]  # type: ignore[attr-defined]
+        return [e.action for e in session.exec(select(AuditEntry).order_by(col(AuditEntry.at)))]
 
 
 def signed_in(base_url: str, cookie: str) -> bool:
@@ -175,7 +176,7 @@ def test_a_reset_by_mail_works_once_ends_every_session_and_logs_in_afresh(
 def test_an_expired_or_forged_reset_link_is_refused(api_server: LiveServer, make_tenant: Any) -> None:
     tenant = make_tenant("Expiredlink")
     with tenant_session(tenant.tenant_id) as session:
-        owner = session.query(TenantUser).one()  # type: ignore[attr-defined]
+        owner = session.exec(select(TenantUser)).one()
         fingerprint = hashlib.sha256(owner.password_hash.encode()).hexdigest()[:16]
         owner_id = owner.id
     two_hours_ago = int(time.time()) - 2 * 3600
@@ -326,7 +327,7 @@ def test_the_last_owner_can_be_neither_removed_nor_demoted_and_nobody_removes_th
 ) -> None:
     tenant = make_tenant("Lastowner")
     with tenant_session(tenant.tenant_id) as session:
-        owner_id = session.query(TenantUser).one().id  # type: ignore[attr-defined]
+        owner_id = session.exec(select(TenantUser)).one().id
     add_staff(tenant.tenant_id, "co@lastowner.example", UserRole.OWNER)
     owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
     assert post(owner, f"/app/staff/{owner_id}/remove", page="/app/staff").status_code == 403
@@ -341,7 +342,7 @@ def test_the_last_owner_can_be_neither_removed_nor_demoted_and_nobody_removes_th
     admin = login_http(api_server.base_url, tenant.slug, "th@lastowner.example")
     assert admin.get("/app/staff").status_code == 403
     with tenant_session(tenant.tenant_id) as session:
-        owners = [u.email for u in session.query(TenantUser).all() if u.role == UserRole.OWNER]  # type: ignore[attr-defined]
+        owners = [u.email for u in session.exec(select(TenantUser)).all() if u.role == UserRole.OWNER]
     assert owners == ["co@lastowner.example"]
 
 
@@ -350,7 +351,7 @@ def test_no_caller_of_the_service_can_leave_the_workspace_without_an_owner(make_
     tenant = make_tenant("Ownerless")
     editor = add_staff(tenant.tenant_id, "ed@ownerless.example", UserRole.EDITOR)
     with tenant_session(tenant.tenant_id) as session:
-        owner = session.query(TenantUser).filter_by(role=UserRole.OWNER).one()  # type: ignore[attr-defined]
+        owner = session.exec(select(TenantUser).where(TenantUser.role == UserRole.OWNER)).one()
         with pytest.raises(Conflict, match="at least one owner"):
             change_role(session, actor_id=editor.id, user_id=owner.id, role="viewer")
         with pytest.raises(Conflict, match="at least one owner"):
@@ -374,7 +375,7 @@ def test_only_owners_reach_staff_api_keys_and_the_audit_log(
 ) -> None:
     tenant = make_tenant(f"Notowner{role.value}")
     with tenant_session(tenant.tenant_id) as session:
-        owner_id = session.query(TenantUser).one().id  # type: ignore[attr-defined]
+        owner_id = session.exec(select(TenantUser)).one().id
     add_staff(tenant.tenant_id, f"{role.value}@notowner.example", role)
     client = login_http(api_server.base_url, tenant.slug, f"{role.value}@notowner.example")
     home = client.get("/app").text
@@ -391,7 +392,7 @@ def test_only_owners_reach_staff_api_keys_and_the_audit_log(
     for path, data in changes:
         assert client.post(path, data={"csrf": token, **data}).status_code == 403, path
     with tenant_session(tenant.tenant_id) as session:
-        users = session.query(TenantUser).all()  # type: ignore[attr-defined]
+        users = session.exec(select(TenantUser)).all()
         assert {(u.email, u.role) for u in users if u.id == owner_id} == {(tenant.owner_email, UserRole.OWNER)}
     assert httpx.get(f"{api_server.base_url}/api/v1/api-keys", headers=tenant.headers).json().__len__() == 1
     assert actions(tenant.tenant_id) == []
