@@ -17,8 +17,9 @@ from markupsafe import escape
 from tenants.audit.service import list_actions
 from tenants.isolation import tenant_session
 from tenants.models import UserRole
+from tests.browser import tenant_web_server
 from tests.conftest import LiveServer, TenantHandle, make_site
-from tests.support.dashboard import add_staff, csrf_of, login_http
+from tests.support.dashboard import add_staff, check_screen, csrf_of, login_browser, login_http
 
 ORIGIN = "https://shop.example"
 
@@ -340,3 +341,83 @@ def test_another_tenants_ids_in_manage_urls_are_not_found(
         assert _post(owner, path, data).status_code == 404, path
     assert UUID(page_id)
     assert _api(api_server, theirs).get(f"/api/v1/sites/{site.site_id}").json()["name"] == "Shop"
+
+
+@pytest.mark.browser
+def test_every_manage_screen_in_a_browser_is_accessible(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    tenant = make_tenant("Screensco")
+    site = make_site(tenant, [ORIGIN])
+    owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    page_id = _page_with_blocks(owner, "welcome")
+    form_id = _form_id_from(
+        _post(owner, "/app/forms", {"name": "Newsletter", "site_id": str(site.site_id), "field_rows": "1",
+                                    "fields-0-name": "email", "fields-0-type": "email", "fields-0-required": "on"}),
+        "forms")
+    club = _form_id_from(_post(owner, "/app/memberships", {"name": "Club"}, page="/app/memberships"), "memberships")
+    _contact(tenant, api_server, "ann@screensco.example")
+    base = api_server.base_url
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, base, tenant.slug, tenant.owner_email)
+
+    page.goto(f"{base}/app/sites")
+    check_screen(page, "sites")
+    page.goto(f"{base}/app/sites/{site.site_id}")
+    assert page.locator("#site-snippet").inner_text().startswith("<script async src=")
+    check_screen(page, "site-edit")
+    page.goto(f"{base}/app/forms")
+    check_screen(page, "forms")
+    page.goto(f"{base}/app/forms/{form_id}")
+    check_screen(page, "form-edit")
+
+    page.goto(f"{base}/app/links/new")
+    page.get_by_label("Destination URLs, one per line").fill("https://shop.example/a\nhttps://shop.example/b")
+    page.get_by_label("Recipient of the lines that name none").fill("ann@screensco.example")
+    page.get_by_role("button", name="Create links").click()
+    page.wait_for_url(re.compile(r"/app/links\?send_id="))
+    assert page.locator("td code").count() == 2  # noqa: PLR2004
+    check_screen(page, "links-bulk")
+    page.goto(f"{base}/app/links")
+    check_screen(page, "links")
+
+    page.goto(f"{base}/app/pages")
+    check_screen(page, "pages")
+    page.goto(f"{base}/app/pages/{page_id}")
+    frame = page.frame_locator("#preview-frame")
+    assert frame.get_by_text("Hello there").is_visible()
+    page.get_by_role("radio", name="Logged in").check()
+    frame.get_by_text("Secret for members").wait_for()  # the script re-posts the form on a level change
+    page.locator('textarea[name="blocks-0-html"]').fill("<p>Hello again {{contact.first_name|there}}</p>")
+    frame.get_by_text("Hello again Ada").wait_for()  # unsaved edits previewed as they are typed
+    check_screen(page, "page-edit")
+
+    page.goto(f"{base}/app/memberships")
+    check_screen(page, "memberships")
+    page.goto(f"{base}/app/memberships/{club}")
+    check_screen(page, "members")
+    context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.usefixtures("pipeline")
+def test_the_site_screen_turns_green_when_the_pasted_snippet_sends_its_first_hit(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    with tenant_web_server({"/": ("Home", "<h1>Welcome to the shop</h1>")}) as shop:
+        tenant = make_tenant("Greenco")
+        site = make_site(tenant, [shop.origin])
+        context = browser.new_context()
+        dashboard = context.new_page()
+        login_browser(dashboard, api_server.base_url, tenant.slug, tenant.owner_email)
+        dashboard.goto(f"{api_server.base_url}/app/sites/{site.site_id}")
+        status = dashboard.locator("#first-hit")
+        assert "Waiting for the first hit" in status.inner_text()
+        shop.head = dashboard.locator("#site-snippet").inner_text()  # pasted as the tenant would
+        visitor = browser.new_context()
+        visitor.new_page().goto(shop.url("/"))
+        status.and_(dashboard.locator(".received")).wait_for(timeout=60_000)
+        assert "The snippet works" in status.inner_text()
+        visitor.close()
+        context.close()
