@@ -91,11 +91,8 @@ class MembershipsController(Controller):
                 site = memberships.get_membership_site(session, site_id)
                 members = memberships.list_members(session, site_id)
                 contact_ids = [member.contact_id for member in members]
-                emails = (
-                    dict(session.exec(select(Contact.id, Contact.email).where(col(Contact.id).in_(contact_ids))))
-                    if contact_ids
-                    else {}
-                )
+                found = session.exec(select(Contact).where(col(Contact.id).in_(contact_ids))) if contact_ids else []
+                emails = {contact.id: contact.email for contact in found}
                 rows = [
                     {
                         "id": m.id,
