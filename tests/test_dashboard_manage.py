@@ -54,8 +54,13 @@ def test_an_editor_registers_and_changes_a_site_that_the_api_then_serves(
     created = _post(
         staff,
         "/app/sites",
-        {"name": "Shop", "allowed_origins": f"{ORIGIN}\nhttps://www.shop.example", "honor_dnt": "on",
-         "bot_policy": "drop", "partner_params": "ref\naff"},
+        {
+            "name": "Shop",
+            "allowed_origins": f"{ORIGIN}\nhttps://www.shop.example",
+            "honor_dnt": "on",
+            "bot_policy": "drop",
+            "partner_params": "ref\naff",
+        },
     )
     site_id = _form_id_from(created, "sites")
     api = _api(api_server, tenant)
@@ -70,8 +75,14 @@ def test_an_editor_registers_and_changes_a_site_that_the_api_then_serves(
     changed = _post(
         staff,
         f"/app/sites/{site_id}",
-        {"name": "Shop", "allowed_origins": ORIGIN, "honor_dnt": "on", "truncate_ip": "on", "bot_policy": "drop",
-         "partner_params": "ref\naff"},
+        {
+            "name": "Shop",
+            "allowed_origins": ORIGIN,
+            "honor_dnt": "on",
+            "truncate_ip": "on",
+            "bot_policy": "drop",
+            "partner_params": "ref\naff",
+        },
     )
     assert changed.status_code == 303
     site = api.get(f"/api/v1/sites/{site_id}").json()
@@ -102,30 +113,50 @@ def test_an_editor_defines_a_form_with_its_fields_embed_code_and_hosted_link(
     staff = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
     fields = {
         "field_rows": "3",
-        "fields-0-name": "email", "fields-0-label": "Your email", "fields-0-type": "email",
-        "fields-0-required": "on", "fields-0-maps_to": "email",
-        "fields-1-name": "first_name", "fields-1-label": "First name", "fields-1-type": "text",
+        "fields-0-name": "email",
+        "fields-0-label": "Your email",
+        "fields-0-type": "email",
+        "fields-0-required": "on",
+        "fields-0-maps_to": "email",
+        "fields-1-name": "first_name",
+        "fields-1-label": "First name",
+        "fields-1-type": "text",
         "fields-2-name": "",
     }
     created = _post(
-        staff, "/app/forms",
-        {"name": "Newsletter", "site_id": str(site.site_id), "min_fill_seconds": "3",
-         "success_message": "Welcome aboard", "success_redirect": "", **fields},
+        staff,
+        "/app/forms",
+        {
+            "name": "Newsletter",
+            "site_id": str(site.site_id),
+            "min_fill_seconds": "3",
+            "success_message": "Welcome aboard",
+            "success_redirect": "",
+            **fields,
+        },
     )
     form_id = _form_id_from(created, "forms")
     api = _api(api_server, tenant)
     form = api.get(f"/api/v1/forms/{form_id}").json()
     assert [(f["name"], f["label"], f["maps_to"], f["required"]) for f in form["fields"]] == [
-        ("email", "Your email", "email", True), ("first_name", "First name", "first_name", False)]
+        ("email", "Your email", "email", True),
+        ("first_name", "First name", "first_name", False),
+    ]
     assert (form["min_fill_seconds"], form["success_message"]) == (3, "Welcome aboard")
     screen = staff.get(f"/app/forms/{form_id}").text
     assert form["hosted_url"] in screen
     assert str(escape(form["embed_html"])) in screen
 
     changed = _post(
-        staff, f"/app/forms/{form_id}",
-        {"name": "Newsletter", "min_fill_seconds": "0", "success_message": "",
-         "success_redirect": "https://shop.example/thanks", **fields},
+        staff,
+        f"/app/forms/{form_id}",
+        {
+            "name": "Newsletter",
+            "min_fill_seconds": "0",
+            "success_message": "",
+            "success_redirect": "https://shop.example/thanks",
+            **fields,
+        },
     )
     assert changed.status_code == 303
     form = api.get(f"/api/v1/forms/{form_id}").json()
@@ -133,8 +164,11 @@ def test_an_editor_defines_a_form_with_its_fields_embed_code_and_hosted_link(
     audited = dict(_actions(tenant))
     assert audited["form.update"] == {"fields": ["min_fill_seconds", "success_message", "success_redirect"]}
 
-    no_email = _post(staff, f"/app/forms/{form_id}", {**fields, "name": "X", "fields-0-maps_to": "first_name",
-                                                      "fields-0-name": "name"})
+    no_email = _post(
+        staff,
+        f"/app/forms/{form_id}",
+        {**fields, "name": "X", "fields-0-maps_to": "first_name", "fields-0-name": "name"},
+    )
     assert no_email.status_code == 422
 
 
@@ -151,8 +185,12 @@ def test_an_editor_makes_tracked_links_one_or_a_whole_send_with_its_csv(
     ann = _contact(tenant, api_server, "ann@linksco.example")
     _contact(tenant, api_server, "bob@linksco.example")
     staff = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
-    one = _post(staff, "/app/links", {"recipient": "ann@linksco.example", "target_url": "https://shop.example/a"},
-                page="/app/links/new")
+    one = _post(
+        staff,
+        "/app/links",
+        {"recipient": "ann@linksco.example", "target_url": "https://shop.example/a"},
+        page="/app/links/new",
+    )
     link_id = _form_id_from(one, "links")
     shown = staff.get(f"/app/links/{link_id}").text
     tracked = re.search(r'id="tracked-url">([^<]+)<', shown)
@@ -163,8 +201,9 @@ def test_an_editor_makes_tracked_links_one_or_a_whole_send_with_its_csv(
     assert follow.headers["location"].startswith("https://shop.example/a")
 
     pasted = "https://shop.example/1\nhttps://shop.example/2?x=1,2\nbob@linksco.example, https://shop.example/3\n"
-    bulk = _post(staff, "/app/links/bulk", {"urls": pasted, "recipient": ann, "send_id": "spring"},
-                 page="/app/links/new")
+    bulk = _post(
+        staff, "/app/links/bulk", {"urls": pasted, "recipient": ann, "send_id": "spring"}, page="/app/links/new"
+    )
     assert bulk.status_code == 303
     assert bulk.headers["location"] == "/app/links?send_id=spring"
     table = staff.get("/app/links?send_id=spring").text
@@ -173,13 +212,17 @@ def test_an_editor_makes_tracked_links_one_or_a_whole_send_with_its_csv(
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert sorted(row["target_url"] for row in rows) == [
-        "https://shop.example/1", "https://shop.example/2?x=1,2", "https://shop.example/3"]
+        "https://shop.example/1",
+        "https://shop.example/2?x=1,2",
+        "https://shop.example/3",
+    ]
     assert {row["send_id"] for row in rows} == {"spring"}
     assert all("/l/" in row["tracked_url"] for row in rows)
     assert ("links.bulk_create", {"count": 3}) in _actions(tenant)
 
-    unknown = _post(staff, "/app/links/bulk", {"urls": "nobody@linksco.example, https://shop.example/x"},
-                    page="/app/links/new")
+    unknown = _post(
+        staff, "/app/links/bulk", {"urls": "nobody@linksco.example, https://shop.example/x"}, page="/app/links/new"
+    )
     assert unknown.status_code == 422
     assert "nobody@linksco.example" in unknown.text
 
@@ -188,10 +231,15 @@ def _page_with_blocks(staff: httpx.Client, slug: str) -> str:
     created = _post(staff, "/app/pages", {"slug": slug, "title": "Members corner"}, page="/app/pages")
     page_id = _form_id_from(created, "pages")
     blocks = {
-        "title": "Members corner", "access_level": "anonymous", "block_rows": "2",
-        "blocks-0-kind": "html", "blocks-0-html": "<p>Hello {{contact.first_name|there}}</p>",
+        "title": "Members corner",
+        "access_level": "anonymous",
+        "block_rows": "2",
+        "blocks-0-kind": "html",
+        "blocks-0-html": "<p>Hello {{contact.first_name|there}}</p>",
         "blocks-0-visible_to": ["anonymous", "identified", "logged_in"],
-        "blocks-1-kind": "html", "blocks-1-html": "<p>Secret for members</p>", "blocks-1-visible_to": ["logged_in"],
+        "blocks-1-kind": "html",
+        "blocks-1-html": "<p>Secret for members</p>",
+        "blocks-1-visible_to": ["logged_in"],
     }
     saved = staff.post(f"/app/pages/{page_id}", data={"csrf": csrf_of(staff.get("/app/pages").text), **blocks})
     assert saved.status_code == 303, saved.text
@@ -207,8 +255,10 @@ def test_the_page_preview_shows_a_logged_in_block_only_as_logged_in(
     api = _api(api_server, tenant)
     blocks = api.get(f"/api/v1/pages/{page_id}").json()["blocks"]
     assert [b["visible_to"] for b in blocks] == [["anonymous", "identified", "logged_in"], ["logged_in"]]
-    previews = {level: staff.get(f"/app/pages/{page_id}/preview?level={level}")
-                for level in ("anonymous", "identified", "logged_in")}
+    previews = {
+        level: staff.get(f"/app/pages/{page_id}/preview?level={level}")
+        for level in ("anonymous", "identified", "logged_in")
+    }
     assert all(p.headers["content-security-policy"] == "sandbox" for p in previews.values())
     assert ["Secret for members" in p.text for p in previews.values()] == [False, False, True]
     assert "Hello there" in previews["anonymous"].text
@@ -216,9 +266,15 @@ def test_the_page_preview_shows_a_logged_in_block_only_as_logged_in(
     public = httpx.get(f"{api_server.base_url}/s/{tenant.slug}/corner")
     assert "Hello there" in public.text and "Secret for members" not in public.text
 
-    draft = {"csrf": csrf_of(staff.get("/app/pages").text), "title": "Draft title", "access_level": "anonymous",
-             "block_rows": "1", "blocks-0-kind": "html", "blocks-0-html": "<p>Unsaved words</p>",
-             "blocks-0-visible_to": ["logged_in"]}
+    draft = {
+        "csrf": csrf_of(staff.get("/app/pages").text),
+        "title": "Draft title",
+        "access_level": "anonymous",
+        "block_rows": "1",
+        "blocks-0-kind": "html",
+        "blocks-0-html": "<p>Unsaved words</p>",
+        "blocks-0-visible_to": ["logged_in"],
+    }
     as_anonymous = staff.post(f"/app/pages/{page_id}/preview", data={**draft, "level": "anonymous"})
     as_member = staff.post(f"/app/pages/{page_id}/preview", data={**draft, "level": "logged_in"})
     assert as_member.status_code == 200
@@ -232,18 +288,30 @@ def test_an_editor_invites_a_member_sends_the_invitation_again_and_disables_them
 ) -> None:
     tenant = make_tenant("Clubco")
     staff = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
-    created = _post(staff, "/app/memberships", {"name": "Club", "registration": "invite", "landing_page_slug": ""},
-                    page="/app/memberships")
+    created = _post(
+        staff,
+        "/app/memberships",
+        {"name": "Club", "registration": "invite", "landing_page_slug": ""},
+        page="/app/memberships",
+    )
     site_id = _form_id_from(created, "memberships")
     api = _api(api_server, tenant)
-    changed = _post(staff, f"/app/memberships/{site_id}", {"name": "The Club", "registration": "open",
-                                                           "landing_page_slug": ""}, page="/app/memberships")
+    changed = _post(
+        staff,
+        f"/app/memberships/{site_id}",
+        {"name": "The Club", "registration": "open", "landing_page_slug": ""},
+        page="/app/memberships",
+    )
     assert changed.status_code == 303
     site = next(s for s in api.get("/api/v1/membership-sites").json() if s["id"] == site_id)
     assert (site["name"], site["registration"]) == ("The Club", "open")
 
-    invited = _post(staff, f"/app/memberships/{site_id}/members", {"email": "mia@clubco.example",
-                                                                   "first_name": "Mia"}, page="/app/memberships")
+    invited = _post(
+        staff,
+        f"/app/memberships/{site_id}/members",
+        {"email": "mia@clubco.example", "first_name": "Mia"},
+        page="/app/memberships",
+    )
     assert invited.status_code == 303
     mailbox.wait_for("mia@clubco.example", "Your access to The Club")
     members = api.get(f"/api/v1/membership-sites/{site_id}/members").json()
@@ -254,8 +322,11 @@ def test_an_editor_invites_a_member_sends_the_invitation_again_and_disables_them
 
     again = _post(staff, f"/app/memberships/{site_id}/members/{member_id}/invitation", {}, page="/app/memberships")
     assert again.status_code == 303
-    wait_until(lambda: len(mailbox.about("mia@clubco.example", "Your access to The Club")) == 2, 60,  # noqa: PLR2004
-               "the invitation mailed again")
+    wait_until(
+        lambda: len(mailbox.about("mia@clubco.example", "Your access to The Club")) == 2,
+        60,
+        "the invitation mailed again",
+    )
 
     disabled = _post(staff, f"/app/memberships/{site_id}/members/{member_id}/disable", {}, page="/app/memberships")
     assert disabled.status_code == 303
@@ -274,8 +345,16 @@ def test_a_viewer_sees_every_manage_screen_and_changes_nothing(
     club = _form_id_from(_post(owner, "/app/memberships", {"name": "Club"}, page="/app/memberships"), "memberships")
     add_staff(tenant.tenant_id, "vi@viewerco.example", UserRole.VIEWER)
     viewer = login_http(api_server.base_url, tenant.slug, "vi@viewerco.example")
-    for path in ("/app/sites", f"/app/sites/{site.site_id}", "/app/forms", "/app/links", "/app/pages",
-                 f"/app/pages/{page_id}", "/app/memberships", f"/app/memberships/{club}"):
+    for path in (
+        "/app/sites",
+        f"/app/sites/{site.site_id}",
+        "/app/forms",
+        "/app/links",
+        "/app/pages",
+        f"/app/pages/{page_id}",
+        "/app/memberships",
+        f"/app/memberships/{club}",
+    ):
         answer = viewer.get(path)
         assert answer.status_code == 200, path
         assert 'type="submit">Save' not in answer.text and "Create" not in answer.text, path
@@ -320,23 +399,44 @@ def test_another_tenants_ids_in_manage_urls_are_not_found(
     site = make_site(theirs, [ORIGIN])
     page_id = _page_with_blocks(their_owner, "private")
     form_id = _form_id_from(
-        _post(their_owner, "/app/forms", {"name": "F", "site_id": str(site.site_id), "field_rows": "1",
-                                          "fields-0-name": "email", "fields-0-type": "email",
-                                          "fields-0-required": "on"}), "forms")
-    club = _form_id_from(_post(their_owner, "/app/memberships", {"name": "Club"}, page="/app/memberships"),
-                         "memberships")
+        _post(
+            their_owner,
+            "/app/forms",
+            {
+                "name": "F",
+                "site_id": str(site.site_id),
+                "field_rows": "1",
+                "fields-0-name": "email",
+                "fields-0-type": "email",
+                "fields-0-required": "on",
+            },
+        ),
+        "forms",
+    )
+    club = _form_id_from(
+        _post(their_owner, "/app/memberships", {"name": "Club"}, page="/app/memberships"), "memberships"
+    )
     their_contact = _contact(theirs, api_server, "zed@theirs.example")
-    link_id = _form_id_from(_post(their_owner, "/app/links", {"recipient": their_contact,
-                                                              "target_url": "https://theirs.example"}), "links")
+    link_id = _form_id_from(
+        _post(their_owner, "/app/links", {"recipient": their_contact, "target_url": "https://theirs.example"}), "links"
+    )
     ours = make_tenant("Ours")
     owner = login_http(api_server.base_url, ours.slug, ours.owner_email)
-    for path in (f"/app/sites/{site.site_id}", f"/app/sites/{site.site_id}/first-hit", f"/app/forms/{form_id}",
-                 f"/app/pages/{page_id}", f"/app/pages/{page_id}/preview?level=logged_in", f"/app/links/{link_id}",
-                 f"/app/memberships/{club}"):
+    for path in (
+        f"/app/sites/{site.site_id}",
+        f"/app/sites/{site.site_id}/first-hit",
+        f"/app/forms/{form_id}",
+        f"/app/pages/{page_id}",
+        f"/app/pages/{page_id}/preview?level=logged_in",
+        f"/app/links/{link_id}",
+        f"/app/memberships/{club}",
+    ):
         assert owner.get(path).status_code == 404, path
-    changes = {f"/app/sites/{site.site_id}": {"name": "Mine", "allowed_origins": ORIGIN},
-               f"/app/pages/{page_id}": {"title": "Mine", "block_rows": "0"},
-               f"/app/memberships/{club}": {"name": "Mine"}}
+    changes = {
+        f"/app/sites/{site.site_id}": {"name": "Mine", "allowed_origins": ORIGIN},
+        f"/app/pages/{page_id}": {"title": "Mine", "block_rows": "0"},
+        f"/app/memberships/{club}": {"name": "Mine"},
+    }
     for path, data in changes.items():
         assert _post(owner, path, data).status_code == 404, path
     assert UUID(page_id)
@@ -352,9 +452,20 @@ def test_every_manage_screen_in_a_browser_is_accessible(
     owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
     page_id = _page_with_blocks(owner, "welcome")
     form_id = _form_id_from(
-        _post(owner, "/app/forms", {"name": "Newsletter", "site_id": str(site.site_id), "field_rows": "1",
-                                    "fields-0-name": "email", "fields-0-type": "email", "fields-0-required": "on"}),
-        "forms")
+        _post(
+            owner,
+            "/app/forms",
+            {
+                "name": "Newsletter",
+                "site_id": str(site.site_id),
+                "field_rows": "1",
+                "fields-0-name": "email",
+                "fields-0-type": "email",
+                "fields-0-required": "on",
+            },
+        ),
+        "forms",
+    )
     club = _form_id_from(_post(owner, "/app/memberships", {"name": "Club"}, page="/app/memberships"), "memberships")
     _contact(tenant, api_server, "ann@screensco.example")
     base = api_server.base_url
@@ -377,7 +488,7 @@ def test_every_manage_screen_in_a_browser_is_accessible(
     page.get_by_label("Recipient of the lines that name none").fill("ann@screensco.example")
     page.get_by_role("button", name="Create links").click()
     page.wait_for_url(re.compile(r"/app/links\?send_id="))
-    assert page.locator("td code").count() == 2  # noqa: PLR2004
+    assert page.locator("td code").count() == 2
     check_screen(page, "links-bulk")
     page.goto(f"{base}/app/links")
     check_screen(page, "links")

@@ -91,8 +91,8 @@ class MembershipsController(Controller):
                 site = memberships.get_membership_site(session, site_id)
                 members = memberships.list_members(session, site_id)
                 contact_ids = [member.contact_id for member in members]
-                found = session.exec(select(Contact).where(col(Contact.id).in_(contact_ids))) if contact_ids else []
-                emails = {contact.id: contact.email for contact in found}
+                of_members = select(Contact).where(col(Contact.id).in_(contact_ids))
+                emails = {contact.id: contact.email for contact in session.exec(of_members)} if contact_ids else {}
                 rows = [
                     {
                         "id": m.id,
