@@ -7,9 +7,14 @@ CSRF check to every state-changing request and renders errors as pages.
 from litestar import Router
 
 from api.dashboard.auth import csrf_guard, provide_staff
+from api.dashboard.forms import FormsController
+from api.dashboard.links import LinksController
 from api.dashboard.login import LoginController
+from api.dashboard.memberships import MembershipsController
 from api.dashboard.overview import OverviewController
+from api.dashboard.pages import PagesController
 from api.dashboard.rendering import DASHBOARD_EXCEPTION_HANDLERS
+from api.dashboard.sites import SitesController
 from api.dashboard.staff import AccountController, ApiKeysController, AuditController, StaffController
 
 __all__ = ["dashboard_router"]
@@ -25,6 +30,11 @@ def dashboard_router() -> Router:
             StaffController,
             ApiKeysController,
             AuditController,
+            SitesController,
+            FormsController,
+            LinksController,
+            PagesController,
+            MembershipsController,
         ],
         guards=[csrf_guard],
         dependencies={"staff": provide_staff},

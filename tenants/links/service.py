@@ -22,13 +22,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
 from crawlerdetect import CrawlerDetect
-from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlalchemy import func, text
+from sqlmodel import Session, col, select
 
 from tenants.contacts.service import get_contact
 from tenants.errors import Invalid, NotFound
 from tenants.identity.service import LinkOutcome, link_visitor
-from tenants.isolation import tenant_session
+from tenants.isolation import get_owned, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
 from tenants.models import EmailLink, Evidence, LinkClick, new_id, utcnow
 from tenants.settings import get_settings
@@ -42,8 +42,10 @@ __all__ = [
     "create_link",
     "create_links",
     "exchange_code",
+    "get_link",
     "identify_from_click",
     "link_url",
+    "list_links",
 ]
 
 CODE_PARAM = "_tmc"
@@ -131,6 +133,36 @@ def create_links(
             raise Invalid("the send is invalid", {f"links[{index}]": error.message}) from None
     session.flush()
     return links
+
+
+@dataclass(frozen=True)
+class LinkWithClicks:
+    link: EmailLink
+    clicks: int
+    """Clicks by people; a mail scanner's are not counted."""
+
+
+def get_link(session: Session, link_id: UUID) -> EmailLink:
+    return get_owned(session, EmailLink, link_id, "link")
+
+
+def list_links(session: Session, *, send_id: str | None = None, limit: int = MAX_BULK) -> list[LinkWithClicks]:
+    """The newest links (of one send, when given) with how often people clicked each."""
+    clicks = (
+        select(LinkClick.link_id, func.count().label("clicks"))
+        .where(LinkClick.identifies == True)  # noqa: E712
+        .group_by(col(LinkClick.link_id))
+        .subquery()
+    )
+    query = (
+        select(EmailLink, func.coalesce(clicks.c.clicks, 0))
+        .outerjoin(clicks, clicks.c.link_id == EmailLink.id)
+        .order_by(col(EmailLink.created_at).desc(), col(EmailLink.id))
+        .limit(limit)
+    )
+    if send_id is not None:
+        query = query.where(EmailLink.send_id == send_id)
+    return [LinkWithClicks(link, int(count)) for link, count in session.exec(query)]
 
 
 @dataclass(frozen=True)

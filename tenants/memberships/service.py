@@ -39,6 +39,7 @@ __all__ = [
     "create_member",
     "create_membership_site",
     "delete_membership_site",
+    "disable_member",
     "get_membership_site",
     "list_members",
     "list_membership_sites",
@@ -173,6 +174,19 @@ def resend_invitation(session: Session, site_id: UUID, member_id: UUID) -> Membe
     if contact is None:
         raise NotFound("member not found")
     _send_invitation(session, site, member, contact.email)
+    return member
+
+
+def disable_member(session: Session, site_id: UUID, member_id: UUID) -> Member:
+    """Shut a member out: no login, no emailed link works, and every live session ends."""
+    site = get_membership_site(session, site_id)
+    member = session.get(Member, (current_tenant_id(session), member_id))
+    if member is None or member.membership_site_id != site.id:
+        raise NotFound("member not found")
+    member.disabled = True
+    session.add(member)
+    session.flush()
+    destroy_all_sessions(member.tenant_id, member.id)
     return member
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "Viewer",
     "create_page",
     "delete_page",
+    "draft_page",
     "ensure_hosted_site",
     "get_page",
     "list_pages",
@@ -217,6 +218,39 @@ def update_page(
     session.flush()
     forget_page_after_commit(session, page.tenant_id, page.slug)
     return page
+
+
+def draft_page(
+    session: Session,
+    page_id: UUID,
+    *,
+    title: str | None = None,
+    blocks: list[dict[str, Any]] | None = None,
+    access_level: str | None = None,
+) -> Page:
+    """The page as :func:`update_page` would save it, never saved: for previewing unsaved edits. The same
+    rules apply (an invalid draft raises :class:`Invalid`)."""
+    saved = get_page(session, page_id)
+    values = _validated(
+        session,
+        slug=None,
+        title=title,
+        access_level=access_level,
+        membership_site_id=None,
+        redirect_to=None,
+        meta=None,
+    )
+    return Page(
+        tenant_id=saved.tenant_id,
+        id=saved.id,
+        slug=saved.slug,
+        title=values.get("title", saved.title),
+        meta=dict(saved.meta),
+        access_level=values.get("access_level", saved.access_level),
+        membership_site_id=saved.membership_site_id,
+        redirect_to=saved.redirect_to,
+        blocks=_clean_blocks(session, blocks) if blocks is not None else list(saved.blocks),
+    )
 
 
 def delete_page(session: Session, page_id: UUID) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from tenants.cache import Missing, TTLCache
 from tenants.contacts.service import sensitive_fields
@@ -30,6 +30,7 @@ from tenants.pages.service import Viewer, login_path, page_allows, render_page
 __all__ = [
     "PageBundle",
     "PageResult",
+    "bundle_of",
     "find_tenant",
     "load_bundle",
     "load_contact",
@@ -80,18 +81,23 @@ def load_bundle(tenant_id: UUID, page_slug: str) -> PageBundle | None:
         page = session.exec(select(Page).where(Page.slug == page_slug)).first()
         if page is None:
             return pages.put((tenant_id, page_slug), None)
-        form_ids = [UUID(b["form_id"]) for b in page.blocks if b["kind"] == "form"]
-        forms = {str(f.id): f for f in session.exec(select(Form).where(Form.id.in_(form_ids)))} if form_ids else {}  # type: ignore[attr-defined]
-        tenant = session.get(Tenant, tenant_id)
-        site_key = session.exec(select(Site.site_key).where(Site.hosted == True)).first()  # noqa: E712
-        bundle = PageBundle(
-            page=page,
-            forms=forms,
-            tenant_slug=tenant.slug if tenant else "",
-            tracker_site_key=site_key,
-            sensitive_fields=sensitive_fields(session),
-        )
-        return pages.put((tenant_id, page_slug), bundle)
+        return pages.put((tenant_id, page_slug), bundle_of(session, tenant_id, page))
+
+
+def bundle_of(session: Session, tenant_id: UUID, page: Page) -> PageBundle:
+    """What ``page`` needs besides its viewer, read in ``session`` (uncached: a saved page goes through
+    :func:`load_bundle`; the dashboard's preview passes an unsaved draft)."""
+    form_ids = [UUID(b["form_id"]) for b in page.blocks if b["kind"] == "form"]
+    forms = {str(f.id): f for f in session.exec(select(Form).where(Form.id.in_(form_ids)))} if form_ids else {}  # type: ignore[attr-defined]
+    tenant = session.get(Tenant, tenant_id)
+    site_key = session.exec(select(Site.site_key).where(Site.hosted == True)).first()  # noqa: E712
+    return PageBundle(
+        page=page,
+        forms=forms,
+        tenant_slug=tenant.slug if tenant else "",
+        tracker_site_key=site_key,
+        sensitive_fields=sensitive_fields(session),
+    )
 
 
 def load_contact(

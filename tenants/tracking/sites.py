@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -13,7 +14,7 @@ from tenants.cache import Missing, TTLCache
 from tenants.errors import Invalid
 from tenants.isolation import get_owned, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
-from tenants.models import DEFAULT_PARTNER_PARAMS, Site
+from tenants.models import DEFAULT_PARTNER_PARAMS, Site, Visit
 from tenants.tracking.origins import normalize_origin
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "cached_site",
     "create_site",
     "delete_site",
+    "first_visit_at",
     "forget_site",
     "get_site",
     "list_sites",
@@ -136,6 +138,14 @@ def update_site(
 def delete_site(session: Session, site_id: UUID) -> None:
     """Remove the site with its visitors and visits."""
     session.delete(get_site(session, site_id))
+
+
+def first_visit_at(session: Session, site_id: UUID) -> datetime | None:
+    """When a stored visit of the site happened, or None while the snippet has sent nothing that was kept.
+
+    Any one visit answers "does the snippet work?"; ordering by time would scan the site's visits."""
+    get_site(session, site_id)
+    return session.exec(select(Visit.occurred_at).where(Visit.site_id == site_id).limit(1)).first()
 
 
 def snippet(base_url: str, site: Site) -> str:

@@ -1,0 +1,155 @@
+"""Manage: Sites: the sites that carry the tracker, their settings, the snippet, and the first-hit check."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import anyio.to_thread
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+
+from api.dashboard.auth import StaffCaller, requires
+from api.dashboard.manage_input import changed_fields, lines, parsed
+from api.dashboard.rendering import redirect, screen
+from api.tracking.schemas import SiteCreate, SiteUpdate
+from api.web.csrf import checked_form
+from tenants.models import DEFAULT_PARTNER_PARAMS, Site, UserRole
+from tenants.settings import get_settings
+from tenants.tracking import sites
+
+__all__ = ["SitesController"]
+
+SITE_SETTINGS = ("name", "allowed_origins", "honor_dnt", "truncate_ip", "partner_params", "bot_policy")
+
+
+def _site_values(form: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": form.get("name", ""),
+        "allowed_origins": lines(form.get("allowed_origins", "")),
+        "honor_dnt": form.get("honor_dnt") == "on",
+        "truncate_ip": form.get("truncate_ip") == "on",
+        "partner_params": lines(form.get("partner_params", "").replace(",", "\n")),
+        "bot_policy": form.get("bot_policy", "flag"),
+    }
+
+
+def _settings_of(site: Site) -> dict[str, Any]:
+    return {name: getattr(site, name) for name in SITE_SETTINGS}
+
+
+class SitesController(Controller):
+    path = "/app/sites"
+    include_in_schema = False
+    guards = [requires(UserRole.VIEWER)]
+
+    @get("/")
+    async def list_sites(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+        def read() -> list[Site]:
+            with staff.session() as session:
+                return sites.list_sites(session)
+
+        return screen(
+            request,
+            staff,
+            "dashboard/sites/list.html",
+            section="sites",
+            title="Sites",
+            sites=await anyio.to_thread.run_sync(read),
+            can_edit=staff.can(UserRole.EDITOR),
+        )
+
+    @get("/new", guards=[requires(UserRole.EDITOR)])
+    async def new_site(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+        blank = {
+            "name": "",
+            "allowed_origins": [],
+            "honor_dnt": True,
+            "truncate_ip": True,
+            "partner_params": list(DEFAULT_PARTNER_PARAMS),
+            "bot_policy": "flag",
+        }
+        return screen(
+            request,
+            staff,
+            "dashboard/sites/edit.html",
+            section="sites",
+            title="New site",
+            site=None,
+            values=blank,
+            snippet="",
+            first_hit_at=None,
+            can_edit=True,
+        )
+
+    @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
+    async def create_site(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Redirect:
+        data = parsed("site", _site_values(await checked_form(request)), SiteCreate)
+
+        def create() -> UUID:
+            with staff.session() as session:
+                site = sites.create_site(
+                    session,
+                    name=data.name,
+                    allowed_origins=data.allowed_origins,
+                    honor_dnt=data.honor_dnt,
+                    truncate_ip=data.truncate_ip,
+                    partner_params=data.partner_params,
+                    bot_policy=data.bot_policy,
+                )
+                staff.audit(session, "site.create", f"site:{site.id}", fields=list(SITE_SETTINGS))
+                return site.id
+
+        site_id = await anyio.to_thread.run_sync(create)
+        return redirect(f"/app/sites/{site_id}", "Site created: paste its snippet into your pages")
+
+    @get("/{site_id:uuid}")
+    async def show_site(self, request: Request[Any, Any, Any], staff: StaffCaller, site_id: FromPath[UUID]) -> Template:
+        def read() -> tuple[Site, datetime | None]:
+            with staff.session() as session:
+                return sites.get_site(session, site_id), sites.first_visit_at(session, site_id)
+
+        site, first_hit_at = await anyio.to_thread.run_sync(read)
+        return screen(
+            request,
+            staff,
+            "dashboard/sites/edit.html",
+            section="sites",
+            title=site.name,
+            site=site,
+            values=_settings_of(site),
+            snippet=sites.snippet(get_settings().base_url, site),
+            first_hit_at=first_hit_at,
+            can_edit=staff.can(UserRole.EDITOR),
+        )
+
+    @post("/{site_id:uuid}", guards=[requires(UserRole.EDITOR)], status_code=303)
+    async def update_site(
+        self, request: Request[Any, Any, Any], staff: StaffCaller, site_id: FromPath[UUID]
+    ) -> Redirect:
+        data = parsed("site", _site_values(await checked_form(request)), SiteUpdate)
+
+        def update() -> None:
+            with staff.session() as session:
+                before = _settings_of(sites.get_site(session, site_id))
+                site = sites.update_site(session, site_id, **{name: getattr(data, name) for name in SITE_SETTINGS})
+                changed = changed_fields(before, _settings_of(site))
+                if changed:
+                    staff.audit(session, "site.update", f"site:{site.id}", fields=changed)
+                sites.forget_site(site.site_key)
+
+        await anyio.to_thread.run_sync(update)
+        return redirect(f"/app/sites/{site_id}", "Site saved")
+
+    @get("/{site_id:uuid}/first-hit")
+    async def first_hit(self, staff: StaffCaller, site_id: FromPath[UUID]) -> Response[dict[str, Any]]:
+        """Polled by the site page's script until the snippet's first visit is stored."""
+
+        def read() -> dict[str, Any]:
+            with staff.session() as session:
+                seen = sites.first_visit_at(session, site_id)
+                return {"received": seen is not None, "at": seen.isoformat() if seen else None}
+
+        return Response(await anyio.to_thread.run_sync(read), headers={"Cache-Control": "no-store"})
