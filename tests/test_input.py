@@ -133,7 +133,9 @@ def test_a_nul_in_a_membership_form_field_is_refused(client: TestClient[Any], te
     registered = refused_form_page(client.post(f"{base}/register", data=data, follow_redirects=False))
     assert "The field first_name holds" in registered
     login = {"csrf": match.group(1), "email": "cy\x00@example.com", "password": "long enough pass"}
-    assert "The field email holds" in refused_form_page(client.post(f"{base}/login", data=login, follow_redirects=False))
+    assert "The field email holds" in refused_form_page(
+        client.post(f"{base}/login", data=login, follow_redirects=False)
+    )
     assert contacts(client, tenant) == []
 
 
