@@ -13,9 +13,10 @@ from api.dashboard import dashboard_router
 from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
 from api.links.controller import LinksController, exchange, follow_link, whoami
+from api.memberships.controller import MembershipController
 from api.openapi import StrictStructSchemaPlugin, docs_assets, openapi_config
 from api.pages.controller import MembershipSitesController, PagesController
-from api.pages.public import MEMBERSHIP_HANDLERS, PAGE_HANDLERS
+from api.pages.serving import PAGE_HANDLERS
 from api.problems import EXCEPTION_HANDLERS
 from api.requests import StrictJSONRequest
 from api.text import RefuseUnstorableText
@@ -58,7 +59,7 @@ def create_app() -> Litestar:
             whoami,
             MembershipSitesController,
             PagesController,
-            *MEMBERSHIP_HANDLERS,
+            MembershipController,
             *PAGE_HANDLERS,
             tracker_script,
             collect,

@@ -7,7 +7,7 @@ from litestar.datastructures import Cookie
 from tenants.settings import get_settings
 from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE
 
-__all__ = ["secure_cookies", "visitor_cookie"]
+__all__ = ["member_session_cookie", "secure_cookies", "session_cookie_name", "visitor_cookie"]
 
 
 def secure_cookies() -> bool:
@@ -25,4 +25,17 @@ def visitor_cookie(token: str) -> Cookie:
         secure=secure_cookies(),
         samesite="lax",
         path="/",
+    )
+
+
+def session_cookie_name() -> str:
+    """The membership session's cookie: ``__Host-`` requires Secure (https); a plain http development server gets
+    a plain name."""
+    return "__Host-tm_session" if secure_cookies() else "tm_session"
+
+
+def member_session_cookie(session_id: str) -> Cookie:
+    """A member's session: HttpOnly, Lax, for the whole host, ending with the browser."""
+    return Cookie(
+        key=session_cookie_name(), value=session_id, httponly=True, secure=secure_cookies(), samesite="lax", path="/"
     )

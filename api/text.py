@@ -5,7 +5,9 @@ reads what the handler will read, through Litestar's own parsing (the body and f
 connection, so the handler reads them again for free): the path and its parameters, the query, and
 the body when it is a form or JSON (whatever its content type: the tracker sends JSON as text/plain).
 A refusal is ``400`` problem details naming each field, the answer Litestar itself gives for a
-parameter or body it cannot take (so it is already in every operation's documented responses).
+parameter or body it cannot take (so it is already in every operation's documented responses). A
+browser's form (urlencoded or multipart, not asking for JSON) gets the same refusal as a page that
+names the fields (:class:`api.web.FormRefused`), like every other refused form.
 
 ASGI handlers (collect) get the path and query check only: they read their own body, and collect
 strips such text from hits instead (see ``tenants.tracking.hits``).
@@ -24,6 +26,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.web.csrf import FormRefused
 from tenants.nesting import MAX_JSON_DEPTH, nests_deeper_than
 from tenants.text import UNSTORABLE_MESSAGE, find_unstorable, is_storable
 
@@ -46,11 +49,25 @@ class RefuseUnstorableText(ASGIMiddleware):
             fields += _unstorable_in_query(request)
             if not fields and isinstance(scope.get("route_handler"), HTTPRouteHandler):
                 fields = await _unstorable_in_body(request)
+        if fields and _is_browser_form(scope):
+            raise FormRefused(_unstorable_page_message(fields), 400)
         if fields:
             raise ValidationException(
                 UNSTORABLE_DETAIL, extra=[{"key": field, "message": UNSTORABLE_MESSAGE} for field in fields]
             )
         await next_app(scope, receive, send)
+
+
+def _is_browser_form(scope: Scope) -> bool:
+    request: Request[Any, Any, Any] = Request(scope)
+    content_type, _ = request.content_type
+    return content_type in _FORMS and "json" not in (request.headers.get("accept") or "")
+
+
+def _unstorable_page_message(fields: list[str]) -> str:
+    named = ", ".join(fields)
+    which = f"The field {named} holds" if len(fields) == 1 else f"The fields {named} hold"
+    return f"{which} a character that cannot be stored (U+0000 or an unpaired surrogate); remove it and try again."
 
 
 def _unstorable_in_path(scope: Scope) -> list[str]:

@@ -22,6 +22,14 @@ def tenant(make_tenant: Callable[..., TenantHandle]) -> TenantHandle:
     return make_tenant("Inputs")
 
 
+def refused_form_page(response: Any) -> str:
+    """The text of the page a browser's refused form gets: a 400 HTML page, not a JSON problem."""
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert "cannot be stored" in response.text
+    return str(response.text)
+
+
 def refused_fields(response: Any) -> list[str]:
     """The fields a refusal names, after checking it is the documented 400 problem."""
     assert response.status_code == 400, response.text
@@ -96,7 +104,13 @@ def test_a_nul_in_a_public_form_field_is_refused_and_stores_nothing(
     posted = client.post(
         f"/f/{form['form_key']}", data={"email": "bo@example.com", "first_name": "B\x00o"}, headers=headers
     )
-    assert refused_fields(posted) == ["first_name"]
+    assert "The field first_name holds" in refused_form_page(posted)
+    asked_for_json = client.post(
+        f"/f/{form['form_key']}",
+        data={"email": "bo@example.com", "first_name": "B\x00o"},
+        headers={**headers, "Accept": "application/json"},
+    )
+    assert refused_fields(asked_for_json) == ["first_name"]
     as_json = client.post(
         f"/f/{form['form_key']}",
         content='{"email": "bo@example.com", "first_name": "B\\u0000o"}',
@@ -113,12 +127,15 @@ def test_a_nul_in_a_membership_form_field_is_refused(client: TestClient[Any], te
     base = f"/s/{tenant.slug}/m/{site['id']}"
     page = client.get(f"{base}/register")
     assert page.status_code == 200, page.text
-    match = re.search(r"name='csrf' value='([^']+)'", page.text)
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert match is not None
     data = {"csrf": match.group(1), "email": "cy@example.com", "first_name": "C\x00y", "password": "long enough pass"}
-    assert refused_fields(client.post(f"{base}/register", data=data, follow_redirects=False)) == ["first_name"]
+    registered = refused_form_page(client.post(f"{base}/register", data=data, follow_redirects=False))
+    assert "The field first_name holds" in registered
     login = {"csrf": match.group(1), "email": "cy\x00@example.com", "password": "long enough pass"}
-    assert refused_fields(client.post(f"{base}/login", data=login, follow_redirects=False)) == ["email"]
+    assert "The field email holds" in refused_form_page(
+        client.post(f"{base}/login", data=login, follow_redirects=False)
+    )
     assert contacts(client, tenant) == []
 
 

@@ -90,7 +90,7 @@ def blocks_shown(html: str) -> list[str]:
 def csrf(client: TestClient[Any], path: str) -> str:
     page = client.get(path)
     assert page.status_code == 200, page.text
-    match = re.search(r"name='csrf' value='([^']+)'", page.text)
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert match is not None
     return match.group(1)
 
@@ -291,7 +291,7 @@ def test_invitation_and_password_reset_by_mail(client: TestClient[Any], tenant: 
     path = urlsplit(link.group(0))
     set_path = f"{path.path}?{path.query}"
     form = client.get(set_path).text
-    token = re.search(r"name='token' value='([^']+)'", form).group(1)  # type: ignore[union-attr]
+    token = re.search(r'name="token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
     chosen = {"csrf": csrf(client, set_path), "token": token, "new_password": "my first password"}
     assert client.post(path.path, data=chosen, follow_redirects=False).status_code == 303
     assert client.post(path.path, data=chosen, follow_redirects=False).status_code == 422  # single use
@@ -688,7 +688,7 @@ def test_a_registration_while_redis_is_down_is_a_503_to_retry_not_a_crash(
         with httpx.Client(base_url=api.base_url, headers=tenant.headers, timeout=30) as http:
             site = http.post("/api/v1/membership-sites", json={"name": "Club", "registration": "open"}).json()
             base = f"/s/{tenant.slug}/m/{site['id']}/register"
-            token = re.search(r"name='csrf' value='([^']+)'", http.get(base).text)
+            token = re.search(r'name="csrf" value="([^"]+)"', http.get(base).text)
             assert token is not None
             form = {"csrf": token.group(1), "email": "dana@example.com", "first_name": "Dana"}
             redis_down()

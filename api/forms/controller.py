@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import html
+import time
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import anyio.to_thread
 import msgspec
-from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from litestar.response import Redirect
+from litestar.response import Redirect, Template
 
 from api.cookies import visitor_cookie
 from api.fields import END, HTTP_URL, NOT_BLANK, SPACE, given
 from api.openapi import AUTH, BODY, creates, problems
 from api.problems import problem
+from api.web import FormRefused, page
+from api.web.templates import render
 from tenants.accounts.service import ApiCaller
 from tenants.contacts.service import CORE_FIELDS
 from tenants.errors import Invalid
@@ -139,7 +141,7 @@ class FormPublic(msgspec.Struct):
             success_message=form.success_message,
             min_fill_seconds=form.min_fill_seconds,
             hosted_url=f"{base}/f/{form.form_key}",
-            embed_html=forms.embed_html(form, base),
+            embed_html=render("forms/embed.html", form=form, base_url=base),
         )
 
 
@@ -221,16 +223,25 @@ class FormsController(Controller):
             forms.delete_form(session, form_id)
 
 
-def _html(body: str, status: int = 200) -> Response[str]:
-    return Response(body, status_code=status, media_type=MediaType.HTML)
+def _hosted_context(
+    form: Form, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "form": form,
+        "base_url": get_settings().base_url,
+        "values": values or {},
+        "errors": errors or {},
+        "shown_at_ms": int(time.time() * 1000),
+    }
 
 
 @get("/f/{form_key:str}", include_in_schema=False)
-async def hosted_form(form_key: FromPath[str]) -> Response[str]:
+async def hosted_form(request: Request[Any, Any, Any], form_key: FromPath[str]) -> Template:
+    """The form on its own page."""
     found = await anyio.to_thread.run_sync(forms.find_public_form, form_key)
     if found is None:
-        return _html("<!doctype html><title>Not found</title><h1>This form does not exist.</h1>", 404)
-    return _html(forms.hosted_page(found[1], get_settings().base_url))
+        raise FormRefused("This form does not exist.", 404, template="not_found.html", context={"title": "Not found"})
+    return page(request, "forms/hosted.html", **_hosted_context(found[1]))
 
 
 def _wants_json(request: Request[Any, Any, Any]) -> bool:
@@ -273,7 +284,8 @@ async def submit_form(request: Request[Any, Any, Any], form_key: FromPath[str]) 
             raise
         found = await anyio.to_thread.run_sync(forms.find_public_form, form_key)
         assert found is not None
-        return _html(forms.hosted_page(found[1], settings.base_url, values=values, errors=error.errors), 422)
+        shown_again = _hosted_context(found[1], values, error.errors)
+        raise FormRefused(error.message, 422, template="forms/hosted.html", context=shown_again) from error
     form = result.form
     if _wants_json(request):
         response: Response[Any] = Response(
@@ -282,8 +294,7 @@ async def submit_form(request: Request[Any, Any, Any], form_key: FromPath[str]) 
     elif form.success_redirect:
         response = Redirect(form.success_redirect, status_code=303)
     else:
-        message = html.escape(form.success_message or "Thank you!")
-        response = _html(f"<!doctype html><meta charset='utf-8'><title>Thank you</title><p>{message}</p>")
+        response = page(request, "forms/thanks.html", message=form.success_message or "Thank you!")
     # The hosted page is on our own site: keep its browser's visitor in a server-set cookie.
     if result.visitor_token and context.own_origin and normalize_origin(origin or "") == context.own_origin:
         response.set_cookie(visitor_cookie(result.visitor_token))

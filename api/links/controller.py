@@ -9,7 +9,7 @@ from uuid import UUID
 
 import anyio.to_thread
 import msgspec
-from litestar import Controller, MediaType, Request, Response, post, route
+from litestar import Controller, Request, Response, post, route
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
@@ -18,6 +18,7 @@ from api.fields import HttpUrl
 from api.openapi import AUTH, BODY, problems
 from api.problems import problem
 from api.tracking.collect import cors_headers, request_origin, same_site, site_for
+from api.web import page
 from tenants.accounts.service import ApiCaller
 from tenants.contacts.service import get_contact
 from tenants.errors import NotFound
@@ -126,9 +127,6 @@ class LinksController(Controller):
             return [_public(link) for link in created]
 
 
-NOT_FOUND_PAGE = "<!doctype html><meta charset='utf-8'><title>Link not valid</title><h1>This link is not valid.</h1>"
-
-
 @route("/l/{token:str}", http_method=["GET", "HEAD"], include_in_schema=False)
 async def follow_link(request: Request[Any, Any, Any], token: FromPath[str]) -> Response[Any]:
     """Redirect to the link's own target; identify the browser unless a mail scanner is clicking."""
@@ -142,7 +140,7 @@ async def follow_link(request: Request[Any, Any, Any], token: FromPath[str]) -> 
             )
         )
     except NotFound:
-        return Response(NOT_FOUND_PAGE, status_code=404, media_type=MediaType.HTML)
+        return page(request, "not_found.html", status=404, title="Link not valid", message="This link is not valid.")
     response: Response[Any] = Response(
         b"",
         status_code=302,

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from api.fields import END, NOT_BLANK, Email, Slug, given
 from api.openapi import AUTH, BODY, creates, problems
+from api.pages.rendering import render_hosted_page
 from tenants.accounts.service import ApiCaller, get_tenant
 from tenants.contacts.service import get_contact, sensitive_fields
 from tenants.identity.service import Level
@@ -450,5 +451,6 @@ class PagesController(Controller):
             contact = get_contact(session, contact_id) if contact_id and level != Level.ANONYMOUS else None
             viewer = pages.Viewer(level.value, contact, membership_site_id, sensitive_fields(session))
             forms = {str(f.id): f for f in session.exec(select(Form))}
-            body = pages.render_page(page, viewer, forms=forms, base_url=get_settings().base_url, tracker_site_key=None)
+            view = pages.page_view(page, viewer, forms=forms)
+            body = render_hosted_page(view, base_url=get_settings().base_url, tracker_site_key=None)
             return Response(body, media_type=MediaType.HTML)

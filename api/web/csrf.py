@@ -25,13 +25,26 @@ CSRF_HEADER = "x-csrf-token"
 
 
 class FormRefused(Exception):
-    """A browser form that cannot be taken: rendered as a page saying why (api.web.templates.refused)."""
+    """A browser form that cannot be taken: rendered as a page saying why (api.web.templates.refused).
 
-    def __init__(self, message: str, status: int = 403, *, retry_after: int | None = None) -> None:
+    By default that page is ``refused.html``; a form that is shown again with the message (a wrong password, a
+    field to correct) names its own ``template`` and the ``context`` it needs besides ``message``."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int = 403,
+        *,
+        retry_after: int | None = None,
+        template: str = "refused.html",
+        context: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.template = template
+        self.context = context or {}
 
 
 def csrf_token(request: Request[Any, Any, Any]) -> tuple[str, bool]:

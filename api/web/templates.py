@@ -1,4 +1,8 @@
-"""The template engine (Jinja2 through Litestar) and :func:`page`, the one way a handler answers with HTML."""
+"""The template engine (Jinja2 through Litestar) and :func:`page`, the one way a handler answers with HTML.
+
+One Jinja2 environment serves Litestar's template responses and :func:`render` alike, so a fragment (a form's
+embed code) or a hot path (a cached hosted page) uses the same templates, filters and escaping as every page.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,9 @@ from litestar.template.config import TemplateConfig
 from markupsafe import Markup
 
 from api.web.csrf import CSRF_FIELD, FormRefused, csrf_cookie, csrf_token
+from tenants.forms.service import HONEYPOT
 
-__all__ = ["STATIC_ROUTER", "page", "refused", "template_config"]
+__all__ = ["ENVIRONMENT", "STATIC_ROUTER", "page", "refused", "render", "template_config"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -25,7 +30,7 @@ STATIC_ROUTER = create_static_files_router(path="/app/static", directories=[STAT
 """First-party CSS and scripts; no CDN."""
 
 
-def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+def _environment() -> Environment:
     # StrictUndefined: a misspelt variable is an error in tests, not a silently empty page.
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -34,9 +39,24 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    engine = JinjaTemplateEngine.from_environment(environment)
+    environment.globals["form_honeypot"] = HONEYPOT
+    return environment
+
+
+ENVIRONMENT = _environment()
+"""The one Jinja2 environment of the app (autoescaping on)."""
+
+
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    engine = JinjaTemplateEngine.from_environment(ENVIRONMENT)
     engine.register_template_callable("csrf_field", _csrf_field)
     return TemplateConfig(instance=engine)
+
+
+def render(template: str, **context: Any) -> str:
+    """``template`` rendered to a string: for fragments and for pages that carry no form of ours (no CSRF
+    token), such as a tenant's hosted page."""
+    return ENVIRONMENT.get_template(template).render(context)
 
 
 def _csrf_field(context: Mapping[str, Any], /) -> Markup:
@@ -64,6 +84,9 @@ def page(
 
 
 def refused(request: Request[Any, Any, Any], refusal: FormRefused) -> Response[Any]:
-    """The one answer to a refused browser form: a page that says why, with the refusal's status."""
+    """The one answer to a refused browser form: a page that says why, with the refusal's status; the form's own
+    page again (with the message) when the refusal names one."""
     headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
-    return page(request, "refused.html", status=refusal.status, headers=headers, message=refusal.message)
+    return page(
+        request, refusal.template, status=refusal.status, headers=headers, **refusal.context, message=refusal.message
+    )

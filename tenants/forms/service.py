@@ -3,7 +3,6 @@ contact by email, identifies the submitting browser and merges its anonymous his
 
 from __future__ import annotations
 
-import html
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -30,9 +29,7 @@ __all__ = [
     "SubmissionResult",
     "create_form",
     "delete_form",
-    "embed_html",
     "get_form",
-    "hosted_page",
     "list_forms",
     "submit",
     "update_form",
@@ -163,66 +160,6 @@ def _validated_fill_seconds(seconds: int) -> int:
 
 def delete_form(session: Session, form_id: UUID) -> None:
     session.delete(get_form(session, form_id))
-
-
-def _inputs(form: Form, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> str:
-    values, errors = values or {}, errors or {}
-    rows = []
-    for spec in form.fields:
-        name = html.escape(spec["name"])
-        label = html.escape(spec["label"])
-        required = " required" if spec["required"] else ""
-        value = html.escape(values.get(spec["name"], ""))
-        if spec["type"] == "textarea":
-            control = f'<textarea name="{name}" maxlength="{spec["max_length"]}"{required}>{value}</textarea>'
-        elif spec["type"] == "checkbox":
-            control = f'<input type="checkbox" name="{name}" value="true"{required}>'
-        else:
-            kind, limit = spec["type"], spec["max_length"]
-            control = f'<input type="{kind}" name="{name}" value="{value}" maxlength="{limit}"{required}>'
-        error = f' <span class="tm-error">{html.escape(errors[spec["name"]])}</span>' if spec["name"] in errors else ""
-        rows.append(f"<p><label>{label} {control}</label>{error}</p>")
-    # The honeypot is invisible to people; bots that fill every field reveal themselves.
-    rows.append(
-        f'<p style="position:absolute;left:-10000px" aria-hidden="true"><label>Leave empty '
-        f'<input type="text" name="{HONEYPOT}" tabindex="-1" autocomplete="off"></label></p>'
-    )
-    return "\n".join(rows)
-
-
-def embed_html(form: Form, base_url: str, *, shown_at_ms: int | None = None) -> str:
-    """The snippet to paste into a page that carries the tracker (it adds the visitor token and page).
-
-    A page Trailmark renders itself passes ``shown_at_ms``, so the fill-time check works without
-    JavaScript; a pasted snippet is static, so its script stamps the time the page was shown."""
-    action = f"{base_url}/f/{form.form_key}"
-    stamp = (
-        f'<input type="hidden" name="tm_started" value="{shown_at_ms}">\n</form>\n'
-        if shown_at_ms is not None
-        else '<input type="hidden" name="tm_started" value="">\n</form>\n'
-        "<script>document.currentScript.previousElementSibling.tm_started.value = Date.now();</script>"
-    )
-    return (
-        f'<form method="post" action="{action}" data-trailmark-form="{form.form_key}">\n'
-        f"{_inputs(form)}\n"
-        '<p><button type="submit">Send</button></p>\n'
-        f"{stamp}"
-    )
-
-
-def hosted_page(
-    form: Form, base_url: str, *, values: dict[str, str] | None = None, errors: dict[str, str] | None = None
-) -> str:
-    """The form on its own page at ``/f/{form_key}``."""
-    title = html.escape(form.name)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'></head><body>"
-        f"<h1>{title}</h1>"
-        f'<form method="post" action="{base_url}/f/{form.form_key}">\n{_inputs(form, values, errors)}\n'
-        f'<input type="hidden" name="tm_started" value="{int(time.time() * 1000)}">\n'
-        '<p><button type="submit">Send</button></p></form></body></html>'
-    )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Hosted pages: ordered blocks, each visible to some identification levels, with merge fields.
 
 Tenant HTML is cleaned by ``nh3`` when saved and never compiled as a template: merge fields such as
-``{{contact.first_name|there}}`` are replaced by plain substitution of HTML-escaped values. Fields that
+``{{contact.first_name|there}}`` are replaced by plain substitution of HTML-escaped values. What a viewer
+sees is a :class:`PageView` of data; ``api.pages.rendering`` turns it into HTML with the app's templates. Fields that
 are sensitive (email, phone, custom fields flagged sensitive) are filled only for a logged-in member,
 whatever the block says; anyone else gets the default.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import html
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -23,7 +23,6 @@ from sqlmodel import Session, col, select
 from tenants.accounts.service import SLUG_PATTERN
 from tenants.contacts.service import SENSITIVE_CORE_FIELDS
 from tenants.errors import Conflict, Invalid
-from tenants.forms.service import embed_html
 from tenants.identity.service import Level
 from tenants.isolation import current_tenant_id, get_owned
 from tenants.models import Contact, Form, MembershipSite, Page, Site, utcnow
@@ -34,6 +33,8 @@ from tenants.tracking.sites import create_site
 
 __all__ = [
     "LEVELS",
+    "BlockView",
+    "PageView",
     "Viewer",
     "create_page",
     "delete_page",
@@ -43,7 +44,7 @@ __all__ = [
     "list_pages",
     "login_path",
     "page_allows",
-    "render_page",
+    "page_view",
     "safe_next",
     "update_page",
 ]
@@ -336,37 +337,49 @@ def _visible(block: dict[str, Any], viewer: Viewer) -> bool:
     return site is None or (viewer.membership_site_id is not None and str(viewer.membership_site_id) == site)
 
 
-def render_page(
-    page: Page, viewer: Viewer, *, forms: dict[str, Form], base_url: str, tracker_site_key: str | None
-) -> str:
-    """The page's HTML for this viewer."""
-    parts = []
-    shown_at_ms = int(time.time() * 1000)
+@dataclass(frozen=True)
+class BlockView:
+    """One block as a viewer sees it."""
+
+    id: str
+    kind: str
+    html: str = ""
+    """HTML safe to insert as is: an html block's sanitised source, or a link's escaped text, with merge fields
+    filled by escaped values."""
+    url: str = ""
+    form: Form | None = None
+
+
+@dataclass(frozen=True)
+class PageView:
+    """What one viewer sees of a page."""
+
+    title_html: str
+    """The escaped title with its merge fields filled (escaped too)."""
+    meta: list[tuple[str, str]]
+    level: str
+    blocks: list[BlockView]
+
+
+def page_view(page: Page, viewer: Viewer, *, forms: dict[str, Form]) -> PageView:
+    """The blocks this viewer may see, in order, with merge fields filled as escaped data; a form block whose
+    form is gone is left out."""
+    blocks: list[BlockView] = []
     for block in page.blocks:
         if not _visible(block, viewer):
             continue
         if block["kind"] == "html":
-            parts.append(
-                f'<section data-block="{html.escape(block["id"])}">{fill_merge_fields(block["html"], viewer)}</section>'
-            )
+            blocks.append(BlockView(block["id"], "html", html=fill_merge_fields(block["html"], viewer)))
         elif block["kind"] == "form":
             form = forms.get(block["form_id"])
             if form is not None:
-                parts.append(
-                    f'<section data-block="{html.escape(block["id"])}">'
-                    f"{embed_html(form, base_url, shown_at_ms=shown_at_ms)}</section>"
-                )
+                blocks.append(BlockView(block["id"], "form", form=form))
         else:
             text = fill_merge_fields(html.escape(block["text"]), viewer)
-            link = f'<a href="{html.escape(block["url"])}">{text}</a>'
-            parts.append(f'<section data-block="{html.escape(block["id"])}">{link}</section>')
-    meta = "".join(
-        f'<meta name="{html.escape(name)}" content="{html.escape(value)}">' for name, value in page.meta.items()
-    )
-    tracker = f'<script async src="{base_url}/t/{tracker_site_key}.js"></script>' if tracker_site_key else ""
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{fill_merge_fields(html.escape(page.title), viewer)}</title>{meta}{tracker}</head>"
-        f'<body data-level="{viewer.level}">{"".join(parts)}</body></html>'
+            blocks.append(BlockView(block["id"], "link", html=text, url=block["url"]))
+    return PageView(
+        title_html=fill_merge_fields(html.escape(page.title), viewer),
+        meta=list(page.meta.items()),
+        level=viewer.level,
+        blocks=blocks,
     )

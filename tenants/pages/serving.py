@@ -25,7 +25,7 @@ from tenants.isolation.public_keys import tenant_of_public_key
 from tenants.memberships.sessions import MemberSession
 from tenants.models import Contact, Form, Page, Site, Tenant
 from tenants.pages.cache import pages
-from tenants.pages.service import Viewer, login_path, page_allows, render_page
+from tenants.pages.service import PageView, Viewer, login_path, page_allows, page_view
 
 __all__ = [
     "PageBundle",
@@ -39,14 +39,16 @@ __all__ = [
     "viewer_of",
 ]
 
-NOT_FOUND = "<!doctype html><title>Not found</title><h1>This page does not exist.</h1>"
-
 
 @dataclass(frozen=True)
 class PageResult:
+    """What a page view answers: the page (200), where to go first (303), or why not (403, 404)."""
+
     status: int
-    html: str | None = None
+    view: PageView | None = None
     location: str | None = None
+    needed: str | None = None
+    """For a 403: what the viewer needs to do first ("log in", "be identified")."""
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,10 @@ def viewer_of(bundle: PageBundle, member: MemberSession | None, identity: tuple[
     return Viewer(Level.ANONYMOUS.value, None, None, bundle.sensitive_fields)
 
 
-def page_result(bundle: PageBundle | None, viewer: Viewer, *, path: str, base_url: str) -> PageResult:
+def page_result(bundle: PageBundle | None, viewer: Viewer, *, path: str) -> PageResult:
     """The page for this viewer, or where to send a viewer who may not see it yet."""
     if bundle is None:
-        return PageResult(404, html=NOT_FOUND)
+        return PageResult(404)
     page = bundle.page
     if not page_allows(page, viewer):
         if page.redirect_to:
@@ -148,8 +150,5 @@ def page_result(bundle: PageBundle | None, viewer: Viewer, *, path: str, base_ur
         if page.membership_site_id is not None:
             return PageResult(303, location=login_path(bundle.tenant_slug, page.membership_site_id, path))
         needed = "log in" if page.access_level == Level.LOGGED_IN.value else "be identified"
-        return PageResult(
-            403, html=f"<!doctype html><title>Not allowed</title><h1>You need to {needed} to see this page.</h1>"
-        )
-    body = render_page(page, viewer, forms=bundle.forms, base_url=base_url, tracker_site_key=bundle.tracker_site_key)
-    return PageResult(200, html=body)
+        return PageResult(403, needed=needed)
+    return PageResult(200, view=page_view(page, viewer, forms=bundle.forms))
