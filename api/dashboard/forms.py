@@ -17,6 +17,7 @@ from api.dashboard.manage_input import changed_fields, parsed
 from api.dashboard.rendering import redirect, screen
 from api.fields import given
 from api.forms.controller import FormCreate, FormUpdate
+from api.pages.rendering import embed_code
 from api.web.csrf import checked_form
 from tenants.contacts.service import CORE_FIELDS, list_fields
 from tenants.forms import service as forms
@@ -168,7 +169,7 @@ class FormsController(Controller):
             form=form,
             values={**_settings_of(form), "success_redirect": form.success_redirect or ""},
             sites=[],
-            embed=forms.embed_html(form, base_url),
+            embed=embed_code(form, base_url),
             hosted_url=f"{base_url}/f/{form.form_key}",
             **context,
         )

@@ -12,14 +12,15 @@ import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
-from markupsafe import escape
 from sqlmodel import Session
 
 from api.dashboard.auth import StaffCaller, requires
 from api.dashboard.manage_input import changed_fields, parsed
 from api.dashboard.rendering import redirect, screen
 from api.pages.controller import PageCreate, PageUpdate
+from api.pages.rendering import render_hosted_page
 from api.web.csrf import checked_form, checked_form_lists
+from api.web.templates import render
 from tenants.accounts.service import get_tenant
 from tenants.forms.service import list_forms
 from tenants.identity.service import Level
@@ -106,13 +107,14 @@ def _preview_html(session: Session, staff: StaffCaller, page: Page, level: str) 
         )
     identity = None if level == Level.ANONYMOUS.value else (contact, "preview")
     path = f"/s/{bundle.tenant_slug}/{page.slug}"
-    result = page_result(bundle, viewer_of(bundle, member, identity), path=path, base_url=get_settings().base_url)
+    result = page_result(bundle, viewer_of(bundle, member, identity), path=path)
     if result.location is not None:
-        return (
-            f"<!doctype html><title>Sent elsewhere</title><p>A {LEVEL_LABELS[level].lower()} visitor is sent "
-            f"to <code>{escape(result.location)}</code>.</p>"
+        return render(
+            "dashboard/pages/preview_elsewhere.html", who=LEVEL_LABELS[level].lower(), location=result.location
         )
-    return result.html or ""
+    if result.view is None:
+        return render("pages/not_allowed.html", needed=result.needed or "log in")
+    return render_hosted_page(result.view, base_url=get_settings().base_url, tracker_site_key=None)
 
 
 def _preview(body: str) -> Response[str]:

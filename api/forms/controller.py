@@ -16,9 +16,9 @@ from litestar.response import Redirect, Template
 from api.cookies import visitor_cookie
 from api.fields import END, HTTP_URL, NOT_BLANK, SPACE, given
 from api.openapi import AUTH, BODY, creates, problems
+from api.pages.rendering import embed_code
 from api.problems import problem
 from api.web import FormRefused, page
-from api.web.templates import render
 from tenants.accounts.service import ApiCaller
 from tenants.contacts.service import CORE_FIELDS
 from tenants.errors import Invalid
@@ -141,7 +141,7 @@ class FormPublic(msgspec.Struct):
             success_message=form.success_message,
             min_fill_seconds=form.min_fill_seconds,
             hosted_url=f"{base}/f/{form.form_key}",
-            embed_html=render("forms/embed.html", form=form, base_url=base),
+            embed_html=embed_code(form, base),
         )
 
 

@@ -19,7 +19,7 @@ from tenants.cache import TTLCache
 from tenants.models import Form
 from tenants.pages.service import PageView
 
-__all__ = ["render_hosted_page"]
+__all__ = ["embed_code", "render_hosted_page"]
 
 
 _form_bodies: TTLCache[tuple[UUID, UUID], tuple[Form, str, Markup]] = TTLCache(60.0)
@@ -38,6 +38,11 @@ def _form_body(form: Form, base_url: str) -> Markup:
         return cached[2]
     body = Markup(render("forms/body.html", form=form, base_url=base_url))  # noqa: S704 - our template's output
     return _form_bodies.put((form.tenant_id, form.id), (form, base_url, body))[2]
+
+
+def embed_code(form: Form, base_url: str) -> str:
+    """The HTML a tenant pastes into its own site to show ``form`` (the REST API's and the dashboard's)."""
+    return render("forms/embed.html", form=form, base_url=base_url)
 
 
 def render_hosted_page(view: PageView, *, base_url: str, tracker_site_key: str | None) -> str:
