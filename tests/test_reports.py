@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -19,9 +21,9 @@ from sqlalchemy import text
 
 from tenants.isolation import tenant_session
 from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql, visit_dimension_sql
-from tenants.reports.rollups import check_day, compare_rollups, rebuild_rollups
+from tenants.reports.rollups import check_day, compare_rollups
 from tenants.reports.service import ReportQuery, attribution, overview
-from tests.conftest import SiteHandle, TenantHandle, make_site, token_after, wait_stored, wait_until
+from tests.conftest import SiteHandle, TenantHandle, child_env, make_site, token_after, wait_stored, wait_until
 
 ORIGIN = "https://shop.example"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
@@ -31,12 +33,18 @@ BASE = datetime.combine(TODAY - timedelta(days=8), datetime.min.time(), UTC) + t
 
 
 def _hit(at: datetime, path: str = "/", **fields: Any) -> dict[str, Any]:
-    return {"hit_id": str(uuid.uuid4()), "ts": int(at.timestamp() * 1000), "url": f"{ORIGIN}{path}", "path": path,
-            **fields}  # fmt: skip
+    return {
+        "hit_id": str(uuid.uuid4()),
+        "ts": int(at.timestamp() * 1000),
+        "url": f"{ORIGIN}{path}",
+        "path": path,
+        **fields,
+    }
 
 
-def _send(client: TestClient[Any], site: SiteHandle, hits: list[dict[str, Any]], token: str | None,
-          agent: str = BROWSER) -> tuple[str, bytes]:  # fmt: skip
+def _send(
+    client: TestClient[Any], site: SiteHandle, hits: list[dict[str, Any]], token: str | None, agent: str = BROWSER
+) -> tuple[str, bytes]:
     body = json.dumps({"v": 1, "token": token, "hits": hits}).encode()
     headers = {"Origin": ORIGIN, "User-Agent": agent, "Content-Type": "text/plain;charset=UTF-8"}
     answer = client.post(f"/collect/{site.site_key}", content=body, headers=headers)
@@ -64,24 +72,28 @@ def _journeys() -> list[list[tuple[timedelta, str, dict[str, Any]]]]:
         [(0 * day, "/", google), (10 * minute, "/pricing", {}), (2 * 60 * minute, "/", {}), (2 * day, "/a", mail)],
         [(1 * day, "/launch", paid), (1 * day + 5 * minute, "/launch", {"type": "event", "event_name": "signup"})],
         [(3 * day, "/", {}), (3 * day + 40 * minute, "/blog", {"referrer": "https://news.example/top"})],
-        [(3 * day, "/", {"partner_code": "ACME"}), (4 * day, "/", {"utm": {"source": "google", "medium": "cpc"},
-                                                                 "click_ids": {"gclid": "G1"}})],  # fmt: skip
+        [
+            (3 * day, "/", {"partner_code": "ACME"}),
+            (4 * day, "/", {"utm": {"source": "google", "medium": "cpc"}, "click_ids": {"gclid": "G1"}}),
+        ],
         [(5 * day, "/offer", mail), (5 * day + 1 * minute, "/offer/2", {})],
         [(6 * day, "/", google)],
     ]
 
 
 @pytest.fixture
-def seeded(
-    client: TestClient[Any], pipeline: None, make_tenant: Callable[..., TenantHandle]
-) -> Seeded:
+def seeded(client: TestClient[Any], pipeline: None, make_tenant: Callable[..., TenantHandle]) -> Seeded:
     tenant = make_tenant("Reports")
     site = make_site(tenant, [ORIGIN])
     other_site = make_site(tenant, [ORIGIN])
     form = client.post(
         "/api/v1/forms",
-        json={"site_id": str(site.site_id), "name": "Signup", "min_fill_seconds": 1,
-              "fields": [{"name": "email", "maps_to": "email", "type": "email"}]},  # fmt: skip
+        json={
+            "site_id": str(site.site_id),
+            "name": "Signup",
+            "min_fill_seconds": 1,
+            "fields": [{"name": "email", "maps_to": "email", "type": "email"}],
+        },
         headers=tenant.headers,
     ).json()
     sent, resend, tokens = 0, b"", []
@@ -92,16 +104,24 @@ def seeded(
             resend = resend or body
             sent += 1
         tokens.append(token)
-    _send(client, site, [_hit(BASE + timedelta(days=2), "/robots"), _hit(BASE + timedelta(days=2, hours=1))], None,
-          CRAWLER)  # fmt: skip
+    _send(
+        client,
+        site,
+        [_hit(BASE + timedelta(days=2), "/robots"), _hit(BASE + timedelta(days=2, hours=1))],
+        None,
+        CRAWLER,
+    )
     sent += 2
     wait_stored(tenant.tenant_id, sent)
     # Three browsers fill in the form: three contacts, attributed by the touches of their visits.
     for number, token in enumerate(tokens[:3] + tokens[4:5]):
         answer = client.post(
             f"/f/{form['form_key']}",
-            data={"tm_started": str(int(time.time() * 1000) - 5000), "tm_token": token,
-                  "email": f"person{number}@example.com"},  # fmt: skip
+            data={
+                "tm_started": str(int(time.time() * 1000) - 5000),
+                "tm_token": token,
+                "email": f"person{number}@example.com",
+            },
             headers={"Origin": ORIGIN, "User-Agent": BROWSER, "Accept": "application/json"},
         )
         assert answer.status_code == 200, answer.text
@@ -123,7 +143,9 @@ def _filter_sql(dims: dict[str, str], filters: dict[str, str]) -> tuple[str, dic
     return (" AND ".join(clauses) or "true"), {f"f_{name}": value for name, value in filters.items()}
 
 
-def scan_traffic(tenant: TenantHandle, q: ReportQuery, group_by: tuple[str, ...] = ()) -> dict[tuple[str, ...], dict[str, int]]:  # noqa: E501
+def scan_traffic(
+    tenant: TenantHandle, q: ReportQuery, group_by: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], dict[str, int]]:
     """Visitors (first hit of a day), new visitors (first hit ever), entries, pageviews, from the visits."""
     dims = visit_dimension_sql("h")
     where, params = _filter_sql(dims, q.filters)
@@ -147,7 +169,9 @@ def scan_traffic(tenant: TenantHandle, q: ReportQuery, group_by: tuple[str, ...]
     return {tuple(row[: len(group_by) or 1]): dict(zip(names, row[len(group_by) or 1 :], strict=True)) for row in rows}
 
 
-def scan_contacts(tenant: TenantHandle, q: ReportQuery, touch: str = "first", group_by: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:  # noqa: E501
+def scan_contacts(
+    tenant: TenantHandle, q: ReportQuery, touch: str = "first", group_by: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], int]:
     dims = touch_dimension_sql(f"c.{touch}_touch")
     where, params = _filter_sql(dims, q.filters)
     keys = ", ".join(dims[name] for name in group_by) or "'all'"
@@ -170,8 +194,11 @@ def assert_overview_equals_a_scan(tenant: TenantHandle, q: ReportQuery) -> None:
     expected = _total(scan_traffic(tenant, q))
     got = report.totals
     assert (got.visitors, got.new_visitors, got.entries, got.pageviews) == (
-        expected["visitors"], expected["new_visitors"], expected["entries"], expected["pageviews"],
-    ), q  # fmt: skip
+        expected["visitors"],
+        expected["new_visitors"],
+        expected["entries"],
+        expected["pageviews"],
+    ), q
     assert got.new_contacts == scan_contacts(tenant, q).get(("all",), 0), q
     previous = q.previous()
     expected_before = _total(scan_traffic(tenant, previous))
@@ -242,8 +269,11 @@ def test_a_resent_batch_and_a_replay_do_not_change_the_reports(client: TestClien
     q = ReportQuery(start=TODAY - timedelta(days=9), end=TODAY, site_id=seeded.site.site_id)
     with tenant_session(tenant.tenant_id) as session:
         before = overview(session, q).totals
-    answer = client.post(f"/collect/{seeded.site.site_key}", content=seeded.resend,
-                         headers={"Origin": ORIGIN, "User-Agent": BROWSER, "Content-Type": "text/plain"})  # fmt: skip
+    answer = client.post(
+        f"/collect/{seeded.site.site_key}",
+        content=seeded.resend,
+        headers={"Origin": ORIGIN, "User-Agent": BROWSER, "Content-Type": "text/plain"},
+    )
     assert answer.status_code == 202
     # A hit on the other site after it: once it is stored, the re-sent batch has been drained too.
     _send(client, seeded.other_site, [_hit(datetime.now(UTC), "/marker")], None)
@@ -271,9 +301,13 @@ def test_the_nightly_check_finds_a_corrupted_rollup_and_the_rebuild_repairs_it(
     assert differences
     assert all(d.stored[0] == d.derived[0] + 5 for d in differences)
     assert str(tenant.tenant_id) in caplog.text
-    with tenant_session(tenant.tenant_id) as session:
-        rebuild_rollups(session, day - timedelta(days=5), TODAY)
-        session.commit()
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "api.cli", "reports", "rebuild", "--from", str(day - timedelta(days=5)),
+         "--to", str(TODAY), "--tenant", str(tenant.tenant_id)],
+        env=child_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "for 1 tenant" in rebuilt.stdout
     with tenant_session(tenant.tenant_id) as session:
         assert compare_rollups(session, day - timedelta(days=5), TODAY) == []
     assert_overview_equals_a_scan(tenant, ReportQuery(start=TODAY - timedelta(days=9), end=TODAY))
@@ -311,7 +345,10 @@ def test_another_tenant_sees_nothing_and_not_our_site(
         )
         assert foreign.status_code == 404, foreign.text
     own = client.get("/api/v1/reports/overview", params=params, headers=seeded.site.tenant.headers).json()
-    assert own["totals"]["visits"] == _total(scan_traffic(seeded.site.tenant, ReportQuery(TODAY - timedelta(days=9), TODAY)))["entries"]  # noqa: E501
+    assert (
+        own["totals"]["visits"]
+        == _total(scan_traffic(seeded.site.tenant, ReportQuery(TODAY - timedelta(days=9), TODAY)))["entries"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -325,9 +362,12 @@ def test_another_tenant_sees_nothing_and_not_our_site(
     ],
 )
 def test_an_invalid_report_query_is_a_400_with_the_reason(
-    client: TestClient[Any], make_tenant: Callable[..., TenantHandle], path: str, params: dict[str, str],
+    client: TestClient[Any],
+    make_tenant: Callable[..., TenantHandle],
+    path: str,
+    params: dict[str, str],
     field: str | None,
-) -> None:  # fmt: skip
+) -> None:
     answer = client.get(f"/api/v1/reports/{path}", params=params, headers=make_tenant("Asker").headers)
     assert answer.status_code == 400, answer.text
     problem = answer.json()
@@ -339,12 +379,17 @@ def test_an_invalid_report_query_is_a_400_with_the_reason(
 def test_the_live_panel_counts_the_last_minutes(client: TestClient[Any], seeded: Seeded) -> None:
     tenant = seeded.site.tenant
     now = datetime.now(UTC)
-    token, _ = _send(client, seeded.site, [_hit(now - timedelta(minutes=5), "/now"), _hit(now, "/now")], None)
+    _send(client, seeded.site, [_hit(now - timedelta(minutes=5), "/now"), _hit(now, "/now")], None)
     _send(client, seeded.site, [_hit(now - timedelta(minutes=50), "/earlier")], None)
     wait_stored(tenant.tenant_id, seeded.visits + 3)
     live = client.get("/api/v1/reports/live", params={"site_id": str(seeded.site.site_id)}, headers=tenant.headers)
     assert live.status_code == 200, live.text
-    assert live.json() == {"minutes": 30, "visitors": 1, "pageviews": 2, "top_pages": [{"path": "/now", "pageviews": 2}]}
+    assert live.json() == {
+        "minutes": 30,
+        "visitors": 1,
+        "pageviews": 2,
+        "top_pages": [{"path": "/now", "pageviews": 2}],
+    }
 
 
 def test_days_are_utc_days() -> None:

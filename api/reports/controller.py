@@ -19,6 +19,7 @@ from tenants.reports.dimensions import DIMENSIONS
 
 __all__ = ["ReportsController"]
 
+_ONE_DIMENSION = "|".join(DIMENSIONS)
 DEFAULT_GROUP_BY = ",".join(service.DEFAULT_ATTRIBUTION_GROUPS)
 Start = Annotated[date, Parameter(description="First day (UTC), inclusive")]
 End = Annotated[date, Parameter(description="Last day (UTC), inclusive; at most 400 days after start")]
@@ -30,7 +31,7 @@ GroupBy = Annotated[
     str,
     Parameter(
         max_length=200,
-        pattern=r"^[a-z_]+(,[a-z_]+)*$",
+        pattern=f"^({_ONE_DIMENSION})(,({_ONE_DIMENSION}))*$",
         description=f"Comma-separated dimensions to group by, of: {', '.join(DIMENSIONS)}",
     ),
 ]
@@ -105,7 +106,9 @@ class ReportsController(Controller):
         end: End,
         site_id: SiteId = None,
         include_bots: Bots = False,
-        model: Annotated[Literal["first", "last"], Parameter(description="Which touch a contact is credited to")] = "first",
+        model: Annotated[
+            Literal["first", "last"], Parameter(description="Which touch a contact is credited to")
+        ] = "first",
         group_by: GroupBy = DEFAULT_GROUP_BY,
         channel: Dimension = None,
         source: Dimension = None,

@@ -22,22 +22,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import text
 from sqlmodel import Session
 
-from tenants.isolation import current_tenant_id
+from tenants.isolation import current_tenant_id, system_session, tenant_session
 from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql, visit_dimension_sql
 
 __all__ = [
     "MAX_DAYS_TO_CONTACT",
     "SESSION_GAP",
     "RollupDifference",
+    "check_all_tenants",
+    "check_day",
     "compare_rollups",
     "contact_keys_sql",
     "rebuild_rollups",
+    "rebuild_tenants",
+    "report_tenants",
     "traffic_rollup_sql",
 ]
 
@@ -179,13 +184,35 @@ def check_day(session: Session, day: date) -> list[RollupDifference]:
     return differences
 
 
+def report_tenants() -> list[UUID]:
+    """Every tenant's id (through the owner-run function: the app role sees no tenant without one)."""
+    with system_session() as session:
+        return [row[0] for row in session.execute(text("SELECT trailmark_report_tenants()")).all()]
+
+
+def check_all_tenants(day: date) -> int:
+    """The nightly check: compare each tenant's rollups of ``day`` with a scan, log what differs; returns
+    how many keys differ in all. Each tenant in its own transaction, so one slow tenant holds no other."""
+    differing = 0
+    for tenant_id in report_tenants():
+        with tenant_session(tenant_id) as session:
+            differing += len(check_day(session, day))
+    return differing
+
+
+def rebuild_tenants(start: date, end: date, tenant_ids: list[UUID] | None = None) -> int:
+    """Rebuild the rollups of ``start`` … ``end`` for the given tenants (all when None), one transaction per
+    tenant; returns how many tenants were rebuilt."""
+    ids = report_tenants() if tenant_ids is None else tenant_ids
+    for tenant_id in ids:
+        with tenant_session(tenant_id) as session:
+            rebuild_rollups(session, start, end)
+    return len(ids)
+
+
 def _by_key(rows: Sequence[Any], width: int) -> dict[tuple[Any, ...], tuple[int, ...]]:
     return {tuple(row[:width]): tuple(int(v) for v in row[width:]) for row in rows if any(row[width:])}
 
 
 def _params(session: Session, start: date, end: date) -> dict[str, Any]:
     return {"tenant_id": current_tenant_id(session), "start": start, "end": end}
-
-
-def yesterday(today: date) -> date:
-    return today - timedelta(days=1)
