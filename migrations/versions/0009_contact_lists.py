@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0009"
-# TODO(lead): set to "0008" once the reports migration is merged (it is "0008").
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

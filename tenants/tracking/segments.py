@@ -14,12 +14,13 @@ from typing import Any
 from sqlalchemy import TextClause, bindparam, text
 
 from tenants.errors import Invalid
-from tenants.reports.dimensions import touch_dimension_sql, visit_dimension_sql
+from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql, visit_dimension_sql
 
-__all__ = ["DIMENSIONS", "TOUCHES", "TouchFilter", "touch_conditions", "visit_conditions"]
+__all__ = ["FILTERED_DIMENSIONS", "TOUCHES", "TouchFilter", "touch_conditions", "visit_conditions"]
 
 TOUCHES = ("first", "last")
-DIMENSIONS = ("channel", "source", "medium", "campaign", "partner")
+FILTERED_DIMENSIONS = ("channel", "source", "medium", "campaign", "partner")
+"""The dimensions a list filters on (the Attribution screen links its rows with these names)."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class TouchFilter:
 
     def values(self) -> dict[str, str]:
         """The dimensions asked for, by name."""
-        return {f.name: v for f in fields(self) if f.name in DIMENSIONS and (v := getattr(self, f.name)) is not None}
+        return {f.name: v for f in fields(self) if f.name in FILTERED_DIMENSIONS and (v := getattr(self, f.name)) is not None}
 
 
 def _conditions(expressions: dict[str, str], wanted: dict[str, str], prefix: str) -> list[TextClause]:
@@ -57,7 +58,8 @@ def touch_conditions(touch_filter: TouchFilter, *, table: str) -> list[TextClaus
     if not wanted:
         return []
     column = f"{table}.{touch_filter.touch}_touch"
-    return [text(f"{column} IS NOT NULL"), *_conditions(touch_dimension_sql(column), wanted, "touch")]
+    # A never-touched row counts as direct, as in the rollups: no "IS NOT NULL" here.
+    return _conditions(touch_dimension_sql(column), wanted, "touch")
 
 
 def visit_conditions(wanted: dict[str, Any]) -> list[TextClause]:
