@@ -99,7 +99,7 @@ def _contact_keys(row: str) -> str:
     )
     day = f"({row}.created_at AT TIME ZONE 'UTC')::date"
     return (
-        f"SELECT {day} AS day, 'first'::text AS touch, {', '.join(first[d] for d in DIMENSIONS)}, {days} AS days"
+        f"SELECT {day} AS day, 'first'::text AS touch, {', '.join(f'{first[d]} AS {d}' for d in DIMENSIONS)}, {days} AS days"
         f" UNION ALL SELECT {day}, 'last', {', '.join(last[d] for d in DIMENSIONS)}, {days}"
     )
 
