@@ -60,7 +60,7 @@ def sql_contacts(tenant: Any, where: str, **params: Any) -> set[str]:
     """The live contacts a scan of the table selects, written as the reports' dimension SQL."""
     with tenant_session(tenant.tenant_id) as session:
         rows = session.execute(
-            text(f"SELECT id FROM contacts WHERE merged_into IS NULL AND {where}"),  # noqa: S608 - test SQL
+            text(f"SELECT id FROM contacts WHERE merged_into IS NULL AND {where}"),
             params,
         )
         return {str(row[0]) for row in rows}
@@ -217,7 +217,9 @@ def test_an_editor_edits_and_merges_after_confirming(api_server: Any, make_tenan
     saved = editor.post(f"/app/contacts/{ids[0]}/edit", data={"csrf": token, "last_name": "Geller"})
     assert saved.status_code == 303
     confirm = editor.get(f"/app/contacts/{ids[0]}/merge", params={"email": "person1@example.com"})
-    assert confirm.status_code == 200 and "person1@example.com" in confirm.text and "person0@example.com" in confirm.text
+    assert (
+        confirm.status_code == 200 and "person1@example.com" in confirm.text and "person0@example.com" in confirm.text
+    )
     assert editor.get(f"/app/contacts/{ids[0]}/merge", params={"email": "nobody@example.com"}).status_code == 404
     merged = editor.post(
         f"/app/contacts/{ids[0]}/merge", data={"csrf": csrf_of(confirm.text), "other_contact_id": ids[1]}

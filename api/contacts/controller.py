@@ -78,7 +78,7 @@ class ContactsController(Controller):
     security = [{"apiKey": []}]
 
     @get(sync_to_thread=True, summary="List, search and filter contacts", responses=problems(*AUTH, 400, 422))
-    def list_contacts(  # noqa: PLR0913 - one parameter per documented filter
+    def list_contacts(
         self,
         caller: NamedDependency[ApiCaller],
         request: Request[Any, Any, Any],

@@ -14,6 +14,7 @@ import anyio.to_thread
 from litestar import Controller, Request, get, post
 from litestar.response import Redirect, Stream, Template
 from sqlalchemy import literal_column
+from sqlalchemy.sql.elements import Label
 from sqlmodel import Session, col, select
 
 from api.contacts.filters import FIELD_PREFIX, contact_filter
@@ -51,7 +52,7 @@ def _safe_cell(value: str) -> str:
 
 def _touch_dimensions(session: Session, contact_id: UUID) -> dict[str, dict[str, str]]:
     """The first and last touch of a contact by dimension, from the reports' one definition."""
-    columns = [
+    columns: list[Label[Any]] = [
         literal_column(expression).label(f"{touch}__{name}")
         for touch in TOUCHES
         for name, expression in touch_dimension_sql(f"contacts.{touch}_touch").items()

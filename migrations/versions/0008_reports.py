@@ -40,7 +40,8 @@ _FUNCTIONS = [
     """CREATE FUNCTION trailmark_url_path(url text) RETURNS text
         LANGUAGE sql IMMUTABLE PARALLEL SAFE
         AS $$ SELECT CASE WHEN url ~ '^[a-zA-Z][a-zA-Z0-9+.-]*://'
-                          THEN coalesce(nullif(substring(url from '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*([^?#]*)'), ''), '/')
+                          THEN coalesce(nullif(substring(url from '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*([^?#]*)'), ''),
+                                        '/')
                      END $$""",
     # The referrer's host when it is another site than the page's own; NULL for none or the same host.
     """CREATE FUNCTION trailmark_referrer_host(referrer text, page_url text) RETURNS text
@@ -99,7 +100,9 @@ def _contact_keys(row: str) -> str:
     )
     day = f"({row}.created_at AT TIME ZONE 'UTC')::date"
     return (
-        f"SELECT {day} AS day, 'first'::text AS touch, {', '.join(f'{first[d]} AS {d}' for d in DIMENSIONS)}, {days} AS days"
+        # The first branch names the columns: the outer query groups by these names.
+        f"SELECT {day} AS day, 'first'::text AS touch, {', '.join(f'{first[d]} AS {d}' for d in DIMENSIONS)},"
+        f" {days} AS days"
         f" UNION ALL SELECT {day}, 'last', {', '.join(last[d] for d in DIMENSIONS)}, {days}"
     )
 

@@ -20,8 +20,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # The contact list: live contacts, newest first, paged by (created_at, id).
     op.execute(
-        "CREATE INDEX contacts_created_idx ON contacts (tenant_id, created_at DESC, id DESC)"
-        " WHERE merged_into IS NULL"
+        "CREATE INDEX contacts_created_idx ON contacts (tenant_id, created_at DESC, id DESC) WHERE merged_into IS NULL"
     )
     # field.<key>=<value>: containment on the custom values.
     op.execute("CREATE INDEX contacts_custom_idx ON contacts USING gin (custom jsonb_path_ops)")

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import phonenumbers
 from sqlalchemy import exists, func, literal_column, or_, text, tuple_
+from sqlalchemy.sql.elements import Label
 from sqlmodel import Session, col, select
 
 from tenants.accounts.service import normalize_email, validate_email
@@ -306,9 +307,9 @@ def _list_conditions(session: Session, filters: ContactFilter) -> list[Any]:
             raise Invalid("the evidence is unknown", {"evidence": f"must be one of {[e.value for e in Evidence]}"})
         conditions.append(
             exists().where(
-                Visitor.tenant_id == Contact.tenant_id,
-                Visitor.contact_id == Contact.id,
-                Visitor.evidence == filters.evidence,
+                col(Visitor.tenant_id) == col(Contact.tenant_id),
+                col(Visitor.contact_id) == col(Contact.id),
+                col(Visitor.evidence) == filters.evidence,
             )
         )
     if filters.fields:
@@ -389,7 +390,7 @@ def export_contacts(
     masked = staff_masked_fields(session)
     custom_keys = [f.key for f in list_fields(session) if include_sensitive or f"custom.{f.key}" not in masked]
     core = [name for name in ("email", "first_name", "last_name", "phone") if include_sensitive or name not in masked]
-    touch_columns = [
+    touch_columns: list[Label[Any]] = [
         literal_column(expression).label(f"{touch}_{name}")
         for touch in TOUCHES
         for name, expression in touch_dimension_sql(f"contacts.{touch}_touch").items()

@@ -40,7 +40,11 @@ class TouchFilter:
 
     def values(self) -> dict[str, str]:
         """The dimensions asked for, by name."""
-        return {f.name: v for f in fields(self) if f.name in FILTERED_DIMENSIONS and (v := getattr(self, f.name)) is not None}
+        return {
+            f.name: v
+            for f in fields(self)
+            if f.name in FILTERED_DIMENSIONS and (v := getattr(self, f.name)) is not None
+        }
 
 
 def _conditions(expressions: dict[str, str], wanted: dict[str, str], prefix: str) -> list[TextClause]:
@@ -67,5 +71,5 @@ def visit_conditions(wanted: dict[str, Any]) -> list[TextClause]:
     given = {name: str(value) for name, value in wanted.items() if value is not None}
     unknown = set(given) - set(DIMENSIONS)
     if unknown:
-        raise Invalid("a filter is unknown", {name: "is not a visit dimension" for name in unknown})
+        raise Invalid("a filter is unknown", dict.fromkeys(unknown, "is not a visit dimension"))
     return _conditions(visit_dimension_sql("visits"), given, "visit") if given else []
