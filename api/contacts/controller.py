@@ -156,8 +156,8 @@ class ContactsController(Controller):
     @get(
         "/{contact_id:uuid}/timeline",
         sync_to_thread=True,
-        summary="Everything known of a contact, in order",
-        responses=problems(*AUTH, 400, 404),
+        summary="Everything known of a contact, newest first, by page",
+        responses=problems(*AUTH, 400, 404, 422),
     )
     def timeline(
         self,

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 from sqlalchemy import literal_column
 from sqlalchemy.sql.elements import Label
@@ -50,7 +51,7 @@ def _safe_cell(value: str) -> str:
     return f"'{value}" if value.startswith(FORMULA_START) else value
 
 
-def _touch_dimensions(session: Session, contact_id: UUID) -> dict[str, dict[str, str]]:
+def _touch_dimensions(session: Session, contact_id: FromPath[UUID]) -> dict[str, dict[str, str]]:
     """The first and last touch of a contact by dimension, from the reports' one definition."""
     columns: list[Label[Any]] = [
         literal_column(expression).label(f"{touch}__{name}")
@@ -168,11 +169,11 @@ class ContactsController(Controller):
         )
 
     @get("/{contact_id:uuid}", sync_to_thread=True)
-    def contact_page(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Template:
+    def contact_page(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Template:
         return self._contact_screen(request, staff, contact_id, before=request.query_params.get("before") or None)
 
     @post("/{contact_id:uuid}/reveal", guards=[requires(UserRole.EDITOR)], status_code=200)
-    async def reveal(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Template:
+    async def reveal(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Template:
         name = (await checked_form(request)).get("field", "")
 
         def reveal_field() -> dict[str, str]:
@@ -192,7 +193,7 @@ class ContactsController(Controller):
         )
 
     @get("/{contact_id:uuid}/edit", guards=[requires(UserRole.EDITOR)], sync_to_thread=True)
-    def edit_form(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Template:
+    def edit_form(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Template:
         with staff.session() as session:
             contact = contacts.get_contact(session, contact_id)
             custom_fields = contacts.list_fields(session)
@@ -208,7 +209,7 @@ class ContactsController(Controller):
         )
 
     @post("/{contact_id:uuid}/edit", guards=[requires(UserRole.EDITOR)])
-    async def edit(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Redirect:
+    async def edit(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Redirect:
         form = await checked_form(request)
 
         def save() -> None:
@@ -230,7 +231,7 @@ class ContactsController(Controller):
         return redirect(f"/app/contacts/{contact_id}", "Contact saved")
 
     @get("/{contact_id:uuid}/merge", guards=[requires(UserRole.EDITOR)], sync_to_thread=True)
-    def merge_form(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Template:
+    def merge_form(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Template:
         email = (request.query_params.get("email") or "").strip()
         with staff.session() as session:
             contact = contacts.get_contact(session, contact_id)
@@ -254,7 +255,7 @@ class ContactsController(Controller):
         )
 
     @post("/{contact_id:uuid}/merge", guards=[requires(UserRole.EDITOR)])
-    async def merge(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Redirect:
+    async def merge(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Redirect:
         form = await checked_form(request)
         try:
             other_id = UUID(form.get("other_contact_id", ""))

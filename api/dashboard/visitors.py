@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from uuid import UUID
 
 from litestar import Controller, Request, get
+from litestar.params import FromPath
 from litestar.response import Template
 
 from api.contacts.filters import touch_filter
@@ -83,7 +84,7 @@ class VisitorsController(Controller):
         )
 
     @get("/{visitor_id:uuid}", sync_to_thread=True)
-    def visitor_page(self, request: Request[Any, Any, Any], staff: StaffCaller, visitor_id: UUID) -> Template:
+    def visitor_page(self, request: Request[Any, Any, Any], staff: StaffCaller, visitor_id: FromPath[UUID]) -> Template:
         params = _params(request)
         with staff.session() as session:
             visitor = history.get_visitor(session, visitor_id)
