@@ -7,6 +7,7 @@ CSRF check to every state-changing request and renders errors as pages.
 from litestar import Router
 
 from api.dashboard.auth import csrf_guard, provide_staff
+from api.dashboard.contacts import ContactsController
 from api.dashboard.forms import FormsController
 from api.dashboard.links import LinksController
 from api.dashboard.login import LoginController
@@ -16,6 +17,7 @@ from api.dashboard.pages import PagesController
 from api.dashboard.rendering import DASHBOARD_EXCEPTION_HANDLERS
 from api.dashboard.sites import SitesController
 from api.dashboard.staff import AccountController, ApiKeysController, AuditController, StaffController
+from api.dashboard.visitors import VisitorsController, VisitsController
 
 __all__ = ["dashboard_router"]
 
@@ -35,6 +37,9 @@ def dashboard_router() -> Router:
             LinksController,
             PagesController,
             MembershipsController,
+            ContactsController,
+            VisitorsController,
+            VisitsController,
         ],
         guards=[csrf_guard],
         dependencies={"staff": provide_staff},
