@@ -12,6 +12,7 @@ from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Stream, Template
 from sqlalchemy import literal_column
@@ -72,7 +73,7 @@ class ContactsController(Controller):
     guards = [requires(UserRole.VIEWER)]
 
     @get("/", sync_to_thread=True)
-    def contact_list(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    def contact_list(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         params = _params(request)
         filters = contact_filter(params)
         with staff.session() as session:
@@ -99,7 +100,7 @@ class ContactsController(Controller):
         )
 
     @get("/export.csv", sync_to_thread=True)
-    def export(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Stream:
+    def export(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Stream:
         filters = contact_filter(_params(request))
         include_sensitive = staff.can(UserRole.EDITOR)
         # Audited before the first byte, in its own transaction: a download cut short was still taken.
@@ -135,7 +136,7 @@ class ContactsController(Controller):
     def _contact_screen(
         self,
         request: Request[Any, Any, Any],
-        staff: StaffCaller,
+        staff: NamedDependency[StaffCaller],
         contact_id: UUID,
         *,
         before: str | None = None,
@@ -169,11 +170,15 @@ class ContactsController(Controller):
         )
 
     @get("/{contact_id:uuid}", sync_to_thread=True)
-    def contact_page(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Template:
+    def contact_page(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    ) -> Template:
         return self._contact_screen(request, staff, contact_id, before=request.query_params.get("before") or None)
 
     @post("/{contact_id:uuid}/reveal", guards=[requires(UserRole.EDITOR)], status_code=200)
-    async def reveal(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Template:
+    async def reveal(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    ) -> Template:
         name = (await checked_form(request)).get("field", "")
 
         def reveal_field() -> dict[str, str]:
@@ -193,7 +198,9 @@ class ContactsController(Controller):
         )
 
     @get("/{contact_id:uuid}/edit", guards=[requires(UserRole.EDITOR)], sync_to_thread=True)
-    def edit_form(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Template:
+    def edit_form(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    ) -> Template:
         with staff.session() as session:
             contact = contacts.get_contact(session, contact_id)
             custom_fields = contacts.list_fields(session)
@@ -209,7 +216,9 @@ class ContactsController(Controller):
         )
 
     @post("/{contact_id:uuid}/edit", guards=[requires(UserRole.EDITOR)])
-    async def edit(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Redirect:
+    async def edit(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    ) -> Redirect:
         form = await checked_form(request)
 
         def save() -> None:
@@ -231,7 +240,9 @@ class ContactsController(Controller):
         return redirect(f"/app/contacts/{contact_id}", "Contact saved")
 
     @get("/{contact_id:uuid}/merge", guards=[requires(UserRole.EDITOR)], sync_to_thread=True)
-    def merge_form(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Template:
+    def merge_form(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    ) -> Template:
         email = (request.query_params.get("email") or "").strip()
         with staff.session() as session:
             contact = contacts.get_contact(session, contact_id)
@@ -255,7 +266,9 @@ class ContactsController(Controller):
         )
 
     @post("/{contact_id:uuid}/merge", guards=[requires(UserRole.EDITOR)])
-    async def merge(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: FromPath[UUID]) -> Redirect:
+    async def merge(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    ) -> Redirect:
         form = await checked_form(request)
         try:
             other_id = UUID(form.get("other_contact_id", ""))

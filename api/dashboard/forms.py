@@ -9,6 +9,7 @@ from uuid import UUID
 import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
@@ -85,7 +86,7 @@ class FormsController(Controller):
     guards = [requires(UserRole.VIEWER)]
 
     @get("/")
-    async def list_forms(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def list_forms(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         def read() -> tuple[list[Form], dict[Any, str]]:
             with staff.session() as session:
                 return forms.list_forms(session), {s.id: s.name for s in sites.list_sites(session)}
@@ -104,7 +105,7 @@ class FormsController(Controller):
         )
 
     @get("/new", guards=[requires(UserRole.EDITOR)])
-    async def new_form(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def new_form(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         def read() -> tuple[list[Site], dict[str, Any]]:
             with staff.session() as session:
                 return sites.list_sites(session), _editor_context(session, staff)
@@ -132,7 +133,7 @@ class FormsController(Controller):
         )
 
     @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
-    async def create_form(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Redirect:
+    async def create_form(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
         data = parsed("form", _form_values(await checked_form(request), with_site=True), FormCreate)
 
         def create() -> UUID:
@@ -153,7 +154,9 @@ class FormsController(Controller):
         return redirect(f"/app/forms/{form_id}", "Form created")
 
     @get("/{form_id:uuid}")
-    async def show_form(self, request: Request[Any, Any, Any], staff: StaffCaller, form_id: FromPath[UUID]) -> Template:
+    async def show_form(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], form_id: FromPath[UUID]
+    ) -> Template:
         def read() -> tuple[Form, dict[str, Any]]:
             with staff.session() as session:
                 return forms.get_form(session, form_id), _editor_context(session, staff)
@@ -176,7 +179,7 @@ class FormsController(Controller):
 
     @post("/{form_id:uuid}", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def update_form(
-        self, request: Request[Any, Any, Any], staff: StaffCaller, form_id: FromPath[UUID]
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], form_id: FromPath[UUID]
     ) -> Redirect:
         data = parsed("form", _form_values(await checked_form(request), with_site=False), FormUpdate)
 

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from sqlmodel import Session
@@ -64,7 +65,10 @@ class LinksController(Controller):
 
     @get("/")
     async def list_links(
-        self, request: Request[Any, Any, Any], staff: StaffCaller, send_id: FromQuery[str | None] = None
+        self,
+        request: Request[Any, Any, Any],
+        staff: NamedDependency[StaffCaller],
+        send_id: FromQuery[str | None] = None,
     ) -> Template:
         def read() -> list[dict[str, Any]]:
             with staff.session() as session:
@@ -84,7 +88,7 @@ class LinksController(Controller):
         )
 
     @get("/export.csv")
-    async def export_links(self, staff: StaffCaller, send_id: FromQuery[str]) -> Response[str]:
+    async def export_links(self, staff: NamedDependency[StaffCaller], send_id: FromQuery[str]) -> Response[str]:
         """A send's tracked URLs as CSV, one row per link, for a mailing tool's merge."""
 
         def read() -> list[dict[str, Any]]:
@@ -103,7 +107,7 @@ class LinksController(Controller):
         )
 
     @get("/new", guards=[requires(UserRole.EDITOR)])
-    async def new_links(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def new_links(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         return screen(
             request,
             staff,
@@ -114,7 +118,7 @@ class LinksController(Controller):
         )
 
     @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
-    async def create_link(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Redirect:
+    async def create_link(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
         form = await checked_form(request)
 
         def create() -> UUID:
@@ -138,7 +142,7 @@ class LinksController(Controller):
         return redirect(f"/app/links/{await anyio.to_thread.run_sync(create)}", "Tracked link created")
 
     @post("/bulk", guards=[requires(UserRole.EDITOR)], status_code=303)
-    async def create_links(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Redirect:
+    async def create_links(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
         """Each pasted line is a destination URL, or ``recipient, URL``; a bare URL goes to the form's recipient."""
         form = await checked_form(request)
         send_id = form.get("send_id", "").strip() or f"dashboard-{secrets.token_hex(4)}"
@@ -164,7 +168,9 @@ class LinksController(Controller):
         return redirect(f"/app/links?send_id={send_id}", f"{count} tracked links created")
 
     @get("/{link_id:uuid}")
-    async def show_link(self, request: Request[Any, Any, Any], staff: StaffCaller, link_id: FromPath[UUID]) -> Template:
+    async def show_link(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], link_id: FromPath[UUID]
+    ) -> Template:
         def read() -> dict[str, Any]:
             with staff.session() as session:
                 link = links.get_link(session, link_id)

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 from sqlmodel import col, select
@@ -50,7 +51,7 @@ class MembershipsController(Controller):
     guards = [requires(UserRole.VIEWER)]
 
     @get("/")
-    async def list_sites(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def list_sites(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         def read() -> list[MembershipSite]:
             with staff.session() as session:
                 return memberships.list_membership_sites(session)
@@ -66,7 +67,7 @@ class MembershipsController(Controller):
         )
 
     @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
-    async def create_site(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Redirect:
+    async def create_site(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
         values = _site_values(await checked_form(request))
         data = parsed(
             "membership site",
@@ -85,7 +86,9 @@ class MembershipsController(Controller):
         return redirect(f"/app/memberships/{await anyio.to_thread.run_sync(create)}", "Membership site created")
 
     @get("/{site_id:uuid}")
-    async def show_site(self, request: Request[Any, Any, Any], staff: StaffCaller, site_id: FromPath[UUID]) -> Template:
+    async def show_site(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], site_id: FromPath[UUID]
+    ) -> Template:
         def read() -> dict[str, Any]:
             with staff.session() as session:
                 site = memberships.get_membership_site(session, site_id)
@@ -123,7 +126,7 @@ class MembershipsController(Controller):
 
     @post("/{site_id:uuid}", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def update_site(
-        self, request: Request[Any, Any, Any], staff: StaffCaller, site_id: FromPath[UUID]
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], site_id: FromPath[UUID]
     ) -> Redirect:
         data = parsed("membership site", _site_values(await checked_form(request)), MembershipSiteUpdate)
 
@@ -145,7 +148,7 @@ class MembershipsController(Controller):
 
     @post("/{site_id:uuid}/members", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def invite_member(
-        self, request: Request[Any, Any, Any], staff: StaffCaller, site_id: FromPath[UUID]
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], site_id: FromPath[UUID]
     ) -> Redirect:
         form = await checked_form(request)
         data = parsed(
@@ -171,7 +174,7 @@ class MembershipsController(Controller):
 
     @post("/{site_id:uuid}/members/{member_id:uuid}/invitation", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def resend_invitation(
-        self, staff: StaffCaller, site_id: FromPath[UUID], member_id: FromPath[UUID]
+        self, staff: NamedDependency[StaffCaller], site_id: FromPath[UUID], member_id: FromPath[UUID]
     ) -> Redirect:
         def resend() -> None:
             with staff.session() as session:
@@ -182,7 +185,9 @@ class MembershipsController(Controller):
         return redirect(f"/app/memberships/{site_id}", "Invitation sent again")
 
     @post("/{site_id:uuid}/members/{member_id:uuid}/disable", guards=[requires(UserRole.EDITOR)], status_code=303)
-    async def disable_member(self, staff: StaffCaller, site_id: FromPath[UUID], member_id: FromPath[UUID]) -> Redirect:
+    async def disable_member(
+        self, staff: NamedDependency[StaffCaller], site_id: FromPath[UUID], member_id: FromPath[UUID]
+    ) -> Redirect:
         def disable() -> None:
             with staff.session() as session:
                 member = memberships.disable_member(session, site_id, member_id)

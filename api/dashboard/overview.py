@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.response import Template
 
 from api.dashboard.auth import StaffCaller, requires
@@ -20,5 +21,5 @@ class OverviewController(Controller):
     guards = [requires(UserRole.VIEWER)]
 
     @get("/")
-    async def overview(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def overview(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         return screen(request, staff, "dashboard/home.html", section="overview", title="Overview")

@@ -10,6 +10,7 @@ from uuid import UUID
 import anyio.to_thread
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 from sqlmodel import Session
@@ -127,7 +128,7 @@ class PagesController(Controller):
     guards = [requires(UserRole.VIEWER)]
 
     @get("/")
-    async def list_pages(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def list_pages(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         def read() -> tuple[list[Page], str]:
             with staff.session() as session:
                 return pages.list_pages(session), get_tenant(session).slug
@@ -146,7 +147,7 @@ class PagesController(Controller):
         )
 
     @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
-    async def create_page(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Redirect:
+    async def create_page(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
         form = await checked_form(request)
         data = parsed("page", {"slug": form.get("slug", "").strip(), "title": form.get("title", "")}, PageCreate)
 
@@ -162,7 +163,7 @@ class PagesController(Controller):
     async def edit_page(
         self,
         request: Request[Any, Any, Any],
-        staff: StaffCaller,
+        staff: NamedDependency[StaffCaller],
         page_id: FromPath[UUID],
         level: FromQuery[Level] = Level.ANONYMOUS,
     ) -> Template:
@@ -193,7 +194,7 @@ class PagesController(Controller):
 
     @post("/{page_id:uuid}", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def update_page(
-        self, request: Request[Any, Any, Any], staff: StaffCaller, page_id: FromPath[UUID]
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], page_id: FromPath[UUID]
     ) -> Redirect:
         title, blocks, access_level = _parsed_update(await checked_form_lists(request))
 
@@ -211,7 +212,7 @@ class PagesController(Controller):
 
     @get("/{page_id:uuid}/preview")
     async def preview_saved(
-        self, staff: StaffCaller, page_id: FromPath[UUID], level: FromQuery[Level] = Level.ANONYMOUS
+        self, staff: NamedDependency[StaffCaller], page_id: FromPath[UUID], level: FromQuery[Level] = Level.ANONYMOUS
     ) -> Response[str]:
         """The saved page as a viewer of ``level`` sees it (the preview frame's first content)."""
 
@@ -223,7 +224,7 @@ class PagesController(Controller):
 
     @post("/{page_id:uuid}/preview", status_code=200)
     async def preview_draft(
-        self, request: Request[Any, Any, Any], staff: StaffCaller, page_id: FromPath[UUID]
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], page_id: FromPath[UUID]
     ) -> Response[str]:
         """The editor's unsaved form as a viewer of the chosen level would see it; nothing is saved."""
         form = await checked_form_lists(request)

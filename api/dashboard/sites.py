@@ -8,6 +8,7 @@ from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
@@ -46,7 +47,7 @@ class SitesController(Controller):
     guards = [requires(UserRole.VIEWER)]
 
     @get("/")
-    async def list_sites(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def list_sites(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         def read() -> list[Site]:
             with staff.session() as session:
                 return sites.list_sites(session)
@@ -62,7 +63,7 @@ class SitesController(Controller):
         )
 
     @get("/new", guards=[requires(UserRole.EDITOR)])
-    async def new_site(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def new_site(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         blank = {
             "name": "",
             "allowed_origins": [],
@@ -85,7 +86,7 @@ class SitesController(Controller):
         )
 
     @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
-    async def create_site(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Redirect:
+    async def create_site(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
         data = parsed("site", _site_values(await checked_form(request)), SiteCreate)
 
         def create() -> UUID:
@@ -106,7 +107,9 @@ class SitesController(Controller):
         return redirect(f"/app/sites/{site_id}", "Site created: paste its snippet into your pages")
 
     @get("/{site_id:uuid}")
-    async def show_site(self, request: Request[Any, Any, Any], staff: StaffCaller, site_id: FromPath[UUID]) -> Template:
+    async def show_site(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], site_id: FromPath[UUID]
+    ) -> Template:
         def read() -> tuple[Site, datetime | None]:
             with staff.session() as session:
                 return sites.get_site(session, site_id), sites.first_visit_at(session, site_id)
@@ -127,7 +130,7 @@ class SitesController(Controller):
 
     @post("/{site_id:uuid}", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def update_site(
-        self, request: Request[Any, Any, Any], staff: StaffCaller, site_id: FromPath[UUID]
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], site_id: FromPath[UUID]
     ) -> Redirect:
         data = parsed("site", _site_values(await checked_form(request)), SiteUpdate)
 
@@ -144,7 +147,7 @@ class SitesController(Controller):
         return redirect(f"/app/sites/{site_id}", "Site saved")
 
     @get("/{site_id:uuid}/first-hit")
-    async def first_hit(self, staff: StaffCaller, site_id: FromPath[UUID]) -> Response[dict[str, Any]]:
+    async def first_hit(self, staff: NamedDependency[StaffCaller], site_id: FromPath[UUID]) -> Response[dict[str, Any]]:
         """Polled by the site page's script until the snippet's first visit is stored."""
 
         def read() -> dict[str, Any]:

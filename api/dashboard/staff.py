@@ -10,6 +10,7 @@ from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.response import Template
 
@@ -48,11 +49,11 @@ class AccountController(Controller):
     guards = [requires(UserRole.VIEWER)]
 
     @get("/")
-    async def account(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def account(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         return await self._page(request, staff)
 
     async def _page(
-        self, request: Request[Any, Any, Any], staff: StaffCaller, error: str = "", status: int = 200
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], error: str = "", status: int = 200
     ) -> Template:
         sessions = await anyio.to_thread.run_sync(staff_session_count, staff.tenant_id, staff.user_id)
         return screen(
@@ -67,7 +68,9 @@ class AccountController(Controller):
         )
 
     @post("/password", status_code=303)
-    async def change_password(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Response[Any]:
+    async def change_password(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]
+    ) -> Response[Any]:
         form = await checked_form(request)
         new_password = form.get("new_password", "")
         if new_password != form.get("confirm_password", ""):
@@ -87,7 +90,9 @@ class AccountController(Controller):
         return redirect("/app/account", f"Password changed; {ended} other session(s) ended.")
 
     @post("/logout-everywhere", status_code=303)
-    async def logout_everywhere(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Response[Any]:
+    async def logout_everywhere(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]
+    ) -> Response[Any]:
         def end_others() -> int:
             ended = end_staff_sessions(staff.tenant_id, staff.user_id, keep=staff.session_id)
             with staff.session() as session:
@@ -104,7 +109,7 @@ class StaffController(Controller):
     guards = [requires(UserRole.OWNER)]
 
     @get("/")
-    async def staff_list(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def staff_list(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         def load() -> tuple[list[Any], list[Any]]:
             with staff.session() as session:
                 users = list_staff(session)
@@ -125,7 +130,7 @@ class StaffController(Controller):
         )
 
     @post("/invitations", status_code=303)
-    async def invite(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Response[Any]:
+    async def invite(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Response[Any]:
         form = await checked_form(request)
 
         def run() -> str:
@@ -146,7 +151,7 @@ class StaffController(Controller):
         return redirect("/app/staff", f"Invitation mailed to {email}.")
 
     @post("/invitations/{invitation_id:uuid}/resend", status_code=303)
-    async def resend(self, staff: StaffCaller, invitation_id: UUID) -> Response[Any]:
+    async def resend(self, staff: NamedDependency[StaffCaller], invitation_id: UUID) -> Response[Any]:
         def run() -> str:
             with staff.session() as session:
                 invitation = resend_invitation(session, invitation_id)
@@ -157,7 +162,7 @@ class StaffController(Controller):
         return redirect("/app/staff", f"Invitation mailed to {email} again; earlier links no longer work.")
 
     @post("/invitations/{invitation_id:uuid}/revoke", status_code=303)
-    async def revoke(self, staff: StaffCaller, invitation_id: UUID) -> Response[Any]:
+    async def revoke(self, staff: NamedDependency[StaffCaller], invitation_id: UUID) -> Response[Any]:
         def run() -> str:
             with staff.session() as session:
                 invitation = revoke_invitation(session, invitation_id)
@@ -168,7 +173,9 @@ class StaffController(Controller):
         return redirect("/app/staff", f"The invitation of {email} is withdrawn.")
 
     @post("/{user_id:uuid}/role", status_code=303)
-    async def role(self, request: Request[Any, Any, Any], staff: StaffCaller, user_id: UUID) -> Response[Any]:
+    async def role(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], user_id: UUID
+    ) -> Response[Any]:
         form = await checked_form(request)
 
         def run() -> str:
@@ -187,7 +194,7 @@ class StaffController(Controller):
         return redirect("/app/staff", await anyio.to_thread.run_sync(run))
 
     @post("/{user_id:uuid}/remove", status_code=303)
-    async def remove(self, staff: StaffCaller, user_id: UUID) -> Response[Any]:
+    async def remove(self, staff: NamedDependency[StaffCaller], user_id: UUID) -> Response[Any]:
         def run() -> str:
             with staff.session() as session:
                 user = remove_staff(session, actor_id=staff.user_id, user_id=user_id)
@@ -206,13 +213,13 @@ class ApiKeysController(Controller):
     guards = [requires(UserRole.OWNER)]
 
     @get("/")
-    async def keys(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def keys(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         return await self._page(request, staff)
 
     async def _page(
         self,
         request: Request[Any, Any, Any],
-        staff: StaffCaller,
+        staff: NamedDependency[StaffCaller],
         *,
         error: str = "",
         status: int = 200,
@@ -242,7 +249,7 @@ class ApiKeysController(Controller):
         )
 
     @post("/", status_code=200)
-    async def create(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    async def create(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         form = await checked_form_lists(request)
         name = (form.get("name") or [""])[-1]
         scopes = form.get("scopes") or []
@@ -278,7 +285,7 @@ class ApiKeysController(Controller):
         )
 
     @post("/{key_id:uuid}/revoke", status_code=303)
-    async def revoke(self, staff: StaffCaller, key_id: UUID) -> Response[Any]:
+    async def revoke(self, staff: NamedDependency[StaffCaller], key_id: UUID) -> Response[Any]:
         def run() -> str:
             with staff.session() as session:
                 key = revoke_api_key(session, key_id)
@@ -309,7 +316,7 @@ class AuditController(Controller):
     async def audit(
         self,
         request: Request[Any, Any, Any],
-        staff: StaffCaller,
+        staff: NamedDependency[StaffCaller],
         action: FromQuery[str] = "",
         before: FromQuery[str] = "",
     ) -> Template:

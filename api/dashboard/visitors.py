@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from uuid import UUID
 
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Template
 
@@ -57,7 +58,7 @@ class VisitorsController(Controller):
     guards = [requires(UserRole.VIEWER)]
 
     @get("/", sync_to_thread=True)
-    def visitor_list(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    def visitor_list(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         params = _params(request)
         identified = {"identified": True, "anonymous": False}.get(params.get("who", ""))
         with staff.session() as session:
@@ -84,7 +85,9 @@ class VisitorsController(Controller):
         )
 
     @get("/{visitor_id:uuid}", sync_to_thread=True)
-    def visitor_page(self, request: Request[Any, Any, Any], staff: StaffCaller, visitor_id: FromPath[UUID]) -> Template:
+    def visitor_page(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], visitor_id: FromPath[UUID]
+    ) -> Template:
         params = _params(request)
         with staff.session() as session:
             visitor = history.get_visitor(session, visitor_id)
@@ -108,7 +111,7 @@ class VisitsController(Controller):
     guards = [requires(UserRole.VIEWER)]
 
     @get("/", sync_to_thread=True)
-    def visit_log(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+    def visit_log(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         params = _params(request)
         filters = history.VisitFilter(
             since=_day(params, "from"),
