@@ -356,9 +356,10 @@ def test_another_tenant_sees_nothing_and_not_our_site(
     [
         ("overview", {"start": "2026-05-10", "end": "2026-05-01"}, "end"),
         ("overview", {"start": "2024-01-01", "end": "2026-01-01"}, "end"),
-        ("attribution", {"start": "2026-05-01", "end": "2026-05-10", "group_by": "channel,colour"}, "colour"),
+        ("attribution", {"start": "2026-05-01", "end": "2026-05-10", "group_by": "channel,colour"}, "group_by"),
         ("attribution", {"start": "2026-05-01", "end": "2026-05-10", "model": "linear"}, None),
         ("overview", {"start": "yesterday", "end": "2026-05-10"}, None),
+        ("overview", {"start": "0001-01-01", "end": "0001-01-01"}, "start"),
     ],
 )
 def test_an_invalid_report_query_is_a_400_with_the_reason(

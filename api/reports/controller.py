@@ -21,7 +21,7 @@ __all__ = ["ReportsController"]
 
 _ONE_DIMENSION = "|".join(DIMENSIONS)
 DEFAULT_GROUP_BY = ",".join(service.DEFAULT_ATTRIBUTION_GROUPS)
-Start = Annotated[date, Parameter(description="First day (UTC), inclusive")]
+Start = Annotated[date, Parameter(description="First day (UTC), inclusive; 2000-01-01 or later")]
 End = Annotated[date, Parameter(description="Last day (UTC), inclusive; at most 400 days after start")]
 SiteId = Annotated[UUID | None, Parameter(description="One site; all of the tenant's when absent")]
 Bots = Annotated[bool, Parameter(description="Count hits flagged as bots too")]

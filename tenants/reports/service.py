@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 MAX_RANGE_DAYS = 400
+EARLIEST_DAY = date(2000, 1, 1)
+"""No visit is older (the tracker is younger); it also keeps the previous period a real date."""
 TOP_ROWS = 25
 DEFAULT_ATTRIBUTION_GROUPS: tuple[str, ...] = ("channel", "source", "medium", "campaign")
 TouchModel = Literal["first", "last"]
@@ -66,6 +68,8 @@ class ReportQuery:
 
     def __post_init__(self) -> None:
         errors: dict[str, str] = {}
+        if self.start < EARLIEST_DAY:
+            errors["start"] = f"must be {EARLIEST_DAY} or later"
         if self.end < self.start:
             errors["end"] = "must not be before start"
         elif (self.end - self.start).days + 1 > MAX_RANGE_DAYS:
