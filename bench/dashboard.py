@@ -6,8 +6,8 @@ In one run it
 1. creates a fresh test database (``tests/services.py``), migrates, and registers one tenant with one site;
 2. seeds that tenant in SQL, inside the database (``generate_series``, no rows cross the wire):
    ``--visitors`` browsers arriving evenly over ``--days`` days, ``--visits`` page views between them (each
-   browser's first one is its arrival; the others go to browsers already seen, mostly recent ones), one in
-   ``VISITORS_PER_CONTACT`` browsers identified as a contact, and one contact with ``--timeline-visits``
+   browser's first one is its arrival; the others go to browsers already seen, mostly recent ones), one browser
+   per contact identified (``--contacts``), and one contact with ``--timeline-visits``
    visits. Every value is a deterministic pseudo-random function of the row number (``hashint8extended``),
    so two runs seed the same tenant. Visitors' and contacts' counters and touches are then derived from
    the stored visits the way ingest and ``refresh_contact_touches`` define them;
@@ -57,10 +57,11 @@ sys.path.insert(0, str(REPO))
 from bench.harness import BenchError, Rig, check_stop, log, owner_connection, run_bench  # noqa: E402
 
 ORIGIN = "https://shop.example"
-VISITORS_PER_CONTACT = 10
-"""Browser ``k * 10 + 1`` is contact ``k``'s: 500,000 browsers give 50,000 contacts."""
+HEAVY_CONTACT = uuid.UUID("00000000-0000-4000-b000-000000000000")
+"""Contact 0, as ``_CONTACT_ID`` names it: browser ``k * stride + 1`` is contact ``k``'s, where the stride is
+browsers per contact (500,000 browsers and 50,000 contacts: one browser in ten is a known person's)."""
 HEAVY_VISITOR = 1
-"""The browser of contact 0, which gets ``--timeline-visits`` visits: the long timeline."""
+"""The browser of :data:`HEAVY_CONTACT`, which gets ``--timeline-visits`` visits: the long timeline."""
 REPORT_DAYS = 90
 TIMELINE_PAGE = 50
 CAMPAIGNS = 400
@@ -120,8 +121,7 @@ INSERT INTO visits (tenant_id, hit_id, occurred_at, received_at, visitor_id, sit
     title, referrer, utm_source, utm_medium, utm_campaign, utm_term, utm_content, click_ids, partner_code, lang,
     screen, user_agent, is_bot, bot_reason)
 SELECT %(tenant)s, {_HIT_ID.format("j")}, t.at, t.at + interval '2 seconds', {_VISITOR_ID.format("b.visitor")},
-    %(site)s, CASE WHEN b.visitor %% {VISITORS_PER_CONTACT} = 1
-                   THEN {_CONTACT_ID.format(f"b.visitor / {VISITORS_PER_CONTACT}")} END,
+    %(site)s, CASE WHEN b.visitor %% %(stride)s = 1 THEN {_CONTACT_ID.format("b.visitor / %(stride)s")} END,
     'pageview', %(origin)s || p.path || coalesce('?' || q.query, ''), p.path, 'Shop ' || p.path,
     s.referrer, s.utm_source, s.utm_medium, s.utm_campaign, s.utm_term, s.utm_content, s.click_ids,
     s.partner_code, 'en-US', '1920x1080',
@@ -154,12 +154,19 @@ CROSS JOIN LATERAL (SELECT CASE
     ELSE '/blog/post-' || floor({LANDING_PAGES} * power((r.page_draw - 0.5) * 2, 2))::int END AS path) p
 CROSS JOIN LATERAL (SELECT
     CASE c.profile
-        WHEN 'organic_search' THEN {_pick("r.pick", ["https://www.google.com/", "https://www.bing.com/",
-                                                       "https://duckduckgo.com/", "https://www.ecosia.org/"])}
+        WHEN 'organic_search' THEN {
+    _pick(
+        "r.pick",
+        ["https://www.google.com/", "https://www.bing.com/", "https://duckduckgo.com/", "https://www.ecosia.org/"],
+    )
+}
         WHEN 'paid_search' THEN CASE WHEN r.pick < 0.85 THEN 'https://www.google.com/' ELSE 'https://www.bing.com/' END
         WHEN 'paid_social' THEN {_pick("r.pick", ["https://www.facebook.com/", "https://www.instagram.com/"])}
-        WHEN 'social' THEN {_pick("r.pick", ["https://t.co/", "https://www.linkedin.com/", "https://www.reddit.com/",
-                                              "https://www.facebook.com/"])}
+        WHEN 'social' THEN {
+    _pick(
+        "r.pick", ["https://t.co/", "https://www.linkedin.com/", "https://www.reddit.com/", "https://www.facebook.com/"]
+    )
+}
         WHEN 'partner' THEN 'https://partner-' || floor(r.tail * 20)::int || '.example/'
         WHEN 'referral' THEN 'https://blog-' || floor(power(r.tail, 2) * 300)::int || '.example/'
         WHEN 'internal' THEN %(origin)s || '/'
@@ -198,18 +205,18 @@ FROM generate_series(0, %(contacts)s - 1) AS k
 """
 """Placeholders: their times and touches are derived from their visits once those are stored."""
 
-SEED_VISITORS = f"""
+SEED_VISITORS = """
 WITH seen AS (
     SELECT visitor_id, count(*) AS visits, min(occurred_at) AS first_seen, max(occurred_at) AS last_seen,
         bool_and(is_bot) AS all_bot, min(contact_id::text)::uuid AS contact_id
     FROM visits WHERE tenant_id = %(tenant)s GROUP BY visitor_id),
 firsts AS (  -- bots are kept out of attribution, as ingest keeps them
-    SELECT DISTINCT ON (v.visitor_id) v.visitor_id, {{touch}} AS touch, v.occurred_at AS at
+    SELECT DISTINCT ON (v.visitor_id) v.visitor_id, {touch} AS touch, v.occurred_at AS at
     FROM visits v WHERE v.tenant_id = %(tenant)s AND NOT v.is_bot
     ORDER BY v.visitor_id, v.occurred_at, v.hit_id),
 lasts AS (
-    SELECT DISTINCT ON (v.visitor_id) v.visitor_id, {{touch}} AS touch, v.occurred_at AS at
-    FROM visits v WHERE v.tenant_id = %(tenant)s AND NOT v.is_bot AND {{campaign}}
+    SELECT DISTINCT ON (v.visitor_id) v.visitor_id, {touch} AS touch, v.occurred_at AS at
+    FROM visits v WHERE v.tenant_id = %(tenant)s AND NOT v.is_bot AND {campaign}
     ORDER BY v.visitor_id, v.occurred_at DESC, v.hit_id DESC)
 INSERT INTO visitors (tenant_id, id, site_id, contact_id, identified_at, evidence, first_seen_at, last_seen_at,
     first_touch, first_touch_at, last_touch, last_touch_at, visit_count, is_bot, created_at)
@@ -294,8 +301,11 @@ def seed(owner_url: str, tenant_id: uuid.UUID, site_id: uuid.UUID, plan: Plan) -
     base = {"tenant": tenant_id, "site": site_id, "origin": ORIGIN, "start": plan.start}
     _bulk_session(connection, tenant_id)
     months = (plan.end.year - plan.start.year) * 12 + plan.end.month - plan.start.month + 1
-    step("partitions", "SELECT trailmark_ensure_visit_partitions(%(first)s, %(months)s)",
-         {"first": plan.start.date().replace(day=1), "months": months})
+    step(
+        "partitions",
+        "SELECT trailmark_ensure_visit_partitions(%(first)s, %(months)s)",
+        {"first": plan.start.date().replace(day=1), "months": months},
+    )
     step("contacts", SEED_CONTACTS, {**base, "contacts": plan.contacts})
     step_interval = timedelta(days=plan.days) / plan.visits
     heavy_every = max(plan.visits // plan.timeline_visits, 10)
@@ -305,8 +315,16 @@ def seed(owner_url: str, tenant_id: uuid.UUID, site_id: uuid.UUID, plan: Plan) -
     for name, _ in indexes:
         connection.execute(f'DROP INDEX "{name}"')
     chunks = [
-        {**base, "first": first, "last": min(first + CHUNK_VISITS, plan.visits) - 1, "step": step_interval,
-         "visitors": plan.visitors, "visits": plan.visits, "heavy_every": heavy_every}
+        {
+            **base,
+            "first": first,
+            "last": min(first + CHUNK_VISITS, plan.visits) - 1,
+            "step": step_interval,
+            "visitors": plan.visitors,
+            "visits": plan.visits,
+            "heavy_every": heavy_every,
+            "stride": plan.visitors // plan.contacts,
+        }
         for first in range(0, plan.visits, CHUNK_VISITS)
     ]
     started = time.perf_counter()
@@ -328,3 +346,484 @@ def seed(owner_url: str, tenant_id: uuid.UUID, site_id: uuid.UUID, plan: Plan) -
     step("analyze", "ANALYZE visits, visitors, contacts, identity_events", {})
     connection.close()
     return timings
+
+
+# --- the scan: the reports computed straight from visits and contacts ------------------------------
+
+_HOST = "lower(split_part(split_part(split_part({}, '/', 3), ':', 1), '?', 1))"
+"""The host of a URL (cheaper than a regular expression, and the same for the URLs seeded here)."""
+SEARCH_HOSTS = ("www.google.com", "www.bing.com", "duckduckgo.com", "www.ecosia.org", "search.yahoo.com")
+SOCIAL_HOSTS = ("t.co", "www.linkedin.com", "www.reddit.com", "www.facebook.com", "www.instagram.com")
+
+
+def channel_sql(*, source: str, medium: str, click_ids: str, partner: str, referrer: str, url: str) -> str:
+    """The channel of a touch, from SQL expressions for its parts (columns of a visit or fields of a
+    stored touch)."""
+    host = _HOST.format(referrer)
+    search = ", ".join(f"'{h}'" for h in SEARCH_HOSTS)
+    social = ", ".join(f"'{h}'" for h in SOCIAL_HOSTS)
+    return f"""CASE
+        WHEN {partner} IS NOT NULL THEN 'partner'
+        WHEN {click_ids} ?| ARRAY['gclid', 'msclkid'] OR {medium} IN ('cpc', 'ppc', 'paid_search') THEN 'paid_search'
+        WHEN {click_ids} ? 'fbclid' OR {medium} = 'paid_social' THEN 'paid_social'
+        WHEN {medium} = 'email' THEN 'email'
+        WHEN {medium} = 'social' OR {host} IN ({social}) THEN 'social'
+        WHEN {host} IN ({search}) THEN 'organic_search'
+        WHEN {referrer} IS NOT NULL AND {host} IS DISTINCT FROM {_HOST.format(url)} THEN 'referral'
+        ELSE 'direct' END"""
+
+
+VISIT_CHANNEL = channel_sql(
+    source="v.utm_source",
+    medium="v.utm_medium",
+    click_ids="v.click_ids",
+    partner="v.partner_code",
+    referrer="v.referrer",
+    url="v.url",
+)
+
+
+_IN_RANGE = "v.tenant_id = :t AND v.occurred_at >= :start AND v.occurred_at < :end AND NOT v.is_bot"
+_CLICK_PLATFORM = """CASE WHEN v.click_ids ? 'gclid' THEN 'google' WHEN v.click_ids ? 'msclkid' THEN 'microsoft'
+    WHEN v.click_ids ? 'fbclid' THEN 'meta' END"""
+BREAKDOWNS = {
+    "channels": VISIT_CHANNEL,
+    "sources": "v.utm_source",
+    "mediums": "v.utm_medium",
+    "campaigns": "v.utm_campaign",
+    "referrers": _HOST.format("v.referrer"),
+    "landing_pages": "v.path",
+    "partner_codes": "v.partner_code",
+    "click_platforms": _CLICK_PLATFORM,
+}
+"""The overview's tables: visits in the range by each dimension (bots excluded)."""
+
+SCAN_TOTALS = f"""SELECT count(*), count(DISTINCT v.visitor_id) FROM visits v WHERE {_IN_RANGE}"""
+SCAN_BREAKDOWNS = f"""
+SELECT {", ".join(f"GROUPING({expression}) = 0 AS is_{name}" for name, expression in BREAKDOWNS.items())},
+    coalesce({", ".join(f"CASE WHEN GROUPING({value}) = 0 THEN {value} END" for value in BREAKDOWNS.values())}),
+    count(*)
+FROM visits v WHERE {_IN_RANGE}
+GROUP BY GROUPING SETS ({", ".join(f"({expression})" for expression in BREAKDOWNS.values())})
+"""
+SCAN_FIRST_VISITS = """
+SELECT DISTINCT ON (v.visitor_id) v.visitor_id, v.occurred_at, v.utm_source, v.utm_medium, v.utm_campaign,
+    v.partner_code, {channel} AS channel
+FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND v.occurred_at < :end
+ORDER BY v.visitor_id, v.occurred_at, v.hit_id
+"""
+"""Every browser's first human visit (the first touch), found from the visits themselves."""
+SCAN_DAILY = f"""
+WITH firsts AS ({SCAN_FIRST_VISITS.format(channel=VISIT_CHANNEL)}),
+     days AS (SELECT date_trunc('day', v.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS visits
+              FROM visits v WHERE {_IN_RANGE} GROUP BY 1),
+     new_visitors AS (SELECT date_trunc('day', f.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+                      FROM firsts f WHERE f.occurred_at >= :start GROUP BY 1),
+     new_contacts AS (SELECT date_trunc('day', c.created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+                      FROM contacts c WHERE c.tenant_id = :t AND c.merged_into IS NULL
+                        AND c.created_at >= :start AND c.created_at < :end GROUP BY 1)
+SELECT d.day, d.visits, coalesce(n.n, 0), coalesce(c.n, 0)
+FROM days d LEFT JOIN new_visitors n USING (day) LEFT JOIN new_contacts c USING (day) ORDER BY d.day
+"""
+"""The time series: per day, visits, new visitors (first human visit that day) and new contacts."""
+
+SCAN_ATTRIBUTION = """
+WITH touches AS ({touches}),
+     visitors_by_row AS (SELECT channel, utm_source, utm_medium, utm_campaign, partner_code, count(*) AS visitors
+                         FROM touches WHERE occurred_at >= :start GROUP BY 1, 2, 3, 4, 5),
+     contact_touch AS (
+         SELECT c.id, c.created_at, t.channel, t.utm_source, t.utm_medium, t.utm_campaign, t.partner_code,
+             f.occurred_at AS first_visit_at
+         FROM contacts c
+             JOIN visitors b ON b.tenant_id = c.tenant_id AND b.contact_id = c.id
+             JOIN touches t ON t.visitor_id = b.id
+             JOIN firsts f ON f.visitor_id = b.id
+         WHERE c.tenant_id = :t AND c.merged_into IS NULL AND c.created_at >= :start AND c.created_at < :end),
+     contacts_by_row AS (SELECT channel, utm_source, utm_medium, utm_campaign, partner_code,
+                             count(*) AS new_contacts,
+                             percentile_cont(0.5) WITHIN GROUP (
+                                 ORDER BY extract(epoch FROM created_at - first_visit_at) / 86400) AS median_days
+                         FROM contact_touch GROUP BY 1, 2, 3, 4, 5)
+SELECT channel, utm_source, utm_medium, utm_campaign, partner_code, coalesce(v.visitors, 0),
+    coalesce(c.new_contacts, 0), c.median_days
+FROM visitors_by_row v FULL JOIN contacts_by_row c USING (channel, utm_source, utm_medium, utm_campaign, partner_code)
+"""
+"""Attribution rows (channel, source, medium, campaign, partner code): the browsers whose first human visit
+falls in the range, by that visit (first touch) or by their latest campaign visit before the range ends
+(last touch); the contacts created in the range, by their browser's touch; the median days from the
+browser's first visit to the contact."""
+SCAN_LAST_TOUCHES = """
+SELECT f.visitor_id, f.occurred_at,
+    CASE WHEN l.visitor_id IS NULL THEN f.utm_source ELSE l.utm_source END AS utm_source,
+    CASE WHEN l.visitor_id IS NULL THEN f.utm_medium ELSE l.utm_medium END AS utm_medium,
+    CASE WHEN l.visitor_id IS NULL THEN f.utm_campaign ELSE l.utm_campaign END AS utm_campaign,
+    CASE WHEN l.visitor_id IS NULL THEN f.partner_code ELSE l.partner_code END AS partner_code,
+    coalesce(l.channel, f.channel) AS channel
+FROM firsts f LEFT JOIN (
+    SELECT DISTINCT ON (v.visitor_id) v.visitor_id, v.utm_source, v.utm_medium, v.utm_campaign, v.partner_code,
+        {channel} AS channel
+    FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND v.occurred_at < :end AND {campaign}
+    ORDER BY v.visitor_id, v.occurred_at DESC, v.hit_id DESC) l USING (visitor_id)
+"""
+"""Each browser's latest campaign visit before the range ends; its first visit when it never had one."""
+
+
+@dataclass
+class Report:
+    """A report as plain numbers, so that the rollups' and the scan's answers compare with ``==``."""
+
+    totals: dict[str, float]
+    rows: dict[str, dict[Any, tuple[Any, ...]]]
+
+
+def _rate(part: float, whole: float) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def scan_overview(session: Any, start: datetime, end: datetime) -> Report:
+    """The overview of ``[start, end)`` computed from the visits and contacts alone."""
+    from sqlalchemy import text
+
+    params = {"t": _tenant(session), "start": start, "end": end}
+    visits, visitors = session.execute(text(SCAN_TOTALS), params).one()
+    daily = session.execute(text(SCAN_DAILY), params).all()
+    rows: dict[str, dict[Any, tuple[Any, ...]]] = {name: {} for name in BREAKDOWNS}
+    rows["days"] = {
+        day: (day_visits, new_visitors, new_contacts) for day, day_visits, new_visitors, new_contacts in daily
+    }
+    for *flags, key, count in session.execute(text(SCAN_BREAKDOWNS), params):
+        name = next(name for name, flag in zip(BREAKDOWNS, flags, strict=True) if flag)
+        rows[name][key] = (count,)
+    new_visitors = sum(row[1] for row in rows["days"].values())
+    new_contacts = sum(row[2] for row in rows["days"].values())
+    totals = {
+        "visits": visits,
+        "visitors": visitors,
+        "new_visitors": new_visitors,
+        "new_contacts": new_contacts,
+        "conversion_rate": _rate(new_contacts, new_visitors),
+    }
+    return Report(totals, rows)
+
+
+def scan_attribution(session: Any, start: datetime, end: datetime, touch: str) -> Report:
+    """The attribution of ``[start, end)`` by first or last touch, computed from the visits and contacts."""
+    from sqlalchemy import text
+
+    from tenants.tracking.touches import CAMPAIGN_SQL
+
+    firsts = SCAN_FIRST_VISITS.format(channel=VISIT_CHANNEL)
+    touches = (
+        "SELECT * FROM firsts"
+        if touch == "first"
+        else SCAN_LAST_TOUCHES.format(channel=VISIT_CHANNEL, campaign=CAMPAIGN_SQL)
+    )
+    statement = SCAN_ATTRIBUTION.replace(
+        "WITH touches AS ({touches})", f"WITH firsts AS ({firsts}), touches AS ({touches})"
+    )
+    params = {"t": _tenant(session), "start": start, "end": end}
+    rows: dict[Any, tuple[Any, ...]] = {}
+    for channel, source, medium, campaign, partner, visitors, contacts, median in session.execute(
+        text(statement), params
+    ):
+        median_days = round(median, 2) if median is not None else None
+        rows[(channel, source, medium, campaign, partner)] = (
+            visitors,
+            contacts,
+            _rate(contacts, visitors),
+            median_days,
+        )
+    totals = {"visitors": sum(row[0] for row in rows.values()), "new_contacts": sum(row[1] for row in rows.values())}
+    return Report(totals, {"rows": rows})
+
+
+def _tenant(session: Any) -> uuid.UUID:
+    from tenants.isolation import current_tenant_id
+
+    return current_tenant_id(session)
+
+
+# --- the rollups, through the reports service ------------------------------------------------------
+
+REPORTS: Any = None
+"""``tenants.reports.service``, set by :func:`run`."""
+
+
+def _reports_service() -> Any | None:
+    """``tenants.reports.service``, or None on a branch that does not have it yet (the bench then measures
+    the scan and the timeline only, and says so)."""
+    try:
+        from tenants.reports import service  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    return service
+
+
+def _builtins(value: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(value, builtin_types=(datetime, date, uuid.UUID))
+
+
+def rollup_overview(session: Any, start: datetime, end: datetime) -> Any:
+    """The overview as the dashboard gets it: from the rollups, through the reports service."""
+    return REPORTS.overview(session, start=start.date(), end=end.date())
+
+
+def rollup_attribution(session: Any, start: datetime, end: datetime, touch: str) -> Any:
+    """The attribution as the dashboard gets it: from the rollups, through the reports service."""
+    return REPORTS.attribution(session, start=start.date(), end=end.date(), touch=touch)
+
+
+def overview_report(answer: Any) -> Report:
+    """The service's overview as plain numbers, keyed like :func:`scan_overview`'s."""
+    data = _builtins(answer)
+    totals = {name: data["totals"][name] for name in ("visits", "visitors", "new_visitors", "new_contacts")}
+    totals["conversion_rate"] = round(data["totals"]["conversion_rate"], 4)
+    rows: dict[str, dict[Any, tuple[Any, ...]]] = {
+        "days": {
+            date.fromisoformat(str(day["day"])): (day["visits"], day["new_visitors"], day["new_contacts"])
+            for day in data["series"]
+        }
+    }
+    for name in BREAKDOWNS:
+        rows[name] = {row["key"]: (row["visits"],) for row in data["breakdowns"][name]}
+    return Report(totals, rows)
+
+
+def attribution_report(answer: Any) -> Report:
+    """The service's attribution as plain numbers, keyed like :func:`scan_attribution`'s."""
+    data = _builtins(answer)
+    rows: dict[Any, tuple[Any, ...]] = {}
+    for row in data["rows"]:
+        key = (row["channel"], row["source"], row["medium"], row["campaign"], row["partner_code"])
+        median = row["median_days"]
+        rows[key] = (
+            row["visitors"],
+            row["new_contacts"],
+            round(row["conversion_rate"], 4),
+            round(median, 2) if median is not None else None,
+        )
+    totals = {"visitors": sum(row[0] for row in rows.values()), "new_contacts": sum(row[1] for row in rows.values())}
+    return Report(totals, {"rows": rows})
+
+
+def differences(name: str, rollup: Report, scan: Report, limit: int = 5) -> list[str]:
+    """What differs between the two answers, a few lines at most per table."""
+    found = [
+        f"{name} {key}: rollup {rollup.totals.get(key)} scan {value}"
+        for key, value in scan.totals.items()
+        if rollup.totals.get(key) != value
+    ]
+    for table, scanned in scan.rows.items():
+        rolled = rollup.rows.get(table, {})
+        keys = sorted(set(scanned) | set(rolled), key=repr)
+        wrong = [key for key in keys if scanned.get(key) != rolled.get(key)]
+        found += [f"{name} {table} {key!r}: rollup {rolled.get(key)} scan {scanned.get(key)}" for key in wrong[:limit]]
+        if len(wrong) > limit:
+            found.append(f"{name} {table}: {len(wrong) - limit} more rows differ")
+    return found
+
+
+# --- the timeline ----------------------------------------------------------------------------------
+
+
+def timeline_pages(session: Any, contact_id: uuid.UUID, pages: int) -> list[float]:
+    """Milliseconds per 50-event page of the contact's timeline, newest page first, each next page asked
+    for with the ``before`` cursor of the one before it."""
+    import inspect
+
+    from tenants.identity.service import timeline
+
+    paged = "before" in inspect.signature(timeline).parameters
+    timings: list[float] = []
+    before = None
+    for _ in range(pages if paged else 1):
+        cursor = {"before": before} if paged else {}
+        started = time.perf_counter()
+        page = timeline(session, contact_id, limit=TIMELINE_PAGE, **cursor)
+        timings.append((time.perf_counter() - started) * 1000)
+        entries = page.entries if hasattr(page, "entries") else page
+        if len(entries) < TIMELINE_PAGE:
+            raise BenchError(f"a timeline page of a contact with thousands of visits held {len(entries)} events")
+        before = page.before if hasattr(page, "before") else None
+        if before is None:
+            break
+    return timings
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest rank: the smallest value with at least ``fraction`` of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def timed(samples: list[float], call: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    result = call()
+    samples.append((time.perf_counter() - started) * 1000)
+    return result
+
+
+def create_tenant() -> tuple[uuid.UUID, uuid.UUID]:
+    """A tenant with one site: the one the bench fills."""
+    import secrets
+
+    from tenants.accounts.service import signup
+    from tenants.isolation import tenant_session
+    from tenants.tracking.sites import create_site
+
+    tenant = signup(name="Bench dashboard", owner_email="owner@bench.example", password=secrets.token_urlsafe(18))
+    with tenant_session(tenant.tenant.id) as session:
+        site = create_site(session, name="Shop", allowed_origins=[ORIGIN])
+        return tenant.tenant.id, site.id
+
+
+SIZES = """
+SELECT relname, pg_total_relation_size(oid) FROM pg_class
+WHERE relname IN ('visits', 'visitors', 'contacts', 'identity_events') OR relname LIKE '%%rollup%%'
+ORDER BY relname
+"""
+VISIT_PARTITIONS_SIZE = """
+SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits WHERE inhparent = 'visits'::regclass
+"""
+ROLLUP_TABLES = """
+SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relname LIKE '%%rollup%%' ORDER BY relname
+"""
+
+
+def report_storage(connection: Any) -> None:
+    """Log the size of each table the bench filled, and the rows of each rollup table."""
+    for name, table_size in connection.execute(SIZES).fetchall():
+        size = connection.execute(VISIT_PARTITIONS_SIZE).fetchone()[0] if name == "visits" else table_size
+        log(f"table {name}: {size / 2**20:,.0f} MiB (with indexes)")
+    for (name,) in connection.execute(ROLLUP_TABLES).fetchall():
+        rows = connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
+        log(f"rollup table {name}: {rows:,} rows")
+
+
+def run(rig: Rig, args: argparse.Namespace) -> int:
+    from tenants.isolation import tenant_session
+
+    problems: list[str] = []
+    rig.start_services()
+    tenant_id, site_id = create_tenant()
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    plan = Plan(args.visits, args.visitors, args.contacts, args.timeline_visits, args.days, end)
+    log(
+        f"seeding {plan.visits:,} visits of {plan.visitors:,} browsers and {plan.contacts:,} contacts "
+        f"over {plan.days} days"
+    )
+    started = time.perf_counter()
+    timings = seed(rig.owner_url, tenant_id, site_id, plan)
+    seeding_s = time.perf_counter() - started
+    log(f"seeded in {seeding_s:.0f} s: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
+
+    global REPORTS  # noqa: PLW0603 - the service module, found once per run
+    REPORTS = _reports_service()
+    if REPORTS is None:
+        problems.append("tenants.reports.service is not on this branch: no rollups to measure")
+    else:
+        started = time.perf_counter()
+        with tenant_session(tenant_id) as session:
+            REPORTS.rebuild_rollups(session, plan.start.date(), plan.end.date())
+        log(f"rollups rebuilt from the visits in {time.perf_counter() - started:.0f} s")
+    with owner_connection(rig.owner_url) as connection:
+        connection.execute("ANALYZE")
+        report_storage(connection)
+
+    report_start, report_end = end - timedelta(days=REPORT_DAYS), end
+    overview_ms: list[float] = []
+    attribution_ms: list[float] = []
+    scan_overview_ms: list[float] = []
+    scan_attribution_ms: list[float] = []
+    timeline_ms: list[float] = []
+    with tenant_session(tenant_id) as session:
+        for number in range(args.runs):
+            check_stop()
+            if REPORTS is not None:
+                answer = timed(overview_ms, lambda: rollup_overview(session, report_start, report_end))
+                first = timed(attribution_ms, lambda: rollup_attribution(session, report_start, report_end, "first"))
+                last = timed(attribution_ms, lambda: rollup_attribution(session, report_start, report_end, "last"))
+            timeline_ms += timeline_pages(session, HEAVY_CONTACT, args.timeline_pages)
+            if number < args.scan_runs:
+                scanned = timed(scan_overview_ms, lambda: scan_overview(session, report_start, report_end))
+                first_scan = timed(
+                    scan_attribution_ms, lambda: scan_attribution(session, report_start, report_end, "first")
+                )
+                last_scan = timed(
+                    scan_attribution_ms, lambda: scan_attribution(session, report_start, report_end, "last")
+                )
+                log(
+                    f"run {number + 1}: scan overview {scan_overview_ms[-1]:.0f} ms, scan attribution "
+                    f"{scan_attribution_ms[-1]:.0f} ms, timeline page {timeline_ms[-1]:.1f} ms"
+                )
+                if number == 0 and REPORTS is not None:
+                    problems += differences("overview", overview_report(answer), scanned)
+                    problems += differences("first touch", attribution_report(first), first_scan)
+                    problems += differences("last touch", attribution_report(last), last_scan)
+            session.rollback()  # each run in a fresh transaction, as each request has its own
+
+    nan = float("nan")
+    overview_p95 = percentile(overview_ms, 0.95) if overview_ms else nan
+    attribution_p95 = percentile(attribution_ms, 0.95) if attribution_ms else nan
+    scan_p95 = max(percentile(scan_overview_ms, 0.95), percentile(scan_attribution_ms, 0.95))
+    timeline_p95 = percentile(timeline_ms, 0.95)
+    ratio = scan_p95 / max(overview_p95, attribution_p95)
+    for problem in problems:
+        log(f"differs: {problem}")
+    log(
+        f"p50: overview {percentile(overview_ms or [nan], 0.5):.1f} ms, attribution "
+        f"{percentile(attribution_ms or [nan], 0.5):.1f} ms, scan overview {percentile(scan_overview_ms, 0.5):.0f} ms, "
+        "scan attribution "
+        f"{percentile(scan_attribution_ms, 0.5):.0f} ms, timeline {percentile(timeline_ms, 0.5):.1f} ms "
+        f"({len(timeline_ms)} pages); seeding {seeding_s:.0f} s"
+    )
+    for name, value, target, better in (
+        ("overview_p95_ms", overview_p95, TARGET_REPORT_MS, "≤"),
+        ("attribution_p95_ms", attribution_p95, TARGET_REPORT_MS, "≤"),
+        ("ratio", ratio, TARGET_RATIO, "≥"),
+        ("timeline_p95_ms", timeline_p95, TARGET_TIMELINE_MS, "≤"),
+    ):
+        if (value > target) if better == "≤" else (value < target):
+            log(f"{name} {value:.1f} misses its target ({better} {target})")
+    print(
+        f"overview_p95_ms={overview_p95:.1f} attribution_p95_ms={attribution_p95:.1f} scan_p95_ms={scan_p95:.0f} "
+        f"ratio={ratio:.1f} timeline_p95_ms={timeline_p95:.1f} equal={'false' if problems else 'true'}"
+    )
+    return 1 if problems else 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--visits", type=int, default=5_000_000, help="page views to seed (default 5,000,000)")
+    parser.add_argument("--visitors", type=int, default=500_000, help="browsers (default 500,000)")
+    parser.add_argument("--contacts", type=int, default=50_000, help="contacts, one browser each (default 50,000)")
+    parser.add_argument("--timeline-visits", type=int, default=10_000, help="visits of the heavy contact (10,000)")
+    parser.add_argument("--days", type=int, default=180, help="days the visits span (default 180)")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs of each rollup report (default 20)")
+    parser.add_argument("--scan-runs", type=int, default=2, help="timed runs of each scan (default 2)")
+    parser.add_argument("--timeline-pages", type=int, default=5, help="timeline pages walked per run (default 5)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.visits < 1000 or args.days < REPORT_DAYS or args.runs < 1 or args.scan_runs < 1:
+        log(f"--visits must be at least 1000, --days at least {REPORT_DAYS}, --runs and --scan-runs at least 1")
+        return 2
+    if not 1 <= args.contacts * 2 <= args.visitors <= args.visits // 2:
+        log("need visits >= 2 * visitors >= 4 * contacts >= 4")
+        return 2
+    if not 1 <= args.timeline_visits <= args.visits // 20:
+        log("--timeline-visits must be at most a twentieth of --visits")
+        return 2
+    rig = Rig()
+    return run_bench(rig, lambda: run(rig, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
