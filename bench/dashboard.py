@@ -45,7 +45,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -733,14 +733,24 @@ def report_storage(connection: Any) -> None:
         log(f"rollup table {name}: {rows:,} rows")
 
 
-def run(rig: Rig, args: argparse.Namespace) -> int:
+@dataclass
+class Samples:
+    """Milliseconds of each timed call, and what differed between the rollups and the scan."""
+
+    overview: list[float] = field(default_factory=list)
+    attribution: list[float] = field(default_factory=list)
+    scan_overview: list[float] = field(default_factory=list)
+    scan_attribution: list[float] = field(default_factory=list)
+    timeline: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def prepare(rig: Rig, plan: Plan) -> tuple[uuid.UUID, float]:
+    """A migrated database with the seeded tenant and its rollups; returns the tenant and the seeding seconds."""
     from tenants.isolation import tenant_session
 
-    problems: list[str] = []
     rig.start_services()
     tenant_id, site_id = create_tenant()
-    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    plan = Plan(args.visits, args.visitors, args.contacts, args.timeline_visits, args.days, end)
     log(
         f"seeding {plan.visits:,} visits of {plan.visitors:,} browsers and {plan.contacts:,} contacts "
         f"over {plan.days} days"
@@ -749,12 +759,7 @@ def run(rig: Rig, args: argparse.Namespace) -> int:
     timings = seed(rig.owner_url, tenant_id, site_id, plan)
     seeding_s = time.perf_counter() - started
     log(f"seeded in {seeding_s:.0f} s: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
-
-    global REPORTS  # noqa: PLW0603 - the service module, found once per run
-    REPORTS = _reports_service()
-    if REPORTS is None:
-        problems.append("tenants.reports.service is not on this branch: no rollups to measure")
-    else:
+    if REPORTS is not None:
         started = time.perf_counter()
         with tenant_session(tenant_id) as session:
             REPORTS.rebuild_rollups(session, plan.start.date(), plan.end.date())
@@ -762,85 +767,106 @@ def run(rig: Rig, args: argparse.Namespace) -> int:
     with owner_connection(rig.owner_url) as connection:
         connection.execute("ANALYZE")
         report_storage(connection)
+    return tenant_id, seeding_s
 
-    report_start, report_end = end - timedelta(days=REPORT_DAYS), end
-    overview_ms: list[float] = []
-    attribution_ms: list[float] = []
-    scan_overview_ms: list[float] = []
-    scan_attribution_ms: list[float] = []
-    timeline_ms: list[float] = []
+
+def measure(tenant_id: uuid.UUID, args: argparse.Namespace, start: datetime, end: datetime) -> Samples:
+    """Time the reports from the rollups, their scans and the timeline pages; compare the answers once."""
+    from tenants.isolation import tenant_session
+
+    samples = Samples()
     with tenant_session(tenant_id) as session:
         # One untimed call of each first: the first request of a process pays for compiling its statements.
         timeline_pages(session, HEAVY_CONTACT, 1)
         if REPORTS is not None:
-            rollup_overview(session, report_start, report_end)
-            rollup_attribution(session, report_start, report_end, "first")
+            rollup_overview(session, start, end)
+            rollup_attribution(session, start, end, "first")
         session.rollback()
         for number in range(args.runs):
             check_stop()
+            answers = []
             if REPORTS is not None:
-                answer = timed(overview_ms, lambda: rollup_overview(session, report_start, report_end))
-                first = timed(attribution_ms, lambda: rollup_attribution(session, report_start, report_end, "first"))
-                last = timed(attribution_ms, lambda: rollup_attribution(session, report_start, report_end, "last"))
-            timeline_ms += timeline_pages(session, HEAVY_CONTACT, args.timeline_pages)
+                answers = [
+                    timed(samples.overview, lambda: rollup_overview(session, start, end)),
+                    timed(samples.attribution, lambda: rollup_attribution(session, start, end, "first")),
+                    timed(samples.attribution, lambda: rollup_attribution(session, start, end, "last")),
+                ]
+            samples.timeline += timeline_pages(session, HEAVY_CONTACT, args.timeline_pages)
             if number < args.scan_runs:
-                scanned = timed(scan_overview_ms, lambda: scan_overview(session, report_start, report_end))
-                first_scan = timed(
-                    scan_attribution_ms, lambda: scan_attribution(session, report_start, report_end, "first")
-                )
-                last_scan = timed(
-                    scan_attribution_ms, lambda: scan_attribution(session, report_start, report_end, "last")
-                )
+                scans = [
+                    timed(samples.scan_overview, lambda: scan_overview(session, start, end)),
+                    timed(samples.scan_attribution, lambda: scan_attribution(session, start, end, "first")),
+                    timed(samples.scan_attribution, lambda: scan_attribution(session, start, end, "last")),
+                ]
                 log(
-                    f"run {number + 1}: scan overview {scan_overview_ms[-1]:.0f} ms, scan attribution "
-                    f"{scan_attribution_ms[-1]:.0f} ms, timeline page {timeline_ms[-1]:.1f} ms"
+                    f"run {number + 1}: scan overview {samples.scan_overview[-1]:.0f} ms, scan attribution "
+                    f"{samples.scan_attribution[-1]:.0f} ms, timeline page {samples.timeline[-1]:.1f} ms"
                 )
-                if number == 0 and REPORTS is not None:
-                    problems += differences("overview", overview_report(answer), scanned)
-                    problems += differences("first touch", attribution_report(first), first_scan)
-                    problems += differences("last touch", attribution_report(last), last_scan)
+                if number == 0 and answers:
+                    samples.problems += differences("overview", overview_report(answers[0]), scans[0])
+                    samples.problems += differences("first touch", attribution_report(answers[1]), scans[1])
+                    samples.problems += differences("last touch", attribution_report(answers[2]), scans[2])
             session.rollback()  # each run in a fresh transaction, as each request has its own
+    return samples
 
-    nan = float("nan")
-    overview_p95 = percentile(overview_ms, 0.95) if overview_ms else nan
-    attribution_p95 = percentile(attribution_ms, 0.95) if attribution_ms else nan
-    scan_p95 = max(percentile(scan_overview_ms, 0.95), percentile(scan_attribution_ms, 0.95))
-    timeline_p95 = percentile(timeline_ms, 0.95)
-    ratio = scan_p95 / max(overview_p95, attribution_p95)
-    for problem in problems:
-        log(f"differs: {problem}")
-    log(
-        f"p50: overview {percentile(overview_ms or [nan], 0.5):.1f} ms, attribution "
-        f"{percentile(attribution_ms or [nan], 0.5):.1f} ms, scan overview {percentile(scan_overview_ms, 0.5):.0f} ms, "
-        "scan attribution "
-        f"{percentile(scan_attribution_ms, 0.5):.0f} ms, timeline {percentile(timeline_ms, 0.5):.1f} ms "
-        f"({len(timeline_ms)} pages); seeding {seeding_s:.0f} s"
-    )
-    missed: list[str] = []
-    for name, value, target, better in (
-        ("overview_p95_ms", overview_p95, TARGET_REPORT_MS, "≤"),
-        ("attribution_p95_ms", attribution_p95, TARGET_REPORT_MS, "≤"),
-        ("ratio", ratio, TARGET_RATIO, "≥"),
-        ("timeline_p95_ms", timeline_p95, TARGET_TIMELINE_MS, "≤"),
-    ):
-        if (value > target) if better == "≤" else (value < target):
-            log(f"{name} {value:.1f} misses its target ({better} {target})")
-            missed.append(name)
+
+def explain_missed(tenant_id: uuid.UUID, missed: list[str], start: datetime, end: datetime) -> None:
+    """Log the plan of the slowest statement behind each missed target."""
+    from tenants.isolation import tenant_session
+
     with tenant_session(tenant_id) as session:
         if "timeline_p95_ms" in missed:
             log("timeline, " + explain_slowest(session, lambda: timeline_pages(session, HEAVY_CONTACT, 1)))
         if REPORTS is not None and ("overview_p95_ms" in missed or "ratio" in missed):
-            log("overview, " + explain_slowest(session, lambda: rollup_overview(session, report_start, report_end)))
+            log("overview, " + explain_slowest(session, lambda: rollup_overview(session, start, end)))
         if REPORTS is not None and ("attribution_p95_ms" in missed or "ratio" in missed):
-            log(
-                "attribution, "
-                + explain_slowest(session, lambda: rollup_attribution(session, report_start, report_end, "first"))
-            )
+            log("attribution, " + explain_slowest(session, lambda: rollup_attribution(session, start, end, "first")))
+
+
+def run(rig: Rig, args: argparse.Namespace) -> int:
+    global REPORTS  # noqa: PLW0603 - the service module, found once per run
+    REPORTS = _reports_service()
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    plan = Plan(args.visits, args.visitors, args.contacts, args.timeline_visits, args.days, end)
+    tenant_id, seeding_s = prepare(rig, plan)
+    start = end - timedelta(days=REPORT_DAYS)
+    samples = measure(tenant_id, args, start, end)
+    if REPORTS is None:
+        samples.problems.append("tenants.reports.service is not on this branch: no rollups to measure")
+
+    nan = float("nan")
+    overview_p95 = percentile(samples.overview or [nan], 0.95)
+    attribution_p95 = percentile(samples.attribution or [nan], 0.95)
+    scan_p95 = max(percentile(samples.scan_overview, 0.95), percentile(samples.scan_attribution, 0.95))
+    timeline_p95 = percentile(samples.timeline, 0.95)
+    ratio = scan_p95 / max(overview_p95, attribution_p95)
+    for problem in samples.problems:
+        log(f"differs: {problem}")
+    log(
+        f"p50: overview {percentile(samples.overview or [nan], 0.5):.1f} ms, attribution "
+        f"{percentile(samples.attribution or [nan], 0.5):.1f} ms, scan overview "
+        f"{percentile(samples.scan_overview, 0.5):.0f} ms, scan attribution "
+        f"{percentile(samples.scan_attribution, 0.5):.0f} ms, timeline {percentile(samples.timeline, 0.5):.1f} ms "
+        f"({len(samples.timeline)} pages); seeding {seeding_s:.0f} s"
+    )
+    missed = [
+        name
+        for name, value, target, at_most in (
+            ("overview_p95_ms", overview_p95, TARGET_REPORT_MS, True),
+            ("attribution_p95_ms", attribution_p95, TARGET_REPORT_MS, True),
+            ("ratio", ratio, TARGET_RATIO, False),
+            ("timeline_p95_ms", timeline_p95, TARGET_TIMELINE_MS, True),
+        )
+        if (value > target if at_most else value < target)
+    ]
+    for name in missed:
+        log(f"{name} misses its target")
+    explain_missed(tenant_id, missed, start, end)
     print(
         f"overview_p95_ms={overview_p95:.1f} attribution_p95_ms={attribution_p95:.1f} scan_p95_ms={scan_p95:.0f} "
-        f"ratio={ratio:.1f} timeline_p95_ms={timeline_p95:.1f} equal={'false' if problems else 'true'}"
+        f"ratio={ratio:.1f} timeline_p95_ms={timeline_p95:.1f} equal={'false' if samples.problems else 'true'}"
     )
-    return 1 if problems else 0
+    return 1 if samples.problems else 0
 
 
 def _parser() -> argparse.ArgumentParser:
