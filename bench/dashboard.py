@@ -7,9 +7,11 @@ In one run it
 2. seeds that tenant in SQL, inside the database (``generate_series``, no rows cross the wire):
    ``--visitors`` browsers arriving evenly over ``--days`` days, ``--visits`` page views between them (each
    browser's first one is its arrival; the others go to browsers already seen, mostly recent ones), one browser
-   per contact identified (``--contacts``), and one contact with ``--timeline-visits``
-   visits. Every value is a deterministic pseudo-random function of the row number (``hashint8extended``),
-   so two runs seed the same tenant. Visitors' and contacts' counters and touches are then derived from
+   per contact identified (``--contacts``), and one contact with ``--timeline-visits`` visits. The bulk
+   load runs as the database owner on two connections, with foreign-key triggers off (every key is
+   consistent by construction) and the secondary indexes of ``visits`` built once after it. Every value
+   is a deterministic pseudo-random function of the row number (``hashint8extended``), so two runs seed
+   the same tenant. Visitors' and contacts' counters and touches are then derived from
    the stored visits the way ingest and ``refresh_contact_touches`` define them;
 3. fills the daily rollups with the reports service's own re-derivation,
    ``tenants.reports.service.rebuild_rollups``. The bench measures *reading*: the ingest path that keeps
@@ -19,7 +21,19 @@ In one run it
    (``tenants.reports.service.overview`` / ``attribution``), the same numbers computed by plain SQL over
    ``visits`` and ``contacts`` (the scan), and 50-event pages of the heavy contact's timeline
    (``tenants.identity.service.timeline`` with its ``before`` cursor), walking back from the newest page;
-5. checks that the rollup answers equal the scan's.
+   The scans run ``--scan-runs`` times (each takes seconds at full size); the first run's answers are
+   compared: the rollups must equal the scan, number for number;
+5. logs the seeding time, table sizes and rollup row counts, and, for a missed target, the
+   ``EXPLAIN (ANALYZE, BUFFERS)`` of the slowest statement behind it.
+
+What the scan computes (bots excluded, the range ``[end - 90 days, end)`` in UTC days): the overview's
+cards (visits, distinct visitors, new visitors = browsers whose first human visit is in the range, new
+contacts = contacts created in the range, conversion rate = new contacts / new visitors), its daily series
+and its tables (visits by channel, source, medium, campaign, referrer host, landing page, partner code and
+click-id platform); attribution rows (channel, source, medium, campaign, partner code) with the new
+visitors by their first touch (first human visit) or last touch (latest campaign visit, else the first),
+the contacts created in the range by their browser's touch, the conversion rate and the median days from
+first visit to contact.
 
 The traffic mix (``PROFILES``): mostly direct and organic search, some paid search with gclid/msclkid,
 paid social with fbclid, email, organic social, partners with a partner code, and referrals; a long tail of
@@ -31,7 +45,8 @@ The last line of stdout::
 
     overview_p95_ms=… attribution_p95_ms=… scan_p95_ms=… ratio=… timeline_p95_ms=… equal=true|false
 
-``ratio`` is the scan's p95 over the slower of the two rollup reports' p95. Targets: overview and
+``scan_p95_ms`` is the slower of the two scans' p95 (overview, attribution); ``ratio`` is that over the
+slower of the two rollup reports' p95. Targets: overview and
 attribution p95 ≤ 150 ms, ratio ≥ 20, timeline p95 ≤ 50 ms, equal = true (reported on stderr). The exit
 status is non-zero when the answers differ.
 """
