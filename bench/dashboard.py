@@ -98,6 +98,11 @@ _VISITOR_ID = "('00000000-0000-4000-a000-' || lpad(to_hex({}), 12, '0'))::uuid"
 _CONTACT_ID = "('00000000-0000-4000-b000-' || lpad(to_hex({}), 12, '0'))::uuid"
 
 
+def _visitor_uuid(number: int) -> uuid.UUID:
+    """Browser ``number``'s id, as ``_VISITOR_ID`` makes it in SQL."""
+    return uuid.UUID(f"00000000-0000-4000-a000-{number:012x}")
+
+
 def _uniform(seed: int) -> str:
     """A pseudo-random number in [0, 1) from the row number ``j`` and a seed."""
     return f"((hashint8extended(j, {seed}) & 2147483647)::float8 / 2147483648.0)"
@@ -224,14 +229,15 @@ SEED_VISITORS = """
 WITH seen AS (
     SELECT visitor_id, count(*) AS visits, min(occurred_at) AS first_seen, max(occurred_at) AS last_seen,
         bool_and(is_bot) AS all_bot, min(contact_id::text)::uuid AS contact_id
-    FROM visits WHERE tenant_id = %(tenant)s GROUP BY visitor_id),
+    FROM visits WHERE tenant_id = %(tenant)s AND visitor_id BETWEEN %(low)s AND %(high)s GROUP BY visitor_id),
 firsts AS (  -- bots are kept out of attribution, as ingest keeps them
     SELECT DISTINCT ON (v.visitor_id) v.visitor_id, {touch} AS touch, v.occurred_at AS at
-    FROM visits v WHERE v.tenant_id = %(tenant)s AND NOT v.is_bot
+    FROM visits v WHERE v.tenant_id = %(tenant)s AND v.visitor_id BETWEEN %(low)s AND %(high)s AND NOT v.is_bot
     ORDER BY v.visitor_id, v.occurred_at, v.hit_id),
 lasts AS (
     SELECT DISTINCT ON (v.visitor_id) v.visitor_id, {touch} AS touch, v.occurred_at AS at
-    FROM visits v WHERE v.tenant_id = %(tenant)s AND NOT v.is_bot AND {campaign}
+    FROM visits v WHERE v.tenant_id = %(tenant)s AND v.visitor_id BETWEEN %(low)s AND %(high)s AND NOT v.is_bot
+        AND {campaign}
     ORDER BY v.visitor_id, v.occurred_at DESC, v.hit_id DESC)
 INSERT INTO visitors (tenant_id, id, site_id, contact_id, identified_at, evidence, first_seen_at, last_seen_at,
     first_touch, first_touch_at, last_touch, last_touch_at, visit_count, is_bot, created_at)
@@ -241,8 +247,8 @@ SELECT %(tenant)s, s.visitor_id, %(site)s, s.contact_id,
     s.first_seen, s.last_seen, f.touch, f.at, l.touch, l.at, s.visits, s.all_bot, s.first_seen
 FROM seen s LEFT JOIN firsts f USING (visitor_id) LEFT JOIN lasts l USING (visitor_id)
 """
-"""Every browser from its stored visits, with the counters and touches ingest would have given it. A
-contact's browser was identified a third of the way through its history (a form submission)."""
+"""The browsers ``low..high`` from their stored visits, with the counters and touches ingest would have given
+them. A contact's browser was identified a third of the way through its history (a form submission)."""
 
 FINISH_CONTACTS = """
 UPDATE contacts c SET first_touch = v.first_touch, first_touch_at = v.first_touch_at,
@@ -293,11 +299,20 @@ def _bulk_session(connection: Any, tenant_id: uuid.UUID) -> None:
     connection.execute("SELECT set_config('app.tenant_id', %s, false)", (str(tenant_id),))
 
 
-def _seed_chunk(owner_url: str, chunk: dict[str, Any]) -> tuple[int, int]:
-    with owner_connection(owner_url) as connection:
-        _bulk_session(connection, chunk["tenant"])
-        connection.execute(SEED_VISITS, chunk)
-    return chunk["first"], chunk["last"]
+def _in_parallel(owner_url: str, statement: str, chunks: list[dict[str, Any]]) -> float:
+    """Run ``statement`` once per chunk of parameters on ``SEED_CONNECTIONS`` connections; returns the seconds."""
+
+    def one(chunk: dict[str, Any]) -> None:
+        with owner_connection(owner_url) as connection:
+            _bulk_session(connection, chunk["tenant"])
+            connection.execute(statement, chunk)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(SEED_CONNECTIONS) as pool:
+        for done, _ in enumerate(pool.map(one, chunks), 1):
+            log(f"{done}/{len(chunks)} done ({time.perf_counter() - started:.0f} s so far)")
+            check_stop()
+    return time.perf_counter() - started
 
 
 def seed(owner_url: str, tenant_id: uuid.UUID, site_id: uuid.UUID, plan: Plan) -> dict[str, float]:
@@ -342,19 +357,21 @@ def seed(owner_url: str, tenant_id: uuid.UUID, site_id: uuid.UUID, plan: Plan) -
         }
         for first in range(0, plan.visits, CHUNK_VISITS)
     ]
-    started = time.perf_counter()
     # Two connections: the expressions that make each row cost as much CPU as storing it.
-    with ThreadPoolExecutor(SEED_CONNECTIONS) as pool:
-        for done in pool.map(lambda chunk: _seed_chunk(owner_url, chunk), chunks):
-            log(f"seeded visits {done[0]:,}..{done[1]:,} ({time.perf_counter() - started:.0f} s so far)")
-            check_stop()
-    timings["visits"] = time.perf_counter() - started
+    log(f"seeding visits in {len(chunks)} chunks")
+    timings["visits"] = _in_parallel(owner_url, SEED_VISITS, chunks)
     connection.execute("SET maintenance_work_mem = '512MB'")
     for _, definition in indexes:
         # The catalog gives a partitioned index as ``ON ONLY visits``: without ONLY it is built on
         # every partition too.
         step("visit indexes", definition.replace(" ON ONLY ", " ON ", 1), {})
-    step("visitors", SEED_VISITORS.format(touch=TOUCH_SQL, campaign=CAMPAIGN_SQL), base)
+    halves = [(0, plan.visitors // 2 - 1), (plan.visitors // 2, plan.visitors - 1)]
+    log("deriving the browsers from their visits, in two halves")
+    timings["visitors"] = _in_parallel(
+        owner_url,
+        SEED_VISITORS.format(touch=TOUCH_SQL, campaign=CAMPAIGN_SQL),
+        [{**base, "low": _visitor_uuid(low), "high": _visitor_uuid(high)} for low, high in halves],
+    )
     step("contacts", FINISH_CONTACTS, base)
     step("identity events", LINK_EVENTS, base)
     connection.execute("RESET session_replication_role")
