@@ -70,6 +70,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.harness import BenchError, Rig, check_stop, log, owner_connection, run_bench  # noqa: E402
+from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql, visit_dimension_sql  # noqa: E402
 
 ORIGIN = "https://shop.example"
 HEAVY_CONTACT = uuid.UUID("00000000-0000-4000-b000-000000000000")
@@ -382,76 +383,48 @@ def seed(owner_url: str, tenant_id: uuid.UUID, site_id: uuid.UUID, plan: Plan) -
 
 # --- the scan: the reports computed straight from visits and contacts ------------------------------
 
-_HOST = "lower(split_part(split_part(split_part({}, '/', 3), ':', 1), '?', 1))"
-"""The host of a URL (cheaper than a regular expression, and the same for the URLs seeded here)."""
-SEARCH_HOSTS = ("www.google.com", "www.bing.com", "duckduckgo.com", "www.ecosia.org", "search.yahoo.com")
-SOCIAL_HOSTS = ("t.co", "www.linkedin.com", "www.reddit.com", "www.facebook.com", "www.instagram.com")
-
-
-def channel_sql(*, source: str, medium: str, click_ids: str, partner: str, referrer: str, url: str) -> str:
-    """The channel of a touch, from SQL expressions for its parts (columns of a visit or fields of a
-    stored touch)."""
-    host = _HOST.format(referrer)
-    search = ", ".join(f"'{h}'" for h in SEARCH_HOSTS)
-    social = ", ".join(f"'{h}'" for h in SOCIAL_HOSTS)
-    return f"""CASE
-        WHEN {partner} IS NOT NULL THEN 'partner'
-        WHEN {click_ids} ?| ARRAY['gclid', 'msclkid'] OR {medium} IN ('cpc', 'ppc', 'paid_search') THEN 'paid_search'
-        WHEN {click_ids} ? 'fbclid' OR {medium} = 'paid_social' THEN 'paid_social'
-        WHEN {medium} = 'email' THEN 'email'
-        WHEN {medium} = 'social' OR {host} IN ({social}) THEN 'social'
-        WHEN {host} IN ({search}) THEN 'organic_search'
-        WHEN {referrer} IS NOT NULL AND {host} IS DISTINCT FROM {_HOST.format(url)} THEN 'referral'
-        ELSE 'direct' END"""
-
-
-VISIT_CHANNEL = channel_sql(
-    source="v.utm_source",
-    medium="v.utm_medium",
-    click_ids="v.click_ids",
-    partner="v.partner_code",
-    referrer="v.referrer",
-    url="v.url",
-)
-
+# The dimensions are the reports' own definition (tenants/reports/dimensions.py, SQL functions of
+# migration 0008): the scan differs from the rollups in where it reads, never in what a channel is.
+VISIT = visit_dimension_sql("v")
+ATTRIBUTION_KEY = ("channel", "source", "medium", "campaign", "partner")
+"""An attribution row: channel → source → medium → campaign, and partner code."""
+MAX_DAYS_TO_CONTACT = 400
+"""Days from first visit to contact are whole days, capped here, as the contact rollups keep them."""
 
 _IN_RANGE = "v.tenant_id = :t AND v.occurred_at >= :start AND v.occurred_at < :end AND NOT v.is_bot"
-_CLICK_PLATFORM = """CASE WHEN v.click_ids ? 'gclid' THEN 'google' WHEN v.click_ids ? 'msclkid' THEN 'microsoft'
-    WHEN v.click_ids ? 'fbclid' THEN 'meta' END"""
-BREAKDOWNS = {
-    "channels": VISIT_CHANNEL,
-    "sources": "v.utm_source",
-    "mediums": "v.utm_medium",
-    "campaigns": "v.utm_campaign",
-    "referrers": _HOST.format("v.referrer"),
-    "landing_pages": "v.path",
-    "partner_codes": "v.partner_code",
-    "click_platforms": _CLICK_PLATFORM,
-}
-"""The overview's tables: visits in the range by each dimension (bots excluded)."""
-
 SCAN_TOTALS = f"""SELECT count(*), count(DISTINCT v.visitor_id) FROM visits v WHERE {_IN_RANGE}"""
 SCAN_BREAKDOWNS = f"""
-SELECT {", ".join(f"GROUPING({expression}) = 0 AS is_{name}" for name, expression in BREAKDOWNS.items())},
-    coalesce({", ".join(f"CASE WHEN GROUPING({value}) = 0 THEN {value} END" for value in BREAKDOWNS.values())}),
+SELECT {", ".join(f"GROUPING({VISIT[name]}) = 0 AS is_{name}" for name in DIMENSIONS)},
+    coalesce({", ".join(f"CASE WHEN GROUPING({VISIT[name]}) = 0 THEN {VISIT[name]} END" for name in DIMENSIONS)}),
     count(*)
 FROM visits v WHERE {_IN_RANGE}
-GROUP BY GROUPING SETS ({", ".join(f"({expression})" for expression in BREAKDOWNS.values())})
+GROUP BY GROUPING SETS ({", ".join(f"({VISIT[name]})" for name in DIMENSIONS)})
 """
-SCAN_FIRST_VISITS = """
-SELECT DISTINCT ON (v.visitor_id) v.visitor_id, v.occurred_at, v.utm_source, v.utm_medium, v.utm_campaign,
-    v.partner_code, {channel} AS channel
-FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND v.occurred_at < :end
-ORDER BY v.visitor_id, v.occurred_at, v.hit_id
+"""The overview's tables: visits in the range by each dimension (bots excluded), in one pass."""
+
+_KEY_COLUMNS = ", ".join(f"{VISIT[name]} AS {name}" for name in ATTRIBUTION_KEY)
+_KEY = ", ".join(ATTRIBUTION_KEY)
+_RAW = (
+    "v.visitor_id, v.occurred_at, v.url, v.referrer, v.utm_source, v.utm_medium, v.utm_campaign, v.click_ids,"
+    " v.partner_code"
+)
+"""What the dimensions are computed from: sorting these few columns is cheaper than computing the dimensions
+of every visit before keeping one per browser."""
+SCAN_FIRST_VISITS = f"""
+SELECT v.visitor_id, v.occurred_at, {_KEY_COLUMNS}
+FROM (SELECT DISTINCT ON (v.visitor_id) {_RAW}
+      FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND v.occurred_at < :end
+      ORDER BY v.visitor_id, v.occurred_at, v.hit_id) v
 """
-"""Every browser's first human visit (the first touch), found from the visits themselves."""
+"""Every browser's first human visit (its first touch), found from the visits themselves; the dimensions are
+computed for those rows only (they cost more than finding the rows)."""
 SCAN_DAILY = f"""
-WITH firsts AS ({SCAN_FIRST_VISITS.format(channel=VISIT_CHANNEL)}),
-     days AS (SELECT date_trunc('day', v.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS visits
+WITH firsts AS ({SCAN_FIRST_VISITS}),
+     days AS (SELECT (v.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS visits
               FROM visits v WHERE {_IN_RANGE} GROUP BY 1),
-     new_visitors AS (SELECT date_trunc('day', f.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+     new_visitors AS (SELECT (f.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
                       FROM firsts f WHERE f.occurred_at >= :start GROUP BY 1),
-     new_contacts AS (SELECT date_trunc('day', c.created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+     new_contacts AS (SELECT (c.created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
                       FROM contacts c WHERE c.tenant_id = :t AND c.merged_into IS NULL
                         AND c.created_at >= :start AND c.created_at < :end GROUP BY 1)
 SELECT d.day, d.visits, coalesce(n.n, 0), coalesce(c.n, 0)
@@ -459,45 +432,40 @@ FROM days d LEFT JOIN new_visitors n USING (day) LEFT JOIN new_contacts c USING 
 """
 """The time series: per day, visits, new visitors (first human visit that day) and new contacts."""
 
-SCAN_ATTRIBUTION = """
-WITH touches AS ({touches}),
-     visitors_by_row AS (SELECT channel, utm_source, utm_medium, utm_campaign, partner_code, count(*) AS visitors
-                         FROM touches WHERE occurred_at >= :start GROUP BY 1, 2, 3, 4, 5),
+_NO_TOUCH = touch_dimension_sql("NULL::jsonb")
+SCAN_LAST_TOUCHES = f"""
+SELECT f.visitor_id, f.occurred_at,
+    {", ".join(f"CASE WHEN l.visitor_id IS NULL THEN d.{name} ELSE l.{name} END AS {name}" for name in ATTRIBUTION_KEY)}
+FROM firsts f
+    CROSS JOIN (SELECT {", ".join(f"{_NO_TOUCH[name]} AS {name}" for name in ATTRIBUTION_KEY)}) d
+    LEFT JOIN (SELECT v.visitor_id, {_KEY_COLUMNS}
+               FROM (SELECT DISTINCT ON (v.visitor_id) {_RAW}
+                     FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND v.occurred_at < :end AND {{campaign}}
+                     ORDER BY v.visitor_id, v.occurred_at DESC, v.hit_id DESC) v
+              ) l USING (visitor_id)
+"""
+"""Each browser's latest campaign visit (its last touch); the labels of no touch (direct) when it never had
+one, as a contact whose ``last_touch`` is NULL."""
+SCAN_ATTRIBUTION = f"""
+WITH firsts AS ({SCAN_FIRST_VISITS}), touches AS ({{touches}}),
+     visitors_by_row AS (SELECT {_KEY}, count(*) AS visitors FROM touches WHERE occurred_at >= :start
+                         GROUP BY {_KEY}),
      contact_touch AS (
-         SELECT c.id, c.created_at, t.channel, t.utm_source, t.utm_medium, t.utm_campaign, t.partner_code,
-             f.occurred_at AS first_visit_at
+         SELECT t.*, least({MAX_DAYS_TO_CONTACT}, greatest(0,
+                    floor(extract(epoch FROM c.created_at - t.occurred_at) / 86400)))::integer AS days
          FROM contacts c
              JOIN visitors b ON b.tenant_id = c.tenant_id AND b.contact_id = c.id
              JOIN touches t ON t.visitor_id = b.id
-             JOIN firsts f ON f.visitor_id = b.id
          WHERE c.tenant_id = :t AND c.merged_into IS NULL AND c.created_at >= :start AND c.created_at < :end),
-     contacts_by_row AS (SELECT channel, utm_source, utm_medium, utm_campaign, partner_code,
-                             count(*) AS new_contacts,
-                             percentile_cont(0.5) WITHIN GROUP (
-                                 ORDER BY extract(epoch FROM created_at - first_visit_at) / 86400) AS median_days
-                         FROM contact_touch GROUP BY 1, 2, 3, 4, 5)
-SELECT channel, utm_source, utm_medium, utm_campaign, partner_code, coalesce(v.visitors, 0),
-    coalesce(c.new_contacts, 0), c.median_days
-FROM visitors_by_row v FULL JOIN contacts_by_row c USING (channel, utm_source, utm_medium, utm_campaign, partner_code)
+     contacts_by_row AS (SELECT {_KEY}, count(*) AS new_contacts,
+                             percentile_cont(0.5) WITHIN GROUP (ORDER BY days) AS median_days
+                         FROM contact_touch GROUP BY {_KEY})
+SELECT {_KEY}, coalesce(v.visitors, 0), coalesce(c.new_contacts, 0), c.median_days
+FROM visitors_by_row v FULL JOIN contacts_by_row c USING ({_KEY})
 """
-"""Attribution rows (channel, source, medium, campaign, partner code): the browsers whose first human visit
-falls in the range, by that visit (first touch) or by their latest campaign visit before the range ends
-(last touch); the contacts created in the range, by their browser's touch; the median days from the
-browser's first visit to the contact."""
-SCAN_LAST_TOUCHES = """
-SELECT f.visitor_id, f.occurred_at,
-    CASE WHEN l.visitor_id IS NULL THEN f.utm_source ELSE l.utm_source END AS utm_source,
-    CASE WHEN l.visitor_id IS NULL THEN f.utm_medium ELSE l.utm_medium END AS utm_medium,
-    CASE WHEN l.visitor_id IS NULL THEN f.utm_campaign ELSE l.utm_campaign END AS utm_campaign,
-    CASE WHEN l.visitor_id IS NULL THEN f.partner_code ELSE l.partner_code END AS partner_code,
-    coalesce(l.channel, f.channel) AS channel
-FROM firsts f LEFT JOIN (
-    SELECT DISTINCT ON (v.visitor_id) v.visitor_id, v.utm_source, v.utm_medium, v.utm_campaign, v.partner_code,
-        {channel} AS channel
-    FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND v.occurred_at < :end AND {campaign}
-    ORDER BY v.visitor_id, v.occurred_at DESC, v.hit_id DESC) l USING (visitor_id)
-"""
-"""Each browser's latest campaign visit before the range ends; its first visit when it never had one."""
+"""Attribution rows: the browsers whose first human visit falls in the range, by their first or last touch;
+the contacts created in the range, by their browser's touch (one browser each here); the median whole days
+from the browser's first visit to the contact."""
 
 
 @dataclass
@@ -519,12 +487,12 @@ def scan_overview(session: Any, start: datetime, end: datetime) -> Report:
     params = {"t": _tenant(session), "start": start, "end": end}
     visits, visitors = session.execute(text(SCAN_TOTALS), params).one()
     daily = session.execute(text(SCAN_DAILY), params).all()
-    rows: dict[str, dict[Any, tuple[Any, ...]]] = {name: {} for name in BREAKDOWNS}
+    rows: dict[str, dict[Any, tuple[Any, ...]]] = {name: {} for name in DIMENSIONS}
     rows["days"] = {
         day: (day_visits, new_visitors, new_contacts) for day, day_visits, new_visitors, new_contacts in daily
     }
     for *flags, key, count in session.execute(text(SCAN_BREAKDOWNS), params):
-        name = next(name for name, flag in zip(BREAKDOWNS, flags, strict=True) if flag)
+        name = next(name for name, flag in zip(DIMENSIONS, flags, strict=True) if flag)
         rows[name][key] = (count,)
     new_visitors = sum(row[1] for row in rows["days"].values())
     new_contacts = sum(row[2] for row in rows["days"].values())
@@ -544,27 +512,12 @@ def scan_attribution(session: Any, start: datetime, end: datetime, touch: str) -
 
     from tenants.tracking.touches import CAMPAIGN_SQL
 
-    firsts = SCAN_FIRST_VISITS.format(channel=VISIT_CHANNEL)
-    touches = (
-        "SELECT * FROM firsts"
-        if touch == "first"
-        else SCAN_LAST_TOUCHES.format(channel=VISIT_CHANNEL, campaign=CAMPAIGN_SQL)
-    )
-    statement = SCAN_ATTRIBUTION.replace(
-        "WITH touches AS ({touches})", f"WITH firsts AS ({firsts}), touches AS ({touches})"
-    )
+    touches = "SELECT * FROM firsts" if touch == "first" else SCAN_LAST_TOUCHES.format(campaign=CAMPAIGN_SQL)
     params = {"t": _tenant(session), "start": start, "end": end}
     rows: dict[Any, tuple[Any, ...]] = {}
-    for channel, source, medium, campaign, partner, visitors, contacts, median in session.execute(
-        text(statement), params
-    ):
+    for *key, visitors, contacts, median in session.execute(text(SCAN_ATTRIBUTION.format(touches=touches)), params):
         median_days = round(median, 2) if median is not None else None
-        rows[(channel, source, medium, campaign, partner)] = (
-            visitors,
-            contacts,
-            _rate(contacts, visitors),
-            median_days,
-        )
+        rows[tuple(key)] = (visitors, contacts, _rate(contacts, visitors), median_days)
     totals = {"visitors": sum(row[0] for row in rows.values()), "new_contacts": sum(row[1] for row in rows.values())}
     return Report(totals, {"rows": rows})
 
@@ -585,7 +538,7 @@ def _reports_service() -> Any | None:
     """``tenants.reports.service``, or None on a branch that does not have it yet (the bench then measures
     the scan and the timeline only, and says so)."""
     try:
-        from tenants.reports import service  # type: ignore[import-not-found,unused-ignore]
+        from tenants.reports import service  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return None
     return service
@@ -618,7 +571,7 @@ def overview_report(answer: Any) -> Report:
             for day in data["series"]
         }
     }
-    for name in BREAKDOWNS:
+    for name in DIMENSIONS:
         rows[name] = {row["key"]: (row["visits"],) for row in data["breakdowns"][name]}
     return Report(totals, rows)
 
