@@ -11,8 +11,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.tenancy import create_tenant_table
-from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql
+from migrations.tenancy import APP_GROUP_ROLE, create_tenant_table
+from tenants.reports.dimensions import DIMENSIONS
+from tenants.reports.rollups import contact_keys_sql
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -40,7 +41,8 @@ _FUNCTIONS = [
     """CREATE FUNCTION trailmark_url_path(url text) RETURNS text
         LANGUAGE sql IMMUTABLE PARALLEL SAFE
         AS $$ SELECT CASE WHEN url ~ '^[a-zA-Z][a-zA-Z0-9+.-]*://'
-                          THEN coalesce(nullif(substring(url from '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*([^?#]*)'), ''), '/')
+                          THEN coalesce(nullif(
+                              substring(url from '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*([^?#]*)'), ''), '/')
                      END $$""",
     # The referrer's host when it is another site than the page's own; NULL for none or the same host.
     """CREATE FUNCTION trailmark_referrer_host(referrer text, page_url text) RETURNS text
@@ -87,21 +89,6 @@ _FUNCTIONS = [
 
 _KEY = ", ".join(DIMENSIONS)
 _DIMENSION_COLUMNS = [sa.Column(name, sa.Text(), nullable=False) for name in DIMENSIONS]
-MAX_DAYS_TO_CONTACT = 400
-
-
-def _contact_keys(row: str) -> str:
-    """The two rollup keys (first and last touch) of one contact row (``OLD`` or ``NEW``)."""
-    first, last = touch_dimension_sql(f"{row}.first_touch"), touch_dimension_sql(f"{row}.last_touch")
-    days = (
-        f"CASE WHEN {row}.first_touch_at IS NULL THEN -1 ELSE least({MAX_DAYS_TO_CONTACT}, greatest(0,"
-        f" floor(extract(epoch FROM {row}.created_at - {row}.first_touch_at) / 86400)))::integer END"
-    )
-    day = f"({row}.created_at AT TIME ZONE 'UTC')::date"
-    return (
-        f"SELECT {day} AS day, 'first'::text AS touch, {', '.join(first[d] for d in DIMENSIONS)}, {days} AS days"
-        f" UNION ALL SELECT {day}, 'last', {', '.join(last[d] for d in DIMENSIONS)}, {days}"
-    )
 
 
 def upgrade() -> None:
@@ -141,14 +128,14 @@ def upgrade() -> None:
         f"""CREATE FUNCTION trailmark_contact_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN
                INSERT INTO contact_rollups (tenant_id, day, touch, {_KEY}, days_to_contact, contacts)
-               SELECT coalesce(NEW.tenant_id, OLD.tenant_id), day, touch, {_KEY}, days, sum(n)
-               FROM (SELECT k.*, -1 AS n FROM ({_contact_keys("OLD")}) k
+               SELECT coalesce(NEW.tenant_id, OLD.tenant_id), day, touch, {_KEY}, days_to_contact, sum(n)
+               FROM (SELECT k.*, -1 AS n FROM ({contact_keys_sql("OLD")}) k
                      WHERE TG_OP IN ('UPDATE', 'DELETE') AND OLD.merged_into IS NULL
                      UNION ALL
-                     SELECT k.*, 1 FROM ({_contact_keys("NEW")}) k
+                     SELECT k.*, 1 FROM ({contact_keys_sql("NEW")}) k
                      WHERE TG_OP IN ('UPDATE', 'INSERT') AND NEW.merged_into IS NULL) AS delta
-               GROUP BY day, touch, {_KEY}, days HAVING sum(n) <> 0
-               ORDER BY day, touch, {_KEY}, days
+               GROUP BY day, touch, {_KEY}, days_to_contact HAVING sum(n) <> 0
+               ORDER BY day, touch, {_KEY}, days_to_contact
                ON CONFLICT (tenant_id, day, touch, {_KEY}, days_to_contact)
                DO UPDATE SET contacts = contact_rollups.contacts + excluded.contacts;
                RETURN NULL;
@@ -161,7 +148,19 @@ def upgrade() -> None:
     )
 
 
+    # The nightly check walks every tenant; the app role sees no tenant without one, so this owner-run
+    # function names them (ids only).
+    op.execute(
+        """CREATE FUNCTION trailmark_report_tenants() RETURNS SETOF uuid
+           LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+           AS $$ SELECT id FROM tenants ORDER BY id $$"""
+    )
+    op.execute("REVOKE ALL ON FUNCTION trailmark_report_tenants() FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION trailmark_report_tenants() TO {APP_GROUP_ROLE}")
+
+
 def downgrade() -> None:
+    op.execute("DROP FUNCTION trailmark_report_tenants()")
     op.execute("DROP TRIGGER contact_rollup ON contacts")
     op.execute("DROP FUNCTION trailmark_contact_rollup()")
     op.drop_table("contact_rollups")
