@@ -112,7 +112,7 @@ def test_the_same_submission_twice_is_one_contact(client: TestClient[Any], site:
     assert submit(client, form, values).status_code == 200
     assert submit(client, form, values).status_code == 200
     contact = contact_by_email(client, site.tenant, "twice@example.com")
-    timeline = client.get(f"/api/v1/contacts/{contact['id']}/timeline", headers=site.tenant.headers).json()
+    timeline = client.get(f"/api/v1/contacts/{contact['id']}/timeline", headers=site.tenant.headers).json()["items"]
     assert [e["kind"] for e in timeline].count("form_submission") == 1
     # Without an idempotency key it is a second submission, still of the same one contact.
     values.pop("tm_submission")
@@ -258,7 +258,7 @@ def test_a_forwarded_link_repoints_the_device_but_never_merges_people(
     assert visits_of_contact(site.tenant, monica) == 0
     contacts = client.get("/api/v1/contacts", headers=site.tenant.headers).json()["items"]
     assert {c["id"] for c in contacts} == {bob, monica} and all(c["merged_into"] is None for c in contacts)
-    events = client.get(f"/api/v1/contacts/{monica}/timeline", headers=site.tenant.headers).json()
+    events = client.get(f"/api/v1/contacts/{monica}/timeline", headers=site.tenant.headers).json()["items"]
     (repoint,) = [e for e in events if e["kind"] == "identity.repointed"]
     assert repoint["previous_contact_id"] == bob and repoint["detail"]["conflict"] is True
     assert repoint["evidence"] == "email_click"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import date
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
+from api.contacts.filters import contact_filter
 from api.contacts.schemas import (
     ContactCreate,
     ContactFieldCreate,
@@ -18,6 +20,7 @@ from api.contacts.schemas import (
     ContactUpdate,
     MergeRequest,
     Resolution,
+    TimelinePage,
 )
 from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts.service import ApiCaller
@@ -74,18 +77,36 @@ class ContactsController(Controller):
     tags = ["contacts"]
     security = [{"apiKey": []}]
 
-    @get(sync_to_thread=True, summary="List or search contacts", responses=problems(*AUTH, 400, 422))
+    @get(sync_to_thread=True, summary="List, search and filter contacts", responses=problems(*AUTH, 400, 422))
     def list_contacts(
         self,
         caller: NamedDependency[ApiCaller],
+        request: Request[Any, Any, Any],
         q: Annotated[str | None, Parameter(description="Start of an email, first or last name")] = None,
-        cursor: Annotated[str | None, Parameter(description="`next_cursor` of the previous page")] = None,
+        touch: Annotated[
+            Literal["first", "last"], Parameter(description="Which touch the dimension filters apply to")
+        ] = "first",
+        channel: Annotated[str | None, Parameter(description="The touch's channel (as the attribution report)")] = None,
+        source: Annotated[str | None, Parameter(description="The touch's source, e.g. google or (direct)")] = None,
+        medium: Annotated[str | None, Parameter(description="The touch's medium, e.g. cpc or (none)")] = None,
+        campaign: Annotated[str | None, Parameter(description="The touch's campaign, or (none)")] = None,
+        partner: Annotated[str | None, Parameter(description="The touch's partner code, or (none)")] = None,
+        evidence: Annotated[
+            Evidence | None, Parameter(description="Only contacts with a device identified by this evidence")
+        ] = None,
+        created_from: Annotated[date | None, Parameter(description="Created on or after this UTC day")] = None,
+        created_to: Annotated[date | None, Parameter(description="Created on or before this UTC day")] = None,
+        cursor: Annotated[str | None, Parameter(description="`next_cursor` of a page: the older contacts")] = None,
+        before: Annotated[str | None, Parameter(description="`previous_cursor` of a page: the newer contacts")] = None,
         limit: Annotated[int, Parameter(ge=1, le=contacts.MAX_PAGE, description="Page size")] = 50,
     ) -> ContactPage:
-        """Newest first, one page at a time; 422 for a cursor this API did not return."""
+        """Newest first, one keyset page at a time. Besides the parameters below, ``field.<key>=<value>`` keeps
+        contacts whose custom field ``key`` equals ``value`` (422 for an unknown field or a value not of its
+        type). 422 for a cursor this API did not return, or both ``cursor`` and ``before``."""
+        filters = contact_filter(dict(request.query_params.items()))
         with caller.session(Scope.READ) as session:
-            page = contacts.list_contacts(session, query=q, cursor=cursor, limit=limit)
-            return ContactPage([ContactPublic.of(c) for c in page.items], page.next_cursor)
+            page = contacts.list_contacts(session, filters, cursor=cursor, before=before, limit=limit)
+            return ContactPage([ContactPublic.of(c) for c in page.items], page.next_cursor, page.previous_cursor)
 
     @post(
         status_code=201,
@@ -142,11 +163,19 @@ class ContactsController(Controller):
         self,
         caller: NamedDependency[ApiCaller],
         contact_id: FromPath[UUID],
-        limit: Annotated[int, Parameter(ge=1, le=2000, description="At most this many entries")] = 500,
-    ) -> list[dict[str, Any]]:
-        """Visits from every device, form submissions, link clicks and identity events, oldest first."""
+        before: Annotated[
+            str | None, Parameter(description="`next_cursor` of the previous page: the entries before it")
+        ] = None,
+        limit: Annotated[
+            int, Parameter(ge=1, le=identity.MAX_TIMELINE_PAGE, description="At most this many entries")
+        ] = identity.TIMELINE_PAGE,
+    ) -> TimelinePage:
+        """Visits from every device, form submissions, link clicks and identity events, newest first, one page
+        at a time: pass a page's ``next_cursor`` as ``before`` for the older entries (422 for a cursor this API
+        did not return)."""
         with caller.session(Scope.READ) as session:
-            return identity.timeline(session, contact_id, limit=limit)
+            page = identity.timeline(session, contact_id, before=before, limit=limit)
+            return TimelinePage(page.entries, page.next_cursor)
 
 
 @get(

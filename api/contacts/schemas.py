@@ -22,6 +22,7 @@ __all__ = [
     "ContactUpdate",
     "MergeRequest",
     "Resolution",
+    "TimelinePage",
 ]
 
 FIELD_KEY_NOT_CORE = rf"^(?!(?:{'|'.join(CORE_FIELDS)})$)[a-z][a-z0-9_]{{0,49}}{END}"
@@ -122,6 +123,16 @@ class ContactPublic(msgspec.Struct):
 class ContactPage(msgspec.Struct):
     items: list[ContactPublic]
     next_cursor: str | None
+    """``cursor`` for the older contacts; null on the last page."""
+    previous_cursor: str | None = None
+    """``before`` for the newer contacts; null on the first page."""
+
+
+class TimelinePage(msgspec.Struct):
+    items: list[dict[str, Any]]
+    """Newest first; each has ``at`` and ``kind`` (visit, form_submission, link_click, identity.<event>)."""
+    next_cursor: str | None
+    """``before`` for the older entries; null when this page reaches the beginning."""
 
 
 class MergeRequest(msgspec.Struct, forbid_unknown_fields=True):

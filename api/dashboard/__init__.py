@@ -7,9 +7,11 @@ CSRF check to every state-changing request and renders errors as pages.
 from litestar import Router
 
 from api.dashboard.auth import csrf_guard, provide_staff
+from api.dashboard.contacts import ContactsController
 from api.dashboard.login import LoginController
 from api.dashboard.overview import OverviewController
 from api.dashboard.rendering import DASHBOARD_EXCEPTION_HANDLERS
+from api.dashboard.visitors import VisitorsController, VisitsController
 
 __all__ = ["dashboard_router"]
 
@@ -20,6 +22,9 @@ def dashboard_router() -> Router:
         route_handlers=[
             LoginController,
             OverviewController,
+            ContactsController,
+            VisitorsController,
+            VisitsController,
         ],
         guards=[csrf_guard],
         dependencies={"staff": provide_staff},

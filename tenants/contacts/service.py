@@ -4,32 +4,41 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from dataclasses import field as default
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
 import phonenumbers
-from sqlalchemy import func, or_, text
+from sqlalchemy import exists, func, literal_column, or_, text, tuple_
+from sqlalchemy.sql.elements import Label
 from sqlmodel import Session, col, select
 
 from tenants.accounts.service import normalize_email, validate_email
 from tenants.errors import Conflict, Invalid
 from tenants.isolation import current_tenant_id, get_owned
-from tenants.models import Contact, ContactField, FieldType, utcnow
+from tenants.models import Contact, ContactField, Evidence, FieldType, Visitor, utcnow
+from tenants.reports.dimensions import touch_dimension_sql
+from tenants.tracking.segments import TOUCHES, TouchFilter, touch_conditions
 
 __all__ = [
     "CORE_FIELDS",
     "ContactChanges",
+    "ContactFilter",
     "ContactPage",
+    "count_contacts",
     "create_contact",
     "create_field",
     "delete_field",
+    "export_contacts",
     "find_by_email",
     "get_contact",
     "list_contacts",
     "list_fields",
     "sensitive_fields",
+    "staff_masked_fields",
     "update_contact",
     "upsert_by_email",
 ]
@@ -56,6 +65,25 @@ class ContactChanges:
 class ContactPage:
     items: list[Contact]
     next_cursor: str | None
+    """Goes on to older contacts; None on the last page."""
+    previous_cursor: str | None = None
+    """Goes back to newer contacts (as ``before``); None on the first page."""
+
+
+@dataclass(frozen=True)
+class ContactFilter:
+    """Which live contacts a list shows (every part optional; all given parts must hold)."""
+
+    query: str | None = None
+    """Start of the email, first or last name."""
+    touch: TouchFilter = default(default_factory=TouchFilter)
+    evidence: str | None = None
+    """Only contacts with a device identified by this evidence (login, form, email_click)."""
+    fields: dict[str, str] = default(default_factory=dict)
+    """Custom field key → the value it equals (given as text, read in the field's type)."""
+    created_from: date | None = None
+    created_to: date | None = None
+    """Created on or before this UTC day (inclusive)."""
 
 
 def list_fields(session: Session) -> list[ContactField]:
@@ -236,32 +264,164 @@ def update_contact(session: Session, contact_id: UUID, changes: ContactChanges) 
     return contact
 
 
-def list_contacts(
-    session: Session, *, query: str | None = None, cursor: str | None = None, limit: int = 50
-) -> ContactPage:
-    """Live contacts, newest first; ``query`` matches the start of the email, first or last name."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise Invalid("limit is out of range", {"limit": f"must be 1 to {MAX_PAGE}"})
-    statement = (
-        select(Contact).where(col(Contact.merged_into).is_(None)).order_by(col(Contact.id).desc()).limit(limit + 1)
-    )
-    if query:
-        prefix = query.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        statement = statement.where(
+def _list_cursor(contact: Contact) -> str:
+    return base64.urlsafe_b64encode(f"{contact.created_at.isoformat()}|{contact.id}".encode()).decode().rstrip("=")
+
+
+def _read_list_cursor(cursor: str, name: str) -> tuple[datetime, UUID]:
+    try:
+        at, contact_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+        return datetime.fromisoformat(at), UUID(contact_id)
+    except ValueError:
+        raise Invalid("the cursor is not one this API returned", {name: "invalid"}) from None
+
+
+def _prefix_pattern(query: str) -> str:
+    return query.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _custom_condition(fields: dict[str, ContactField], key: str, raw: str) -> Any:
+    field = fields.get(key)
+    if field is None:
+        raise Invalid("the filter names an unknown field", {f"field.{key}": "is not a defined contact field"})
+    value, error = _custom_value(field, raw)
+    if error or value is None:
+        raise Invalid("the filter value is invalid", {f"field.{key}": error or "must not be blank"})
+    return col(Contact.custom).contains({key: value})
+
+
+def _list_conditions(session: Session, filters: ContactFilter) -> list[Any]:
+    conditions: list[Any] = [col(Contact.merged_into).is_(None)]
+    if filters.query and filters.query.strip():
+        prefix = _prefix_pattern(filters.query)
+        conditions.append(
             or_(
                 func.lower(Contact.email).like(prefix),
                 func.lower(Contact.first_name).like(prefix),
                 func.lower(Contact.last_name).like(prefix),
             )
         )
-    if cursor:
-        try:
-            last_id = UUID(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-        except ValueError:
-            raise Invalid("the cursor is not one this API returned", {"cursor": "invalid"}) from None
-        statement = statement.where(col(Contact.id) < last_id)
+    conditions.extend(touch_conditions(filters.touch, table="contacts"))
+    if filters.evidence is not None:
+        if filters.evidence not in {e.value for e in Evidence}:
+            raise Invalid("the evidence is unknown", {"evidence": f"must be one of {[e.value for e in Evidence]}"})
+        conditions.append(
+            exists().where(
+                col(Visitor.tenant_id) == col(Contact.tenant_id),
+                col(Visitor.contact_id) == col(Contact.id),
+                col(Visitor.evidence) == filters.evidence,
+            )
+        )
+    if filters.fields:
+        defined = {f.key: f for f in list_fields(session)}
+        conditions.extend(_custom_condition(defined, key, raw) for key, raw in filters.fields.items())
+    if filters.created_from is not None:
+        conditions.append(col(Contact.created_at) >= _utc_midnight(filters.created_from))
+    if filters.created_to is not None:
+        conditions.append(col(Contact.created_at) < _utc_midnight(filters.created_to + timedelta(days=1)))
+    if filters.created_from and filters.created_to and filters.created_from > filters.created_to:
+        raise Invalid("the date range is empty", {"created_to": "must not be before created_from"})
+    return conditions
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def list_contacts(
+    session: Session,
+    filters: ContactFilter | None = None,
+    *,
+    cursor: str | None = None,
+    before: str | None = None,
+    limit: int = 50,
+) -> ContactPage:
+    """Live contacts matching ``filters``, newest first, one keyset page at a time: ``cursor`` (a page's
+    ``next_cursor``) goes on to older contacts, ``before`` (a page's ``previous_cursor``) back to newer ones."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid("limit is out of range", {"limit": f"must be 1 to {MAX_PAGE}"})
+    if cursor and before:
+        raise Invalid("give a cursor or before, not both", {"before": "must not be given with cursor"})
+    statement = select(Contact).where(*_list_conditions(session, filters or ContactFilter())).limit(limit + 1)
+    key = tuple_(col(Contact.created_at), col(Contact.id))
+    if before:
+        statement = statement.where(key > tuple_(*_read_list_cursor(before, "before")))
+        statement = statement.order_by(col(Contact.created_at), col(Contact.id))
+    else:
+        if cursor:
+            statement = statement.where(key < tuple_(*_read_list_cursor(cursor, "cursor")))
+        statement = statement.order_by(col(Contact.created_at).desc(), col(Contact.id).desc())
     rows = list(session.exec(statement))
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = base64.urlsafe_b64encode(str(rows[-1].id).encode()).decode().rstrip("=") if more else None
-    return ContactPage(rows, next_cursor)
+    if before:
+        rows.reverse()
+        newer, older = more, True
+    else:
+        newer, older = cursor is not None, more
+    return ContactPage(
+        rows,
+        next_cursor=_list_cursor(rows[-1]) if rows and older else None,
+        previous_cursor=_list_cursor(rows[0]) if rows and newer else None,
+    )
+
+
+def count_contacts(session: Session, filters: ContactFilter | None = None) -> int:
+    """How many live contacts match ``filters`` (the number a list of them pages through)."""
+    statement = select(func.count()).select_from(Contact).where(*_list_conditions(session, filters or ContactFilter()))
+    return int(session.exec(statement).one())
+
+
+def staff_masked_fields(session: Session) -> frozenset[str]:
+    """Fields the dashboard masks unless a role that may see them reveals or exports them: the phone and the
+    sensitive custom fields. The email stays visible: it is how staff find, tell apart and merge contacts."""
+    return sensitive_fields(session) - {"email"}
+
+
+EXPORT_BATCH = 1000
+"""Rows fetched per round trip of the export's server-side cursor: memory stays flat for any size."""
+
+
+def export_contacts(
+    session: Session, filters: ContactFilter | None = None, *, include_sensitive: bool
+) -> tuple[list[str], Iterator[list[str]]]:
+    """The header and rows of a CSV export of the filtered list (newest first), streamed from one server-side
+    cursor; masked fields (see :func:`staff_masked_fields`) only with ``include_sensitive``."""
+    masked = staff_masked_fields(session)
+    custom_keys = [f.key for f in list_fields(session) if include_sensitive or f"custom.{f.key}" not in masked]
+    core = [name for name in ("email", "first_name", "last_name", "phone") if include_sensitive or name not in masked]
+    touch_columns: list[Label[Any]] = [
+        literal_column(expression).label(f"{touch}_{name}")
+        for touch in TOUCHES
+        for name, expression in touch_dimension_sql(f"contacts.{touch}_touch").items()
+    ]
+    header = ["id", *core, *custom_keys, "created_at", "identified_at", "last_seen_at"]
+    header += [str(column.name) for column in touch_columns]
+    statement = (
+        select(Contact, *touch_columns)
+        .where(*_list_conditions(session, filters or ContactFilter()))
+        .order_by(col(Contact.created_at).desc(), col(Contact.id).desc())
+        .execution_options(yield_per=EXPORT_BATCH)
+    )
+
+    def rows() -> Iterator[list[str]]:
+        for contact, *dimensions in session.execute(statement):
+            yield [
+                str(contact.id),
+                *(getattr(contact, name) or "" for name in core),
+                *(_cell(contact.custom.get(key)) for key in custom_keys),
+                contact.created_at.isoformat(),
+                contact.identified_at.isoformat() if contact.identified_at else "",
+                contact.last_seen_at.isoformat() if contact.last_seen_at else "",
+                *(value or "" for value in dimensions),
+            ]
+
+    return header, rows()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

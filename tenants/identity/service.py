@@ -12,12 +12,14 @@ The rules (docs/architecture.md, Identity):
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
+from sqlalchemy import text, tuple_
 from sqlmodel import Session, col, select
 
 from tenants.contacts.service import get_contact
@@ -45,6 +47,7 @@ __all__ = [
     "Level",
     "LinkOutcome",
     "Resolution",
+    "TimelinePage",
     "link_visitor",
     "merge_contacts",
     "merge_visitor_history",
@@ -268,66 +271,112 @@ def resolve(session: Session, *, visitor_token: str | None, member_contact_id: U
     return Resolution(Level.ANONYMOUS, visitor_id, None, None)
 
 
-def timeline(session: Session, contact_id: UUID, *, limit: int = 500) -> list[dict[str, Any]]:
-    """Everything known of a contact, oldest first: visits from every device (marked before or after
-    that device was identified), form submissions, link clicks and identity events."""
+TIMELINE_PAGE = 50
+MAX_TIMELINE_PAGE = 500
+
+
+@dataclass(frozen=True)
+class TimelinePage:
+    entries: list[dict[str, Any]]
+    """Newest first."""
+    next_cursor: str | None
+    """``before`` for the next (older) page; None when this page reaches the beginning."""
+
+
+def _timeline_cursor(at: datetime, row_id: UUID) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
+
+
+def _read_timeline_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        at, row_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+        return datetime.fromisoformat(at), UUID(row_id)
+    except ValueError:
+        raise Invalid("the cursor is not one this API returned", {"before": "invalid"}) from None
+
+
+def timeline(
+    session: Session, contact_id: UUID, *, before: str | None = None, limit: int = TIMELINE_PAGE
+) -> TimelinePage:
+    """One page of everything known of a contact, newest first: visits from every device (marked before or
+    after that device was identified), form submissions, link clicks and identity events. Each source is read
+    as a range of its (tenant, contact, time) index, ``limit + 1`` rows at most, however long the history."""
+    if not 1 <= limit <= MAX_TIMELINE_PAGE:
+        raise Invalid("limit is out of range", {"limit": f"must be 1 to {MAX_TIMELINE_PAGE}"})
     get_contact(session, contact_id)
+    bound = _read_timeline_cursor(before) if before else None
+    fetch = limit + 1
+
+    def older(at_column: Any, id_column: Any) -> list[Any]:
+        return [tuple_(at_column, id_column) < tuple_(*bound)] if bound else []
+
     identified = {v.id: v.identified_at for v in session.exec(select(Visitor).where(Visitor.contact_id == contact_id))}
-    entries: list[dict[str, Any]] = []
-    for visit in session.exec(
-        select(Visit).where(Visit.contact_id == contact_id).order_by(col(Visit.occurred_at).desc()).limit(limit)
-    ):
-        since = identified.get(visit.visitor_id)
-        entries.append(
-            {
-                "at": visit.occurred_at,
-                "kind": "visit",
-                "visitor_id": visit.visitor_id,
-                "url": visit.url,
-                "title": visit.title,
-                "type": visit.type,
-                "event_name": visit.event_name,
-                "utm": {k: v for k in ("source", "medium", "campaign") if (v := getattr(visit, f"utm_{k}"))},
-                "identified": since is not None and visit.occurred_at >= since,
-            }
-        )
-    for submission in session.exec(
-        select(FormSubmission)
-        .where(FormSubmission.contact_id == contact_id)
-        .order_by(col(FormSubmission.id).desc())
-        .limit(limit)
-    ):
-        entries.append(
-            {
-                "at": submission.created_at,
-                "kind": "form_submission",
-                "form_id": submission.form_id,
-                "visitor_id": submission.visitor_id,
-                "page_url": submission.page_url,
-            }
-        )
-    for click in session.exec(
-        select(LinkClick).where(LinkClick.contact_id == contact_id).order_by(col(LinkClick.id).desc()).limit(limit)
-    ):
-        entries.append(
-            {
-                "at": click.created_at,
-                "kind": "link_click",
-                "link_id": click.link_id,
-                "visitor_id": click.visitor_id,
-                "identifies": click.identifies,
-                "reason": click.reason,
-            }
-        )
-    events = session.exec(
-        select(IdentityEvent)
-        .where((IdentityEvent.contact_id == contact_id) | (IdentityEvent.previous_contact_id == contact_id))
-        .order_by(col(IdentityEvent.id).desc())
-        .limit(limit)
+    keyed: list[tuple[datetime, UUID, dict[str, Any]]] = []
+    visits = session.exec(
+        select(Visit)
+        .where(Visit.contact_id == contact_id, *older(col(Visit.occurred_at), col(Visit.hit_id)))
+        .order_by(col(Visit.occurred_at).desc(), col(Visit.hit_id).desc())
+        .limit(fetch)
     )
-    for event in events:
-        entries.append(
-            {
+    for visit in visits:
+        since = identified.get(visit.visitor_id)
+        entry = {
+            "at": visit.occurred_at,
+            "kind": "visit",
+            "visitor_id": visit.visitor_id,
+            "url": visit.url,
+            "title": visit.title,
+            "type": visit.type,
+            "event_name": visit.event_name,
+            "utm": {k: v for k in ("source", "medium", "campaign") if (v := getattr(visit, f"utm_{k}"))},
+            "identified": since is not None and visit.occurred_at >= since,
+        }
+        keyed.append((visit.occurred_at, visit.hit_id, entry))
+    submissions = session.exec(
+        select(FormSubmission)
+        .where(FormSubmission.contact_id == contact_id, *older(col(FormSubmission.created_at), col(FormSubmission.id)))
+        .order_by(col(FormSubmission.created_at).desc(), col(FormSubmission.id).desc())
+        .limit(fetch)
+    )
+    for submission in submissions:
+        entry = {
+            "at": submission.created_at,
+            "kind": "form_submission",
+            "form_id": submission.form_id,
+            "visitor_id": submission.visitor_id,
+            "page_url": submission.page_url,
+        }
+        keyed.append((submission.created_at, submission.id, entry))
+    clicks = session.exec(
+        select(LinkClick)
+        .where(LinkClick.contact_id == contact_id, *older(col(LinkClick.created_at), col(LinkClick.id)))
+        .order_by(col(LinkClick.created_at).desc(), col(LinkClick.id).desc())
+        .limit(fetch)
+    )
+    for click in clicks:
+        entry = {
+            "at": click.created_at,
+            "kind": "link_click",
+            "link_id": click.link_id,
+            "visitor_id": click.visitor_id,
+            "identifies": click.identifies,
+            "reason": click.reason,
+        }
+        keyed.append((click.created_at, click.id, entry))
+    # Events name the contact as the one linked or as the previous one: two index ranges, one each.
+    seen_events: set[UUID] = set()
+    for column in (col(IdentityEvent.contact_id), col(IdentityEvent.previous_contact_id)):
+        events = session.exec(
+            select(IdentityEvent)
+            .where(column == contact_id, *older(col(IdentityEvent.created_at), col(IdentityEvent.id)))
+            .order_by(col(IdentityEvent.created_at).desc(), col(IdentityEvent.id).desc())
+            .limit(fetch)
+        )
+        for event in events:
+            if event.id in seen_events:
+                continue
+            seen_events.add(event.id)
+            entry = {
                 "at": event.created_at,
                 "kind": f"identity.{event.kind}",
                 "visitor_id": event.visitor_id,
@@ -336,6 +385,8 @@ def timeline(session: Session, contact_id: UUID, *, limit: int = 500) -> list[di
                 "evidence": event.evidence,
                 "detail": event.detail,
             }
-        )
-    entries.sort(key=lambda entry: entry["at"])
-    return entries[-limit:]
+            keyed.append((event.created_at, event.id, entry))
+    keyed.sort(key=lambda item: (item[0], item[1]), reverse=True)
+    page = keyed[:limit]
+    next_cursor = _timeline_cursor(page[-1][0], page[-1][1]) if len(keyed) > limit else None
+    return TimelinePage([entry for _, _, entry in page], next_cursor)

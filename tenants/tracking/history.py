@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 from uuid import UUID
@@ -14,8 +14,9 @@ from sqlmodel import Session, col, select
 from tenants.errors import Invalid
 from tenants.isolation import get_owned
 from tenants.models import Visit, Visitor
+from tenants.tracking.segments import TouchFilter, touch_conditions, visit_conditions
 
-__all__ = ["Page", "VisitFilter", "get_visitor", "list_visitors", "list_visits", "visits_of"]
+__all__ = ["Page", "VisitFilter", "get_visitor", "list_visitors", "list_visits", "visitor_visits", "visits_of"]
 
 T = TypeVar("T")
 MAX_PAGE = 500
@@ -38,6 +39,8 @@ class VisitFilter:
     utm_campaign: str | None = None
     is_bot: bool | None = None
     type: str | None = None
+    dimensions: dict[str, str] = field(default_factory=dict)
+    """Attribution dimensions of the visit itself (channel, source, medium, campaign, partner), by name."""
 
 
 def _encode_cursor(*parts: str) -> str:
@@ -64,6 +67,12 @@ def get_visitor(session: Session, visitor_id: UUID) -> Visitor:
     return get_owned(session, Visitor, visitor_id, "visitor")
 
 
+def visitor_visits(session: Session, visitor_id: UUID, *, cursor: str | None = None, limit: int = 50) -> Page[Visit]:
+    """The visitor's visits, newest first, one keyset page at a time (on the visitor and time index)."""
+    get_visitor(session, visitor_id)
+    return list_visits(session, VisitFilter(visitor_id=visitor_id), cursor=cursor, limit=limit)
+
+
 def visits_of(session: Session, visitor_id: UUID, limit: int = 100) -> list[Visit]:
     """The visitor's visits, oldest first (the first ``limit``)."""
     query = (
@@ -80,15 +89,22 @@ def list_visitors(
     *,
     site_id: UUID | None = None,
     is_bot: bool | None = None,
+    identified: bool | None = None,
+    touch: TouchFilter | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> Page[Visitor]:
-    """Newest visitors first; the cursor is the last id seen (ids are time-ordered)."""
+    """Newest visitors first, filtered by site, bot flag, identified (linked to a contact) or anonymous, and
+    their first or last touch; the cursor is the last id seen (ids are time-ordered)."""
     query = select(Visitor).order_by(col(Visitor.id).desc()).limit(_limit(limit) + 1)
     if site_id is not None:
         query = query.where(Visitor.site_id == site_id)
     if is_bot is not None:
         query = query.where(Visitor.is_bot == is_bot)
+    if identified is not None:
+        query = query.where(col(Visitor.contact_id).is_not(None) if identified else col(Visitor.contact_id).is_(None))
+    if touch is not None:
+        query = query.where(*touch_conditions(touch, table="visitors"))
     if cursor:
         (last_id,) = _decode_cursor(cursor, 1)
         try:
@@ -116,6 +132,7 @@ def list_visits(session: Session, filters: VisitFilter, *, cursor: str | None = 
     for name, value in conditions.items():
         if value is not None:
             query = query.where(getattr(Visit, name) == value)
+    query = query.where(*visit_conditions(filters.dimensions))
     if filters.since is not None:
         query = query.where(col(Visit.occurred_at) >= filters.since)
     if filters.until is not None:

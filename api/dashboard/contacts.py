@@ -1,0 +1,271 @@
+"""The Contacts screens: the filtered list and its CSV export, a contact's page (fields, devices, touches,
+timeline), revealing a masked field, editing, and the explicit merge with its confirmation step."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+import anyio.to_thread
+from litestar import Controller, Request, get, post
+from litestar.response import Redirect, Stream, Template
+from sqlalchemy import literal_column
+from sqlalchemy.sql.elements import Label
+from sqlmodel import Session, col, select
+
+from api.contacts.filters import FIELD_PREFIX, contact_filter
+from api.dashboard.auth import StaffCaller, requires
+from api.dashboard.rendering import redirect, screen
+from api.web.csrf import checked_form
+from tenants.contacts import service as contacts
+from tenants.errors import Invalid, NotFound
+from tenants.identity import service as identity
+from tenants.models import Contact, Evidence, UserRole, Visitor
+from tenants.reports.dimensions import touch_dimension_sql
+from tenants.tracking.segments import FILTERED_DIMENSIONS, TOUCHES
+
+__all__ = ["ContactsController"]
+
+LIST_PARAMS = ("q", "touch", *FILTERED_DIMENSIONS, "evidence", "created_from", "created_to")
+CSV_FLUSH_ROWS = 500
+"""Rows encoded per chunk sent to the browser."""
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _params(request: Request[Any, Any, Any]) -> dict[str, str]:
+    return dict(request.query_params.items())
+
+
+def _filter_query(params: dict[str, str]) -> dict[str, str]:
+    """The filter part of a list address (no paging), to carry into export and paging links."""
+    return {k: v for k, v in params.items() if (k in LIST_PARAMS or k.startswith(FIELD_PREFIX)) and v.strip()}
+
+
+def _safe_cell(value: str) -> str:
+    # A spreadsheet runs a cell that starts like a formula; contact data comes from strangers' forms.
+    return f"'{value}" if value.startswith(FORMULA_START) else value
+
+
+def _touch_dimensions(session: Session, contact_id: UUID) -> dict[str, dict[str, str]]:
+    """The first and last touch of a contact by dimension, from the reports' one definition."""
+    columns: list[Label[Any]] = [
+        literal_column(expression).label(f"{touch}__{name}")
+        for touch in TOUCHES
+        for name, expression in touch_dimension_sql(f"contacts.{touch}_touch").items()
+    ]
+    row = session.execute(select(*columns).select_from(Contact).where(Contact.id == contact_id)).one()
+    result: dict[str, dict[str, str]] = {touch: {} for touch in TOUCHES}
+    for key, value in row._mapping.items():
+        touch, name = str(key).split("__", 1)
+        result[touch][name] = value
+    return result
+
+
+class ContactsController(Controller):
+    path = "/app/contacts"
+    include_in_schema = False
+    guards = [requires(UserRole.VIEWER)]
+
+    @get("/", sync_to_thread=True)
+    def contact_list(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Template:
+        params = _params(request)
+        filters = contact_filter(params)
+        with staff.session() as session:
+            page = contacts.list_contacts(
+                session, filters, cursor=params.get("cursor") or None, before=params.get("before") or None
+            )
+            total = contacts.count_contacts(session, filters)
+            custom_fields = contacts.list_fields(session)
+        query = _filter_query(params)
+        return screen(
+            request,
+            staff,
+            "dashboard/contacts/list.html",
+            section="contacts",
+            title="Contacts",
+            page=page,
+            total=total,
+            params=params,
+            custom_fields=custom_fields,
+            evidences=[e.value for e in Evidence],
+            dimensions=FILTERED_DIMENSIONS,
+            query=urlencode(query),
+            field_filters={k: v for k, v in query.items() if k.startswith(FIELD_PREFIX)},
+        )
+
+    @get("/export.csv", sync_to_thread=True)
+    def export(self, request: Request[Any, Any, Any], staff: StaffCaller) -> Stream:
+        filters = contact_filter(_params(request))
+        include_sensitive = staff.can(UserRole.EDITOR)
+        # Audited before the first byte, in its own transaction: a download cut short was still taken.
+        with staff.session() as session:
+            header, _ = contacts.export_contacts(session, filters, include_sensitive=include_sensitive)
+            staff.audit(
+                session,
+                "contacts.export",
+                filters=_filter_query(_params(request)),
+                sensitive=include_sensitive,
+            )
+
+        def chunks() -> Iterator[bytes]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(header)
+            with staff.session() as session:
+                _, rows = contacts.export_contacts(session, filters, include_sensitive=include_sensitive)
+                for count, row in enumerate(rows, 1):
+                    writer.writerow([_safe_cell(cell) for cell in row])
+                    if count % CSV_FLUSH_ROWS == 0:
+                        yield buffer.getvalue().encode()
+                        buffer.seek(0)
+                        buffer.truncate()
+            yield buffer.getvalue().encode()
+
+        return Stream(
+            chunks(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="contacts.csv"', "Cache-Control": "no-store"},
+        )
+
+    def _contact_screen(
+        self,
+        request: Request[Any, Any, Any],
+        staff: StaffCaller,
+        contact_id: UUID,
+        *,
+        before: str | None = None,
+        revealed: dict[str, str] | None = None,
+    ) -> Template:
+        with staff.session() as session:
+            contact = contacts.get_contact(session, contact_id)
+            kept = contacts.get_contact(session, contact.merged_into) if contact.merged_into is not None else None
+            masked = contacts.staff_masked_fields(session)
+            custom_fields = contacts.list_fields(session)
+            devices = list(
+                session.exec(select(Visitor).where(Visitor.contact_id == contact_id).order_by(col(Visitor.id)))
+            )
+            touches = _touch_dimensions(session, contact_id)
+            timeline = identity.timeline(session, contact_id, before=before)
+        return screen(
+            request,
+            staff,
+            "dashboard/contacts/contact.html",
+            section="contacts",
+            title=contact.email,
+            contact=contact,
+            kept=kept,
+            masked=masked,
+            revealed=revealed or {},
+            custom_fields=custom_fields,
+            devices=devices,
+            touches=touches,
+            timeline=timeline,
+            can_edit=staff.can(UserRole.EDITOR),
+        )
+
+    @get("/{contact_id:uuid}", sync_to_thread=True)
+    def contact_page(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Template:
+        return self._contact_screen(request, staff, contact_id, before=request.query_params.get("before") or None)
+
+    @post("/{contact_id:uuid}/reveal", guards=[requires(UserRole.EDITOR)], status_code=200)
+    async def reveal(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Template:
+        name = (await checked_form(request)).get("field", "")
+
+        def reveal_field() -> dict[str, str]:
+            with staff.session() as session:
+                contact = contacts.get_contact(session, contact_id)
+                if name not in contacts.staff_masked_fields(session):
+                    raise Invalid("that field is not masked", {"field": "must be a masked field"})
+                value = contact.custom.get(name.removeprefix("custom.")) if name.startswith("custom.") else None
+                if not name.startswith("custom."):
+                    value = getattr(contact, name)
+                staff.audit(session, "contact.reveal", str(contact_id), field=name)  # never the value
+                return {name: "" if value is None else str(value)}
+
+        revealed = await anyio.to_thread.run_sync(reveal_field)
+        return await anyio.to_thread.run_sync(
+            lambda: self._contact_screen(request, staff, contact_id, revealed=revealed)
+        )
+
+    @get("/{contact_id:uuid}/edit", guards=[requires(UserRole.EDITOR)], sync_to_thread=True)
+    def edit_form(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Template:
+        with staff.session() as session:
+            contact = contacts.get_contact(session, contact_id)
+            custom_fields = contacts.list_fields(session)
+        return screen(
+            request,
+            staff,
+            "dashboard/contacts/edit.html",
+            section="contacts",
+            title=f"Edit {contact.email}",
+            contact=contact,
+            custom_fields=custom_fields,
+            errors={},
+        )
+
+    @post("/{contact_id:uuid}/edit", guards=[requires(UserRole.EDITOR)])
+    async def edit(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Redirect:
+        form = await checked_form(request)
+
+        def save() -> None:
+            with staff.session() as session:
+                defined = [f.key for f in contacts.list_fields(session)]
+                changes = contacts.ContactChanges(
+                    email=form.get("email"),
+                    first_name=form.get("first_name"),
+                    last_name=form.get("last_name"),
+                    phone=form.get("phone"),
+                    custom={key: form[f"custom.{key}"] for key in defined if form.get(f"custom.{key}", "").strip()},
+                )
+                contacts.update_contact(session, contact_id, changes)
+                given = [name for name in ("email", "first_name", "last_name", "phone") if form.get(name, "").strip()]
+                given += [f"custom.{key}" for key in (changes.custom or {})]
+                staff.audit(session, "contact.update", str(contact_id), fields=given)
+
+        await anyio.to_thread.run_sync(save)
+        return redirect(f"/app/contacts/{contact_id}", "Contact saved")
+
+    @get("/{contact_id:uuid}/merge", guards=[requires(UserRole.EDITOR)], sync_to_thread=True)
+    def merge_form(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Template:
+        email = (request.query_params.get("email") or "").strip()
+        with staff.session() as session:
+            contact = contacts.get_contact(session, contact_id)
+            other = contacts.find_by_email(session, email) if email else None
+            problem = ""
+            if email and other is None:
+                problem = f"No contact has the email {email}."
+            elif other is not None and other.id == contact.id:
+                problem, other = "That is this contact; pick another one.", None
+        return screen(
+            request,
+            staff,
+            "dashboard/contacts/merge.html",
+            section="contacts",
+            title=f"Merge into {contact.email}",
+            contact=contact,
+            other=other,
+            email=email,
+            problem=problem,
+            status=404 if problem.startswith("No contact") else 200,
+        )
+
+    @post("/{contact_id:uuid}/merge", guards=[requires(UserRole.EDITOR)])
+    async def merge(self, request: Request[Any, Any, Any], staff: StaffCaller, contact_id: UUID) -> Redirect:
+        form = await checked_form(request)
+        try:
+            other_id = UUID(form.get("other_contact_id", ""))
+        except ValueError:
+            raise NotFound("contact not found") from None
+
+        def merge_them() -> None:
+            with staff.session() as session:
+                other = contacts.get_contact(session, other_id)
+                identity.merge_contacts(session, contact_id, other_id)
+                staff.audit(session, "contact.merge", str(contact_id), merged=str(other_id), merged_email=other.email)
+
+        await anyio.to_thread.run_sync(merge_them)
+        return redirect(f"/app/contacts/{contact_id}", "Contacts merged")
