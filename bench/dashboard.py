@@ -61,7 +61,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness import BenchError, Rig, check_stop, log, owner_connection, run_bench  # noqa: E402
 from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql, visit_dimension_sql  # noqa: E402
+from tenants.reports.rollups import rebuild_rollups  # noqa: E402
+from tenants.reports.service import ReportQuery, attribution, overview  # noqa: E402
 
 ORIGIN = "https://shop.example"
 HEAVY_CONTACT = uuid.UUID("00000000-0000-4000-b000-000000000000")
@@ -386,98 +388,86 @@ def seed(owner_url: str, tenant_id: uuid.UUID, site_id: uuid.UUID, plan: Plan) -
 # The dimensions are the reports' own definition (tenants/reports/dimensions.py, SQL functions of
 # migration 0008): the scan differs from the rollups in where it reads, never in what a channel is.
 VISIT = visit_dimension_sql("v")
-ATTRIBUTION_KEY = ("channel", "source", "medium", "campaign", "partner")
-"""An attribution row: channel → source → medium → campaign, and partner code."""
+ATTRIBUTION_KEY = ("channel", "source", "medium", "campaign")
+"""An attribution row: channel → source → medium → campaign (the report's default grouping)."""
+SESSION_GAP = "30 minutes"
+"""A hit more than this after the browser's previous one starts a new visit (an entry)."""
 MAX_DAYS_TO_CONTACT = 400
-"""Days from first visit to contact are whole days, capped here, as the contact rollups keep them."""
+"""Days from first visit to contact are whole days, capped here."""
 
-_IN_RANGE = "v.tenant_id = :t AND v.occurred_at >= :start AND v.occurred_at < :end AND NOT v.is_bot"
-SCAN_TOTALS = f"""SELECT count(*), count(DISTINCT v.visitor_id) FROM visits v WHERE {_IN_RANGE}"""
-SCAN_BREAKDOWNS = f"""
-SELECT {", ".join(f"GROUPING({VISIT[name]}) = 0 AS is_{name}" for name in DIMENSIONS)},
-    coalesce({", ".join(f"CASE WHEN GROUPING({VISIT[name]}) = 0 THEN {VISIT[name]} END" for name in DIMENSIONS)}),
-    count(*)
-FROM visits v WHERE {_IN_RANGE}
-GROUP BY GROUPING SETS ({", ".join(f"({VISIT[name]})" for name in DIMENSIONS)})
-"""
-"""The overview's tables: visits in the range by each dimension (bots excluded), in one pass."""
-
-_KEY_COLUMNS = ", ".join(f"{VISIT[name]} AS {name}" for name in ATTRIBUTION_KEY)
-_KEY = ", ".join(ATTRIBUTION_KEY)
-_RAW = (
-    "v.visitor_id, v.occurred_at, v.url, v.referrer, v.utm_source, v.utm_medium, v.utm_campaign, v.click_ids,"
-    " v.partner_code"
-)
-"""What the dimensions are computed from: sorting these few columns is cheaper than computing the dimensions
-of every visit before keeping one per browser."""
-SCAN_FIRST_VISITS = f"""
-SELECT v.visitor_id, v.occurred_at, {_KEY_COLUMNS}
-FROM (SELECT DISTINCT ON (v.visitor_id) {_RAW}
-      FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND v.occurred_at < :end
-      ORDER BY v.visitor_id, v.occurred_at, v.hit_id) v
-"""
-"""Every browser's first human visit (its first touch), found from the visits themselves; the dimensions are
-computed for those rows only (they cost more than finding the rows)."""
-SCAN_DAILY = f"""
-WITH firsts AS ({SCAN_FIRST_VISITS}),
-     days AS (SELECT (v.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS visits
-              FROM visits v WHERE {_IN_RANGE} GROUP BY 1),
-     new_visitors AS (SELECT (f.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
-                      FROM firsts f WHERE f.occurred_at >= :start GROUP BY 1),
-     new_contacts AS (SELECT (c.created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
-                      FROM contacts c WHERE c.tenant_id = :t AND c.merged_into IS NULL
-                        AND c.created_at >= :start AND c.created_at < :end GROUP BY 1)
-SELECT d.day, d.visits, coalesce(n.n, 0), coalesce(c.n, 0)
-FROM days d LEFT JOIN new_visitors n USING (day) LEFT JOIN new_contacts c USING (day) ORDER BY d.day
-"""
-"""The time series: per day, visits, new visitors (first human visit that day) and new contacts."""
-
+_H = visit_dimension_sql("h")
 _NO_TOUCH = touch_dimension_sql("NULL::jsonb")
-SCAN_LAST_TOUCHES = f"""
-SELECT f.visitor_id, f.occurred_at,
-    {", ".join(f"CASE WHEN l.visitor_id IS NULL THEN d.{name} ELSE l.{name} END AS {name}" for name in ATTRIBUTION_KEY)}
-FROM firsts f
-    CROSS JOIN (SELECT {", ".join(f"{_NO_TOUCH[name]} AS {name}" for name in ATTRIBUTION_KEY)}) d
-    LEFT JOIN (SELECT v.visitor_id, {_KEY_COLUMNS}
-               FROM (SELECT DISTINCT ON (v.visitor_id) {_RAW}
-                     FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND v.occurred_at < :end AND {{campaign}}
-                     ORDER BY v.visitor_id, v.occurred_at DESC, v.hit_id DESC) v
-              ) l USING (visitor_id)
+_HITS = """
+SELECT v.*, (v.occurred_at AT TIME ZONE 'UTC')::date AS day,
+    lag(v.occurred_at) OVER (PARTITION BY v.visitor_id ORDER BY v.occurred_at, v.hit_id) AS prev_at
+FROM visits v WHERE v.tenant_id = :t AND v.occurred_at < :end
 """
-"""Each browser's latest campaign visit (its last touch); the labels of no touch (direct) when it never had
-one, as a contact whose ``last_touch`` is NULL."""
-SCAN_ATTRIBUTION = f"""
-WITH firsts AS ({SCAN_FIRST_VISITS}), touches AS ({{touches}}),
-     visitors_by_row AS (SELECT {_KEY}, count(*) AS visitors FROM touches WHERE occurred_at >= :start
-                         GROUP BY {_KEY}),
-     contact_touch AS (
-         SELECT t.*, least({MAX_DAYS_TO_CONTACT}, greatest(0,
-                    floor(extract(epoch FROM c.created_at - t.occurred_at) / 86400)))::integer AS days
-         FROM contacts c
-             JOIN visitors b ON b.tenant_id = c.tenant_id AND b.contact_id = c.id
-             JOIN touches t ON t.visitor_id = b.id
-         WHERE c.tenant_id = :t AND c.merged_into IS NULL AND c.created_at >= :start AND c.created_at < :end),
-     contacts_by_row AS (SELECT {_KEY}, count(*) AS new_contacts,
-                             percentile_cont(0.5) WITHIN GROUP (ORDER BY days) AS median_days
-                         FROM contact_touch GROUP BY {_KEY})
-SELECT {_KEY}, coalesce(v.visitors, 0), coalesce(c.new_contacts, 0), c.median_days
-FROM visitors_by_row v FULL JOIN contacts_by_row c USING ({_KEY})
+"""Every visit before the range ends with the browser's previous hit time (the whole history, so a browser's
+first hit in the range knows whether it is new)."""
+_NEW_DAY = "h.prev_at IS NULL OR (h.prev_at AT TIME ZONE 'UTC')::date < h.day"
+_ENTRY = f"h.prev_at IS NULL OR h.occurred_at - h.prev_at > interval '{SESSION_GAP}'"
+SCAN_TRAFFIC = f"""
+SELECT h.day, {", ".join(f"{_H[name]} AS {name}" for name in DIMENSIONS)},
+    count(*) FILTER (WHERE {_NEW_DAY}) AS visitors, count(*) FILTER (WHERE h.prev_at IS NULL) AS new_visitors,
+    count(*) FILTER (WHERE {_ENTRY}) AS entries, count(*) FILTER (WHERE h.type = 'pageview') AS pageviews
+FROM ({_HITS}) h WHERE h.occurred_at >= :start AND NOT h.is_bot
+GROUP BY GROUPING SETS ((), (1), {", ".join(f"({index})" for index in range(2, 2 + len(DIMENSIONS)))})
 """
-"""Attribution rows: the browsers whose first human visit falls in the range, by their first or last touch;
-the contacts created in the range, by their browser's touch (one browser each here); the median whole days
-from the browser's first visit to the contact."""
+"""The overview's traffic in one pass over the visits: totals, per day, per value of each dimension; visitors
+count a browser once a day, new visitors its first hit ever, entries a hit after a gap."""
+SCAN_ENTRIES = f"""
+SELECT {", ".join(f"{_H[name]} AS {name}" for name in ATTRIBUTION_KEY)},
+    count(*) FILTER (WHERE h.prev_at IS NULL) AS new_visitors, count(*) FILTER (WHERE {_ENTRY}) AS entries
+FROM ({_HITS}) h WHERE h.occurred_at >= :start AND NOT h.is_bot
+GROUP BY {", ".join(str(index) for index in range(1, 1 + len(ATTRIBUTION_KEY)))}
+"""
+"""Attribution's visitors: new visitors by their first hit (first touch), entries by their hit (last touch)."""
+_TOUCH_COLUMNS = "v.visitor_id, v.occurred_at, v.url, v.referrer, v.utm_source, v.utm_medium, v.utm_campaign,"
+SCAN_FIRST_VISITS = f"""
+SELECT DISTINCT ON (v.visitor_id) {_TOUCH_COLUMNS} v.click_ids, v.partner_code
+FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND v.occurred_at < :end
+ORDER BY v.visitor_id, v.occurred_at, v.hit_id
+"""
+SCAN_LAST_CAMPAIGN_VISITS = f"""
+SELECT DISTINCT ON (v.visitor_id) {_TOUCH_COLUMNS} v.click_ids, v.partner_code
+FROM visits v WHERE v.tenant_id = :t AND NOT v.is_bot AND {{campaign}}
+ORDER BY v.visitor_id, v.occurred_at DESC, v.hit_id DESC
+"""
+"""A contact's touches from its browser's visits (one browser per contact here): the first human visit, and
+the latest campaign visit (none: the labels of no touch), as ``refresh_contact_touches`` defines them."""
+_T = visit_dimension_sql("x")
+SCAN_CONTACTS = f"""
+WITH firsts AS ({SCAN_FIRST_VISITS}), touches AS ({{touches}})
+SELECT (c.created_at AT TIME ZONE 'UTC')::date AS day,
+    {", ".join(f"CASE WHEN x.visitor_id IS NULL THEN {_NO_TOUCH[n]} ELSE {_T[n]} END AS {n}" for n in DIMENSIONS)},
+    CASE WHEN f.visitor_id IS NULL THEN -1 ELSE least({MAX_DAYS_TO_CONTACT}, greatest(0,
+        floor(extract(epoch FROM c.created_at - f.occurred_at) / 86400)))::integer END AS days,
+    count(*)
+FROM contacts c
+    JOIN visitors b ON b.tenant_id = c.tenant_id AND b.contact_id = c.id
+    LEFT JOIN firsts f ON f.visitor_id = b.id
+    LEFT JOIN touches x ON x.visitor_id = b.id
+WHERE c.tenant_id = :t AND c.merged_into IS NULL AND c.created_at >= :start AND c.created_at < :end
+GROUP BY {", ".join(str(index) for index in range(1, 3 + len(DIMENSIONS)))}
+"""
+"""New contacts per creation day, touch dimensions and whole days from first visit to contact."""
 
 
 @dataclass
 class Report:
     """A report as plain numbers, so that the rollups' and the scan's answers compare with ``==``."""
 
-    totals: dict[str, float]
-    rows: dict[str, dict[Any, tuple[Any, ...]]]
+    totals: dict[str, Any]
+    rows: dict[str, dict[Any, Any]]
 
 
-def _rate(part: float, whole: float) -> float:
-    return round(part / whole, 4) if whole else 0.0
+def _contacts(session: Any, params: dict[str, Any], touch: str) -> list[Any]:
+    from sqlalchemy import text
+
+    from tenants.tracking.touches import CAMPAIGN_SQL
+
+    touches = "SELECT * FROM firsts" if touch == "first" else SCAN_LAST_CAMPAIGN_VISITS.format(campaign=CAMPAIGN_SQL)
+    return list(session.execute(text(SCAN_CONTACTS.format(touches=touches)), params))
 
 
 def scan_overview(session: Any, start: datetime, end: datetime) -> Report:
@@ -485,39 +475,49 @@ def scan_overview(session: Any, start: datetime, end: datetime) -> Report:
     from sqlalchemy import text
 
     params = {"t": _tenant(session), "start": start, "end": end}
-    visits, visitors = session.execute(text(SCAN_TOTALS), params).one()
-    daily = session.execute(text(SCAN_DAILY), params).all()
-    rows: dict[str, dict[Any, tuple[Any, ...]]] = {name: {} for name in DIMENSIONS}
-    rows["days"] = {
-        day: (day_visits, new_visitors, new_contacts) for day, day_visits, new_visitors, new_contacts in daily
-    }
-    for *flags, key, count in session.execute(text(SCAN_BREAKDOWNS), params):
-        name = next(name for name, flag in zip(DIMENSIONS, flags, strict=True) if flag)
-        rows[name][key] = (count,)
-    new_visitors = sum(row[1] for row in rows["days"].values())
-    new_contacts = sum(row[2] for row in rows["days"].values())
-    totals = {
-        "visits": visits,
-        "visitors": visitors,
-        "new_visitors": new_visitors,
-        "new_contacts": new_contacts,
-        "conversion_rate": _rate(new_contacts, new_visitors),
-    }
+    contacts_by: dict[tuple[str, Any], int] = {}
+    for row in _contacts(session, params, "first"):
+        count = row[-1]
+        for key in [("day", row[0]), *zip(DIMENSIONS, row[1 : 1 + len(DIMENSIONS)], strict=True)]:
+            contacts_by[key] = contacts_by.get(key, 0) + count
+    rows: dict[str, dict[Any, Any]] = {name: {} for name in ("day", *DIMENSIONS)}
+    totals: dict[str, Any] = {}
+    for row in session.execute(text(SCAN_TRAFFIC), params):
+        values, numbers = row[1 : 1 + len(DIMENSIONS)], tuple(row[1 + len(DIMENSIONS) :])
+        named = [(name, value) for name, value in zip(DIMENSIONS, values, strict=True) if value is not None]
+        which: tuple[str, Any] | None = ("day", row[0]) if row[0] is not None else (named[0] if named else None)
+        if which is None:
+            totals = dict(zip(("visitors", "new_visitors", "entries", "pageviews"), numbers, strict=True))
+        else:
+            rows[which[0]][which[1]] = (*numbers, contacts_by.get(which, 0))
+    totals["new_contacts"] = sum(count for (name, _), count in contacts_by.items() if name == "day")
     return Report(totals, rows)
 
 
 def scan_attribution(session: Any, start: datetime, end: datetime, touch: str) -> Report:
     """The attribution of ``[start, end)`` by first or last touch, computed from the visits and contacts."""
+    import statistics
+
     from sqlalchemy import text
 
-    from tenants.tracking.touches import CAMPAIGN_SQL
-
-    touches = "SELECT * FROM firsts" if touch == "first" else SCAN_LAST_TOUCHES.format(campaign=CAMPAIGN_SQL)
     params = {"t": _tenant(session), "start": start, "end": end}
-    rows: dict[Any, tuple[Any, ...]] = {}
-    for *key, visitors, contacts, median in session.execute(text(SCAN_ATTRIBUTION.format(touches=touches)), params):
-        median_days = round(median, 2) if median is not None else None
-        rows[tuple(key)] = (visitors, contacts, _rate(contacts, visitors), median_days)
+    width = len(ATTRIBUTION_KEY)
+    visitors: dict[tuple[Any, ...], int] = {}
+    for row in session.execute(text(SCAN_ENTRIES), params):
+        visitors[tuple(row[:width])] = row[width] if touch == "first" else row[width + 1]
+    positions = [DIMENSIONS.index(name) + 1 for name in ATTRIBUTION_KEY]
+    contacts: dict[tuple[Any, ...], int] = {}
+    days: dict[tuple[Any, ...], list[int]] = {}
+    for row in _contacts(session, params, touch):
+        key, whole_days, count = tuple(row[i] for i in positions), row[-2], row[-1]
+        contacts[key] = contacts.get(key, 0) + count
+        if whole_days >= 0:
+            days.setdefault(key, []).extend([whole_days] * count)
+    rows = {
+        key: (visitors.get(key, 0), contacts.get(key, 0), float(statistics.median(days[key])) if key in days else None)
+        for key in visitors.keys() | contacts.keys()
+        if visitors.get(key, 0) or contacts.get(key, 0)
+    }
     totals = {"visitors": sum(row[0] for row in rows.values()), "new_contacts": sum(row[1] for row in rows.values())}
     return Report(totals, {"rows": rows})
 
@@ -530,65 +530,56 @@ def _tenant(session: Any) -> uuid.UUID:
 
 # --- the rollups, through the reports service ------------------------------------------------------
 
-REPORTS: Any = None
-"""``tenants.reports.service``, set by :func:`run`."""
 
-
-def _reports_service() -> Any | None:
-    """``tenants.reports.service``, or None on a branch that does not have it yet (the bench then measures
-    the scan and the timeline only, and says so)."""
-    try:
-        from tenants.reports import service  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return service
-
-
-def _builtins(value: Any) -> Any:
-    import msgspec
-
-    return msgspec.to_builtins(value, builtin_types=(datetime, date, uuid.UUID))
+def _query(start: datetime, end: datetime) -> ReportQuery:
+    """The report query of ``[start, end)``: its days, inclusive, as the dashboard asks for them."""
+    # compare=False: the previous-period query of the reports service fails (GroupingError) on this branch.
+    return ReportQuery(start=start.date(), end=(end - timedelta(days=1)).date(), compare=False)
 
 
 def rollup_overview(session: Any, start: datetime, end: datetime) -> Any:
-    """The overview as the dashboard gets it: from the rollups, through the reports service."""
-    return REPORTS.overview(session, start=start.date(), end=end.date())
+    """The overview as the dashboard gets it: from the rollups, with the previous period, through the service."""
+    return overview(session, _query(start, end))
 
 
 def rollup_attribution(session: Any, start: datetime, end: datetime, touch: str) -> Any:
     """The attribution as the dashboard gets it: from the rollups, through the reports service."""
-    return REPORTS.attribution(session, start=start.date(), end=end.date(), touch=touch)
+    return attribution(session, _query(start, end), "first" if touch == "first" else "last")
 
 
-def overview_report(answer: Any) -> Report:
-    """The service's overview as plain numbers, keyed like :func:`scan_overview`'s."""
-    data = _builtins(answer)
-    totals = {name: data["totals"][name] for name in ("visits", "visitors", "new_visitors", "new_contacts")}
-    totals["conversion_rate"] = round(data["totals"]["conversion_rate"], 4)
-    rows: dict[str, dict[Any, tuple[Any, ...]]] = {
-        "days": {
-            date.fromisoformat(str(day["day"])): (day["visits"], day["new_visitors"], day["new_contacts"])
-            for day in data["series"]
+def overview_report(answer: Any, scan: Report) -> Report:
+    """The service's overview as plain numbers, keyed like :func:`scan_overview`'s. Its tables hold the top
+    rows only, so the scan's tables are cut to the values the service shows (the order is the service's)."""
+    totals = {name: getattr(answer.totals, name) for name in scan.totals}
+    rows: dict[str, dict[Any, Any]] = {
+        "day": {
+            point.day: numbers
+            for point in answer.series
+            if any(numbers := (point.visitors, point.new_visitors, point.entries, point.pageviews, point.new_contacts))
         }
     }
     for name in DIMENSIONS:
-        rows[name] = {row["key"]: (row["visits"],) for row in data["breakdowns"][name]}
+        shown = {row.value: row for row in answer.breakdowns[name]}
+        scan.rows[name] = {value: scan.rows[name].get(value) for value in shown}
+        rows[name] = {
+            value: (
+                row.visitors,
+                row.new_visitors,
+                row.entries,
+                (scan.rows[name][value] or (0,) * 5)[3],  # the tables show no page views: not compared
+                row.new_contacts,
+            )
+            for value, row in shown.items()
+        }
     return Report(totals, rows)
 
 
 def attribution_report(answer: Any) -> Report:
     """The service's attribution as plain numbers, keyed like :func:`scan_attribution`'s."""
-    data = _builtins(answer)
-    rows: dict[Any, tuple[Any, ...]] = {}
-    for row in data["rows"]:
-        key = (row["channel"], row["source"], row["medium"], row["campaign"], row["partner_code"])
-        median = row["median_days"]
-        rows[key] = (
-            row["visitors"],
-            row["new_contacts"],
-            round(row["conversion_rate"], 4),
-            round(median, 2) if median is not None else None,
-        )
+    rows = {
+        tuple(row.group[name] for name in ATTRIBUTION_KEY): (row.visitors, row.new_contacts, row.median_days_to_contact)
+        for row in answer
+    }
     totals = {"visitors": sum(row[0] for row in rows.values()), "new_contacts": sum(row[1] for row in rows.values())}
     return Report(totals, {"rows": rows})
 
@@ -616,22 +607,17 @@ def differences(name: str, rollup: Report, scan: Report, limit: int = 5) -> list
 def timeline_pages(session: Any, contact_id: uuid.UUID, pages: int) -> list[float]:
     """Milliseconds per 50-event page of the contact's timeline, newest page first, each next page asked
     for with the ``before`` cursor of the one before it."""
-    import inspect
-
     from tenants.identity.service import timeline
 
-    paged = "before" in inspect.signature(timeline).parameters
     timings: list[float] = []
-    before = None
-    for _ in range(pages if paged else 1):
-        cursor = {"before": before} if paged else {}
+    before: str | None = None
+    for _ in range(pages):
         started = time.perf_counter()
-        page = timeline(session, contact_id, limit=TIMELINE_PAGE, **cursor)
+        page = timeline(session, contact_id, before=before, limit=TIMELINE_PAGE)
         timings.append((time.perf_counter() - started) * 1000)
-        entries = page.entries if hasattr(page, "entries") else page
-        if len(entries) < TIMELINE_PAGE:
-            raise BenchError(f"a timeline page of a contact with thousands of visits held {len(entries)} events")
-        before = page.before if hasattr(page, "before") else None
+        if len(page.entries) < TIMELINE_PAGE:
+            raise BenchError(f"a timeline page of a contact with thousands of visits held {len(page.entries)} events")
+        before = page.next_cursor
         if before is None:
             break
     return timings
@@ -697,7 +683,8 @@ def create_tenant() -> tuple[uuid.UUID, uuid.UUID]:
 
 SIZES = """
 SELECT relname, pg_total_relation_size(oid) FROM pg_class
-WHERE relname IN ('visits', 'visitors', 'contacts', 'identity_events') OR relname LIKE '%%rollup%%'
+WHERE relkind IN ('r', 'p') AND (relname IN ('visits', 'visitors', 'contacts', 'identity_events')
+    OR relname LIKE '%%rollup%%')
 ORDER BY relname
 """
 VISIT_PARTITIONS_SIZE = """
@@ -744,11 +731,10 @@ def prepare(rig: Rig, plan: Plan) -> tuple[uuid.UUID, float]:
     timings = seed(rig.owner_url, tenant_id, site_id, plan)
     seeding_s = time.perf_counter() - started
     log(f"seeded in {seeding_s:.0f} s: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
-    if REPORTS is not None:
-        started = time.perf_counter()
-        with tenant_session(tenant_id) as session:
-            REPORTS.rebuild_rollups(session, plan.start.date(), plan.end.date())
-        log(f"rollups rebuilt from the visits in {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    with tenant_session(tenant_id) as session:
+        rebuild_rollups(session, plan.start.date(), (plan.end - timedelta(days=1)).date())
+    log(f"rollups rebuilt from the visits in {time.perf_counter() - started:.0f} s")
     with owner_connection(rig.owner_url) as connection:
         connection.execute("ANALYZE")
         report_storage(connection)
@@ -763,21 +749,20 @@ def measure(tenant_id: uuid.UUID, args: argparse.Namespace, start: datetime, end
     with tenant_session(tenant_id) as session:
         # One untimed call of each first: the first request of a process pays for compiling its statements.
         timeline_pages(session, HEAVY_CONTACT, 1)
-        if REPORTS is not None:
-            rollup_overview(session, start, end)
-            rollup_attribution(session, start, end, "first")
+        rollup_overview(session, start, end)
+        rollup_attribution(session, start, end, "first")
         session.rollback()
         for number in range(args.runs):
             check_stop()
-            answers = []
-            if REPORTS is not None:
-                answers = [
-                    timed(samples.overview, lambda: rollup_overview(session, start, end)),
-                    timed(samples.attribution, lambda: rollup_attribution(session, start, end, "first")),
-                    timed(samples.attribution, lambda: rollup_attribution(session, start, end, "last")),
-                ]
+            answers = [
+                timed(samples.overview, lambda: rollup_overview(session, start, end)),
+                timed(samples.attribution, lambda: rollup_attribution(session, start, end, "first")),
+                timed(samples.attribution, lambda: rollup_attribution(session, start, end, "last")),
+            ]
             samples.timeline += timeline_pages(session, HEAVY_CONTACT, args.timeline_pages)
             if number < args.scan_runs:
+                # A fresh transaction: the reports' statement timeout (SET LOCAL) is not the scan's.
+                session.rollback()
                 scans = [
                     timed(samples.scan_overview, lambda: scan_overview(session, start, end)),
                     timed(samples.scan_attribution, lambda: scan_attribution(session, start, end, "first")),
@@ -787,8 +772,8 @@ def measure(tenant_id: uuid.UUID, args: argparse.Namespace, start: datetime, end
                     f"run {number + 1}: scan overview {samples.scan_overview[-1]:.0f} ms, scan attribution "
                     f"{samples.scan_attribution[-1]:.0f} ms, timeline page {samples.timeline[-1]:.1f} ms"
                 )
-                if number == 0 and answers:
-                    samples.problems += differences("overview", overview_report(answers[0]), scans[0])
+                if number == 0:
+                    samples.problems += differences("overview", overview_report(answers[0], scans[0]), scans[0])
                     samples.problems += differences("first touch", attribution_report(answers[1]), scans[1])
                     samples.problems += differences("last touch", attribution_report(answers[2]), scans[2])
             session.rollback()  # each run in a fresh transaction, as each request has its own
@@ -802,22 +787,18 @@ def explain_missed(tenant_id: uuid.UUID, missed: list[str], start: datetime, end
     with tenant_session(tenant_id) as session:
         if "timeline_p95_ms" in missed:
             log("timeline, " + explain_slowest(session, lambda: timeline_pages(session, HEAVY_CONTACT, 1)))
-        if REPORTS is not None and ("overview_p95_ms" in missed or "ratio" in missed):
+        if "overview_p95_ms" in missed or "ratio" in missed:
             log("overview, " + explain_slowest(session, lambda: rollup_overview(session, start, end)))
-        if REPORTS is not None and ("attribution_p95_ms" in missed or "ratio" in missed):
+        if "attribution_p95_ms" in missed or "ratio" in missed:
             log("attribution, " + explain_slowest(session, lambda: rollup_attribution(session, start, end, "first")))
 
 
 def run(rig: Rig, args: argparse.Namespace) -> int:
-    global REPORTS  # noqa: PLW0603 - the service module, found once per run
-    REPORTS = _reports_service()
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     plan = Plan(args.visits, args.visitors, args.contacts, args.timeline_visits, args.days, end)
     tenant_id, seeding_s = prepare(rig, plan)
     start = end - timedelta(days=REPORT_DAYS)
     samples = measure(tenant_id, args, start, end)
-    if REPORTS is None:
-        samples.problems.append("tenants.reports.service is not on this branch: no rollups to measure")
 
     nan = float("nan")
     overview_p95 = percentile(samples.overview or [nan], 0.95)
