@@ -147,7 +147,6 @@ def upgrade() -> None:
            FOR EACH ROW EXECUTE FUNCTION trailmark_contact_rollup()"""
     )
 
-
     # The nightly check walks every tenant; the app role sees no tenant without one, so this owner-run
     # function names them (ids only).
     op.execute(
