@@ -105,7 +105,7 @@ class ReportsController(Controller):
         end: End,
         site_id: SiteId = None,
         include_bots: Bots = False,
-        model: Literal["first", "last"] = "first",
+        model: Annotated[Literal["first", "last"], Parameter(description="Which touch a contact is credited to")] = "first",
         group_by: GroupBy = DEFAULT_GROUP_BY,
         channel: Dimension = None,
         source: Dimension = None,

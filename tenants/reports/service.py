@@ -198,7 +198,8 @@ _TRAFFIC_SUMS = "sum(visitors), sum(new_visitors), sum(entries), sum(pageviews)"
 def _traffic_sets(session: Session, q: ReportQuery, *, by_day: bool) -> list[Any]:
     where, params = _where(q, traffic=True)
     sets = f"(), {'(day), ' if by_day else ''}{_SETS}"
-    statement = f"""SELECT day, {", ".join(DIMENSIONS)}, {_TRAFFIC_SUMS} FROM traffic_rollups
+    day = "day" if by_day else "NULL::date"
+    statement = f"""SELECT {day}, {", ".join(DIMENSIONS)}, {_TRAFFIC_SUMS} FROM traffic_rollups
         WHERE {where} GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - column names from DIMENSIONS
     return list(session.execute(text(statement), params).all())
 
@@ -206,7 +207,8 @@ def _traffic_sets(session: Session, q: ReportQuery, *, by_day: bool) -> list[Any
 def _contact_sets(session: Session, q: ReportQuery, *, by_day: bool, touch: TouchModel = "first") -> list[Any]:
     where, params = _where(q, traffic=False)
     sets = f"(), {'(day), ' if by_day else ''}{_SETS}"
-    statement = f"""SELECT day, {", ".join(DIMENSIONS)}, sum(contacts) FROM contact_rollups
+    day = "day" if by_day else "NULL::date"
+    statement = f"""SELECT {day}, {", ".join(DIMENSIONS)}, sum(contacts) FROM contact_rollups
         WHERE {where} AND touch = :touch GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - names from DIMENSIONS
     return list(session.execute(text(statement), {**params, "touch": touch}).all())
 
@@ -263,7 +265,10 @@ def overview(session: Session, q: ReportQuery) -> Overview:
     ]
     breakdowns: dict[str, list[BreakdownRow]] = {}
     for name in DIMENSIONS:
-        rows = sorted(breakdown[name].items(), key=lambda item: (-item[1][0], -item[1][2], -item[1][4], item[0]))
+        rows = sorted(
+            ((v, sums) for v, sums in breakdown[name].items() if any(sums)),
+            key=lambda item: (-item[1][0], -item[1][2], -item[1][4], item[0]),
+        )
         breakdowns[name] = [
             BreakdownRow(
                 value=value,
