@@ -533,8 +533,7 @@ def _tenant(session: Any) -> uuid.UUID:
 
 def _query(start: datetime, end: datetime) -> ReportQuery:
     """The report query of ``[start, end)``: its days, inclusive, as the dashboard asks for them."""
-    # compare=False: the previous-period query of the reports service fails (GroupingError) on this branch.
-    return ReportQuery(start=start.date(), end=(end - timedelta(days=1)).date(), compare=False)
+    return ReportQuery(start=start.date(), end=(end - timedelta(days=1)).date())
 
 
 def rollup_overview(session: Any, start: datetime, end: datetime) -> Any:
