@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements-dev.lock
 COMPILE := $(BIN)/uv pip compile pyproject.toml --group install --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: run test lint lock bench-collect bench-merge bench-pages clean
+.PHONY: run test lint lock bench-collect bench-merge bench-pages bench-dashboard clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench-merge: $(STAMP)
 
 bench-pages: $(STAMP)
 	$(BIN)/python bench/pages.py
+
+bench-dashboard: $(STAMP)
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) .trailmark .pytest_cache .mypy_cache .ruff_cache
