@@ -286,7 +286,7 @@ def test_a_click_never_repoints_a_device_with_a_live_login(client: TestClient[An
     assert exchange(client, site, code, device).status_code == 200
 
     def refused() -> bool:
-        events = client.get(f"/api/v1/contacts/{other}/timeline", headers=site.tenant.headers).json()
+        events = client.get(f"/api/v1/contacts/{other}/timeline", headers=site.tenant.headers).json()["items"]
         return any(e["kind"] == "identity.repoint_refused" for e in events)
 
     wait_until(refused, 30, "the refusal logged")
@@ -312,7 +312,7 @@ def test_mail_scanners_are_redirected_but_identify_nobody(
     assert response.headers["location"] == f"{ORIGIN}/offer"  # no one-time code for a scanner
     (entry,) = [
         e
-        for e in client.get(f"/api/v1/contacts/{contact}/timeline", headers=site.tenant.headers).json()
+        for e in client.get(f"/api/v1/contacts/{contact}/timeline", headers=site.tenant.headers).json()["items"]
         if e["kind"] == "link_click"
     ]
     assert entry["identifies"] is False and entry["reason"] == reason
@@ -382,7 +382,7 @@ def test_explicit_merge_of_two_contacts(client: TestClient[Any], site: SiteHandl
     assert client.get(f"/api/v1/contacts/{other}", headers=site.tenant.headers).json()["merged_into"] == keep
     again = client.post(f"/api/v1/contacts/{keep}/merge", json={"other_contact_id": other}, headers=site.tenant.headers)
     assert again.status_code == 409
-    events = client.get(f"/api/v1/contacts/{keep}/timeline", headers=site.tenant.headers).json()
+    events = client.get(f"/api/v1/contacts/{keep}/timeline", headers=site.tenant.headers).json()["items"]
     assert any(e["kind"] == "identity.contacts_merged" and e["previous_contact_id"] == other for e in events)
 
 

@@ -112,14 +112,14 @@ class Shop:
         return dict(self.get(f"/api/v1/contacts/{contact_id}"))
 
     def timeline(self, contact_id: str) -> list[dict[str, Any]]:
-        """The whole timeline, newest first, read page by page."""
+        """The whole timeline, oldest first, read page by page (the API pages it newest first)."""
         entries: list[dict[str, Any]] = []
         page = self.get(f"/api/v1/contacts/{contact_id}/timeline")
         entries += page["items"]
         while page["next_cursor"]:
             page = self.get(f"/api/v1/contacts/{contact_id}/timeline", before=page["next_cursor"])
             entries += page["items"]
-        return entries
+        return entries[::-1]
 
     def resolve(self, visitor_token: str) -> dict[str, Any]:
         return dict(self.get("/api/v1/resolve", visitor_token=visitor_token))
