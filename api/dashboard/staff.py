@@ -11,7 +11,7 @@ from uuid import UUID
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from api.dashboard.auth import StaffCaller, requires
@@ -151,7 +151,7 @@ class StaffController(Controller):
         return redirect("/app/staff", f"Invitation mailed to {email}.")
 
     @post("/invitations/{invitation_id:uuid}/resend", status_code=303)
-    async def resend(self, staff: NamedDependency[StaffCaller], invitation_id: UUID) -> Response[Any]:
+    async def resend(self, staff: NamedDependency[StaffCaller], invitation_id: FromPath[UUID]) -> Response[Any]:
         def run() -> str:
             with staff.session() as session:
                 invitation = resend_invitation(session, invitation_id)
@@ -162,7 +162,7 @@ class StaffController(Controller):
         return redirect("/app/staff", f"Invitation mailed to {email} again; earlier links no longer work.")
 
     @post("/invitations/{invitation_id:uuid}/revoke", status_code=303)
-    async def revoke(self, staff: NamedDependency[StaffCaller], invitation_id: UUID) -> Response[Any]:
+    async def revoke(self, staff: NamedDependency[StaffCaller], invitation_id: FromPath[UUID]) -> Response[Any]:
         def run() -> str:
             with staff.session() as session:
                 invitation = revoke_invitation(session, invitation_id)
@@ -174,7 +174,7 @@ class StaffController(Controller):
 
     @post("/{user_id:uuid}/role", status_code=303)
     async def role(
-        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], user_id: UUID
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], user_id: FromPath[UUID]
     ) -> Response[Any]:
         form = await checked_form(request)
 
@@ -194,7 +194,7 @@ class StaffController(Controller):
         return redirect("/app/staff", await anyio.to_thread.run_sync(run))
 
     @post("/{user_id:uuid}/remove", status_code=303)
-    async def remove(self, staff: NamedDependency[StaffCaller], user_id: UUID) -> Response[Any]:
+    async def remove(self, staff: NamedDependency[StaffCaller], user_id: FromPath[UUID]) -> Response[Any]:
         def run() -> str:
             with staff.session() as session:
                 user = remove_staff(session, actor_id=staff.user_id, user_id=user_id)
@@ -285,7 +285,7 @@ class ApiKeysController(Controller):
         )
 
     @post("/{key_id:uuid}/revoke", status_code=303)
-    async def revoke(self, staff: NamedDependency[StaffCaller], key_id: UUID) -> Response[Any]:
+    async def revoke(self, staff: NamedDependency[StaffCaller], key_id: FromPath[UUID]) -> Response[Any]:
         def run() -> str:
             with staff.session() as session:
                 key = revoke_api_key(session, key_id)
