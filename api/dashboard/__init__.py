@@ -6,6 +6,7 @@ CSRF check to every state-changing request and renders errors as pages.
 
 from litestar import Router
 
+from api.dashboard.attribution import AttributionController
 from api.dashboard.auth import csrf_guard, provide_staff
 from api.dashboard.login import LoginController
 from api.dashboard.overview import OverviewController
@@ -20,6 +21,7 @@ def dashboard_router() -> Router:
         route_handlers=[
             LoginController,
             OverviewController,
+            AttributionController,
         ],
         guards=[csrf_guard],
         dependencies={"staff": provide_staff},
