@@ -17,6 +17,7 @@ from api.openapi import StrictStructSchemaPlugin, docs_assets, openapi_config
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.public import MEMBERSHIP_HANDLERS, PAGE_HANDLERS
 from api.problems import EXCEPTION_HANDLERS
+from api.reports.controller import ReportsController
 from api.requests import StrictJSONRequest
 from api.text import RefuseUnstorableText
 from api.tracking.collect import SKIP_COMPRESSION, collect, tracker_script
@@ -58,6 +59,7 @@ def create_app() -> Litestar:
             whoami,
             MembershipSitesController,
             PagesController,
+            ReportsController,
             *MEMBERSHIP_HANDLERS,
             *PAGE_HANDLERS,
             tracker_script,

@@ -17,8 +17,10 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import FrameType
+from uuid import UUID
 
 from tenants.settings import Settings, SettingsError, get_settings
 
@@ -82,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     dead.add_argument("--replay", action="store_true", help="move them back into the ingest stream (each once)")
     dead.add_argument("--limit", type=_positive, default=100, help="list at most this many (oldest first)")
     dead.set_defaults(handler=_ingest_dead_letters)
+    reports = commands.add_parser("reports", help="the daily rollups the reports read")
+    reports_commands = reports.add_subparsers(dest="reports_command", required=True)
+    rebuild = reports_commands.add_parser(
+        "rebuild", help="delete and re-derive the rollups of some days from the stored visits and contacts"
+    )
+    rebuild.add_argument("--from", dest="start", type=date.fromisoformat, required=True, help="first day, YYYY-MM-DD")
+    rebuild.add_argument("--to", dest="end", type=date.fromisoformat, required=True, help="last day, inclusive")
+    rebuild.add_argument("--tenant", type=UUID, action="append", help="only this tenant id (repeatable)")
+    rebuild.set_defaults(handler=_reports_rebuild)
     return parser
 
 
@@ -246,6 +257,19 @@ def _ingest_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         at = letter.dead_lettered_at.isoformat(timespec="seconds")
         print(f"{letter.id}  {at}  entry {letter.entry_id}  tenant {tenant}  {letter.hits} hits: {letter.reason}")
     print(f"trailmark: {dead_letter_count(client)} dead letters")
+    return 0
+
+
+def _reports_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from tenants.reports.rollups import rebuild_tenants
+    from tenants.reports.service import MAX_RANGE_DAYS
+
+    _require_services(settings)
+    if args.end < args.start or (args.end - args.start).days >= MAX_RANGE_DAYS:
+        print(f"trailmark: --to must be on or after --from, within {MAX_RANGE_DAYS} days", file=sys.stderr)
+        return 2
+    count = rebuild_tenants(args.start, args.end, args.tenant)
+    print(f"trailmark: rebuilt the rollups of {args.start} to {args.end} for {count} tenant(s)")
     return 0
 
 

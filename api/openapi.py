@@ -61,7 +61,8 @@ PROBLEM_DESCRIPTIONS = {
     422: "Well-formed, but a value breaks a rule: one this schema declares (length, pattern, range, enum) or one "
     "only the service can check (an id in the body that does not exist, a rule across fields); `errors` has one "
     "entry per field.",
-    503: "A backing service (database, Redis) is unavailable; retry later.",
+    503: "A backing service (database, Redis) is unavailable, or a report query ran past its time limit; "
+    "retry later (a report: try a shorter range).",
 }
 
 

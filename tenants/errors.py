@@ -12,8 +12,10 @@ __all__ = [
     "DomainError",
     "Forbidden",
     "Invalid",
+    "InvalidQuery",
     "NotFound",
     "RateLimited",
+    "ReportTimedOut",
     "Unauthorized",
 ]
 
@@ -68,3 +70,16 @@ class RateLimited(DomainError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ReportTimedOut(DomainError):
+    """A report query ran past ``report_statement_timeout_ms`` and was cancelled: the panel says so."""
+
+    status = 503
+
+
+class InvalidQuery(Invalid):
+    """A report or list query that cannot be answered as asked (a range backwards or too long, an unknown
+    dimension): 400, with what is wrong with each parameter."""
+
+    status = 400

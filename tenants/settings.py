@@ -63,6 +63,8 @@ class Settings:
     """A batch unacknowledged this long was taken by an ingest worker presumed dead; another claims it."""
     trusted_proxies: tuple[str, ...]
     """Addresses/networks whose X-Forwarded-For is believed; nobody's by default."""
+    report_statement_timeout_ms: int = 5000
+    """A report query running longer is cancelled and its panel says it timed out."""
 
     @property
     def base_url(self) -> str:
@@ -114,6 +116,7 @@ class Settings:
             scanner_grace_seconds=_int(env, "TRAILMARK_SCANNER_GRACE_SECONDS", 10, 0, 3600),
             ingest_claim_idle_ms=_int(env, "TRAILMARK_INGEST_CLAIM_IDLE_MS", 30_000, 100, 86_400_000),
             trusted_proxies=_networks(env, "TRAILMARK_TRUSTED_PROXIES"),
+            report_statement_timeout_ms=_int(env, "TRAILMARK_REPORT_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
         )
 
     def with_signing_keys_from_data_dir(self) -> Settings:

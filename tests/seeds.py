@@ -99,4 +99,6 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "members": _memberships,
     "pages": _memberships,
     "audit_log": _audit,
+    "traffic_rollups": _tracking,  # ingest adds the visit to the day's traffic rollup
+    "contact_rollups": _identity,  # a new contact counts in the day's contact rollup
 }

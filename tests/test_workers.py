@@ -44,6 +44,7 @@ def test_every_task_goes_to_its_queue() -> None:
     import workers.identity
     import workers.ingest
     import workers.mail
+    import workers.reports
 
     queues = {name: celery_app.amqp.router.route({}, name)["queue"].name for name in celery_app.tasks}
     # Ingest has a queue (and workers) of its own, so identity and mail never wait behind page views.
@@ -51,6 +52,7 @@ def test_every_task_goes_to_its_queue() -> None:
     assert queues[workers.ingest.ensure_visit_partitions.name] == "default"
     assert queues[workers.identity.merge_history.name] == "identity"
     assert queues[ping.name] == "default"
+    assert queues[workers.reports.check_rollups.name] == "default"
     assert set(queues.values()) <= set(QUEUES)
 
 

@@ -7,6 +7,7 @@ import warnings
 
 from celery import Celery
 from celery.exceptions import SecurityWarning
+from celery.schedules import crontab
 from celery.signals import setup_logging, worker_process_init
 from kombu import Exchange, Queue
 
@@ -34,7 +35,9 @@ TASK_ROUTES = {
 }
 """Tasks not named here go to ``default``."""
 
-celery_app = Celery("trailmark", include=["workers.system", "workers.ingest", "workers.identity", "workers.mail"])
+celery_app = Celery(
+    "trailmark", include=["workers.system", "workers.ingest", "workers.identity", "workers.mail", "workers.reports"]
+)
 
 
 def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
@@ -79,6 +82,8 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
             # Each drain run stores until the stream is empty; runs overlap safely (one consumer group).
             "drain-ingest": {"task": "trailmark.ingest.drain", "schedule": 1.0, "options": {"expires": 2}},
             "visit-partitions": {"task": "trailmark.ingest.ensure_visit_partitions", "schedule": 3600.0},
+            # Yesterday's rollups against a scan of its visits and contacts, once the day is complete.
+            "check-rollups": {"task": "trailmark.reports.check_rollups", "schedule": crontab(hour=3, minute=17)},
         },
     )
 

@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from tenants.identity.service import refresh_contact_touches
 from tenants.isolation import tenant_session
+from tenants.reports.rollups import traffic_rollup_sql
 from tenants.tracking.buffer import DEAD_LETTER_STREAM, IngestBuffer, decode_entry
 from tenants.tracking.hits import AdCookies, ClickIds, Envelope, Hit, Utm
 from tenants.tracking.touches import CAMPAIGN_SQL, TOUCH_SQL
@@ -154,8 +155,9 @@ _LOCK_VISITORS = text(
        WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[]))
        ORDER BY id FOR UPDATE"""
 )
-# One statement stores the hits and folds the ones it added (not re-sent ones) into their visitors:
-# counts, first/last seen, first touch (set once), last touch (the latest campaign visit), bot flag.
+# One statement stores the hits and folds the ones it added (not re-sent ones) into their visitors
+# (counts, first/last seen, first touch set once, last touch the latest campaign visit, bot flag) and
+# into the daily traffic rollups, so a replayed entry changes neither.
 _STORE_VISITS = text(
     f"""WITH inserted AS (
            INSERT INTO visits (tenant_id, hit_id, occurred_at, received_at, visitor_id, site_id, contact_id,
@@ -174,6 +176,7 @@ _STORE_VISITS = text(
                bot_reason text)
            ON CONFLICT DO NOTHING
            RETURNING *),
+       {traffic_rollup_sql("inserted")},
        seen AS (
            SELECT visitor_id, count(*) AS added, min(occurred_at) AS first_seen_at,
                max(occurred_at) AS last_seen_at, bool_and(is_bot) AS all_bot

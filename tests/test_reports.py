@@ -1,0 +1,397 @@
+"""Reports: the overview and attribution a tenant reads equal what a plain scan of its stored visits and
+contacts gives, through the real collect → ingest pipeline, re-sent batches, merges and the nightly check."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import text
+
+from tenants.isolation import tenant_session
+from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql, visit_dimension_sql
+from tenants.reports.rollups import check_day, compare_rollups
+from tenants.reports.service import ReportQuery, attribution, overview
+from tests.conftest import SiteHandle, TenantHandle, child_env, make_site, token_after, wait_stored, wait_until
+
+ORIGIN = "https://shop.example"
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+CRAWLER = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+TODAY = datetime.now(UTC).date()
+BASE = datetime.combine(TODAY - timedelta(days=8), datetime.min.time(), UTC) + timedelta(hours=9)
+
+
+def _hit(at: datetime, path: str = "/", **fields: Any) -> dict[str, Any]:
+    return {
+        "hit_id": str(uuid.uuid4()),
+        "ts": int(at.timestamp() * 1000),
+        "url": f"{ORIGIN}{path}",
+        "path": path,
+        **fields,
+    }
+
+
+def _send(
+    client: TestClient[Any], site: SiteHandle, hits: list[dict[str, Any]], token: str | None, agent: str = BROWSER
+) -> tuple[str, bytes]:
+    body = json.dumps({"v": 1, "token": token, "hits": hits}).encode()
+    headers = {"Origin": ORIGIN, "User-Agent": agent, "Content-Type": "text/plain;charset=UTF-8"}
+    answer = client.post(f"/collect/{site.site_key}", content=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    return (token_after(answer, token) if agent == BROWSER else ""), body
+
+
+@dataclass
+class Seeded:
+    site: SiteHandle
+    other_site: SiteHandle
+    visits: int
+    resend: bytes
+    contact_ids: list[str]
+
+
+def _journeys() -> list[list[tuple[timedelta, str, dict[str, Any]]]]:
+    """Browsers' hits: (offset from BASE, path, hit fields). Several days, sources and session gaps."""
+    day = timedelta(days=1)
+    minute = timedelta(minutes=1)
+    google = {"referrer": "https://www.google.com/"}
+    mail = {"utm": {"source": "newsletter", "medium": "email", "campaign": "spring"}}
+    paid = {"utm": {"source": "facebook", "medium": "cpc", "campaign": "launch"}, "click_ids": {"fbclid": "F1"}}
+    return [
+        [(0 * day, "/", google), (10 * minute, "/pricing", {}), (2 * 60 * minute, "/", {}), (2 * day, "/a", mail)],
+        [(1 * day, "/launch", paid), (1 * day + 5 * minute, "/launch", {"type": "event", "event_name": "signup"})],
+        [(3 * day, "/", {}), (3 * day + 40 * minute, "/blog", {"referrer": "https://news.example/top"})],
+        [
+            (3 * day, "/", {"partner_code": "ACME"}),
+            (4 * day, "/", {"utm": {"source": "google", "medium": "cpc"}, "click_ids": {"gclid": "G1"}}),
+        ],
+        [(5 * day, "/offer", mail), (5 * day + 1 * minute, "/offer/2", {})],
+        [(6 * day, "/", google)],
+    ]
+
+
+@pytest.fixture
+def seeded(client: TestClient[Any], pipeline: None, make_tenant: Callable[..., TenantHandle]) -> Seeded:
+    tenant = make_tenant("Reports")
+    site = make_site(tenant, [ORIGIN])
+    other_site = make_site(tenant, [ORIGIN])
+    form = client.post(
+        "/api/v1/forms",
+        json={
+            "site_id": str(site.site_id),
+            "name": "Signup",
+            "min_fill_seconds": 1,
+            "fields": [{"name": "email", "maps_to": "email", "type": "email"}],
+        },
+        headers=tenant.headers,
+    ).json()
+    sent, resend, tokens = 0, b"", []
+    for journey in _journeys():
+        token: str | None = None
+        for offset, path, fields in journey:
+            token, body = _send(client, site, [_hit(BASE + offset, path, **fields)], token)
+            resend = resend or body
+            sent += 1
+        tokens.append(token)
+    _send(
+        client,
+        site,
+        [_hit(BASE + timedelta(days=2), "/robots"), _hit(BASE + timedelta(days=2, hours=1))],
+        None,
+        CRAWLER,
+    )
+    sent += 2
+    wait_stored(tenant.tenant_id, sent)
+    # Three browsers fill in the form: three contacts, attributed by the touches of their visits.
+    for number, token in enumerate(tokens[:3] + tokens[4:5]):
+        answer = client.post(
+            f"/f/{form['form_key']}",
+            data={
+                "tm_started": str(int(time.time() * 1000) - 5000),
+                "tm_token": token,
+                "email": f"person{number}@example.com",
+            },
+            headers={"Origin": ORIGIN, "User-Agent": BROWSER, "Accept": "application/json"},
+        )
+        assert answer.status_code == 200, answer.text
+    wait_until(lambda: _touched_contacts(tenant) == 4, 30, "the contacts' touches from their visits")
+    contacts = client.get("/api/v1/contacts", headers=tenant.headers).json()["items"]
+    return Seeded(site, other_site, sent, resend, [c["id"] for c in contacts])
+
+
+def _touched_contacts(tenant: TenantHandle) -> int:
+    with tenant_session(tenant.tenant_id) as session:
+        return int(session.execute(text("SELECT count(*) FROM contacts WHERE first_touch IS NOT NULL")).scalar() or 0)
+
+
+# --- the plain scans the reports must equal ---------------------------------------------------------------
+
+
+def _filter_sql(dims: dict[str, str], filters: dict[str, str]) -> tuple[str, dict[str, str]]:
+    clauses = [f"{dims[name]} = :f_{name}" for name in filters]
+    return (" AND ".join(clauses) or "true"), {f"f_{name}": value for name, value in filters.items()}
+
+
+def scan_traffic(
+    tenant: TenantHandle, q: ReportQuery, group_by: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], dict[str, int]]:
+    """Visitors (first hit of a day), new visitors (first hit ever), entries, pageviews, from the visits."""
+    dims = visit_dimension_sql("h")
+    where, params = _filter_sql(dims, q.filters)
+    keys = ", ".join(f"{dims[name]}" for name in group_by) or "'all'"
+    positions = ", ".join(str(i + 1) for i in range(len(group_by) or 1))
+    statement = f"""WITH h AS (SELECT v.*, (v.occurred_at AT TIME ZONE 'UTC')::date AS day,
+                         lag(v.occurred_at) OVER (PARTITION BY v.visitor_id ORDER BY v.occurred_at, v.hit_id) AS prev
+                     FROM visits v)
+        SELECT {keys}, count(*) FILTER (WHERE prev IS NULL OR (prev AT TIME ZONE 'UTC')::date < day),
+            count(*) FILTER (WHERE prev IS NULL),
+            count(*) FILTER (WHERE prev IS NULL OR occurred_at - prev > interval '30 minutes'),
+            count(*) FILTER (WHERE type = 'pageview')
+        FROM h WHERE day BETWEEN :start AND :end AND (:bots OR NOT is_bot)
+            AND (CAST(:site AS uuid) IS NULL OR site_id = CAST(:site AS uuid)) AND {where}
+        GROUP BY {positions}"""
+    with tenant_session(tenant.tenant_id) as session:
+        rows = session.execute(
+            text(statement), {**params, "start": q.start, "end": q.end, "bots": q.include_bots, "site": q.site_id}
+        ).all()
+    names = ("visitors", "new_visitors", "entries", "pageviews")
+    return {tuple(row[: len(group_by) or 1]): dict(zip(names, row[len(group_by) or 1 :], strict=True)) for row in rows}
+
+
+def scan_contacts(
+    tenant: TenantHandle, q: ReportQuery, touch: str = "first", group_by: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], int]:
+    dims = touch_dimension_sql(f"c.{touch}_touch")
+    where, params = _filter_sql(dims, q.filters)
+    keys = ", ".join(dims[name] for name in group_by) or "'all'"
+    positions = ", ".join(str(i + 1) for i in range(len(group_by) or 1))
+    statement = f"""SELECT {keys}, count(*) FROM contacts c
+        WHERE c.merged_into IS NULL AND (c.created_at AT TIME ZONE 'UTC')::date BETWEEN :start AND :end AND {where}
+        GROUP BY {positions}"""
+    with tenant_session(tenant.tenant_id) as session:
+        rows = session.execute(text(statement), {**params, "start": q.start, "end": q.end}).all()
+    return {tuple(row[: len(group_by) or 1]): int(row[-1]) for row in rows}
+
+
+def _total(scan: dict[tuple[str, ...], dict[str, int]]) -> dict[str, int]:
+    return scan.get(("all",), dict.fromkeys(("visitors", "new_visitors", "entries", "pageviews"), 0))
+
+
+def assert_overview_equals_a_scan(tenant: TenantHandle, q: ReportQuery) -> None:
+    with tenant_session(tenant.tenant_id) as session:
+        report = overview(session, q)
+    expected = _total(scan_traffic(tenant, q))
+    got = report.totals
+    assert (got.visitors, got.new_visitors, got.entries, got.pageviews) == (
+        expected["visitors"],
+        expected["new_visitors"],
+        expected["entries"],
+        expected["pageviews"],
+    ), q
+    assert got.new_contacts == scan_contacts(tenant, q).get(("all",), 0), q
+    previous = q.previous()
+    expected_before = _total(scan_traffic(tenant, previous))
+    assert report.previous is not None
+    assert report.previous.entries == expected_before["entries"]
+    assert report.previous.new_contacts == scan_contacts(tenant, previous).get(("all",), 0)
+    assert len(report.series) == q.days
+    assert sum(p.pageviews for p in report.series) == expected["pageviews"]
+    for name in DIMENSIONS:
+        scanned = scan_traffic(tenant, q, (name,))
+        shown = {row.value: (row.visitors, row.entries, row.new_visitors) for row in report.breakdowns[name]}
+        assert shown == {k[0]: (v["visitors"], v["entries"], v["new_visitors"]) for k, v in scanned.items()}, name
+        contacts = scan_contacts(tenant, q, "first", (name,))
+        assert {r.value: r.new_contacts for r in report.breakdowns[name] if r.new_contacts} == {
+            k[0]: n for k, n in contacts.items() if k[0] in shown
+        }, name
+
+
+def assert_attribution_equals_a_scan(tenant: TenantHandle, q: ReportQuery, model: str) -> None:
+    group_by = ("channel", "source")
+    with tenant_session(tenant.tenant_id) as session:
+        rows = attribution(session, q, model, list(group_by))  # type: ignore[arg-type]
+    traffic = scan_traffic(tenant, q, group_by)
+    measure = "new_visitors" if model == "first" else "entries"
+    contacts = scan_contacts(tenant, q, model, group_by)
+    expected = {
+        key: (traffic.get(key, {}).get(measure, 0), contacts.get(key, 0))
+        for key in traffic.keys() | contacts.keys()
+        if traffic.get(key, {}).get(measure, 0) or contacts.get(key, 0)
+    }
+    assert {(r.group["channel"], r.group["source"]): (r.visitors, r.new_contacts) for r in rows} == expected
+
+
+# --- the stories --------------------------------------------------------------------------------------------
+
+
+def test_overview_and_attribution_equal_a_scan_of_the_stored_visits(seeded: Seeded) -> None:
+    """A marketer's numbers are exactly what the stored visits and contacts say, whatever the filter or touch."""
+    tenant = seeded.site.tenant
+    whole = ReportQuery(start=TODAY - timedelta(days=9), end=TODAY)
+    queries = [
+        whole,
+        ReportQuery(start=TODAY - timedelta(days=6), end=TODAY - timedelta(days=3)),
+        ReportQuery(start=whole.start, end=whole.end, filters={"channel": "Email"}),
+        ReportQuery(start=whole.start, end=whole.end, filters={"source": "google.com", "landing_page": "/"}),
+        ReportQuery(start=whole.start, end=whole.end, filters={"click_platform": "meta"}),
+        ReportQuery(start=whole.start, end=whole.end, include_bots=True),
+        ReportQuery(start=whole.start, end=whole.end, site_id=seeded.site.site_id),
+    ]
+    for q in queries:
+        assert_overview_equals_a_scan(tenant, q)
+        assert_attribution_equals_a_scan(tenant, q, "first")
+        assert_attribution_equals_a_scan(tenant, q, "last")
+    with tenant_session(tenant.tenant_id) as session:
+        report = overview(session, whole)
+        by_channel = {row.value: row for row in report.breakdowns["channel"]}
+        assert {"Organic search", "Email", "Paid social", "Paid search", "Partner", "Direct"} <= set(by_channel)
+        assert report.totals.new_contacts == 4
+        assert report.totals.conversion_rate == pytest.approx(4 / report.totals.new_visitors)
+        first = attribution(session, whole, "first", ["channel"])
+        days = [row.median_days_to_contact for row in first if row.new_contacts]
+        assert all(d is not None and d >= 1 for d in days)  # the contacts came days after their first visit
+
+
+def test_a_resent_batch_and_a_replay_do_not_change_the_reports(client: TestClient[Any], seeded: Seeded) -> None:
+    """Re-sent hits are stored once, so the rollups count them once: the nightly check finds no difference."""
+    tenant = seeded.site.tenant
+    q = ReportQuery(start=TODAY - timedelta(days=9), end=TODAY, site_id=seeded.site.site_id)
+    with tenant_session(tenant.tenant_id) as session:
+        before = overview(session, q).totals
+    answer = client.post(
+        f"/collect/{seeded.site.site_key}",
+        content=seeded.resend,
+        headers={"Origin": ORIGIN, "User-Agent": BROWSER, "Content-Type": "text/plain"},
+    )
+    assert answer.status_code == 202
+    # A hit on the other site after it: once it is stored, the re-sent batch has been drained too.
+    _send(client, seeded.other_site, [_hit(datetime.now(UTC), "/marker")], None)
+    wait_stored(tenant.tenant_id, seeded.visits + 1)
+    with tenant_session(tenant.tenant_id) as session:
+        assert overview(session, q).totals == before
+        assert compare_rollups(session, TODAY - timedelta(days=9), TODAY) == []
+    assert_overview_equals_a_scan(tenant, ReportQuery(start=q.start, end=q.end))
+
+
+def test_the_nightly_check_finds_a_corrupted_rollup_and_the_rebuild_repairs_it(
+    seeded: Seeded, owner_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant = seeded.site.tenant
+    day = (BASE + timedelta(days=3)).date()
+    with tenant_session(tenant.tenant_id) as session:
+        assert check_day(session, day) == []
+    with psycopg.connect(owner_url) as owner:
+        owner.execute(
+            "UPDATE traffic_rollups SET pageviews = pageviews + 5 WHERE tenant_id = %s AND day = %s",
+            (tenant.tenant_id, day),
+        )
+    with caplog.at_level(logging.WARNING), tenant_session(tenant.tenant_id) as session:
+        differences = check_day(session, day)
+    assert differences
+    assert all(d.stored[0] == d.derived[0] + 5 for d in differences)
+    assert str(tenant.tenant_id) in caplog.text
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "api.cli", "reports", "rebuild", "--from", str(day - timedelta(days=5)),
+         "--to", str(TODAY), "--tenant", str(tenant.tenant_id)],
+        env=child_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "for 1 tenant" in rebuilt.stdout
+    with tenant_session(tenant.tenant_id) as session:
+        assert compare_rollups(session, day - timedelta(days=5), TODAY) == []
+    assert_overview_equals_a_scan(tenant, ReportQuery(start=TODAY - timedelta(days=9), end=TODAY))
+
+
+def test_a_merge_of_two_contacts_keeps_the_contact_counts_equal_to_a_scan(
+    client: TestClient[Any], seeded: Seeded
+) -> None:
+    """Two people who turn out to be one count as one new contact, under the kept contact's touches."""
+    tenant = seeded.site.tenant
+    keep, other = seeded.contact_ids[0], seeded.contact_ids[1]
+    merged = client.post(f"/api/v1/contacts/{keep}/merge", json={"other_contact_id": other}, headers=tenant.headers)
+    assert merged.status_code == 200, merged.text
+    q = ReportQuery(start=TODAY - timedelta(days=9), end=TODAY)
+    with tenant_session(tenant.tenant_id) as session:
+        assert overview(session, q).totals.new_contacts == 3
+        assert compare_rollups(session, q.start, q.end) == []
+    for model in ("first", "last"):
+        assert_attribution_equals_a_scan(tenant, q, model)
+
+
+def test_another_tenant_sees_nothing_and_not_our_site(
+    client: TestClient[Any], seeded: Seeded, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    stranger = make_tenant("Stranger")
+    params = {"start": str(TODAY - timedelta(days=9)), "end": str(TODAY)}
+    answer = client.get("/api/v1/reports/overview", params=params, headers=stranger.headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["totals"]["visits"] == 0
+    assert answer.json()["totals"]["new_contacts"] == 0
+    assert client.get("/api/v1/reports/attribution", params=params, headers=stranger.headers).json()["rows"] == []
+    for path in ("overview", "attribution", "live"):
+        foreign = client.get(
+            f"/api/v1/reports/{path}", params={**params, "site_id": str(seeded.site.site_id)}, headers=stranger.headers
+        )
+        assert foreign.status_code == 404, foreign.text
+    own = client.get("/api/v1/reports/overview", params=params, headers=seeded.site.tenant.headers).json()
+    assert (
+        own["totals"]["visits"]
+        == _total(scan_traffic(seeded.site.tenant, ReportQuery(TODAY - timedelta(days=9), TODAY)))["entries"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("overview", {"start": "2026-05-10", "end": "2026-05-01"}, "end"),
+        ("overview", {"start": "2024-01-01", "end": "2026-01-01"}, "end"),
+        ("attribution", {"start": "2026-05-01", "end": "2026-05-10", "group_by": "channel,colour"}, "group_by"),
+        ("attribution", {"start": "2026-05-01", "end": "2026-05-10", "model": "linear"}, None),
+        ("overview", {"start": "yesterday", "end": "2026-05-10"}, None),
+        ("overview", {"start": "0001-01-01", "end": "0001-01-01"}, "start"),
+    ],
+)
+def test_an_invalid_report_query_is_a_400_with_the_reason(
+    client: TestClient[Any],
+    make_tenant: Callable[..., TenantHandle],
+    path: str,
+    params: dict[str, str],
+    field: str | None,
+) -> None:
+    answer = client.get(f"/api/v1/reports/{path}", params=params, headers=make_tenant("Asker").headers)
+    assert answer.status_code == 400, answer.text
+    problem = answer.json()
+    assert problem["detail"]
+    if field:
+        assert field in [error["field"] for error in problem["errors"]]
+
+
+def test_the_live_panel_counts_the_last_minutes(client: TestClient[Any], seeded: Seeded) -> None:
+    tenant = seeded.site.tenant
+    now = datetime.now(UTC)
+    _send(client, seeded.site, [_hit(now - timedelta(minutes=5), "/now"), _hit(now, "/now")], None)
+    _send(client, seeded.site, [_hit(now - timedelta(minutes=50), "/earlier")], None)
+    wait_stored(tenant.tenant_id, seeded.visits + 3)
+    live = client.get("/api/v1/reports/live", params={"site_id": str(seeded.site.site_id)}, headers=tenant.headers)
+    assert live.status_code == 200, live.text
+    assert live.json() == {
+        "minutes": 30,
+        "visitors": 1,
+        "pageviews": 2,
+        "top_pages": [{"path": "/now", "pageviews": 2}],
+    }
+
+
+def test_days_are_utc_days() -> None:
+    assert ReportQuery(start=date(2026, 3, 1), end=date(2026, 3, 31)).previous().start == date(2026, 1, 29)
