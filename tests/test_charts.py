@@ -33,7 +33,12 @@ def test_a_time_series_is_valid_svg_with_a_title_a_description_and_its_numbers_a
     assert "7 in the previous period" in description
     assert svg.find(f"{SVG}path[@class='previous']") is not None, "the previous period is drawn"
     rows = [[c.text for c in row] for row in figure.iter("tr")]
-    assert rows == [["Day", "Visitors", "Previous period"], ["Nov 1", "3", "1"], ["Nov 2", "7", "2"], ["Nov 3", "0", "4"]]
+    assert rows == [
+        ["Day", "Visitors", "Previous period"],
+        ["Nov 1", "3", "1"],
+        ["Nov 2", "7", "2"],
+        ["Nov 3", "0", "4"],
+    ]
 
 
 def test_labels_are_escaped_everywhere() -> None:

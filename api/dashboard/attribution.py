@@ -17,12 +17,12 @@ from litestar import Controller, Request, Response, get
 from litestar.response import Template
 
 from api.dashboard.auth import StaffCaller, requires
-from api.dashboard.report_view import PRESETS, ReportView, read_report_view
 from api.dashboard.rendering import screen
+from api.dashboard.report_view import PRESETS, ReportView, read_report_view
 from api.web.charts import format_number
-from tenants.errors import DomainError
+from tenants.errors import DomainError, ReportTimedOut
 from tenants.models import UserRole
-from tenants.reports.service import AttributionRow, ReportTimedOut, attribution
+from tenants.reports.service import AttributionRow, TouchModel, attribution
 
 __all__ = ["AttributionController"]
 
@@ -47,8 +47,7 @@ class TreeRow:
 
 
 def _value_of(row: AttributionRow, dimension: str) -> str | None:
-    value = getattr(row, dimension)
-    return None if value is None else str(value)
+    return row.group.get(dimension)
 
 
 def _choice(request: Request[Any, Any, Any], name: str, allowed: dict[str, Any], default: str) -> str:
@@ -95,11 +94,15 @@ def contacts_link(view: ReportView, model: str, path: dict[str, str | None]) -> 
     return "/app/contacts?" + urlencode(params)
 
 
+def _model(value: str) -> TouchModel:
+    return "last" if value == "last" else "first"
+
+
 def _load(staff: StaffCaller, view: ReportView, model: str, grouping: str) -> list[TreeRow]:
     dimensions = GROUPINGS[grouping][1]
     with staff.session() as session:
         levels = [
-            attribution(session, view.query, model=model, group_by=dimensions[: depth + 1])
+            attribution(session, view.query, model=_model(model), group_by=dimensions[: depth + 1])
             for depth in range(len(dimensions))
         ]
     return _tree(levels, dimensions)
@@ -160,11 +163,19 @@ class AttributionController(Controller):
         view, model, grouping = _view(request, staff, "/app/attribution")
         dimensions = GROUPINGS[grouping][1]
         with staff.session() as session:
-            finest = attribution(session, view.query, model=model, group_by=dimensions)
+            finest = attribution(session, view.query, model=_model(model), group_by=dimensions)
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(
-            [*dimensions, "visitors", "new_contacts", "conversion_rate", "median_days_to_contact", "revenue", "customers"]
+            [
+                *dimensions,
+                "visitors",
+                "new_contacts",
+                "conversion_rate",
+                "median_days_to_contact",
+                "revenue",
+                "customers",
+            ]
         )
         for row in finest:
             writer.writerow(
@@ -172,7 +183,7 @@ class AttributionController(Controller):
                     *(_csv_cell(_value_of(row, d)) for d in dimensions),
                     row.visitors,
                     row.new_contacts,
-                    f"{row.conversion_rate:.4f}",
+                    "" if row.conversion_rate is None else f"{row.conversion_rate:.4f}",
                     "" if row.median_days_to_contact is None else row.median_days_to_contact,
                     "" if row.revenue is None else row.revenue,
                     "" if row.customers is None else row.customers,

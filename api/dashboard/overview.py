@@ -12,6 +12,7 @@ from litestar import Controller, Request, get
 from litestar.response import Template
 
 from api.dashboard.auth import StaffCaller, requires
+from api.dashboard.rendering import screen
 from api.dashboard.report_view import (
     DIMENSION_LABELS,
     PRESETS,
@@ -20,16 +21,16 @@ from api.dashboard.report_view import (
     change_in_points,
     read_report_view,
 )
-from api.dashboard.rendering import screen
 from api.web.charts import SeriesPoint, format_number, inline_bar, time_series
+from tenants.errors import ReportTimedOut
 from tenants.models import UserRole
 from tenants.reports.dimensions import DIMENSIONS
-from tenants.reports.service import LivePanel, Overview, ReportTimedOut, live, overview
+from tenants.reports.service import LivePanel, Overview, live, overview
 
 __all__ = ["OverviewController"]
 
 BREAKDOWN_ROWS = 10
-"""Rows shown per breakdown table (Plausible shows nine); the rest are one click away as a filter."""
+"""Rows shown per breakdown table (Plausible shows nine); the service returns its top rows."""
 LIVE_MINUTES = 30
 
 
@@ -62,21 +63,22 @@ def _cards(report: Overview, view: ReportView) -> list[dict[str, Any]]:
         },
         {
             "label": "Conversion rate",
-            "value": f"{totals.conversion_rate * 100:.1f}%",
+            "value": "—" if totals.conversion_rate is None else f"{totals.conversion_rate * 100:.1f}%",
             "change": change_in_points(totals.conversion_rate, before.conversion_rate if before else None),
             "note": "new contacts ÷ new visitors",
         },
     ]
 
 
-def _chart(report: Overview, view: ReportView) -> Any:
+def _chart(report: Overview, before: Overview | None) -> Any:
+    previous = [point.visitors for point in before.series] if before else []
     points = [
         SeriesPoint(
             label=point.day.strftime("%-d %b"),
             value=point.visitors,
-            previous=point.previous_visitors if view.compare else None,
+            previous=previous[i] if i < len(previous) else None,
         )
-        for point in report.series
+        for i, point in enumerate(report.series)
     ]
     return time_series("visitors-chart", "Visitors per day", points, value_name="Visitors")
 
@@ -128,10 +130,13 @@ class OverviewController(Controller):
         with staff.session() as session:
             view = read_report_view(session, "/app", request.query_params)
         report: Overview | None = None
+        before: Overview | None = None
         timed_out = False
         try:
             with staff.session() as session:
                 report = overview(session, view.query)
+                # The previous period day by day, for the dashed line (the overview carries only its totals).
+                before = overview(session, view.previous_query) if view.compare else None
         except ReportTimedOut:
             timed_out = True
         live_panel, live_timed_out = _live(staff, view)
@@ -145,7 +150,7 @@ class OverviewController(Controller):
             presets=PRESETS,
             timed_out=timed_out,
             cards=_cards(report, view) if report else [],
-            chart=_chart(report, view) if report else None,
+            chart=_chart(report, before) if report else None,
             breakdowns=_breakdowns(report, view) if report else [],
             live=live_panel,
             live_timed_out=live_timed_out,

@@ -1,5 +1,5 @@
 """What the report screens share: reading site, date range, comparison, filters and bots from the address bar
-into a :class:`ReportQuery`, and building the links that change one of them (a row click, a chip's ×, a preset).
+into a :class:`ReportQuery`, and building the links that change one of them (a row click, removing a chip, a preset).
 
 Everything a report screen shows is in its URL, so a filtered view can be bookmarked, shared and reloaded, and
 works without JavaScript; app.js only fetches the same URLs.
@@ -16,7 +16,7 @@ from uuid import UUID
 
 from sqlmodel import Session
 
-from tenants.errors import DomainError, NotFound
+from tenants.errors import DomainError, InvalidQuery, NotFound
 from tenants.reports.dimensions import DIMENSIONS
 from tenants.reports.service import ReportQuery
 from tenants.tracking.sites import list_sites
@@ -32,8 +32,6 @@ PRESETS: list[tuple[str, str]] = [
     ("custom", "Custom range"),
 ]
 DEFAULT_PRESET = "30d"
-MAX_DAYS = 366
-"""A longer range is refused with a reason rather than left to time out (the anchors' most common complaint)."""
 
 DIMENSION_LABELS: dict[str, tuple[str, str]] = {
     "channel": ("Channels", "Channel"),
@@ -46,7 +44,6 @@ DIMENSION_LABELS: dict[str, tuple[str, str]] = {
     "click_platform": ("Click-id platforms", "Click-id platform"),
 }
 """Each dimension's table heading and its singular (for chips)."""
-
 
 
 def _today() -> date:
@@ -70,12 +67,7 @@ def _range_of(preset: str, start: str | None, end: str | None, today: date) -> t
     if preset == "custom":
         if not start or not end:
             raise DomainError("a custom range needs both a from and a to date")
-        first, last = _parse_day("from", start), _parse_day("to", end)
-        if first > last:
-            raise DomainError(f"the from date ({first}) is after the to date ({last})")
-        if (last - first).days + 1 > MAX_DAYS:
-            raise DomainError(f"a range covers at most {MAX_DAYS} days; this one covers {(last - first).days + 1}")
-        return first, last
+        return _parse_day("from", start), _parse_day("to", end)
     raise DomainError(f"unknown period {preset!r}; choose one of {', '.join(key for key, _ in PRESETS)}")
 
 
@@ -106,6 +98,10 @@ class ReportView:
             include_bots=self.include_bots,
             compare=self.compare,
         )
+
+    @property
+    def previous_query(self) -> ReportQuery:
+        return self.query.previous()
 
     @property
     def days(self) -> int:
@@ -164,7 +160,7 @@ class ReportView:
     def range_label(self) -> str:
         if self.start == self.end:
             return self.start.strftime("%-d %b %Y")
-        return f"{self.start.strftime('%-d %b')} – {self.end.strftime('%-d %b %Y')}"
+        return f"{self.start.strftime('%-d %b')} \u2013 {self.end.strftime('%-d %b %Y')}"
 
 
 def read_report_view(
@@ -196,7 +192,7 @@ def read_report_view(
             if len(value) > 500:
                 raise DomainError(f"the {dimension} filter is longer than 500 characters")
             filters[dimension] = value
-    return ReportView(
+    view = ReportView(
         path=path,
         sites=sites,
         site_id=site_id,
@@ -208,6 +204,13 @@ def read_report_view(
         filters=filters,
         extra=dict(extra or {}),
     )
+    try:
+        _ = view.query  # the report service's own rules for a range (order, length, earliest day)
+    except InvalidQuery as invalid:
+        names = {"start": "from", "end": "to"}
+        reasons = "; ".join(f"{names.get(k, k)}: {v}" for k, v in invalid.errors.items())
+        raise DomainError(f"{invalid.message}: {reasons}" if reasons else invalid.message) from None
+    return view
 
 
 def change(current: float, previous: float | None) -> dict[str, Any] | None:
@@ -221,14 +224,16 @@ def change(current: float, previous: float | None) -> dict[str, Any] | None:
     ratio = (current - previous) / previous * 100
     if round(ratio) == 0:
         return {"text": "no change", "direction": "same"}
-    return {"text": f"{'+' if ratio > 0 else '−'}{abs(round(ratio))}%", "direction": "up" if ratio > 0 else "down"}
+    sign = "+" if ratio > 0 else "\u2212"  # a minus sign, not a hyphen
+    return {"text": f"{sign}{abs(round(ratio))}%", "direction": "up" if ratio > 0 else "down"}
 
 
-def change_in_points(current: float, previous: float | None) -> dict[str, Any] | None:
+def change_in_points(current: float | None, previous: float | None) -> dict[str, Any] | None:
     """A rate's change in percentage points (a relative change of a rate reads wrongly)."""
-    if previous is None:
+    if previous is None or current is None:
         return None
     points = (current - previous) * 100
     if round(points, 1) == 0:
         return {"text": "no change", "direction": "same"}
-    return {"text": f"{'+' if points > 0 else '−'}{abs(points):.1f} pts", "direction": "up" if points > 0 else "down"}
+    sign = "+" if points > 0 else "\u2212"
+    return {"text": f"{sign}{abs(points):.1f} pts", "direction": "up" if points > 0 else "down"}

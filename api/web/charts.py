@@ -40,7 +40,7 @@ def format_number(value: float) -> str:
 
 
 def _nice_ceiling(value: float) -> float:
-    """The smallest 1, 2, 5 × 10ⁿ at or above ``value``, so the axis reads in round steps."""
+    """The smallest 1, 2 or 5 times a power of ten at or above ``value``, so the axis reads in round steps."""
     if value <= 0:
         return 1.0
     magnitude = 1.0
@@ -111,8 +111,8 @@ def time_series(
         baseline = y_of(0)
         area = _path(current) + f" L{current[-1][0]:.1f},{baseline:.1f} L{current[0][0]:.1f},{baseline:.1f} Z"
         if has_previous:
-            before = [(x_of(i), y_of(p.previous or 0)) for i, p in enumerate(points)]
-            parts.append(Markup('<path class="previous" d="{}"/>').format(_path(before)))
+            previous_line = [(x_of(i), y_of(p.previous or 0)) for i, p in enumerate(points)]
+            parts.append(Markup('<path class="previous" d="{}"/>').format(_path(previous_line)))
         parts.append(Markup('<path class="area" d="{}"/>').format(area))
         parts.append(Markup('<path class="line" d="{}"/>').format(_path(current)))
         if len(points) == 1:
