@@ -81,7 +81,8 @@ def time_series(
             before = sum(p.previous or 0 for p in points)
             description += f"; {format_number(before)} in the previous period"
         description += "."
-    top = _nice_ceiling(max([p.value for p in points] + [p.previous or 0 for p in points] + [0]))
+    # Counts are whole numbers: a small range keeps whole steps on the axis instead of 0.5, 1.5 …
+    top = max(GRID_LINES, _nice_ceiling(max([p.value for p in points] + [p.previous or 0 for p in points] + [0])))
     inner_w = WIDTH - PAD_LEFT - PAD_RIGHT
     inner_h = HEIGHT - PAD_TOP - PAD_BOTTOM
 
