@@ -87,5 +87,5 @@ def test_the_login_page_in_a_browser_is_accessible(api_server: Any, make_tenant:
     check_screen(page, "login")
     login_browser(page, api_server.base_url, tenant.slug, tenant.owner_email)
     assert page.get_by_role("heading", name="Overview").is_visible()
-    check_screen(page, "overview")
+    check_screen(page, "after-login")
     page.close()

@@ -6,6 +6,7 @@ CSRF check to every state-changing request and renders errors as pages.
 
 from litestar import Router
 
+from api.dashboard.attribution import AttributionController
 from api.dashboard.auth import csrf_guard, provide_staff
 from api.dashboard.contacts import ContactsController
 from api.dashboard.forms import FormsController
@@ -40,6 +41,7 @@ def dashboard_router() -> Router:
             ContactsController,
             VisitorsController,
             VisitsController,
+            AttributionController,
         ],
         guards=[csrf_guard],
         dependencies={"staff": provide_staff},
