@@ -20,7 +20,14 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from tenants.isolation import tenant_session
-from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql, visit_dimension_sql
+from tenants.reports.dimensions import (
+    DIMENSION_INPUTS,
+    DIMENSIONS,
+    input_dimension_sql,
+    touch_dimension_sql,
+    visit_dimension_inputs_sql,
+    visit_dimension_sql,
+)
 from tenants.reports.rollups import check_day, compare_rollups
 from tenants.reports.service import ReportQuery, attribution, overview
 from tests.conftest import SiteHandle, TenantHandle, child_env, make_site, token_after, wait_stored, wait_until
@@ -395,3 +402,56 @@ def test_the_live_panel_counts_the_last_minutes(client: TestClient[Any], seeded:
 
 def test_days_are_utc_days() -> None:
     assert ReportQuery(start=date(2026, 3, 1), end=date(2026, 3, 31)).previous().start == date(2026, 1, 29)
+
+
+def test_the_dimensions_from_their_inputs_equal_the_dimensions_of_the_visit(
+    make_tenant: Callable[..., TenantHandle],
+) -> None:
+    """Ingest computes the dimensions once per distinct input combination (URLs cut at ``?``/``#``, the click
+    platform): for awkward URLs they must be exactly those of the visit itself."""
+    urls = [
+        "https://shop.example/pricing?utm_source=x#top",
+        "https://user:pw@www.Shop.example:8443/a/b?q=1",
+        "HTTP://shop.example?x=/y",
+        "https://shop.example#frag?x",
+        "https://shop.example",
+        "ht?tp://shop.example/p",
+        "/relative/path?x",
+        "mailto:someone@example.com",
+        "android-app://com.google.android.gm/",
+        "",
+    ]
+    referrers = [None, "", "https://www.google.com/search?q=a#b", "https://shop.example/?r", "https://t.co", *urls]
+    clicks = ["{}", '{"gclid": "a"}', '{"fbclid": "b", "msclkid": "c"}', '{"li_fat_id": "d"}']
+    row = "SELECT * FROM (VALUES (CAST(:url AS text), CAST(:referrer AS text), CAST(:source AS text),"
+    row += " CAST(:medium AS text), CAST(:campaign AS text), CAST(:click_ids AS jsonb), CAST(:partner AS text)))"
+    row += " AS v(url, referrer, utm_source, utm_medium, utm_campaign, click_ids, partner_code)"
+    direct = visit_dimension_sql("v")
+    inputs = visit_dimension_inputs_sql("v")
+    grouped = input_dimension_sql("i")
+    statement = text(
+        f"""SELECT ARRAY[{", ".join(direct[d] for d in DIMENSIONS)}],
+               (SELECT ARRAY[{", ".join(grouped[d] for d in DIMENSIONS)}]
+                FROM (SELECT {", ".join(f"{inputs[n]} AS {n}" for n in DIMENSION_INPUTS)}) i)
+           FROM ({row}) v"""
+    )
+    tenant = make_tenant()
+    cases = 0
+    with tenant_session(tenant.tenant_id) as session:
+        for url in urls:
+            for referrer in referrers:
+                for click_ids in clicks:
+                    for source, medium in ((None, None), ("Facebook", "cpc"), ("", "email"), ("news", "")):
+                        params = {
+                            "url": url,
+                            "referrer": referrer,
+                            "source": source,
+                            "medium": medium,
+                            "campaign": "spring",
+                            "click_ids": click_ids,
+                            "partner": None,
+                        }
+                        want, have = session.execute(statement, params).one()
+                        assert have == want, params
+                        cases += 1
+    assert cases > 1000

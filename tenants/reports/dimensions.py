@@ -14,9 +14,12 @@ from __future__ import annotations
 
 __all__ = [
     "DIMENSIONS",
+    "DIMENSION_INPUTS",
     "DIRECT_SOURCE",
     "NONE",
+    "input_dimension_sql",
     "touch_dimension_sql",
+    "visit_dimension_inputs_sql",
     "visit_dimension_sql",
 ]
 
@@ -38,11 +41,15 @@ MAX_VALUE_LENGTH = 200
 """Values are cut to this many characters so a rollup key stays small (a URL can be 2,000)."""
 
 
+DIMENSION_INPUTS: tuple[str, ...] = ("url", "referrer", "source", "medium", "campaign", "platform", "partner")
+"""What the dimensions of a visit are computed from (:func:`visit_dimension_inputs_sql`): cheap to get per hit,
+and few distinct values in a batch, so the rollups compute the dimensions once per distinct combination."""
+
+
 def _dimensions(
-    *, url: str, referrer: str, source: str, medium: str, campaign: str, click_ids: str, partner: str
+    *, url: str, referrer: str, source: str, medium: str, campaign: str, platform: str, partner: str
 ) -> dict[str, str]:
     host = f"trailmark_referrer_host({referrer}, {url})"
-    platform = f"trailmark_click_platform({click_ids})"
     limit = MAX_VALUE_LENGTH
     return {
         "channel": f"trailmark_channel({source}, {medium}, {host}, {platform}, {partner})",
@@ -66,9 +73,37 @@ def visit_dimension_sql(alias: str = "v") -> dict[str, str]:
         source=f"{a}.utm_source",
         medium=f"{a}.utm_medium",
         campaign=f"{a}.utm_campaign",
-        click_ids=f"{a}.click_ids",
+        platform=f"trailmark_click_platform({a}.click_ids)",
         partner=f"{a}.partner_code",
     )
+
+
+def _before_query(url: str) -> str:
+    """The part of a URL before its query or fragment: all that ``trailmark_url_host`` and
+    ``trailmark_url_path`` read (neither looks past the first ``?`` or ``#``, and a scheme has neither),
+    so they give the same value for it as for the whole URL; ``split_part`` costs no regex."""
+    return f"split_part(split_part({url}, '#', 1), '?', 1)"
+
+
+def visit_dimension_inputs_sql(alias: str = "v") -> dict[str, str]:
+    """The SQL expression of each of :data:`DIMENSION_INPUTS` over a ``visits`` row aliased ``alias``:
+    :func:`input_dimension_sql` over these gives exactly :func:`visit_dimension_sql` of the row."""
+    a = alias
+    return {
+        "url": _before_query(f"{a}.url"),
+        "referrer": _before_query(f"{a}.referrer"),
+        "source": f"{a}.utm_source",
+        "medium": f"{a}.utm_medium",
+        "campaign": f"{a}.utm_campaign",
+        "platform": f"trailmark_click_platform({a}.click_ids)",
+        "partner": f"{a}.partner_code",
+    }
+
+
+def input_dimension_sql(alias: str) -> dict[str, str]:
+    """The SQL expression of each dimension over a row aliased ``alias`` whose columns are
+    :data:`DIMENSION_INPUTS` (as :func:`visit_dimension_inputs_sql` gives them)."""
+    return _dimensions(**{name: f"{alias}.{name}" for name in DIMENSION_INPUTS})
 
 
 def touch_dimension_sql(touch_expr: str) -> dict[str, str]:
@@ -82,6 +117,6 @@ def touch_dimension_sql(touch_expr: str) -> dict[str, str]:
         source=f"{t}->'utm'->>'source'",
         medium=f"{t}->'utm'->>'medium'",
         campaign=f"{t}->'utm'->>'campaign'",
-        click_ids=f"{t}->'click_ids'",
+        platform=f"trailmark_click_platform({t}->'click_ids')",
         partner=f"{t}->>'partner_code'",
     )

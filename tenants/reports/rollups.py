@@ -9,7 +9,9 @@ A hit counts as
 - a *new visitor* when it is the visitor's first hit ever (the first touch).
 
 The previous hit is looked up in the batch (window) and, for the first hit of a visitor in it, in the stored
-visits (one index probe on ``visits_visitor_idx``). Hits are assumed to arrive in time order per visitor; a
+visits (one index probe on ``visits_visitor_idx``), skipped for visitors with no stored visit yet
+(``visitors.visit_count`` 0, read under ingest's lock). The dimensions are computed once per distinct
+combination of their inputs in the batch, not per hit. Hits are assumed to arrive in time order per visitor; a
 hit stored after a later hit of the same visitor (an offline retry) can leave entries/visitors one off, which
 the nightly check reports and the rebuild corrects.
 
@@ -30,7 +32,13 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from tenants.isolation import current_tenant_id, system_session, tenant_session
-from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql, visit_dimension_sql
+from tenants.reports.dimensions import (
+    DIMENSION_INPUTS,
+    DIMENSIONS,
+    input_dimension_sql,
+    touch_dimension_sql,
+    visit_dimension_inputs_sql,
+)
 
 __all__ = [
     "MAX_DAYS_TO_CONTACT",
@@ -57,33 +65,52 @@ _TRAFFIC_KEY = f"site_id, day, is_bot, {_KEY}"
 _CONTACT_KEY = f"day, touch, {_KEY}, days_to_contact"
 
 
-def _hits_sql(source: str) -> str:
-    """Each hit of ``source`` (rows shaped like ``visits``) with its rollup key and previous hit time."""
-    dims = visit_dimension_sql("v")
-    return f"""SELECT v.site_id, (v.occurred_at AT TIME ZONE 'UTC')::date AS day, v.is_bot,
-            {", ".join(f"{dims[d]} AS {d}" for d in DIMENSIONS)}, v.type, v.occurred_at,
-            coalesce(lag(v.occurred_at) OVER (PARTITION BY v.visitor_id ORDER BY v.occurred_at, v.hit_id),
-                (SELECT p.occurred_at FROM visits p
+def _hits_sql(source: str, stored_visitors: str | None = None) -> str:
+    """Each hit of ``source`` (rows shaped like ``visits``) with its rollup key's inputs
+    (:data:`DIMENSION_INPUTS`) and previous hit time. ``stored_visitors``, a SQL ``uuid[]``, names the
+    visitors that may have stored visits (None: any); the others' first hit in ``source`` has no previous
+    hit, so their lookup is skipped."""
+    inputs = visit_dimension_inputs_sql("v")
+    lookup = """(SELECT p.occurred_at FROM visits p
                  WHERE p.tenant_id = :tenant_id AND p.visitor_id = v.visitor_id AND p.occurred_at < v.occurred_at
-                 ORDER BY p.occurred_at DESC LIMIT 1)) AS prev_at
-        FROM {source} v"""  # noqa: S608 - fixed SQL fragments, no input
+                 ORDER BY p.occurred_at DESC LIMIT 1)"""
+    joined = ""
+    if stored_visitors is not None:
+        lookup = f"CASE WHEN stored.id IS NOT NULL THEN {lookup} END"
+        joined = f" LEFT JOIN unnest({stored_visitors}) AS stored(id) ON stored.id = v.visitor_id"
+    return f"""SELECT v.site_id, (v.occurred_at AT TIME ZONE 'UTC')::date AS day, v.is_bot,
+            {", ".join(f"{inputs[name]} AS {name}" for name in DIMENSION_INPUTS)}, v.type, v.occurred_at,
+            coalesce(lag(v.occurred_at) OVER (PARTITION BY v.visitor_id ORDER BY v.occurred_at, v.hit_id),
+                {lookup}) AS prev_at
+        FROM {source} v{joined}"""  # noqa: S608 - fixed SQL fragments, no input
 
 
 def _traffic_measures_sql(hits: str) -> str:
-    return f"""SELECT {_TRAFFIC_KEY},
-            count(*) FILTER (WHERE type = 'pageview') AS pageviews,
-            count(*) FILTER (WHERE type = 'event') AS events,
-            count(*) FILTER (WHERE prev_at IS NULL OR occurred_at - prev_at > interval '{SESSION_GAP}') AS entries,
-            count(*) FILTER (WHERE prev_at IS NULL OR (prev_at AT TIME ZONE 'UTC')::date < day) AS visitors,
-            count(*) FILTER (WHERE prev_at IS NULL) AS new_visitors
-        FROM {hits} GROUP BY {_TRAFFIC_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+    """The measures of ``hits`` by rollup key: counted by distinct dimension inputs first, so the dimension
+    functions (regular expressions) run once per input combination, not once per hit."""
+    dims = input_dimension_sql("g")
+    inputs = ", ".join(DIMENSION_INPUTS)
+    return f"""SELECT {_TRAFFIC_KEY}, {", ".join(f"sum({m})::bigint AS {m}" for m in TRAFFIC_MEASURES)}
+        FROM (SELECT g.site_id, g.day, g.is_bot, {", ".join(f"{dims[d]} AS {d}" for d in DIMENSIONS)},
+                  {", ".join(TRAFFIC_MEASURES)}
+              FROM (SELECT site_id, day, is_bot, {inputs},
+                        count(*) FILTER (WHERE type = 'pageview') AS pageviews,
+                        count(*) FILTER (WHERE type = 'event') AS events,
+                        count(*) FILTER (WHERE prev_at IS NULL OR occurred_at - prev_at > interval '{SESSION_GAP}')
+                            AS entries,
+                        count(*) FILTER (WHERE prev_at IS NULL OR (prev_at AT TIME ZONE 'UTC')::date < day)
+                            AS visitors,
+                        count(*) FILTER (WHERE prev_at IS NULL) AS new_visitors
+                    FROM {hits} GROUP BY site_id, day, is_bot, {inputs}) g) k
+        GROUP BY {_TRAFFIC_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
 
 
-def traffic_rollup_sql(source: str) -> str:
+def traffic_rollup_sql(source: str, stored_visitors: str | None = None) -> str:
     """CTE entries (to follow ``WITH … ,``) that add the hits of ``source`` to ``traffic_rollups``: one
-    upsert, keys in a fixed order so concurrent ingest workers never deadlock on shared rows."""
+    upsert, keys in a fixed order so concurrent ingest workers never deadlock on shared rows.
+    ``stored_visitors`` as for :func:`_hits_sql`."""
     adds = ", ".join(f"{m} = traffic_rollups.{m} + excluded.{m}" for m in TRAFFIC_MEASURES)
-    return f"""rollup_hits AS ({_hits_sql(source)}),
+    return f"""rollup_hits AS ({_hits_sql(source, stored_visitors)}),
        rolled_up AS (
            INSERT INTO traffic_rollups (tenant_id, {_TRAFFIC_KEY}, {", ".join(TRAFFIC_MEASURES)})
            SELECT :tenant_id, * FROM ({_traffic_measures_sql("rollup_hits")}) m

@@ -151,7 +151,7 @@ _INSERT_VISITORS = text(
        ON CONFLICT DO NOTHING"""
 )
 _LOCK_VISITORS = text(
-    """SELECT id, contact_id, first_touch IS NULL FROM visitors
+    """SELECT id, contact_id, first_touch IS NULL, visit_count > 0 FROM visitors
        WHERE tenant_id = :tenant_id AND id = ANY(CAST(:ids AS uuid[]))
        ORDER BY id FOR UPDATE"""
 )
@@ -176,7 +176,7 @@ _STORE_VISITS = text(
                bot_reason text)
            ON CONFLICT DO NOTHING
            RETURNING *),
-       {traffic_rollup_sql("inserted")},
+       {traffic_rollup_sql("inserted", "CAST(:with_visits AS uuid[])")},
        seen AS (
            SELECT visitor_id, count(*) AS added, min(occurred_at) AS first_seen_at,
                max(occurred_at) AS last_seen_at, bool_and(is_bot) AS all_bot
@@ -231,7 +231,7 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
     # Lock in id order so concurrent ingest workers never deadlock on shared visitors; the lock also
     # holds off a link to a contact until these visits are stored with the contact they have now.
     locked = session.execute(_LOCK_VISITORS, {**params, "ids": ids}).all()
-    contact_of = {visitor_id: contact_id for visitor_id, contact_id, _ in locked}
+    contact_of = {visitor_id: contact_id for visitor_id, contact_id, _, _ in locked}
     rows = [
         _visit_row(envelope, hit, contact_of.get(envelope.visitor_id))
         for envelope in envelopes
@@ -242,7 +242,10 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
         {
             **params,
             "rows": _encode(rows).decode(),
-            "without_first_touch": [visitor_id for visitor_id, _, missing in locked if missing],
+            "without_first_touch": [visitor_id for visitor_id, _, missing, _ in locked if missing],
+            # Visitors with stored visits (counted exactly, under the lock): only their first hit here
+            # needs the previous hit looked up for the rollups.
+            "with_visits": [visitor_id for visitor_id, _, _, stored in locked if stored],
         },
     ).one()
     # Known people's touches and last-seen follow their new visits (a merge may have run before these
