@@ -154,18 +154,7 @@ class LoginController(Controller):
     async def reset_confirm_form(
         self, request: Request[Any, Any, Any], workspace: FromQuery[str] = "", token: FromQuery[str] = ""
     ) -> Template:
-        try:
-            email = await anyio.to_thread.run_sync(check_reset_link, workspace, token)
-        except Invalid as refused:
-            return page(request, "dashboard/staff/link_refused.html", status=400, error=refused.message)
-        return page(
-            request,
-            "dashboard/staff/password_reset_confirm.html",
-            workspace=workspace,
-            token=token,
-            email=email,
-            error="",
-        )
+        return await self._reset_form(request, workspace, token)
 
     @post("/password-reset/confirm", status_code=303)
     async def reset_confirm(self, request: Request[Any, Any, Any]) -> Response[Any]:
@@ -173,16 +162,19 @@ class LoginController(Controller):
         workspace, token = form.get("workspace", ""), form.get("token", "")
         password = form.get("new_password", "")
         if password != form.get("confirm_password", ""):
-            return await self._reset_again(request, workspace, token, "the two passwords differ")
+            return await self._reset_form(request, workspace, token, "the two passwords differ", status=422)
         try:
             member = await anyio.to_thread.run_sync(reset_password, workspace, token, password)
         except Invalid as refused:
             if "token" in refused.errors:
                 return page(request, "dashboard/staff/link_refused.html", status=400, error=refused.message)
-            return await self._reset_again(request, workspace, token, problem_text(refused))
+            return await self._reset_form(request, workspace, token, problem_text(refused), status=422)
         return await logged_in(request, member, "/app")
 
-    async def _reset_again(self, request: Request[Any, Any, Any], workspace: str, token: str, error: str) -> Template:
+    async def _reset_form(
+        self, request: Request[Any, Any, Any], workspace: str, token: str, error: str = "", *, status: int = 200
+    ) -> Template:
+        """The set-a-new-password form of a live reset link (again with ``error`` after a refusal)."""
         try:
             email = await anyio.to_thread.run_sync(check_reset_link, workspace, token)
         except Invalid as refused:
@@ -190,7 +182,7 @@ class LoginController(Controller):
         return page(
             request,
             "dashboard/staff/password_reset_confirm.html",
-            status=422,
+            status=status,
             workspace=workspace,
             token=token,
             email=email,

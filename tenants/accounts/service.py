@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from tenants.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from tenants.isolation import current_tenant_id, get_owned, tenant_session
 from tenants.models import ApiKey, Scope, Tenant, TenantUser, UserRole, new_id, utcnow
-from tenants.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
+from tenants.security.passwords import hash_password, password_problem
 
 __all__ = [
     "ApiCaller",
@@ -99,8 +99,8 @@ def signup(*, name: str, owner_email: str, password: str, slug: str | None = Non
     if not 1 <= len(name) <= 200:
         errors["name"] = "must be 1 to 200 characters"
     errors.update(validate_email(email, "owner_email"))
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        errors["password"] = f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
+    if (problem := password_problem(password)) is not None:
+        errors["password"] = problem
     if slug is not None and not SLUG_PATTERN.match(slug):
         errors["slug"] = "must be lowercase letters, digits and dashes (1-63), not starting or ending with a dash"
     if errors:

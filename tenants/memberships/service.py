@@ -24,7 +24,11 @@ from tenants.isolation import current_tenant_id, get_owned, tenant_session
 from tenants.models import Contact, Evidence, Member, MembershipSite, new_id, utcnow
 from tenants.outbox import service as outbox
 from tenants.ratelimit import check_failures, check_rate, clear_failures, record_failure
-from tenants.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, verify_password
+from tenants.security.passwords import (
+    hash_password,
+    require_valid_password,
+    verify_password,
+)
 from tenants.security.tokens import get_signer
 from tenants.settings import get_settings
 from tenants.tracking.visitors import visitor_of_browser
@@ -70,13 +74,6 @@ REGISTRATIONS_PER_IP = 30
 REGISTRATION_WINDOW = 3600
 MAX_NEXT_PATH = 2048
 _DUMMY_HASH = hash_password("timing equaliser for unknown accounts")
-
-
-def _check_password(password: str, field: str = "password") -> None:
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise Invalid(
-            "the password is invalid", {field: f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"}
-        )
 
 
 def create_membership_site(
@@ -381,7 +378,7 @@ def complete_registration(
     this password and log in on this device. Once the member has a password every link is refused."""
     with tenant_session(tenant_id) as session:
         pending = _verified_registration(session, site_id, token)  # a dead link says so, whatever the password
-        _check_password(password)
+        require_valid_password(password)
         # Serialises completions for one address (the lock lasts to commit): the second finds a password.
         contact, _ = upsert_by_email(session, ContactChanges(email=pending.email))
         member = session.exec(
@@ -436,7 +433,7 @@ def log_out_everywhere(tenant_id: UUID, session_id: str | None) -> int:
 
 
 def _set_password(session: Session, member: Member, password: str) -> None:
-    _check_password(password, "new_password")
+    require_valid_password(password, "new_password")
     member.password_hash = hash_password(password)
     member.password_changed_at = utcnow()
     session.add(member)

@@ -37,7 +37,11 @@ from tenants.ratelimit import (
     record_backoff_failure,
     record_failure,
 )
-from tenants.security.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, verify_password
+from tenants.security.passwords import (
+    hash_password,
+    require_valid_password,
+    verify_password,
+)
 from tenants.security.tokens import get_signer
 from tenants.settings import get_settings
 
@@ -104,14 +108,6 @@ def _user_by_email(session: Session, email: str) -> TenantUser | None:
     return session.exec(select(TenantUser).where(func.lower(col(TenantUser.email)) == email.strip().lower())).first()
 
 
-def _check_password_rules(password: str, field: str = "password") -> None:
-    """The sign-up's rule, for every password staff choose."""
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise Invalid(
-            "the password is invalid", {field: f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"}
-        )
-
-
 def authenticate_staff(workspace: str, email: str, password: str, ip: str | None = None) -> StaffMember:
     """The staff member with this workspace (tenant slug), email and password; :class:`Unauthorized` when
     wrong, :class:`RateLimited` (with the seconds to wait) while throttled."""
@@ -167,7 +163,7 @@ def change_own_password(
         user = get_owned(session, TenantUser, user_id, "staff member")
         if not verify_password(user.password_hash, current_password):
             raise Invalid("the password was not changed", {"current_password": "is not right"})
-        _check_password_rules(new_password, "new_password")
+        require_valid_password(new_password, "new_password")
         user.password_hash = hash_password(new_password)
         session.add(user)
         record_action(
@@ -265,7 +261,7 @@ def reset_password(workspace: str, token: str, new_password: str) -> StaffMember
     tenant_id = _tenant_of_workspace(workspace)
     with tenant_session(tenant_id) as session:
         user = _reset_target(session, token)
-        _check_password_rules(new_password, "new_password")
+        require_valid_password(new_password, "new_password")
         user.password_hash = hash_password(new_password)
         session.add(user)
         record_action(
@@ -360,7 +356,7 @@ def accept_invitation(workspace: str, token: str, password: str) -> StaffMember:
     ``staff.invitation_accept``."""
     tenant_id = _tenant_of_workspace(workspace)
     invitation = _invitation_of_link(tenant_id, token)
-    _check_password_rules(password)
+    require_valid_password(password)
     with tenant_session(tenant_id) as session:
         if _user_by_email(session, invitation.email) is not None:
             raise Conflict("this address already belongs to a staff member; log in instead")
