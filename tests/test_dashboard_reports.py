@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 from tenants.isolation import tenant_session
 from tenants.reports.dimensions import touch_dimension_sql, visit_dimension_sql
+from tenants.reports.rollups import SHAPES
 from tests.conftest import (
     LiveServer,
     SiteHandle,
@@ -402,9 +403,10 @@ def test_a_panel_that_times_out_says_so_and_the_page_still_renders(seeded: Seede
     server = start_api_server(TRAILMARK_REPORT_STATEMENT_TIMEOUT_MS="100")
     try:
         staff = login_http(server.base_url, seeded.tenant.slug, seeded.tenant.owner_email)
-        # The rollups held by another transaction: the report's statement waits past its timeout and is cancelled.
+        # The traffic rollups held by another transaction: the report waits past its timeout and is cancelled.
         with psycopg.connect(owner_url) as blocker:
-            blocker.execute("LOCK TABLE traffic_rollups IN ACCESS EXCLUSIVE MODE")
+            tables = ", ".join(shape.traffic_table for shape in SHAPES)
+            blocker.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
             page = staff.get("/app", params=RANGE)
             attribution = staff.get("/app/attribution", params=RANGE)
             blocker.rollback()

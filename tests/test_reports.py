@@ -3,6 +3,7 @@ contacts gives, through the real collect → ingest pipeline, re-sent batches, m
 
 from __future__ import annotations
 
+import calendar
 import json
 import logging
 import subprocess
@@ -16,6 +17,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from litestar.testing import TestClient
 from sqlalchemy import text
 
@@ -28,8 +31,8 @@ from tenants.reports.dimensions import (
     visit_dimension_inputs_sql,
     visit_dimension_sql,
 )
-from tenants.reports.rollups import check_day, compare_rollups
-from tenants.reports.service import ReportQuery, attribution, overview
+from tenants.reports.rollups import check_day, compare_rollups, cover, month_blocks
+from tenants.reports.service import MAX_RANGE_DAYS, ReportQuery, attribution, overview
 from tests.conftest import SiteHandle, TenantHandle, child_env, make_site, token_after, wait_stored, wait_until
 
 ORIGIN = "https://shop.example"
@@ -300,13 +303,19 @@ def test_the_nightly_check_finds_a_corrupted_rollup_and_the_rebuild_repairs_it(
         assert check_day(session, day) == []
     with psycopg.connect(owner_url) as owner:
         owner.execute(
-            "UPDATE traffic_rollups SET pageviews = pageviews + 5 WHERE tenant_id = %s AND day = %s",
+            "UPDATE traffic_rollups SET pageviews = pageviews + 5 WHERE tenant_id = %s AND span = 'day' AND day = %s",
             (tenant.tenant_id, day),
         )
     with caplog.at_level(logging.WARNING), tenant_session(tenant.tenant_id) as session:
         differences = check_day(session, day)
-    assert differences
-    assert all(d.stored[0] == d.derived[0] + 5 for d in differences)
+    # The corrupted day rows differ from the scan; the block and month rows above them (right) from the sum
+    # of the corrupted days.
+    day_rows = [d for d in differences if d.key[0] == "day"]
+    assert day_rows
+    assert all(d.table == "traffic_rollups" and d.stored[0] == d.derived[0] + 5 for d in day_rows)
+    assert all(
+        d.table == "traffic_rollups" and d.stored[0] == d.derived[0] - 5 for d in differences if d.key[0] != "day"
+    )
     assert str(tenant.tenant_id) in caplog.text
     rebuilt = subprocess.run(
         [sys.executable, "-m", "api.cli", "reports", "rebuild", "--from", str(day - timedelta(days=5)),
@@ -455,3 +464,29 @@ def test_the_dimensions_from_their_inputs_equal_the_dimensions_of_the_visit(
                         assert have == want, params
                         cases += 1
     assert cases > 1000
+
+
+@given(start=st.dates(date(2024, 1, 1), date(2027, 12, 31)), length=st.integers(1, MAX_RANGE_DAYS))
+@settings(max_examples=400, deadline=None)
+def test_a_range_is_read_as_a_signed_sum_of_few_buckets_that_is_exactly_its_days(start: date, length: int) -> None:
+    """Reports read months, blocks and days, some subtracted: every day of the range counts once, no other
+    day counts, and a 90-day range reads at most 13 buckets (so its cost does not grow with its days)."""
+    end = start + timedelta(days=length - 1)
+    buckets = cover(start, end)
+    tally: dict[date, int] = {}
+    for span, first, sign in zip(buckets.spans, buckets.days, buckets.signs, strict=True):
+        if span == "day":
+            last = first
+        elif span == "block":
+            last = next(
+                block_last for block_first, block_last in month_blocks(first.replace(day=1)) if block_first == first
+            )
+        else:
+            last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
+        for offset in range((last - first).days + 1):
+            day = first + timedelta(days=offset)
+            tally[day] = tally.get(day, 0) + sign
+    assert {day for day, count in tally.items() if count} == {start + timedelta(days=n) for n in range(length)}
+    assert all(count in (0, 1) for count in tally.values())
+    if length <= 90:
+        assert len(buckets.spans) <= 13

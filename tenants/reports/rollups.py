@@ -1,5 +1,17 @@
-"""The daily rollups: how a batch of stored visits is folded into ``traffic_rollups``, and the one
-re-derivation (:func:`rebuild_rollups`, :func:`compare_rollups`) used by the nightly check and the CLI.
+"""The rollups: how a batch of stored visits is folded into the traffic rollup tables, how a contact change
+is folded into the contact rollup tables (the trigger SQL of migration 0010), and the one re-derivation
+(:func:`rebuild_rollups`, :func:`compare_rollups`) used by the nightly check and the CLI.
+
+**Shapes.** The same counts are kept in several tables (:data:`SHAPES`), each for a subset of the
+dimensions: every dimension (what any combination of filters needs), the acquisition dimensions
+(channel, source, medium, campaign, partner, click platform), the landing page, the referrer, and none (the
+totals). A report reads the narrowest shape that holds every dimension it groups or filters by: an unfiltered
+90-day overview sums a few thousand rows instead of every combination of campaign, referrer and landing page.
+
+**Spans.** Each table holds every key three times: under its UTC day, its block (days 1-8, 9-16, 17-24 and 25
+to the end of a month) and its month (``span`` ``day``, ``block`` or ``month``; ``day`` is the bucket's first
+day). :func:`cover` turns a range of days into a signed sum of few buckets (a month minus a block minus a day …),
+so a 90-day range reads at most about 16 buckets instead of 90 days, each bucket a few thousand rows at most.
 
 A hit counts as
 - an *entry* (a visit, in the UI) when it starts a session: the visitor's first hit, or more than
@@ -15,16 +27,17 @@ combination of their inputs in the batch, not per hit. Hits are assumed to arriv
 hit stored after a later hit of the same visitor (an offline retry) can leave entries/visitors one off, which
 the nightly check reports and the rebuild corrects.
 
-Contacts are counted by a trigger on ``contacts`` (migration 0008), so every service that creates, re-touches,
-merges or deletes a contact keeps ``contact_rollups`` right in its own transaction.
+Contacts are counted by a trigger on ``contacts`` (:func:`contact_trigger_sql`), so every service that
+creates, re-touches, merges or deletes a contact keeps the contact rollups right in its own transaction.
 """
 
 from __future__ import annotations
 
+import calendar
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -41,16 +54,29 @@ from tenants.reports.dimensions import (
 )
 
 __all__ = [
+    "CONTACT_MEASURES",
     "MAX_DAYS_TO_CONTACT",
     "SESSION_GAP",
+    "SHAPES",
+    "SOURCE_DIMENSIONS",
+    "SPANS",
+    "TRAFFIC_MEASURES",
+    "Cover",
     "RollupDifference",
+    "RollupShape",
     "check_all_tenants",
     "check_day",
     "compare_rollups",
     "contact_keys_sql",
+    "contact_trigger_sql",
+    "cover",
+    "covered",
+    "month_blocks",
+    "narrowest_shape",
     "rebuild_rollups",
     "rebuild_tenants",
     "report_tenants",
+    "spread_stored_days_sql",
     "traffic_rollup_sql",
 ]
 
@@ -60,9 +86,134 @@ SESSION_GAP = "30 minutes"
 MAX_DAYS_TO_CONTACT = 400
 """Days from first visit to contact are capped here; -1 means the contact has no first visit."""
 TRAFFIC_MEASURES = ("pageviews", "events", "entries", "visitors", "new_visitors")
-_KEY = ", ".join(DIMENSIONS)
-_TRAFFIC_KEY = f"site_id, day, is_bot, {_KEY}"
-_CONTACT_KEY = f"day, touch, {_KEY}, days_to_contact"
+CONTACT_MEASURES = ("contacts",)
+SPANS = ("day", "block", "month")
+SOURCE_DIMENSIONS: tuple[str, ...] = ("channel", "source", "medium", "campaign", "partner", "click_platform")
+
+
+@dataclass(frozen=True)
+class RollupShape:
+    """A pair of rollup tables (traffic, contacts) keyed by span, bucket day and ``dimensions``."""
+
+    traffic_table: str
+    contact_table: str
+    dimensions: tuple[str, ...]
+
+    @property
+    def traffic_key(self) -> tuple[str, ...]:
+        """The primary key after ``tenant_id``: bucket first, so one index serves every site and one site."""
+        return ("span", "day", "site_id", "is_bot", *self.dimensions)
+
+    @property
+    def contact_key(self) -> tuple[str, ...]:
+        return ("span", "day", "touch", *self.dimensions, "days_to_contact")
+
+
+SHAPES: tuple[RollupShape, ...] = (
+    RollupShape("traffic_rollups", "contact_rollups", DIMENSIONS),
+    RollupShape("traffic_source_rollups", "contact_source_rollups", SOURCE_DIMENSIONS),
+    RollupShape("traffic_page_rollups", "contact_page_rollups", ("landing_page",)),
+    RollupShape("traffic_referrer_rollups", "contact_referrer_rollups", ("referrer",)),
+    RollupShape("traffic_total_rollups", "contact_total_rollups", ()),
+)
+"""Widest first; the first holds every dimension and is what the others are derived from."""
+FULL_SHAPE = SHAPES[0]
+
+
+def narrowest_shape(dimensions: Iterable[str]) -> RollupShape:
+    """The smallest shape holding every one of ``dimensions``."""
+    needed = set(dimensions)
+    return next(shape for shape in reversed(SHAPES) if needed <= set(shape.dimensions))
+
+
+# --- ranges ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cover:
+    """Buckets whose signed sum is a range of days: ``spans[i]``, ``days[i]`` (the bucket's first day),
+    ``signs[i]`` (+1 or -1)."""
+
+    spans: list[str]
+    days: list[date]
+    signs: list[int]
+
+    def params(self) -> dict[str, Any]:
+        return {"cover_spans": self.spans, "cover_days": self.days, "cover_signs": self.signs}
+
+
+def covered(table: str) -> str:
+    """A FROM clause: the rows of ``table``, aliased ``r``, in the buckets of a :class:`Cover` (its
+    ``params``), each with its bucket's ``b.sign`` to multiply measures by. One index range per bucket
+    (OFFSET 0 keeps the planner from turning it into a scan of the whole table joined by hash)."""
+    return f"""unnest(CAST(:cover_spans AS text[]), CAST(:cover_days AS date[]), CAST(:cover_signs AS integer[]))
+        AS b(span, day, sign)
+        CROSS JOIN LATERAL (SELECT * FROM {table} t WHERE t.span = b.span AND t.day = b.day OFFSET 0) r"""  # noqa: S608
+
+
+def month_blocks(month: date) -> list[tuple[date, date]]:
+    """The blocks of a month: its days 1-8, 9-16, 17-24 and 25 to the end."""
+    last = month.replace(day=calendar.monthrange(month.year, month.month)[1])
+    firsts = [month.replace(day=day) for day in (1, 9, 17, 25)]
+    return [(first, (firsts[n + 1] - timedelta(days=1)) if n < 3 else last) for n, first in enumerate(firsts)]
+
+
+def _days(first: date, last: date, sign: int) -> list[tuple[str, date, int]]:
+    return [("day", first + timedelta(days=offset), sign) for offset in range((last - first).days + 1)]
+
+
+def _within_month(first: date, last: date, sign: int) -> list[tuple[str, date, int]]:
+    """``first`` … ``last`` (inside one month) as blocks and days: per block, the block itself, its days in
+    the range, or the block minus its days outside it, whichever is fewer buckets."""
+    parts: list[tuple[str, date, int]] = []
+    for block_first, block_last in month_blocks(first.replace(day=1)):
+        low, high = max(first, block_first), min(last, block_last)
+        if low > high:
+            continue
+        direct = _days(low, high, sign)
+        minus = [("block", block_first, sign)]
+        if low > block_first:
+            minus += _days(block_first, low - timedelta(days=1), -sign)
+        if high < block_last:
+            minus += _days(high + timedelta(days=1), block_last, -sign)
+        parts += direct if len(direct) <= len(minus) else minus
+    return parts
+
+
+def cover(start: date, end: date) -> Cover:
+    """The fewest buckets whose signed sum is ``start`` … ``end`` (inclusive): per calendar month, the month
+    itself when the range holds all of it; otherwise its part in the range as blocks and days, or the month
+    minus its part outside the range, whichever is fewer. A 90-day range reads at most about 16 buckets."""
+    parts: list[tuple[str, date, int]] = []
+    month = start.replace(day=1)
+    while month <= end:
+        last = month.replace(day=calendar.monthrange(month.year, month.month)[1])
+        first_in, last_in = max(start, month), min(end, last)
+        direct = _within_month(first_in, last_in, 1)
+        minus = [("month", month, 1)]
+        if first_in > month:
+            minus += _within_month(month, first_in - timedelta(days=1), -1)
+        if last_in < last:
+            minus += _within_month(last_in + timedelta(days=1), last, -1)
+        parts += direct if len(direct) <= len(minus) else minus
+        month = last + timedelta(days=1)
+    return Cover([span for span, _, _ in parts], [day for _, day, _ in parts], [sign for _, _, sign in parts])
+
+
+def _bucket(day: str, span: str = "s.span") -> str:
+    """The first day of the bucket of ``span`` that holds ``day`` (see :func:`month_blocks`)."""
+    month = f"date_trunc('month', {day})::date"
+    return (
+        f"CASE {span} WHEN 'day' THEN {day}"
+        f" WHEN 'block' THEN {month} + least((extract(day FROM {day})::integer - 1) / 8, 3) * 8"
+        f" ELSE {month} END"
+    )
+
+
+_SPANS_SQL = "(VALUES ('day'), ('block'), ('month')) AS s(span)"
+
+
+# --- traffic ---------------------------------------------------------------------------------------
 
 
 def _hits_sql(source: str, stored_visitors: str | None = None) -> str:
@@ -85,12 +236,15 @@ def _hits_sql(source: str, stored_visitors: str | None = None) -> str:
         FROM {source} v{joined}"""  # noqa: S608 - fixed SQL fragments, no input
 
 
+_DAY_KEY = f"site_id, day, is_bot, {', '.join(DIMENSIONS)}"
+
+
 def _traffic_measures_sql(hits: str) -> str:
-    """The measures of ``hits`` by rollup key: counted by distinct dimension inputs first, so the dimension
-    functions (regular expressions) run once per input combination, not once per hit."""
+    """The measures of ``hits`` by day and every dimension: counted by distinct dimension inputs first, so
+    the dimension functions (regular expressions) run once per input combination, not once per hit."""
     dims = input_dimension_sql("g")
     inputs = ", ".join(DIMENSION_INPUTS)
-    return f"""SELECT {_TRAFFIC_KEY}, {", ".join(f"sum({m})::bigint AS {m}" for m in TRAFFIC_MEASURES)}
+    return f"""SELECT {_DAY_KEY}, {", ".join(f"sum({m})::bigint AS {m}" for m in TRAFFIC_MEASURES)}
         FROM (SELECT g.site_id, g.day, g.is_bot, {", ".join(f"{dims[d]} AS {d}" for d in DIMENSIONS)},
                   {", ".join(TRAFFIC_MEASURES)}
               FROM (SELECT site_id, day, is_bot, {inputs},
@@ -102,20 +256,37 @@ def _traffic_measures_sql(hits: str) -> str:
                             AS visitors,
                         count(*) FILTER (WHERE prev_at IS NULL) AS new_visitors
                     FROM {hits} GROUP BY site_id, day, is_bot, {inputs}) g) k
-        GROUP BY {_TRAFFIC_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+        GROUP BY {_DAY_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+
+
+def _spread_sql(
+    table: str, key: tuple[str, ...], measures: tuple[str, ...], source: str, spans: str = _SPANS_SQL
+) -> str:
+    """Upsert the rows of ``source`` (day rows with every dimension, aliased ``r``) into ``table`` under each
+    span of ``spans``, summed by ``key``; keys in a fixed order so concurrent writers never deadlock."""
+    columns = [_bucket("r.day") if name == "day" else "s.span" if name == "span" else f"r.{name}" for name in key]
+    positions = ", ".join(str(number) for number in range(2, len(key) + 2))
+    adds = ", ".join(f"{m} = {table}.{m} + excluded.{m}" for m in measures)
+    return f"""INSERT INTO {table} (tenant_id, {", ".join(key)}, {", ".join(measures)})
+        SELECT :tenant_id, {", ".join(columns)}, {", ".join(f"sum(r.{m})" for m in measures)}
+        FROM {source} r CROSS JOIN {spans}
+        GROUP BY {positions} HAVING {" OR ".join(f"sum(r.{m}) <> 0" for m in measures)}
+        ORDER BY {positions}
+        ON CONFLICT (tenant_id, {", ".join(key)}) DO UPDATE SET {adds}"""  # noqa: S608 - fixed SQL fragments
 
 
 def traffic_rollup_sql(source: str, stored_visitors: str | None = None) -> str:
-    """CTE entries (to follow ``WITH … ,``) that add the hits of ``source`` to ``traffic_rollups``: one
-    upsert, keys in a fixed order so concurrent ingest workers never deadlock on shared rows.
-    ``stored_visitors`` as for :func:`_hits_sql`."""
-    adds = ", ".join(f"{m} = traffic_rollups.{m} + excluded.{m}" for m in TRAFFIC_MEASURES)
+    """CTE entries (to follow ``WITH … ,``) that add the hits of ``source`` to every traffic rollup table:
+    the hits are counted once, then summed into each shape and span. ``stored_visitors`` as for
+    :func:`_hits_sql`."""
+    spreads = [_spread_sql(shape.traffic_table, shape.traffic_key, TRAFFIC_MEASURES, "rollup_keys") for shape in SHAPES]
+    upserts = ",\n       ".join(f"rolled_up_{number} AS ({sql})" for number, sql in enumerate(spreads))
     return f"""rollup_hits AS ({_hits_sql(source, stored_visitors)}),
-       rolled_up AS (
-           INSERT INTO traffic_rollups (tenant_id, {_TRAFFIC_KEY}, {", ".join(TRAFFIC_MEASURES)})
-           SELECT :tenant_id, * FROM ({_traffic_measures_sql("rollup_hits")}) m
-           ORDER BY {_TRAFFIC_KEY}
-           ON CONFLICT (tenant_id, {_TRAFFIC_KEY}) DO UPDATE SET {adds})"""  # noqa: S608 - fixed SQL fragments
+       rollup_keys AS ({_traffic_measures_sql("rollup_hits")}),
+       {upserts}"""
+
+
+# --- contacts --------------------------------------------------------------------------------------
 
 
 def contact_keys_sql(row: str) -> str:
@@ -133,36 +304,93 @@ def contact_keys_sql(row: str) -> str:
     )
 
 
+def _contact_spreads(source: str) -> list[str]:
+    return [_spread_sql(shape.contact_table, shape.contact_key, CONTACT_MEASURES, source) for shape in SHAPES]
+
+
+def contact_trigger_sql() -> str:
+    """The body of the ``contacts`` trigger: a contact counts once per touch kind under its current creation
+    day, touches and days to contact; every change of those (created, touches refreshed, merged away,
+    deleted) subtracts the old key and adds the new one, in every contact rollup table, in the same
+    transaction, whichever service made it."""
+    key = f"day, touch, {', '.join(DIMENSIONS)}, days_to_contact"
+    spreads = _contact_spreads("delta")
+    ctes = ",\n".join(f"spread_{number} AS ({sql})" for number, sql in enumerate(spreads[1:]))
+    return f"""WITH delta AS (
+            SELECT {key}, sum(n) AS contacts
+            FROM (SELECT k.*, -1 AS n FROM ({contact_keys_sql("OLD")}) k
+                  WHERE TG_OP IN ('UPDATE', 'DELETE') AND OLD.merged_into IS NULL
+                  UNION ALL
+                  SELECT k.*, 1 FROM ({contact_keys_sql("NEW")}) k
+                  WHERE TG_OP IN ('UPDATE', 'INSERT') AND NEW.merged_into IS NULL) AS changes
+            GROUP BY {key} HAVING sum(n) <> 0),
+        {ctes}
+        {spreads[0]}""".replace(":tenant_id", "coalesce(NEW.tenant_id, OLD.tenant_id)")  # noqa: S608
+
+
+# --- re-derivation ---------------------------------------------------------------------------------
+
 _DAY_RANGE = "occurred_at >= CAST(:start AS date) AND occurred_at < CAST(:end AS date) + 1"
 _VISITS_IN_RANGE = f"(SELECT * FROM visits WHERE tenant_id = :tenant_id AND {_DAY_RANGE})"  # noqa: S608
 _DERIVED_TRAFFIC = _traffic_measures_sql(f"({_hits_sql(_VISITS_IN_RANGE)}) h")
-_DERIVED_CONTACTS = f"""SELECT {_CONTACT_KEY}, count(*) AS contacts
+_CONTACT_DAY_KEY = f"day, touch, {', '.join(DIMENSIONS)}, days_to_contact"
+_DERIVED_CONTACTS = f"""SELECT {_CONTACT_DAY_KEY}, count(*) AS contacts
     FROM contacts c, LATERAL ({contact_keys_sql("c")}) k
     WHERE c.tenant_id = :tenant_id AND c.merged_into IS NULL
       AND c.created_at >= CAST(:start AS date) AND c.created_at < CAST(:end AS date) + 1
-    GROUP BY {_CONTACT_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+    GROUP BY {_CONTACT_DAY_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+_DAYS_ONLY = "(VALUES ('day')) AS s(span)"
+_LONGER_SPANS = "(VALUES ('block'), ('month')) AS s(span)"
+
+
+def _stored_days(table: str) -> str:
+    """The day rows of ``table`` in ``:start`` … ``:end``, as a source for :func:`_spread_sql`."""
+    return f"(SELECT * FROM {table} WHERE span = 'day' AND day BETWEEN :start AND :end)"  # noqa: S608
+
+
+def _whole_months(start: date, end: date) -> tuple[date, date]:
+    return start.replace(day=1), end.replace(day=calendar.monthrange(end.year, end.month)[1])
 
 
 def rebuild_rollups(session: Session, start: date, end: date) -> None:
-    """Delete the rollups of the days ``start`` … ``end`` (inclusive, UTC) of the session's tenant and
-    derive them again from its stored visits and contacts."""
-    params = _params(session, start, end)
-    session.execute(text("DELETE FROM traffic_rollups WHERE day BETWEEN :start AND :end"), params)
-    session.execute(text("DELETE FROM contact_rollups WHERE day BETWEEN :start AND :end"), params)
+    """Delete the rollups of the days ``start`` … ``end`` (inclusive, UTC, widened to whole months) of the
+    session's tenant and derive them again from its stored visits and contacts."""
+    params = _params(session, *_whole_months(start, end))
+    for shape in SHAPES:
+        for table in (shape.traffic_table, shape.contact_table):
+            session.execute(text(f"DELETE FROM {table} WHERE day BETWEEN :start AND :end"), params)  # noqa: S608
+    full = FULL_SHAPE
     session.execute(
-        text(
-            f"""INSERT INTO traffic_rollups (tenant_id, {_TRAFFIC_KEY}, {", ".join(TRAFFIC_MEASURES)})
-                SELECT :tenant_id, * FROM ({_DERIVED_TRAFFIC}) d ORDER BY {_TRAFFIC_KEY}"""  # noqa: S608
-        ),
+        text(_spread_sql(full.traffic_table, full.traffic_key, TRAFFIC_MEASURES, f"({_DERIVED_TRAFFIC})", _DAYS_ONLY)),
         params,
     )
     session.execute(
-        text(
-            f"""INSERT INTO contact_rollups (tenant_id, {_CONTACT_KEY}, contacts)
-                SELECT :tenant_id, * FROM ({_DERIVED_CONTACTS}) d ORDER BY {_CONTACT_KEY}"""  # noqa: S608
-        ),
+        text(_spread_sql(full.contact_table, full.contact_key, CONTACT_MEASURES, f"({_DERIVED_CONTACTS})", _DAYS_ONLY)),
         params,
     )
+    for statement in spread_stored_days_sql():
+        session.execute(text(statement), params)
+
+
+def spread_stored_days_sql() -> list[str]:
+    """The statements that fill every other rollup row of ``:start`` … ``:end`` (whole months) from the
+    full tables' day rows: the full tables' months, and both spans of every narrower shape. Run by the
+    rebuild after it derived the day rows, and by migration 0010 over the rows that existed before it."""
+    full = FULL_SHAPE
+    statements = []
+    for number, shape in enumerate(SHAPES):
+        spans = _LONGER_SPANS if number == 0 else _SPANS_SQL
+        statements.append(
+            _spread_sql(
+                shape.traffic_table, shape.traffic_key, TRAFFIC_MEASURES, _stored_days(full.traffic_table), spans
+            )
+        )
+        statements.append(
+            _spread_sql(
+                shape.contact_table, shape.contact_key, CONTACT_MEASURES, _stored_days(full.contact_table), spans
+            )
+        )
+    return statements
 
 
 @dataclass(frozen=True)
@@ -175,25 +403,59 @@ class RollupDifference:
     derived: tuple[int, ...]
 
 
+def _derived_sql(key: tuple[str, ...], measures: tuple[str, ...], source: str, spans: str) -> str:
+    """What ``key``'s rows should hold: the day rows of ``source`` summed by key (one SELECT, no upsert)."""
+    columns = [_bucket("r.day") if name == "day" else "s.span" if name == "span" else f"r.{name}" for name in key]
+    positions = ", ".join(str(number) for number in range(1, len(key) + 1))
+    return f"""SELECT {", ".join(columns)}, {", ".join(f"sum(r.{m})" for m in measures)}
+        FROM {source} r CROSS JOIN {spans} GROUP BY {positions}"""  # noqa: S608 - fixed SQL fragments
+
+
 def compare_rollups(session: Session, start: date, end: date) -> list[RollupDifference]:
-    """Re-derive the rollups of ``start`` … ``end`` and return every key where they differ from the stored
-    ones (empty when the rollups equal a scan). Changes nothing."""
-    params = _params(session, start, end)
+    """Every rollup key where the stored counts differ from what they should be (empty when the rollups equal
+    a scan): every table's day rows of ``start`` … ``end`` against one scan of the visits and contacts, and
+    every block and month row of the months they fall in against the sum of that table's stored day rows.
+    Changes nothing."""
+    days = _params(session, start, end)
+    months = _params(session, *_whole_months(start, end))
+    scanned = {
+        "traffic": (session.execute(text(_DERIVED_TRAFFIC), days).all(), _DAY_KEY.split(", ")),
+        "contacts": (session.execute(text(_DERIVED_CONTACTS), days).all(), _CONTACT_DAY_KEY.split(", ")),
+    }
     differences: list[RollupDifference] = []
-    for table, derived_sql, key, measures in (
-        ("traffic_rollups", _DERIVED_TRAFFIC, _TRAFFIC_KEY, TRAFFIC_MEASURES),
-        ("contact_rollups", _DERIVED_CONTACTS, _CONTACT_KEY, ("contacts",)),
-    ):
-        width = len(key.split(", "))
-        stored_sql = f"SELECT {key}, {', '.join(measures)} FROM {table} WHERE day BETWEEN :start AND :end"  # noqa: S608
-        stored = _by_key(session.execute(text(stored_sql), params).all(), width)
-        derived = _by_key(session.execute(text(derived_sql), params).all(), width)
-        zero = (0,) * len(measures)
-        for row_key in sorted(stored.keys() | derived.keys(), key=repr):
-            have, want = stored.get(row_key, zero), derived.get(row_key, zero)
-            if have != want:
-                differences.append(RollupDifference(table, row_key, have, want))
+    for shape in SHAPES:
+        for kind, table, key, measures in (
+            ("traffic", shape.traffic_table, shape.traffic_key, TRAFFIC_MEASURES),
+            ("contacts", shape.contact_table, shape.contact_key, CONTACT_MEASURES),
+        ):
+            rows, columns = scanned[kind]
+            positions = [columns.index(name) for name in key[1:]]
+            derived: dict[tuple[Any, ...], list[int]] = {}
+            for row in rows:
+                sums = derived.setdefault(("day", *(row[i] for i in positions)), [0] * len(measures))
+                for number, value in enumerate(row[len(columns) :]):
+                    sums[number] += int(value)
+            stored_sql = f"SELECT {', '.join(key)}, {', '.join(measures)} FROM {table}"  # noqa: S608
+            day_rows = session.execute(text(f"{stored_sql} WHERE span = 'day' AND day BETWEEN :start AND :end"), days)
+            differences += _differences(
+                table, _by_key(day_rows.all(), len(key)), _by_key([(*k, *v) for k, v in derived.items()], len(key))
+            )
+            longer = session.execute(text(f"{stored_sql} WHERE span <> 'day' AND day BETWEEN :start AND :end"), months)
+            summed = session.execute(text(_derived_sql(key, measures, _stored_days(table), _LONGER_SPANS)), months)
+            differences += _differences(table, _by_key(longer.all(), len(key)), _by_key(summed.all(), len(key)))
     return differences
+
+
+def _differences(
+    table: str, stored: dict[tuple[Any, ...], tuple[int, ...]], derived: dict[tuple[Any, ...], tuple[int, ...]]
+) -> list[RollupDifference]:
+    width = len(next(iter((stored or derived).values()), ()))
+    zero = (0,) * width
+    return [
+        RollupDifference(table, key, stored.get(key, zero), derived.get(key, zero))
+        for key in sorted(stored.keys() | derived.keys(), key=repr)
+        if stored.get(key, zero) != derived.get(key, zero)
+    ]
 
 
 def check_day(session: Session, day: date) -> list[RollupDifference]:

@@ -27,6 +27,7 @@ from sqlmodel import Session
 
 from tenants.errors import InvalidQuery, ReportTimedOut
 from tenants.reports.dimensions import DIMENSIONS
+from tenants.reports.rollups import RollupShape, cover, covered, narrowest_shape
 from tenants.settings import get_settings
 from tenants.tracking.sites import get_site
 
@@ -180,52 +181,87 @@ def _check_site(session: Session, site_id: UUID | None) -> None:
         get_site(session, site_id)
 
 
-def _where(q: ReportQuery, *, traffic: bool) -> tuple[str, dict[str, Any]]:
-    clauses = ["day BETWEEN :start AND :end"]
-    params: dict[str, Any] = {"start": q.start, "end": q.end}
+def _filters(q: ReportQuery, *, traffic: bool) -> tuple[list[str], dict[str, Any]]:
+    """The query's site, bot and dimension conditions on a rollup table aliased ``r``."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
     if traffic and q.site_id is not None:
-        clauses.append("site_id = :site_id")
+        clauses.append("r.site_id = :site_id")
         params["site_id"] = q.site_id
     if traffic and not q.include_bots:
-        clauses.append("NOT is_bot")
+        clauses.append("NOT r.is_bot")
     for name in DIMENSIONS:  # a fixed list of column names, so nothing given is spliced into SQL
         if name in q.filters:
-            clauses.append(f"{name} = :filter_{name}")
+            clauses.append(f"r.{name} = :filter_{name}")
             params[f"filter_{name}"] = q.filters[name]
-    return " AND ".join(clauses), params
+    return clauses, params
 
 
-_SETS = ", ".join(f"({name})" for name in DIMENSIONS)
-_TRAFFIC_SUMS = "sum(visitors), sum(new_visitors), sum(entries), sum(pageviews)"
-
-
-def _traffic_sets(session: Session, q: ReportQuery, *, by_day: bool) -> list[Any]:
-    where, params = _where(q, traffic=True)
-    sets = f"(), {'(day), ' if by_day else ''}{_SETS}"
-    day = "day" if by_day else "NULL::date"
-    statement = f"""SELECT {day}, {", ".join(DIMENSIONS)}, {_TRAFFIC_SUMS} FROM traffic_rollups
-        WHERE {where} GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - column names from DIMENSIONS
+def _grouped(
+    session: Session,
+    q: ReportQuery,
+    *,
+    traffic: bool,
+    groups: list[str],
+    sets: str,
+    touch: TouchModel = "first",
+    by_day: bool = False,
+) -> list[Any]:
+    """One statement over the narrowest rollup table holding ``groups`` and the query's filters: the measures
+    (times each bucket's sign) by ``sets``, a SQL ``GROUPING SETS`` list over ``groups``; with ``by_day``,
+    by day over the day rows instead (the series)."""
+    shape = narrowest_shape([*groups, *q.filters])
+    table = shape.traffic_table if traffic else shape.contact_table
+    clauses, params = _filters(q, traffic=traffic)
+    if not traffic:
+        clauses.append("r.touch = :touch")
+        params["touch"] = touch
+    measures = _TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES
+    columns = ", ".join(f"r.{name}" for name in groups) or "NULL"
+    if by_day:
+        clauses.append("r.span = 'day' AND r.day BETWEEN :start AND :end")
+        params.update(start=q.start, end=q.end)
+        statement = f"""SELECT r.day, {", ".join(f"sum(r.{m})" for m in measures)} FROM {table} r
+            WHERE {" AND ".join(clauses)} GROUP BY r.day"""  # noqa: S608 - names from SHAPES and DIMENSIONS
+    else:
+        params.update(cover(q.start, q.end).params())
+        statement = f"""SELECT {columns}, {", ".join(f"sum(r.{m} * b.sign)" for m in measures)}
+            FROM {covered(table)}
+            WHERE {" AND ".join(clauses) or "TRUE"} GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - fixed names
     return list(session.execute(text(statement), params).all())
 
 
-def _contact_sets(session: Session, q: ReportQuery, *, by_day: bool, touch: TouchModel = "first") -> list[Any]:
-    where, params = _where(q, traffic=False)
-    sets = f"(), {'(day), ' if by_day else ''}{_SETS}"
-    day = "day" if by_day else "NULL::date"
-    statement = f"""SELECT {day}, {", ".join(DIMENSIONS)}, sum(contacts) FROM contact_rollups
-        WHERE {where} AND touch = :touch GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - names from DIMENSIONS
-    return list(session.execute(text(statement), {**params, "touch": touch}).all())
+_TRAFFIC_MEASURES = ("visitors", "new_visitors", "entries", "pageviews")
+_CONTACT_MEASURES = ("contacts",)
 
 
-def _which(row: Any) -> tuple[str, Any] | None:
-    """Which grouping set a row belongs to: ('day', day), (dimension, value) or None for the total (rollup
-    keys are never NULL, so a NULL column means "not grouped by")."""
-    if row[0] is not None:
-        return "day", row[0]
-    for index, name in enumerate(DIMENSIONS, start=1):
-        if row[index] is not None:
-            return name, row[index]
-    return None
+def _breakdowns(
+    session: Session, q: ReportQuery, *, traffic: bool, with_total: bool = True
+) -> tuple[list[int] | None, dict[str, dict[str, list[int]]]]:
+    """The query's totals and its measures by each dimension's value, each read from the narrowest table
+    that holds it (one statement per table): ``(totals, {dimension: {value: measures}})``."""
+    by_shape: dict[RollupShape, list[str]] = defaultdict(list)
+    for name in DIMENSIONS:
+        by_shape[narrowest_shape([name, *q.filters])].append(name)
+    total_shape = narrowest_shape(q.filters)
+    if with_total:
+        by_shape.setdefault(total_shape, [])
+    totals: list[int] | None = None
+    values: dict[str, dict[str, list[int]]] = {name: {} for name in DIMENSIONS}
+    for shape, names in by_shape.items():
+        sets = [f"({name})" for name in names]
+        if with_total and shape == total_shape:
+            sets.insert(0, "()")
+        rows = _grouped(session, q, traffic=traffic, groups=names, sets=", ".join(sets))
+        width = max(len(names), 1)
+        for row in rows:
+            sums = [_int(v) for v in row[width:]]
+            grouped = next(((name, row[i]) for i, name in enumerate(names) if row[i] is not None), None)
+            if grouped is None:
+                totals = sums
+            else:
+                values[grouped[0]][grouped[1]] = sums
+    return totals, values
 
 
 def _int(value: Any) -> int:
@@ -234,43 +270,43 @@ def _int(value: Any) -> int:
 
 def overview(session: Session, q: ReportQuery) -> Overview:
     """Totals (and the previous period's), a zero-filled daily series and the top rows of every dimension,
-    all under the query's filters; four rollup queries whatever the range."""
+    all under the query's filters; each from the narrowest rollup table that holds it."""
     _check_site(session, q.site_id)
-    width = 1 + len(DIMENSIONS)
     with _report_timeout(session):
-        traffic = _traffic_sets(session, q, by_day=True)
-        contacts = _contact_sets(session, q, by_day=True)
-        previous_traffic = _traffic_sets(session, q.previous(), by_day=False) if q.compare else []
-        previous_contacts = _contact_sets(session, q.previous(), by_day=False) if q.compare else []
-    totals = Totals()
+        traffic_totals, traffic = _breakdowns(session, q, traffic=True)
+        contact_totals, contacts = _breakdowns(session, q, traffic=False)
+        traffic_days = _grouped(session, q, traffic=True, groups=[], sets="", by_day=True)
+        contact_days = _grouped(session, q, traffic=False, groups=[], sets="", by_day=True)
+        previous: Totals | None = None
+        previous_entries: dict[str, dict[str, int]] = {}
+        if q.compare:
+            before = q.previous()
+            previous_traffic_totals, previous_traffic = _breakdowns(session, before, traffic=True)
+            previous_contacts = _grouped(session, before, traffic=False, groups=[], sets="()")
+            previous = _totals(previous_traffic_totals, _int(previous_contacts[0][1]) if previous_contacts else 0)
+            previous_entries = {
+                name: {value: sums[2] for value, sums in by_value.items()}
+                for name, by_value in previous_traffic.items()
+            }
+    totals = _totals(traffic_totals, contact_totals[0] if contact_totals else 0)
     by_day: dict[date, list[int]] = defaultdict(lambda: [0] * 5)
-    breakdown: dict[str, dict[str, list[int]]] = {name: defaultdict(lambda: [0] * 5) for name in DIMENSIONS}
-    for row in traffic:
-        sums = [_int(v) for v in row[width:]]
-        which = _which(row)
-        if which is None:
-            totals = Totals(*sums)
-        elif which[0] == "day":
-            by_day[which[1]][:4] = sums
-        else:
-            breakdown[which[0]][which[1]][:4] = sums
-    for row in contacts:
-        which, count = _which(row), _int(row[width])
-        if which is None:
-            totals = Totals(totals.visitors, totals.new_visitors, totals.entries, totals.pageviews, count)
-        elif which[0] == "day":
-            by_day[which[1]][4] = count
-        else:
-            breakdown[which[0]][which[1]][4] = count
-    previous, previous_entries = _previous(previous_traffic, previous_contacts) if q.compare else (None, {})
+    for row in traffic_days:
+        by_day[row[0]][:4] = [_int(v) for v in row[1:]]
+    for row in contact_days:
+        by_day[row[0]][4] = _int(row[1])
     series = [
         SeriesPoint(day, *by_day.get(day, [0] * 5))
         for day in (q.start + timedelta(days=offset) for offset in range(q.days))
     ]
     breakdowns: dict[str, list[BreakdownRow]] = {}
     for name in DIMENSIONS:
+        merged: dict[str, list[int]] = defaultdict(lambda: [0] * 5)
+        for value, sums in traffic[name].items():
+            merged[value][:4] = sums
+        for value, sums in contacts[name].items():
+            merged[value][4] = sums[0]
         rows = sorted(
-            ((v, sums) for v, sums in breakdown[name].items() if any(sums)),
+            ((v, sums) for v, sums in merged.items() if any(sums)),
             key=lambda item: (-item[1][0], -item[1][2], -item[1][4], item[0]),
         )
         breakdowns[name] = [
@@ -287,23 +323,9 @@ def overview(session: Session, q: ReportQuery) -> Overview:
     return Overview(q, totals, previous, series, breakdowns)
 
 
-def _previous(traffic: list[Any], contacts: list[Any]) -> tuple[Totals, dict[str, dict[str, int]]]:
-    """The previous period's totals and its entries per dimension value."""
-    width = 1 + len(DIMENSIONS)
-    previous = Totals()
-    entries: dict[str, dict[str, int]] = defaultdict(dict)
-    for row in traffic:
-        which = _which(row)
-        if which is None:
-            previous = Totals(*(_int(v) for v in row[width:]))
-        else:
-            entries[which[0]][which[1]] = _int(row[width + 2])
-    for row in contacts:
-        if _which(row) is None:
-            previous = Totals(
-                previous.visitors, previous.new_visitors, previous.entries, previous.pageviews, _int(row[width])
-            )
-    return previous, entries
+def _totals(traffic: list[int] | None, new_contacts: int) -> Totals:
+    visitors, new_visitors, entries, pageviews = traffic or [0, 0, 0, 0]
+    return Totals(visitors, new_visitors, entries, pageviews, new_contacts)
 
 
 def attribution(
@@ -323,21 +345,27 @@ def attribution(
         raise InvalidQuery("the attribution query is invalid", errors)
     _check_site(session, q.site_id)
     groups = [name for name in DIMENSIONS if name in group_by]  # fixed names, in report order
-    keys = ", ".join(groups)
+    keys = ", ".join(f"r.{name}" for name in groups)
     measure = "new_visitors" if model == "first" else "entries"
-    traffic_where, traffic_params = _where(q, traffic=True)
-    contact_where, contact_params = _where(q, traffic=False)
+    shape = narrowest_shape([*groups, *q.filters])
+    span = cover(q.start, q.end).params()
+    traffic_clauses, traffic_params = _filters(q, traffic=True)
+    contact_clauses, contact_params = _filters(q, traffic=False)
     with _report_timeout(session):
         visitors = session.execute(
-            text(f"SELECT {keys}, sum({measure}) FROM traffic_rollups WHERE {traffic_where} GROUP BY {keys}"),  # noqa: S608
-            traffic_params,
+            text(
+                f"""SELECT {keys}, sum(r.{measure} * b.sign) FROM {covered(shape.traffic_table)}
+                    WHERE {" AND ".join(traffic_clauses) or "TRUE"} GROUP BY {keys}"""  # noqa: S608
+            ),
+            {**traffic_params, **span},
         ).all()
         histogram = session.execute(
             text(
-                f"""SELECT {keys}, days_to_contact, sum(contacts) FROM contact_rollups
-                    WHERE {contact_where} AND touch = :touch GROUP BY {keys}, days_to_contact"""  # noqa: S608
+                f"""SELECT {keys}, r.days_to_contact, sum(r.contacts * b.sign) FROM {covered(shape.contact_table)}
+                    WHERE {" AND ".join([*contact_clauses, "r.touch = :touch"])}
+                    GROUP BY {keys}, r.days_to_contact"""  # noqa: S608 - names from SHAPES and DIMENSIONS
             ),
-            {**contact_params, "touch": model},
+            {**contact_params, **span, "touch": model},
         ).all()
     width = len(groups)
     visitors_of = {tuple(row[:width]): _int(row[width]) for row in visitors}
