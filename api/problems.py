@@ -56,11 +56,11 @@ def _field_problem(entry: dict[str, Any]) -> dict[str, str]:
 
 
 def _public_name(request: Request[Any, Any, Any], key: str) -> str:
-    """The name a client sent: Litestar names a parameter declared as ``from_day: … Parameter(query="from")`` by
-    its Python name; the client knows it as ``from``."""
+    """The name a client sent: Litestar names a parameter declared as ``from_day: … QueryParameter(name="from")``
+    by its Python name; the client knows it as ``from``."""
     with contextlib.suppress(AttributeError, KeyError):
         definition = request.route_handler.parsed_fn_signature.parameters[key].kwarg_definition
-        alias = getattr(definition, "query", None)
+        alias = getattr(definition, "query", None) or getattr(definition, "name", None)
         if alias:
             return str(alias)
     return key

@@ -360,3 +360,33 @@ def test_the_report_screens_in_a_browser(seeded: Seeded, browser: Any) -> None:
     page.locator("table.attribution[data-model='last']").wait_for()
     check_screen(page, "attribution-last")
     page.close()
+
+
+def test_the_live_panel_keeps_to_the_pages_filters(seeded: Seeded, staff: httpx.Client) -> None:
+    """A marketer looking at the Email channel sees who is on the site from Email right now, not everyone."""
+    mail = {"utm": {"source": "newsletter", "medium": "email", "campaign": "live"}}
+    now = datetime.now(UTC)
+    send(seeded.http, seeded.site, [{**hit(now, "/live-mail"), **mail}], None)
+    send(seeded.http, seeded.site, [hit(now, "/live-direct")], None)
+    seeded.visits += 2
+    wait_stored(seeded.tenant.tenant_id, seeded.visits)
+    site = {"site": str(seeded.site.site_id)}
+    everyone = staff.get("/app/live", params=site).text
+    assert "/live-mail" in everyone and "/live-direct" in everyone
+    dims = visit_dimension_sql("visits")
+    for filters in ({"channel": "Email"}, {"campaign": "live", "source": "newsletter"}):
+        fragment = staff.get("/app/live", params={**site, **filters})
+        assert fragment.status_code == 200, fragment.text
+        assert "/live-mail" in fragment.text and "/live-direct" not in fragment.text, filters
+        where = " AND ".join(f"{dims[name]} = :{name}" for name in filters)
+        with tenant_session(seeded.tenant.tenant_id) as session:
+            expected = session.execute(
+                text(
+                    f"""SELECT count(DISTINCT visitor_id) FROM visits WHERE NOT is_bot AND site_id = :site
+                        AND occurred_at > now() - interval '30 minutes' AND {where}"""
+                ),
+                {**filters, "site": seeded.site.site_id},
+            ).scalar()
+        assert f'class="live-visitors">{expected}<' in fragment.text, filters
+    page = staff.get("/app", params={**site, "channel": "Email"}).text
+    assert "/live-mail" in page and "/live-direct" not in page, "the page's own panel is filtered too"

@@ -348,3 +348,30 @@ def test_the_dimensions_from_their_inputs_equal_the_dimensions_of_the_visit(
                         assert have == want, params
                         cases += 1
     assert cases > 1000
+
+
+def test_the_live_panel_takes_the_reports_dimension_filters(client: TestClient[Any], seeded: SeededReports) -> None:
+    """Every report operation narrows by the same eight dimensions, declared alike in the schema."""
+    tenant = seeded.tenant
+    now = datetime.now(UTC)
+    paid = {"utm": {"source": "facebook", "medium": "cpc"}, "click_ids": {"fbclid": "F9"}}
+    send(client, seeded.site, [{**hit(now, "/paid"), **paid}], None)
+    send(client, seeded.site, [hit(now, "/plain")], None)
+    wait_stored(tenant.tenant_id, seeded.visits + 2)
+    for filters in ({"click_platform": "meta"}, {"channel": "Paid social"}, {"landing_page": "/paid"}):
+        live = client.get("/api/v1/reports/live", params=filters, headers=tenant.headers)
+        assert live.status_code == 200, live.text
+        assert live.json()["top_pages"] == [{"path": "/paid", "pageviews": 1}], filters
+    unknown = client.get("/api/v1/reports/live", params={"channel": "x" * 201}, headers=tenant.headers)
+    assert unknown.status_code == 400
+    schema = client.get("/api/schema/openapi.json").json()["paths"]
+    declared = [
+        {
+            p["name"]: p["schema"]
+            for p in schema[f"/api/v1/reports/{path}"]["get"]["parameters"]
+            if p["name"] in DIMENSIONS
+        }
+        for path in ("overview", "attribution", "live")
+    ]
+    assert set(declared[0]) == set(DIMENSIONS)
+    assert declared[0] == declared[1] == declared[2]

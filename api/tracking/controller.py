@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
 from api.fields import given_fields
 from api.openapi import AUTH, BODY, creates, problems
@@ -173,8 +173,8 @@ class VisitsController(Controller):
         request: Request[Any, Any, Any],
         since: Annotated[datetime | None, Parameter(description="At or after this time")] = None,
         until: Annotated[datetime | None, Parameter(description="Before this time")] = None,
-        from_day: Annotated[date | None, Parameter(query="from", description="On or after this UTC day")] = None,
-        to_day: Annotated[date | None, Parameter(query="to", description="On or before this UTC day")] = None,
+        from_day: Annotated[date | None, QueryParameter(name="from", description="On or after this UTC day")] = None,
+        to_day: Annotated[date | None, QueryParameter(name="to", description="On or before this UTC day")] = None,
         site_id: Annotated[UUID | None, Parameter(description="Only this site's visits")] = None,
         visitor_id: Annotated[UUID | None, Parameter(description="Only this visitor's visits")] = None,
         utm_source: Annotated[str | None, Parameter(description="Exactly this utm_source")] = None,
