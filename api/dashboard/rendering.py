@@ -60,9 +60,12 @@ def screen(
     return response
 
 
-def redirect(location: str, message: str | None = None, *, kind: str = "ok") -> Redirect:
-    """303 after a change (so a reload does not repeat it), with a one-time message for the next page."""
-    cookies = []
+def redirect(
+    location: str, message: str | None = None, *, kind: str = "ok", cookies: list[Cookie] | None = None
+) -> Redirect:
+    """303 after a change (so a reload does not repeat it), with a one-time message for the next page (and any
+    other ``cookies`` that page needs)."""
+    cookies = list(cookies or [])
     if message:
         value = quote(f"{kind}:{message}")
         cookies.append(
