@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -333,6 +334,56 @@ def test_an_editor_invites_a_member_sends_the_invitation_again_and_disables_them
     assert api.get(f"/api/v1/membership-sites/{site_id}/members").json()[0]["disabled"] is True
     actions = [action for action, _ in _actions(tenant)]
     assert {"member.invite", "member.reinvite", "member.disable", "membership_site.update"} <= set(actions)
+
+
+def test_the_members_list_shows_each_members_last_login(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    """Staff see who actually uses the membership site, and since when nobody has."""
+    from tenants.memberships.service import create_member
+    from tenants.security.passwords import hash_password
+
+    tenant = make_tenant("Loginsco")
+    staff = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    club = _form_id_from(_post(staff, "/app/memberships", {"name": "Club"}, page="/app/memberships"), "memberships")
+    with tenant_session(tenant.tenant_id) as session:
+        for email in ("mia@loginsco.example", "noah@loginsco.example"):
+            member = create_member(session, site_id=UUID(club), email=email)
+            member.password_hash = hash_password("a long member passphrase")
+            session.add(member)
+
+    def last_logins() -> dict[str, str]:
+        rows = re.findall(
+            r"<td>([^<@]+@loginsco\.example)</td>.*?</td>.*?</td>\s*<td>(.*?)</td>",
+            staff.get(f"/app/memberships/{club}").text,
+            re.S,
+        )
+        return {email: re.sub(r"<[^>]+>", "", cell).strip() for email, cell in rows}
+
+    assert last_logins() == {"mia@loginsco.example": "never", "noah@loginsco.example": "never"}
+    member_pages = httpx.Client(base_url=api_server.base_url, follow_redirects=False)
+    login = f"/s/{tenant.slug}/m/{club}/login"
+    before = datetime.now(UTC).replace(second=0, microsecond=0)
+    answer = member_pages.post(
+        login,
+        data={
+            "csrf": csrf_of(member_pages.get(login).text),
+            "email": "mia@loginsco.example",
+            "password": "a long member passphrase",
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    shown = last_logins()
+    assert shown["noah@loginsco.example"] == "never"
+    at = datetime.strptime(shown["mia@loginsco.example"], "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
+    assert before <= at <= datetime.now(UTC)
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, api_server.base_url, tenant.slug, tenant.owner_email)
+    page.goto(f"{api_server.base_url}/app/memberships/{club}")
+    assert page.get_by_role("row", name=re.compile("mia@loginsco.example")).get_by_text("UTC").is_visible()
+    check_screen(page, "members-last-login")
+    context.close()
 
 
 def test_a_viewer_sees_every_manage_screen_and_changes_nothing(

@@ -225,6 +225,8 @@ def _start_session(
     member_session = create_session(
         tenant_id, member.id, member.contact_id, member.membership_site_id, browser.visitor_id
     )
+    member.last_login_at = utcnow()
+    session.add(member)
     link_visitor(
         session,
         visitor_id=browser.visitor_id,
