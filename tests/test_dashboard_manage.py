@@ -386,6 +386,59 @@ def test_the_members_list_shows_each_members_last_login(
     context.close()
 
 
+def test_a_refused_manage_form_comes_back_with_what_was_typed_and_the_reason_by_the_field(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    """An editor who mistypes one origin or one field key corrects that, instead of typing the whole form again."""
+    tenant = make_tenant("Typoco")
+    site = make_site(tenant, [ORIGIN])
+    base = api_server.base_url
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, base, tenant.slug, tenant.owner_email)
+
+    page.goto(f"{base}/app/sites/new")
+    page.get_by_label("Name").fill("Blog")
+    page.get_by_label("Allowed origins (one per line)").fill("https://blog.example\nnot an origin")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Create site").click()
+    assert posted.value.status == 422
+    assert page.url == f"{base}/app/sites"
+    assert page.get_by_label("Name").input_value() == "Blog"
+    origins = page.get_by_label("Allowed origins (one per line)")
+    assert origins.input_value() == "https://blog.example\nnot an origin"
+    assert origins.get_attribute("aria-invalid") == "true"
+    assert "'not an origin' is not a value this field takes" in page.locator("#error-allowed_origins").inner_text()
+    assert page.locator("#error-name").count() == 0, "only the field at fault carries a reason"
+    check_screen(page, "site-edit-refused")
+    origins.fill("https://blog.example")
+    page.get_by_role("button", name="Create site").click()
+    page.wait_for_url(re.compile(r"/app/sites/[0-9a-f-]{36}$"))
+
+    page.goto(f"{base}/app/forms/new")
+    page.get_by_label("Name", exact=True).fill("Webinar")
+    page.get_by_label("Key of field 2").fill("email")
+    page.get_by_label("Label of field 2").fill("Work email")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Create form").click()
+    assert posted.value.status == 422
+    assert page.get_by_label("Name", exact=True).input_value() == "Webinar"
+    assert page.get_by_label("Label of field 2").input_value() == "Work email"
+    assert page.get_by_label("Key of field 2").get_attribute("aria-invalid") == "true"
+    assert "unique name" in page.locator("#error-fields-1-name").inner_text()
+    check_screen(page, "form-edit-refused")
+
+    saved = httpx.Client(base_url=base, headers=tenant.headers).get(f"/api/v1/sites/{site.site_id}").json()
+    staff = login_http(base, tenant.slug, tenant.owner_email)
+    refused = _post(
+        staff, f"/app/sites/{site.site_id}", {"name": "x" * 201, "allowed_origins": ORIGIN, "bot_policy": "flag"}
+    )
+    assert refused.status_code == 422
+    assert 'id="error-name"' in refused.text and "x" * 201 in refused.text
+    assert httpx.Client(base_url=base, headers=tenant.headers).get(f"/api/v1/sites/{site.site_id}").json() == saved
+    context.close()
+
+
 def test_a_viewer_sees_every_manage_screen_and_changes_nothing(
     api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
 ) -> None:

@@ -12,6 +12,7 @@ from litestar.response import Redirect, Template
 
 from api.cookies import secure_cookies
 from api.dashboard.auth import LoginRequired, StaffCaller
+from api.dashboard.manage_input import FormShownAgain
 from api.web.csrf import FormRefused
 from api.web.templates import page, refused
 from tenants.errors import DomainError, RateLimited
@@ -91,10 +92,16 @@ def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response
     return refused(request, FormRefused(exc.message, exc.status, retry_after=retry_after))
 
 
+def _shown_again(_: Request[Any, Any, Any], exc: FormShownAgain) -> Response[Any]:
+    return exc.page
+
+
 DASHBOARD_EXCEPTION_HANDLERS: Any = {
     LoginRequired: _login_required,
+    FormShownAgain: _shown_again,
     FormRefused: refused,
     DomainError: _domain_error,
 }
 """Dashboard errors are pages: no session → the login page; a refused form, a missing row (404, also for
-another tenant's ids) or a forbidden change → a page that says why, with its status."""
+another tenant's ids) or a forbidden change → a page that says why, with its status; a Manage form refused for
+what was typed → that form again (api.dashboard.manage_input.shown_again)."""
