@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from http import HTTPStatus
@@ -54,7 +55,18 @@ def _field_problem(entry: dict[str, Any]) -> dict[str, str]:
     return {"field": str(entry.get("key") or entry.get("source") or "body"), "message": str(entry.get("message"))}
 
 
-def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def _public_name(request: Request[Any, Any, Any], key: str) -> str:
+    """The name a client sent: Litestar names a parameter declared as ``from_day: … QueryParameter(name="from")``
+    by its Python name; the client knows it as ``from``."""
+    with contextlib.suppress(AttributeError, KeyError):
+        definition = request.route_handler.parsed_fn_signature.parameters[key].kwarg_definition
+        alias = getattr(definition, "query", None) or getattr(definition, "name", None)
+        if alias:
+            return str(alias)
+    return key
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     detail = exc.detail or HTTPStatus(exc.status_code).phrase
     status = exc.status_code
     errors = exc.extra if isinstance(exc, ValidationException) else None
@@ -62,7 +74,11 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[
         entries = [e for e in errors if isinstance(e, dict)]
         # Litestar's entries name the field in "key"; keep only what a client needs.
         errors = [
-            {"field": str(e.get("key") or e.get("source") or "body"), "message": str(e.get("message"))} for e in entries
+            {
+                "field": _public_name(request, str(e.get("key") or e.get("source") or "body")),
+                "message": str(e.get("message")),
+            }
+            for e in entries
         ]
         # Malformed JSON and wrong types are 400; a well-typed body that breaks a rule its schema declares is
         # 422 with one entry per field, as the services answer for the rules only they can check.

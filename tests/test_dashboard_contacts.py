@@ -262,7 +262,7 @@ def test_every_contacts_and_visitors_screen_passes_axe(api_server: Any, make_ten
         ("/app/contacts", "contacts"),
         (f"/app/contacts/{ids[0]}", "contact"),
         (f"/app/contacts/{ids[0]}/merge?email=person1%40example.com", "merge-confirm"),
-        ("/app/visitors?bots=1", "visitors"),
+        ("/app/visitors?is_bot=any", "visitors"),
         ("/app/visits", "visits"),
         (f"/app/visitors/{device}", "visitor"),
     ):

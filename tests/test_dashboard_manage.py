@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -333,6 +334,109 @@ def test_an_editor_invites_a_member_sends_the_invitation_again_and_disables_them
     assert api.get(f"/api/v1/membership-sites/{site_id}/members").json()[0]["disabled"] is True
     actions = [action for action, _ in _actions(tenant)]
     assert {"member.invite", "member.reinvite", "member.disable", "membership_site.update"} <= set(actions)
+
+
+def test_the_members_list_shows_each_members_last_login(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    """Staff see who actually uses the membership site, and since when nobody has."""
+    from tenants.memberships.service import create_member
+    from tenants.security.passwords import hash_password
+
+    tenant = make_tenant("Loginsco")
+    staff = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    club = _form_id_from(_post(staff, "/app/memberships", {"name": "Club"}, page="/app/memberships"), "memberships")
+    with tenant_session(tenant.tenant_id) as session:
+        for email in ("mia@loginsco.example", "noah@loginsco.example"):
+            member = create_member(session, site_id=UUID(club), email=email)
+            member.password_hash = hash_password("a long member passphrase")
+            session.add(member)
+
+    def last_logins() -> dict[str, str]:
+        rows = re.findall(
+            r"<td>([^<@]+@loginsco\.example)</td>.*?</td>.*?</td>\s*<td>(.*?)</td>",
+            staff.get(f"/app/memberships/{club}").text,
+            re.S,
+        )
+        return {email: re.sub(r"<[^>]+>", "", cell).strip() for email, cell in rows}
+
+    assert last_logins() == {"mia@loginsco.example": "never", "noah@loginsco.example": "never"}
+    member_pages = httpx.Client(base_url=api_server.base_url, follow_redirects=False)
+    login = f"/s/{tenant.slug}/m/{club}/login"
+    before = datetime.now(UTC).replace(second=0, microsecond=0)
+    answer = member_pages.post(
+        login,
+        data={
+            "csrf": csrf_of(member_pages.get(login).text),
+            "email": "mia@loginsco.example",
+            "password": "a long member passphrase",
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    shown = last_logins()
+    assert shown["noah@loginsco.example"] == "never"
+    at = datetime.strptime(shown["mia@loginsco.example"], "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
+    assert before <= at <= datetime.now(UTC)
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, api_server.base_url, tenant.slug, tenant.owner_email)
+    page.goto(f"{api_server.base_url}/app/memberships/{club}")
+    assert page.get_by_role("row", name=re.compile("mia@loginsco.example")).get_by_text("UTC").is_visible()
+    check_screen(page, "members-last-login")
+    context.close()
+
+
+def test_a_refused_manage_form_comes_back_with_what_was_typed_and_the_reason_by_the_field(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    """An editor who mistypes one origin or one field key corrects that, instead of typing the whole form again."""
+    tenant = make_tenant("Typoco")
+    site = make_site(tenant, [ORIGIN])
+    base = api_server.base_url
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, base, tenant.slug, tenant.owner_email)
+
+    page.goto(f"{base}/app/sites/new")
+    page.get_by_label("Name").fill("Blog")
+    page.get_by_label("Allowed origins (one per line)").fill("https://blog.example\nnot an origin")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Create site").click()
+    assert posted.value.status == 422
+    assert page.url == f"{base}/app/sites"
+    assert page.get_by_label("Name").input_value() == "Blog"
+    origins = page.get_by_label("Allowed origins (one per line)")
+    assert origins.input_value() == "https://blog.example\nnot an origin"
+    assert origins.get_attribute("aria-invalid") == "true"
+    assert "'not an origin' is not a value this field takes" in page.locator("#error-allowed_origins").inner_text()
+    assert page.locator("#error-name").count() == 0, "only the field at fault carries a reason"
+    check_screen(page, "site-edit-refused")
+    origins.fill("https://blog.example")
+    page.get_by_role("button", name="Create site").click()
+    page.wait_for_url(re.compile(r"/app/sites/[0-9a-f-]{36}$"))
+
+    page.goto(f"{base}/app/forms/new")
+    page.get_by_label("Name", exact=True).fill("Webinar")
+    page.get_by_label("Key of field 2").fill("email")
+    page.get_by_label("Label of field 2").fill("Work email")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Create form").click()
+    assert posted.value.status == 422
+    assert page.get_by_label("Name", exact=True).input_value() == "Webinar"
+    assert page.get_by_label("Label of field 2").input_value() == "Work email"
+    assert page.get_by_label("Key of field 2").get_attribute("aria-invalid") == "true"
+    assert "unique name" in page.locator("#error-fields-1-name").inner_text()
+    check_screen(page, "form-edit-refused")
+
+    saved = httpx.Client(base_url=base, headers=tenant.headers).get(f"/api/v1/sites/{site.site_id}").json()
+    staff = login_http(base, tenant.slug, tenant.owner_email)
+    refused = _post(
+        staff, f"/app/sites/{site.site_id}", {"name": "x" * 201, "allowed_origins": ORIGIN, "bot_policy": "flag"}
+    )
+    assert refused.status_code == 422
+    assert 'id="error-name"' in refused.text and "x" * 201 in refused.text
+    assert httpx.Client(base_url=base, headers=tenant.headers).get(f"/api/v1/sites/{site.site_id}").json() == saved
+    context.close()
 
 
 def test_a_viewer_sees_every_manage_screen_and_changes_nothing(

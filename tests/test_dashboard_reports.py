@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,23 +21,11 @@ from sqlalchemy import text
 from tenants.isolation import tenant_session
 from tenants.reports.dimensions import touch_dimension_sql, visit_dimension_sql
 from tenants.reports.rollups import SHAPES
-from tests.conftest import (
-    LiveServer,
-    SiteHandle,
-    TenantHandle,
-    make_site,
-    start_api_server,
-    token_after,
-    wait_stored,
-    wait_until,
-)
+from tests.conftest import LiveServer, TenantHandle, make_site, start_api_server, wait_stored
 from tests.support.dashboard import check_screen, login_browser, login_http
+from tests.support.reports import BROWSER, ORIGIN, TODAY, SeededReports, hit, seed_reports, send
 
-ORIGIN = "https://shop.example"
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
-TODAY = datetime.now(UTC).date()
 START = TODAY - timedelta(days=9)
-BASE = datetime.combine(TODAY - timedelta(days=8), datetime.min.time(), UTC) + timedelta(hours=9)
 RANGE = {"period": "custom", "from": START.isoformat(), "to": TODAY.isoformat()}
 
 
@@ -151,84 +136,21 @@ def scan_contacts(
 
 
 @dataclass
-class Seeded:
+class Seeded(SeededReports):
     server: LiveServer
-    tenant: TenantHandle
-    site: SiteHandle
-    other_site: SiteHandle
-    visits: int
-    resend: bytes
-
-
-def _hit(at: datetime, path: str = "/") -> dict[str, Any]:
-    return {"hit_id": str(uuid.uuid4()), "ts": int(at.timestamp() * 1000), "url": f"{ORIGIN}{path}", "path": path}
-
-
-def send(base_url: str, site: SiteHandle, hits: list[dict[str, Any]], token: str | None) -> tuple[str, bytes]:
-    body = json.dumps({"v": 1, "token": token, "hits": hits}).encode()
-    headers = {"Origin": ORIGIN, "User-Agent": BROWSER, "Content-Type": "text/plain;charset=UTF-8"}
-    answer = httpx.post(f"{base_url}/collect/{site.site_key}", content=body, headers=headers)
-    return token_after(answer, token), body
-
-
-def journeys() -> list[list[tuple[timedelta, str, dict[str, Any]]]]:
-    day, minute = timedelta(days=1), timedelta(minutes=1)
-    google = {"referrer": "https://www.google.com/"}
-    mail = {"utm": {"source": "newsletter", "medium": "email", "campaign": "spring"}}
-    paid = {"utm": {"source": "facebook", "medium": "cpc", "campaign": "launch"}, "click_ids": {"fbclid": "F1"}}
-    return [
-        [(0 * day, "/", google), (10 * minute, "/pricing", {}), (2 * 60 * minute, "/", {}), (2 * day, "/a", mail)],
-        [(1 * day, "/launch", paid), (1 * day + 5 * minute, "/launch/more", {})],
-        [(3 * day, "/", {}), (3 * day + 40 * minute, "/blog", {"referrer": "https://news.example/top"})],
-        [(3 * day, "/", {"partner_code": "ACME"}), (4 * day, "/", {"utm": {"source": "google", "medium": "cpc"}})],
-        [(5 * day, "/offer", mail), (5 * day + 1 * minute, "/offer/2", {})],
-        [(6 * day, "/", google)],
-        [(7 * day, "/", mail)],
-    ]
+    http: httpx.Client
+    """A client of the live server (collect, forms, the API)."""
 
 
 @pytest.fixture(scope="module")
-def seeded(api_server: LiveServer, pipeline: None) -> Seeded:
+def seeded(api_server: LiveServer, pipeline: None) -> Iterator[Seeded]:
     from tenants.accounts.service import signup
 
     result = signup(name="Dashreports", owner_email="owner@dashreports.example", password="correct horse battery")
     tenant = TenantHandle(result.tenant.id, result.tenant.slug, result.api_key.secret, "owner@dashreports.example")
-    site, other_site = make_site(tenant, [ORIGIN]), make_site(tenant, [ORIGIN])
-    base = api_server.base_url
-    form = httpx.post(
-        f"{base}/api/v1/forms",
-        json={
-            "site_id": str(site.site_id),
-            "name": "Signup",
-            "min_fill_seconds": 1,
-            "fields": [{"name": "email", "maps_to": "email", "type": "email"}],
-        },
-        headers=tenant.headers,
-    ).json()
-    sent, resend, tokens = 0, b"", []
-    for journey in journeys():
-        token: str | None = None
-        for offset, path, fields in journey:
-            hit = {**_hit(BASE + offset, path), **fields}
-            token, body = send(base, site, [hit], token)
-            resend, sent = resend or body, sent + 1
-        tokens.append(token)
-    wait_stored(tenant.tenant_id, sent)
-    for number, token in enumerate([tokens[0], tokens[1], tokens[4]]):
-        answer = httpx.post(
-            f"{base}/f/{form['form_key']}",
-            data={"tm_started": str(int(time.time() * 1000) - 5000), "tm_token": token, "email": f"p{number}@ex.com"},
-            headers={"Origin": ORIGIN, "User-Agent": BROWSER, "Accept": "application/json"},
-        )
-        assert answer.status_code == 200, answer.text
-
-    def touched() -> bool:
-        with tenant_session(tenant.tenant_id) as session:
-            count = session.execute(text("SELECT count(*) FROM contacts WHERE first_touch IS NOT NULL")).scalar()
-        return count == 3
-
-    wait_until(touched, 30, "the contacts' touches from their visits")
-    return Seeded(api_server, tenant, site, other_site, sent, resend)
+    with httpx.Client(base_url=api_server.base_url, timeout=30) as http:
+        data = seed_reports(http, tenant)
+        yield Seeded(**vars(data), server=api_server, http=http)
 
 
 @pytest.fixture
@@ -356,7 +278,7 @@ def test_a_resent_batch_changes_no_number(seeded: Seeded, staff: httpx.Client) -
     )
     assert answer.status_code == 202
     # A hit on the other site after it: once that is stored, the re-sent batch has been drained too.
-    send(seeded.server.base_url, seeded.other_site, [_hit(datetime.now(UTC) - timedelta(hours=2), "/marker")], None)
+    send(seeded.http, seeded.other_site, [hit(datetime.now(UTC) - timedelta(hours=2), "/marker")], None)
     seeded.visits += 1
     wait_stored(seeded.tenant.tenant_id, seeded.visits)
     after = staff.get("/app", params=params).text
@@ -369,7 +291,7 @@ def test_the_live_panel_counts_a_fresh_visit(seeded: Seeded, staff: httpx.Client
     before = staff.get("/app/live", params=params)
     assert before.status_code == 200
     count = int(re.search(r'class="live-visitors">(\d+)<', before.text).group(1))  # type: ignore[union-attr]
-    send(seeded.server.base_url, seeded.site, [_hit(datetime.now(UTC), "/just-now")], None)
+    send(seeded.http, seeded.site, [hit(datetime.now(UTC), "/just-now")], None)
     seeded.visits += 1
     wait_stored(seeded.tenant.tenant_id, seeded.visits)
     fragment = staff.get("/app/live", params=params).text
@@ -440,3 +362,33 @@ def test_the_report_screens_in_a_browser(seeded: Seeded, browser: Any) -> None:
     page.locator("table.attribution[data-model='last']").wait_for()
     check_screen(page, "attribution-last")
     page.close()
+
+
+def test_the_live_panel_keeps_to_the_pages_filters(seeded: Seeded, staff: httpx.Client) -> None:
+    """A marketer looking at the Email channel sees who is on the site from Email right now, not everyone."""
+    mail = {"utm": {"source": "newsletter", "medium": "email", "campaign": "live"}}
+    now = datetime.now(UTC)
+    send(seeded.http, seeded.site, [{**hit(now, "/live-mail"), **mail}], None)
+    send(seeded.http, seeded.site, [hit(now, "/live-direct")], None)
+    seeded.visits += 2
+    wait_stored(seeded.tenant.tenant_id, seeded.visits)
+    site = {"site": str(seeded.site.site_id)}
+    everyone = staff.get("/app/live", params=site).text
+    assert "/live-mail" in everyone and "/live-direct" in everyone
+    dims = visit_dimension_sql("visits")
+    for filters in ({"channel": "Email"}, {"campaign": "live", "source": "newsletter"}):
+        fragment = staff.get("/app/live", params={**site, **filters})
+        assert fragment.status_code == 200, fragment.text
+        assert "/live-mail" in fragment.text and "/live-direct" not in fragment.text, filters
+        where = " AND ".join(f"{dims[name]} = :{name}" for name in filters)
+        with tenant_session(seeded.tenant.tenant_id) as session:
+            expected = session.execute(
+                text(
+                    f"""SELECT count(DISTINCT visitor_id) FROM visits WHERE NOT is_bot AND site_id = :site
+                        AND occurred_at > now() - interval '30 minutes' AND {where}"""
+                ),
+                {**filters, "site": seeded.site.site_id},
+            ).scalar()
+        assert f'class="live-visitors">{expected}<' in fragment.text, filters
+    page = staff.get("/app", params={**site, "channel": "Email"}).text
+    assert "/live-mail" in page and "/live-direct" not in page, "the page's own panel is filtered too"

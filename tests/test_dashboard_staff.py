@@ -425,9 +425,18 @@ def test_an_owner_creates_a_key_sees_its_secret_once_and_revokes_it(api_server: 
     token = csrf_of(owner.get("/app/api-keys").text)
     bad = owner.post("/app/api-keys", data={"csrf": token, "name": "", "scopes": "read"})
     assert bad.status_code == 422 and "name must be 1 to 100 characters" in bad.text
-    created = owner.post("/app/api-keys", data={"csrf": token, "name": "reporting", "scopes": ["read"]})
-    assert created.status_code == 201 and created.headers["cache-control"] == "no-store"
+    answer = owner.post("/app/api-keys", data={"csrf": token, "name": "reporting", "scopes": ["read"]})
+    # POST-redirect-GET: a reload of the answer never mints a second key.
+    assert answer.status_code == 303 and answer.headers["location"] == "/app/api-keys/created"
+    waiting = list(get_redis().scan_iter(f"trailmark:{tenant.tenant_id}:api-key-handover:*"))
+    assert len(waiting) == 1
+    created = owner.get("/app/api-keys/created")
+    assert created.status_code == 200 and created.headers["cache-control"] == "no-store"
     secret = re.search(r'value="(tm_[^"]+)"', created.text).group(1)  # type: ignore[union-attr]
+    assert secret.encode() not in (get_redis().get(waiting[0]) or b""), "Redis never held the secret in clear"
+    again = owner.get("/app/api-keys/created")
+    assert again.status_code == 410 and secret not in again.text and "no longer shown" in again.text
+    assert get_redis().exists(waiting[0]) == 0
     assert (
         httpx.get(f"{api_server.base_url}/api/v1/tenant", headers={"Authorization": f"Bearer {secret}"}).status_code
         == 200
@@ -501,7 +510,16 @@ def test_the_staff_screens_in_a_browser_are_accessible(
     page.goto(f"{api_server.base_url}/app/api-keys")
     page.get_by_label("Name").fill("browser key")
     page.get_by_role("button", name="Create the key").click()
+    page.wait_for_url(re.compile(r"/app/api-keys/created$"))
+    secret = page.locator("input.api-key-secret").input_value()
+    assert secret.startswith("tm_")
     check_screen(page, "api-key-created")
+    page.reload()
+    assert page.get_by_role("heading", level=1).inner_text() == "The key is no longer shown"
+    assert secret not in page.content()
+    check_screen(page, "api-key-gone")
+    page.go_back()
+    assert secret not in page.content(), "nor by going back"
     page.goto(f"{api_server.base_url}/app/api-keys")
     check_screen(page, "api-keys")
     page.goto(f"{api_server.base_url}/app/audit")

@@ -21,11 +21,12 @@ from tests.support.dashboard import check_screen, csrf_of
 PASSWORD = "a long member passphrase"
 
 
-def membership_site(api_server: LiveServer, tenant: TenantHandle) -> str:
-    """An open membership site of ``tenant`` with one member, mia@example.com; its base path."""
+def membership_site(api_server: LiveServer, tenant: TenantHandle, registration: str = "open") -> str:
+    """A membership site of ``tenant`` (open registration unless told) with one member, mia@example.com; its base
+    path."""
     answer = httpx.post(
         f"{api_server.base_url}/api/v1/membership-sites",
-        json={"name": "Club", "registration": "open"},
+        json={"name": "Club", "registration": registration},
         headers=tenant.headers,
     )
     assert answer.status_code == 201, answer.text
@@ -71,6 +72,29 @@ def test_the_membership_login_registration_and_account_pages_are_accessible(
     context.close()
 
 
+def test_an_invite_only_site_offers_no_registration_on_its_login_page(
+    browser: Browser, api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """A member of an invite-only site is never sent to a registration that would only refuse them."""
+    tenant = make_tenant("Inviteclub")
+    invite_only = api_server.base_url + membership_site(api_server, tenant, "invite")
+    open_site = api_server.base_url + membership_site(api_server, tenant, "open")
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{invite_only}/login")
+    assert page.get_by_role("link", name="Forgot your password?").is_visible()
+    assert page.get_by_role("link", name="Register").count() == 0
+    check_screen(page, "membership-login-invite-only")
+    page.get_by_label("Email").fill("mia@example.com")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    assert page.get_by_role("alert").inner_text() == "the email or password is not right"
+    assert page.get_by_role("link", name="Register").count() == 0, "nor on the refused login shown again"
+    page.goto(f"{open_site}/login")
+    assert page.get_by_role("link", name="Register").is_visible()
+    context.close()
+
+
 def test_a_refused_membership_form_is_a_page_with_its_status(
     api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
 ) -> None:
@@ -111,7 +135,8 @@ def test_another_tenants_membership_site_is_not_found_under_this_tenant(
     their_site_id = membership_site(api_server, theirs).rsplit("/", 1)[1]
     base = f"/s/{ours.slug}/m/{their_site_id}"
     client = httpx.Client(base_url=api_server.base_url, follow_redirects=False)
-    token = csrf_of(client.get(f"{base}/login").text)
+    html_page(client.get(f"{base}/login"), 404)
+    token = csrf_of(client.get(f"{membership_site(api_server, ours)}/login").text)
     answer = client.post(f"{base}/register", data={"csrf": token, "email": "x@example.com"})
     html_page(answer, 404)
     login = client.post(f"{base}/login", data={"csrf": token, "email": "mia@example.com", "password": PASSWORD})

@@ -4,14 +4,10 @@ contacts gives, through the real collect → ingest pipeline, re-sent batches, m
 from __future__ import annotations
 
 import calendar
-import json
 import logging
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -33,116 +29,13 @@ from tenants.reports.dimensions import (
 )
 from tenants.reports.rollups import check_day, compare_rollups, cover, month_blocks
 from tenants.reports.service import MAX_RANGE_DAYS, ReportQuery, attribution, overview
-from tests.conftest import SiteHandle, TenantHandle, child_env, make_site, token_after, wait_stored, wait_until
-
-ORIGIN = "https://shop.example"
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
-CRAWLER = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
-TODAY = datetime.now(UTC).date()
-BASE = datetime.combine(TODAY - timedelta(days=8), datetime.min.time(), UTC) + timedelta(hours=9)
-
-
-def _hit(at: datetime, path: str = "/", **fields: Any) -> dict[str, Any]:
-    return {
-        "hit_id": str(uuid.uuid4()),
-        "ts": int(at.timestamp() * 1000),
-        "url": f"{ORIGIN}{path}",
-        "path": path,
-        **fields,
-    }
-
-
-def _send(
-    client: TestClient[Any], site: SiteHandle, hits: list[dict[str, Any]], token: str | None, agent: str = BROWSER
-) -> tuple[str, bytes]:
-    body = json.dumps({"v": 1, "token": token, "hits": hits}).encode()
-    headers = {"Origin": ORIGIN, "User-Agent": agent, "Content-Type": "text/plain;charset=UTF-8"}
-    answer = client.post(f"/collect/{site.site_key}", content=body, headers=headers)
-    assert answer.status_code == 202, answer.text
-    return (token_after(answer, token) if agent == BROWSER else ""), body
-
-
-@dataclass
-class Seeded:
-    site: SiteHandle
-    other_site: SiteHandle
-    visits: int
-    resend: bytes
-    contact_ids: list[str]
-
-
-def _journeys() -> list[list[tuple[timedelta, str, dict[str, Any]]]]:
-    """Browsers' hits: (offset from BASE, path, hit fields). Several days, sources and session gaps."""
-    day = timedelta(days=1)
-    minute = timedelta(minutes=1)
-    google = {"referrer": "https://www.google.com/"}
-    mail = {"utm": {"source": "newsletter", "medium": "email", "campaign": "spring"}}
-    paid = {"utm": {"source": "facebook", "medium": "cpc", "campaign": "launch"}, "click_ids": {"fbclid": "F1"}}
-    return [
-        [(0 * day, "/", google), (10 * minute, "/pricing", {}), (2 * 60 * minute, "/", {}), (2 * day, "/a", mail)],
-        [(1 * day, "/launch", paid), (1 * day + 5 * minute, "/launch", {"type": "event", "event_name": "signup"})],
-        [(3 * day, "/", {}), (3 * day + 40 * minute, "/blog", {"referrer": "https://news.example/top"})],
-        [
-            (3 * day, "/", {"partner_code": "ACME"}),
-            (4 * day, "/", {"utm": {"source": "google", "medium": "cpc"}, "click_ids": {"gclid": "G1"}}),
-        ],
-        [(5 * day, "/offer", mail), (5 * day + 1 * minute, "/offer/2", {})],
-        [(6 * day, "/", google)],
-    ]
+from tests.conftest import TenantHandle, child_env, wait_stored
+from tests.support.reports import BASE, BROWSER, ORIGIN, TODAY, SeededReports, hit, seed_reports, send
 
 
 @pytest.fixture
-def seeded(client: TestClient[Any], pipeline: None, make_tenant: Callable[..., TenantHandle]) -> Seeded:
-    tenant = make_tenant("Reports")
-    site = make_site(tenant, [ORIGIN])
-    other_site = make_site(tenant, [ORIGIN])
-    form = client.post(
-        "/api/v1/forms",
-        json={
-            "site_id": str(site.site_id),
-            "name": "Signup",
-            "min_fill_seconds": 1,
-            "fields": [{"name": "email", "maps_to": "email", "type": "email"}],
-        },
-        headers=tenant.headers,
-    ).json()
-    sent, resend, tokens = 0, b"", []
-    for journey in _journeys():
-        token: str | None = None
-        for offset, path, fields in journey:
-            token, body = _send(client, site, [_hit(BASE + offset, path, **fields)], token)
-            resend = resend or body
-            sent += 1
-        tokens.append(token)
-    _send(
-        client,
-        site,
-        [_hit(BASE + timedelta(days=2), "/robots"), _hit(BASE + timedelta(days=2, hours=1))],
-        None,
-        CRAWLER,
-    )
-    sent += 2
-    wait_stored(tenant.tenant_id, sent)
-    # Three browsers fill in the form: three contacts, attributed by the touches of their visits.
-    for number, token in enumerate(tokens[:3] + tokens[4:5]):
-        answer = client.post(
-            f"/f/{form['form_key']}",
-            data={
-                "tm_started": str(int(time.time() * 1000) - 5000),
-                "tm_token": token,
-                "email": f"person{number}@example.com",
-            },
-            headers={"Origin": ORIGIN, "User-Agent": BROWSER, "Accept": "application/json"},
-        )
-        assert answer.status_code == 200, answer.text
-    wait_until(lambda: _touched_contacts(tenant) == 4, 30, "the contacts' touches from their visits")
-    contacts = client.get("/api/v1/contacts", headers=tenant.headers).json()["items"]
-    return Seeded(site, other_site, sent, resend, [c["id"] for c in contacts])
-
-
-def _touched_contacts(tenant: TenantHandle) -> int:
-    with tenant_session(tenant.tenant_id) as session:
-        return int(session.execute(text("SELECT count(*) FROM contacts WHERE first_touch IS NOT NULL")).scalar() or 0)
+def seeded(client: TestClient[Any], pipeline: None, make_tenant: Callable[..., TenantHandle]) -> SeededReports:
+    return seed_reports(client, make_tenant("Reports"))
 
 
 # --- the plain scans the reports must equal ---------------------------------------------------------------
@@ -245,7 +138,7 @@ def assert_attribution_equals_a_scan(tenant: TenantHandle, q: ReportQuery, model
 # --- the stories --------------------------------------------------------------------------------------------
 
 
-def test_overview_and_attribution_equal_a_scan_of_the_stored_visits(seeded: Seeded) -> None:
+def test_overview_and_attribution_equal_a_scan_of_the_stored_visits(seeded: SeededReports) -> None:
     """A marketer's numbers are exactly what the stored visits and contacts say, whatever the filter or touch."""
     tenant = seeded.site.tenant
     whole = ReportQuery(start=TODAY - timedelta(days=9), end=TODAY)
@@ -273,7 +166,7 @@ def test_overview_and_attribution_equal_a_scan_of_the_stored_visits(seeded: Seed
         assert all(d is not None and d >= 1 for d in days)  # the contacts came days after their first visit
 
 
-def test_a_resent_batch_and_a_replay_do_not_change_the_reports(client: TestClient[Any], seeded: Seeded) -> None:
+def test_a_resent_batch_and_a_replay_do_not_change_the_reports(client: TestClient[Any], seeded: SeededReports) -> None:
     """Re-sent hits are stored once, so the rollups count them once: the nightly check finds no difference."""
     tenant = seeded.site.tenant
     q = ReportQuery(start=TODAY - timedelta(days=9), end=TODAY, site_id=seeded.site.site_id)
@@ -286,7 +179,7 @@ def test_a_resent_batch_and_a_replay_do_not_change_the_reports(client: TestClien
     )
     assert answer.status_code == 202
     # A hit on the other site after it: once it is stored, the re-sent batch has been drained too.
-    _send(client, seeded.other_site, [_hit(datetime.now(UTC), "/marker")], None)
+    send(client, seeded.other_site, [hit(datetime.now(UTC), "/marker")], None)
     wait_stored(tenant.tenant_id, seeded.visits + 1)
     with tenant_session(tenant.tenant_id) as session:
         assert overview(session, q).totals == before
@@ -295,7 +188,7 @@ def test_a_resent_batch_and_a_replay_do_not_change_the_reports(client: TestClien
 
 
 def test_the_nightly_check_finds_a_corrupted_rollup_and_the_rebuild_repairs_it(
-    seeded: Seeded, owner_url: str, caplog: pytest.LogCaptureFixture
+    seeded: SeededReports, owner_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     tenant = seeded.site.tenant
     day = (BASE + timedelta(days=3)).date()
@@ -330,7 +223,7 @@ def test_the_nightly_check_finds_a_corrupted_rollup_and_the_rebuild_repairs_it(
 
 
 def test_a_merge_of_two_contacts_keeps_the_contact_counts_equal_to_a_scan(
-    client: TestClient[Any], seeded: Seeded
+    client: TestClient[Any], seeded: SeededReports
 ) -> None:
     """Two people who turn out to be one count as one new contact, under the kept contact's touches."""
     tenant = seeded.site.tenant
@@ -346,7 +239,7 @@ def test_a_merge_of_two_contacts_keeps_the_contact_counts_equal_to_a_scan(
 
 
 def test_another_tenant_sees_nothing_and_not_our_site(
-    client: TestClient[Any], seeded: Seeded, make_tenant: Callable[..., TenantHandle]
+    client: TestClient[Any], seeded: SeededReports, make_tenant: Callable[..., TenantHandle]
 ) -> None:
     stranger = make_tenant("Stranger")
     params = {"start": str(TODAY - timedelta(days=9)), "end": str(TODAY)}
@@ -393,11 +286,11 @@ def test_an_invalid_report_query_is_a_400_with_the_reason(
         assert field in [error["field"] for error in problem["errors"]]
 
 
-def test_the_live_panel_counts_the_last_minutes(client: TestClient[Any], seeded: Seeded) -> None:
+def test_the_live_panel_counts_the_last_minutes(client: TestClient[Any], seeded: SeededReports) -> None:
     tenant = seeded.site.tenant
     now = datetime.now(UTC)
-    _send(client, seeded.site, [_hit(now - timedelta(minutes=5), "/now"), _hit(now, "/now")], None)
-    _send(client, seeded.site, [_hit(now - timedelta(minutes=50), "/earlier")], None)
+    send(client, seeded.site, [hit(now - timedelta(minutes=5), "/now"), hit(now, "/now")], None)
+    send(client, seeded.site, [hit(now - timedelta(minutes=50), "/earlier")], None)
     wait_stored(tenant.tenant_id, seeded.visits + 3)
     live = client.get("/api/v1/reports/live", params={"site_id": str(seeded.site.site_id)}, headers=tenant.headers)
     assert live.status_code == 200, live.text
@@ -490,3 +383,30 @@ def test_a_range_is_read_as_a_signed_sum_of_few_buckets_that_is_exactly_its_days
     assert all(count in (0, 1) for count in tally.values())
     if length <= 90:
         assert len(buckets.spans) <= 13
+
+
+def test_the_live_panel_takes_the_reports_dimension_filters(client: TestClient[Any], seeded: SeededReports) -> None:
+    """Every report operation narrows by the same eight dimensions, declared alike in the schema."""
+    tenant = seeded.tenant
+    now = datetime.now(UTC)
+    paid = {"utm": {"source": "facebook", "medium": "cpc"}, "click_ids": {"fbclid": "F9"}}
+    send(client, seeded.site, [{**hit(now, "/paid"), **paid}], None)
+    send(client, seeded.site, [hit(now, "/plain")], None)
+    wait_stored(tenant.tenant_id, seeded.visits + 2)
+    for filters in ({"click_platform": "meta"}, {"channel": "Paid social"}, {"landing_page": "/paid"}):
+        live = client.get("/api/v1/reports/live", params=filters, headers=tenant.headers)
+        assert live.status_code == 200, live.text
+        assert live.json()["top_pages"] == [{"path": "/paid", "pageviews": 1}], filters
+    unknown = client.get("/api/v1/reports/live", params={"channel": "x" * 201}, headers=tenant.headers)
+    assert unknown.status_code == 400
+    schema = client.get("/api/schema/openapi.json").json()["paths"]
+    declared = [
+        {
+            p["name"]: p["schema"]
+            for p in schema[f"/api/v1/reports/{path}"]["get"]["parameters"]
+            if p["name"] in DIMENSIONS
+        }
+        for path in ("overview", "attribution", "live")
+    ]
+    assert set(declared[0]) == set(DIMENSIONS)
+    assert declared[0] == declared[1] == declared[2]

@@ -14,7 +14,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from api.dashboard.auth import StaffCaller, requires
-from api.dashboard.manage_input import changed_fields, parsed
+from api.dashboard.manage_input import NO_REFUSAL, Refusal, changed_fields, parsed, shown_again
 from api.dashboard.rendering import redirect, screen
 from api.fields import given
 from api.forms.controller import FormCreate, FormUpdate
@@ -66,6 +66,16 @@ def _form_values(form: dict[str, str], *, with_site: bool) -> dict[str, Any]:
     return values
 
 
+NEW_FORM: dict[str, Any] = {
+    "name": "",
+    "success_redirect": "",
+    "success_message": "Thank you!",
+    "min_fill_seconds": 2,
+    "fields": [{"name": "email", "label": "Email", "type": "email", "required": True, "maps_to": "email"}],
+}
+"""A new form before anything is typed: one required email field."""
+
+
 def _settings_of(form: Form) -> dict[str, Any]:
     return {name: getattr(form, name) for name in FORM_SETTINGS}
 
@@ -104,39 +114,51 @@ class FormsController(Controller):
             can_edit=staff.can(UserRole.EDITOR),
         )
 
-    @get("/new", guards=[requires(UserRole.EDITOR)])
-    async def new_form(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
-        def read() -> tuple[list[Site], dict[str, Any]]:
-            with staff.session() as session:
-                return sites.list_sites(session), _editor_context(session, staff)
+    async def _editor(
+        self,
+        request: Request[Any, Any, Any],
+        staff: StaffCaller,
+        form_id: UUID | None,
+        values: dict[str, Any] | None = None,
+        refusal: Refusal = NO_REFUSAL,
+    ) -> Template:
+        """The form's editor (a new form's when ``form_id`` is None): first shown with the saved values, or again
+        after a refusal with what was typed and why."""
 
-        site_list, context = await anyio.to_thread.run_sync(read)
-        starter = {
-            "name": "",
-            "success_redirect": "",
-            "success_message": "Thank you!",
-            "min_fill_seconds": 2,
-            "fields": [{"name": "email", "label": "Email", "type": "email", "required": True, "maps_to": "email"}],
-        }
+        def read() -> tuple[Form | None, list[Site], dict[str, Any]]:
+            with staff.session() as session:
+                form = forms.get_form(session, form_id) if form_id else None
+                return form, [] if form else sites.list_sites(session), _editor_context(session, staff)
+
+        form, site_list, context = await anyio.to_thread.run_sync(read)
+        base_url = get_settings().base_url
+        saved = {**_settings_of(form), "success_redirect": form.success_redirect or ""} if form else NEW_FORM
         return screen(
             request,
             staff,
             "dashboard/forms/edit.html",
             section="forms",
-            title="New form",
-            form=None,
-            values=starter,
+            title=form.name if form else "New form",
+            status=refusal.status,
+            form=form,
+            values=values or saved,
             sites=site_list,
-            embed="",
-            hosted_url="",
+            embed=embed_code(form, base_url) if form else "",
+            hosted_url=f"{base_url}/f/{form.form_key}" if form else "",
+            refusal=refusal,
             **context,
         )
 
+    @get("/new", guards=[requires(UserRole.EDITOR)])
+    async def new_form(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
+        return await self._editor(request, staff, None)
+
     @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def create_form(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
-        data = parsed("form", _form_values(await checked_form(request), with_site=True), FormCreate)
+        values = _form_values(await checked_form(request), with_site=True)
 
         def create() -> UUID:
+            data = parsed("form", values, FormCreate)
             with staff.session() as session:
                 form = forms.create_form(
                     session,
@@ -150,40 +172,24 @@ class FormsController(Controller):
                 staff.audit(session, "form.create", f"form:{form.id}", fields=list(FORM_SETTINGS))
                 return form.id
 
-        form_id = await anyio.to_thread.run_sync(create)
+        async with shown_again(lambda refusal: self._editor(request, staff, None, values, refusal)):
+            form_id = await anyio.to_thread.run_sync(create)
         return redirect(f"/app/forms/{form_id}", "Form created")
 
     @get("/{form_id:uuid}")
     async def show_form(
         self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], form_id: FromPath[UUID]
     ) -> Template:
-        def read() -> tuple[Form, dict[str, Any]]:
-            with staff.session() as session:
-                return forms.get_form(session, form_id), _editor_context(session, staff)
-
-        form, context = await anyio.to_thread.run_sync(read)
-        base_url = get_settings().base_url
-        return screen(
-            request,
-            staff,
-            "dashboard/forms/edit.html",
-            section="forms",
-            title=form.name,
-            form=form,
-            values={**_settings_of(form), "success_redirect": form.success_redirect or ""},
-            sites=[],
-            embed=embed_code(form, base_url),
-            hosted_url=f"{base_url}/f/{form.form_key}",
-            **context,
-        )
+        return await self._editor(request, staff, form_id)
 
     @post("/{form_id:uuid}", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def update_form(
         self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], form_id: FromPath[UUID]
     ) -> Redirect:
-        data = parsed("form", _form_values(await checked_form(request), with_site=False), FormUpdate)
+        values = _form_values(await checked_form(request), with_site=False)
 
         def update() -> None:
+            data = parsed("form", values, FormUpdate)
             with staff.session() as session:
                 before = _settings_of(forms.get_form(session, form_id))
                 before["fields"] = list(before["fields"])
@@ -200,5 +206,6 @@ class FormsController(Controller):
                 if changed:
                     staff.audit(session, "form.update", f"form:{form.id}", fields=changed)
 
-        await anyio.to_thread.run_sync(update)
+        async with shown_again(lambda refusal: self._editor(request, staff, form_id, values, refusal)):
+            await anyio.to_thread.run_sync(update)
         return redirect(f"/app/forms/{form_id}", "Form saved")

@@ -101,6 +101,7 @@ class MembershipsController(Controller):
                         "id": m.id,
                         "email": emails.get(m.contact_id, ""),
                         "created_at": m.created_at,
+                        "last_login_at": m.last_login_at,
                         "status": _status(m.password_hash is not None, m.disabled),
                     }
                     for m in members

@@ -116,7 +116,8 @@ def _breakdowns(report: Overview, view: ReportView) -> list[dict[str, Any]]:
 def _live(staff: StaffCaller, view: ReportView) -> tuple[LivePanel | None, bool]:
     try:
         with staff.session() as session:
-            return live(session, view.site_id, minutes=LIVE_MINUTES), False
+            panel = live(session, view.site_id, LIVE_MINUTES, filters=view.filters, include_bots=view.include_bots)
+            return panel, False
     except ReportTimedOut:
         return None, True
 

@@ -12,6 +12,7 @@ from litestar.response import Redirect, Template
 
 from api.cookies import secure_cookies
 from api.dashboard.auth import LoginRequired, StaffCaller
+from api.dashboard.manage_input import FormShownAgain
 from api.web.csrf import FormRefused
 from api.web.templates import page, refused
 from tenants.errors import DomainError, RateLimited
@@ -60,9 +61,12 @@ def screen(
     return response
 
 
-def redirect(location: str, message: str | None = None, *, kind: str = "ok") -> Redirect:
-    """303 after a change (so a reload does not repeat it), with a one-time message for the next page."""
-    cookies = []
+def redirect(
+    location: str, message: str | None = None, *, kind: str = "ok", cookies: list[Cookie] | None = None
+) -> Redirect:
+    """303 after a change (so a reload does not repeat it), with a one-time message for the next page (and any
+    other ``cookies`` that page needs)."""
+    cookies = list(cookies or [])
     if message:
         value = quote(f"{kind}:{message}")
         cookies.append(
@@ -88,10 +92,16 @@ def _domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response
     return refused(request, FormRefused(exc.message, exc.status, retry_after=retry_after))
 
 
+def _shown_again(_: Request[Any, Any, Any], exc: FormShownAgain) -> Response[Any]:
+    return exc.page
+
+
 DASHBOARD_EXCEPTION_HANDLERS: Any = {
     LoginRequired: _login_required,
+    FormShownAgain: _shown_again,
     FormRefused: refused,
     DomainError: _domain_error,
 }
 """Dashboard errors are pages: no session → the login page; a refused form, a missing row (404, also for
-another tenant's ids) or a forbidden change → a page that says why, with its status."""
+another tenant's ids) or a forbidden change → a page that says why, with its status; a Manage form refused for
+what was typed → that form again (api.dashboard.manage_input.shown_again)."""

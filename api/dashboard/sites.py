@@ -13,7 +13,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from api.dashboard.auth import StaffCaller, requires
-from api.dashboard.manage_input import changed_fields, lines, parsed
+from api.dashboard.manage_input import NO_REFUSAL, Refusal, changed_fields, lines, parsed, shown_again
 from api.dashboard.rendering import redirect, screen
 from api.tracking.schemas import SiteCreate, SiteUpdate
 from api.web.csrf import checked_form
@@ -35,6 +35,17 @@ def _site_values(form: dict[str, str]) -> dict[str, Any]:
         "partner_params": lines(form.get("partner_params", "").replace(",", "\n")),
         "bot_policy": form.get("bot_policy", "flag"),
     }
+
+
+NEW_SITE: dict[str, Any] = {
+    "name": "",
+    "allowed_origins": [],
+    "honor_dnt": True,
+    "truncate_ip": True,
+    "partner_params": list(DEFAULT_PARTNER_PARAMS),
+    "bot_policy": "flag",
+}
+"""A new site's form before anything is typed."""
 
 
 def _settings_of(site: Site) -> dict[str, Any]:
@@ -62,34 +73,49 @@ class SitesController(Controller):
             can_edit=staff.can(UserRole.EDITOR),
         )
 
-    @get("/new", guards=[requires(UserRole.EDITOR)])
-    async def new_site(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
-        blank = {
-            "name": "",
-            "allowed_origins": [],
-            "honor_dnt": True,
-            "truncate_ip": True,
-            "partner_params": list(DEFAULT_PARTNER_PARAMS),
-            "bot_policy": "flag",
-        }
+    async def _editor(
+        self,
+        request: Request[Any, Any, Any],
+        staff: StaffCaller,
+        site_id: UUID | None,
+        values: dict[str, Any] | None = None,
+        refusal: Refusal = NO_REFUSAL,
+    ) -> Template:
+        """The site's settings form (a new site's when ``site_id`` is None): first shown with the saved values, or
+        again after a refusal with what was typed and why."""
+
+        def read() -> tuple[Site | None, datetime | None]:
+            if site_id is None:
+                return None, None
+            with staff.session() as session:
+                return sites.get_site(session, site_id), sites.first_visit_at(session, site_id)
+
+        site, first_hit_at = await anyio.to_thread.run_sync(read)
         return screen(
             request,
             staff,
             "dashboard/sites/edit.html",
             section="sites",
-            title="New site",
-            site=None,
-            values=blank,
-            snippet="",
-            first_hit_at=None,
-            can_edit=True,
+            title=site.name if site else "New site",
+            status=refusal.status,
+            site=site,
+            values=values or (_settings_of(site) if site else NEW_SITE),
+            snippet=sites.snippet(get_settings().base_url, site) if site else "",
+            first_hit_at=first_hit_at,
+            can_edit=staff.can(UserRole.EDITOR),
+            refusal=refusal,
         )
+
+    @get("/new", guards=[requires(UserRole.EDITOR)])
+    async def new_site(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
+        return await self._editor(request, staff, None)
 
     @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def create_site(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
-        data = parsed("site", _site_values(await checked_form(request)), SiteCreate)
+        values = _site_values(await checked_form(request))
 
         def create() -> UUID:
+            data = parsed("site", values, SiteCreate)
             with staff.session() as session:
                 site = sites.create_site(
                     session,
@@ -103,38 +129,24 @@ class SitesController(Controller):
                 staff.audit(session, "site.create", f"site:{site.id}", fields=list(SITE_SETTINGS))
                 return site.id
 
-        site_id = await anyio.to_thread.run_sync(create)
+        async with shown_again(lambda refusal: self._editor(request, staff, None, values, refusal)):
+            site_id = await anyio.to_thread.run_sync(create)
         return redirect(f"/app/sites/{site_id}", "Site created: paste its snippet into your pages")
 
     @get("/{site_id:uuid}")
     async def show_site(
         self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], site_id: FromPath[UUID]
     ) -> Template:
-        def read() -> tuple[Site, datetime | None]:
-            with staff.session() as session:
-                return sites.get_site(session, site_id), sites.first_visit_at(session, site_id)
-
-        site, first_hit_at = await anyio.to_thread.run_sync(read)
-        return screen(
-            request,
-            staff,
-            "dashboard/sites/edit.html",
-            section="sites",
-            title=site.name,
-            site=site,
-            values=_settings_of(site),
-            snippet=sites.snippet(get_settings().base_url, site),
-            first_hit_at=first_hit_at,
-            can_edit=staff.can(UserRole.EDITOR),
-        )
+        return await self._editor(request, staff, site_id)
 
     @post("/{site_id:uuid}", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def update_site(
         self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], site_id: FromPath[UUID]
     ) -> Redirect:
-        data = parsed("site", _site_values(await checked_form(request)), SiteUpdate)
+        values = _site_values(await checked_form(request))
 
         def update() -> None:
+            data = parsed("site", values, SiteUpdate)
             with staff.session() as session:
                 before = _settings_of(sites.get_site(session, site_id))
                 site = sites.update_site(session, site_id, **{name: getattr(data, name) for name in SITE_SETTINGS})
@@ -143,7 +155,8 @@ class SitesController(Controller):
                     staff.audit(session, "site.update", f"site:{site.id}", fields=changed)
                 sites.forget_site(site.site_key)
 
-        await anyio.to_thread.run_sync(update)
+        async with shown_again(lambda refusal: self._editor(request, staff, site_id, values, refusal)):
+            await anyio.to_thread.run_sync(update)
         return redirect(f"/app/sites/{site_id}", "Site saved")
 
     @get("/{site_id:uuid}/first-hit")

@@ -10,15 +10,18 @@ from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
+from api.cookies import secure_cookies
 from api.dashboard.auth import StaffCaller, requires
 from api.dashboard.login import problem_text
 from api.dashboard.rendering import redirect, screen
 from api.web.csrf import checked_form, checked_form_lists
-from tenants.accounts.service import create_api_key, list_api_keys, revoke_api_key
+from tenants.accounts.handover import HANDOVER_SECONDS, hand_over_secret, take_secret
+from tenants.accounts.service import create_api_key, get_api_key, list_api_keys, revoke_api_key
 from tenants.audit.service import AUDIT_PAGE_SIZE, list_actions
 from tenants.errors import Invalid
 from tenants.models import Scope, UserRole
@@ -36,6 +39,7 @@ from tenants.staff.sessions import end_staff_sessions, staff_session_count
 
 __all__ = ["AccountController", "ApiKeysController", "AuditController", "StaffController"]
 
+HANDOVER_COOKIE = "tm_key_handover"
 ROLES = [role.value for role in UserRole]
 SCOPES = [scope.value for scope in Scope]
 
@@ -207,6 +211,18 @@ class StaffController(Controller):
         return redirect("/app/staff", f"{email} was removed.")
 
 
+def _handover_cookie(handover_id: str) -> Cookie:
+    return Cookie(
+        key=HANDOVER_COOKIE,
+        value=handover_id,
+        max_age=HANDOVER_SECONDS,
+        path=ApiKeysController.path,
+        httponly=True,
+        secure=secure_cookies(),
+        samesite="strict",
+    )
+
+
 class ApiKeysController(Controller):
     path = "/app/api-keys"
     include_in_schema = False
@@ -248,8 +264,8 @@ class ApiKeysController(Controller):
             chosen=chosen if chosen is not None else SCOPES,
         )
 
-    @post("/", status_code=200)
-    async def create(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
+    @post("/", status_code=303)
+    async def create(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Response[Any]:
         form = await checked_form_lists(request)
         name = (form.get("name") or [""])[-1]
         scopes = form.get("scopes") or []
@@ -272,17 +288,38 @@ class ApiKeysController(Controller):
             key, secret = await anyio.to_thread.run_sync(run)
         except Invalid as refused:
             return await self._page(request, staff, error=problem_text(refused), status=422, name=name, chosen=scopes)
-        # Shown on this page only, never stored: the answer to the POST is not cached and a reload does not show it.
-        return screen(
+        handover_id = await anyio.to_thread.run_sync(hand_over_secret, staff.tenant_id, staff.user_id, key.id, secret)
+        # Redirect, so a reload never mints a second key; the id that opens the secret rides in a cookie, not the URL.
+        return redirect(f"{self.path}/created", cookies=[_handover_cookie(handover_id)])
+
+    @get("/created")
+    async def created(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
+        """The new key's secret, once: the handover is deleted as it is read, so a reload shows it is gone."""
+        handover_id = request.cookies.get(HANDOVER_COOKIE) or ""
+
+        def take() -> tuple[Any, str] | None:
+            handed = take_secret(staff.tenant_id, staff.user_id, handover_id)
+            if handed is None:
+                return None
+            with staff.session() as session:
+                key = get_api_key(session, handed.key_id)
+                session.expunge(key)
+                return key, handed.secret
+
+        taken = await anyio.to_thread.run_sync(take)
+        response = screen(
             request,
             staff,
             "dashboard/staff/api_key_created.html",
             section="api-keys",
             title="New API key",
-            status=201,
-            key=key,
-            secret=secret,
+            status=200 if taken else 410,
+            key=taken[0] if taken else None,
+            secret=taken[1] if taken else None,
         )
+        if handover_id:
+            response.cookies.append(Cookie(key=HANDOVER_COOKIE, value="", max_age=0, path=self.path))
+        return response
 
     @post("/{key_id:uuid}/revoke", status_code=303)
     async def revoke(self, staff: NamedDependency[StaffCaller], key_id: FromPath[UUID]) -> Response[Any]:

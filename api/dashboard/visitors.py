@@ -1,9 +1,12 @@
 """The Visitors screens: the visitors list (by site, identified or anonymous, first or last touch; bots only
-when asked), the visit log, and a visitor's page with its touches, its contact and its visits."""
+when asked), the visit log, and a visitor's page with its touches, its contact and its visits.
+
+The lists read their filters with the REST API's own parser (``api.tracking.filters``), under the same names,
+so a filtered list's address works on ``/api/v1/visitors`` and ``/api/v1/visits`` too; only the default differs:
+the screens leave bots out until asked."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -13,11 +16,10 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Template
 
-from api.contacts.filters import touch_filter
 from api.dashboard.auth import StaffCaller, requires
 from api.dashboard.rendering import screen
+from api.tracking.filters import visit_filter, visitor_filter
 from tenants.contacts import service as contacts
-from tenants.errors import Invalid
 from tenants.models import UserRole
 from tenants.tracking import history, sites
 from tenants.tracking.segments import FILTERED_DIMENSIONS
@@ -27,25 +29,6 @@ __all__ = ["VisitorsController", "VisitsController"]
 
 def _params(request: Request[Any, Any, Any]) -> dict[str, str]:
     return {k: v for k, v in request.query_params.items() if v.strip()}
-
-
-def _site(params: dict[str, str]) -> UUID | None:
-    if "site" not in params:
-        return None
-    try:
-        return UUID(params["site"])
-    except ValueError:
-        raise Invalid("the site is unknown", {"site": "must be one of the tenant's sites"}) from None
-
-
-def _day(params: dict[str, str], name: str, *, end: bool = False) -> datetime | None:
-    if name not in params:
-        return None
-    try:
-        day = datetime.fromisoformat(params[name]).date()
-    except ValueError:
-        raise Invalid("the date is invalid", {name: "must be a date like 2026-11-26"}) from None
-    return datetime.combine(day + timedelta(days=1) if end else day, time.min, tzinfo=UTC)
 
 
 def _paging_query(params: dict[str, str]) -> str:
@@ -60,16 +43,9 @@ class VisitorsController(Controller):
     @get("/", sync_to_thread=True)
     def visitor_list(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         params = _params(request)
-        identified = {"identified": True, "anonymous": False}.get(params.get("who", ""))
+        filters = visitor_filter(params, bots=False)
         with staff.session() as session:
-            page = history.list_visitors(
-                session,
-                site_id=_site(params),
-                is_bot=None if params.get("bots") == "1" else False,
-                identified=identified,
-                touch=touch_filter(params),
-                cursor=params.get("cursor"),
-            )
+            page = history.list_visitors(session, filters, cursor=params.get("cursor"))
             site_list = sites.list_sites(session)
         return screen(
             request,
@@ -113,13 +89,7 @@ class VisitsController(Controller):
     @get("/", sync_to_thread=True)
     def visit_log(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
         params = _params(request)
-        filters = history.VisitFilter(
-            since=_day(params, "from"),
-            until=_day(params, "to", end=True),
-            site_id=_site(params),
-            is_bot=None if params.get("bots") == "1" else False,
-            dimensions={name: params[name] for name in FILTERED_DIMENSIONS if name in params},
-        )
+        filters = visit_filter(params, bots=False)
         with staff.session() as session:
             page = history.list_visits(session, filters, cursor=params.get("cursor"))
             site_list = sites.list_sites(session)

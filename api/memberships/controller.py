@@ -108,6 +108,11 @@ async def _tenant(tenant_slug: str) -> UUID:
     return tenant_id
 
 
+async def _registration_open(tenant_slug: str, site_id: UUID) -> bool:
+    """Whether the site's pages offer "Register" (an invite-only site's members are added by the tenant)."""
+    return await anyio.to_thread.run_sync(memberships.registration_is_open, await _tenant(tenant_slug), site_id)
+
+
 async def _posted(request: Request[Any, Any, Any], tenant_slug: str) -> tuple[UUID, dict[str, str]]:
     """The tenant and the fields of a membership form, once its CSRF token and origin are checked."""
     return await _tenant(tenant_slug), await checked_form(request)
@@ -179,7 +184,16 @@ class MembershipController(Controller):
     ) -> Template:
         base = _base(tenant_slug, site_id)
         next_path = safe_next(tenant_slug, request.query_params.get("next"))
-        return _form(request, "memberships/login.html", "Log in", f"{base}/login", next_path=next_path, base=base)
+        registration_open = await _registration_open(tenant_slug, site_id)
+        return _form(
+            request,
+            "memberships/login.html",
+            "Log in",
+            f"{base}/login",
+            next_path=next_path,
+            base=base,
+            registration_open=registration_open,
+        )
 
     @post("/login", status_code=303)
     async def login(
@@ -203,6 +217,7 @@ class MembershipController(Controller):
             action=f"{base}/login",
             next_path=next_path,
             base=base,
+            registration_open=await _registration_open(tenant_slug, site_id),
         )
         return _logged_in(_after_login(tenant_slug, site_id, next_path, result), result)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from litestar import Controller, get
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import Parameter
 
 from api.openapi import AUTH, problems
@@ -37,28 +37,31 @@ GroupBy = Annotated[
 ]
 
 
-def _query(
-    start: date,
-    end: date,
-    site_id: UUID | None,
-    include_bots: bool,
-    compare: bool,
-    values: dict[str, str | None],
-) -> service.ReportQuery:
-    return service.ReportQuery(
-        start=start,
-        end=end,
-        site_id=site_id,
-        filters={name: value for name, value in values.items() if value is not None},
-        include_bots=include_bots,
-        compare=compare,
-    )
+def dimension_filters(
+    channel: Dimension = None,
+    source: Dimension = None,
+    medium: Dimension = None,
+    campaign: Dimension = None,
+    referrer: Dimension = None,
+    landing_page: Dimension = None,
+    partner: Dimension = None,
+    click_platform: Dimension = None,
+) -> dict[str, str]:
+    """The query parameters that narrow every report to rows with these dimension values, declared once: a
+    dependency of each report operation, so each documents and reads them alike."""
+    given = {
+        "channel": channel, "source": source, "medium": medium, "campaign": campaign, "referrer": referrer,
+        "landing_page": landing_page, "partner": partner, "click_platform": click_platform,
+    }  # fmt: skip
+    assert set(given) == set(DIMENSIONS), "a dimension without its query parameter"
+    return {name: value for name, value in given.items() if value is not None}
 
 
 class ReportsController(Controller):
     path = "/api/v1/reports"
     tags = ["reports"]
     security = [{"apiKey": []}]
+    dependencies = {"filters": Provide(dimension_filters, sync_to_thread=False)}
 
     @get(
         "/overview",
@@ -69,27 +72,16 @@ class ReportsController(Controller):
     def overview(
         self,
         caller: NamedDependency[ApiCaller],
+        filters: NamedDependency[dict[str, str]],
         start: Start,
         end: End,
         site_id: SiteId = None,
         include_bots: Bots = False,
         compare: Compare = True,
-        channel: Dimension = None,
-        source: Dimension = None,
-        medium: Dimension = None,
-        campaign: Dimension = None,
-        referrer: Dimension = None,
-        landing_page: Dimension = None,
-        partner: Dimension = None,
-        click_platform: Dimension = None,
     ) -> OverviewPublic:
         """Visitors are counted once per day; visits are entries (a session's first hit); new contacts are
         attributed by their first touch and are not narrowed by ``site_id``. 503 when the report times out."""
-        values = {
-            "channel": channel, "source": source, "medium": medium, "campaign": campaign, "referrer": referrer,
-            "landing_page": landing_page, "partner": partner, "click_platform": click_platform,
-        }  # fmt: skip
-        query = _query(start, end, site_id, include_bots, compare, values)
+        query = service.ReportQuery(start, end, site_id, filters, include_bots, compare)
         with caller.session(Scope.READ) as session:
             return OverviewPublic.of(service.overview(session, query))
 
@@ -102,6 +94,7 @@ class ReportsController(Controller):
     def attribution(
         self,
         caller: NamedDependency[ApiCaller],
+        filters: NamedDependency[dict[str, str]],
         start: Start,
         end: End,
         site_id: SiteId = None,
@@ -110,22 +103,10 @@ class ReportsController(Controller):
             Literal["first", "last"], Parameter(description="Which touch a contact is credited to")
         ] = "first",
         group_by: GroupBy = DEFAULT_GROUP_BY,
-        channel: Dimension = None,
-        source: Dimension = None,
-        medium: Dimension = None,
-        campaign: Dimension = None,
-        referrer: Dimension = None,
-        landing_page: Dimension = None,
-        partner: Dimension = None,
-        click_platform: Dimension = None,
     ) -> AttributionPublic:
         """First touch: visitors are new visitors by their first hit. Last touch: visitors are visits
         (entries) with these dimensions. New contacts are those created in the range, by that touch."""
-        values = {
-            "channel": channel, "source": source, "medium": medium, "campaign": campaign, "referrer": referrer,
-            "landing_page": landing_page, "partner": partner, "click_platform": click_platform,
-        }  # fmt: skip
-        query = _query(start, end, site_id, include_bots, False, values)
+        query = service.ReportQuery(start, end, site_id, filters, include_bots, compare=False)
         groups = group_by.split(",")
         with caller.session(Scope.READ) as session:
             rows = service.attribution(session, query, model, groups)
@@ -135,9 +116,13 @@ class ReportsController(Controller):
     def live(
         self,
         caller: NamedDependency[ApiCaller],
+        filters: NamedDependency[dict[str, str]],
         site_id: SiteId = None,
+        include_bots: Bots = False,
         minutes: Annotated[int, Parameter(ge=1, le=service.LIVE_MAX_MINUTES, description="Window")] = 30,
     ) -> LivePublic:
-        """Visitors and page views of the last ``minutes`` (bots left out) and the top pages."""
+        """Visitors and page views of the last ``minutes`` and the top pages, under the same dimension filters
+        as the overview (each visit's own dimensions)."""
         with caller.session(Scope.READ) as session:
-            return LivePublic.of(minutes, service.live(session, site_id, minutes))
+            panel = service.live(session, site_id, minutes, filters=filters, include_bots=include_bots)
+            return LivePublic.of(minutes, panel)

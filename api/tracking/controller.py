@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
 from api.fields import given_fields
 from api.openapi import AUTH, BODY, creates, problems
+from api.tracking.filters import ANY, visit_filter, visitor_filter
 from api.tracking.schemas import SiteCreate, SitePublic, SiteUpdate, VisitorDetail, VisitorPublic, VisitPublic
 from tenants.accounts.service import ApiCaller
 from tenants.models import Scope, Site
@@ -23,6 +24,17 @@ __all__ = ["SitesController", "VisitorsController", "VisitsController"]
 
 Limit = Annotated[int, Parameter(ge=1, le=history.MAX_PAGE, description="Page size")]
 Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page")]
+Bots = Annotated[
+    Literal["true", "false", "any"] | None,
+    Parameter(description=f"Only bots (true), only people (false), or both ({ANY}, as when absent)"),
+]
+TouchDimension = Annotated[
+    str | None,
+    Parameter(max_length=200, description="This value of the touch's dimension, as the attribution report names it"),
+]
+VisitDimension = Annotated[
+    str | None, Parameter(max_length=200, description="This value of the visit's dimension, as the reports count it")
+]
 
 
 class VisitorPage(msgspec.Struct):
@@ -105,18 +117,33 @@ class VisitorsController(Controller):
     tags = ["tracking"]
     security = [{"apiKey": []}]
 
-    @get(sync_to_thread=True, summary="List visitors, newest first", responses=problems(*AUTH, 400, 422))
+    @get(sync_to_thread=True, summary="List visitors, newest first, filtered", responses=problems(*AUTH, 400, 422))
     def list_visitors(
         self,
         caller: NamedDependency[ApiCaller],
+        request: Request[Any, Any, Any],
         site_id: Annotated[UUID | None, Parameter(description="Only this site's visitors")] = None,
-        is_bot: Annotated[bool | None, Parameter(description="Only bots (true) or only people (false)")] = None,
+        is_bot: Bots = None,
+        identified: Annotated[
+            bool | None, Parameter(description="Only visitors linked to a contact (true) or anonymous ones (false)")
+        ] = None,
+        touch: Annotated[
+            Literal["first", "last"], Parameter(description="Which touch the dimension filters apply to")
+        ] = "first",
+        channel: TouchDimension = None,
+        source: TouchDimension = None,
+        medium: TouchDimension = None,
+        campaign: TouchDimension = None,
+        partner: TouchDimension = None,
         cursor: Cursor = None,
         limit: Limit = 50,
     ) -> VisitorPage:
-        """One page at a time; 422 for a cursor this API did not return."""
+        """One page at a time, with the filters of the dashboard's visitors list (``channel`` … ``partner`` of
+        the visitor's first or last touch, as the attribution report names them); 422 for a cursor this API did
+        not return."""
+        filters = visitor_filter(dict(request.query_params.items()))
         with caller.session(Scope.READ) as session:
-            page = history.list_visitors(session, site_id=site_id, is_bot=is_bot, cursor=cursor, limit=limit)
+            page = history.list_visitors(session, filters, cursor=cursor, limit=limit)
             return VisitorPage([VisitorPublic.of(v) for v in page.items], page.next_cursor)
 
     @get(
@@ -143,32 +170,31 @@ class VisitsController(Controller):
     def list_visits(
         self,
         caller: NamedDependency[ApiCaller],
+        request: Request[Any, Any, Any],
         since: Annotated[datetime | None, Parameter(description="At or after this time")] = None,
         until: Annotated[datetime | None, Parameter(description="Before this time")] = None,
+        from_day: Annotated[date | None, QueryParameter(name="from", description="On or after this UTC day")] = None,
+        to_day: Annotated[date | None, QueryParameter(name="to", description="On or before this UTC day")] = None,
         site_id: Annotated[UUID | None, Parameter(description="Only this site's visits")] = None,
         visitor_id: Annotated[UUID | None, Parameter(description="Only this visitor's visits")] = None,
         utm_source: Annotated[str | None, Parameter(description="Exactly this utm_source")] = None,
         utm_medium: Annotated[str | None, Parameter(description="Exactly this utm_medium")] = None,
         utm_campaign: Annotated[str | None, Parameter(description="Exactly this utm_campaign")] = None,
-        bot: Annotated[bool | None, Parameter(description="Only bots (true) or only people (false)")] = None,
+        channel: VisitDimension = None,
+        source: VisitDimension = None,
+        medium: VisitDimension = None,
+        campaign: VisitDimension = None,
+        partner: VisitDimension = None,
+        bot: Bots = None,
         type: Annotated[
             Literal["pageview", "event"] | None, Parameter(description="Page views or tracked events")
         ] = None,
         cursor: Cursor = None,
         limit: Limit = 50,
     ) -> VisitPage:
-        """One page at a time; 422 for a cursor this API did not return."""
-        filters = history.VisitFilter(
-            since=since,
-            until=until,
-            site_id=site_id,
-            visitor_id=visitor_id,
-            utm_source=utm_source,
-            utm_medium=utm_medium,
-            utm_campaign=utm_campaign,
-            is_bot=bot,
-            type=type,
-        )
+        """One page at a time, with the filters of the dashboard's visit log (``channel`` … ``partner`` of the
+        visit itself, as the reports count it); 422 for a cursor this API did not return."""
+        filters = visit_filter(dict(request.query_params.items()))
         with caller.session(Scope.READ) as session:
             page = history.list_visits(session, filters, cursor=cursor, limit=limit)
             return VisitPage([VisitPublic.of(v) for v in page.items], page.next_cursor)

@@ -26,6 +26,7 @@ __all__ = [
     "SignupResult",
     "authenticate_api_key",
     "create_api_key",
+    "get_api_key",
     "get_tenant",
     "list_api_keys",
     "revoke_api_key",
@@ -175,6 +176,11 @@ def create_api_key(
 def list_api_keys(session: Session) -> list[ApiKey]:
     """All keys of the tenant, newest first, revoked ones included (marked)."""
     return list(session.exec(select(ApiKey).order_by(col(ApiKey.id).desc())))
+
+
+def get_api_key(session: Session, key_id: UUID) -> ApiKey:
+    """One of the tenant's keys (its hash and metadata; the secret is never kept)."""
+    return get_owned(session, ApiKey, key_id, "API key")
 
 
 def revoke_api_key(session: Session, key_id: UUID) -> ApiKey:

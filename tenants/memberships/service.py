@@ -93,6 +93,12 @@ def get_membership_site(session: Session, site_id: UUID) -> MembershipSite:
     return get_owned(session, MembershipSite, site_id, "membership site")
 
 
+def registration_is_open(tenant_id: UUID, site_id: UUID) -> bool:
+    """Whether anyone may register on the site (else only the tenant adds members); NotFound for no such site."""
+    with tenant_session(tenant_id) as session:
+        return get_membership_site(session, site_id).registration == "open"
+
+
 def list_membership_sites(session: Session) -> list[MembershipSite]:
     return list(session.exec(select(MembershipSite).order_by(col(MembershipSite.id))))
 
@@ -219,6 +225,8 @@ def _start_session(
     member_session = create_session(
         tenant_id, member.id, member.contact_id, member.membership_site_id, browser.visitor_id
     )
+    member.last_login_at = utcnow()
+    session.add(member)
     link_visitor(
         session,
         visitor_id=browser.visitor_id,

@@ -39,6 +39,8 @@ class Member(TenantOwned, table=True):
     password_changed_at: datetime | None = timestamp_field(nullable=True, default=None)
     disabled: bool = False
     created_at: datetime = timestamp_field()
+    last_login_at: datetime | None = timestamp_field(nullable=True, default=None)
+    """The start of the member's newest session (None: never logged in since this was recorded)."""
 
 
 class Page(TenantOwned, table=True):

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from tenants.errors import InvalidQuery, ReportTimedOut
-from tenants.reports.dimensions import DIMENSIONS
+from tenants.reports.dimensions import DIMENSIONS, visit_dimension_sql
 from tenants.reports.rollups import RollupShape, cover, covered, narrowest_shape
 from tenants.settings import get_settings
 from tenants.tracking.sites import get_site
@@ -399,16 +399,37 @@ def _median(histogram: list[tuple[int, int]]) -> float | None:
 LIVE_MAX_MINUTES = 60
 
 
-def live(session: Session, site_id: UUID | None, minutes: int = 30) -> LivePanel:
+def live(
+    session: Session,
+    site_id: UUID | None,
+    minutes: int = 30,
+    *,
+    filters: dict[str, str] | None = None,
+    include_bots: bool = False,
+) -> LivePanel:
     """Visitors and page views of the last ``minutes`` (at most an hour) and the top pages, from recent
-    visits through the (tenant, time) index; bots left out."""
+    visits through the (tenant, time) index, under the overview's dimension filters (each visit's own, as
+    the rollups count it); bots left out unless asked."""
+    wanted = filters or {}
+    errors = {name: f"unknown dimension; known: {', '.join(DIMENSIONS)}" for name in wanted if name not in DIMENSIONS}
     if not 1 <= minutes <= LIVE_MAX_MINUTES:
-        raise InvalidQuery("the live query is invalid", {"minutes": f"must be 1..{LIVE_MAX_MINUTES}"})
+        errors["minutes"] = f"must be 1..{LIVE_MAX_MINUTES}"
+    if errors:
+        raise InvalidQuery("the live query is invalid", errors)
     _check_site(session, site_id)
-    site = "AND site_id = :site_id" if site_id is not None else ""
-    params = {"minutes": minutes, "site_id": site_id}
-    recent = f"""FROM visits WHERE occurred_at > now() - make_interval(mins => :minutes)
-        AND occurred_at <= now() + interval '1 minute' AND NOT is_bot {site}"""
+    clauses = ["occurred_at > now() - make_interval(mins => :minutes)", "occurred_at <= now() + interval '1 minute'"]
+    params: dict[str, Any] = {"minutes": minutes}
+    if not include_bots:
+        clauses.append("NOT is_bot")
+    if site_id is not None:
+        clauses.append("site_id = :site_id")
+        params["site_id"] = site_id
+    expressions = visit_dimension_sql("visits")
+    for name in DIMENSIONS:  # fixed expressions by name; the values are bound
+        if name in wanted:
+            clauses.append(f"{expressions[name]} = :filter_{name}")
+            params[f"filter_{name}"] = wanted[name]
+    recent = f"FROM visits WHERE {' AND '.join(clauses)}"
     with _report_timeout(session):
         visitors, pageviews = session.execute(
             text(f"SELECT count(DISTINCT visitor_id), count(*) FILTER (WHERE type = 'pageview') {recent}"),

@@ -16,7 +16,16 @@ from tenants.isolation import get_owned
 from tenants.models import Visit, Visitor
 from tenants.tracking.segments import TouchFilter, touch_conditions, visit_conditions
 
-__all__ = ["Page", "VisitFilter", "get_visitor", "list_visitors", "list_visits", "visitor_visits", "visits_of"]
+__all__ = [
+    "Page",
+    "VisitFilter",
+    "VisitorFilter",
+    "get_visitor",
+    "list_visitors",
+    "list_visits",
+    "visitor_visits",
+    "visits_of",
+]
 
 T = TypeVar("T")
 MAX_PAGE = 500
@@ -26,6 +35,17 @@ MAX_PAGE = 500
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class VisitorFilter:
+    """Which visitors a list shows; None means any."""
+
+    site_id: UUID | None = None
+    is_bot: bool | None = None
+    identified: bool | None = None
+    """Linked to a contact (True) or anonymous (False)."""
+    touch: TouchFilter | None = None
 
 
 @dataclass(frozen=True)
@@ -85,26 +105,21 @@ def visits_of(session: Session, visitor_id: UUID, limit: int = 100) -> list[Visi
 
 
 def list_visitors(
-    session: Session,
-    *,
-    site_id: UUID | None = None,
-    is_bot: bool | None = None,
-    identified: bool | None = None,
-    touch: TouchFilter | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
+    session: Session, filters: VisitorFilter | None = None, *, cursor: str | None = None, limit: int = 50
 ) -> Page[Visitor]:
     """Newest visitors first, filtered by site, bot flag, identified (linked to a contact) or anonymous, and
     their first or last touch; the cursor is the last id seen (ids are time-ordered)."""
+    filters = filters or VisitorFilter()
     query = select(Visitor).order_by(col(Visitor.id).desc()).limit(_limit(limit) + 1)
-    if site_id is not None:
-        query = query.where(Visitor.site_id == site_id)
-    if is_bot is not None:
-        query = query.where(Visitor.is_bot == is_bot)
-    if identified is not None:
-        query = query.where(col(Visitor.contact_id).is_not(None) if identified else col(Visitor.contact_id).is_(None))
-    if touch is not None:
-        query = query.where(*touch_conditions(touch, table="visitors"))
+    if filters.site_id is not None:
+        query = query.where(Visitor.site_id == filters.site_id)
+    if filters.is_bot is not None:
+        query = query.where(Visitor.is_bot == filters.is_bot)
+    if filters.identified is not None:
+        linked = col(Visitor.contact_id)
+        query = query.where(linked.is_not(None) if filters.identified else linked.is_(None))
+    if filters.touch is not None:
+        query = query.where(*touch_conditions(filters.touch, table="visitors"))
     if cursor:
         (last_id,) = _decode_cursor(cursor, 1)
         try:
