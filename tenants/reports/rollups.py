@@ -16,7 +16,9 @@ hit stored after a later hit of the same visitor (an offline retry) can leave en
 the nightly check reports and the rebuild corrects.
 
 Contacts are counted by a trigger on ``contacts`` (migration 0008), so every service that creates, re-touches,
-merges or deletes a contact keeps ``contact_rollups`` right in its own transaction.
+merges or deletes a contact keeps ``contact_rollups`` right in its own transaction. Purchases likewise by a
+trigger on ``purchases`` (migration 0011): ``purchase_rollups`` holds purchases, revenue net of refunds and new
+customers by the purchase's day, its touch snapshot's dimensions and its currency.
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ __all__ = [
     "RollupDifference",
     "check_all_tenants",
     "check_day",
+    "compare_purchase_rollups",
     "compare_rollups",
     "contact_keys_sql",
+    "purchase_keys_sql",
+    "rebuild_purchase_rollups",
     "rebuild_rollups",
     "rebuild_tenants",
     "report_tenants",
@@ -133,6 +138,23 @@ def contact_keys_sql(row: str) -> str:
     )
 
 
+PURCHASE_MEASURES = ("purchases", "revenue", "new_customers")
+_PURCHASE_KEY = f"day, touch, {_KEY}, currency"
+
+
+def purchase_keys_sql(row: str) -> str:
+    """The two rollup keys (first and last touch) of one ``purchases`` row ``row`` (an alias, OLD or NEW):
+    the dimensions of the touches snapshotted when it was recorded, so a later change of the contact's
+    touches moves no revenue between days or channels."""
+    first, last = touch_dimension_sql(f"{row}.first_touch"), touch_dimension_sql(f"{row}.last_touch")
+    day = f"({row}.occurred_at AT TIME ZONE 'UTC')::date"
+    return (
+        f"SELECT {day} AS day, 'first'::text AS touch, {', '.join(f'{first[d]} AS {d}' for d in DIMENSIONS)},"
+        f" {row}.currency::text AS currency"
+        f" UNION ALL SELECT {day}, 'last', {', '.join(last[d] for d in DIMENSIONS)}, {row}.currency::text"
+    )
+
+
 _DAY_RANGE = "occurred_at >= CAST(:start AS date) AND occurred_at < CAST(:end AS date) + 1"
 _VISITS_IN_RANGE = f"(SELECT * FROM visits WHERE tenant_id = :tenant_id AND {_DAY_RANGE})"  # noqa: S608
 _DERIVED_TRAFFIC = _traffic_measures_sql(f"({_hits_sql(_VISITS_IN_RANGE)}) h")
@@ -141,6 +163,39 @@ _DERIVED_CONTACTS = f"""SELECT {_CONTACT_KEY}, count(*) AS contacts
     WHERE c.tenant_id = :tenant_id AND c.merged_into IS NULL
       AND c.created_at >= CAST(:start AS date) AND c.created_at < CAST(:end AS date) + 1
     GROUP BY {_CONTACT_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+
+
+_DERIVED_PURCHASES = f"""SELECT {_PURCHASE_KEY}, count(*) AS purchases,
+        sum(p.amount - p.refunded_amount) AS revenue, count(*) FILTER (WHERE p.new_customer) AS new_customers
+    FROM purchases p, LATERAL ({purchase_keys_sql("p")}) k
+    WHERE p.tenant_id = :tenant_id AND p.{_DAY_RANGE}
+    GROUP BY {_PURCHASE_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+
+
+def rebuild_purchase_rollups(session: Session, start: date, end: date) -> None:
+    """Delete ``purchase_rollups`` of ``start`` … ``end`` (inclusive, UTC) and derive them from the purchases."""
+    params = _params(session, start, end)
+    session.execute(text("DELETE FROM purchase_rollups WHERE day BETWEEN :start AND :end"), params)
+    session.execute(
+        text(
+            f"""INSERT INTO purchase_rollups (tenant_id, {_PURCHASE_KEY}, {", ".join(PURCHASE_MEASURES)})
+                SELECT :tenant_id, * FROM ({_DERIVED_PURCHASES}) d ORDER BY {_PURCHASE_KEY}"""  # noqa: S608
+        ),
+        params,
+    )
+
+
+def compare_purchase_rollups(session: Session, start: date, end: date) -> list[RollupDifference]:
+    """Every ``purchase_rollups`` key of ``start`` … ``end`` whose counts differ from a scan of the purchases."""
+    return _compare(
+        session,
+        start,
+        end,
+        table="purchase_rollups",
+        derived_sql=_DERIVED_PURCHASES,
+        key=_PURCHASE_KEY,
+        measures=PURCHASE_MEASURES,
+    )
 
 
 def rebuild_rollups(session: Session, start: date, end: date) -> None:
@@ -163,6 +218,7 @@ def rebuild_rollups(session: Session, start: date, end: date) -> None:
         ),
         params,
     )
+    rebuild_purchase_rollups(session, start, end)
 
 
 @dataclass(frozen=True)
@@ -193,7 +249,23 @@ def compare_rollups(session: Session, start: date, end: date) -> list[RollupDiff
             have, want = stored.get(row_key, zero), derived.get(row_key, zero)
             if have != want:
                 differences.append(RollupDifference(table, row_key, have, want))
-    return differences
+    return differences + compare_purchase_rollups(session, start, end)
+
+
+def _compare(
+    session: Session, start: date, end: date, *, table: str, derived_sql: str, key: str, measures: tuple[str, ...]
+) -> list[RollupDifference]:
+    params = _params(session, start, end)
+    width = len(key.split(", "))
+    stored_sql = f"SELECT {key}, {', '.join(measures)} FROM {table} WHERE day BETWEEN :start AND :end"  # noqa: S608
+    stored = _by_key(session.execute(text(stored_sql), params).all(), width)
+    derived = _by_key(session.execute(text(derived_sql), params).all(), width)
+    zero = (0,) * len(measures)
+    return [
+        RollupDifference(table, row_key, stored.get(row_key, zero), derived.get(row_key, zero))
+        for row_key in sorted(stored.keys() | derived.keys(), key=repr)
+        if stored.get(row_key, zero) != derived.get(row_key, zero)
+    ]
 
 
 def check_day(session: Session, day: date) -> list[RollupDifference]:
