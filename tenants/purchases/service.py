@@ -294,7 +294,7 @@ def _add_references(session: Session, purchase: Purchase, references: Sequence[s
         ),
         {
             "tenant_id": current_tenant_id(session),
-            "source": purchase.source.value,
+            "source": PurchaseSource(purchase.source).value,
             "refs": list(references),
             "purchase_id": purchase.id,
         },
@@ -304,7 +304,7 @@ def _add_references(session: Session, purchase: Purchase, references: Sequence[s
             """UPDATE purchase_refunds SET purchase_id = :purchase_id
                WHERE purchase_id IS NULL AND source = :source AND match_refs && CAST(:refs AS text[])"""
         ),
-        {"purchase_id": purchase.id, "source": purchase.source.value, "refs": list(references)},
+        {"purchase_id": purchase.id, "source": PurchaseSource(purchase.source).value, "refs": list(references)},
     ).rowcount  # type: ignore[attr-defined]
     if claimed:
         _apply_refunds(session, purchase)
