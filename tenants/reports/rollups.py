@@ -165,11 +165,14 @@ _DERIVED_CONTACTS = f"""SELECT {_CONTACT_KEY}, count(*) AS contacts
     GROUP BY {_CONTACT_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
 
 
-_DERIVED_PURCHASES = f"""SELECT {_PURCHASE_KEY}, count(*) AS purchases,
+# The key's columns are named from k: purchases has columns called source and currency too.
+_K_PURCHASE_KEY = ", ".join(f"k.{name}" for name in _PURCHASE_KEY.split(", "))
+_DERIVED_PURCHASES = f"""SELECT {_K_PURCHASE_KEY}, count(*) AS purchases,
         sum(p.amount - p.refunded_amount) AS revenue, count(*) FILTER (WHERE p.new_customer) AS new_customers
     FROM purchases p, LATERAL ({purchase_keys_sql("p")}) k
-    WHERE p.tenant_id = :tenant_id AND p.{_DAY_RANGE}
-    GROUP BY {_PURCHASE_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+    WHERE p.tenant_id = :tenant_id
+      AND p.occurred_at >= CAST(:start AS date) AND p.occurred_at < CAST(:end AS date) + 1
+    GROUP BY {_K_PURCHASE_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
 
 
 def rebuild_purchase_rollups(session: Session, start: date, end: date) -> None:
