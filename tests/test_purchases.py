@@ -197,3 +197,46 @@ def test_the_secret_key_ring_rotates_and_refuses_tampering_or_another_tenant() -
         SecretBox((new,)).decrypt(sealed, b"stripe:tenant-a")  # its key left the ring
     with pytest.raises(UndecryptableSecret):
         after.decrypt(b"\x09garbage", b"stripe:tenant-a")
+
+
+CHECKOUT_PAGE = """<button id="buy">Buy</button>
+<script>
+  window.trailmark = window.trailmark || function () { (trailmark.q = trailmark.q || []).push(arguments) };
+  trailmark('visitor', function (token) { window.checkoutToken = token });
+</script>"""
+
+
+@pytest.mark.browser
+def test_the_page_hands_a_new_visitors_token_to_its_checkout(
+    browser: Any, api_server: Any, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """A first-time visitor's page asks for the token before the tracker even loaded; it gets it once the
+    browser has one, the shop passes it with the order, and the sale lands on that browser's person."""
+    import httpx
+
+    from tests.browser import DESKTOP_CHROME, tenant_web_server
+    from tests.conftest import make_site
+
+    with tenant_web_server({"/": ("Checkout", CHECKOUT_PAGE)}) as pages:
+        tenant = make_tenant("Purchasebrowser")
+        site = make_site(tenant, [pages.origin])
+        pages.head = httpx.get(
+            f"{api_server.base_url}/api/v1/sites/{site.site_id}", headers=tenant.headers, timeout=10
+        ).json()["snippet"]
+        context = browser.new_context(user_agent=DESKTOP_CHROME)
+        try:
+            page = context.new_page()
+            page.goto(pages.url("/"))
+            page.wait_for_function("() => !!window.checkoutToken", timeout=30_000)
+            token = page.evaluate("window.checkoutToken")
+            assert token == page.evaluate("trailmark('token')")
+        finally:
+            context.close()
+    order = {**ORDER, "visitor_token": token}
+    bought = httpx.post(f"{api_server.base_url}/api/v1/purchases", json=order, headers=tenant.headers, timeout=10)
+    assert bought.status_code == 201, bought.text
+    resolved = httpx.get(
+        f"{api_server.base_url}/api/v1/resolve", params={"visitor_token": token}, headers=tenant.headers, timeout=10
+    ).json()
+    assert bought.json()["visitor_id"] == resolved["visitor_id"]
+    assert resolved["contact_id"] == bought.json()["contact_id"]  # the browser is now that person's
