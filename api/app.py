@@ -18,6 +18,7 @@ from api.openapi import StrictStructSchemaPlugin, docs_assets, openapi_config
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.serving import PAGE_HANDLERS
 from api.problems import EXCEPTION_HANDLERS
+from api.purchases.controller import PurchasesController, StripeIntegrationController, stripe_webhook
 from api.reports.controller import ReportsController
 from api.requests import StrictJSONRequest
 from api.text import RefuseUnstorableText
@@ -61,6 +62,9 @@ def create_app() -> Litestar:
             MembershipSitesController,
             PagesController,
             ReportsController,
+            PurchasesController,
+            StripeIntegrationController,
+            stripe_webhook,
             MembershipController,
             *PAGE_HANDLERS,
             tracker_script,

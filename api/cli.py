@@ -101,6 +101,7 @@ EMBEDDED_SETTINGS = (
     "TRAILMARK_MIGRATION_DATABASE_URL",
     "TRAILMARK_REDIS_URL",
     "TRAILMARK_SIGNING_KEYS",
+    "TRAILMARK_SECRET_KEYS",
 )
 RUNNING_FILE = "running.json"
 """In the data folder while `trailmark run` serves the embedded default: its services' settings (mode 600)."""
@@ -305,10 +306,11 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                 TRAILMARK_MIGRATION_DATABASE_URL=urls.owner_database_url,
                 TRAILMARK_REDIS_URL=urls.redis_url,
                 TRAILMARK_SIGNING_KEYS=",".join(f"{k.key_id}:{_b64(k.secret)}" for k in settings.signing_keys),
+                TRAILMARK_SECRET_KEYS=",".join(f"{k.key_id}:{_b64(k.secret)}" for k in settings.secret_keys),
             )
             running = settings.data_dir / RUNNING_FILE
             running.touch(mode=0o600)
-            running.chmod(0o600)  # it holds the signing keys, as the data folder's signing-keys file does
+            running.chmod(0o600)  # it holds the signing and secret keys, as the data folder's key files do
             running.write_text(json.dumps({k: env[k] for k in EMBEDDED_SETTINGS}))
         if embedded is not None or settings.migration_database_url != settings.database_url:
             code = subprocess.call([sys.executable, "-m", "api.cli", "migrate"], env=env)

@@ -87,12 +87,13 @@ class Rig:
     def start_services(self) -> dict[str, str]:
         """Create and migrate the database; returns the environment for child processes (also set in
         this one's, before any tenants module reads its settings)."""
-        from tests.services import start_test_services, test_signing_keys
+        from tests.services import start_test_services, test_secret_keys, test_signing_keys
 
         self.services = start_test_services()
         log(f"database {self.services.database}, Redis {self.services.redis_url}, logs in {self.workdir}")
         os.environ.update(self.services.env())
         os.environ["TRAILMARK_SIGNING_KEYS"] = test_signing_keys()
+        os.environ["TRAILMARK_SECRET_KEYS"] = test_secret_keys()
         os.environ["TRAILMARK_DATA_DIR"] = str(self.workdir / "data")
         os.environ["TRAILMARK_HOST"] = "127.0.0.1"
         from tenants.isolation.migrate import migrate

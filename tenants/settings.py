@@ -16,9 +16,19 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["Settings", "SettingsError", "SigningKey", "get_settings", "load_signing_keys_file"]
+__all__ = [
+    "SecretKey",
+    "Settings",
+    "SettingsError",
+    "SigningKey",
+    "get_settings",
+    "load_secret_keys_file",
+    "load_signing_keys_file",
+]
 
 MIN_SIGNING_KEY_BYTES = 32
+SECRET_KEY_BYTES = 32
+"""AES-256: every key of ``TRAILMARK_SECRET_KEYS`` is exactly this long."""
 
 
 class SettingsError(ValueError):
@@ -29,6 +39,15 @@ class SettingsError(ValueError):
 class SigningKey:
     key_id: str
     """Short identifier carried in tokens so verification picks the right secret."""
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    """A key of the ring that encrypts tenants' integration secrets at rest (``tenants.security.secrets``)."""
+
+    key_id: str
+    """Stored with each ciphertext, so decryption picks the key that encrypted it."""
     secret: bytes = field(repr=False)
 
 
@@ -69,6 +88,8 @@ class Settings:
     """Addresses/networks whose X-Forwarded-For is believed; nobody's by default."""
     report_statement_timeout_ms: int = 5000
     """A report query running longer is cancelled and its panel says it timed out."""
+    secret_keys: tuple[SecretKey, ...] = ()
+    """Newest first: secrets are encrypted with the first; older ones still decrypt (rotation = add a key)."""
 
     @property
     def base_url(self) -> str:
@@ -97,6 +118,11 @@ class Settings:
         if not signing_keys and database_url is not None:
             # Every API process and worker must share the keys, so they cannot be generated per machine.
             raise SettingsError("TRAILMARK_SIGNING_KEYS is required when TRAILMARK_DATABASE_URL is set")
+        secret_keys_text = env.get("TRAILMARK_SECRET_KEYS", "").strip()
+        secret_keys = parse_secret_keys(secret_keys_text) if secret_keys_text else ()
+        if not secret_keys and database_url is not None:
+            # Every process must decrypt what another encrypted, so the ring cannot be generated per machine.
+            raise SettingsError("TRAILMARK_SECRET_KEYS is required when TRAILMARK_DATABASE_URL is set")
         public_url = env.get("TRAILMARK_PUBLIC_URL", "").strip() or None
         if public_url and urlsplit(public_url).scheme not in ("http", "https"):
             raise SettingsError(f"TRAILMARK_PUBLIC_URL must be an http(s) URL, got {public_url!r}")
@@ -123,6 +149,7 @@ class Settings:
             ingest_claim_idle_ms=_int(env, "TRAILMARK_INGEST_CLAIM_IDLE_MS", 30_000, 100, 86_400_000),
             trusted_proxies=_networks(env, "TRAILMARK_TRUSTED_PROXIES"),
             report_statement_timeout_ms=_int(env, "TRAILMARK_REPORT_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
+            secret_keys=secret_keys,
         )
 
     def with_signing_keys_from_data_dir(self) -> Settings:
@@ -136,6 +163,46 @@ class Settings:
             path.write_text(f"k1:{secret}\n")
             path.chmod(0o600)
         return replace(self, signing_keys=load_signing_keys_file(path))
+
+    def with_secret_keys_from_data_dir(self) -> Settings:
+        """Embedded default: keep a generated secret key ring in the data folder, as the signing keys, so
+        secrets stored in the embedded database still decrypt after a restart."""
+        if self.secret_keys:
+            return self
+        path = self.data_dir / "secret-keys"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            secret = base64.urlsafe_b64encode(secrets.token_bytes(SECRET_KEY_BYTES)).decode().rstrip("=")
+            path.write_text(f"s1:{secret}\n")
+            path.chmod(0o600)
+        return replace(self, secret_keys=load_secret_keys_file(path))
+
+
+def load_secret_keys_file(path: Path) -> tuple[SecretKey, ...]:
+    return parse_secret_keys(",".join(line.strip() for line in path.read_text().splitlines() if line.strip()))
+
+
+def parse_secret_keys(text: str) -> tuple[SecretKey, ...]:
+    """Parse ``kid:base64key,kid:base64key`` (newest first; each key 32 bytes)."""
+    keys: list[SecretKey] = []
+    for item in text.split(","):
+        kid, sep, encoded = item.strip().partition(":")
+        if not sep or not kid or not encoded:
+            raise SettingsError("TRAILMARK_SECRET_KEYS must look like 'kid:base64key,kid2:base64key'")
+        if not kid.isalnum() or len(kid) > 16:
+            raise SettingsError(f"TRAILMARK_SECRET_KEYS key id {kid!r} must be 1-16 letters or digits")
+        try:
+            secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except ValueError:
+            raise SettingsError(f"TRAILMARK_SECRET_KEYS key {kid!r} is not valid base64") from None
+        if len(secret) != SECRET_KEY_BYTES:
+            raise SettingsError(
+                f"TRAILMARK_SECRET_KEYS key {kid!r} is {len(secret)} bytes; it must be {SECRET_KEY_BYTES}"
+            )
+        if any(k.key_id == kid for k in keys):
+            raise SettingsError(f"TRAILMARK_SECRET_KEYS lists key id {kid!r} twice")
+        keys.append(SecretKey(kid, secret))
+    return tuple(keys)
 
 
 def load_signing_keys_file(path: Path) -> tuple[SigningKey, ...]:
@@ -248,4 +315,4 @@ def _bool(env: dict[str, str], name: str, *, default: bool) -> bool:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings; the command line validates them before anything else runs."""
-    return Settings.from_env().with_signing_keys_from_data_dir()
+    return Settings.from_env().with_signing_keys_from_data_dir().with_secret_keys_from_data_dir()

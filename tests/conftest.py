@@ -17,7 +17,7 @@ from uuid import UUID
 import httpx
 import pytest
 
-from tests.services import TestServices, libpq_url, start_test_services, test_signing_keys
+from tests.services import TestServices, libpq_url, start_test_services, test_secret_keys, test_signing_keys
 
 REPO = Path(__file__).resolve().parents[1]
 _services: TestServices | None = None
@@ -31,6 +31,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _services = start_test_services()
     os.environ.update(_services.env())
     os.environ["TRAILMARK_SIGNING_KEYS"] = test_signing_keys()
+    os.environ["TRAILMARK_SECRET_KEYS"] = test_secret_keys()
     os.environ["TRAILMARK_DATA_DIR"] = tempfile.mkdtemp(prefix="trailmark-test-data-")
     # Workers deliver mail to the `mailbox` fixture's SMTP server (a real one, on 127.0.0.1).
     from tenants.embedded import free_port

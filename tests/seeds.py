@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from tenants.isolation import current_tenant_id
 from tenants.models import OutboxMessage, new_id
+from tenants.reports.rollups import SHAPES
 from tenants.tracking.hits import Envelope, Hit
 from tenants.tracking.ingest import store_envelopes
 from tenants.tracking.sites import create_site
@@ -80,6 +81,40 @@ def _audit(session: Session) -> None:
     record_action(session, actor_id=None, actor_email="seed@example.com", action="site.update", subject="site:seed")
 
 
+def _purchases(session: Session) -> None:
+    """A purchase with a refund, a refund still waiting for its purchase, the Stripe webhook with a secret, and
+    a received Stripe event."""
+    from datetime import UTC, datetime
+
+    from tenants.models import PurchaseSource, StripeEvent
+    from tenants.purchases.service import Buyer, Order, record_purchase, record_refund, refund_purchase
+    from tenants.purchases.stripe_webhooks import set_signing_secret
+
+    recorded = record_purchase(
+        session,
+        Order(
+            source=PurchaseSource.API,
+            external_id=f"seed-{uuid4().hex[:8]}",
+            amount=5000,
+            currency="USD",
+            buyer=Buyer(email=f"buyer-{uuid4().hex[:8]}@example.com"),
+            references=[f"pi_seed_{uuid4().hex[:8]}"],
+        ),
+    )
+    refund_purchase(session, recorded.purchase.id, amount=1000)
+    record_refund(
+        session,
+        source=PurchaseSource.STRIPE,
+        payment_ref=f"ch_seed_{uuid4().hex[:8]}",
+        external_id="re_seed",
+        amount=100,
+        match_refs=[f"pi_seed_{uuid4().hex[:8]}"],
+        occurred_at=datetime.now(UTC),
+    )
+    set_signing_secret(session, "whsec_seedseedseed")
+    session.add(StripeEvent(id=f"evt_seed_{uuid4().hex[:8]}", type="invoice.paid", payload={"seed": True}))
+
+
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
 APPEND_ONLY = {"identity_events", "audit_log"}
 """The app role may only insert and read these (audit logs)."""
@@ -99,6 +134,13 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "members": _memberships,
     "pages": _memberships,
     "audit_log": _audit,
-    "traffic_rollups": _tracking,  # ingest adds the visit to the day's traffic rollup
-    "contact_rollups": _identity,  # a new contact counts in the day's contact rollup
+    # Ingest adds the visit to every traffic rollup table; a new contact counts in every contact rollup table.
+    **{shape.traffic_table: _tracking for shape in SHAPES},
+    **{shape.contact_table: _identity for shape in SHAPES},
+    "purchases": _purchases,
+    "purchase_references": _purchases,
+    "purchase_refunds": _purchases,
+    "purchase_rollups": _purchases,  # the trigger counts each purchase
+    "stripe_webhooks": _purchases,
+    "stripe_events": _purchases,
 }

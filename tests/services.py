@@ -148,6 +148,13 @@ def release_redis(redis_url: str) -> None:
         client.close()
 
 
+def test_secret_keys() -> str:
+    """A ring of two AES-256 keys (newest first), as a deployment that rotated once has."""
+    newest = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    old = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    return f"s2:{newest},s1:{old}"
+
+
 def test_signing_keys() -> str:
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     old = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")

@@ -16,6 +16,7 @@ VALID = {
     "TRAILMARK_DATABASE_URL": "postgresql://app@db/trailmark",
     "TRAILMARK_REDIS_URL": "redis://cache:6379/0",
     "TRAILMARK_SIGNING_KEYS": "k2:" + "A" * 43 + ",k1:" + "B" * 43,
+    "TRAILMARK_SECRET_KEYS": "s2:" + "C" * 43 + ",s1:" + "D" * 43,
 }
 
 
@@ -38,6 +39,9 @@ def test_valid_settings_parse() -> None:
         ({"TRAILMARK_SIGNING_KEYS": ""}, "TRAILMARK_SIGNING_KEYS is required"),
         ({"TRAILMARK_SIGNING_KEYS": "k1:c2hvcnQ"}, "use at least 32"),
         ({"TRAILMARK_SIGNING_KEYS": "nocolon"}, "must look like"),
+        ({"TRAILMARK_SECRET_KEYS": ""}, "TRAILMARK_SECRET_KEYS is required"),
+        ({"TRAILMARK_SECRET_KEYS": "s1:" + "A" * 22}, "it must be 32"),
+        ({"TRAILMARK_SECRET_KEYS": "s1:" + "A" * 43 + ",s1:" + "B" * 43}, "lists key id 's1' twice"),
         ({"TRAILMARK_LOG_JSON": "maybe"}, "TRAILMARK_LOG_JSON must be true or false"),
         ({"TRAILMARK_LOG_LEVEL": "loud"}, "TRAILMARK_LOG_LEVEL must be one of debug, info, warning, error"),
     ],

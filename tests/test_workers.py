@@ -44,6 +44,7 @@ def test_every_task_goes_to_its_queue() -> None:
     import workers.identity
     import workers.ingest
     import workers.mail
+    import workers.purchases
     import workers.reports
 
     queues = {name: celery_app.amqp.router.route({}, name)["queue"].name for name in celery_app.tasks}
@@ -53,6 +54,9 @@ def test_every_task_goes_to_its_queue() -> None:
     assert queues[workers.identity.merge_history.name] == "identity"
     assert queues[ping.name] == "default"
     assert queues[workers.reports.check_rollups.name] == "default"
+    assert queues[workers.purchases.process_stripe_event.name] == "default"
+    assert queues[workers.purchases.purchase_recorded.name] == "default"
+    assert queues[workers.purchases.purchase_refunded.name] == "default"
     assert set(queues.values()) <= set(QUEUES)
 
 

@@ -36,7 +36,15 @@ TASK_ROUTES = {
 """Tasks not named here go to ``default``."""
 
 celery_app = Celery(
-    "trailmark", include=["workers.system", "workers.ingest", "workers.identity", "workers.mail", "workers.reports"]
+    "trailmark",
+    include=[
+        "workers.system",
+        "workers.ingest",
+        "workers.identity",
+        "workers.mail",
+        "workers.reports",
+        "workers.purchases",
+    ],
 )
 
 

@@ -130,7 +130,7 @@ class ContactPage(msgspec.Struct):
 
 class TimelinePage(msgspec.Struct):
     items: list[dict[str, Any]]
-    """Newest first; each has ``at`` and ``kind`` (visit, form_submission, link_click, identity.<event>)."""
+    """Newest first; each has ``at`` and ``kind`` (visit, form_submission, link_click, purchase, identity.<event>)."""
     next_cursor: str | None
     """``before`` for the older entries; null when this page reaches the beginning."""
 

@@ -27,6 +27,7 @@ from tenants.contacts import service as contacts
 from tenants.errors import Invalid, NotFound
 from tenants.identity import service as identity
 from tenants.models import Contact, Evidence, UserRole, Visitor
+from tenants.purchases import service as purchases
 from tenants.reports.dimensions import touch_dimension_sql
 from tenants.tracking.segments import FILTERED_DIMENSIONS, TOUCHES
 
@@ -36,6 +37,8 @@ LIST_PARAMS = ("q", "touch", *FILTERED_DIMENSIONS, "evidence", "created_from", "
 CSV_FLUSH_ROWS = 500
 """Rows encoded per chunk sent to the browser."""
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+PURCHASES_SHOWN = 10
+"""The contact page lists this many latest purchases (all of them through the API)."""
 
 
 def _params(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -82,6 +85,7 @@ class ContactsController(Controller):
             )
             total = contacts.count_contacts(session, filters)
             custom_fields = contacts.list_fields(session)
+            bought = purchases.contact_purchase_totals(session, [c.id for c in page.items])
         query = _filter_query(params)
         return screen(
             request,
@@ -91,6 +95,7 @@ class ContactsController(Controller):
             title="Contacts",
             page=page,
             total=total,
+            bought=bought,
             params=params,
             custom_fields=custom_fields,
             evidences=[e.value for e in Evidence],
@@ -152,6 +157,8 @@ class ContactsController(Controller):
             )
             touches = _touch_dimensions(session, contact_id)
             timeline = identity.timeline(session, contact_id, before=before)
+            bought = purchases.contact_purchase_totals(session, [contact_id]).get(contact_id)
+            latest = purchases.list_purchases(session, contact_id=contact_id, limit=PURCHASES_SHOWN)
         return screen(
             request,
             staff,
@@ -166,6 +173,8 @@ class ContactsController(Controller):
             devices=devices,
             touches=touches,
             timeline=timeline,
+            bought=bought,
+            latest_purchases=latest,
             can_edit=staff.can(UserRole.EDITOR),
         )
 

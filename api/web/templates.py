@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from api.web.csrf import CSRF_FIELD, FormRefused, csrf_cookie, csrf_token
 from tenants.forms.service import HONEYPOT
+from tenants.purchases.currencies import format_money
 
 __all__ = ["ENVIRONMENT", "STATIC_ROUTER", "page", "refused", "render", "template_config"]
 
@@ -40,6 +41,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     environment.globals["form_honeypot"] = HONEYPOT
+    environment.filters["money"] = format_money
     return environment
 
 

@@ -32,6 +32,7 @@ from tenants.models import (
     FormSubmission,
     IdentityEvent,
     LinkClick,
+    Purchase,
     Visit,
     Visitor,
     utcnow,
@@ -226,7 +227,7 @@ def merge_contacts(session: Session, keep_id: UUID, other_id: UUID) -> Contact:
     if keep.merged_into is not None or other.merged_into is not None:
         raise Conflict("one of these contacts was already merged into another")
     params = {"keep": keep_id, "other": other_id, "t": current_tenant_id(session)}
-    for table in ("visitors", "visits", "form_submissions", "email_links", "link_clicks"):
+    for table in ("visitors", "visits", "form_submissions", "email_links", "link_clicks", "purchases"):
         statement = f"UPDATE {table} SET contact_id = :keep WHERE tenant_id = :t AND contact_id = :other"  # noqa: S608
         session.execute(text(statement), params)
     for name in ("first_name", "last_name", "phone"):
@@ -299,7 +300,7 @@ def timeline(
     session: Session, contact_id: UUID, *, before: str | None = None, limit: int = TIMELINE_PAGE
 ) -> TimelinePage:
     """One page of everything known of a contact, newest first: visits from every device (marked before or
-    after that device was identified), form submissions, link clicks and identity events. Each source is read
+    after that device was identified), form submissions, link clicks, purchases and identity events. Each source is read
     as a range of its (tenant, contact, time) index, ``limit + 1`` rows at most, however long the history."""
     if not 1 <= limit <= MAX_TIMELINE_PAGE:
         raise Invalid("limit is out of range", {"limit": f"must be 1 to {MAX_TIMELINE_PAGE}"})
@@ -363,6 +364,26 @@ def timeline(
             "reason": click.reason,
         }
         keyed.append((click.created_at, click.id, entry))
+    purchases = session.exec(
+        select(Purchase)
+        .where(Purchase.contact_id == contact_id, *older(col(Purchase.occurred_at), col(Purchase.id)))
+        .order_by(col(Purchase.occurred_at).desc(), col(Purchase.id).desc())
+        .limit(fetch)
+    )
+    for purchase in purchases:
+        entry = {
+            "at": purchase.occurred_at,
+            "kind": "purchase",
+            "purchase_id": purchase.id,
+            "visitor_id": purchase.visitor_id,
+            "source": purchase.source,
+            "external_id": purchase.external_id,
+            "amount": purchase.amount,
+            "currency": purchase.currency,
+            "status": purchase.status,
+            "refunded_amount": purchase.refunded_amount,
+        }
+        keyed.append((purchase.occurred_at, purchase.id, entry))
     # Events name the contact as the one linked or as the previous one: two index ranges, one each.
     seen_events: set[UUID] = set()
     for column in (col(IdentityEvent.contact_id), col(IdentityEvent.previous_contact_id)):

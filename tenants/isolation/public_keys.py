@@ -15,7 +15,7 @@ from tenants.isolation import system_session
 
 __all__ = ["PublicKeyKind", "tenant_of_public_key"]
 
-PublicKeyKind = Literal["site", "form", "link", "click_code", "tenant_slug", "domain"]
+PublicKeyKind = Literal["site", "form", "link", "click_code", "tenant_slug", "domain", "stripe_endpoint"]
 _FUNCTIONS: dict[str, str] = {
     "site": "trailmark_site_tenant",
     "form": "trailmark_form_tenant",
@@ -23,6 +23,7 @@ _FUNCTIONS: dict[str, str] = {
     "click_code": "trailmark_click_code_tenant",
     "tenant_slug": "trailmark_slug_tenant",
     "domain": "trailmark_domain_tenant",
+    "stripe_endpoint": "trailmark_stripe_endpoint_tenant",
 }
 MAX_KEY_LENGTH = 253
 

@@ -15,6 +15,15 @@ from tenants.models.identity import (
 )
 from tenants.models.memberships import Member, MembershipSite, Page
 from tenants.models.outbox import OutboxMessage
+from tenants.models.purchases import (
+    Purchase,
+    PurchaseReference,
+    PurchaseRefund,
+    PurchaseSource,
+    PurchaseStatus,
+    StripeEvent,
+    StripeWebhook,
+)
 from tenants.models.tracking import DEFAULT_PARTNER_PARAMS, Site, Visit, Visitor
 
 __all__ = [
@@ -34,8 +43,15 @@ __all__ = [
     "MembershipSite",
     "OutboxMessage",
     "Page",
+    "Purchase",
+    "PurchaseReference",
+    "PurchaseRefund",
+    "PurchaseSource",
+    "PurchaseStatus",
     "Scope",
     "Site",
+    "StripeEvent",
+    "StripeWebhook",
     "Tenant",
     "TenantOwned",
     "TenantUser",

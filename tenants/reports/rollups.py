@@ -29,6 +29,9 @@ the nightly check reports and the rebuild corrects.
 
 Contacts are counted by a trigger on ``contacts`` (:func:`contact_trigger_sql`), so every service that
 creates, re-touches, merges or deletes a contact keeps the contact rollups right in its own transaction.
+Purchases likewise by a trigger on ``purchases`` (migration 0011): ``purchase_rollups`` holds purchases,
+revenue net of refunds and new customers by the purchase's day, its touch snapshot's dimensions and its
+currency (day rows only: purchases are few next to visits).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ __all__ = [
     "RollupShape",
     "check_all_tenants",
     "check_day",
+    "compare_purchase_rollups",
     "compare_rollups",
     "contact_keys_sql",
     "contact_trigger_sql",
@@ -73,6 +77,8 @@ __all__ = [
     "covered",
     "month_blocks",
     "narrowest_shape",
+    "purchase_keys_sql",
+    "rebuild_purchase_rollups",
     "rebuild_rollups",
     "rebuild_tenants",
     "report_tenants",
@@ -328,6 +334,58 @@ def contact_trigger_sql() -> str:
         {spreads[0]}""".replace(":tenant_id", "coalesce(NEW.tenant_id, OLD.tenant_id)")  # noqa: S608
 
 
+# --- purchases -------------------------------------------------------------------------------------
+
+PURCHASE_MEASURES = ("purchases", "revenue", "new_customers")
+_PURCHASE_KEY = f"day, touch, {', '.join(DIMENSIONS)}, currency"
+
+
+def purchase_keys_sql(row: str) -> str:
+    """The two rollup keys (first and last touch) of one ``purchases`` row ``row`` (an alias, OLD or NEW):
+    the dimensions of the touches snapshotted when it was recorded, so a later change of the contact's
+    touches moves no revenue between days or channels."""
+    first, last = touch_dimension_sql(f"{row}.first_touch"), touch_dimension_sql(f"{row}.last_touch")
+    day = f"({row}.occurred_at AT TIME ZONE 'UTC')::date"
+    return (
+        f"SELECT {day} AS day, 'first'::text AS touch, {', '.join(f'{first[d]} AS {d}' for d in DIMENSIONS)},"
+        f" {row}.currency::text AS currency"
+        f" UNION ALL SELECT {day}, 'last', {', '.join(last[d] for d in DIMENSIONS)}, {row}.currency::text"
+    )
+
+
+# The key's columns are named from k: purchases has columns called source and currency too.
+_K_PURCHASE_KEY = ", ".join(f"k.{name}" for name in _PURCHASE_KEY.split(", "))
+_DERIVED_PURCHASES = f"""SELECT {_K_PURCHASE_KEY}, count(*) AS purchases,
+        sum(p.amount - p.refunded_amount) AS revenue, count(*) FILTER (WHERE p.new_customer) AS new_customers
+    FROM purchases p, LATERAL ({purchase_keys_sql("p")}) k
+    WHERE p.tenant_id = :tenant_id
+      AND p.occurred_at >= CAST(:start AS date) AND p.occurred_at < CAST(:end AS date) + 1
+    GROUP BY {_K_PURCHASE_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+
+
+def rebuild_purchase_rollups(session: Session, start: date, end: date) -> None:
+    """Delete ``purchase_rollups`` of ``start`` … ``end`` (inclusive, UTC) and derive them from the purchases."""
+    params = _params(session, start, end)
+    session.execute(text("DELETE FROM purchase_rollups WHERE day BETWEEN :start AND :end"), params)
+    session.execute(
+        text(
+            f"""INSERT INTO purchase_rollups (tenant_id, {_PURCHASE_KEY}, {", ".join(PURCHASE_MEASURES)})
+                SELECT :tenant_id, * FROM ({_DERIVED_PURCHASES}) d ORDER BY {_PURCHASE_KEY}"""  # noqa: S608
+        ),
+        params,
+    )
+
+
+def compare_purchase_rollups(session: Session, start: date, end: date) -> list[RollupDifference]:
+    """Every ``purchase_rollups`` key of ``start`` … ``end`` whose counts differ from a scan of the purchases."""
+    params = _params(session, start, end)
+    width = len(_PURCHASE_KEY.split(", "))
+    stored_sql = f"SELECT {_PURCHASE_KEY}, {', '.join(PURCHASE_MEASURES)} FROM purchase_rollups"  # noqa: S608
+    stored = session.execute(text(f"{stored_sql} WHERE day BETWEEN :start AND :end"), params).all()
+    derived = session.execute(text(_DERIVED_PURCHASES), params).all()
+    return _differences("purchase_rollups", _by_key(stored, width), _by_key(derived, width))
+
+
 # --- re-derivation ---------------------------------------------------------------------------------
 
 _DAY_RANGE = "occurred_at >= CAST(:start AS date) AND occurred_at < CAST(:end AS date) + 1"
@@ -370,6 +428,7 @@ def rebuild_rollups(session: Session, start: date, end: date) -> None:
     )
     for statement in spread_stored_days_sql():
         session.execute(text(statement), params)
+    rebuild_purchase_rollups(session, start, end)
 
 
 def spread_stored_days_sql() -> list[str]:
@@ -443,7 +502,7 @@ def compare_rollups(session: Session, start: date, end: date) -> list[RollupDiff
             longer = session.execute(text(f"{stored_sql} WHERE span <> 'day' AND day BETWEEN :start AND :end"), months)
             summed = session.execute(text(_derived_sql(key, measures, _stored_days(table), _LONGER_SPANS)), months)
             differences += _differences(table, _by_key(longer.all(), len(key)), _by_key(summed.all(), len(key)))
-    return differences
+    return differences + compare_purchase_rollups(session, start, end)
 
 
 def _differences(

@@ -32,6 +32,7 @@
 
   // Token: cookie, else localStorage; re-read as another tab may have a newer one.
   var token = null;
+  var waiting = []; // trailmark('visitor', cb) callbacks until the browser has its first token
   function tok() {
     var c = cookie(CK);
     try { c = c && decodeURIComponent(c) } catch (e) {}
@@ -44,6 +45,7 @@
     setCookie(CK, t, 34560000); // 400 days, renewed
     lsSet('tm_vid', t);
     if (changed) forms();
+    waiting.splice(0).forEach(f => { try { f(t) } catch (e) {} });
   }
   setTok(tok());
 
@@ -198,6 +200,8 @@
   function api(cmd, name, props) {
     try {
       if (cmd == 'token') return tok();
+      // visitor: the token to pass to a checkout (Stripe client_reference_id), once the browser has one
+      if (cmd == 'visitor' && typeof name == 'function') ready.then(() => { var t = tok(); t ? name(t) : waiting.push(name) });
       // whoami: {level, first_name?} for client-side personalization
       if (cmd == 'whoami' && typeof name == 'function') ready.then(() => post(C.whoami, JSON.stringify({ token: tok() })))
         .then(r => r.json()).then(name, noop);

@@ -1,0 +1,1 @@
+"""Purchases: recording sales and refunds (REST and Stripe), Stripe webhooks."""

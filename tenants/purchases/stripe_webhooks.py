@@ -1,0 +1,380 @@
+"""Stripe: the tenant's webhook endpoint, receiving events (verify, store once, enqueue) and processing them
+into purchases and refunds through :mod:`tenants.purchases.service`.
+
+Receiving is quick and does no purchase work: the signature is checked on the raw body with the official
+``stripe`` library (300 s tolerance), the event is inserted once per event id, and its processing is enqueued
+through the outbox in the same transaction. The worker then handles
+
+- ``checkout.session.completed`` / ``checkout.session.async_payment_succeeded`` when ``payment_status`` is
+  ``paid``: a purchase with the session id as external id, named also by its payment intent and invoice;
+- ``invoice.paid``: a purchase per paid invoice (renewals carry the subscription id); the first invoice of a
+  subscription is the same payment as its Checkout Session, so whichever comes second finds the first;
+- ``charge.refunded``: the charge's cumulative ``amount_refunded`` becomes refunds (a redelivered or older
+  event adds nothing); a refund that comes before its payment waits for it.
+
+The buyer: ``client_reference_id`` or metadata ``trailmark_visitor`` (the visitor token the page got from
+``trailmark('visitor', cb)``), else the customer's email.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import stripe
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from tenants.errors import DomainError, Invalid, NotFound
+from tenants.isolation import current_tenant_id, tenant_session
+from tenants.isolation.public_keys import tenant_of_public_key
+from tenants.models import PurchaseSource, StripeEvent, StripeWebhook, utcnow
+from tenants.outbox import service as outbox
+from tenants.purchases.service import (
+    Buyer,
+    Item,
+    Order,
+    record_cumulative_refund,
+    record_purchase,
+)
+from tenants.security.secrets import UndecryptableSecret, decrypt, encrypt
+from tenants.settings import get_settings
+
+__all__ = [
+    "HANDLED_EVENTS",
+    "PROCESS_TASK",
+    "SIGNATURE_TOLERANCE_SECONDS",
+    "Received",
+    "RefusedDelivery",
+    "process_event",
+    "receive_event",
+    "set_signing_secret",
+    "webhook_config",
+    "webhook_url",
+]
+
+log = logging.getLogger(__name__)
+
+PROCESS_TASK = "trailmark.purchases.process_stripe_event"
+SIGNATURE_TOLERANCE_SECONDS = 300
+"""Stripe's own default: a signature older (or newer) than this is refused, so a captured delivery cannot be
+replayed later."""
+HANDLED_EVENTS = frozenset(
+    {"checkout.session.completed", "checkout.session.async_payment_succeeded", "invoice.paid", "charge.refunded"}
+)
+VISITOR_METADATA = "trailmark_visitor"
+PRODUCT_METADATA = "trailmark_product"
+MAX_SECRET_LENGTH = 200
+
+
+def _secret_context(tenant_id: UUID) -> bytes:
+    """Associated data of the signing secret: its ciphertext opens only as this tenant's Stripe secret."""
+    return f"stripe-webhook-secret:{tenant_id}".encode()
+
+
+def webhook_config(session: Session) -> StripeWebhook:
+    """The tenant's webhook endpoint, made on first use: its URL exists before a secret, because Stripe shows
+    the signing secret only once the endpoint (URL) is created there."""
+    tenant_id = current_tenant_id(session)
+    session.execute(
+        text(
+            """INSERT INTO stripe_webhooks (tenant_id, endpoint_token, created_at) VALUES (:t, :token, :now)
+               ON CONFLICT (tenant_id) DO NOTHING"""
+        ),
+        {"t": tenant_id, "token": secrets.token_urlsafe(24), "now": utcnow()},
+    )
+    config = session.get(StripeWebhook, tenant_id)
+    assert config is not None
+    return config
+
+
+def webhook_url(config: StripeWebhook) -> str:
+    """The address to paste into Stripe's webhook endpoint form."""
+    return f"{get_settings().base_url}/hooks/stripe/{config.endpoint_token}"
+
+
+def set_signing_secret(session: Session, signing_secret: str) -> StripeWebhook:
+    """Store the endpoint's signing secret (``whsec_…``) encrypted; it is never shown again."""
+    value = signing_secret.strip()
+    if not value.startswith("whsec_") or not 10 <= len(value) <= MAX_SECRET_LENGTH or not value.isascii():
+        raise Invalid(
+            "the signing secret is invalid",
+            {"signing_secret": "must be the endpoint's signing secret from Stripe, starting with whsec_"},
+        )
+    config = webhook_config(session)
+    config.signing_secret = encrypt(value.encode(), _secret_context(config.tenant_id))
+    config.secret_set_at = utcnow()
+    session.add(config)
+    session.flush()
+    return config
+
+
+@dataclass(frozen=True)
+class Received:
+    event_id: str
+    stored: bool
+    """False for an event already stored (Stripe redelivers) or of a type Trailmark does not handle."""
+    handled: bool
+
+
+def receive_event(endpoint_token: str, payload: bytes, signature: str | None) -> Received:
+    """Verify a delivery to the endpoint of ``endpoint_token`` and store it once; its processing is enqueued
+    in the same transaction. 404 for an unknown endpoint, 400 (:class:`Invalid`) for a missing or bad
+    signature or a body that is not a Stripe event."""
+    tenant_id = tenant_of_public_key("stripe_endpoint", endpoint_token)
+    if tenant_id is None:
+        raise NotFound("no Stripe webhook endpoint has this address")
+    with tenant_session(tenant_id) as session:
+        config = session.get(StripeWebhook, tenant_id)
+        if config is None or config.signing_secret is None:
+            raise _bad_request("this endpoint has no signing secret yet: store it with PUT /api/v1/integrations/stripe")
+        try:
+            secret = decrypt(config.signing_secret, _secret_context(tenant_id)).decode()
+        except UndecryptableSecret:
+            log.error("the Stripe signing secret of tenant %s does not decrypt with TRAILMARK_SECRET_KEYS", tenant_id)
+            raise _bad_request("the signing secret cannot be read; store it again") from None
+    if not signature:
+        raise _bad_request("the Stripe-Signature header is missing")
+    try:
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8", errors="replace"), signature, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
+        )
+    except stripe.SignatureVerificationError as error:
+        raise _bad_request(f"the Stripe-Signature does not verify: {error.user_message or error}") from None
+    if _signed_at(signature) > time.time() + SIGNATURE_TOLERANCE_SECONDS:
+        # The library checks only the past; a delivery dated ahead could be replayed until that date.
+        raise _bad_request("the Stripe-Signature timestamp is in the future; check the server's clock")
+    event = _event_of(payload)
+    if event["type"] not in HANDLED_EVENTS:
+        return Received(event["id"], stored=False, handled=False)
+    with tenant_session(tenant_id) as session:
+        inserted = session.execute(
+            text(
+                """INSERT INTO stripe_events (tenant_id, id, type, payload, received_at)
+                   VALUES (:t, :id, :type, CAST(:payload AS jsonb), :now) ON CONFLICT DO NOTHING"""
+            ),
+            {"t": tenant_id, "id": event["id"], "type": event["type"], "payload": json.dumps(event), "now": utcnow()},
+        ).rowcount  # type: ignore[attr-defined]
+        if inserted:
+            outbox.enqueue(session, PROCESS_TASK, event["id"])
+    return Received(event["id"], stored=bool(inserted), handled=True)
+
+
+class RefusedDelivery(DomainError):
+    """A delivery that is not a genuine Stripe event of this endpoint: the body or the signature is at fault."""
+
+    status = 400
+
+
+def _signed_at(signature: str) -> int:
+    """The ``t=`` of a header the library has verified (so it is there and numeric)."""
+    for part in signature.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _bad_request(message: str) -> RefusedDelivery:
+    return RefusedDelivery(message)
+
+
+def _event_of(payload: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise _bad_request("the body is not JSON") from None
+    if (
+        not isinstance(event, dict)
+        or event.get("object") != "event"
+        or not isinstance(event.get("id"), str)
+        or not 1 <= len(event["id"]) <= 255
+        or not isinstance(event.get("type"), str)
+        or len(event["type"]) > 100
+        or not isinstance(event.get("data"), dict)
+        or not isinstance(event["data"].get("object"), dict)
+    ):
+        raise _bad_request("the body is not a Stripe event (object, id, type, data.object)")
+    return event
+
+
+def process_event(session: Session, event_id: str) -> str | None:
+    """The worker's part: turn a stored event into a purchase or refunds, once. Returns the outcome (None for
+    an event that is gone). A rule the event breaks (no buyer email, an unknown currency) is its outcome, not
+    a retry: the same event would break it again."""
+    event = session.exec(select(StripeEvent).where(StripeEvent.id == event_id).with_for_update()).first()
+    if event is None:
+        return None
+    if event.processed_at is not None:
+        return event.outcome
+    try:
+        with session.begin_nested():
+            outcome = _handle(session, event.type, event.payload)
+    except DomainError as error:
+        errors = error.errors if isinstance(error, Invalid) else {}
+        details = "; ".join(f"{k} {v}" for k, v in errors.items())
+        outcome = f"refused: {error.message}" + (f" ({details})" if details else "")
+        log.warning("Stripe event %s (%s) %s", event.id, event.type, outcome)
+    event.processed_at = utcnow()
+    event.outcome = outcome[:500]
+    session.add(event)
+    return outcome
+
+
+def _handle(session: Session, event_type: str, event: dict[str, Any]) -> str:
+    obj: dict[str, Any] = event["data"]["object"]
+    at = _time(event.get("created"))
+    if event_type.startswith("checkout.session."):
+        return _checkout_completed(session, obj, at)
+    if event_type == "invoice.paid":
+        return _invoice_paid(session, obj, at)
+    if event_type == "charge.refunded":
+        return _charge_refunded(session, obj, at)
+    return f"ignored: {event_type} is not handled"
+
+
+def _checkout_completed(session: Session, checkout: dict[str, Any], at: datetime) -> str:
+    if checkout.get("payment_status") != "paid":  # an async payment method confirms later
+        return f"ignored: payment_status is {checkout.get('payment_status')!r}, not 'paid'"
+    metadata = _dict(checkout.get("metadata"))
+    details = _dict(checkout.get("customer_details"))
+    total = _int(checkout.get("amount_total"))
+    product = _text(metadata.get(PRODUCT_METADATA))
+    recorded = record_purchase(
+        session,
+        Order(
+            source=PurchaseSource.STRIPE,
+            external_id=_required_text(checkout.get("id"), "id"),
+            amount=total,
+            tax=_int(_dict(checkout.get("total_details")).get("amount_tax")),
+            currency=_text(checkout.get("currency")) or "",
+            buyer=Buyer(
+                visitor_token=_text(checkout.get("client_reference_id")) or _text(metadata.get(VISITOR_METADATA)),
+                email=_text(details.get("email")) or _text(checkout.get("customer_email")),
+                first_name=_first_name(_text(details.get("name"))),
+            ),
+            items=_line_items(checkout)
+            or ([Item(product, 1, _int(checkout.get("amount_subtotal")))] if product else []),
+            subscription_id=_id(checkout.get("subscription")),
+            occurred_at=at,
+            references=[r for r in (_id(checkout.get("payment_intent")), _id(checkout.get("invoice"))) if r],
+        ),
+    )
+    return f"{'recorded' if recorded.created else 'already recorded'}: purchase {recorded.purchase.id}"
+
+
+def _invoice_paid(session: Session, invoice: dict[str, Any], at: datetime) -> str:
+    paid = _int(invoice.get("amount_paid"))
+    if paid <= 0:  # a trial's or a fully discounted invoice: nothing was bought
+        return "ignored: nothing was paid"
+    parent = _dict(_dict(invoice.get("parent")).get("subscription_details"))
+    legacy = _dict(invoice.get("subscription_details"))
+    metadata = {**_dict(legacy.get("metadata")), **_dict(parent.get("metadata")), **_dict(invoice.get("metadata"))}
+    subscription = _id(invoice.get("subscription")) or _id(parent.get("subscription"))
+    tax = invoice.get("tax")
+    if tax is None:  # newer API versions list the taxes instead
+        tax = sum(_int(t.get("amount")) for t in invoice.get("total_taxes") or [] if isinstance(t, dict))
+    payments = [_dict(_dict(p).get("payment")) for p in _dict(invoice.get("payments")).get("data") or []]
+    references = [_id(invoice.get("payment_intent")), _id(invoice.get("charge"))]
+    references += [_id(p.get("payment_intent")) for p in payments] + [_id(p.get("charge")) for p in payments]
+    recorded = record_purchase(
+        session,
+        Order(
+            source=PurchaseSource.STRIPE,
+            external_id=_required_text(invoice.get("id"), "id"),
+            amount=paid,
+            tax=min(_int(tax), paid),
+            currency=_text(invoice.get("currency")) or "",
+            buyer=Buyer(
+                visitor_token=_text(metadata.get(VISITOR_METADATA)),
+                email=_text(invoice.get("customer_email")),
+                first_name=_first_name(_text(invoice.get("customer_name"))),
+            ),
+            items=_invoice_items(invoice),
+            subscription_id=subscription,
+            occurred_at=at,
+            references=[r for r in references if r],
+        ),
+    )
+    return f"{'recorded' if recorded.created else 'already recorded'}: purchase {recorded.purchase.id}"
+
+
+def _charge_refunded(session: Session, charge: dict[str, Any], at: datetime) -> str:
+    charge_id = _required_text(charge.get("id"), "id")
+    refunded = record_cumulative_refund(
+        session,
+        source=PurchaseSource.STRIPE,
+        payment_ref=charge_id,
+        refunded_total=_int(charge.get("amount_refunded")),
+        match_refs=[r for r in (_id(charge.get("payment_intent")), _id(charge.get("invoice"))) if r],
+        occurred_at=at,
+    )
+    if refunded.purchase is None:
+        return f"waiting: refund of {charge_id} kept until its purchase arrives"
+    return f"{'refunded' if refunded.created else 'already refunded'}: purchase {refunded.purchase.id}"
+
+
+def _line_items(checkout: dict[str, Any]) -> list[Item]:
+    """Line items, when the payload carries them (Stripe includes them only when expanded)."""
+    items = []
+    for line in _dict(checkout.get("line_items")).get("data") or []:
+        price = _dict(_dict(line).get("price"))
+        product = _id(price.get("product"))
+        if product:
+            quantity = max(1, _int(line.get("quantity")) or 1)
+            items.append(
+                Item(product, quantity, _int(line.get("amount_total")) // quantity, _text(line.get("description")))
+            )
+    return items
+
+
+def _invoice_items(invoice: dict[str, Any]) -> list[Item]:
+    items = []
+    for raw in _dict(invoice.get("lines")).get("data") or []:
+        line = _dict(raw)
+        pricing = _dict(_dict(line.get("pricing")).get("price_details"))
+        product = _id(_dict(line.get("price")).get("product")) or _id(pricing.get("product"))
+        if product:
+            quantity = max(1, _int(line.get("quantity")) or 1)
+            items.append(Item(product, quantity, _int(line.get("amount")) // quantity, _text(line.get("description"))))
+    return items
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _id(value: Any) -> str | None:
+    """A Stripe reference, given as its id or as the expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return _text(value)
+
+
+def _required_text(value: Any, name: str) -> str:
+    text_value = _text(value)
+    if text_value is None:
+        raise Invalid("the event's object is incomplete", {name: "is missing"})
+    return text_value
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _time(value: Any) -> datetime:
+    return datetime.fromtimestamp(value, UTC) if isinstance(value, int) and value > 0 else utcnow()
+
+
+def _first_name(name: str | None) -> str | None:
+    return name.split()[0][:200] if name else None

@@ -1,0 +1,42 @@
+"""Purchase tasks: processing stored Stripe events, and the hooks that follow every recorded purchase and
+refund (enqueued through the outbox by ``tenants.purchases.service``). Commissions and conversions extend
+``purchase_recorded`` and ``purchase_refunded``; until then they only log."""
+
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+from sqlmodel import Session
+
+from tenants.isolation import current_tenant_id
+from tenants.models import Purchase
+from tenants.purchases.service import RECORDED_TASK, REFUNDED_TASK
+from tenants.purchases.stripe_webhooks import PROCESS_TASK, process_event
+from workers.base import tenant_task
+
+__all__ = ["process_stripe_event", "purchase_recorded", "purchase_refunded"]
+
+log = logging.getLogger(__name__)
+
+
+@tenant_task(name=PROCESS_TASK)
+def process_stripe_event(session: Session, event_id: str) -> str | None:
+    """Idempotent: an event already processed answers its stored outcome and changes nothing."""
+    return process_event(session, event_id)
+
+
+@tenant_task(name=RECORDED_TASK)
+def purchase_recorded(session: Session, purchase_id: str) -> None:
+    """A purchase was stored (once per purchase; a redelivery of the task may run it again)."""
+    purchase = session.get(Purchase, (current_tenant_id(session), UUID(purchase_id)))
+    if purchase is not None:
+        log.debug("purchase %s recorded: %s %s", purchase.id, purchase.amount, purchase.currency)
+
+
+@tenant_task(name=REFUNDED_TASK)
+def purchase_refunded(session: Session, purchase_id: str) -> None:
+    """A purchase's refunded amount changed; the purchase row holds the new total and status."""
+    purchase = session.get(Purchase, (current_tenant_id(session), UUID(purchase_id)))
+    if purchase is not None:
+        log.debug("purchase %s refunded: %s of %s", purchase.id, purchase.refunded_amount, purchase.amount)
