@@ -15,14 +15,29 @@ from tenants.models.identity import (
 )
 from tenants.models.memberships import Member, MembershipSite, Page
 from tenants.models.outbox import OutboxMessage
+from tenants.models.partners import (
+    CodeKind,
+    ContactReferrer,
+    Partner,
+    PartnerAccount,
+    PartnerCode,
+    PartnerStatus,
+    Program,
+    ProgramProduct,
+    ReferralClick,
+    ReferrerRule,
+    SharedReferralFields,
+)
 from tenants.models.tracking import DEFAULT_PARTNER_PARAMS, Site, Visit, Visitor
 
 __all__ = [
     "DEFAULT_PARTNER_PARAMS",
     "ApiKey",
     "AuditEntry",
+    "CodeKind",
     "Contact",
     "ContactField",
+    "ContactReferrer",
     "EmailLink",
     "Evidence",
     "FieldType",
@@ -34,7 +49,16 @@ __all__ = [
     "MembershipSite",
     "OutboxMessage",
     "Page",
+    "Partner",
+    "PartnerAccount",
+    "PartnerCode",
+    "PartnerStatus",
+    "Program",
+    "ProgramProduct",
+    "ReferralClick",
+    "ReferrerRule",
     "Scope",
+    "SharedReferralFields",
     "Site",
     "Tenant",
     "TenantOwned",
