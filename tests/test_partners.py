@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from urllib.parse import parse_qs, urlsplit
+from uuid import UUID, uuid4
 
 import pytest
 from litestar.testing import TestClient
@@ -24,14 +25,18 @@ from tenants.tracking.hits import Envelope, Hit
 from tenants.tracking.ingest import store_envelopes
 from tenants.tracking.visitors import VISITOR_PURPOSE
 from tests.conftest import TenantHandle, wait_stored
+from tests.support.dashboard import csrf_of
 from tests.support.partners import (
     BROWSER,
     ORIGIN,
+    PASSWORD,
     ProgramHandle,
     arrive_through,
     collect,
+    give_password,
     hit,
     make_program,
+    portal_login,
     referral_clicks,
 )
 
@@ -267,3 +272,162 @@ def test_a_partner_scope_reads_nothing_of_another_partner(program: ProgramHandle
             ).rowcount
             == 0
         )  # type: ignore[attr-defined]
+
+
+def test_a_partner_applies_proves_the_address_by_mail_and_waits_for_approval(
+    client: TestClient[Any], program: ProgramHandle, mailbox: Any, worker: Any
+) -> None:
+    slug = program.tenant.slug
+    form = client.get(f"/p/{slug}/apply")
+    assert form.status_code == 200, form.text
+    answer = client.post(
+        f"/p/{slug}/apply",
+        data={"csrf": csrf_of(form.text), "program_id": str(program.program_id), "email": "ana@example.com"},
+    )
+    assert answer.status_code == 200 and "Check your email" in answer.text
+    with tenant_session(program.tenant.tenant_id) as session:
+        assert not partners.list_partners(session, status=PartnerStatus.APPLIED)  # nothing before the link
+    (link,) = mailbox.links("ana@example.com", "Confirm your application", f"/p/{slug}/apply/confirm")
+    confirm = client.get(urlsplit(link).path + "?" + urlsplit(link).query)
+    assert confirm.status_code == 200 and "ana@example.com" in confirm.text
+    token = parse_qs(urlsplit(link).query)["token"][0]
+    short = client.post(
+        f"/p/{slug}/apply/confirm", data={"csrf": csrf_of(confirm.text), "token": token, "password": "short"}
+    )
+    assert short.status_code == 422 and "password" in short.text
+    done = client.post(
+        f"/p/{slug}/apply/confirm",
+        data={"csrf": csrf_of(confirm.text), "token": token, "password": PASSWORD},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == f"/p/{slug}"
+    assert "waiting for approval" in client.get(f"/p/{slug}").text
+    assert "No codes yet" in client.get(f"/p/{slug}/links").text
+    # The link is used up: a second password cannot be chosen with it.
+    again = client.post(
+        f"/p/{slug}/apply/confirm", data={"csrf": csrf_of(confirm.text), "token": token, "password": PASSWORD}
+    )
+    assert again.status_code == 422
+
+    with tenant_session(program.tenant.tenant_id) as session:
+        (ana,) = partners.list_partners(session, status=PartnerStatus.APPLIED)
+    approved = client.post(f"/api/v1/partners/{ana.id}/approve", headers=program.tenant.headers)
+    assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    links_page = client.get(f"/p/{slug}/links", params={"sid": "newsletter"})
+    assert f"{ORIGIN}/?ref=ana-" in links_page.text and "sid=newsletter" in links_page.text
+    mailbox.wait_for("ana@example.com", "You are a partner of Friends")
+
+
+def test_a_partner_sees_nothing_of_another_partner_in_the_portal(program: ProgramHandle) -> None:
+    from litestar.testing import TestClient as Client
+
+    from api.app import create_app
+
+    pat, quinn = program.partners["pat"], program.partners["quinn"]
+    with tenant_session(program.tenant.tenant_id) as session:
+        for code, email in (("pat-link", "paula@example.com"), ("quinn-link", "quentin@example.com")):
+            browser = _store_click(session, program, code, datetime.now(UTC))
+            contact = create_contact(session, ContactChanges(email=email, first_name=email[0].upper() + "x")).id
+            from tenants.identity.service import link_visitor
+            from tenants.models import Evidence
+
+            link_visitor(session, visitor_id=browser, contact_id=contact, evidence=Evidence.FORM, new_contact=True)
+    give_password(program.tenant, pat.id)
+    with Client(app=create_app()) as client:
+        assert portal_login(client, program.tenant.slug, pat.email).status_code == 303
+        referrals_page = client.get(f"/p/{program.tenant.slug}/referrals").text
+        assert "p•••@example.com" in referrals_page  # masked, as the program shares them by default
+        assert "paula@" not in referrals_page and "quentin" not in referrals_page and "q•••" not in referrals_page
+        links_page = client.get(f"/p/{program.tenant.slug}/links").text
+        assert "pat-link" in links_page and "pat-promo" in links_page and "quinn" not in links_page
+        home = client.get(f"/p/{program.tenant.slug}").text
+        assert "<dd>1</dd>" in home  # one click, one lead: Pat's own, not Quinn's
+        assert "quinn" not in client.get(f"/p/{program.tenant.slug}/settings").text.lower()
+    with tenant_session(program.tenant.tenant_id) as session:
+        partners.update_program(session, program.program_id, partners.ProgramSettings(shared_referral_fields="full"))
+    with Client(app=create_app()) as client:
+        portal_login(client, program.tenant.slug, pat.email)
+        shared = client.get(f"/p/{program.tenant.slug}/referrals").text
+        assert "paula@example.com" in shared and "quentin" not in shared
+    assert quinn.id != pat.id
+
+
+def test_a_partner_of_one_tenant_cannot_log_in_at_another_tenants_portal(
+    client: TestClient[Any], program: ProgramHandle, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    other = make_program(make_tenant("Other"), "olga")
+    pat = program.partners["pat"]
+    give_password(program.tenant, pat.id)
+    refused = portal_login(client, other.tenant.slug, pat.email)
+    assert refused.status_code == 401 and "not right" in refused.text
+    assert portal_login(client, program.tenant.slug, pat.email).status_code == 303
+    # Pat's session cookie names nobody at the other portal.
+    elsewhere = client.get(f"/p/{other.tenant.slug}", follow_redirects=False)
+    assert elsewhere.status_code == 303 and elsewhere.headers["location"] == f"/p/{other.tenant.slug}/login"
+    assert client.get(f"/p/{program.tenant.slug}", follow_redirects=False).status_code == 200
+    wrong = portal_login(client, program.tenant.slug, pat.email, "not the password")
+    assert wrong.status_code == 401
+
+
+def test_suspended_partners_cannot_log_in_and_their_links_stop_counting(
+    client: TestClient[Any], program: ProgramHandle
+) -> None:
+    pat = program.partners["pat"]
+    give_password(program.tenant, pat.id)
+    suspended = client.post(f"/api/v1/partners/{pat.id}/suspend", headers=program.tenant.headers)
+    assert suspended.status_code == 200 and suspended.json()["status"] == "suspended"
+    assert portal_login(client, program.tenant.slug, pat.email).status_code == 403
+    # Rejecting is for applications only.
+    assert client.post(f"/api/v1/partners/{pat.id}/reject", headers=program.tenant.headers).status_code == 409
+    with tenant_session(program.tenant.tenant_id) as session:
+        browser = _store_click(session, program, "pat-link", datetime.now(UTC))
+    assert credit(program, None, browser) is None
+
+
+def test_the_tenant_api_runs_a_program(client: TestClient[Any], make_tenant: Callable[..., TenantHandle]) -> None:
+    tenant = make_tenant("Api")
+    headers = tenant.headers
+    body = {"name": "Affiliates", "landing_url": "https://api.example/start", "currency": "USD", "tiers": 2}
+    created = client.post("/api/v1/partner-programs", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    program = created.json()
+    assert program["referrer_rule"] == "first" and program["portal_url"].endswith(f"/p/{tenant.slug}/login")
+    assert client.post("/api/v1/partner-programs", json={**body, "currency": "usd"}, headers=headers).status_code == 422
+    product = {
+        "product": "course",
+        "level1": {"kind": "percent", "value": 3000},
+        "level2": {"kind": "flat", "value": 500},
+    }
+    assert (
+        client.post(f"/api/v1/partner-programs/{program['id']}/products", json=product, headers=headers).status_code
+        == 200
+    )
+    too_much = {**product, "level1": {"kind": "percent", "value": 10001}}
+    refused = client.post(f"/api/v1/partner-programs/{program['id']}/products", json=too_much, headers=headers)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "level1.value"
+    changed = client.patch(f"/api/v1/partner-programs/{program['id']}", json={"referrer_rule": "last"}, headers=headers)
+    assert changed.json()["referrer_rule"] == "last"
+
+    partner = client.post(
+        "/api/v1/partners", json={"program_id": program["id"], "email": "rita@example.com"}, headers=headers
+    ).json()
+    assert partner["status"] == "applied"
+    again = client.post(
+        "/api/v1/partners", json={"program_id": program["id"], "email": "RITA@example.com"}, headers=headers
+    )
+    assert again.status_code == 409
+    assert client.post(f"/api/v1/partners/{partner['id']}/suspend", headers=headers).status_code == 409
+    assert client.post(f"/api/v1/partners/{partner['id']}/approve", headers=headers).json()["status"] == "approved"
+    codes = client.get("/api/v1/partner-codes", params={"partner_id": partner["id"]}, headers=headers).json()
+    assert [c["kind"] for c in codes] == ["link"] and codes[0]["link"].startswith("https://api.example/start?ref=rita-")
+    promo = {"partner_id": partner["id"], "code": "rita10", "kind": "promo"}
+    assert client.post("/api/v1/partner-codes", json=promo, headers=headers).status_code == 201
+    assert client.post("/api/v1/partner-codes", json=promo, headers=headers).status_code == 409
+    bad = client.post("/api/v1/partner-codes", json={**promo, "code": "rita@10"}, headers=headers)
+    assert bad.status_code == 422
+    unknown = client.post(
+        "/api/v1/partner-codes", json={**promo, "partner_id": str(uuid4()), "code": "x-1"}, headers=headers
+    )
+    assert unknown.status_code == 404
+    other = make_tenant("Elsewhere")
+    assert client.get(f"/api/v1/partners/{partner['id']}", headers=other.headers).status_code == 404

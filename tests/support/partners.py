@@ -17,7 +17,17 @@ from tenants.models import CodeKind, PartnerStatus
 from tenants.partners import service as partners
 from tests.conftest import SiteHandle, TenantHandle, make_site, token_after, wait_until
 
-__all__ = ["ORIGIN", "PartnerHandle", "ProgramHandle", "arrive_through", "make_program", "referral_clicks"]
+__all__ = [
+    "ORIGIN",
+    "PASSWORD",
+    "PartnerHandle",
+    "ProgramHandle",
+    "arrive_through",
+    "give_password",
+    "make_program",
+    "portal_login",
+    "referral_clicks",
+]
 
 ORIGIN = "https://shop.example"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
@@ -90,3 +100,35 @@ def arrive_through(
     token = token_after(collect(client, program.site, landing, token=token), token)
     wait_until(lambda: referral_clicks(program.tenant, hit_id=landing["hit_id"]), 60, f"the click on {code} recorded")
     return token
+
+
+PASSWORD = "correct horse battery"
+
+
+def give_password(tenant: TenantHandle, partner_id: UUID, password: str = PASSWORD) -> None:
+    """The portal account a partner has once it followed its mailed link and chose ``password``."""
+    from tenants.models import PartnerAccount, utcnow
+    from tenants.security.passwords import hash_password
+
+    with tenant_session(tenant.tenant_id) as session:
+        now = utcnow()
+        session.add(
+            PartnerAccount(
+                partner_id=partner_id,
+                password_hash=hash_password(password),
+                password_changed_at=now,
+                email_verified_at=now,
+            )
+        )
+
+
+def portal_login(client: Any, tenant_slug: str, email: str, password: str = PASSWORD) -> Any:
+    """Log in at the tenant's portal through its form (the client keeps the cookies); returns the answer."""
+    from tests.support.dashboard import csrf_of
+
+    token = csrf_of(client.get(f"/p/{tenant_slug}/login").text)
+    return client.post(
+        f"/p/{tenant_slug}/login",
+        data={"csrf": token, "email": email, "password": password},
+        follow_redirects=False,
+    )
