@@ -35,9 +35,10 @@ RuleName = Annotated[
 WindowDays = Annotated[int, msgspec.Meta(ge=1, le=365, description="Days after a click that it may still credit")]
 Tiers = Annotated[int, msgspec.Meta(ge=1, le=2, description="2: the recruiting partner earns the level-2 rate")]
 HoldDays = Annotated[int, msgspec.Meta(ge=0, le=365, description="Days a commission waits before it is payable")]
-MinorUnits = Annotated[int, msgspec.Meta(ge=0, le=2**62, description="In minor units of the currency (cents)")]
+MinorUnits = Annotated[int, msgspec.Meta(ge=0, le=10**15, description="In minor units of the currency (cents)")]
 RecurringMonths = Annotated[
-    int, msgspec.Meta(ge=0, le=1200, description="Months renewals earn; null: for the subscription's life")
+    int,
+    msgspec.Meta(ge=0, le=1200, description="Months renewals earn; null: for the subscription's life"),
 ]
 SelfReferral = Annotated[
     Literal["refuse", "hold"], msgspec.Meta(description="A buyer with the partner's own email: refused or held")
@@ -141,7 +142,7 @@ class Rate(msgspec.Struct, forbid_unknown_fields=True):
     """``percent``: ``value`` in basis points (1250 = 12.5 %, at most 10000); ``flat``: minor units."""
 
     kind: Literal["percent", "flat"]
-    value: Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+    value: Annotated[int, msgspec.Meta(ge=0, le=10**15)]
 
 
 class ProductSet(msgspec.Struct, forbid_unknown_fields=True):

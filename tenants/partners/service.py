@@ -92,7 +92,7 @@ def _validated_program(values: ProgramSettings) -> dict[str, Any]:  # noqa: PLR0
             errors["name"] = "must be 1 to 200 characters"
         changes["name"] = values.name.strip()
     if values.landing_url is not None:
-        if not values.landing_url.startswith(("https://", "http://")) or len(values.landing_url) > 2048:
+        if not values.landing_url.startswith(("https://", "http://")) or len(values.landing_url) > 4096:
             errors["landing_url"] = "must be an http(s) URL of the tenant's site"
         changes["landing_url"] = values.landing_url
     if values.currency is not None:
