@@ -16,9 +16,11 @@ from api.partners.schemas import (
     CodeCreate,
     CodePublic,
     CodeUpdate,
+    FlatRate,
     PartnerCreate,
     PartnerPublic,
     PartnerUpdate,
+    PercentRate,
     ProductPublic,
     ProductSet,
     ProgramCreate,
@@ -30,6 +32,10 @@ from tenants.models import CodeKind, PartnerCode, PartnerStatus, Program, Scope
 from tenants.partners import service as partners
 
 __all__ = ["PartnerCodesController", "PartnerProgramsController", "PartnersController"]
+
+
+def _commission_rate(rate: PercentRate | FlatRate) -> partners.CommissionRate:
+    return partners.CommissionRate("percent" if isinstance(rate, PercentRate) else "flat", rate.value)
 
 
 def _program(session: Session, program: Program) -> ProgramPublic:
@@ -91,8 +97,8 @@ class PartnerProgramsController(Controller):
         self, caller: NamedDependency[ApiCaller], program_id: FromPath[UUID], data: JSONBody[ProductSet]
     ) -> ProductPublic:
         """Only products of the program earn. 422 for a percent rate above 10000 basis points."""
-        level1 = partners.CommissionRate(data.level1.kind, data.level1.value)
-        level2 = partners.CommissionRate(data.level2.kind, data.level2.value) if data.level2 else None
+        level1 = _commission_rate(data.level1)
+        level2 = _commission_rate(data.level2) if data.level2 else None
         with caller.session(Scope.WRITE) as session:
             return ProductPublic.of(partners.set_product(session, program_id, data.product, level1, level2))
 

@@ -16,9 +16,11 @@ __all__ = [
     "CodeCreate",
     "CodePublic",
     "CodeUpdate",
+    "FlatRate",
     "PartnerCreate",
     "PartnerPublic",
     "PartnerUpdate",
+    "PercentRate",
     "ProductPublic",
     "ProductSet",
     "ProgramCreate",
@@ -138,11 +140,23 @@ class ProgramPublic(msgspec.Struct):
         )
 
 
-class Rate(msgspec.Struct, forbid_unknown_fields=True):
-    """``percent``: ``value`` in basis points (1250 = 12.5 %, at most 10000); ``flat``: minor units."""
+class PercentRate(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="percent"):
+    """A share of the item's amount before tax, in basis points (1250 = 12.5 %)."""
 
-    kind: Literal["percent", "flat"]
+    value: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+
+
+class FlatRate(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="flat"):
+    """A fixed amount per item, in minor units of the program's currency."""
+
     value: Annotated[int, msgspec.Meta(ge=0, le=10**15)]
+
+
+Rate = PercentRate | FlatRate
+
+
+def _rate(kind: str, value: int) -> Rate:
+    return PercentRate(value) if kind == "percent" else FlatRate(value)
 
 
 class ProductSet(msgspec.Struct, forbid_unknown_fields=True):
@@ -160,12 +174,8 @@ class ProductPublic(msgspec.Struct):
 
     @classmethod
     def of(cls, row: ProgramProduct) -> ProductPublic:
-        level2 = (
-            Rate(cast(Literal["percent", "flat"], row.level2_kind), row.level2_value)
-            if row.level2_kind and row.level2_value is not None
-            else None
-        )
-        return cls(row.product, Rate(cast(Literal["percent", "flat"], row.level1_kind), row.level1_value), level2)
+        level2 = _rate(row.level2_kind, row.level2_value) if row.level2_kind and row.level2_value is not None else None
+        return cls(row.product, _rate(row.level1_kind, row.level1_value), level2)
 
 
 class PartnerCreate(msgspec.Struct, forbid_unknown_fields=True):
