@@ -17,6 +17,8 @@ from api.memberships.controller import MembershipController
 from api.openapi import StrictStructSchemaPlugin, docs_assets, openapi_config
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.serving import PAGE_HANDLERS
+from api.partners.controller import PartnerCodesController, PartnerProgramsController, PartnersController
+from api.partners.portal import PartnerPortalController
 from api.problems import EXCEPTION_HANDLERS
 from api.purchases.controller import PurchasesController, StripeIntegrationController, stripe_webhook
 from api.reports.controller import ReportsController
@@ -65,7 +67,11 @@ def create_app() -> Litestar:
             PurchasesController,
             StripeIntegrationController,
             stripe_webhook,
+            PartnerProgramsController,
+            PartnersController,
+            PartnerCodesController,
             MembershipController,
+            PartnerPortalController,
             *PAGE_HANDLERS,
             tracker_script,
             collect,

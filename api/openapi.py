@@ -178,11 +178,24 @@ class StrictStructSchemaPlugin(StructSchemaPlugin):
                 for array in (prop, *(prop.one_of or ())):
                     if isinstance(array, Schema) and array.type == OpenAPIType.ARRAY:
                         array.items = items
+            prop = (schema.properties or {}).get(field.encode_name)
+            if isinstance(prop, Schema) and prop.minimum is None and _int_minimum(field.type) == 0:
+                prop.minimum = 0  # Litestar leaves a zero minimum out of an optional or nullable integer
         if struct.__struct_config__.forbid_unknown_fields:
             schema.additional_properties = False
         if struct.__doc__ and not schema.description:
             schema.description = inspect.cleandoc(struct.__doc__).split("\n\n")[0].replace("\n", " ")
         return schema
+
+
+def _int_minimum(field_type: msgspec.inspect.Type) -> int | None:
+    """``ge`` of an ``Annotated[int, Meta(ge=…)]`` field (optional, nullable or not), else None."""
+    options = field_type.types if isinstance(field_type, msgspec.inspect.UnionType) else (field_type,)
+    for option in options:
+        inner = option.type if isinstance(option, msgspec.inspect.Metadata) else option
+        if isinstance(inner, msgspec.inspect.IntType) and inner.ge is not None:
+            return inner.ge
+    return None
 
 
 def _constrained_string_items(field_type: msgspec.inspect.Type) -> Schema | None:

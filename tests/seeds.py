@@ -75,6 +75,48 @@ def _memberships(session: Session) -> None:
     )
 
 
+def _partners(session: Session) -> None:
+    """A program with a product, an approved partner with a portal account and codes, a referral click stored by
+    ingest, and the referred contact it bound when that browser filled a form."""
+    from tenants.contacts.service import ContactChanges, upsert_by_email
+    from tenants.identity.service import link_visitor
+    from tenants.models import CodeKind, Evidence, PartnerAccount, PartnerStatus, utcnow
+    from tenants.partners import service as partners
+
+    program = partners.create_program(
+        session, partners.ProgramSettings(name="Seed friends", landing_url="https://seed.example/", currency="EUR")
+    )
+    partners.set_product(session, program.id, "seed-course", partners.CommissionRate("percent", 2000), None)
+    partner = partners.create_partner(
+        session,
+        program_id=program.id,
+        email=f"partner-{uuid4().hex[:8]}@example.com",
+        status=PartnerStatus.APPROVED,
+    )
+    session.add(PartnerAccount(partner_id=partner.id, email_verified_at=utcnow()))
+    code = partners.create_code(session, partner_id=partner.id, code=f"seed-{uuid4().hex[:8]}", kind=CodeKind.LINK)
+    site = create_site(session, name="Seed partners", allowed_origins=["https://seed.example"])
+    now = int(time.time() * 1000)
+    visitor_id = new_id()
+    landing = Hit(
+        hit_id=uuid4(), ts=now, url=f"https://seed.example/?ref={code.code}", path="/", partner_code=code.code
+    )
+    store_envelopes(
+        session,
+        [
+            Envelope(
+                tenant_id=current_tenant_id(session),
+                site_id=site.id,
+                visitor_id=visitor_id,
+                received_at=now,
+                hits=[landing],
+            )
+        ],
+    )
+    referred, created = upsert_by_email(session, ContactChanges(email=f"referred-{uuid4().hex[:8]}@example.com"))
+    link_visitor(session, visitor_id=visitor_id, contact_id=referred.id, evidence=Evidence.FORM, new_contact=created)
+
+
 def _audit(session: Session) -> None:
     from tenants.audit.service import record_action
 
@@ -143,4 +185,11 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "purchase_rollups": _purchases,  # the trigger counts each purchase
     "stripe_webhooks": _purchases,
     "stripe_events": _purchases,
+    "programs": _partners,
+    "program_products": _partners,
+    "partners": _partners,
+    "partner_accounts": _partners,
+    "partner_codes": _partners,
+    "referral_clicks": _partners,
+    "contact_referrers": _partners,
 }

@@ -147,6 +147,7 @@ def _hits(draw: st.DrawFn) -> dict[str, Any]:
         "click_ids": st.dictionaries(st.sampled_from(["fbclid", "gclid", "msclkid", "ttclid"]), _short_text),
         "cookies": st.dictionaries(st.sampled_from(["_fbc", "_fbp", "_ttp"]), _short_text),
         "partner_code": _short_text,
+        "partner_sid": _short_text,
         "lang": st.text(max_size=10),
         "screen": st.text(max_size=10),
         "event_name": _short_text,

@@ -240,7 +240,7 @@ def submit(form_key: str, values: dict[str, str], context: SubmissionContext) ->
             if earlier is not None:  # the same submission again (a double click, a retry)
                 return SubmissionResult(accepted=True, form=form, contact_id=earlier.contact_id)
         try:
-            contact, _ = upsert_by_email(session, changes)
+            contact, created = upsert_by_email(session, changes)
         except Invalid as error:  # name the form's fields, not the contact's
             names = {_contact_field(spec["maps_to"]): spec["name"] for spec in form.fields}
             raise Invalid(error.message, {names.get(k, k): v for k, v in error.errors.items()}) from None
@@ -264,6 +264,7 @@ def submit(form_key: str, values: dict[str, str], context: SubmissionContext) ->
             evidence=Evidence.FORM,
             site_id=ref.site_id,
             detail={"form_id": str(form.id)},
+            new_contact=created,
         )
         return SubmissionResult(
             accepted=True,

@@ -38,6 +38,7 @@ from tenants.models import (
     utcnow,
 )
 from tenants.outbox import service as outbox
+from tenants.partners.referrals import bind_referrers
 from tenants.security.tokens import get_signer
 from tenants.tracking.touches import CAMPAIGN_SQL, TOUCH_SQL
 from tenants.tracking.visitors import VISITOR_PURPOSE
@@ -89,9 +90,12 @@ def link_visitor(
     evidence: Evidence,
     site_id: UUID | None = None,
     detail: dict[str, Any] | None = None,
+    new_contact: bool = False,
 ) -> LinkOutcome:
     """Apply the identity rules to one browser and one piece of evidence, in the caller's transaction,
-    and enqueue the history merge (through the outbox) when the visitor's contact changed."""
+    and enqueue the history merge (through the outbox) when the visitor's contact changed. The partners of the
+    browser's live referrals are bound to the contact (``new_contact``: it was made by this evidence, so it
+    gets its first referrer too)."""
     tenant_id = current_tenant_id(session)
     now = utcnow()
     # The browser may not have been ingested yet (its hits still in the stream): make sure it exists.
@@ -109,6 +113,14 @@ def link_visitor(
         if visitor.evidence is None or Evidence(visitor.evidence).rank < evidence.rank:
             visitor.evidence = evidence.value  # stronger proof of the same person
             session.add(visitor)
+        bind_referrers(
+            session,
+            contact_id=contact_id,
+            visitor_id=visitor_id,
+            new_contact=new_contact,
+            evidence=evidence.value,
+            now=now,
+        )
         return LinkOutcome.UNCHANGED
     live_login = visitor.logged_in_until is not None and visitor.logged_in_until > now
     if previous is not None and live_login and evidence != Evidence.LOGIN:
@@ -140,6 +152,9 @@ def link_visitor(
         previous_contact_id=previous,
         evidence=evidence.value,
         detail={**detail, "conflict": previous is not None},
+    )
+    bind_referrers(
+        session, contact_id=contact_id, visitor_id=visitor_id, new_contact=new_contact, evidence=evidence.value, now=now
     )
     if outcome == LinkOutcome.LINKED:
         # Its anonymous history is this contact's. A re-pointed device's history stays with the

@@ -4,6 +4,9 @@ Every transaction of a :func:`tenant_session` starts with
 ``set_config('app.tenant_id', :tenant_id, true)``: transaction-local and a bound parameter, so a pooled
 connection never carries a tenant into the next transaction. PostgreSQL row-level security does
 the filtering; a session without a tenant sees no tenant rows at all.
+
+A :func:`partner_session` (the partner portal) also sets ``app.partner_id`` the same way; the partner tables'
+restrictive policies then show only that partner's rows, and every other tenant table shows none.
 """
 
 from __future__ import annotations
@@ -26,17 +29,21 @@ from tenants.settings import get_settings
 T = TypeVar("T")
 
 __all__ = [
+    "PARTNER_KEY",
     "TENANT_KEY",
     "current_tenant_id",
     "dispose_engine",
     "get_engine",
     "get_owned",
+    "partner_session",
     "system_session",
     "tenant_session",
 ]
 
 TENANT_KEY = "tenant_id"
 """Key in ``Session.info`` that holds the tenant of every transaction of the session."""
+PARTNER_KEY = "partner_id"
+"""Key in ``Session.info`` that holds the partner a portal session is narrowed to."""
 
 _engine: Engine | None = None
 _lock = threading.Lock()
@@ -85,7 +92,14 @@ os.register_at_fork(after_in_child=_forget_engine_after_fork)
 def _bind_tenant(session: Session, _transaction: SessionTransaction, connection: Connection) -> None:
     tenant_id = session.info.get(TENANT_KEY)
     if tenant_id is not None:
-        connection.exec_driver_sql("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        partner_id = session.info.get(PARTNER_KEY)
+        if partner_id is None:
+            connection.exec_driver_sql("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
+        else:
+            connection.exec_driver_sql(
+                "SELECT set_config('app.tenant_id', %s, true), set_config('app.partner_id', %s, true)",
+                (str(tenant_id), str(partner_id)),
+            )
 
 
 @contextmanager
@@ -93,6 +107,22 @@ def tenant_session(tenant_id: UUID, *, engine: Engine | None = None) -> Iterator
     """A session whose every transaction is scoped to ``tenant_id``; commits on success, rolls back
     on error."""
     session = Session(engine or get_engine(), expire_on_commit=False, info={TENANT_KEY: tenant_id})
+    with session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+@contextmanager
+def partner_session(tenant_id: UUID, partner_id: UUID, *, engine: Engine | None = None) -> Iterator[Session]:
+    """A :func:`tenant_session` narrowed to one partner (the partner portal): it sees that partner's rows of
+    the partner tables, the contacts it referred, and nothing of any other table or partner."""
+    session = Session(
+        engine or get_engine(), expire_on_commit=False, info={TENANT_KEY: tenant_id, PARTNER_KEY: partner_id}
+    )
     with session:
         try:
             yield session

@@ -1,4 +1,5 @@
-"""Registrations waiting for their address to be proved: what the register form collected, in Redis.
+"""Registrations waiting for their address to be proved: what the register form collected, in Redis (members of
+a membership site, partners applying to a program).
 
 Nothing is written to the database before the owner of the address follows the emailed link, so a
 stranger who registers with someone else's address changes no contact, member or visitor. The link
@@ -21,7 +22,8 @@ __all__ = ["PendingRegistration", "load_pending", "save_pending"]
 @dataclass(frozen=True)
 class PendingRegistration:
     id: UUID
-    membership_site_id: UUID
+    place_id: UUID
+    """What the registration is for: the membership site, or the partner program applied to."""
     email: str
     first_name: str | None
     next_path: str | None
@@ -34,7 +36,7 @@ def _key(tenant_id: UUID, registration_id: UUID) -> str:
 
 def save_pending(
     tenant_id: UUID,
-    membership_site_id: UUID,
+    place_id: UUID,
     *,
     email: str,
     first_name: str | None,
@@ -42,7 +44,7 @@ def save_pending(
     lifetime_seconds: int,
 ) -> PendingRegistration:
     """Keep a registration for ``lifetime_seconds`` (the life of its link) under a fresh id."""
-    pending = PendingRegistration(new_id(), membership_site_id, email, first_name, next_path)
+    pending = PendingRegistration(new_id(), place_id, email, first_name, next_path)
     data = {k: str(v) if isinstance(v, UUID) else v for k, v in asdict(pending).items() if k != "id"}
     get_redis().set(_key(tenant_id, pending.id), json.dumps(data), ex=lifetime_seconds)
     return pending
@@ -56,7 +58,7 @@ def load_pending(tenant_id: UUID, registration_id: UUID) -> PendingRegistration 
     data = json.loads(raw)
     return PendingRegistration(
         id=registration_id,
-        membership_site_id=UUID(data["membership_site_id"]),
+        place_id=UUID(data.get("place_id") or data["membership_site_id"]),  # links mailed before the rename
         email=data["email"],
         first_name=data["first_name"],
         next_path=data["next_path"],

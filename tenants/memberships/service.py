@@ -23,7 +23,8 @@ from tenants.identity.service import link_visitor
 from tenants.isolation import current_tenant_id, get_owned, tenant_session
 from tenants.models import Contact, Evidence, Member, MembershipSite, new_id, utcnow
 from tenants.outbox import service as outbox
-from tenants.ratelimit import check_failures, check_rate, clear_failures, record_failure
+from tenants.ratelimit import check_failures, check_rate, record_failure
+from tenants.security.logins import FAILURE_WINDOW, FAILURES_PER_IP, LoginThrottle, password_matches
 from tenants.security.passwords import (
     hash_password,
     require_valid_password,
@@ -62,10 +63,7 @@ RESET_PURPOSE = "password-reset"
 RESET_MAX_AGE = 3600
 INVITE_MAX_AGE = 7 * 24 * 3600
 MAIL_TASK = "trailmark.mail.send"
-FAILURES_PER_ACCOUNT_AND_IP = 5
-"""Per account *and* address: an attacker elsewhere cannot lock the real member out."""
-FAILURES_PER_IP = 30
-FAILURE_WINDOW = 15 * 60
+MEMBER_LOGINS = LoginThrottle("login")
 REGISTRATION_PURPOSE = "registration"
 REGISTRATION_MAX_AGE = 24 * 3600
 REGISTRATIONS_PER_ADDRESS = 5
@@ -73,7 +71,6 @@ REGISTRATIONS_PER_ADDRESS = 5
 REGISTRATIONS_PER_IP = 30
 REGISTRATION_WINDOW = 3600
 MAX_NEXT_PATH = 2048
-_DUMMY_HASH = hash_password("timing equaliser for unknown accounts")
 
 
 def create_membership_site(
@@ -213,7 +210,12 @@ class LoginResult:
 
 
 def _start_session(
-    session: Session, member: Member, *, presented_session: str | None, visitor_tokens: tuple[str | None, ...]
+    session: Session,
+    member: Member,
+    *,
+    presented_session: str | None,
+    visitor_tokens: tuple[str | None, ...],
+    new_contact: bool = False,
 ) -> LoginResult:
     """Rotate: the session id the browser offered dies; a new one is made. The device is identified."""
     tenant_id = current_tenant_id(session)
@@ -233,6 +235,7 @@ def _start_session(
         contact_id=member.contact_id,
         evidence=Evidence.LOGIN,
         detail={"membership_site_id": str(member.membership_site_id)},
+        new_contact=new_contact,
     )
     # While the login lives, a forwarded email link cannot re-point this device.
     session.execute(
@@ -253,22 +256,16 @@ def log_in(
     visitor_tokens: tuple[str | None, ...],
 ) -> LoginResult:
     """Check the password (throttled per account+address and per address) and start a session."""
-    account_key = f"{site_id}:{email.strip().lower()}:{ip}"
-    check_failures(tenant_id, "login", account_key, limit=FAILURES_PER_ACCOUNT_AND_IP)
-    if ip:
-        check_failures(tenant_id, "login-ip", ip, limit=FAILURES_PER_IP)
+    account = f"{site_id}:{email.strip().lower()}"
+    MEMBER_LOGINS.check(tenant_id, account, ip)
     with tenant_session(tenant_id) as session:
         get_membership_site(session, site_id)
         member = _member_by_email(session, site_id, email)
         password_hash = member.password_hash if member and member.password_hash and not member.disabled else None
-        # Verify even for unknown accounts so timing does not tell which emails are members.
-        valid = verify_password(password_hash or _DUMMY_HASH, password) and password_hash is not None
-        if not valid or member is None:
-            record_failure(tenant_id, "login", account_key, window_seconds=FAILURE_WINDOW)
-            if ip:
-                record_failure(tenant_id, "login-ip", ip, window_seconds=FAILURE_WINDOW)
+        if not password_matches(password_hash, password) or member is None:
+            MEMBER_LOGINS.failed(tenant_id, account, ip)
             raise Unauthorized("the email or password is not right")
-        clear_failures(tenant_id, "login", account_key)
+        MEMBER_LOGINS.succeeded(tenant_id, account, ip)
         return _start_session(session, member, presented_session=presented_session, visitor_tokens=visitor_tokens)
 
 
@@ -357,7 +354,7 @@ def _verified_registration(session: Session, site_id: UUID, token: str) -> Pendi
     tenant_id = current_tenant_id(session)
     claims = get_signer().verify(token, REGISTRATION_PURPOSE, tenant_id, max_age=REGISTRATION_MAX_AGE)
     pending = load_pending(tenant_id, claims.subject) if claims else None
-    if pending is None or pending.membership_site_id != site_id:
+    if pending is None or pending.place_id != site_id:
         raise _link_invalid()
     site = get_membership_site(session, site_id)
     if site.registration != "open":
@@ -388,7 +385,7 @@ def complete_registration(
         pending = _verified_registration(session, site_id, token)  # a dead link says so, whatever the password
         require_valid_password(password)
         # Serialises completions for one address (the lock lasts to commit): the second finds a password.
-        contact, _ = upsert_by_email(session, ContactChanges(email=pending.email))
+        contact, created = upsert_by_email(session, ContactChanges(email=pending.email))
         member = session.exec(
             select(Member)
             .where(Member.membership_site_id == site_id, Member.contact_id == contact.id)
@@ -405,7 +402,9 @@ def complete_registration(
         member.password_changed_at = utcnow()
         session.add(member)
         session.flush()
-        result = _start_session(session, member, presented_session=presented_session, visitor_tokens=visitor_tokens)
+        result = _start_session(
+            session, member, presented_session=presented_session, visitor_tokens=visitor_tokens, new_contact=created
+        )
         return replace(result, next_path=pending.next_path)
 
 

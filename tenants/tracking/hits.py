@@ -88,6 +88,8 @@ class Hit(msgspec.Struct, omit_defaults=True):
     click_ids: ClickIds = msgspec.field(default_factory=ClickIds)
     cookies: AdCookies = msgspec.field(default_factory=AdCookies)
     partner_code: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    partner_sid: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    """The SubID (``sid``) beside a partner code: how the partner splits its traffic."""
     lang: Annotated[str, msgspec.Meta(max_length=35)] | None = None
     screen: Annotated[str, msgspec.Meta(max_length=20)] | None = None
     event_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None

@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from tenants.identity.service import refresh_contact_touches
 from tenants.isolation import tenant_session
+from tenants.partners.referrals import record_referral_clicks
 from tenants.reports.rollups import traffic_rollup_sql
 from tenants.tracking.buffer import DEAD_LETTER_STREAM, IngestBuffer, decode_entry
 from tenants.tracking.hits import AdCookies, ClickIds, Envelope, Hit, Utm
@@ -248,6 +249,7 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
             "with_visits": [visitor_id for visitor_id, _, _, stored in locked if stored],
         },
     ).one()
+    record_referral_clicks(session, envelopes)
     # Known people's touches and last-seen follow their new visits (a merge may have run before these
     # hits were stored, and later visits move last touch on). Commit first: a form submission locks a
     # contact and then its visitor, so holding visitor locks while locking contacts could deadlock.

@@ -69,6 +69,7 @@
     return Object.assign({
       hit_id: uuid(), type: type, ts: Date.now(), url: L.href, path: L.pathname, title: D.title,
       referrer: ref, utm: utm, click_ids: ids, cookies: ck, partner_code: partner,
+      partner_sid: partner && (p.get('sid') || '').slice(0, 100) || null,
       lang: N.language, screen: screen.width + 'x' + screen.height
     }, extra);
   }
