@@ -44,6 +44,7 @@ def test_every_task_goes_to_its_queue() -> None:
     import workers.identity
     import workers.ingest
     import workers.mail
+    import workers.partners
     import workers.purchases
     import workers.reports
 
@@ -57,6 +58,7 @@ def test_every_task_goes_to_its_queue() -> None:
     assert queues[workers.purchases.process_stripe_event.name] == "default"
     assert queues[workers.purchases.purchase_recorded.name] == "default"
     assert queues[workers.purchases.purchase_refunded.name] == "default"
+    assert queues[workers.partners.approve_due.name] == "default"
     assert set(queues.values()) <= set(QUEUES)
 
 

@@ -44,6 +44,7 @@ celery_app = Celery(
         "workers.mail",
         "workers.reports",
         "workers.purchases",
+        "workers.partners",
     ],
 )
 
@@ -91,6 +92,12 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
             "drain-ingest": {"task": "trailmark.ingest.drain", "schedule": 1.0, "options": {"expires": 2}},
             "visit-partitions": {"task": "trailmark.ingest.ensure_visit_partitions", "schedule": 3600.0},
             # Yesterday's rollups against a scan of its visits and contacts, once the day is complete.
+            # Commissions whose hold ended become payable; a minute late at most.
+            "approve-due-commissions": {
+                "task": "trailmark.partners.approve_due",
+                "schedule": 60.0,
+                "options": {"expires": 50},
+            },
             "check-rollups": {"task": "trailmark.reports.check_rollups", "schedule": crontab(hour=3, minute=17)},
         },
     )

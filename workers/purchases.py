@@ -1,6 +1,6 @@
 """Purchase tasks: processing stored Stripe events, and the hooks that follow every recorded purchase and
-refund (enqueued through the outbox by ``tenants.purchases.service``). Commissions and conversions extend
-``purchase_recorded`` and ``purchase_refunded``; until then they only log."""
+refund (enqueued through the outbox by ``tenants.purchases.service``): a purchase's commissions are computed,
+and refunds take them back, by ``tenants.partners.commissions``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlmodel import Session
 
 from tenants.isolation import current_tenant_id
 from tenants.models import Purchase
+from tenants.partners.commissions import apply_refunds, record_commissions
 from tenants.purchases.service import RECORDED_TASK, REFUNDED_TASK
 from tenants.purchases.stripe_webhooks import PROCESS_TASK, process_event
 from workers.base import tenant_task
@@ -28,15 +29,17 @@ def process_stripe_event(session: Session, event_id: str) -> str | None:
 
 @tenant_task(name=RECORDED_TASK)
 def purchase_recorded(session: Session, purchase_id: str) -> None:
-    """A purchase was stored (once per purchase; a redelivery of the task may run it again)."""
+    """A purchase was stored: credit it and store its commissions (a redelivery inserts nothing again)."""
     purchase = session.get(Purchase, (current_tenant_id(session), UUID(purchase_id)))
     if purchase is not None:
-        log.debug("purchase %s recorded: %s %s", purchase.id, purchase.amount, purchase.currency)
+        created = record_commissions(session, purchase.id)
+        log.debug("purchase %s recorded: %s commission(s)", purchase.id, len(created))
 
 
 @tenant_task(name=REFUNDED_TASK)
 def purchase_refunded(session: Session, purchase_id: str) -> None:
-    """A purchase's refunded amount changed; the purchase row holds the new total and status."""
+    """A purchase's refunded amount changed: its commissions follow the new total (idempotent per total)."""
     purchase = session.get(Purchase, (current_tenant_id(session), UUID(purchase_id)))
     if purchase is not None:
+        apply_refunds(session, purchase.id)
         log.debug("purchase %s refunded: %s of %s", purchase.id, purchase.refunded_amount, purchase.amount)

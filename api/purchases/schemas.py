@@ -90,6 +90,12 @@ class PurchaseCreate(msgspec.Struct, forbid_unknown_fields=True):
     email: Email | None = None
     first_name: Text200 | None = None
     last_name: Text200 | None = None
+    promo_code: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="A code typed at checkout")] | None
+    ) = None
+    partner_id: (
+        Annotated[UUID, msgspec.Meta(description="An approved partner to credit, whatever the referrals say")] | None
+    ) = None
 
     def order(self) -> purchases.Order:
         return purchases.Order(
@@ -101,6 +107,8 @@ class PurchaseCreate(msgspec.Struct, forbid_unknown_fields=True):
             items=[purchases.Item(i.product, i.quantity, i.unit_amount, i.name) for i in self.items],
             subscription_id=self.subscription_id,
             occurred_at=self.occurred_at,
+            promo_code=self.promo_code,
+            partner_id=self.partner_id,
             buyer=purchases.Buyer(
                 contact_id=self.contact_id,
                 visitor_token=self.visitor_token,

@@ -5,23 +5,30 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, Column, Text
-from sqlalchemy.dialects.postgresql import INET
+from sqlalchemy import BigInteger, Column, SmallInteger, Text
+from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlmodel import Field
 
 from tenants.models.base import TenantOwned, new_id, timestamp_field
 
 __all__ = [
     "CodeKind",
+    "Commission",
+    "CommissionKind",
+    "CommissionStatus",
     "ContactReferrer",
     "Partner",
     "PartnerAccount",
     "PartnerCode",
     "PartnerStatus",
+    "Payout",
+    "PayoutStatus",
     "Program",
     "ProgramProduct",
+    "PurchaseCredit",
     "ReferralClick",
     "ReferrerRule",
     "SharedReferralFields",
@@ -170,3 +177,88 @@ class ContactReferrer(TenantOwned, table=True):
     clicked_at: datetime | None = timestamp_field(nullable=True, default=None)
     bound_at: datetime = timestamp_field()
     reason: str
+
+
+class PurchaseCredit(TenantOwned, table=True):
+    """The partner a purchase credited and why (one per purchase; a refused one earns nothing)."""
+
+    __tablename__ = "purchase_credits"
+
+    purchase_id: UUID = Field(primary_key=True)
+    partner_id: UUID
+    program_id: UUID
+    source: str = Field(sa_type=Text)
+    """explicit, promo_code, referral, first_referrer, last_referrer, or subscription (a renewal)."""
+    status: str = Field(sa_type=Text)
+    """credited, held (for review) or refused (self-referral)."""
+    reason: str
+    created_at: datetime = timestamp_field()
+
+
+class CommissionKind(StrEnum):
+    SALE = "sale"
+    RECURRING = "recurring"
+    """A renewal of a subscription whose first payment credited the partner."""
+    REFUND_ADJUSTMENT = "refund_adjustment"
+    """A negative line: a refund of a commission already on a payout, taken back on the next one."""
+
+
+class CommissionStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    PAID = "paid"
+    REJECTED = "rejected"
+    REVERSED = "reversed"
+    """Refunded in full before it was paid: nothing is owed."""
+
+
+class Commission(TenantOwned, table=True):
+    """What a partner earned on one purchase at one level (amounts in minor units of ``currency``). The rates are
+    copied onto the row, so a later change of the program's rates alters no past commission."""
+
+    __tablename__ = "commissions"
+
+    id: UUID = Field(default_factory=new_id, primary_key=True)
+    purchase_id: UUID
+    partner_id: UUID
+    program_id: UUID
+    level: int = Field(sa_type=SmallInteger)
+    kind: CommissionKind = Field(sa_type=Text)
+    refund_key: str = ""
+    """For a refund adjustment, the purchase's refunded total it accounts for ('' on earned lines)."""
+    basis: int = Field(sa_type=BigInteger)
+    """The item amounts (net of tax) the rates applied to."""
+    earned_amount: int = Field(sa_type=BigInteger)
+    amount: int = Field(sa_type=BigInteger)
+    """What is owed now: the earned amount less refunds while unpaid; negative for a refund adjustment."""
+    currency: str = Field(max_length=3)
+    rates: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
+    """Per matching product: product, quantity, basis, kind (percent|flat), value, amount."""
+    status: CommissionStatus = Field(sa_type=Text)
+    payable_at: datetime | None = timestamp_field(nullable=True, default=None)
+    """When the hold ends and beat approves it; None while it waits for the tenant's review."""
+    reason: str
+    payout_id: UUID | None = None
+    created_at: datetime = timestamp_field()
+    status_changed_at: datetime = timestamp_field()
+
+
+class PayoutStatus(StrEnum):
+    CREATED = "created"
+    PAID = "paid"
+
+
+class Payout(TenantOwned, table=True):
+    """A batch of one partner's approved commissions (and refund adjustments) paid in one transfer."""
+
+    __tablename__ = "payouts"
+
+    id: UUID = Field(default_factory=new_id, primary_key=True)
+    partner_id: UUID
+    amount: int = Field(sa_type=BigInteger)
+    currency: str = Field(max_length=3)
+    status: PayoutStatus = Field(default=PayoutStatus.CREATED, sa_type=Text)
+    external_reference: str | None = Field(default=None, max_length=255)
+    """The payment's id at the tenant's bank or payment provider: unique, so a retried mark-paid pays once."""
+    created_at: datetime = timestamp_field()
+    paid_at: datetime | None = timestamp_field(nullable=True, default=None)

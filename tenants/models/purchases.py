@@ -58,6 +58,10 @@ class Purchase(TenantOwned, table=True):
     status: PurchaseStatus = Field(default=PurchaseStatus.PAID, sa_type=Text)
     refunded_amount: int = Field(default=0, sa_type=BigInteger)
     subscription_id: str | None = Field(default=None, max_length=255)
+    promo_code: str | None = Field(default=None, max_length=64)
+    """The code typed at checkout (a partner's promo code credits that partner)."""
+    partner_id: UUID | None = None
+    """The partner the tenant's call named explicitly: it beats every referral."""
     first_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB(none_as_null=True)))
     """The contact's first touch when the purchase was recorded (later changes of the contact leave it)."""
     last_touch: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB(none_as_null=True)))

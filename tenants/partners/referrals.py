@@ -41,6 +41,7 @@ __all__ = [
     "CreditSource",
     "CreditStatus",
     "bind_referrers",
+    "is_approved_partner",
     "normalize_code",
     "record_referral_clicks",
     "referrer_for_purchase",
@@ -207,6 +208,11 @@ def _is_live(clicked_at: datetime, at: datetime, program: Program) -> bool:
 def _approved(session: Session, partner_id: UUID) -> Partner | None:
     partner = session.get(Partner, (current_tenant_id(session), partner_id))
     return partner if partner is not None and partner.status == PartnerStatus.APPROVED else None
+
+
+def is_approved_partner(session: Session, partner_id: UUID) -> bool:
+    """Whether an order may name this partner explicitly."""
+    return _approved(session, partner_id) is not None
 
 
 def referrer_for_purchase(  # noqa: PLR0917 - the purchase crediting's agreed call: (session, buyer, order)

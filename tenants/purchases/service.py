@@ -48,6 +48,7 @@ from tenants.models import (
     utcnow,
 )
 from tenants.outbox import service as outbox
+from tenants.partners.referrals import is_approved_partner
 from tenants.purchases.currencies import is_currency
 from tenants.security.tokens import get_signer
 from tenants.tracking.visitors import VISITOR_PURPOSE
@@ -84,6 +85,7 @@ MAX_AMOUNT = 10**13
 EXTERNAL_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
 """Printable ASCII without spaces: order, session, invoice and refund ids as shops and Stripe write them."""
 PRODUCT_KEY_LENGTH = 200
+PROMO_CODE_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,10 @@ class Order:
     occurred_at: datetime | None = None
     references: Sequence[str] = ()
     """Payment ids that also name this purchase (a payment intent, an invoice), so refunds find it."""
+    promo_code: str | None = None
+    """A code the buyer typed at checkout: a partner's promo code credits that partner."""
+    partner_id: UUID | None = None
+    """A partner the tenant names explicitly (it must be an approved partner): it beats every referral."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,9 @@ def _validated(order: Order) -> Order:
         errors["occurred_at"] = "must not be in the future"
     if order.buyer.email is not None and order.buyer.email.strip():
         errors.update(validate_email(order.buyer.email.strip()))
+    promo_code = (order.promo_code or "").strip() or None
+    if promo_code is not None and len(promo_code) > PROMO_CODE_LENGTH:
+        errors["promo_code"] = f"must be at most {PROMO_CODE_LENGTH} characters"
     if errors:
         raise Invalid("the purchase is invalid", errors)
     references = tuple(dict.fromkeys(r for r in (order.external_id, *order.references) if r and EXTERNAL_ID.match(r)))
@@ -215,6 +224,8 @@ def _validated(order: Order) -> Order:
         subscription_id=order.subscription_id,
         occurred_at=order.occurred_at,
         references=references,
+        promo_code=promo_code,
+        partner_id=order.partner_id,
     )
 
 
@@ -238,6 +249,8 @@ def record_purchase(session: Session, order: Order) -> Recorded:
     differ) or payment reference, or a new one on the buyer's contact with a snapshot of its touches, the
     refunds that waited for it applied, and :data:`RECORDED_TASK` enqueued in this transaction."""
     order = _validated(order)
+    if order.partner_id is not None and not is_approved_partner(session, order.partner_id):
+        raise Invalid("the partner named is not an approved partner", {"partner_id": "not an approved partner"})
     _lock(session, [f"purchase:{order.source.value}:{order.external_id}"])
     _lock(session, [_reference_key(order.source, r) for r in order.references])
     same_id = session.exec(
@@ -269,6 +282,8 @@ def record_purchase(session: Session, order: Order) -> Recorded:
         currency=order.currency,
         items=[item.as_json() for item in order.items],
         subscription_id=order.subscription_id,
+        promo_code=order.promo_code,
+        partner_id=order.partner_id,
         first_touch=contact.first_touch or (visitor.first_touch if visitor else None),
         last_touch=contact.last_touch or (visitor.last_touch if visitor else None),
         new_customer=not earlier,

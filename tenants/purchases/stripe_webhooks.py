@@ -36,6 +36,7 @@ from tenants.isolation import current_tenant_id, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
 from tenants.models import PurchaseSource, StripeEvent, StripeWebhook, utcnow
 from tenants.outbox import service as outbox
+from tenants.partners.referrals import is_approved_partner
 from tenants.purchases.service import (
     Buyer,
     Item,
@@ -70,6 +71,8 @@ HANDLED_EVENTS = frozenset(
 )
 VISITOR_METADATA = "trailmark_visitor"
 PRODUCT_METADATA = "trailmark_product"
+PROMO_METADATA = "trailmark_promo_code"
+PARTNER_METADATA = "trailmark_partner"
 MAX_SECRET_LENGTH = 200
 
 
@@ -264,6 +267,8 @@ def _checkout_completed(session: Session, checkout: dict[str, Any], at: datetime
             subscription_id=_id(checkout.get("subscription")),
             occurred_at=at,
             references=[r for r in (_id(checkout.get("payment_intent")), _id(checkout.get("invoice"))) if r],
+            promo_code=_text(metadata.get(PROMO_METADATA)),
+            partner_id=_named_partner(session, metadata),
         ),
     )
     return f"{'recorded' if recorded.created else 'already recorded'}: purchase {recorded.purchase.id}"
@@ -300,6 +305,8 @@ def _invoice_paid(session: Session, invoice: dict[str, Any], at: datetime) -> st
             subscription_id=subscription,
             occurred_at=at,
             references=[r for r in references if r],
+            promo_code=_text(metadata.get(PROMO_METADATA)),
+            partner_id=_named_partner(session, metadata),
         ),
     )
     return f"{'recorded' if recorded.created else 'already recorded'}: purchase {recorded.purchase.id}"
@@ -344,6 +351,16 @@ def _invoice_items(invoice: dict[str, Any]) -> list[Item]:
             quantity = max(1, _int(line.get("quantity")) or 1)
             items.append(Item(product, quantity, _int(line.get("amount")) // quantity, _text(line.get("description"))))
     return items
+
+
+def _named_partner(session: Session, metadata: dict[str, Any]) -> UUID | None:
+    """The partner the shop put in the metadata, when it is an approved one (else the referrals decide: a
+    payment is never refused for its metadata)."""
+    try:
+        partner_id = UUID(str(metadata.get(PARTNER_METADATA) or ""))
+    except ValueError:
+        return None
+    return partner_id if is_approved_partner(session, partner_id) else None
 
 
 def _dict(value: Any) -> dict[str, Any]:
