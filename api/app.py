@@ -18,6 +18,7 @@ from api.openapi import StrictStructSchemaPlugin, docs_assets, openapi_config
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.serving import PAGE_HANDLERS
 from api.partners.controller import PartnerCodesController, PartnerProgramsController, PartnersController
+from api.partners.payouts import CommissionsController, PayoutsController
 from api.partners.portal import PartnerPortalController
 from api.problems import EXCEPTION_HANDLERS
 from api.purchases.controller import PurchasesController, StripeIntegrationController, stripe_webhook
@@ -70,6 +71,8 @@ def create_app() -> Litestar:
             PartnerProgramsController,
             PartnersController,
             PartnerCodesController,
+            CommissionsController,
+            PayoutsController,
             MembershipController,
             PartnerPortalController,
             *PAGE_HANDLERS,

@@ -157,6 +157,43 @@ def _purchases(session: Session) -> None:
     session.add(StripeEvent(id=f"evt_seed_{uuid4().hex[:8]}", type="invoice.paid", payload={"seed": True}))
 
 
+def _commissions(session: Session) -> None:
+    """A purchase by a promo code that credits a partner and earns a commission, approved and on a payout, paid;
+    then a refund that books a negative line for the next payout."""
+    from tenants.models import CodeKind, PartnerStatus, PurchaseSource
+    from tenants.partners import commissions, payouts
+    from tenants.partners import service as partners
+    from tenants.purchases.service import Buyer, Item, Order, record_purchase, refund_purchase
+
+    program = partners.create_program(
+        session,
+        partners.ProgramSettings(name="Seed payouts", landing_url="https://seed.example/", currency="EUR", hold_days=0),
+    )
+    partners.set_product(session, program.id, "seed-ebook", partners.CommissionRate("percent", 3000), None)
+    partner = partners.create_partner(
+        session, program_id=program.id, email=f"earner-{uuid4().hex[:8]}@example.com", status=PartnerStatus.APPROVED
+    )
+    code = partners.create_code(session, partner_id=partner.id, code=f"promo-{uuid4().hex[:8]}", kind=CodeKind.PROMO)
+    purchase = record_purchase(
+        session,
+        Order(
+            source=PurchaseSource.API,
+            external_id=f"seed-commission-{uuid4().hex[:8]}",
+            amount=2000,
+            currency="EUR",
+            buyer=Buyer(email=f"customer-{uuid4().hex[:8]}@example.com"),
+            items=[Item("seed-ebook", 1, 2000)],
+            promo_code=code.code,
+        ),
+    ).purchase
+    commissions.record_commissions(session, purchase.id)
+    commissions.approve_due_commissions(session)
+    (payout,) = payouts.create_payouts(session)
+    payouts.mark_payout_paid(session, payout.id, f"seed-transfer-{uuid4().hex[:8]}")
+    refund_purchase(session, purchase.id, amount=500)
+    commissions.apply_refunds(session, purchase.id)
+
+
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
 APPEND_ONLY = {"identity_events", "audit_log"}
 """The app role may only insert and read these (audit logs)."""
@@ -192,4 +229,7 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "partner_codes": _partners,
     "referral_clicks": _partners,
     "contact_referrers": _partners,
+    "purchase_credits": _commissions,
+    "commissions": _commissions,
+    "payouts": _commissions,
 }
