@@ -172,7 +172,7 @@ class CommissionsController(Controller):
         self,
         caller: NamedDependency[ApiCaller],
         commission_id: FromPath[UUID],
-        data: JSONBody[CommissionReject] | None = None,
+        data: JSONBody[CommissionReject | None] = None,
     ) -> CommissionPublic:
         """A pending or approved commission not on a payout is never paid; 409 otherwise."""
         with caller.session(Scope.WRITE) as session:

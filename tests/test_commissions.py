@@ -1,0 +1,279 @@
+"""Commissions and payouts: a sale earns its partner (and the partner's recruiter) exactly once however often it is
+delivered, refunds take back what they refund, and a payout is paid once, with what was paid before a refund
+taken back from the next one."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import text
+
+from tenants.isolation import partner_session, tenant_session
+from tests.conftest import LiveServer, TenantHandle, wait_until
+from tests.support import stripe as fake_stripe
+from tests.support.commissions import buy, commissions_of, credit_of, earning_program, set_rate, wait_commissions
+from tests.support.partners import arrive_through
+
+SECRET = "whsec_" + "c0mm" * 8
+
+
+def connect_stripe(client: TestClient[Any], tenant: TenantHandle) -> str:
+    answer = client.put("/api/v1/integrations/stripe", json={"signing_secret": SECRET}, headers=tenant.headers)
+    assert answer.status_code == 200, answer.text
+    return "/hooks/" + answer.json()["webhook_url"].split("/hooks/", 1)[1]
+
+
+def deliver(base_url: str, hook_path: str, event: dict[str, Any]) -> httpx.Response:
+    body, headers = fake_stripe.signed_delivery(event, SECRET)
+    return httpx.post(f"{base_url}{hook_path}", content=body, headers=headers, timeout=30)
+
+
+def stripe_outcome(tenant: TenantHandle, event_id: str) -> str:
+    def processed() -> str | None:
+        with tenant_session(tenant.tenant_id) as session:
+            return session.execute(
+                text("SELECT outcome FROM stripe_events WHERE id = :id AND processed_at IS NOT NULL"), {"id": event_id}
+            ).scalar()
+
+    return str(wait_until(processed, 60, f"the worker to process {event_id}", interval=0.1))
+
+
+def test_the_same_stripe_event_ten_times_at_once_earns_once_per_level_and_tier_two_pays_the_recruiter(
+    api_server: LiveServer,
+    worker: subprocess.Popen[bytes],
+    client: TestClient[Any],
+    make_tenant: Callable[..., TenantHandle],
+    mailbox: Any,
+) -> None:
+    """Stripe redelivers, and delivers concurrently: the partner is paid once, the partner who recruited it earns
+    the level-2 commission once, and each gets one mail."""
+    tenant = make_tenant("Commissionten")
+    program = earning_program(tenant, "pat", "rita")
+    hook = connect_stripe(client, tenant)
+    event = fake_stripe.checkout_completed(
+        session_id=f"cs_test_{uuid.uuid4().hex}", amount_total=5000, email="monica@buyers.example",
+        metadata={"trailmark_product": "course", "trailmark_promo_code": "PAT-PROMO"},
+    )  # fmt: skip
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: deliver(api_server.base_url, hook, event), range(10)))
+    assert [a.status_code for a in answers] == [200] * 10
+    assert stripe_outcome(tenant, event["id"]).startswith("recorded")
+    earned = wait_commissions(tenant, 2)
+    time.sleep(2)  # let every redelivered task finish
+    assert deliver(api_server.base_url, hook, event).json()["duplicate"] is True
+    with tenant_session(tenant.tenant_id) as session:
+        assert session.execute(text("SELECT count(*) FROM purchases")).scalar() == 1
+    earned = commissions_of(tenant)
+    assert Counter((c["purchase_id"], c["partner_id"], c["level"]) for c in earned) == {
+        (earned[0]["purchase_id"], program.partners["pat"].id, 1): 1,
+        (earned[0]["purchase_id"], program.partners["rita"].id, 2): 1,
+    }
+    pat, rita = earned
+    assert (pat["amount"], pat["kind"], pat["status"]) == (1500, "sale", "pending")  # 30 % of 50.00
+    assert rita["amount"] == 500  # the recruiter's flat 5.00
+    assert pat["payable_at"] - datetime.now(UTC) > timedelta(days=29)  # the program's 30-day hold
+    assert "promo code pat-promo" in pat["reason"]
+    subject = f"You earned a commission in Friends of {tenant.slug}"
+    mailbox.wait_for(program.partners["pat"].email, subject)
+    mailbox.wait_for(program.partners["rita"].email, subject)
+    time.sleep(1)
+    assert len(mailbox.about(program.partners["pat"].email, subject)) == 1
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_a_promo_code_on_the_order_beats_the_referral_cookie(
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    program = earning_program(make_tenant("Commissionpromo"), "pat", "quinn")
+    token = arrive_through(client, program, "pat-link")
+    purchase = buy(client, program.tenant, visitor_token=token, promo_code="quinn-promo")
+    credit = credit_of(program.tenant, purchase["id"])
+    assert (credit["partner_id"], credit["source"], credit["status"]) == (
+        program.partners["quinn"].id,
+        "promo_code",
+        "credited",
+    )
+    (earned,) = wait_commissions(program.tenant, 1)
+    assert earned["partner_id"] == program.partners["quinn"].id
+    # Without the code the cookie decides.
+    second = buy(client, program.tenant, visitor_token=token)
+    assert credit_of(program.tenant, second["id"])["partner_id"] == program.partners["pat"].id
+
+
+def test_a_self_referral_is_refused_and_earns_nothing(
+    worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    program = earning_program(make_tenant("Commissionself"), "pat")
+    purchase = buy(client, program.tenant, email="PAT@partners.example", promo_code="pat-promo")
+    credit = credit_of(program.tenant, purchase["id"])
+    assert credit["status"] == "refused" and "self-referral" in credit["reason"]
+    time.sleep(1)
+    assert commissions_of(program.tenant) == []
+
+
+def test_an_order_naming_a_partner_that_is_not_approved_is_refused(
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    tenant = make_tenant("Commissionnamed")
+    earning_program(tenant, "pat")
+    answer = client.post(
+        "/api/v1/purchases",
+        json={"external_id": "o-1", "amount": 100, "currency": "EUR", "email": "a@b.example",
+              "partner_id": str(uuid.uuid4())},
+        headers=tenant.headers,
+    )  # fmt: skip
+    assert answer.status_code == 422 and "partner_id" in answer.text
+
+
+def test_a_forty_percent_refund_cuts_the_commission_by_forty_percent_and_a_full_one_reverses_it(
+    worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    program = earning_program(make_tenant("Commissionrefund"), "pat")
+    purchase = buy(client, program.tenant, amount=3333, promo_code="pat-promo")
+    (earned,) = wait_commissions(program.tenant, 1)
+    assert earned["amount"] == 1000  # 30 % of 33.33, rounded half up to the cent
+    refund = {"amount": 1333, "refund_id": "r-40"}  # 40 % of 33.33
+    for _ in range(2):  # the same refund twice takes back once
+        answer = client.post(f"/api/v1/purchases/{purchase['id']}/refunds", json=refund, headers=program.tenant.headers)
+        assert answer.status_code in {200, 201}, answer.text
+    wait_until(lambda: commissions_of(program.tenant)[0]["amount"] < 1000, 60, "the commission reduced", interval=0.1)
+    time.sleep(1)
+    (reduced,) = commissions_of(program.tenant)
+    assert abs(reduced["amount"] - 600) <= 1 and reduced["earned_amount"] == 1000
+    assert reduced["status"] == "pending"
+    answer = client.post(f"/api/v1/purchases/{purchase['id']}/refunds", json={}, headers=program.tenant.headers)
+    assert answer.status_code == 201, answer.text
+    wait_until(lambda: commissions_of(program.tenant)[0]["status"] == "reversed", 60, "the commission reversed")
+    assert commissions_of(program.tenant)[0]["amount"] == 0
+
+
+def test_a_refund_after_payout_is_a_negative_line_on_the_next_payout_and_a_retried_mark_paid_pays_once(
+    worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    program = earning_program(make_tenant("Commissionpayout"), "pat", "quinn", tiers=1, minimum_payout=500)
+    headers = program.tenant.headers
+    first = buy(client, program.tenant, promo_code="pat-promo")
+    buy(client, program.tenant, amount=1000, promo_code="quinn-promo")  # 3.00: below the 5.00 minimum
+    wait_commissions(program.tenant, 2)
+    for commission in commissions_of(program.tenant):
+        answer = client.post(f"/api/v1/commissions/{commission['id']}/approve", headers=headers)
+        assert answer.status_code == 200 and answer.json()["status"] == "approved", answer.text
+    (payout,) = client.post("/api/v1/payouts", headers=headers).json()
+    assert (payout["partner_id"], payout["amount"], payout["currency"]) == (
+        str(program.partners["pat"].id),
+        1500,
+        "EUR",
+    )
+    assert client.post("/api/v1/payouts", headers=headers).json() == []  # nothing lands on two payouts
+    exported = client.get(f"/api/v1/payouts/{payout['id']}/export.csv", headers=headers)
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    assert exported.text.splitlines() == [
+        "email,amount,currency,reference",
+        f"pat@partners.example,15.00,EUR,{payout['id']}",
+    ]
+
+    paid = [client.post(f"/api/v1/payouts/{payout['id']}/paid", json={"external_reference": "wire-1"}, headers=headers)
+            for _ in range(2)]  # fmt: skip
+    assert [p.status_code for p in paid] == [200, 200]
+    assert paid[0].json()["paid_at"] == paid[1].json()["paid_at"] and paid[1].json()["status"] == "paid"
+    other = client.post(f"/api/v1/payouts/{payout['id']}/paid", json={"external_reference": "wire-2"}, headers=headers)
+    assert other.status_code == 409
+    assert commissions_of(program.tenant, partner_id=program.partners["pat"].id)[0]["status"] == "paid"
+    refused = client.post(f"/api/v1/commissions/{commissions_of(program.tenant)[0]['id']}/reject", headers=headers)
+    assert refused.status_code == 409
+
+    # Half of the paid sale is refunded: the money comes back on the next payout.
+    answer = client.post(f"/api/v1/purchases/{first['id']}/refunds", json={"amount": 2500}, headers=headers)
+    assert answer.status_code == 201
+    (adjustment,) = wait_commissions(program.tenant, 1, kind="refund_adjustment")
+    assert (adjustment["amount"], adjustment["status"], adjustment["payout_id"]) == (-750, "approved", None)
+    assert client.post("/api/v1/payouts", headers=headers).json() == []  # a negative balance waits
+    later = buy(client, program.tenant, promo_code="pat-promo")
+    wait_commissions(program.tenant, 1, purchase_id=uuid.UUID(later["id"]))
+    (new_line,) = commissions_of(program.tenant, purchase_id=uuid.UUID(later["id"]))
+    client.post(f"/api/v1/commissions/{new_line['id']}/approve", headers=headers)
+    (next_payout,) = client.post("/api/v1/payouts", headers=headers).json()
+    assert next_payout["amount"] == 1500 - 750
+    lines = client.get(f"/api/v1/payouts/{next_payout['id']}", headers=headers).json()["lines"]
+    assert sorted(line["amount"] for line in lines) == [-750, 1500]
+    taken = client.post(
+        f"/api/v1/payouts/{next_payout['id']}/paid", json={"external_reference": "wire-1"}, headers=headers
+    )
+    assert taken.status_code == 409  # that reference paid the first payout
+
+
+def test_the_hold_ends_and_beat_approves(
+    worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    from workers.partners import approve_due
+
+    program = earning_program(make_tenant("Commissionhold"), "pat", hold_days=30)
+    old = buy(
+        client, program.tenant, promo_code="pat-promo", occurred_at=(datetime.now(UTC) - timedelta(days=31)).isoformat()
+    )
+    new = buy(client, program.tenant, promo_code="pat-promo")
+    wait_commissions(program.tenant, 2)
+    approve_due.delay()  # what beat sends every minute, run by the real worker
+    wait_until(
+        lambda: commissions_of(program.tenant, purchase_id=uuid.UUID(old["id"]))[0]["status"] == "approved",
+        60, "the commission whose hold ended approved",
+    )  # fmt: skip
+    (waiting,) = commissions_of(program.tenant, purchase_id=uuid.UUID(new["id"]))
+    assert waiting["status"] == "pending"
+    listed = client.get("/api/v1/commissions", params={"status": "approved"}, headers=program.tenant.headers).json()
+    assert [c["purchase_id"] for c in listed] == [old["id"]]
+
+
+def test_a_rate_change_alters_no_past_commission(
+    worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    program = earning_program(make_tenant("Commissionrate"), "pat", tiers=1)
+    before = buy(client, program.tenant, promo_code="pat-promo")
+    wait_commissions(program.tenant, 1)
+    set_rate(program, 5000)
+    after = buy(client, program.tenant, promo_code="pat-promo")
+    wait_commissions(program.tenant, 2)
+    (old,) = commissions_of(program.tenant, purchase_id=uuid.UUID(before["id"]))
+    (new,) = commissions_of(program.tenant, purchase_id=uuid.UUID(after["id"]))
+    assert (old["amount"], old["rates"][0]["value"]) == (1500, 3000)
+    assert (new["amount"], new["rates"][0]["value"]) == (2500, 5000)
+
+
+def test_renewals_stay_with_the_subscriptions_partner_for_the_recurring_months(
+    worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    program = earning_program(make_tenant("Commissionrenew"), "pat", tiers=1, recurring_months=1)
+    now = datetime.now(UTC)
+    at = {"first": now - timedelta(days=70), "within": now - timedelta(days=45), "after": now - timedelta(days=1)}
+    bought = {
+        name: buy(client, program.tenant, subscription_id="sub_1", occurred_at=when.isoformat(),
+                  **({"promo_code": "pat-promo"} if name == "first" else {}))
+        for name, when in at.items()
+    }  # fmt: skip
+    wait_commissions(program.tenant, 2)
+    time.sleep(1)
+    kinds = {str(c["purchase_id"]): c["kind"] for c in commissions_of(program.tenant)}
+    assert kinds == {bought["first"]["id"]: "sale", bought["within"]["id"]: "recurring"}
+    assert "renewal of subscription sub_1" in credit_of(program.tenant, bought["within"]["id"])["reason"]
+
+
+def test_a_partner_sees_only_its_own_commissions(
+    worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    program = earning_program(make_tenant("Commissionscope"), "pat", "quinn")
+    buy(client, program.tenant, promo_code="pat-promo")
+    wait_commissions(program.tenant, 1)
+    for name, expected in (("pat", 1), ("quinn", 0)):
+        with partner_session(program.tenant.tenant_id, program.partners[name].id) as session:
+            assert session.execute(text("SELECT count(*) FROM commissions")).scalar() == expected
+            assert session.execute(text("SELECT count(*) FROM purchase_credits")).scalar() == expected
