@@ -1,5 +1,5 @@
 """The partner portal at ``/p/{tenant_slug}``: apply, log in and out, reset the password; then home, links and
-promo codes with the SubID builder, referrals, sub-partners and settings.
+promo codes with the SubID builder, referrals, commissions, payouts, sub-partners and settings.
 
 Pages are templates of ``partners/`` rendered with :func:`api.web.page`; every form carries the one CSRF token
 (:func:`api.web.checked_form`); a refusal is raised (:class:`~api.web.FormRefused`, or a domain error) and
@@ -35,6 +35,8 @@ SECTIONS = [
     ("home", "Home", ""),
     ("links", "Links and codes", "/links"),
     ("referrals", "Referrals", "/referrals"),
+    ("commissions", "Commissions", "/commissions"),
+    ("payouts", "Payouts", "/payouts"),
     ("sub-partners", "Sub-partners", "/sub-partners"),
     ("settings", "Settings", "/settings"),
 ]
@@ -318,6 +320,19 @@ class PartnerPortalController(Controller):
         return _screen(
             request, tenant_slug, "referrals.html", "referrals", "Referrals", shared=shared.value, referrals=found
         )
+
+    @get("/commissions")
+    async def commissions(self, request: Request[Any, Any, Any], tenant_slug: FromPath[str]) -> Template:
+        tenant_id, partner_id = await _partner(request, tenant_slug)
+        found = await anyio.to_thread.run_sync(portal.commissions, tenant_id, partner_id)
+        return _screen(request, tenant_slug, "commissions.html", "commissions", "Commissions", commissions=found)
+
+    @get("/payouts")
+    async def payouts(self, request: Request[Any, Any, Any], tenant_slug: FromPath[str]) -> Template:
+        tenant_id, partner_id = await _partner(request, tenant_slug)
+        found = await anyio.to_thread.run_sync(portal.payouts, tenant_id, partner_id)
+        summary = await anyio.to_thread.run_sync(portal.home, tenant_id, partner_id)
+        return _screen(request, tenant_slug, "payouts.html", "payouts", "Payouts", payouts=found, home=summary)
 
     @get("/sub-partners")
     async def sub_partners(self, request: Request[Any, Any, Any], tenant_slug: FromPath[str]) -> Template:

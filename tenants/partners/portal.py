@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
@@ -32,12 +32,16 @@ from tenants.models import (
     PartnerCode,
     PartnerStatus,
     Program,
+    PurchaseCredit,
     ReferralClick,
     SharedReferralFields,
     utcnow,
 )
 from tenants.outbox import service as outbox
+from tenants.partners.commissions import commission_totals, list_commissions
+from tenants.partners.payouts import list_payouts, next_payout
 from tenants.partners.service import create_partner, get_program, list_programs, portal_url, referral_link
+from tenants.purchases.currencies import format_money
 from tenants.ratelimit import check_rate
 from tenants.security.logins import LoginThrottle, password_matches
 from tenants.security.passwords import hash_password, require_valid_password
@@ -45,14 +49,17 @@ from tenants.security.tokens import get_signer
 
 __all__ = [
     "PARTNER_SESSIONS",
+    "PortalCommission",
     "PortalHome",
     "PortalLink",
     "PortalLogin",
+    "PortalPayout",
     "Referral",
     "SubPartner",
     "application",
     "apply",
     "check_reset_link",
+    "commissions",
     "complete_application",
     "home",
     "links",
@@ -60,6 +67,7 @@ __all__ = [
     "log_out",
     "partner_of_session",
     "payout_email",
+    "payouts",
     "programs_open",
     "referrals",
     "request_password_reset",
@@ -301,6 +309,8 @@ def reset_password(
 
 # What a partner reads, always inside its partner_session.
 
+MAX_COMMISSIONS = 500
+
 
 @dataclass(frozen=True)
 class PortalHome:
@@ -311,6 +321,14 @@ class PortalHome:
     leads: int
     """Contacts the partner is bound to as first or last referrer."""
     tiers: int
+    customers: int = 0
+    """Distinct buyers of the purchases credited to the partner."""
+    pending: list[str] = field(default_factory=list)
+    approved: list[str] = field(default_factory=list)
+    paid: list[str] = field(default_factory=list)
+    next_payout: list[str] = field(default_factory=list)
+    """Approved and on no payout yet, per currency (refund adjustments included)."""
+    minimum_payout: str = ""
 
 
 def _me(session: Session) -> tuple[Partner, Program]:
@@ -327,9 +345,78 @@ def home(tenant_id: UUID, partner_id: UUID) -> PortalHome:
         contact = get_contact(session, partner.contact_id)
         clicks = session.exec(select(func.count()).select_from(ReferralClick)).one()
         leads = session.exec(select(func.count(func.distinct(ContactReferrer.contact_id)))).one()
+        # purchases shows a portal nothing: the credit rows are the partner's own.
+        customers = session.exec(
+            select(func.count()).select_from(PurchaseCredit).where(PurchaseCredit.status != "refused")
+        ).one()
+        totals = commission_totals(session, partner.id)
         return PortalHome(
-            contact.first_name or contact.email, partner.status, program.name, int(clicks), int(leads), program.tiers
+            contact.first_name or contact.email,
+            partner.status,
+            program.name,
+            int(clicks),
+            int(leads),
+            program.tiers,
+            customers=int(customers),
+            pending=_money(totals.pending),
+            approved=_money(totals.approved),
+            paid=_money(totals.paid),
+            next_payout=_money(next_payout(session, partner.id)),
+            minimum_payout=format_money(program.minimum_payout, program.currency),
         )
+
+
+def _money(totals: dict[str, int]) -> list[str]:
+    return [format_money(amount, currency) for currency, amount in sorted(totals.items())]
+
+
+@dataclass(frozen=True)
+class PortalCommission:
+    created_at: datetime
+    level: int
+    kind: str
+    status: str
+    amount: str
+    earned: str
+    payable_at: datetime | None
+    reason: str
+
+
+def commissions(tenant_id: UUID, partner_id: UUID) -> list[PortalCommission]:
+    """The partner's commissions, newest first, with their hold end and the reason for each."""
+    with partner_session(tenant_id, partner_id) as session:
+        return [
+            PortalCommission(
+                c.created_at,
+                c.level,
+                str(c.kind).replace("_", " "),
+                str(c.status),
+                format_money(c.amount, c.currency),
+                format_money(c.earned_amount, c.currency),
+                c.payable_at,
+                c.reason,
+            )
+            for c in list_commissions(session, partner_id=partner_id, limit=MAX_COMMISSIONS)
+        ]
+
+
+@dataclass(frozen=True)
+class PortalPayout:
+    created_at: datetime
+    amount: str
+    status: str
+    paid_at: datetime | None
+    reference: str | None
+
+
+def payouts(tenant_id: UUID, partner_id: UUID) -> list[PortalPayout]:
+    with partner_session(tenant_id, partner_id) as session:
+        return [
+            PortalPayout(
+                p.created_at, format_money(p.amount, p.currency), str(p.status), p.paid_at, p.external_reference
+            )
+            for p in list_payouts(session, partner_id=partner_id)
+        ]
 
 
 @dataclass(frozen=True)
