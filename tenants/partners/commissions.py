@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, update
+from sqlalchemy import func, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import Session, col, select
 
@@ -192,11 +192,25 @@ def _earners(session: Session, credit: PurchaseCredit, program: Program) -> list
     return earners
 
 
+def _purchase_locked(session: Session, purchase_id: UUID) -> Purchase | None:
+    """The purchase, re-read after taking its commissions lock: crediting and refunding one purchase run one at
+    a time, so a refund committed while its commissions were being made is never missed."""
+    tenant_id = current_tenant_id(session)
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"{tenant_id}:purchase-commissions:{purchase_id}"},
+    )
+    purchase = session.get(Purchase, (tenant_id, purchase_id))
+    if purchase is not None:
+        session.refresh(purchase)
+    return purchase
+
+
 def record_commissions(session: Session, purchase_id: UUID) -> list[Commission]:
     """Credit the purchase and store what it earns, once, mailing each partner that earned; then apply the
     refunds that came before. Returns the commissions this call created (none on a repeat)."""
     tenant_id = current_tenant_id(session)
-    purchase = session.get(Purchase, (tenant_id, purchase_id))
+    purchase = _purchase_locked(session, purchase_id)
     if purchase is None:
         return []
     credit = credit_purchase(session, purchase)
@@ -281,7 +295,7 @@ def apply_refunds(session: Session, purchase_id: UUID) -> None:
     proportion (reversed when nothing is left), one already on a payout gets a negative line for the next payout.
     Idempotent: the same total changes nothing again; the earned lines are locked, so concurrent runs queue."""
     tenant_id = current_tenant_id(session)
-    purchase = session.get(Purchase, (tenant_id, purchase_id))
+    purchase = _purchase_locked(session, purchase_id)
     if purchase is None or purchase.amount <= 0:
         return
     lines = session.exec(

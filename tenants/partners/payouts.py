@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from sqlalchemy import func, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from tenants.errors import Conflict, Invalid, NotFound
@@ -131,7 +132,11 @@ def mark_payout_paid(session: Session, payout_id: UUID, external_reference: str)
     now = utcnow()
     payout.status, payout.external_reference, payout.paid_at = PayoutStatus.PAID, reference, now
     session.add(payout)
-    session.flush()  # the unique key settles a race with another payout claiming the same reference
+    try:
+        with session.begin_nested():  # the unique key settles a race with another payout claiming the reference
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"the reference {reference} marked another payout paid") from None
     session.execute(
         update(Commission)
         .where(col(Commission.payout_id) == payout.id)
