@@ -222,7 +222,9 @@ class PayoutsController(Controller):
         summary="A payout as a mass-payment CSV",
         media_type="text/csv; charset=utf-8",
         responses={
-            200: ResponseSpec(str, description="email,amount,currency,reference", media_type="text/csv"),
+            200: ResponseSpec(
+                str, description="email,amount,currency,reference", media_type="text/csv", generate_examples=False
+            ),
             **problems(*AUTH, 400, 404),
         },
     )
