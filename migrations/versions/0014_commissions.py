@@ -40,6 +40,7 @@ def upgrade() -> None:
     create_tenant_table(
         "purchase_credits",
         sa.Column("purchase_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("contact_id", UUID(as_uuid=True), nullable=False),
         sa.Column("partner_id", UUID(as_uuid=True), nullable=False),
         sa.Column("program_id", UUID(as_uuid=True), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
@@ -49,6 +50,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["tenant_id", "purchase_id"], ["purchases.tenant_id", "purchases.id"], ondelete="CASCADE"
         ),
+        sa.ForeignKeyConstraint(["tenant_id", "contact_id"], ["contacts.tenant_id", "contacts.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["tenant_id", "partner_id"], ["partners.tenant_id", "partners.id"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["tenant_id", "program_id"], ["programs.tenant_id", "programs.id"], ondelete="CASCADE"),
         sa.CheckConstraint("status IN ('credited', 'held', 'refused')", name="purchase_credits_status_check"),

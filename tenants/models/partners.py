@@ -185,6 +185,8 @@ class PurchaseCredit(TenantOwned, table=True):
     __tablename__ = "purchase_credits"
 
     purchase_id: UUID = Field(primary_key=True)
+    contact_id: UUID
+    """The buyer (the portal sees no purchases, so it counts customers here)."""
     partner_id: UUID
     program_id: UUID
     source: str = Field(sa_type=Text)

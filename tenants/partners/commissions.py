@@ -93,6 +93,7 @@ def _store_credit(session: Session, purchase: Purchase, credit: Credit | None, s
         .values(
             tenant_id=current_tenant_id(session),
             purchase_id=purchase.id,
+            contact_id=purchase.contact_id,
             partner_id=credit.partner_id,
             program_id=credit.program_id,
             source=source or credit.source.value,

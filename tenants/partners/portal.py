@@ -347,7 +347,7 @@ def home(tenant_id: UUID, partner_id: UUID) -> PortalHome:
         leads = session.exec(select(func.count(func.distinct(ContactReferrer.contact_id)))).one()
         # purchases shows a portal nothing: the credit rows are the partner's own.
         customers = session.exec(
-            select(func.count()).select_from(PurchaseCredit).where(PurchaseCredit.status != "refused")
+            select(func.count(func.distinct(PurchaseCredit.contact_id))).where(PurchaseCredit.status != "refused")
         ).one()
         totals = commission_totals(session, partner.id)
         return PortalHome(
