@@ -105,9 +105,20 @@ def test_a_promo_code_on_the_order_beats_the_referral_cookie(
     )
     (earned,) = wait_commissions(program.tenant, 1)
     assert earned["partner_id"] == program.partners["quinn"].id
-    # Without the code the cookie decides.
+    # Without the code the cookie decides; a partner the shop's call names beats both.
     second = buy(client, program.tenant, visitor_token=token)
     assert credit_of(program.tenant, second["id"])["partner_id"] == program.partners["pat"].id
+    named = buy(
+        client,
+        program.tenant,
+        visitor_token=token,
+        promo_code="pat-promo",
+        partner_id=str(program.partners["quinn"].id),
+    )
+    assert (credit_of(program.tenant, named["id"])["partner_id"], named["partner_id"]) == (
+        program.partners["quinn"].id,
+        str(program.partners["quinn"].id),
+    )
 
 
 def test_a_self_referral_is_refused_and_earns_nothing(
@@ -215,8 +226,10 @@ def test_a_refund_after_payout_is_a_negative_line_on_the_next_payout_and_a_retri
 def test_the_hold_ends_and_beat_approves(
     worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
 ) -> None:
-    from workers.partners import approve_due
+    from workers.app import celery_app
+    from workers.partners import APPROVE_DUE_TASK, approve_due
 
+    assert APPROVE_DUE_TASK in {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
     program = earning_program(make_tenant("Commissionhold"), "pat", hold_days=30)
     old = buy(
         client, program.tenant, promo_code="pat-promo", occurred_at=(datetime.now(UTC) - timedelta(days=31)).isoformat()

@@ -151,6 +151,9 @@ class PurchasePublic(msgspec.Struct):
     status: PurchaseStatus
     refunded_amount: int
     subscription_id: str | None
+    promo_code: str | None
+    partner_id: UUID | None
+    """The partner the order named explicitly, if it did (the credit itself: GET /api/v1/commissions)."""
     first_touch: dict[str, Any] | None
     """The contact's first touch when the purchase was recorded."""
     last_touch: dict[str, Any] | None
