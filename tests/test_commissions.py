@@ -290,3 +290,55 @@ def test_a_partner_sees_only_its_own_commissions(
         with partner_session(program.tenant.tenant_id, program.partners[name].id) as session:
             assert session.execute(text("SELECT count(*) FROM commissions")).scalar() == expected
             assert session.execute(text("SELECT count(*) FROM purchase_credits")).scalar() == expected
+
+
+def test_a_held_credit_waits_for_the_tenants_review_and_beat_never_approves_it(
+    worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """With ``self_referral: hold`` the partner's own purchase earns nothing payable until the tenant looks at it."""
+    from workers.partners import approve_due
+
+    program = earning_program(make_tenant("Commissionheld"), "pat", tiers=1, self_referral="hold", hold_days=0)
+    purchase = buy(client, program.tenant, email="pat@partners.example", promo_code="pat-promo")
+    assert credit_of(program.tenant, purchase["id"])["status"] == "held"
+    (held,) = wait_commissions(program.tenant, 1)
+    assert (held["status"], held["payable_at"]) == ("pending", None) and held["reason"].startswith("held for review")
+    approve_due.delay()
+    time.sleep(3)
+    assert commissions_of(program.tenant)[0]["status"] == "pending"
+    assert client.post("/api/v1/payouts", headers=program.tenant.headers).json() == []
+    approved = client.post(f"/api/v1/commissions/{held['id']}/approve", headers=program.tenant.headers)
+    assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    rejected = client.post(
+        f"/api/v1/commissions/{held['id']}/reject", json={"reason": "own order"}, headers=program.tenant.headers
+    )
+    assert rejected.status_code == 200 and rejected.json()["reason"].startswith("rejected: own order")
+    again = client.post(f"/api/v1/commissions/{held['id']}/approve", headers=program.tenant.headers)
+    assert again.status_code == 409
+    unknown = client.post(f"/api/v1/commissions/{uuid.uuid4()}/approve", headers=program.tenant.headers)
+    assert unknown.status_code == 404
+
+
+def test_payouts_created_five_times_at_once_pay_each_commission_once(
+    api_server: LiveServer,
+    worker: subprocess.Popen[bytes],
+    client: TestClient[Any],
+    make_tenant: Callable[..., TenantHandle],
+) -> None:
+    program = earning_program(make_tenant("Commissionbatch"), "pat", "quinn", tiers=1)
+    for code in ("pat-promo", "quinn-promo", "pat-promo"):
+        buy(client, program.tenant, promo_code=code)
+    for commission in wait_commissions(program.tenant, 3):
+        client.post(f"/api/v1/commissions/{commission['id']}/approve", headers=program.tenant.headers)
+
+    def create(_: int) -> list[dict[str, Any]]:
+        answer = httpx.post(f"{api_server.base_url}/api/v1/payouts", headers=program.tenant.headers, timeout=30)
+        assert answer.status_code == 201, answer.text
+        return list(answer.json())
+
+    with ThreadPoolExecutor(5) as pool:
+        created = [payout for batch in pool.map(create, range(5)) for payout in batch]
+    assert sorted((p["partner_id"], p["amount"]) for p in created) == sorted(
+        [(str(program.partners["pat"].id), 3000), (str(program.partners["quinn"].id), 1500)]
+    )
+    assert all(c["payout_id"] is not None for c in commissions_of(program.tenant))
