@@ -342,3 +342,17 @@ def test_payouts_created_five_times_at_once_pay_each_commission_once(
         [(str(program.partners["pat"].id), 3000), (str(program.partners["quinn"].id), 1500)]
     )
     assert all(c["payout_id"] is not None for c in commissions_of(program.tenant))
+
+
+def test_the_commission_is_on_what_was_paid_net_of_tax_and_discounts(
+    worker: subprocess.Popen[bytes], client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    program = earning_program(make_tenant("Commissionbasis"), "pat", tiers=1)
+    item = [{"product": "course", "quantity": 2, "unit_amount": 2500}]
+    taxed = buy(client, program.tenant, amount=6000, tax=1000, items=item, promo_code="pat-promo")
+    discounted = buy(client, program.tenant, amount=2500, items=item, promo_code="pat-promo")  # a half-price coupon
+    wait_commissions(program.tenant, 2)
+    (on_taxed,) = commissions_of(program.tenant, purchase_id=uuid.UUID(taxed["id"]))
+    (on_discounted,) = commissions_of(program.tenant, purchase_id=uuid.UUID(discounted["id"]))
+    assert (on_taxed["basis"], on_taxed["amount"]) == (5000, 1500)
+    assert (on_discounted["basis"], on_discounted["amount"]) == (2500, 750)

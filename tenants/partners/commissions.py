@@ -152,9 +152,20 @@ def _earned(kind: str, value: int, basis: int, quantity: int) -> int:
     return (basis * value + 5000) // 10000 if kind == "percent" else value * quantity
 
 
-def _rates(products: dict[str, ProgramProduct], items: list[dict[str, Any]], level: int) -> list[dict[str, Any]]:
+def _item_amounts(purchase: Purchase) -> list[tuple[dict[str, Any], int, int]]:
+    """Each item with its quantity and basis: its amount, scaled down when the items add up to more than the
+    purchase's amount net of tax (a discount the shop applied to the whole order, such as a Stripe coupon)."""
+    items = [(item, int(item.get("quantity") or 1)) for item in purchase.items]
+    amounts = [quantity * int(item.get("unit_amount") or 0) for item, quantity in items]
+    net, listed = max(purchase.amount - purchase.tax, 0), sum(amounts)
+    if listed > net:
+        amounts = [(amount * net) // listed for amount in amounts]
+    return [(item, quantity, amount) for (item, quantity), amount in zip(items, amounts, strict=True)]
+
+
+def _rates(products: dict[str, ProgramProduct], purchase: Purchase, level: int) -> list[dict[str, Any]]:
     rates = []
-    for item in items:
+    for item, quantity, basis in _item_amounts(purchase):
         product = products.get(str(item.get("product")))
         if product is None:
             continue
@@ -163,10 +174,6 @@ def _rates(products: dict[str, ProgramProduct], items: list[dict[str, Any]], lev
         )
         if kind is None or value is None:
             continue
-        quantity, basis = (
-            int(item.get("quantity") or 1),
-            int(item.get("quantity") or 1) * int(item.get("unit_amount") or 0),
-        )
         rates.append({
             "product": product.product, "quantity": quantity, "basis": basis, "kind": kind, "value": value,
             "amount": _earned(kind, value, basis, quantity),
@@ -227,7 +234,7 @@ def record_commissions(session: Session, purchase_id: UUID) -> list[Commission]:
     payable_at = None if held else purchase.occurred_at + timedelta(days=program.hold_days)
     created: list[Commission] = []
     for earner in _earners(session, credit, program):
-        rates = _rates(products, purchase.items, earner.level)
+        rates = _rates(products, purchase, earner.level)
         earned = sum(rate["amount"] for rate in rates)
         if not rates or earned <= 0:
             continue
