@@ -25,6 +25,7 @@ from api.dashboard.report_view import (
 from api.web.charts import SeriesPoint, format_number, inline_bar, time_series
 from tenants.errors import ReportTimedOut
 from tenants.models import UserRole
+from tenants.purchases.currencies import format_money, minor_unit_digits
 from tenants.reports.dimensions import DIMENSIONS
 from tenants.reports.service import LivePanel, Overview, live, overview
 
@@ -68,6 +69,24 @@ def _cards(report: Overview, view: ReportView) -> list[dict[str, Any]]:
             "change": change_in_points(totals.conversion_rate, before.conversion_rate if before else None),
             "note": "new contacts ÷ new visitors",
         },
+        *(
+            [
+                {
+                    "label": "Revenue",
+                    "value": format_money(totals.revenue, report.currency),
+                    "change": change(totals.revenue, before.revenue if before else None),
+                    "note": f"{format_number(totals.purchases)} purchases, net of refunds",
+                },
+                {
+                    "label": "New customers",
+                    "value": format_number(totals.new_customers),
+                    "change": change(totals.new_customers, before.new_customers if before else None),
+                    "note": "first purchase in this range",
+                },
+            ]
+            if report.currency
+            else []
+        ),
     ]
 
 
@@ -82,6 +101,23 @@ def _chart(report: Overview, before: Overview | None) -> Any:
         for i, point in enumerate(report.series)
     ]
     return time_series("visitors-chart", "Visitors per day", points, value_name="Visitors")
+
+
+def _revenue_chart(report: Overview, before: Overview | None) -> Any:
+    """Revenue per day in whole units of the report's currency; None without purchases in the range."""
+    if report.currency is None:
+        return None
+    unit = 10 ** minor_unit_digits(report.currency)
+    previous = [point.revenue for point in before.series] if before else []
+    points = [
+        SeriesPoint(
+            label=point.day.strftime("%-d %b"),
+            value=point.revenue // unit,
+            previous=previous[i] // unit if i < len(previous) else None,
+        )
+        for i, point in enumerate(report.series)
+    ]
+    return time_series("revenue-chart", f"Revenue per day ({report.currency})", points, value_name="Revenue")
 
 
 def _breakdowns(report: Overview, view: ReportView) -> list[dict[str, Any]]:
@@ -153,6 +189,8 @@ class OverviewController(Controller):
             timed_out=timed_out,
             cards=_cards(report, view) if report else [],
             chart=_chart(report, before) if report else None,
+            revenue_chart=_revenue_chart(report, before) if report else None,
+            currency=report.currency if report else None,
             breakdowns=_breakdowns(report, view) if report else [],
             live=live_panel,
             live_timed_out=live_timed_out,
