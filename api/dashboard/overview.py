@@ -90,8 +90,8 @@ def _cards(report: Overview, view: ReportView) -> list[dict[str, Any]]:
     ]
 
 
-def _chart(report: Overview, before: Overview | None) -> Any:
-    previous = [point.visitors for point in before.series] if before else []
+def _chart(report: Overview) -> Any:
+    previous = [point.visitors for point in report.previous_series or []]
     points = [
         SeriesPoint(
             label=point.day.strftime("%-d %b"),
@@ -103,12 +103,12 @@ def _chart(report: Overview, before: Overview | None) -> Any:
     return time_series("visitors-chart", "Visitors per day", points, value_name="Visitors")
 
 
-def _revenue_chart(report: Overview, before: Overview | None) -> Any:
+def _revenue_chart(report: Overview) -> Any:
     """Revenue per day in whole units of the report's currency; None without purchases in the range."""
     if report.currency is None:
         return None
     unit = 10 ** minor_unit_digits(report.currency)
-    previous = [point.revenue for point in before.series] if before else []
+    previous = [point.revenue for point in report.previous_series or []]
     points = [
         SeriesPoint(
             label=point.day.strftime("%-d %b"),
@@ -168,13 +168,10 @@ class OverviewController(Controller):
         with staff.session() as session:
             view = read_report_view(session, "/app", request.query_params)
         report: Overview | None = None
-        before: Overview | None = None
         timed_out = False
         try:
             with staff.session() as session:
                 report = overview(session, view.query)
-                # The previous period day by day, for the dashed line (the overview carries only its totals).
-                before = overview(session, view.previous_query) if view.compare else None
         except ReportTimedOut:
             timed_out = True
         live_panel, live_timed_out = _live(staff, view)
@@ -188,8 +185,8 @@ class OverviewController(Controller):
             presets=PRESETS,
             timed_out=timed_out,
             cards=_cards(report, view) if report else [],
-            chart=_chart(report, before) if report else None,
-            revenue_chart=_revenue_chart(report, before) if report else None,
+            chart=_chart(report) if report else None,
+            revenue_chart=_revenue_chart(report) if report else None,
             currency=report.currency if report else None,
             breakdowns=_breakdowns(report, view) if report else [],
             live=live_panel,

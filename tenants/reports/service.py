@@ -150,6 +150,8 @@ class Overview:
     breakdowns: dict[str, list[BreakdownRow]]
     currency: str | None = None
     """The currency of the revenue numbers; None when the range has no purchases."""
+    previous_series: list[SeriesPoint] | None = None
+    """The previous period day by day, when compared (its day ``n`` lines up with the range's day ``n``)."""
 
 
 @dataclass(frozen=True)
@@ -326,18 +328,18 @@ def overview(session: Session, q: ReportQuery) -> Overview:
     with _report_timeout(session):
         traffic_totals, traffic = _breakdowns(session, q, traffic=True)
         contact_totals, contacts = _breakdowns(session, q, traffic=False)
-        traffic_days = _grouped(session, q, traffic=True, groups=[], sets="", by_day=True)
-        contact_days = _grouped(session, q, traffic=False, groups=[], sets="", by_day=True)
         currency = revenue_currency(session, q)
         sales = _purchase_sums(session, q, currency, groups=[]) if currency else []
-        sales_days = _purchase_sums(session, q, currency, groups=["day"]) if currency else []
+        series = _series(session, q, currency)
         previous: Totals | None = None
+        previous_series: list[SeriesPoint] | None = None
         previous_entries: dict[str, dict[str, int]] = {}
         if q.compare:
             before = q.previous()
             previous_traffic_totals, previous_traffic = _breakdowns(session, before, traffic=True)
             previous_contacts = _grouped(session, before, traffic=False, groups=[], sets="()")
             previous_sales = _purchase_sums(session, before, currency, groups=[]) if currency else []
+            previous_series = _series(session, before, currency)
             previous = _totals(
                 previous_traffic_totals,
                 _int(previous_contacts[0][1]) if previous_contacts else 0,
@@ -348,17 +350,6 @@ def overview(session: Session, q: ReportQuery) -> Overview:
                 for name, by_value in previous_traffic.items()
             }
     totals = _totals(traffic_totals, contact_totals[0] if contact_totals else 0, sales[0] if sales else None)
-    by_day: dict[date, list[int]] = defaultdict(lambda: [0] * 6)
-    for row in traffic_days:
-        by_day[row[0]][:4] = [_int(v) for v in row[1:]]
-    for row in contact_days:
-        by_day[row[0]][4] = _int(row[1])
-    for row in sales_days:
-        by_day[row[0]][5] = _int(row[2])
-    series = [
-        SeriesPoint(day, *by_day.get(day, [0] * 6))
-        for day in (q.start + timedelta(days=offset) for offset in range(q.days))
-    ]
     breakdowns: dict[str, list[BreakdownRow]] = {}
     for name in DIMENSIONS:
         merged: dict[str, list[int]] = defaultdict(lambda: [0] * 5)
@@ -381,7 +372,22 @@ def overview(session: Session, q: ReportQuery) -> Overview:
             )
             for value, sums in rows[:TOP_ROWS]
         ]
-    return Overview(q, totals, previous, series, breakdowns, currency)
+    return Overview(q, totals, previous, series, breakdowns, currency, previous_series)
+
+
+def _series(session: Session, q: ReportQuery, currency: str | None) -> list[SeriesPoint]:
+    """The query's numbers day by day, every day of the range (zero-filled), from the day rows."""
+    by_day: dict[date, list[int]] = defaultdict(lambda: [0] * 6)
+    for row in _grouped(session, q, traffic=True, groups=[], sets="", by_day=True):
+        by_day[row[0]][:4] = [_int(v) for v in row[1:]]
+    for row in _grouped(session, q, traffic=False, groups=[], sets="", by_day=True):
+        by_day[row[0]][4] = _int(row[1])
+    for row in _purchase_sums(session, q, currency, groups=["day"]) if currency else []:
+        by_day[row[0]][5] = _int(row[2])
+    return [
+        SeriesPoint(day, *by_day.get(day, [0] * 6))
+        for day in (q.start + timedelta(days=offset) for offset in range(q.days))
+    ]
 
 
 def _totals(traffic: list[int] | None, new_contacts: int, sales: Any = None) -> Totals:
