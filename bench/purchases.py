@@ -21,7 +21,8 @@ In one run it
    then checks what is stored.
 
 Measured: ``webhook_rps`` (200 answers over the time from the first request to the last answer), ``p99_ms``
-(nearest rank over every delivery, as the client saw it: the client shares the machine), and from the
+(nearest rank over every delivery, as the client saw it: the client shares the machine), ``api_cpu_us`` (CPU
+the API's processes used per delivery: what other load on the machine barely moves), and from the
 database: ``stripe_events`` rows against the distinct events sent, ``purchases`` against the distinct orders
 (checkouts and renewals), refunds applied in full, and ``duplicates``: events or orders stored more than
 once. With a ``commissions`` table: its rows, and ``lag_p95_ms`` from each purchase's webhook answer (the
@@ -498,9 +499,11 @@ def run(rig: Rig, args: argparse.Namespace) -> int:
     try:
         url = f"{api_url}/hooks/stripe/{shop.endpoint_token}"
         log(f"posting {len(plan.deliveries)} deliveries over {args.connections} connections")
-        started = time.monotonic()
+        started, api_cpu_before = time.monotonic(), rig.cpu_seconds("api")
         answers = asyncio.run(post_deliveries(url, shop.secret, plan.deliveries, args.connections))
         load_s = time.monotonic() - started
+        # Per delivery, a figure that neighbours on the machine barely move, unlike rps and latency.
+        api_cpu_us = (rig.cpu_seconds("api") - api_cpu_before) / max(len(answers), 1) * 1e6
         rig.check_running()
         log(f"load over after {load_s:.1f} s; waiting for the workers to finish")
         settle_s = wait_for_workers(rig, store, time.monotonic())
@@ -549,7 +552,8 @@ def run(rig: Rig, args: argparse.Namespace) -> int:
     print(
         f"events_sent={len(answers)} events_distinct={plan.distinct_events} events_stored={stored.events} "
         f"orders={len(plan.orders)} refunds={len(plan.refunded)} failed_attempts={len(failed)} p50_ms={p50:.1f} "
-        f"load_s={load_s:.1f} settle_s={settle_s:.1f} connections={args.connections} api_workers={args.api_workers}"
+        f"api_cpu_us={api_cpu_us:.0f} load_s={load_s:.1f} settle_s={settle_s:.1f} connections={args.connections} "
+        f"api_workers={args.api_workers}"
     )
     print(
         f"webhook_rps={rps:.0f} p99_ms={p99:.1f} purchases={stored.purchases} commissions={commission_count} "
