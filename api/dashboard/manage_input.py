@@ -80,14 +80,18 @@ class FormShownAgain(Exception):
 
 
 @asynccontextmanager
-async def shown_again(show: Callable[[Refusal], Awaitable[Template]]) -> AsyncIterator[None]:
+async def shown_again(
+    show: Callable[[Refusal], Awaitable[Template]], *, conflict_field: str | None = None
+) -> AsyncIterator[None]:
     """Around the taking of a Manage form: a refusal of what was typed (an invalid value, a taken slug) raises
     :class:`FormShownAgain` with ``show``'s page of it; anything else (a missing row, a forbidden change) stays
-    a page of its own."""
+    a page of its own. A conflict names no field, so ``conflict_field`` says which input it is about."""
     try:
         yield
     except (Invalid, Conflict) as error:
         errors = {_form_field(name): reason for name, reason in (getattr(error, "errors", {}) or {}).items()}
+        if isinstance(error, Conflict) and conflict_field:
+            errors[conflict_field] = error.message
         raise FormShownAgain(await show(Refusal(error.message, error.status, errors))) from error
 
 
