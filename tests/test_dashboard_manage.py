@@ -576,6 +576,32 @@ def test_refused_membership_settings_or_invitation_come_back_with_what_was_typed
     context.close()
 
 
+def test_a_tampered_row_count_is_refused_and_changes_nothing(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """The hidden row counts of the page and form editors are read, not trusted: text or a huge number is a 422
+    page that says why (never a 500, never a loop over a billion empty rows), and the saved page keeps its blocks."""
+    tenant = make_tenant("Tamperco")
+    site = make_site(tenant, [ORIGIN])
+    staff = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    page_id = _page_with_blocks(staff, "corner")
+    for rows in ("abc", "-1", "999999999"):
+        saved = _post(staff, f"/app/pages/{page_id}", {"title": "Emptied", "block_rows": rows}, page="/app/pages")
+        assert saved.status_code == 422, (rows, saved.text)
+        assert "reload it and try again" in saved.text
+        preview = _post(staff, f"/app/pages/{page_id}/preview", {"title": "x", "block_rows": rows}, page="/app/pages")
+        assert preview.status_code == 422
+        form = _post(
+            staff,
+            "/app/forms",
+            {"name": "Newsletter", "site_id": str(site.site_id), "field_rows": rows, "fields-0-name": "email"},
+        )
+        assert form.status_code == 422
+    page = _api(api_server, tenant).get(f"/api/v1/pages/{page_id}").json()
+    assert (page["title"], len(page["blocks"])) == ("Members corner", 2)
+    assert _api(api_server, tenant).get("/api/v1/forms").json() == []
+
+
 def test_a_viewer_sees_every_manage_screen_and_changes_nothing(
     api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
 ) -> None:

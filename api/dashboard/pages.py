@@ -16,7 +16,7 @@ from litestar.response import Redirect, Template
 from sqlmodel import Session
 
 from api.dashboard.auth import StaffCaller, requires
-from api.dashboard.manage_input import NO_REFUSAL, Refusal, changed_fields, parsed, shown_again
+from api.dashboard.manage_input import NO_REFUSAL, Refusal, changed_fields, parsed, row_count, shown_again
 from api.dashboard.rendering import redirect, screen
 from api.pages.controller import PageCreate, PageUpdate
 from api.pages.rendering import render_hosted_page
@@ -41,6 +41,8 @@ LEVEL_LABELS = {
 }
 BLOCK_CONTENT = {"html": ("html",), "form": ("form_id",), "link": ("url", "text")}
 """What each kind of block holds, as the page API's block structs name it."""
+MOST_BLOCK_ROWS = 201
+"""The most blocks a page takes (``Blocks``) and the empty row under them."""
 PREVIEW_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store", "X-Frame-Options": "SAMEORIGIN"}
 """The preview runs no script and submits no form, even opened on its own."""
 
@@ -52,7 +54,7 @@ def _blocks_of(form: dict[str, list[str]]) -> list[dict[str, Any]]:
         return (form.get(name) or [""])[-1]
 
     blocks = []
-    for index in range(int(one("block_rows") or 0)):
+    for index in range(row_count(one("block_rows"), MOST_BLOCK_ROWS)):
         kind = one(f"blocks-{index}-kind")
         if not kind:
             continue
