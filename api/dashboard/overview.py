@@ -112,8 +112,8 @@ def _revenue_chart(report: Overview) -> Any:
     points = [
         SeriesPoint(
             label=point.day.strftime("%-d %b"),
-            value=point.revenue // unit,
-            previous=previous[i] // unit if i < len(previous) else None,
+            value=round(point.revenue / unit),
+            previous=round(previous[i] / unit) if i < len(previous) else None,
         )
         for i, point in enumerate(report.series)
     ]
