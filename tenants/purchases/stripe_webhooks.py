@@ -29,7 +29,7 @@ from uuid import UUID
 
 import stripe
 from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tenants.errors import DomainError, Invalid, NotFound
 from tenants.isolation import current_tenant_id, tenant_session
@@ -54,6 +54,7 @@ __all__ = [
     "RefusedDelivery",
     "process_event",
     "receive_event",
+    "recent_events",
     "set_signing_secret",
     "webhook_config",
     "webhook_url",
@@ -113,6 +114,13 @@ def set_signing_secret(session: Session, signing_secret: str) -> StripeWebhook:
     session.add(config)
     session.flush()
     return config
+
+
+def recent_events(session: Session, limit: int = 20) -> list[StripeEvent]:
+    """The last events Stripe delivered, newest first, with their outcome (None while a worker has yet to
+    process one): what the tenant checks after connecting or after "Send test webhook"."""
+    query = select(StripeEvent).order_by(col(StripeEvent.received_at).desc(), col(StripeEvent.id)).limit(limit)
+    return list(session.exec(query))
 
 
 @dataclass(frozen=True)
