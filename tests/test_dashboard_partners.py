@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tenants.audit.service import list_actions
 from tenants.isolation import tenant_session
@@ -373,4 +375,137 @@ def test_purchases_are_listed_filtered_and_refunded_by_an_admin(
     check_screen(page_, "purchases")
     page_.goto(f"{api_server.base_url}/app/purchases/{first['id']}")
     check_screen(page_, "purchase")
+    context.close()
+
+
+def _land(session: Any, program: Any, visitor_id: UUID, code: str, sid: str | None) -> Any:
+    """A landing on ``?ref=code&sid=…`` stored by ingest's own function; returns the envelope (to replay it)."""
+    from tenants.models import new_id
+    from tenants.tracking.hits import Envelope, Hit
+    from tenants.tracking.ingest import store_envelopes
+
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    landing = Hit(hit_id=new_id(), ts=now, url=f"{ORIGIN}/?ref={code}", path="/", partner_code=code, partner_sid=sid)
+    envelope = Envelope(
+        tenant_id=program.tenant.tenant_id,
+        site_id=program.site.site_id,
+        visitor_id=visitor_id,
+        received_at=now,
+        hits=[landing],
+    )
+    store_envelopes(session, [envelope])
+    return envelope
+
+
+def _scan(tenant: TenantHandle) -> dict[str, Any]:
+    """The report's numbers counted from the raw rows."""
+    with tenant_session(tenant.tenant_id) as session:
+        clicks = session.execute(
+            text("SELECT partner_id, coalesce(sid, ''), count(*) FROM referral_clicks GROUP BY 1, 2")
+        ).all()
+        leads = session.execute(
+            text(
+                """SELECT r.partner_id, coalesce(c.sid, ''), count(*) FROM contact_referrers r
+                   LEFT JOIN referral_clicks c ON c.hit_id = r.click_hit_id WHERE r.position = 'first' GROUP BY 1, 2"""
+            )
+        ).all()
+        money = session.execute(
+            text(
+                """SELECT pc.partner_id, p.currency, count(*), count(*) FILTER (WHERE p.new_customer),
+                       sum(p.amount - p.refunded_amount)
+                   FROM purchases p JOIN partner_codes pc ON pc.code = lower(p.first_touch->>'partner_code')
+                   GROUP BY 1, 2"""
+            )
+        ).all()
+    sub_ids: dict[tuple[UUID, str], tuple[int, int]] = {}
+    for partner_id, sid, n in clicks:
+        sub_ids[(partner_id, sid)] = (int(n), 0)
+    for partner_id, sid, n in leads:
+        sub_ids[(partner_id, sid)] = (sub_ids.get((partner_id, sid), (0, 0))[0], int(n))
+    return {"sub_ids": sub_ids, "money": {(p, c): (int(n), int(k), int(r)) for p, c, n, k, r in money}}
+
+
+@pytest.mark.browser
+def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    """Partners are paid on these numbers: the rollups the report reads must count every click and lead once
+    (a replayed hit adds nothing) and every purchase net of its refunds."""
+    from tenants.contacts.service import ContactChanges, upsert_by_email
+    from tenants.identity.service import link_visitor
+    from tenants.models import Evidence, PurchaseSource, Visitor, new_id
+    from tenants.partners.report import partners_report
+    from tenants.purchases.service import Buyer, Order, record_purchase, refund_purchase
+
+    tenant = make_tenant("Reportco")
+    program = make_program(tenant, "pat", "quinn")
+    pat, quinn = program.partners["pat"], program.partners["quinn"]
+    phone, laptop, other = new_id(), new_id(), new_id()
+    with tenant_session(tenant.tenant_id) as session:
+        replayed = _land(session, program, phone, pat.link_code, "news")
+        _land(session, program, phone, pat.link_code, "news")
+        _land(session, program, laptop, pat.link_code, None)
+        _land(session, program, other, quinn.link_code, "blog")
+    with tenant_session(tenant.tenant_id) as session:
+        from tenants.tracking.ingest import store_envelopes
+
+        store_envelopes(session, [replayed])  # at-least-once delivery: the same hit again
+        buyer, created = upsert_by_email(session, ContactChanges(email="monica@example.com"))
+        link_visitor(session, visitor_id=phone, contact_id=buyer.id, evidence=Evidence.FORM, new_contact=created)
+        # What the history merge gives the contact: the browser's first touch (pat's link).
+        visitor = session.get(Visitor, (tenant.tenant_id, phone))
+        assert visitor is not None and visitor.first_touch
+        buyer.first_touch, buyer.last_touch = visitor.first_touch, visitor.last_touch
+        session.add(buyer)
+        order = record_purchase(
+            session,
+            Order(source=PurchaseSource.API, external_id="o-1", amount=10000, currency="EUR", buyer=Buyer(buyer.id)),
+        )
+        record_purchase(
+            session,
+            Order(source=PurchaseSource.API, external_id="o-2", amount=3000, currency="EUR", buyer=Buyer(buyer.id)),
+        )
+        refund_purchase(session, order.purchase.id, amount=4000)
+
+    scan = _scan(tenant)
+    assert scan["sub_ids"][(pat.id, "news")] == (2, 1), "the replayed hit counts once; the new contact is a lead"
+    today = datetime.now(UTC).date()
+    with tenant_session(tenant.tenant_id) as session:
+        report = partners_report(session, start=today - timedelta(days=6), end=today)
+    assert {(s.partner_id, s.sid): (s.clicks, s.leads) for s in report.sub_ids} == scan["sub_ids"]
+    money = {
+        (p.partner_id, currency): (p.purchases, p.customers, amount)
+        for p in report.partners
+        for currency, amount in p.revenue.items()
+    }
+    assert money == scan["money"] == {(pat.id, "EUR"): (2, 1, 9000)}
+    totals = {p.partner_id: (p.clicks, p.leads) for p in report.partners}
+    assert totals == {pat.id: (3, 1), quinn.id: (1, 0)}
+    with tenant_session(tenant.tenant_id) as session:
+        empty = partners_report(session, start=today - timedelta(days=30), end=today - timedelta(days=1))
+    assert all((p.clicks, p.leads, p.purchases) == (0, 0, 0) for p in empty.partners), "nothing before today"
+
+    viewer_email = "view@reportco.example"
+    add_staff(tenant.tenant_id, viewer_email, UserRole.VIEWER)
+    viewer = login_http(api_server.base_url, tenant.slug, viewer_email)
+    shown = viewer.get("/app/partners/report").text
+    row = re.search(rf'<tr data-partner="{pat.id}">(.*?)</tr>', shown, re.S)
+    assert row, shown
+    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(1))).split()[-7:] == [
+        "approved",
+        "3",
+        "1",
+        "2",
+        "1",
+        "9000",
+        "EUR",
+    ]
+    assert viewer.get("/app/partners/report?start=2026-02-30").status_code == 422
+    assert viewer.get(f"/app/partners/report?start={today}&end={today - timedelta(days=1)}").status_code == 422
+
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, api_server.base_url, tenant.slug, viewer_email)
+    page.goto(f"{api_server.base_url}/app/partners/report")
+    check_screen(page, "partners-report")
     context.close()

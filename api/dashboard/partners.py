@@ -5,6 +5,7 @@ uses (tenants.partners.service), with the API's own request structs for what is 
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -24,6 +25,7 @@ from tenants.errors import Invalid, NotFound
 from tenants.models import CodeKind, Partner, PartnerStatus, Program, UserRole
 from tenants.partners import activity
 from tenants.partners import service as partners
+from tenants.partners.report import PartnersReport, partners_report
 
 __all__ = ["PartnerProgramsController", "PartnersController"]
 
@@ -290,6 +292,36 @@ class PartnersController(Controller):
             statuses=[s.value for s in PartnerStatus],
             next_statuses=NEXT_STATUSES,
             can_edit=staff.can(UserRole.EDITOR),
+        )
+
+    @get("/report")
+    async def show_report(
+        self,
+        request: Request[Any, Any, Any],
+        staff: NamedDependency[StaffCaller],
+        start: Annotated[str | None, Parameter(required=False)] = None,
+        end: Annotated[str | None, Parameter(required=False)] = None,
+        touch: Annotated[str | None, Parameter(required=False)] = None,
+    ) -> Template:
+        """Clicks, leads, customers and revenue per partner and per SubID, from the rollups."""
+        today = datetime.now(UTC).date()
+        try:
+            last = date.fromisoformat(end) if end else today
+            first = date.fromisoformat(start) if start else last - timedelta(days=29)
+        except ValueError:
+            raise Invalid("the report's range is invalid", {"start": "dates are YYYY-MM-DD"}) from None
+
+        def read() -> PartnersReport:
+            with staff.session() as session:
+                return partners_report(session, start=first, end=last, touch=touch or "first")
+
+        return screen(
+            request,
+            staff,
+            "dashboard/partners/report.html",
+            section="partners",
+            title="Partners report",
+            report=await anyio.to_thread.run_sync(read),
         )
 
     async def _partner_page(

@@ -45,6 +45,7 @@ __all__ = [
     "attribution",
     "live",
     "overview",
+    "report_timeout",
 ]
 
 MAX_RANGE_DAYS = 400
@@ -173,6 +174,10 @@ def _report_timeout(session: Session) -> Iterator[None]:
             session.rollback()
             raise ReportTimedOut("the report took too long and was cancelled; try a shorter range") from error
         raise
+
+
+report_timeout = _report_timeout
+"""The same statement timeout for the reports of other areas (the partners report)."""
 
 
 def _check_site(session: Session, site_id: UUID | None) -> None:
