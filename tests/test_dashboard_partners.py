@@ -84,6 +84,9 @@ def test_a_viewer_sees_applications_but_cannot_approve_and_an_editor_can(
     assert _status(tenant, applicant) == "applied"
 
     editor = login_http(api_server.base_url, tenant.slug, "ed@reviewco.example")
+    forged = editor.post(f"/app/partners/{applicant}/status", data={"action": "approve"})
+    assert forged.status_code == 403, "a change without the page's CSRF token is refused"
+    assert _status(tenant, applicant) == "applied"
     page = editor.get("/app/partners?status=applied").text
     assert 'value="approve"' in page and 'value="reject"' in page and 'value="suspend"' not in page
     approved = _post(editor, f"/app/partners/{applicant}/status", {"action": "approve"}, page="/app/partners")
