@@ -469,6 +469,7 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
             Order(source=PurchaseSource.API, external_id="o-2", amount=3000, currency="EUR", buyer=Buyer(buyer.id)),
         )
         refund_purchase(session, order.purchase.id, amount=4000)
+        order_id = order.purchase.id
 
     scan = _scan(tenant)
     assert scan["sub_ids"][(pat.id, "news")] == (2, 1), "the replayed hit counts once; the new contact is a lead"
@@ -504,6 +505,9 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
         "EUR",
     ]
     assert viewer.get("/app/partners/report?start=2026-02-30").status_code == 422
+    purchase_page = viewer.get(f"/app/purchases/{order_id}").text
+    assert f"<dd>{pat.link_code}</dd>" in purchase_page, "the touch that brought the buyer is on the purchase"
+    assert 'name="amount"' not in purchase_page, "a viewer refunds nothing"
     assert viewer.get(f"/app/partners/report?start={today}&end={today - timedelta(days=1)}").status_code == 422
 
     context = browser.new_context()
