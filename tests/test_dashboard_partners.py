@@ -175,6 +175,15 @@ def test_program_terms_typed_wrong_come_back_with_the_reason_by_the_field(
     products = httpx.get(
         f"{api_server.base_url}/api/v1/partner-programs/{program_id}/products", headers=tenant.headers
     ).json()
+    new_partner = {"program_id": str(program_id), "email": "Pat@Partners.example", "status": "approved"}
+    added = _post(owner, "/app/partners", new_partner, page="/app/partners")
+    assert added.status_code == 303, added.text
+    partner_id = UUID(added.headers["location"].rsplit("/", 1)[1])
+    assert _status(tenant, partner_id) == "approved"
+    twice = _post(owner, "/app/partners", new_partner, page="/app/partners")
+    assert twice.status_code == 409
+    assert 'id="error-email"' in twice.text and "is a partner already" in twice.text
+    assert 'value="Pat@Partners.example"' in twice.text
     assert products == [
         {"product": "course", "level1": {"kind": "percent", "value": 3000}, "level2": {"kind": "flat", "value": 500}}
     ]

@@ -18,7 +18,7 @@ from litestar.response import Redirect, Template
 from api.dashboard.auth import StaffCaller, requires
 from api.dashboard.manage_input import NO_REFUSAL, Refusal, changed_fields, parsed, shown_again
 from api.dashboard.rendering import redirect, screen
-from api.partners.schemas import FlatRate, PercentRate, ProductSet, ProgramCreate
+from api.partners.schemas import FlatRate, PartnerCreate, PercentRate, ProductSet, ProgramCreate
 from api.web.csrf import checked_form
 from tenants.contacts.service import get_contact
 from tenants.errors import Invalid, NotFound
@@ -99,9 +99,10 @@ def _rate(rate: PercentRate | FlatRate) -> partners.CommissionRate:
     return partners.CommissionRate("percent" if isinstance(rate, PercentRate) else "flat", rate.value)
 
 
-def _at_code_field(refusal: Refusal) -> Refusal:
-    """A taken code (409) names no field; its reason belongs by the code typed."""
-    return refusal if refusal.errors else Refusal(refusal.message, refusal.status, {"code": refusal.message})
+def _at_field(refusal: Refusal, name: str) -> Refusal:
+    """A conflict (a taken code, a person who is a partner already: 409) names no field; its reason belongs by
+    the value typed."""
+    return refusal if refusal.errors else Refusal(refusal.message, refusal.status, {name: refusal.message})
 
 
 class PartnerProgramsController(Controller):
@@ -263,6 +264,17 @@ class PartnersController(Controller):
         status: Annotated[str | None, Parameter(required=False)] = None,
         program_id: Annotated[str | None, Parameter(required=False)] = None,
     ) -> Template:
+        return await self._list(request, staff, status, program_id)
+
+    async def _list(
+        self,
+        request: Request[Any, Any, Any],
+        staff: StaffCaller,
+        status: str | None,
+        program_id: str | None,
+        new_partner: dict[str, str] | None = None,
+        refusal: Refusal = NO_REFUSAL,
+    ) -> Template:
         # A filter typed into the address that names nothing is ignored, as an empty select sends it.
         wanted = PartnerStatus(status) if status in {s.value for s in PartnerStatus} else None
         try:
@@ -285,14 +297,43 @@ class PartnersController(Controller):
             "dashboard/partners/partners.html",
             section="partners",
             title="Partners",
+            status=refusal.status,
             rows=rows,
             programs=programs,
             status_filter=wanted.value if wanted else "",
             program_id=str(program) if program else "",
             statuses=[s.value for s in PartnerStatus],
             next_statuses=NEXT_STATUSES,
+            new_partner=new_partner or {"program_id": "", "email": "", "status": "applied"},
+            refusal=refusal,
             can_edit=staff.can(UserRole.EDITOR),
         )
+
+    @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
+    async def add_partner(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
+        """A partner added by the tenant (as ``POST /api/v1/partners``): it chooses its portal password through
+        "Forgot your password?"."""
+        form = await checked_form(request)
+        values = {
+            "program_id": form.get("program_id", ""),
+            "email": form.get("email", "").strip(),
+            "status": form.get("status", "applied"),
+        }
+
+        def add() -> UUID:
+            data = parsed("partner", values, PartnerCreate)
+            with staff.session() as session:
+                partner = partners.create_partner(
+                    session, program_id=data.program_id, email=data.email, status=PartnerStatus(data.status)
+                )
+                staff.audit(session, "partner.create", f"partner:{partner.id}", status=str(partner.status))
+                return partner.id
+
+        async with shown_again(
+            lambda refusal: self._list(request, staff, None, None, values, _at_field(refusal, "email"))
+        ):
+            partner_id = await anyio.to_thread.run_sync(add)
+        return redirect(f"/app/partners/{partner_id}", "Partner added")
 
     @get("/report")
     async def show_report(
@@ -418,7 +459,7 @@ class PartnersController(Controller):
                 return code.code
 
         async with shown_again(
-            lambda refusal: self._partner_page(request, staff, partner_id, values, _at_code_field(refusal))
+            lambda refusal: self._partner_page(request, staff, partner_id, values, _at_field(refusal, "code"))
         ):
             code = await anyio.to_thread.run_sync(create)
         return redirect(f"/app/partners/{partner_id}", f"Code {code} created")
