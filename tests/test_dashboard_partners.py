@@ -448,6 +448,7 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
     from tenants.models import Evidence, PurchaseSource, Visitor, new_id
     from tenants.partners.report import partners_report
     from tenants.purchases.service import Buyer, Order, record_purchase, refund_purchase
+    from tenants.reports.rollups import compare_referral_rollups, rebuild_referral_rollups
 
     tenant = make_tenant("Reportco")
     program = make_program(tenant, "pat", "quinn")
@@ -494,6 +495,13 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
     assert money == scan["money"] == {(pat.id, "EUR"): (2, 1, 9000)}
     totals = {p.partner_id: (p.clicks, p.leads) for p in report.partners}
     assert totals == {pat.id: (3, 1), quinn.id: (1, 0)}
+    with tenant_session(tenant.tenant_id) as session:
+        assert compare_referral_rollups(session, today, today) == []
+        session.execute(text("UPDATE referral_rollups SET clicks = clicks + 1 WHERE sid = 'blog'"))
+        (drift,) = compare_referral_rollups(session, today, today)
+        assert drift.key == (today, quinn.id, "blog"), "the nightly check finds a drifted row"
+        rebuild_referral_rollups(session, today, today)
+        assert compare_referral_rollups(session, today, today) == []
     with tenant_session(tenant.tenant_id) as session:
         empty = partners_report(session, start=today - timedelta(days=30), end=today - timedelta(days=1))
     assert all((p.clicks, p.leads, p.purchases) == (0, 0, 0) for p in empty.partners), "nothing before today"
