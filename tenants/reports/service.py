@@ -45,7 +45,6 @@ __all__ = [
     "attribution",
     "live",
     "overview",
-    "report_timeout",
 ]
 
 MAX_RANGE_DAYS = 400
