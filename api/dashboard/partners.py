@@ -20,7 +20,7 @@ from api.dashboard.manage_input import NO_REFUSAL, Refusal, changed_fields, pars
 from api.dashboard.rendering import redirect, screen
 from api.partners.schemas import FlatRate, PartnerCreate, PercentRate, ProductSet, ProgramCreate
 from api.web.csrf import checked_form
-from tenants.contacts.service import get_contact
+from tenants.contacts.service import emails_of, get_contact
 from tenants.errors import Invalid, NotFound
 from tenants.models import CodeKind, Partner, PartnerStatus, Program, UserRole
 from tenants.partners import activity
@@ -287,7 +287,8 @@ class PartnersController(Controller):
                 programs = partners.list_programs(session)
                 names = {p.id: p.name for p in programs}
                 found = partners.list_partners(session, program_id=program, status=wanted)
-                rows = [(p, get_contact(session, p.contact_id).email, names.get(p.program_id, "")) for p in found]
+                emails = emails_of(session, (p.contact_id for p in found))
+                rows = [(p, emails.get(p.contact_id, ""), names.get(p.program_id, "")) for p in found]
                 return rows, programs
 
         rows, programs = await anyio.to_thread.run_sync(read)

@@ -18,7 +18,7 @@ from api.dashboard.manage_input import NO_REFUSAL, Refusal, parsed, shown_again
 from api.dashboard.rendering import redirect, screen
 from api.purchases.schemas import RefundCreate, StripeIntegrationUpdate
 from api.web.csrf import checked_form
-from tenants.contacts.service import find_by_email, get_contact
+from tenants.contacts.service import emails_of, find_by_email, get_contact
 from tenants.errors import Invalid
 from tenants.models import Purchase, PurchaseSource, PurchaseStatus, UserRole
 from tenants.purchases import service as purchases
@@ -73,7 +73,7 @@ class PurchasesController(Controller):
                     cursor=cursor or None,
                     limit=PAGE_SIZE,
                 )
-                emails = {p.contact_id: get_contact(session, p.contact_id).email for p in found_page.items}
+                emails = emails_of(session, (p.contact_id for p in found_page.items))
                 return found_page, emails, contact_id
 
         found, emails, _ = await anyio.to_thread.run_sync(read)
