@@ -192,4 +192,5 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "partner_codes": _partners,
     "referral_clicks": _partners,
     "contact_referrers": _partners,
+    "referral_rollups": _partners,  # kept by triggers on the two above
 }

@@ -564,15 +564,25 @@ def _read_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 def list_purchases(
-    session: Session, *, contact_id: UUID | None = None, cursor: str | None = None, limit: int = 50
+    session: Session,
+    *,
+    contact_id: UUID | None = None,
+    status: PurchaseStatus | None = None,
+    source: PurchaseSource | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
 ) -> PurchasePage:
-    """Purchases newest first (by when they happened), one keyset page at a time; only one contact's when
-    ``contact_id`` is given."""
+    """Purchases newest first (by when they happened), one keyset page at a time; only one contact's, one
+    status's or one source's when those are given."""
     if not 1 <= limit <= MAX_PAGE:
         raise Invalid("limit is out of range", {"limit": f"must be 1 to {MAX_PAGE}"})
     statement = select(Purchase).order_by(col(Purchase.occurred_at).desc(), col(Purchase.id).desc()).limit(limit + 1)
     if contact_id is not None:
         statement = statement.where(Purchase.contact_id == contact_id)
+    if status is not None:
+        statement = statement.where(Purchase.status == status)
+    if source is not None:
+        statement = statement.where(Purchase.source == source)
     if cursor:
         statement = statement.where(tuple_(col(Purchase.occurred_at), col(Purchase.id)) < tuple_(*_read_cursor(cursor)))
     rows = list(session.exec(statement))

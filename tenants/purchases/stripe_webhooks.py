@@ -29,7 +29,7 @@ from uuid import UUID
 
 import stripe
 from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tenants.cache import MISSING, Missing, TTLCache
 from tenants.errors import DomainError, Invalid, NotFound
@@ -55,6 +55,7 @@ __all__ = [
     "RefusedDelivery",
     "process_event",
     "receive_event",
+    "recent_events",
     "set_signing_secret",
     "webhook_config",
     "webhook_url",
@@ -116,6 +117,13 @@ def set_signing_secret(session: Session, signing_secret: str) -> StripeWebhook:
     session.add(config)
     session.flush()
     return config
+
+
+def recent_events(session: Session, limit: int = 20) -> list[StripeEvent]:
+    """The last events Stripe delivered, newest first, with their outcome (None while a worker has yet to
+    process one): what the tenant checks after connecting or after "Send test webhook"."""
+    query = select(StripeEvent).order_by(col(StripeEvent.received_at).desc(), col(StripeEvent.id)).limit(limit)
+    return list(session.exec(query))
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,10 @@ def _report_timeout(session: Session) -> Iterator[None]:
         raise
 
 
+report_timeout = _report_timeout
+"""The same statement timeout for the reports of other areas (the partners report)."""
+
+
 def _check_site(session: Session, site_id: UUID | None) -> None:
     """A site of another tenant (or none) is not found, like any other id."""
     if site_id is not None:
