@@ -2,7 +2,7 @@
 range of UTC days, read from rollups only (never from the raw clicks or purchases), so a year answers as fast
 as a day.
 
-- clicks and leads: ``referral_rollups`` (migration 0015), kept by triggers in the transaction that writes
+- clicks and leads: ``referral_rollups`` (migration 0014), kept by triggers in the transaction that writes
   ``referral_clicks`` and ``contact_referrers``; a lead is a new contact the partner referred (its first
   referrer binding), counted on the day it was bound, under the SubID of the click that bound it;
 - purchases, customers (purchases that were their buyer's first) and revenue (net of refunds, per currency):

@@ -392,7 +392,7 @@ def compare_purchase_rollups(session: Session, start: date, end: date) -> list[R
 
 REFERRAL_MEASURES = ("clicks", "leads")
 _REFERRAL_KEY = "day, partner_id, sid"
-# As the triggers of migration 0015 count: a click on its UTC day under its SubID; a lead (a first-referrer
+# As the triggers of migration 0014 count: a click on its UTC day under its SubID; a lead (a first-referrer
 # binding) on the day it was bound, under the SubID of its click.
 _DERIVED_REFERRALS = f"""SELECT {_REFERRAL_KEY}, sum(clicks) AS clicks, sum(leads) AS leads FROM (
         SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, partner_id, coalesce(sid, '') AS sid,

@@ -6,7 +6,7 @@ NOTHING`` leaves replays out) or deleted count: exactly-once, always equal to a 
 the partner referred: its ``first`` referrer binding (which never changes), on the day it was bound, under the
 SubID of the click that bound it. Existing rows are counted in.
 
-Revision ID: 0015
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-02
 """
@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import UUID
 
 from migrations.tenancy import create_tenant_table
 
-revision: str = "0015"
+revision: str = "0014"
 down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
