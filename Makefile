@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements-dev.lock
 COMPILE := $(BIN)/uv pip compile pyproject.toml --group install --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: run test lint lock bench-collect bench-merge bench-pages bench-dashboard clean
+.PHONY: run test lint lock bench-collect bench-merge bench-pages bench-dashboard bench-purchases clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench-pages: $(STAMP)
 
 bench-dashboard: $(STAMP)
 	$(BIN)/python bench/dashboard.py
+
+bench-purchases: $(STAMP)
+	$(BIN)/python bench/purchases.py
 
 clean:
 	rm -rf $(VENV) .trailmark .pytest_cache .mypy_cache .ruff_cache

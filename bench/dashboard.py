@@ -54,7 +54,6 @@ status is non-zero when the answers differ.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 import uuid
@@ -69,7 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 # tests/ and bench/ are not installed packages: import them from the checkout, however this file runs.
 sys.path.insert(0, str(REPO))
 
-from bench.harness import BenchError, Rig, check_stop, log, owner_connection, run_bench  # noqa: E402
+from bench.harness import BenchError, Rig, check_stop, log, owner_connection, percentile, run_bench  # noqa: E402
 from tenants.reports.dimensions import DIMENSIONS, touch_dimension_sql, visit_dimension_sql  # noqa: E402
 from tenants.reports.rollups import rebuild_rollups  # noqa: E402
 from tenants.reports.service import ReportQuery, attribution, overview  # noqa: E402
@@ -651,12 +650,6 @@ def explain_slowest(session: Any, call: Callable[[], Any]) -> str:
     plan = session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters).all()
     lines = "\n".join(f"    {line}" for (line,) in plan)
     return f"slowest statement ({seconds * 1000:.1f} ms):\n    {' '.join(statement.split())}\n{lines}"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest rank: the smallest value with at least ``fraction`` of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def timed(samples: list[float], call: Callable[[], Any]) -> Any:

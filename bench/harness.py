@@ -4,6 +4,7 @@ life cycle (Ctrl-C and errors clean everything up), the wrk load generator and s
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -29,6 +30,7 @@ __all__ = [
     "log",
     "lua_string",
     "owner_connection",
+    "percentile",
     "run_bench",
     "serve_bare",
     "trailmark_command",
@@ -63,6 +65,12 @@ def owner_connection(owner_url: str) -> Any:
     from tests.services import libpq_url
 
     return psycopg.connect(libpq_url(owner_url), autocommit=True)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest rank: the smallest value with at least ``fraction`` of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def trailmark_command(*args: str) -> list[str]:

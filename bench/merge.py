@@ -55,6 +55,7 @@ from bench.harness import (  # noqa: E402
     check_stop,
     log,
     owner_connection,
+    percentile,
     run_bench,
     trailmark_command,
 )
@@ -313,12 +314,6 @@ def submit_and_wait(
     if anonymous or moved != history or not first_touch:
         raise IncompleteMerge(f"merged {moved} of {history} visits ({anonymous} still anonymous)")
     return Submission(elapsed * 1000, response_ms, polls)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest rank: the smallest value with at least ``fraction`` of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def run(bench: Rig, args: argparse.Namespace) -> int:

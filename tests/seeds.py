@@ -229,6 +229,7 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "partner_codes": _partners,
     "referral_clicks": _partners,
     "contact_referrers": _partners,
+    "referral_rollups": _partners,  # kept by triggers on the two above
     "purchase_credits": _commissions,
     "commissions": _commissions,
     "payouts": _commissions,

@@ -273,3 +273,41 @@ def test_every_contacts_and_visitors_screen_passes_axe(api_server: Any, make_ten
     page.get_by_role("button", name="Reveal custom.salary").click()
     page.wait_for_selector("text=1000")
     page.close()
+
+
+def test_a_refused_contact_edit_comes_back_with_what_was_typed_and_the_reason_by_the_field(
+    api_server: Any, make_tenant: Any, browser: Any
+) -> None:
+    """A salary that is not a number, or another contact's email, is corrected in place; nothing is saved."""
+    tenant = make_tenant("Editco")
+    ids = seed_contacts(api_server.base_url, tenant, 2)
+    base = api_server.base_url
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, base, tenant.slug, tenant.owner_email)
+    page.goto(f"{base}/app/contacts/{ids[0]}/edit")
+    assert page.get_by_label("Salary").input_value() == "", "a sensitive value is never put into the form"
+    page.get_by_label("First name").fill("Rachel")
+    page.get_by_label("Salary").fill("lots")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Save").click()
+    assert posted.value.status == 422
+    salary = page.locator('input[name="custom.salary"]')
+    assert salary.input_value() == "lots" and salary.get_attribute("aria-invalid") == "true"
+    assert page.locator("#error-custom-salary").inner_text() == "must be a number"
+    assert page.get_by_label("First name").input_value() == "Rachel"
+    check_screen(page, "contact-edit-refused")
+
+    salary.fill("")
+    page.get_by_label("Email").fill("person1@example.com")
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name="Save").click()
+    assert posted.value.status == 409
+    email = page.locator('input[name="email"]')
+    assert email.input_value() == "person1@example.com" and email.get_attribute("aria-invalid") == "true"
+    assert "exists" in page.locator("#error-email").inner_text()
+    assert page.get_by_label("First name").input_value() == "Rachel"
+    context.close()
+    with tenant_session(tenant.tenant_id) as session:
+        stored = session.execute(text("SELECT email, first_name FROM contacts WHERE id = :id"), {"id": ids[0]}).one()
+    assert tuple(stored) == ("person0@example.com", "P0")

@@ -17,6 +17,7 @@ from markupsafe import escape
 
 from tenants.audit.service import list_actions
 from tenants.isolation import tenant_session
+from tenants.links.service import list_links
 from tenants.models import UserRole
 from tests.browser import tenant_web_server
 from tests.conftest import LiveServer, TenantHandle, make_site, wait_until
@@ -437,6 +438,168 @@ def test_a_refused_manage_form_comes_back_with_what_was_typed_and_the_reason_by_
     assert 'id="error-name"' in refused.text and "x" * 201 in refused.text
     assert httpx.Client(base_url=base, headers=tenant.headers).get(f"/api/v1/sites/{site.site_id}").json() == saved
     context.close()
+
+
+def _refused_post(page: Any, button: str) -> int:
+    """Click ``button`` and answer the status of the form's POST (the page shown is its answer)."""
+    with page.expect_response(lambda r: r.request.method == "POST") as posted:
+        page.get_by_role("button", name=button, exact=True).click()
+    page.wait_for_load_state()
+    return int(posted.value.status)
+
+
+@pytest.mark.browser
+def test_a_refused_tracked_link_or_send_comes_back_with_what_was_typed_and_the_reason_by_the_field(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    """A mistyped recipient, in one link or in one line of a pasted send, is corrected in place."""
+    tenant = make_tenant("Linktypoco")
+    _contact(tenant, api_server, "ann@linktypoco.example")
+    base = api_server.base_url
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, base, tenant.slug, tenant.owner_email)
+
+    page.goto(f"{base}/app/links/new")
+    page.get_by_label("Recipient (a contact's email or id)").fill("anne@linktypoco.example")
+    page.get_by_label("Destination URL", exact=True).fill("https://shop.example/offer")
+    page.get_by_label("Send (optional)").fill("autumn")
+    assert _refused_post(page, "Create link") == 422
+    recipient = page.get_by_label("Recipient (a contact's email or id)")
+    assert recipient.input_value() == "anne@linktypoco.example"
+    assert recipient.get_attribute("aria-invalid") == "true"
+    assert "no contact has the address 'anne@linktypoco.example'" in page.locator("#error-recipient").inner_text()
+    assert page.get_by_label("Destination URL", exact=True).input_value() == "https://shop.example/offer"
+    assert page.get_by_label("Send (optional)").input_value() == "autumn"
+    check_screen(page, "link-refused")
+    recipient.fill("ann@linktypoco.example")
+    page.get_by_role("button", name="Create link", exact=True).click()
+    page.wait_for_url(re.compile(r"/app/links/[0-9a-f-]{36}$"))
+
+    page.goto(f"{base}/app/links/new")
+    pasted = "https://shop.example/1\n\nbob@linktypoco.example, https://shop.example/2"
+    page.get_by_label("Destination URLs, one per line").fill(pasted)
+    page.get_by_label("Recipient of the lines that name none").fill("ann@linktypoco.example")
+    page.get_by_label("Send", exact=True).fill("winter")
+    assert _refused_post(page, "Create links") == 422
+    urls = page.get_by_label("Destination URLs, one per line")
+    assert urls.input_value() == pasted
+    assert urls.get_attribute("aria-invalid") == "true"
+    reason = page.locator("#error-urls").inner_text()
+    assert reason.startswith("line 3:") and "bob@linktypoco.example" in reason  # the line as pasted, blanks too
+    assert page.get_by_label("Send", exact=True).input_value() == "winter"
+    check_screen(page, "links-bulk-refused")
+    with tenant_session(tenant.tenant_id) as session:
+        assert [item.link.send_id for item in list_links(session)] == ["autumn"]  # the refused send made none
+    context.close()
+
+
+@pytest.mark.browser
+def test_a_refused_page_comes_back_with_what_was_typed_and_the_reason_by_the_field(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    """A taken address on a new page, or an unsafe link in one block, is corrected without retyping the page."""
+    tenant = make_tenant("Pagetypoco")
+    base = api_server.base_url
+    owner = login_http(base, tenant.slug, tenant.owner_email)
+    page_id = _page_with_blocks(owner, "corner")
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, base, tenant.slug, tenant.owner_email)
+
+    page.goto(f"{base}/app/pages")
+    page.get_by_label("Address (slug)").fill("corner")
+    page.get_by_label("Title").fill("Another corner")
+    assert _refused_post(page, "Create page") == 409
+    slug = page.get_by_label("Address (slug)")
+    assert slug.input_value() == "corner" and slug.get_attribute("aria-invalid") == "true"
+    assert "a page with the slug 'corner' exists" in page.locator("#error-slug").inner_text()
+    assert page.get_by_label("Title").input_value() == "Another corner"
+    check_screen(page, "pages-refused")
+
+    page.goto(f"{base}/app/pages/{page_id}")
+    page.get_by_label("Title").fill("Members corner, renewed")
+    page.locator('select[name="blocks-2-kind"]').select_option("link")
+    page.locator('input[name="blocks-2-url"]').fill("javascript:alert(1)")
+    page.locator('input[name="blocks-2-text"]').fill("Click me")
+    assert _refused_post(page, "Save page") == 422
+    assert page.get_by_label("Title").input_value() == "Members corner, renewed"
+    url = page.locator('input[name="blocks-2-url"]')
+    assert url.input_value() == "javascript:alert(1)" and url.get_attribute("aria-invalid") == "true"
+    assert "'javascript:alert(1)' is not a value this field takes" in page.locator("#error-blocks-2-url").inner_text()
+    assert page.locator('input[name="blocks-2-text"]').input_value() == "Click me"
+    assert page.locator('textarea[name="blocks-1-html"]').input_value() == "<p>Secret for members</p>"
+    check_screen(page, "page-edit-refused")
+    saved = _api(api_server, tenant).get(f"/api/v1/pages/{page_id}").json()
+    assert (saved["title"], len(saved["blocks"])) == ("Members corner", 2)
+    context.close()
+
+
+@pytest.mark.browser
+def test_refused_membership_settings_or_invitation_come_back_with_what_was_typed_and_the_reason_by_the_field(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
+) -> None:
+    """A blank site name, or inviting someone who is already a member, is answered next to that field."""
+    tenant = make_tenant("Clubtypoco")
+    base = api_server.base_url
+    owner = login_http(base, tenant.slug, tenant.owner_email)
+    club = _form_id_from(_post(owner, "/app/memberships", {"name": "Club"}, page="/app/memberships"), "memberships")
+    invited = _post(owner, f"/app/memberships/{club}/members", {"email": "mia@clubtypoco.example"})
+    assert invited.status_code == 303
+    context = browser.new_context()
+    page = context.new_page()
+    login_browser(page, base, tenant.slug, tenant.owner_email)
+
+    page.goto(f"{base}/app/memberships/{club}")
+    page.get_by_label("Name", exact=True).fill("   ")
+    page.get_by_label("Registration").select_option("open")
+    assert _refused_post(page, "Save") == 422
+    name = page.locator('input[name="name"]')
+    assert name.get_attribute("aria-invalid") == "true"
+    assert "is not a value this field takes" in page.locator("#error-name").inner_text()
+    assert page.get_by_label("Registration").input_value() == "open"
+    check_screen(page, "membership-site-refused")
+
+    page.get_by_label("Email").fill("mia@clubtypoco.example")
+    page.get_by_label("First name").fill("Mia")
+    assert _refused_post(page, "Send invitation") == 409
+    email = page.get_by_label("Email")
+    assert email.input_value() == "mia@clubtypoco.example" and email.get_attribute("aria-invalid") == "true"
+    assert "already a member" in page.locator("#error-email").inner_text()
+    assert page.get_by_label("First name").input_value() == "Mia"
+    assert page.get_by_label("Name", exact=True).input_value() == "Club"  # the other form shows what is saved
+    check_screen(page, "member-invite-refused")
+    api = _api(api_server, tenant)
+    site = next(s for s in api.get("/api/v1/membership-sites").json() if s["id"] == club)
+    assert (site["name"], site["registration"]) == ("Club", "invite")
+    assert len(api.get(f"/api/v1/membership-sites/{club}/members").json()) == 1
+    context.close()
+
+
+def test_a_tampered_row_count_is_refused_and_changes_nothing(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """The hidden row counts of the page and form editors are read, not trusted: text or a huge number is a 422
+    page that says why (never a 500, never a loop over a billion empty rows), and the saved page keeps its blocks."""
+    tenant = make_tenant("Tamperco")
+    site = make_site(tenant, [ORIGIN])
+    staff = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    page_id = _page_with_blocks(staff, "corner")
+    for rows in ("abc", "-1", "999999999"):
+        saved = _post(staff, f"/app/pages/{page_id}", {"title": "Emptied", "block_rows": rows}, page="/app/pages")
+        assert saved.status_code == 422, (rows, saved.text)
+        assert "reload it and try again" in saved.text
+        preview = _post(staff, f"/app/pages/{page_id}/preview", {"title": "x", "block_rows": rows}, page="/app/pages")
+        assert preview.status_code == 422
+        form = _post(
+            staff,
+            "/app/forms",
+            {"name": "Newsletter", "site_id": str(site.site_id), "field_rows": rows, "fields-0-name": "email"},
+        )
+        assert form.status_code == 422
+    page = _api(api_server, tenant).get(f"/api/v1/pages/{page_id}").json()
+    assert (page["title"], len(page["blocks"])) == ("Members corner", 2)
+    assert _api(api_server, tenant).get("/api/v1/forms").json() == []
 
 
 def test_a_viewer_sees_every_manage_screen_and_changes_nothing(

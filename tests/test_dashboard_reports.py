@@ -245,7 +245,7 @@ def test_attribution_by_first_and_last_touch_equals_a_scan(seeded: Seeded, staff
         }
         assert {k: (int(r["cells"][1]), int(r["cells"][2])) for k, r in channels.items()} == expected, model
         email = channels["Email"]
-        assert email["cells"][5:] == ["—", "—"], "customers and revenue wait for purchases"
+        assert email["cells"][5:] == ["0", "—", "—"], "no purchases yet: no customers, no revenue"
         link = parse_qs(urlsplit(email["links"][0]).query)
         assert link == {
             "touch": [model],

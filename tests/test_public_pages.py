@@ -95,6 +95,28 @@ def test_an_invite_only_site_offers_no_registration_on_its_login_page(
     context.close()
 
 
+def test_a_refused_registration_link_offers_register_only_where_anyone_may_register(
+    browser: Browser, api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """A dead link (mistyped, expired, or its site closed since the mail) on an invite-only site never sends the
+    person to a registration that would only refuse them; the login page decides the same way."""
+    tenant = make_tenant("Deadlinkclub")
+    invite_only = api_server.base_url + membership_site(api_server, tenant, "invite")
+    open_site = api_server.base_url + membership_site(api_server, tenant, "open")
+    context = browser.new_context()
+    page = context.new_page()
+    answer = page.goto(f"{invite_only}/register/confirm?token=not-a-token")
+    assert answer is not None and answer.status == 422
+    assert page.get_by_role("alert").inner_text() == "this link is not valid or has expired"
+    assert page.get_by_role("link", name="Log in").is_visible()
+    assert page.get_by_role("link", name="Register").count() == 0
+    check_screen(page, "membership-link-refused-invite-only")
+    answer = page.goto(f"{open_site}/register/confirm?token=not-a-token")
+    assert answer is not None and answer.status == 422
+    assert page.get_by_role("link", name="Register").is_visible()
+    context.close()
+
+
 def test_a_refused_membership_form_is_a_page_with_its_status(
     api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
 ) -> None:

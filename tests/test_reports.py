@@ -410,3 +410,52 @@ def test_the_live_panel_takes_the_reports_dimension_filters(client: TestClient[A
     ]
     assert set(declared[0]) == set(DIMENSIONS)
     assert declared[0] == declared[1] == declared[2]
+
+
+def test_revenue_and_customers_in_the_reports_equal_a_scan_of_the_purchases(
+    client: TestClient[Any], seeded: SeededReports
+) -> None:
+    """Sales land on the contacts the tracker attributed: the overview's revenue and the attribution's revenue
+    and new customers per channel and source are exactly what the purchases (net of refunds) give."""
+    tenant = seeded.tenant
+    orders = [(seeded.contact_ids[0], 12_000), (seeded.contact_ids[1], 3_500), (seeded.contact_ids[0], 800)]
+    for number, (contact_id, amount) in enumerate(orders):
+        body = {"external_id": f"rev-{number}", "amount": amount, "currency": "EUR", "contact_id": contact_id}
+        answer = client.post("/api/v1/purchases", json=body, headers=tenant.headers)
+        assert answer.status_code == 201, answer.text
+        if number == 0:
+            refunds = f"/api/v1/purchases/{answer.json()['id']}/refunds"
+            assert client.post(refunds, json={"amount": 2_000}, headers=tenant.headers).status_code == 201
+    dollars = {"external_id": "rev-usd", "amount": 99_00, "currency": "USD", "contact_id": seeded.contact_ids[1]}
+    assert client.post("/api/v1/purchases", json=dollars, headers=tenant.headers).status_code == 201
+    q = ReportQuery(start=TODAY - timedelta(days=9), end=TODAY)
+    with tenant_session(tenant.tenant_id) as session:
+        report = overview(session, q)
+        assert (report.currency, report.totals.revenue, report.totals.purchases) == ("EUR", 14_300, 3)
+        assert report.totals.new_customers == 2
+        assert sum(point.revenue for point in report.series) == 14_300
+        in_dollars = overview(session, ReportQuery(start=q.start, end=q.end, currency="USD"))
+        # The dollar buyer had bought in euros already: a customer is new once, whatever the currency.
+        assert (in_dollars.totals.revenue, in_dollars.totals.new_customers) == (99_00, 0)
+        for model in ("first", "last"):
+            rows = attribution(session, q, model, ["channel", "source"])  # type: ignore[arg-type]
+            dims = touch_dimension_sql(f"p.{model}_touch")
+            scan = session.execute(
+                text(
+                    f"""SELECT {dims["channel"]}, {dims["source"]}, sum(p.amount - p.refunded_amount),
+                            count(*) FILTER (WHERE p.new_customer)
+                        FROM purchases p WHERE p.currency = 'EUR' GROUP BY 1, 2"""
+                )
+            ).all()
+            expected = {
+                (channel, source): (int(revenue), int(customers)) for channel, source, revenue, customers in scan
+            }
+            have = {(r.group["channel"], r.group["source"]): (r.revenue, r.customers) for r in rows if r.revenue}
+            assert have == expected, model
+            assert all(r.currency == "EUR" for r in rows)
+    answer = client.get(
+        "/api/v1/reports/attribution",
+        params={"start": q.start.isoformat(), "end": q.end.isoformat(), "currency": "usd"},
+        headers=tenant.headers,
+    )
+    assert answer.status_code == 400, "a currency is three capital letters"

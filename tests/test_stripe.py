@@ -271,3 +271,24 @@ def test_a_thousand_forged_or_stale_signatures_are_all_refused(
         session_id="cs_real", amount_total=100, email="x@example.com"), SECRET)  # fmt: skip
     assert client.post(shop.hook_path, content=body, headers=headers).status_code == 200
     assert client.post("/hooks/stripe/nosuchendpoint", content=body, headers=headers).status_code == 404
+
+
+def test_a_new_signing_secret_is_used_at_once_by_a_server_that_remembered_the_old_one(
+    client: Any, api_server: LiveServer, connect_shop: Callable[[str], Shop]
+) -> None:
+    """The API keeps each endpoint's secret in memory; a tenant who rolls the secret in Stripe and stores the new
+    one (here through another process) loses no delivery signed with it."""
+    shop = connect_shop("Striperoll")
+    first = fake_stripe.checkout_completed(session_id="cs_roll_1", amount_total=1000, email="a@example.com")
+    assert deliver(api_server.base_url, shop, first).status_code == 200  # the server now remembers SECRET
+    rolled = "whsec_" + "r0ll" * 8
+    stored = client.put("/api/v1/integrations/stripe", json={"signing_secret": rolled}, headers=shop.tenant.headers)
+    assert stored.status_code == 200
+    second = fake_stripe.checkout_completed(session_id="cs_roll_2", amount_total=1000, email="a@example.com")
+    body, headers = fake_stripe.signed_delivery(second, rolled)
+    answer = httpx.post(f"{api_server.base_url}{shop.hook_path}", content=body, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    forged = fake_stripe.checkout_completed(session_id="cs_roll_3", amount_total=1000, email="a@example.com")
+    body, headers = fake_stripe.signed_delivery(forged, "whsec_" + "n0pe" * 8)
+    refused = httpx.post(f"{api_server.base_url}{shop.hook_path}", content=body, headers=headers, timeout=30)
+    assert refused.status_code == 400 and "does not verify" in refused.text

@@ -15,6 +15,8 @@ from api.dashboard.login import LoginController
 from api.dashboard.memberships import MembershipsController
 from api.dashboard.overview import OverviewController
 from api.dashboard.pages import PagesController
+from api.dashboard.partners import PartnerProgramsController, PartnersController
+from api.dashboard.purchases import PurchasesController, StripeController
 from api.dashboard.rendering import DASHBOARD_EXCEPTION_HANDLERS
 from api.dashboard.sites import SitesController
 from api.dashboard.staff import AccountController, ApiKeysController, AuditController, StaffController
@@ -42,6 +44,10 @@ def dashboard_router() -> Router:
             VisitorsController,
             VisitsController,
             AttributionController,
+            PurchasesController,
+            PartnersController,
+            PartnerProgramsController,
+            StripeController,
         ],
         guards=[csrf_guard],
         dependencies={"staff": provide_staff},

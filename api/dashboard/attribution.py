@@ -174,8 +174,9 @@ class AttributionController(Controller):
                 "new_contacts",
                 "conversion_rate",
                 "median_days_to_contact",
-                "revenue",
-                "customers",
+                "revenue_minor_units",
+                "currency",
+                "new_customers",
             ]
         )
         for row in finest:
@@ -186,8 +187,9 @@ class AttributionController(Controller):
                     row.new_contacts,
                     "" if row.conversion_rate is None else f"{row.conversion_rate:.4f}",
                     "" if row.median_days_to_contact is None else row.median_days_to_contact,
-                    "" if row.revenue is None else row.revenue,
-                    "" if row.customers is None else row.customers,
+                    row.revenue,
+                    row.currency or "",
+                    row.customers,
                 ]
             )
         name = f"attribution-{model}-touch-{view.start.isoformat()}-{view.end.isoformat()}.csv"

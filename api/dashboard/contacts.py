@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from api.contacts.filters import FIELD_PREFIX, contact_filter
 from api.dashboard.auth import StaffCaller, requires
+from api.dashboard.manage_input import NO_REFUSAL, Refusal, shown_again
 from api.dashboard.rendering import redirect, screen
 from api.web.csrf import checked_form
 from tenants.contacts import service as contacts
@@ -206,23 +207,51 @@ class ContactsController(Controller):
             lambda: self._contact_screen(request, staff, contact_id, revealed=revealed)
         )
 
-    @get("/{contact_id:uuid}/edit", guards=[requires(UserRole.EDITOR)], sync_to_thread=True)
-    def edit_form(
-        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    async def _editor(
+        self,
+        request: Request[Any, Any, Any],
+        staff: StaffCaller,
+        contact_id: UUID,
+        typed: dict[str, str] | None = None,
+        refusal: Refusal = NO_REFUSAL,
     ) -> Template:
-        with staff.session() as session:
-            contact = contacts.get_contact(session, contact_id)
-            custom_fields = contacts.list_fields(session)
+        """The contact's edit form: first with the stored values (sensitive ones blank), or again after a refusal
+        with what was typed and the reason by each field."""
+
+        def read() -> tuple[Contact, list[Any]]:
+            with staff.session() as session:
+                return contacts.get_contact(session, contact_id), contacts.list_fields(session)
+
+        contact, custom_fields = await anyio.to_thread.run_sync(read)
+        stored = {
+            "email": contact.email,
+            "first_name": contact.first_name or "",
+            "last_name": contact.last_name or "",
+            "phone": "",
+            **{
+                f"custom.{field.key}": "" if field.sensitive or value is None else str(value)
+                for field in custom_fields
+                for value in [contact.custom.get(field.key)]
+            },
+        }
         return screen(
             request,
             staff,
             "dashboard/contacts/edit.html",
             section="contacts",
             title=f"Edit {contact.email}",
+            status=refusal.status,
             contact=contact,
             custom_fields=custom_fields,
-            errors={},
+            values=typed or stored,
+            refusal=refusal,
         )
+
+    @get("/{contact_id:uuid}/edit", guards=[requires(UserRole.EDITOR)])
+    async def edit_form(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    ) -> Template:
+        return await self._editor(request, staff, contact_id)
 
     @post("/{contact_id:uuid}/edit", guards=[requires(UserRole.EDITOR)])
     async def edit(
@@ -245,7 +274,10 @@ class ContactsController(Controller):
                 given += [f"custom.{key}" for key in (changes.custom or {})]
                 staff.audit(session, "contact.update", str(contact_id), fields=given)
 
-        await anyio.to_thread.run_sync(save)
+        async with shown_again(
+            lambda refusal: self._editor(request, staff, contact_id, form, refusal), conflict_field="email"
+        ):
+            await anyio.to_thread.run_sync(save)
         return redirect(f"/app/contacts/{contact_id}", "Contact saved")
 
     @get("/{contact_id:uuid}/merge", guards=[requires(UserRole.EDITOR)], sync_to_thread=True)

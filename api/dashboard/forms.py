@@ -14,7 +14,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from api.dashboard.auth import StaffCaller, requires
-from api.dashboard.manage_input import NO_REFUSAL, Refusal, changed_fields, parsed, shown_again
+from api.dashboard.manage_input import NO_REFUSAL, Refusal, changed_fields, parsed, row_count, shown_again
 from api.dashboard.rendering import redirect, screen
 from api.fields import given
 from api.forms.controller import FormCreate, FormUpdate
@@ -31,12 +31,14 @@ __all__ = ["FormsController"]
 FORM_SETTINGS = ("name", "fields", "success_redirect", "success_message", "min_fill_seconds")
 BLANK_FIELD_ROWS = 2
 """Empty rows under a form's fields, to add inputs without a script."""
+MOST_FIELD_ROWS = 50 + BLANK_FIELD_ROWS
+"""The most fields a form takes (``FormFields``) and the empty rows under them."""
 
 
 def _field_rows(form: dict[str, str]) -> list[dict[str, Any]]:
     """The fields table: ``fields-<n>-name`` … per row; a row without a key is left out."""
     rows = []
-    for index in range(int(form.get("field_rows", "0") or 0)):
+    for index in range(row_count(form.get("field_rows", ""), MOST_FIELD_ROWS)):
         name = form.get(f"fields-{index}-name", "").strip()
         if not name:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import secrets
 from typing import Any
 from uuid import UUID
@@ -17,12 +18,12 @@ from litestar.response import Redirect, Template
 from sqlmodel import Session
 
 from api.dashboard.auth import StaffCaller, requires
-from api.dashboard.manage_input import lines, parsed
+from api.dashboard.manage_input import NO_REFUSAL, Refusal, parsed, shown_again
 from api.dashboard.rendering import redirect, screen
 from api.links.controller import BulkLinkCreate, LinkCreate
 from api.web.csrf import checked_form
-from tenants.contacts.service import find_by_email
-from tenants.errors import Invalid
+from tenants.contacts.service import find_by_email, get_contact
+from tenants.errors import Invalid, NotFound
 from tenants.links import service as links
 from tenants.models import UserRole
 
@@ -30,18 +31,45 @@ __all__ = ["LinksController"]
 
 LISTED = 200
 """Links on the list screen; a send's own list shows all of it."""
+_ITEM = re.compile(r"^links(?:[\[-](\d+))?")
+"""A send's error about its links (``links``), or one of them: ``links[3]`` from the service, ``links-3-target_url``
+from the struct."""
 
 
-def _recipient(session: Session, text: str) -> str:
-    """A contact given by id or by email, as the id the link service takes."""
+def _recipient(session: Session, text: str, field: str = "recipient") -> str:
+    """A contact given by id or by email, as the id the link service takes; else :class:`Invalid` on ``field``."""
     text = text.strip()
     try:
-        return str(UUID(text))
+        contact_id = UUID(text)
     except ValueError:
         contact = find_by_email(session, text) if "@" in text else None
         if contact is None:
-            raise Invalid(f"no contact has the address {text!r}") from None
+            reason = f"no contact has the address {text!r}" if "@" in text else "must be a contact's email or id"
+            raise Invalid(f"the link is invalid: {reason}", {field: reason}) from None
         return str(contact.id)
+    try:
+        return str(get_contact(session, contact_id).id)
+    except NotFound:
+        raise Invalid("the link is invalid: no such contact", {field: "no contact has this id"}) from None
+
+
+def _on_lines(error: Invalid, line_numbers: list[int]) -> Invalid:
+    """A send's refusal with each reason about one link moved to the pasted line it came from."""
+    errors = {}
+    for name, reason in error.errors.items():
+        item = _ITEM.match(name)
+        if item is None:
+            errors[name] = reason
+        elif item.group(1) is None:
+            errors["urls"] = reason
+        else:
+            errors["urls"] = f"line {line_numbers[int(item.group(1))]}: {reason}"
+    message = f"the send is invalid: {errors['urls']}" if "urls" in errors else error.message
+    return Invalid(message, errors)
+
+
+NEW_LINK = {"recipient": "", "target_url": "", "send_id": ""}
+"""The single link's form before anything is typed."""
 
 
 def _rows(found: list[links.LinkWithClicks]) -> list[dict[str, Any]]:
@@ -106,29 +134,48 @@ class LinksController(Controller):
             headers={"Content-Disposition": 'attachment; filename="tracked-links.csv"', "Cache-Control": "no-store"},
         )
 
-    @get("/new", guards=[requires(UserRole.EDITOR)])
-    async def new_links(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
+    async def _editor(
+        self,
+        request: Request[Any, Any, Any],
+        staff: StaffCaller,
+        *,
+        link: dict[str, str] | None = None,
+        send: dict[str, str] | None = None,
+        link_refusal: Refusal = NO_REFUSAL,
+        send_refusal: Refusal = NO_REFUSAL,
+    ) -> Template:
+        """The two forms (one link, a whole send): first empty, or again after a refusal of one of them with what
+        was typed in it and why."""
         return screen(
             request,
             staff,
             "dashboard/links/new.html",
             section="links",
             title="New tracked links",
-            suggested_send=f"dashboard-{secrets.token_hex(4)}",
+            status=max(link_refusal.status, send_refusal.status),
+            link=link or NEW_LINK,
+            send=send or {"urls": "", "recipient": "", "send_id": f"dashboard-{secrets.token_hex(4)}"},
+            link_refusal=link_refusal,
+            send_refusal=send_refusal,
         )
+
+    @get("/new", guards=[requires(UserRole.EDITOR)])
+    async def new_links(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
+        return await self._editor(request, staff)
 
     @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def create_link(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
         form = await checked_form(request)
+        typed = {name: form.get(name, "").strip() for name in NEW_LINK}
 
         def create() -> UUID:
             with staff.session() as session:
                 data = parsed(
                     "link",
                     {
-                        "contact_id": _recipient(session, form.get("recipient", "")),
-                        "target_url": form.get("target_url", "").strip(),
-                        "send_id": form.get("send_id", "").strip() or None,
+                        "contact_id": _recipient(session, typed["recipient"]),
+                        "target_url": typed["target_url"],
+                        "send_id": typed["send_id"] or None,
                     },
                     LinkCreate,
                 )
@@ -139,32 +186,48 @@ class LinksController(Controller):
                 staff.audit(session, "link.create", f"link:{link.id}", fields=["contact_id", "target_url", "send_id"])
                 return link.id
 
-        return redirect(f"/app/links/{await anyio.to_thread.run_sync(create)}", "Tracked link created")
+        async with shown_again(lambda refusal: self._editor(request, staff, link=typed, link_refusal=refusal)):
+            link_id = await anyio.to_thread.run_sync(create)
+        return redirect(f"/app/links/{link_id}", "Tracked link created")
 
     @post("/bulk", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def create_links(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
         """Each pasted line is a destination URL, or ``recipient, URL``; a bare URL goes to the form's recipient."""
         form = await checked_form(request)
-        send_id = form.get("send_id", "").strip() or f"dashboard-{secrets.token_hex(4)}"
+        typed = {name: form.get(name, "") for name in ("urls", "recipient", "send_id")}
+        send_id = typed["send_id"].strip() or f"dashboard-{secrets.token_hex(4)}"
 
         def create() -> int:
             with staff.session() as session:
-                default = form.get("recipient", "").strip()
-                items = []
-                for number, line in enumerate(lines(form.get("urls", "")), start=1):
-                    bare = line.lower().startswith(("http://", "https://"))
+                default = typed["recipient"].strip()
+                items, line_numbers = [], []
+                for number, line in enumerate(typed["urls"].splitlines(), start=1):
+                    if not line.strip():
+                        continue
+                    bare = line.strip().lower().startswith(("http://", "https://"))
                     recipient, _, url = (default, "", line) if bare else line.partition(",")
                     if not recipient.strip():
-                        raise Invalid(f"line {number} names no recipient, and the form gives none")
-                    items.append({"contact_id": _recipient(session, recipient), "target_url": url.strip()})
-                data = parsed("send", {"links": items, "send_id": send_id}, BulkLinkCreate)
-                created = links.create_links(
-                    session, send_id=data.send_id, items=[(item.contact_id, item.target_url) for item in data.links]
-                )
+                        reason = f"line {number} names no recipient, and the form gives none"
+                        raise Invalid(f"the send is invalid: {reason}", {"urls": reason, "recipient": "is needed"})
+                    field = "recipient" if bare else "urls"
+                    try:
+                        items.append({"contact_id": _recipient(session, recipient, field), "target_url": url.strip()})
+                    except Invalid as error:
+                        reason = error.errors[field] if bare else f"line {number}: {error.errors[field]}"
+                        raise Invalid(f"the send is invalid: {reason}", {field: reason}) from None
+                    line_numbers.append(number)
+                try:
+                    data = parsed("send", {"links": items, "send_id": send_id}, BulkLinkCreate)
+                    created = links.create_links(
+                        session, send_id=data.send_id, items=[(item.contact_id, item.target_url) for item in data.links]
+                    )
+                except Invalid as error:
+                    raise _on_lines(error, line_numbers) from None
                 staff.audit(session, "links.bulk_create", f"send:{send_id}", count=len(created))
                 return len(created)
 
-        count = await anyio.to_thread.run_sync(create)
+        async with shown_again(lambda refusal: self._editor(request, staff, send=typed, send_refusal=refusal)):
+            count = await anyio.to_thread.run_sync(create)
         return redirect(f"/app/links?send_id={send_id}", f"{count} tracked links created")
 
     @get("/{link_id:uuid}")

@@ -16,7 +16,16 @@ from litestar.response import Template
 
 from tenants.errors import Conflict, Invalid
 
-__all__ = ["NO_REFUSAL", "FormShownAgain", "Refusal", "changed_fields", "lines", "parsed", "shown_again"]
+__all__ = [
+    "NO_REFUSAL",
+    "FormShownAgain",
+    "Refusal",
+    "changed_fields",
+    "lines",
+    "parsed",
+    "row_count",
+    "shown_again",
+]
 
 T = TypeVar("T")
 _PATH = re.compile(r" - at `\$\.([^`]+)`$")
@@ -80,15 +89,32 @@ class FormShownAgain(Exception):
 
 
 @asynccontextmanager
-async def shown_again(show: Callable[[Refusal], Awaitable[Template]]) -> AsyncIterator[None]:
+async def shown_again(
+    show: Callable[[Refusal], Awaitable[Template]], *, conflict_field: str | None = None
+) -> AsyncIterator[None]:
     """Around the taking of a Manage form: a refusal of what was typed (an invalid value, a taken slug) raises
     :class:`FormShownAgain` with ``show``'s page of it; anything else (a missing row, a forbidden change) stays
-    a page of its own."""
+    a page of its own. A conflict names no field, so ``conflict_field`` says which input it is about."""
     try:
         yield
     except (Invalid, Conflict) as error:
         errors = {_form_field(name): reason for name, reason in (getattr(error, "errors", {}) or {}).items()}
+        if isinstance(error, Conflict) and conflict_field:
+            errors[conflict_field] = error.message
         raise FormShownAgain(await show(Refusal(error.message, error.status, errors))) from error
+
+
+def row_count(text: str, most: int) -> int:
+    """How many rows a table of inputs posted (its hidden ``…_rows`` field): only a tampered form sends one that is
+    not a number, or more rows than the struct takes, so that is refused rather than read (a huge count would
+    only spin)."""
+    try:
+        count = int(text or 0)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= most:
+        raise Invalid("the form was not sent from its page; reload it and try again", {})
+    return count
 
 
 def lines(text: str) -> list[str]:

@@ -25,6 +25,7 @@ from api.dashboard.report_view import (
 from api.web.charts import SeriesPoint, format_number, inline_bar, time_series
 from tenants.errors import ReportTimedOut
 from tenants.models import UserRole
+from tenants.purchases.currencies import format_money, minor_unit_digits
 from tenants.reports.dimensions import DIMENSIONS
 from tenants.reports.service import LivePanel, Overview, live, overview
 
@@ -68,11 +69,29 @@ def _cards(report: Overview, view: ReportView) -> list[dict[str, Any]]:
             "change": change_in_points(totals.conversion_rate, before.conversion_rate if before else None),
             "note": "new contacts ÷ new visitors",
         },
+        *(
+            [
+                {
+                    "label": "Revenue",
+                    "value": format_money(totals.revenue, report.currency),
+                    "change": change(totals.revenue, before.revenue if before else None),
+                    "note": f"{format_number(totals.purchases)} purchases, net of refunds",
+                },
+                {
+                    "label": "New customers",
+                    "value": format_number(totals.new_customers),
+                    "change": change(totals.new_customers, before.new_customers if before else None),
+                    "note": "first purchase in this range",
+                },
+            ]
+            if report.currency
+            else []
+        ),
     ]
 
 
-def _chart(report: Overview, before: Overview | None) -> Any:
-    previous = [point.visitors for point in before.series] if before else []
+def _chart(report: Overview) -> Any:
+    previous = [point.visitors for point in report.previous_series or []]
     points = [
         SeriesPoint(
             label=point.day.strftime("%-d %b"),
@@ -82,6 +101,23 @@ def _chart(report: Overview, before: Overview | None) -> Any:
         for i, point in enumerate(report.series)
     ]
     return time_series("visitors-chart", "Visitors per day", points, value_name="Visitors")
+
+
+def _revenue_chart(report: Overview) -> Any:
+    """Revenue per day in whole units of the report's currency; None without purchases in the range."""
+    if report.currency is None:
+        return None
+    unit = 10 ** minor_unit_digits(report.currency)
+    previous = [point.revenue for point in report.previous_series or []]
+    points = [
+        SeriesPoint(
+            label=point.day.strftime("%-d %b"),
+            value=round(point.revenue / unit),
+            previous=round(previous[i] / unit) if i < len(previous) else None,
+        )
+        for i, point in enumerate(report.series)
+    ]
+    return time_series("revenue-chart", f"Revenue per day ({report.currency})", points, value_name="Revenue")
 
 
 def _breakdowns(report: Overview, view: ReportView) -> list[dict[str, Any]]:
@@ -132,13 +168,10 @@ class OverviewController(Controller):
         with staff.session() as session:
             view = read_report_view(session, "/app", request.query_params)
         report: Overview | None = None
-        before: Overview | None = None
         timed_out = False
         try:
             with staff.session() as session:
                 report = overview(session, view.query)
-                # The previous period day by day, for the dashed line (the overview carries only its totals).
-                before = overview(session, view.previous_query) if view.compare else None
         except ReportTimedOut:
             timed_out = True
         live_panel, live_timed_out = _live(staff, view)
@@ -152,7 +185,9 @@ class OverviewController(Controller):
             presets=PRESETS,
             timed_out=timed_out,
             cards=_cards(report, view) if report else [],
-            chart=_chart(report, before) if report else None,
+            chart=_chart(report) if report else None,
+            revenue_chart=_revenue_chart(report) if report else None,
+            currency=report.currency if report else None,
             breakdowns=_breakdowns(report, view) if report else [],
             live=live_panel,
             live_timed_out=live_timed_out,

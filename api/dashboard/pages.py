@@ -16,7 +16,7 @@ from litestar.response import Redirect, Template
 from sqlmodel import Session
 
 from api.dashboard.auth import StaffCaller, requires
-from api.dashboard.manage_input import changed_fields, parsed
+from api.dashboard.manage_input import NO_REFUSAL, Refusal, changed_fields, parsed, row_count, shown_again
 from api.dashboard.rendering import redirect, screen
 from api.pages.controller import PageCreate, PageUpdate
 from api.pages.rendering import render_hosted_page
@@ -41,6 +41,8 @@ LEVEL_LABELS = {
 }
 BLOCK_CONTENT = {"html": ("html",), "form": ("form_id",), "link": ("url", "text")}
 """What each kind of block holds, as the page API's block structs name it."""
+MOST_BLOCK_ROWS = 201
+"""The most blocks a page takes (``Blocks``) and the empty row under them."""
 PREVIEW_HEADERS = {"Content-Security-Policy": "sandbox", "Cache-Control": "no-store", "X-Frame-Options": "SAMEORIGIN"}
 """The preview runs no script and submits no form, even opened on its own."""
 
@@ -52,7 +54,7 @@ def _blocks_of(form: dict[str, list[str]]) -> list[dict[str, Any]]:
         return (form.get(name) or [""])[-1]
 
     blocks = []
-    for index in range(int(one("block_rows") or 0)):
+    for index in range(row_count(one("block_rows"), MOST_BLOCK_ROWS)):
         kind = one(f"blocks-{index}-kind")
         if not kind:
             continue
@@ -75,8 +77,8 @@ def _page_values(form: dict[str, list[str]]) -> dict[str, Any]:
     }
 
 
-def _parsed_update(form: dict[str, list[str]]) -> tuple[str, list[dict[str, Any]], str]:
-    data = parsed("page", _page_values(form), PageUpdate)
+def _parsed_update(values: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str]:
+    data = parsed("page", values, PageUpdate)
     blocks = [] if data.blocks is msgspec.UNSET else [msgspec.to_builtins(block) for block in data.blocks]
     return str(data.title), blocks, str(data.access_level)
 
@@ -127,8 +129,15 @@ class PagesController(Controller):
     include_in_schema = False
     guards = [requires(UserRole.VIEWER)]
 
-    @get("/")
-    async def list_pages(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
+    async def _list(
+        self,
+        request: Request[Any, Any, Any],
+        staff: StaffCaller,
+        values: dict[str, str] | None = None,
+        refusal: Refusal = NO_REFUSAL,
+    ) -> Template:
+        """The pages with the new page's form: empty, or again after a refusal with what was typed and why."""
+
         def read() -> tuple[list[Page], str]:
             with staff.session() as session:
                 return pages.list_pages(session), get_tenant(session).slug
@@ -140,33 +149,47 @@ class PagesController(Controller):
             "dashboard/pages/list.html",
             section="pages",
             title="Pages",
+            status=refusal.status,
             pages=listed,
             page_base=f"{get_settings().base_url}/s/{tenant_slug}",
             levels=LEVEL_LABELS,
             can_edit=staff.can(UserRole.EDITOR),
+            values=values or {"slug": "", "title": ""},
+            refusal=refusal,
         )
+
+    @get("/")
+    async def list_pages(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Template:
+        return await self._list(request, staff)
 
     @post("/", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def create_page(self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller]) -> Redirect:
         form = await checked_form(request)
-        data = parsed("page", {"slug": form.get("slug", "").strip(), "title": form.get("title", "")}, PageCreate)
+        values = {"slug": form.get("slug", "").strip(), "title": form.get("title", "")}
 
         def create() -> UUID:
+            data = parsed("page", values, PageCreate)
             with staff.session() as session:
                 page = pages.create_page(session, slug=data.slug, title=data.title, blocks=[])
                 staff.audit(session, "page.create", f"page:{page.id}", fields=["slug", "title"])
                 return page.id
 
-        return redirect(f"/app/pages/{await anyio.to_thread.run_sync(create)}", "Page created: add its blocks")
+        async with shown_again(lambda refusal: self._list(request, staff, values, refusal), conflict_field="slug"):
+            page_id = await anyio.to_thread.run_sync(create)
+        return redirect(f"/app/pages/{page_id}", "Page created: add its blocks")
 
-    @get("/{page_id:uuid}")
-    async def edit_page(
+    async def _editor(
         self,
         request: Request[Any, Any, Any],
-        staff: NamedDependency[StaffCaller],
-        page_id: FromPath[UUID],
-        level: FromQuery[Level] = Level.ANONYMOUS,
+        staff: StaffCaller,
+        page_id: UUID,
+        level: Level = Level.ANONYMOUS,
+        values: dict[str, Any] | None = None,
+        refusal: Refusal = NO_REFUSAL,
     ) -> Template:
+        """The page editor: first with the saved page (its preview as ``level``), or again after a refusal with
+        what was typed and why (the preview still shows the saved page)."""
+
         def read() -> dict[str, Any]:
             with staff.session() as session:
                 page = pages.get_page(session, page_id)
@@ -178,12 +201,16 @@ class PagesController(Controller):
                 }
 
         found = await anyio.to_thread.run_sync(read)
+        saved = found["page"]
         return screen(
             request,
             staff,
             "dashboard/pages/edit.html",
             section="pages",
-            title=found["page"].title,
+            title=saved.title,
+            status=refusal.status,
+            values=values or {"title": saved.title, "access_level": saved.access_level, "blocks": saved.blocks},
+            refusal=refusal,
             levels=LEVEL_LABELS,
             level=level.value,
             kinds=list(BLOCK_CONTENT),
@@ -192,13 +219,24 @@ class PagesController(Controller):
             **found,
         )
 
+    @get("/{page_id:uuid}")
+    async def edit_page(
+        self,
+        request: Request[Any, Any, Any],
+        staff: NamedDependency[StaffCaller],
+        page_id: FromPath[UUID],
+        level: FromQuery[Level] = Level.ANONYMOUS,
+    ) -> Template:
+        return await self._editor(request, staff, page_id, level)
+
     @post("/{page_id:uuid}", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def update_page(
         self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], page_id: FromPath[UUID]
     ) -> Redirect:
-        title, blocks, access_level = _parsed_update(await checked_form_lists(request))
+        values = _page_values(await checked_form_lists(request))
 
         def update() -> None:
+            title, blocks, access_level = _parsed_update(values)
             with staff.session() as session:
                 saved = pages.get_page(session, page_id)
                 before = {"title": saved.title, "blocks": list(saved.blocks), "access_level": saved.access_level}
@@ -207,7 +245,8 @@ class PagesController(Controller):
                 if changed := changed_fields(before, after):
                     staff.audit(session, "page.update", f"page:{page.id}", fields=changed)
 
-        await anyio.to_thread.run_sync(update)
+        async with shown_again(lambda refusal: self._editor(request, staff, page_id, values=values, refusal=refusal)):
+            await anyio.to_thread.run_sync(update)
         return redirect(f"/app/pages/{page_id}", "Page saved")
 
     @get("/{page_id:uuid}/preview")
@@ -233,7 +272,7 @@ class PagesController(Controller):
             if (form.get("level") or ["anonymous"])[-1] in (LEVEL_LABELS)
             else Level.ANONYMOUS
         )
-        title, blocks, access_level = _parsed_update(form)
+        title, blocks, access_level = _parsed_update(_page_values(form))
 
         def render() -> str:
             with staff.session() as session:

@@ -100,10 +100,6 @@ class ReportView:
         )
 
     @property
-    def previous_query(self) -> ReportQuery:
-        return self.query.previous()
-
-    @property
     def days(self) -> int:
         return (self.end - self.start).days + 1
 

@@ -68,9 +68,15 @@ def _refusal(error: DomainError, template: str = "refused.html", **context: Any)
     return FormRefused(_message(error), error.status, retry_after=retry_after, template=template, context=context)
 
 
-def _link_refused(error: DomainError, base: str) -> FormRefused:
-    """The emailed link itself is refused: its own words, and the ways on (choosing a password will not help)."""
-    return FormRefused(error.message, error.status, template="memberships/link_refused.html", context={"base": base})
+async def _link_refused(error: DomainError, tenant_slug: str, site_id: UUID) -> FormRefused:
+    """The emailed link itself is refused: its own words, and the ways on (choosing a password will not help);
+    "Register" among them only where anyone may register, as on the login page."""
+    try:
+        registration_open = await _registration_open(tenant_slug, site_id)
+    except NotFound:  # no such site: no way on to offer
+        registration_open = False
+    context = {"base": _base(tenant_slug, site_id), "registration_open": registration_open}
+    return FormRefused(error.message, error.status, template="memberships/link_refused.html", context=context)
 
 
 def _domain_error(request: Request[Any, Any, Any], error: DomainError) -> Response[Any]:
@@ -267,7 +273,7 @@ class MembershipController(Controller):
         try:
             pending = await anyio.to_thread.run_sync(memberships.pending_registration, tenant_id, site_id, token)
         except DomainError as error:
-            raise _link_refused(error, base) from error
+            raise await _link_refused(error, tenant_slug, site_id) from error
         return _form(
             request,
             "memberships/confirm.html",
@@ -298,7 +304,7 @@ class MembershipController(Controller):
             )
         except Invalid as error:
             if "token" in error.errors:  # the link itself is refused: choosing another password will not help
-                raise _link_refused(error, base) from error
+                raise await _link_refused(error, tenant_slug, site_id) from error
             raise _refusal(
                 error,
                 "memberships/confirm.html",
@@ -309,7 +315,7 @@ class MembershipController(Controller):
                 token=token,
             ) from error
         except DomainError as error:
-            raise _link_refused(error, base) from error
+            raise await _link_refused(error, tenant_slug, site_id) from error
         return _logged_in(_after_login(tenant_slug, site_id, result.next_path, result), result)
 
     @post("/logout", status_code=303)

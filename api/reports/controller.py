@@ -26,6 +26,13 @@ End = Annotated[date, Parameter(description="Last day (UTC), inclusive; at most 
 SiteId = Annotated[UUID | None, Parameter(description="One site; all of the tenant's when absent")]
 Bots = Annotated[bool, Parameter(description="Count hits flagged as bots too")]
 Compare = Annotated[bool, Parameter(description="Also report the previous period of equal length")]
+Currency = Annotated[
+    str | None,
+    Parameter(
+        pattern="^[A-Z]{3}$",
+        description="Revenue in this ISO 4217 currency; the one with the most revenue in the range when absent",
+    ),
+]
 Dimension = Annotated[str | None, Parameter(max_length=200, description="Only rows with this value")]
 GroupBy = Annotated[
     str,
@@ -78,10 +85,11 @@ class ReportsController(Controller):
         site_id: SiteId = None,
         include_bots: Bots = False,
         compare: Compare = True,
+        currency: Currency = None,
     ) -> OverviewPublic:
         """Visitors are counted once per day; visits are entries (a session's first hit); new contacts are
         attributed by their first touch and are not narrowed by ``site_id``. 503 when the report times out."""
-        query = service.ReportQuery(start, end, site_id, filters, include_bots, compare)
+        query = service.ReportQuery(start, end, site_id, filters, include_bots, compare, currency)
         with caller.session(Scope.READ) as session:
             return OverviewPublic.of(service.overview(session, query))
 
@@ -103,10 +111,11 @@ class ReportsController(Controller):
             Literal["first", "last"], Parameter(description="Which touch a contact is credited to")
         ] = "first",
         group_by: GroupBy = DEFAULT_GROUP_BY,
+        currency: Currency = None,
     ) -> AttributionPublic:
         """First touch: visitors are new visitors by their first hit. Last touch: visitors are visits
         (entries) with these dimensions. New contacts are those created in the range, by that touch."""
-        query = service.ReportQuery(start, end, site_id, filters, include_bots, compare=False)
+        query = service.ReportQuery(start, end, site_id, filters, include_bots, compare=False, currency=currency)
         groups = group_by.split(",")
         with caller.session(Scope.READ) as session:
             rows = service.attribution(session, query, model, groups)

@@ -21,6 +21,11 @@ class TotalsPublic(msgspec.Struct):
     new_contacts: int = 0
     conversion_rate: float | None = None
     """New contacts per new visitor."""
+    purchases: int = 0
+    revenue: int = 0
+    """Net of refunds, in minor units of the overview's ``currency``."""
+    new_customers: int = 0
+    """Contacts whose first purchase falls in the range."""
 
     @classmethod
     def of(cls, totals: service.Totals) -> TotalsPublic:
@@ -31,6 +36,9 @@ class TotalsPublic(msgspec.Struct):
             pageviews=totals.pageviews,
             new_contacts=totals.new_contacts,
             conversion_rate=totals.conversion_rate,
+            purchases=totals.purchases,
+            revenue=totals.revenue,
+            new_customers=totals.new_customers,
         )
 
 
@@ -41,6 +49,7 @@ class SeriesPointPublic(msgspec.Struct):
     visits: int
     pageviews: int
     new_contacts: int
+    revenue: int
 
 
 class BreakdownRowPublic(msgspec.Struct):
@@ -60,6 +69,9 @@ class OverviewPublic(msgspec.Struct):
     series: list[SeriesPointPublic]
     breakdowns: dict[str, list[BreakdownRowPublic]]
     """The top 25 values of each dimension under the filters."""
+    currency: str | None
+    """The currency of every revenue number (the query's, else the one with most revenue in the range);
+    null when the range has no purchases."""
 
     @classmethod
     def of(cls, overview: service.Overview) -> OverviewPublic:
@@ -69,7 +81,7 @@ class OverviewPublic(msgspec.Struct):
             totals=TotalsPublic.of(overview.totals),
             previous=TotalsPublic.of(overview.previous) if overview.previous else None,
             series=[
-                SeriesPointPublic(p.day, p.visitors, p.new_visitors, p.entries, p.pageviews, p.new_contacts)
+                SeriesPointPublic(p.day, p.visitors, p.new_visitors, p.entries, p.pageviews, p.new_contacts, p.revenue)
                 for p in overview.series
             ],
             breakdowns={
@@ -81,6 +93,7 @@ class OverviewPublic(msgspec.Struct):
                 ]
                 for name, rows in overview.breakdowns.items()
             },
+            currency=overview.currency,
         )
 
 
@@ -90,8 +103,12 @@ class AttributionRowPublic(msgspec.Struct):
     new_contacts: int
     conversion_rate: float | None
     median_days_to_contact: float | None
-    revenue: int | None = None
-    customers: int | None = None
+    revenue: int
+    """Net of refunds, minor units of ``currency``, of purchases attributed by the same touch."""
+    customers: int
+    """New customers (first purchase in the range) attributed by the same touch."""
+    revenue_per_visitor: float | None
+    currency: str | None
 
 
 class AttributionPublic(msgspec.Struct):
@@ -113,6 +130,8 @@ class AttributionPublic(msgspec.Struct):
                     r.median_days_to_contact,
                     r.revenue,
                     r.customers,
+                    r.revenue_per_visitor,
+                    r.currency,
                 )
                 for r in rows
             ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from dataclasses import field as default
 from datetime import UTC, date, datetime, time, timedelta
@@ -32,6 +32,7 @@ __all__ = [
     "create_contact",
     "create_field",
     "delete_field",
+    "emails_of",
     "export_contacts",
     "find_by_email",
     "get_contact",
@@ -249,6 +250,14 @@ def upsert_by_email(session: Session, changes: ContactChanges) -> tuple[Contact,
 
 def get_contact(session: Session, contact_id: UUID) -> Contact:
     return get_owned(session, Contact, contact_id, "contact")
+
+
+def emails_of(session: Session, contact_ids: Iterable[UUID]) -> dict[UUID, str]:
+    """The emails of these contacts in one query (a page of partners or purchases names its people by them)."""
+    wanted = list(set(contact_ids))
+    if not wanted:
+        return {}
+    return dict(session.execute(select(col(Contact.id), col(Contact.email)).where(col(Contact.id).in_(wanted))).all())
 
 
 def update_contact(session: Session, contact_id: UUID, changes: ContactChanges) -> Contact:

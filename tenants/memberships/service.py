@@ -270,7 +270,8 @@ def log_in(
 
 
 def _link_invalid() -> Invalid:
-    return Invalid("this link is not valid or has expired; register again", {"token": "invalid"})
+    # No "register again" here: the page offers Register itself, and only where anyone may register.
+    return Invalid("this link is not valid or has expired", {"token": "invalid"})
 
 
 def _refuse_if_registered(member: Member | None) -> None:

@@ -232,16 +232,15 @@ def _validated(order: Order) -> Order:
 def _purchase_by_reference(session: Session, source: PurchaseSource, references: Sequence[str]) -> Purchase | None:
     if not references:
         return None
-    return session.exec(
-        select(Purchase)
-        .join(
-            PurchaseReference,
-            (col(PurchaseReference.tenant_id) == col(Purchase.tenant_id))
-            & (col(PurchaseReference.purchase_id) == col(Purchase.id)),
-        )
+    # Two primary-key lookups, not a join: without fresh statistics (a young table, autovacuum behind) the
+    # planner ran the join the other way round, reading every reference for every purchase: 0.7 s per order
+    # at 700 purchases in bench/purchases.py, growing with the square of the purchases.
+    purchase_id = session.exec(
+        select(PurchaseReference.purchase_id)
         .where(PurchaseReference.source == source, col(PurchaseReference.reference).in_(list(references)))
         .limit(1)
     ).first()
+    return session.get(Purchase, (current_tenant_id(session), purchase_id)) if purchase_id else None
 
 
 def record_purchase(session: Session, order: Order) -> Recorded:
@@ -580,15 +579,25 @@ def _read_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 def list_purchases(
-    session: Session, *, contact_id: UUID | None = None, cursor: str | None = None, limit: int = 50
+    session: Session,
+    *,
+    contact_id: UUID | None = None,
+    status: PurchaseStatus | None = None,
+    source: PurchaseSource | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
 ) -> PurchasePage:
-    """Purchases newest first (by when they happened), one keyset page at a time; only one contact's when
-    ``contact_id`` is given."""
+    """Purchases newest first (by when they happened), one keyset page at a time; only one contact's, one
+    status's or one source's when those are given."""
     if not 1 <= limit <= MAX_PAGE:
         raise Invalid("limit is out of range", {"limit": f"must be 1 to {MAX_PAGE}"})
     statement = select(Purchase).order_by(col(Purchase.occurred_at).desc(), col(Purchase.id).desc()).limit(limit + 1)
     if contact_id is not None:
         statement = statement.where(Purchase.contact_id == contact_id)
+    if status is not None:
+        statement = statement.where(Purchase.status == status)
+    if source is not None:
+        statement = statement.where(Purchase.source == source)
     if cursor:
         statement = statement.where(tuple_(col(Purchase.occurred_at), col(Purchase.id)) < tuple_(*_read_cursor(cursor)))
     rows = list(session.exec(statement))

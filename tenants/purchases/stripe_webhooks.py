@@ -29,8 +29,9 @@ from uuid import UUID
 
 import stripe
 from sqlalchemy import text
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
+from tenants.cache import MISSING, Missing, TTLCache
 from tenants.errors import DomainError, Invalid, NotFound
 from tenants.isolation import current_tenant_id, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
@@ -55,6 +56,7 @@ __all__ = [
     "RefusedDelivery",
     "process_event",
     "receive_event",
+    "recent_events",
     "set_signing_secret",
     "webhook_config",
     "webhook_url",
@@ -74,6 +76,7 @@ PRODUCT_METADATA = "trailmark_product"
 PROMO_METADATA = "trailmark_promo_code"
 PARTNER_METADATA = "trailmark_partner"
 MAX_SECRET_LENGTH = 200
+ENDPOINT_CACHE_SECONDS = 30
 
 
 def _secret_context(tenant_id: UUID) -> bytes:
@@ -111,11 +114,19 @@ def set_signing_secret(session: Session, signing_secret: str) -> StripeWebhook:
             {"signing_secret": "must be the endpoint's signing secret from Stripe, starting with whsec_"},
         )
     config = webhook_config(session)
+    _ENDPOINTS.forget(config.endpoint_token)
     config.signing_secret = encrypt(value.encode(), _secret_context(config.tenant_id))
     config.secret_set_at = utcnow()
     session.add(config)
     session.flush()
     return config
+
+
+def recent_events(session: Session, limit: int = 20) -> list[StripeEvent]:
+    """The last events Stripe delivered, newest first, with their outcome (None while a worker has yet to
+    process one): what the tenant checks after connecting or after "Send test webhook"."""
+    query = select(StripeEvent).order_by(col(StripeEvent.received_at).desc(), col(StripeEvent.id)).limit(limit)
+    return list(session.exec(query))
 
 
 @dataclass(frozen=True)
@@ -126,10 +137,17 @@ class Received:
     handled: bool
 
 
-def receive_event(endpoint_token: str, payload: bytes, signature: str | None) -> Received:
-    """Verify a delivery to the endpoint of ``endpoint_token`` and store it once; its processing is enqueued
-    in the same transaction. 404 for an unknown endpoint, 400 (:class:`Invalid`) for a missing or bad
-    signature or a body that is not a Stripe event."""
+_ENDPOINTS: TTLCache[str, tuple[UUID, str]] = TTLCache(ENDPOINT_CACHE_SECONDS)
+"""Endpoint token → (tenant, signing secret), so a delivery is verified without reading the database: a busy
+shop's webhooks cost one transaction each (the insert). A secret stored since is read again when the cached one
+does not verify, so a rotation never refuses a genuine delivery."""
+
+
+def _endpoint_secret(endpoint_token: str, *, fresh: bool = False) -> tuple[UUID, str, bool]:
+    """The endpoint's tenant and signing secret, and whether they came from the cache."""
+    cached = MISSING if fresh else _ENDPOINTS.get(endpoint_token)
+    if not isinstance(cached, Missing):
+        return (*cached, True)
     tenant_id = tenant_of_public_key("stripe_endpoint", endpoint_token)
     if tenant_id is None:
         raise NotFound("no Stripe webhook endpoint has this address")
@@ -142,14 +160,33 @@ def receive_event(endpoint_token: str, payload: bytes, signature: str | None) ->
         except UndecryptableSecret:
             log.error("the Stripe signing secret of tenant %s does not decrypt with TRAILMARK_SECRET_KEYS", tenant_id)
             raise _bad_request("the signing secret cannot be read; store it again") from None
-    if not signature:
-        raise _bad_request("the Stripe-Signature header is missing")
+    _ENDPOINTS.put(endpoint_token, (tenant_id, secret))
+    return tenant_id, secret, False
+
+
+def _signature_problem(payload: bytes, signature: str, secret: str) -> str | None:
+    """Why the signature does not verify with ``secret`` (the library's words), or None when it does."""
     try:
         stripe.WebhookSignature.verify_header(
             payload.decode("utf-8", errors="replace"), signature, secret, tolerance=SIGNATURE_TOLERANCE_SECONDS
         )
     except stripe.SignatureVerificationError as error:
-        raise _bad_request(f"the Stripe-Signature does not verify: {error.user_message or error}") from None
+        return str(error.user_message or error)
+    return None
+
+
+def receive_event(endpoint_token: str, payload: bytes, signature: str | None) -> Received:
+    """Verify a delivery to the endpoint of ``endpoint_token`` and store it once; its processing is enqueued
+    in the same transaction. 404 for an unknown endpoint, 400 (:class:`Invalid`) for a missing or bad
+    signature or a body that is not a Stripe event."""
+    tenant_id, secret, cached = _endpoint_secret(endpoint_token)
+    if not signature:
+        raise _bad_request("the Stripe-Signature header is missing")
+    problem = _signature_problem(payload, signature, secret)
+    if problem and cached:  # the tenant may have stored a new secret since
+        problem = _signature_problem(payload, signature, _endpoint_secret(endpoint_token, fresh=True)[1])
+    if problem:
+        raise _bad_request(f"the Stripe-Signature does not verify: {problem}")
     if _signed_at(signature) > time.time() + SIGNATURE_TOLERANCE_SECONDS:
         # The library checks only the past; a delivery dated ahead could be replayed until that date.
         raise _bad_request("the Stripe-Signature timestamp is in the future; check the server's clock")

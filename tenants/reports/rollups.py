@@ -70,6 +70,7 @@ __all__ = [
     "check_all_tenants",
     "check_day",
     "compare_purchase_rollups",
+    "compare_referral_rollups",
     "compare_rollups",
     "contact_keys_sql",
     "contact_trigger_sql",
@@ -79,6 +80,7 @@ __all__ = [
     "narrowest_shape",
     "purchase_keys_sql",
     "rebuild_purchase_rollups",
+    "rebuild_referral_rollups",
     "rebuild_rollups",
     "rebuild_tenants",
     "report_tenants",
@@ -386,6 +388,49 @@ def compare_purchase_rollups(session: Session, start: date, end: date) -> list[R
     return _differences("purchase_rollups", _by_key(stored, width), _by_key(derived, width))
 
 
+# --- referrals (the partners report) ---------------------------------------------------------------
+
+REFERRAL_MEASURES = ("clicks", "leads")
+_REFERRAL_KEY = "day, partner_id, sid"
+# As the triggers of migration 0014 count: a click on its UTC day under its SubID; a lead (a first-referrer
+# binding) on the day it was bound, under the SubID of its click.
+_DERIVED_REFERRALS = f"""SELECT {_REFERRAL_KEY}, sum(clicks) AS clicks, sum(leads) AS leads FROM (
+        SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, partner_id, coalesce(sid, '') AS sid,
+            1 AS clicks, 0 AS leads
+        FROM referral_clicks
+        WHERE tenant_id = :tenant_id AND occurred_at >= CAST(:start AS date) AND occurred_at < CAST(:end AS date) + 1
+        UNION ALL
+        SELECT (r.bound_at AT TIME ZONE 'UTC')::date, r.partner_id, coalesce(c.sid, ''), 0, 1
+        FROM contact_referrers r
+            LEFT JOIN referral_clicks c ON c.tenant_id = r.tenant_id AND c.hit_id = r.click_hit_id
+        WHERE r.tenant_id = :tenant_id AND r.position = 'first'
+          AND r.bound_at >= CAST(:start AS date) AND r.bound_at < CAST(:end AS date) + 1) d
+    GROUP BY {_REFERRAL_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+
+
+def rebuild_referral_rollups(session: Session, start: date, end: date) -> None:
+    """Delete ``referral_rollups`` of ``start`` … ``end`` (inclusive, UTC) and derive them from the referral clicks
+    and the contacts' first referrers."""
+    params = _params(session, start, end)
+    session.execute(text("DELETE FROM referral_rollups WHERE day BETWEEN :start AND :end"), params)
+    session.execute(
+        text(
+            f"""INSERT INTO referral_rollups (tenant_id, {_REFERRAL_KEY}, {", ".join(REFERRAL_MEASURES)})
+                SELECT :tenant_id, * FROM ({_DERIVED_REFERRALS}) d ORDER BY {_REFERRAL_KEY}"""  # noqa: S608
+        ),
+        params,
+    )
+
+
+def compare_referral_rollups(session: Session, start: date, end: date) -> list[RollupDifference]:
+    """Every ``referral_rollups`` key of ``start`` … ``end`` whose counts differ from a scan."""
+    params = _params(session, start, end)
+    stored_sql = f"SELECT {_REFERRAL_KEY}, {', '.join(REFERRAL_MEASURES)} FROM referral_rollups"  # noqa: S608
+    stored = session.execute(text(f"{stored_sql} WHERE day BETWEEN :start AND :end"), params).all()
+    derived = session.execute(text(_DERIVED_REFERRALS), params).all()
+    return _differences("referral_rollups", _by_key(stored, 3), _by_key(derived, 3))
+
+
 # --- re-derivation ---------------------------------------------------------------------------------
 
 _DAY_RANGE = "occurred_at >= CAST(:start AS date) AND occurred_at < CAST(:end AS date) + 1"
@@ -429,6 +474,7 @@ def rebuild_rollups(session: Session, start: date, end: date) -> None:
     for statement in spread_stored_days_sql():
         session.execute(text(statement), params)
     rebuild_purchase_rollups(session, start, end)
+    rebuild_referral_rollups(session, start, end)
 
 
 def spread_stored_days_sql() -> list[str]:
@@ -502,7 +548,7 @@ def compare_rollups(session: Session, start: date, end: date) -> list[RollupDiff
             longer = session.execute(text(f"{stored_sql} WHERE span <> 'day' AND day BETWEEN :start AND :end"), months)
             summed = session.execute(text(_derived_sql(key, measures, _stored_days(table), _LONGER_SPANS)), months)
             differences += _differences(table, _by_key(longer.all(), len(key)), _by_key(summed.all(), len(key)))
-    return differences + compare_purchase_rollups(session, start, end)
+    return differences + compare_purchase_rollups(session, start, end) + compare_referral_rollups(session, start, end)
 
 
 def _differences(

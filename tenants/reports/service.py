@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from tenants.errors import InvalidQuery, ReportTimedOut
+from tenants.purchases.currencies import is_currency
 from tenants.reports.dimensions import DIMENSIONS, visit_dimension_sql
 from tenants.reports.rollups import RollupShape, cover, covered, narrowest_shape
 from tenants.settings import get_settings
@@ -45,6 +46,7 @@ __all__ = [
     "attribution",
     "live",
     "overview",
+    "revenue_currency",
 ]
 
 MAX_RANGE_DAYS = 400
@@ -66,9 +68,13 @@ class ReportQuery:
     filters: dict[str, str] = field(default_factory=dict)
     include_bots: bool = False
     compare: bool = True
+    currency: str | None = None
+    """Revenue is reported in this currency (ISO 4217); None: the one with the most revenue in the range."""
 
     def __post_init__(self) -> None:
         errors: dict[str, str] = {}
+        if self.currency is not None and not is_currency(self.currency):
+            errors["currency"] = "must be an ISO 4217 code such as EUR or USD"
         if self.start < EARLIEST_DAY:
             errors["start"] = f"must be {EARLIEST_DAY} or later"
         if self.end < self.start:
@@ -88,7 +94,9 @@ class ReportQuery:
     def previous(self) -> ReportQuery:
         """The period of equal length just before this one."""
         length = timedelta(days=self.days)
-        return ReportQuery(self.start - length, self.end - length, self.site_id, self.filters, self.include_bots, False)
+        return ReportQuery(
+            self.start - length, self.end - length, self.site_id, self.filters, self.include_bots, False, self.currency
+        )
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,11 @@ class Totals:
     """Visits: hits that start a session (the first, or more than 30 minutes after the previous)."""
     pageviews: int = 0
     new_contacts: int = 0
+    purchases: int = 0
+    revenue: int = 0
+    """Net of refunds, in minor units of the overview's currency, by the purchases' days."""
+    new_customers: int = 0
+    """Contacts whose first purchase falls in the range."""
 
     @property
     def conversion_rate(self) -> float | None:
@@ -115,6 +128,7 @@ class SeriesPoint:
     entries: int = 0
     pageviews: int = 0
     new_contacts: int = 0
+    revenue: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,10 @@ class Overview:
     previous: Totals | None
     series: list[SeriesPoint]
     breakdowns: dict[str, list[BreakdownRow]]
+    currency: str | None = None
+    """The currency of the revenue numbers; None when the range has no purchases."""
+    previous_series: list[SeriesPoint] | None = None
+    """The previous period day by day, when compared (its day ``n`` lines up with the range's day ``n``)."""
 
 
 @dataclass(frozen=True)
@@ -145,12 +163,19 @@ class AttributionRow:
     new_contacts: int
     median_days_to_contact: float | None
     """From first visit to the contact's creation, over the contacts whose first visit is known."""
-    revenue: int | None = None
-    customers: int | None = None
+    revenue: int = 0
+    """Net of refunds, minor units of ``currency``, of the purchases whose buyer's touch had these dimensions."""
+    customers: int = 0
+    """New customers: buyers whose first purchase falls in the range."""
+    currency: str | None = None
 
     @property
     def conversion_rate(self) -> float | None:
         return self.new_contacts / self.visitors if self.visitors else None
+
+    @property
+    def revenue_per_visitor(self) -> float | None:
+        return self.revenue / self.visitors if self.visitors else None
 
 
 @dataclass(frozen=True)
@@ -173,6 +198,10 @@ def _report_timeout(session: Session) -> Iterator[None]:
             session.rollback()
             raise ReportTimedOut("the report took too long and was cancelled; try a shorter range") from error
         raise
+
+
+report_timeout = _report_timeout
+"""The same statement timeout for the reports of other areas (the partners report)."""
 
 
 def _check_site(session: Session, site_id: UUID | None) -> None:
@@ -268,6 +297,34 @@ def _int(value: Any) -> int:
     return int(value or 0)
 
 
+def revenue_currency(session: Session, q: ReportQuery) -> str | None:
+    """The query's currency, else the one with the most revenue in its range (None without purchases)."""
+    if q.currency is not None:
+        return q.currency
+    row = session.execute(
+        text(
+            """SELECT currency FROM purchase_rollups WHERE day BETWEEN :start AND :end AND touch = 'first'
+               GROUP BY currency ORDER BY sum(revenue) DESC, currency LIMIT 1"""
+        ),
+        {"start": q.start, "end": q.end},
+    ).first()
+    return None if row is None else str(row[0])
+
+
+def _purchase_sums(
+    session: Session, q: ReportQuery, currency: str, *, groups: list[str], touch: TouchModel = "first"
+) -> list[Any]:
+    """Purchases, revenue and new customers in ``currency`` under the query's filters, by ``groups`` (columns
+    of ``purchase_rollups``: dimensions or ``day``). Purchases belong to the tenant, not a site, as contacts."""
+    clauses, params = _filters(q, traffic=False)
+    clauses += ["r.day BETWEEN :start AND :end", "r.touch = :touch", "r.currency = :currency"]
+    keys = ", ".join(f"r.{name}" for name in groups)
+    statement = f"""SELECT {keys + ", " if keys else ""}sum(r.purchases), sum(r.revenue), sum(r.new_customers)
+        FROM purchase_rollups r WHERE {" AND ".join(clauses)} {"GROUP BY " + keys if keys else ""}"""  # noqa: S608
+    params.update(start=q.start, end=q.end, touch=touch, currency=currency)
+    return list(session.execute(text(statement), params).all())
+
+
 def overview(session: Session, q: ReportQuery) -> Overview:
     """Totals (and the previous period's), a zero-filled daily series and the top rows of every dimension,
     all under the query's filters; each from the narrowest rollup table that holds it."""
@@ -275,29 +332,28 @@ def overview(session: Session, q: ReportQuery) -> Overview:
     with _report_timeout(session):
         traffic_totals, traffic = _breakdowns(session, q, traffic=True)
         contact_totals, contacts = _breakdowns(session, q, traffic=False)
-        traffic_days = _grouped(session, q, traffic=True, groups=[], sets="", by_day=True)
-        contact_days = _grouped(session, q, traffic=False, groups=[], sets="", by_day=True)
+        currency = revenue_currency(session, q)
+        sales = _purchase_sums(session, q, currency, groups=[]) if currency else []
+        series = _series(session, q, currency)
         previous: Totals | None = None
+        previous_series: list[SeriesPoint] | None = None
         previous_entries: dict[str, dict[str, int]] = {}
         if q.compare:
             before = q.previous()
             previous_traffic_totals, previous_traffic = _breakdowns(session, before, traffic=True)
             previous_contacts = _grouped(session, before, traffic=False, groups=[], sets="()")
-            previous = _totals(previous_traffic_totals, _int(previous_contacts[0][1]) if previous_contacts else 0)
+            previous_sales = _purchase_sums(session, before, currency, groups=[]) if currency else []
+            previous_series = _series(session, before, currency)
+            previous = _totals(
+                previous_traffic_totals,
+                _int(previous_contacts[0][1]) if previous_contacts else 0,
+                previous_sales[0] if previous_sales else None,
+            )
             previous_entries = {
                 name: {value: sums[2] for value, sums in by_value.items()}
                 for name, by_value in previous_traffic.items()
             }
-    totals = _totals(traffic_totals, contact_totals[0] if contact_totals else 0)
-    by_day: dict[date, list[int]] = defaultdict(lambda: [0] * 5)
-    for row in traffic_days:
-        by_day[row[0]][:4] = [_int(v) for v in row[1:]]
-    for row in contact_days:
-        by_day[row[0]][4] = _int(row[1])
-    series = [
-        SeriesPoint(day, *by_day.get(day, [0] * 5))
-        for day in (q.start + timedelta(days=offset) for offset in range(q.days))
-    ]
+    totals = _totals(traffic_totals, contact_totals[0] if contact_totals else 0, sales[0] if sales else None)
     breakdowns: dict[str, list[BreakdownRow]] = {}
     for name in DIMENSIONS:
         merged: dict[str, list[int]] = defaultdict(lambda: [0] * 5)
@@ -320,12 +376,28 @@ def overview(session: Session, q: ReportQuery) -> Overview:
             )
             for value, sums in rows[:TOP_ROWS]
         ]
-    return Overview(q, totals, previous, series, breakdowns)
+    return Overview(q, totals, previous, series, breakdowns, currency, previous_series)
 
 
-def _totals(traffic: list[int] | None, new_contacts: int) -> Totals:
+def _series(session: Session, q: ReportQuery, currency: str | None) -> list[SeriesPoint]:
+    """The query's numbers day by day, every day of the range (zero-filled), from the day rows."""
+    by_day: dict[date, list[int]] = defaultdict(lambda: [0] * 6)
+    for row in _grouped(session, q, traffic=True, groups=[], sets="", by_day=True):
+        by_day[row[0]][:4] = [_int(v) for v in row[1:]]
+    for row in _grouped(session, q, traffic=False, groups=[], sets="", by_day=True):
+        by_day[row[0]][4] = _int(row[1])
+    for row in _purchase_sums(session, q, currency, groups=["day"]) if currency else []:
+        by_day[row[0]][5] = _int(row[2])
+    return [
+        SeriesPoint(day, *by_day.get(day, [0] * 6))
+        for day in (q.start + timedelta(days=offset) for offset in range(q.days))
+    ]
+
+
+def _totals(traffic: list[int] | None, new_contacts: int, sales: Any = None) -> Totals:
     visitors, new_visitors, entries, pageviews = traffic or [0, 0, 0, 0]
-    return Totals(visitors, new_visitors, entries, pageviews, new_contacts)
+    purchases, revenue, new_customers = (_int(v) for v in (sales or (0, 0, 0)))
+    return Totals(visitors, new_visitors, entries, pageviews, new_contacts, purchases, revenue, new_customers)
 
 
 def attribution(
@@ -367,7 +439,10 @@ def attribution(
             ),
             {**contact_params, **span, "touch": model},
         ).all()
+        currency = revenue_currency(session, q)
+        sales = _purchase_sums(session, q, currency, groups=groups, touch=model) if currency else []
     width = len(groups)
+    sales_of = {tuple(row[:width]): (_int(row[width + 1]), _int(row[width + 2])) for row in sales}
     visitors_of = {tuple(row[:width]): _int(row[width]) for row in visitors}
     contacts_of: dict[tuple[Any, ...], int] = defaultdict(int)
     days_of: dict[tuple[Any, ...], list[tuple[int, int]]] = defaultdict(list)
@@ -382,9 +457,12 @@ def attribution(
             visitors=visitors_of.get(key, 0),
             new_contacts=contacts_of.get(key, 0),
             median_days_to_contact=_median(days_of.get(key, [])),
+            revenue=sales_of.get(key, (0, 0))[0],
+            customers=sales_of.get(key, (0, 0))[1],
+            currency=currency,
         )
-        for key in visitors_of.keys() | contacts_of.keys()
-        if visitors_of.get(key, 0) or contacts_of.get(key, 0)
+        for key in visitors_of.keys() | contacts_of.keys() | sales_of.keys()
+        if visitors_of.get(key, 0) or contacts_of.get(key, 0) or any(sales_of.get(key, (0, 0)))
     ]
     return sorted(rows, key=lambda row: (-row.new_contacts, -row.visitors, tuple(row.group.values())))
 

@@ -6,8 +6,8 @@ Paying twice is made impossible by keys, not by checks in code: one credit per p
 commission per (purchase, partner, level); one refund adjustment per (purchase, partner, level, refunded total);
 one external reference per payout in a tenant. Portal transactions see only their partner's rows.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-02
 """
 
@@ -19,8 +19,8 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from migrations.tenancy import create_tenant_table
 
-revision: str = "0014"
-down_revision: str | None = "0013"
+revision: str = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
