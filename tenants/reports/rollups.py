@@ -150,13 +150,15 @@ class Cover:
         return {"cover_spans": self.spans, "cover_days": self.days, "cover_signs": self.signs}
 
 
-def covered(table: str) -> str:
+def covered(table: str, conditions: Sequence[str] = ()) -> str:
     """A FROM clause: the rows of ``table``, aliased ``r``, in the buckets of a :class:`Cover` (its
-    ``params``), each with its bucket's ``b.sign`` to multiply measures by. One index range per bucket
-    (OFFSET 0 keeps the planner from turning it into a scan of the whole table joined by hash)."""
+    ``params``) that meet ``conditions`` (SQL over ``r``), each with its bucket's ``b.sign`` to multiply
+    measures by. One index range per bucket, filtered as it is read (OFFSET 0 keeps the planner from
+    turning it into a scan of the whole table joined by hash, which it would then filter)."""
+    where = " AND ".join(["r.span = b.span", "r.day = b.day", *conditions])
     return f"""unnest(CAST(:cover_spans AS text[]), CAST(:cover_days AS date[]), CAST(:cover_signs AS integer[]))
         AS b(span, day, sign)
-        CROSS JOIN LATERAL (SELECT * FROM {table} t WHERE t.span = b.span AND t.day = b.day OFFSET 0) r"""  # noqa: S608
+        CROSS JOIN LATERAL (SELECT * FROM {table} r WHERE {where} OFFSET 0) r"""  # noqa: S608
 
 
 def month_blocks(month: date) -> list[tuple[date, date]]:

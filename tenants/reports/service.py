@@ -255,8 +255,7 @@ def _grouped(
     else:
         params.update(cover(q.start, q.end).params())
         statement = f"""SELECT {columns}, {", ".join(f"sum(r.{m} * b.sign)" for m in measures)}
-            FROM {covered(table)}
-            WHERE {" AND ".join(clauses) or "TRUE"} GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - fixed names
+            FROM {covered(table, clauses)} GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - fixed names
     return list(session.execute(text(statement), params).all())
 
 
@@ -426,15 +425,15 @@ def attribution(
     with _report_timeout(session):
         visitors = session.execute(
             text(
-                f"""SELECT {keys}, sum(r.{measure} * b.sign) FROM {covered(shape.traffic_table)}
-                    WHERE {" AND ".join(traffic_clauses) or "TRUE"} GROUP BY {keys}"""  # noqa: S608
+                f"""SELECT {keys}, sum(r.{measure} * b.sign) FROM {covered(shape.traffic_table, traffic_clauses)}
+                    GROUP BY {keys}"""  # noqa: S608
             ),
             {**traffic_params, **span},
         ).all()
         histogram = session.execute(
             text(
-                f"""SELECT {keys}, r.days_to_contact, sum(r.contacts * b.sign) FROM {covered(shape.contact_table)}
-                    WHERE {" AND ".join([*contact_clauses, "r.touch = :touch"])}
+                f"""SELECT {keys}, r.days_to_contact, sum(r.contacts * b.sign)
+                    FROM {covered(shape.contact_table, [*contact_clauses, "r.touch = :touch"])}
                     GROUP BY {keys}, r.days_to_contact"""  # noqa: S608 - names from SHAPES and DIMENSIONS
             ),
             {**contact_params, **span, "touch": model},
