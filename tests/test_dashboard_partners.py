@@ -518,7 +518,7 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
         "1",
         "2",
         "1",
-        "9000",
+        "90.00",
         "EUR",
     ]
     assert viewer.get("/app/partners/report?start=2026-02-30").status_code == 422
