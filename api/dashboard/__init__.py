@@ -8,6 +8,7 @@ from litestar import Router
 
 from api.dashboard.attribution import AttributionController
 from api.dashboard.auth import csrf_guard, provide_staff
+from api.dashboard.commissions import CommissionsController, PayoutsController
 from api.dashboard.contacts import ContactsController
 from api.dashboard.forms import FormsController
 from api.dashboard.links import LinksController
@@ -46,6 +47,8 @@ def dashboard_router() -> Router:
             AttributionController,
             PurchasesController,
             PartnersController,
+            CommissionsController,
+            PayoutsController,
             PartnerProgramsController,
             StripeController,
         ],

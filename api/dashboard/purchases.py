@@ -21,6 +21,8 @@ from api.web.csrf import checked_form
 from tenants.contacts.service import emails_of, find_by_email, get_contact
 from tenants.errors import Invalid
 from tenants.models import Purchase, PurchaseSource, PurchaseStatus, UserRole
+from tenants.partners import commissions
+from tenants.partners import service as partners
 from tenants.purchases import service as purchases
 from tenants.purchases import stripe_webhooks
 
@@ -100,13 +102,17 @@ class PurchasesController(Controller):
         refund_values: dict[str, str] | None = None,
         refund_refusal: Refusal = NO_REFUSAL,
     ) -> Template:
-        def read() -> tuple[Purchase, list[Any], str]:
+        def read() -> tuple[Purchase, list[Any], str, Any, list[Any], dict[UUID, str]]:
             with staff.session() as session:
                 purchase = purchases.get_purchase(session, purchase_id)
                 refunds = purchases.list_refunds(session, purchase_id)
-                return purchase, refunds, get_contact(session, purchase.contact_id).email
+                credit, earned = commissions.purchase_commissions(session, purchase_id)
+                partner_ids = {row.partner_id for row in earned} | ({credit.partner_id} if credit else set())
+                partner_emails = partners.partner_emails(session, partner_ids)
+                email = get_contact(session, purchase.contact_id).email
+                return purchase, refunds, email, credit, earned, partner_emails
 
-        purchase, refunds, email = await anyio.to_thread.run_sync(read)
+        purchase, refunds, email, credit, earned, partner_emails = await anyio.to_thread.run_sync(read)
         return screen(
             request,
             staff,
@@ -121,6 +127,9 @@ class PurchasesController(Controller):
             refund_values=refund_values or {"amount": "", "refund_id": ""},
             refund_refusal=refund_refusal,
             can_refund=staff.can(UserRole.ADMIN),
+            credit=credit,
+            commissions=earned,
+            partner_emails=partner_emails,
         )
 
     @get("/{purchase_id:uuid}")

@@ -34,8 +34,6 @@ NAV: list[tuple[str, str, str, UserRole]] = [
     ("memberships", "Memberships", "/app/memberships", UserRole.VIEWER),
     ("purchases", "Purchases", "/app/purchases", UserRole.VIEWER),
     ("partners", "Partners", "/app/partners", UserRole.VIEWER),
-    # COMMISSIONS-PAYOUTS: the lead adds ("commissions", "Commissions", "/app/commissions", …) and
-    # ("payouts", "Payouts", "/app/payouts", …) here, and in dashboard/partners/subnav.html.
     ("stripe", "Stripe", "/app/integrations/stripe", UserRole.VIEWER),
     ("api-keys", "API keys", "/app/api-keys", UserRole.OWNER),
     ("staff", "Staff", "/app/staff", UserRole.OWNER),

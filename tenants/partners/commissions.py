@@ -56,6 +56,7 @@ __all__ = [
     "credit_purchase",
     "get_commission",
     "list_commissions",
+    "purchase_commissions",
     "record_commissions",
     "reject_commission",
 ]
@@ -480,3 +481,14 @@ def commission_totals(session: Session, partner_id: UUID) -> CommissionTotals:
         if status == CommissionStatus.APPROVED and unpaid:
             totals["unpaid"][currency] = totals["unpaid"].get(currency, 0) + int(amount)
     return CommissionTotals(**totals)
+
+
+def purchase_commissions(session: Session, purchase_id: UUID) -> tuple[PurchaseCredit | None, list[Commission]]:
+    """Who a purchase credited and why, and the commissions it earned (level, then oldest first)."""
+    credit = session.get(PurchaseCredit, (current_tenant_id(session), purchase_id))
+    rows = session.exec(
+        select(Commission)
+        .where(Commission.purchase_id == purchase_id)
+        .order_by(col(Commission.level), col(Commission.created_at))
+    ).all()
+    return credit, list(rows)

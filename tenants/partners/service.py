@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from tenants.accounts.service import get_tenant, normalize_email, validate_email
-from tenants.contacts.service import ContactChanges, get_contact, upsert_by_email
+from tenants.contacts.service import ContactChanges, emails_of, get_contact, upsert_by_email
 from tenants.errors import Conflict, Invalid, NotFound
 from tenants.isolation import get_owned
 from tenants.memberships.service import MAIL_TASK
@@ -46,6 +46,7 @@ __all__ = [
     "list_partners",
     "list_products",
     "list_programs",
+    "partner_emails",
     "portal_url",
     "referral_link",
     "set_code_active",
@@ -375,3 +376,14 @@ def referral_link(program: Program, code: str, sid: str | None = None) -> str:
     params = {"ref": code, **({"sid": sid} if sid else {})}
     query = "&".join(filter(None, [parts.query, urlencode(params)]))
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, parts.fragment))
+
+
+def partner_emails(session: Session, partner_ids: set[UUID]) -> dict[UUID, str]:
+    """Each partner's email (partners are contacts), for lists that name partners."""
+    if not partner_ids:
+        return {}
+    contact_of = dict(
+        session.exec(select(Partner.id, Partner.contact_id).where(col(Partner.id).in_(partner_ids))).all()
+    )
+    emails = emails_of(session, set(contact_of.values()))
+    return {partner_id: emails.get(contact_id, "(erased)") for partner_id, contact_id in contact_of.items()}
