@@ -21,6 +21,7 @@ from api.dashboard.auth import StaffCaller, requires
 from api.dashboard.rendering import screen
 from api.dashboard.report_view import PRESETS, ReportView, read_report_view
 from api.web.charts import format_number
+from api.web.downloads import csv_download
 from tenants.errors import DomainError, ReportTimedOut
 from tenants.models import UserRole
 from tenants.reports.service import AttributionRow, TouchModel, attribution
@@ -193,8 +194,4 @@ class AttributionController(Controller):
                 ]
             )
         name = f"attribution-{model}-touch-{view.start.isoformat()}-{view.end.isoformat()}.csv"
-        return Response(
-            out.getvalue(),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
-        )
+        return csv_download(out.getvalue(), name)

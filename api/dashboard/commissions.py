@@ -18,6 +18,7 @@ from api.dashboard.manage_input import NO_REFUSAL, Refusal, parsed, shown_again
 from api.dashboard.rendering import redirect, screen
 from api.partners.payouts import CommissionReject, PayoutPaid
 from api.web.csrf import checked_form
+from api.web.downloads import csv_download
 from tenants.models import Commission, CommissionStatus, Payout, PayoutStatus, UserRole
 from tenants.partners import commissions, payouts
 from tenants.partners import service as partners
@@ -181,14 +182,7 @@ class PayoutsController(Controller):
     def export(self, staff: NamedDependency[StaffCaller], payout_id: FromPath[UUID]) -> Response[str]:
         with staff.session() as session:
             body = payouts.payout_csv(session, payout_id)
-        return Response(
-            body,
-            media_type="text/csv; charset=utf-8",
-            headers={
-                "Content-Disposition": f'attachment; filename="payout-{payout_id}.csv"',
-                "Cache-Control": "no-store",
-            },
-        )
+        return csv_download(body, f"payout-{payout_id}.csv")
 
     @post("/{payout_id:uuid}/paid", guards=[requires(UserRole.ADMIN)], status_code=303)
     async def mark_paid(

@@ -15,6 +15,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 
 from api.fields import NOT_BLANK
 from api.openapi import AUTH, BODY, problems
+from api.web.downloads import csv_download
 from tenants.accounts.service import ApiCaller
 from tenants.models import Commission, CommissionStatus, Payout, PayoutStatus, Scope
 from tenants.partners import commissions, payouts
@@ -233,14 +234,7 @@ class PayoutsController(Controller):
         currency, and the payout id to quote as the payment's reference."""
         with caller.session(Scope.READ) as session:
             body = payouts.payout_csv(session, payout_id)
-        return Response(
-            body,
-            media_type="text/csv; charset=utf-8",
-            headers={
-                "Content-Disposition": f'attachment; filename="payout-{payout_id}.csv"',
-                "Cache-Control": "no-store",
-            },
-        )
+        return csv_download(body, f"payout-{payout_id}.csv")
 
     @post(
         "/{payout_id:uuid}/paid",
