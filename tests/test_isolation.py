@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import psycopg
@@ -14,7 +15,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from tenants.isolation import system_session, tenant_session
+from tenants.models.base import new_id
 from tenants.outbox import service as outbox
+from tenants.tracking.hits import Envelope, Hit
+from tenants.tracking.ingest import store_envelopes
+from tenants.tracking.sites import create_site
 from tests.conftest import TenantHandle, start_api_server, wait_until
 from tests.seeds import APPEND_ONLY, SEEDED_BY_SIGNUP, SEEDERS
 from tests.services import APP_ROLE
@@ -66,6 +71,44 @@ def test_catalog_every_tenant_table_forces_rls_with_a_policy(owner_url: str) -> 
             assert enabled, f"{table}: row-level security not enabled"
             assert forced, f"{table}: row-level security not forced"
             assert policies >= 1, f"{table}: no policy"
+
+
+def test_catalog_every_tenant_table_has_a_partner_scope(owner_url: str) -> None:
+    """A portal transaction sees only what a table's partner scope admits, and nothing of a table without one."""
+    with psycopg.connect(owner_url) as connection:
+        for table in rls_tables(owner_url):
+            scopes = connection.execute(
+                "SELECT polpermissive FROM pg_policy WHERE polrelid = %s::regclass AND polname = 'partner_scope'",
+                (table,),
+            ).fetchall()
+            assert scopes == [(False,)], f"{table}: no restrictive partner_scope policy (migrations.tenancy)"
+
+
+def test_outside_the_portal_the_partner_scope_keeps_the_planners_row_estimates(
+    owner_url: str, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """The partner scope qualifies every read of every tenant table. When the planner guessed that it kept 0.5 %
+    of the rows, every plan was built for a tiny fraction of a tenant's rows, and ingest's visitor update became
+    a nested loop over the tenant, ten times slower (migration 0016)."""
+    tenant = make_tenant("Kilo")
+    with tenant_session(tenant.tenant_id) as session:
+        site = create_site(session, name="Estimates", allowed_origins=["https://estimates.example"])
+        now = int(time.time() * 1000)
+        store_envelopes(
+            session,
+            [
+                Envelope(tenant.tenant_id, site.id, new_id(), now, [Hit(hit_id=uuid4(), ts=now, url="https://e.x/")])
+                for _ in range(2000)
+            ],
+        )
+    with psycopg.connect(owner_url, autocommit=True) as connection:
+        connection.execute("ANALYZE visitors")
+    with tenant_session(tenant.tenant_id) as session:
+        plan = session.execute(
+            text("EXPLAIN (FORMAT JSON) SELECT id FROM visitors WHERE tenant_id = :tenant_id"),
+            {"tenant_id": tenant.tenant_id},
+        ).scalar_one()
+    assert plan[0]["Plan"]["Plan Rows"] > 1000
 
 
 def test_catalog_app_role_is_powerless(owner_url: str) -> None:
