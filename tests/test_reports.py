@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from tenants.reports.dimensions import (
     visit_dimension_sql,
 )
 from tenants.reports.rollups import check_day, compare_rollups, cover, month_blocks
-from tenants.reports.service import MAX_RANGE_DAYS, ReportQuery, attribution, overview
+from tenants.reports.service import MAX_RANGE_DAYS, ReportQuery, _median, attribution, overview
 from tests.conftest import TenantHandle, child_env, wait_stored
 from tests.support.reports import BASE, BROWSER, ORIGIN, TODAY, SeededReports, hit, seed_reports, send
 
@@ -357,6 +358,16 @@ def test_the_dimensions_from_their_inputs_equal_the_dimensions_of_the_visit(
                         assert have == want, params
                         cases += 1
     assert cases > 1000
+
+
+@given(st.dictionaries(st.integers(0, 400), st.integers(1, 50), max_size=30))
+@settings(max_examples=400, deadline=None)
+def test_median_days_to_contact_is_the_median_of_every_contact(counts: dict[int, int]) -> None:
+    """Attribution's median is walked over the (days, contacts) histogram; it must equal the median of the list
+    of every contact's days."""
+    every_contact = [days for days, count in counts.items() for _ in range(count)]
+    expected = float(statistics.median(every_contact)) if every_contact else None
+    assert _median(list(counts.items())) == expected
 
 
 @given(start=st.dates(date(2024, 1, 1), date(2027, 12, 31)), length=st.integers(1, MAX_RANGE_DAYS))

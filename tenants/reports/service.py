@@ -11,7 +11,6 @@ not to a site, so a site filter does not narrow new contacts.
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -250,11 +249,11 @@ def _grouped(
     if by_day:
         clauses.append("r.span = 'day' AND r.day BETWEEN :start AND :end")
         params.update(start=q.start, end=q.end)
-        statement = f"""SELECT r.day, {", ".join(f"sum(r.{m})" for m in measures)} FROM {table} r
+        statement = f"""SELECT r.day, {", ".join(f"sum(r.{m})::bigint" for m in measures)} FROM {table} r
             WHERE {" AND ".join(clauses)} GROUP BY r.day"""  # noqa: S608 - names from SHAPES and DIMENSIONS
     else:
         params.update(cover(q.start, q.end).params())
-        statement = f"""SELECT {columns}, {", ".join(f"sum(r.{m} * b.sign)" for m in measures)}
+        statement = f"""SELECT {columns}, {", ".join(f"sum(r.{m} * b.sign)::bigint" for m in measures)}
             FROM {covered(table, clauses)} GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - fixed names
     return list(session.execute(text(statement), params).all())
 
@@ -318,7 +317,8 @@ def _purchase_sums(
     clauses, params = _filters(q, traffic=False)
     clauses += ["r.day BETWEEN :start AND :end", "r.touch = :touch", "r.currency = :currency"]
     keys = ", ".join(f"r.{name}" for name in groups)
-    statement = f"""SELECT {keys + ", " if keys else ""}sum(r.purchases), sum(r.revenue), sum(r.new_customers)
+    statement = f"""SELECT {keys + ", " if keys else ""}sum(r.purchases)::bigint, sum(r.revenue)::bigint,
+        sum(r.new_customers)::bigint
         FROM purchase_rollups r WHERE {" AND ".join(clauses)} {"GROUP BY " + keys if keys else ""}"""  # noqa: S608
     params.update(start=q.start, end=q.end, touch=touch, currency=currency)
     return list(session.execute(text(statement), params).all())
@@ -425,14 +425,14 @@ def attribution(
     with _report_timeout(session):
         visitors = session.execute(
             text(
-                f"""SELECT {keys}, sum(r.{measure} * b.sign) FROM {covered(shape.traffic_table, traffic_clauses)}
-                    GROUP BY {keys}"""  # noqa: S608
+                f"""SELECT {keys}, sum(r.{measure} * b.sign)::bigint
+                    FROM {covered(shape.traffic_table, traffic_clauses)} GROUP BY {keys}"""  # noqa: S608
             ),
             {**traffic_params, **span},
         ).all()
         histogram = session.execute(
             text(
-                f"""SELECT {keys}, r.days_to_contact, sum(r.contacts * b.sign)
+                f"""SELECT {keys}, r.days_to_contact, sum(r.contacts * b.sign)::bigint
                     FROM {covered(shape.contact_table, [*contact_clauses, "r.touch = :touch"])}
                     GROUP BY {keys}, r.days_to_contact"""  # noqa: S608 - names from SHAPES and DIMENSIONS
             ),
@@ -467,10 +467,22 @@ def attribution(
 
 
 def _median(histogram: list[tuple[int, int]]) -> float | None:
-    """The median of a histogram of (days, contacts)."""
-    if not histogram:
+    """The median of a histogram of (days, contacts): the mean of its middle two contacts (or the middle one),
+    found by walking the counts rather than listing every contact."""
+    total = sum(count for _, count in histogram)
+    if total == 0:
         return None
-    return float(statistics.median(days for days, count in sorted(histogram) for _ in range(count)))
+    return (_day_at_rank(histogram, (total - 1) // 2) + _day_at_rank(histogram, total // 2)) / 2
+
+
+def _day_at_rank(histogram: list[tuple[int, int]], rank: int) -> int:
+    """The days of the contact at 0-based ``rank`` when every contact is listed in order of days."""
+    seen = 0
+    for days, count in sorted(histogram):
+        seen += count
+        if seen > rank:
+            return days
+    raise ValueError(f"rank {rank} is beyond the histogram's {seen} contacts")
 
 
 LIVE_MAX_MINUTES = 60
