@@ -29,8 +29,8 @@ from tenants.reports.dimensions import (
     visit_dimension_sql,
 )
 from tenants.reports.rollups import check_day, compare_rollups, cover, month_blocks
-from tenants.reports.service import MAX_RANGE_DAYS, ReportQuery, _median, attribution, overview
-from tests.conftest import TenantHandle, child_env, wait_stored
+from tenants.reports.service import MAX_RANGE_DAYS, TOP_ROWS, ReportQuery, _median, attribution, overview
+from tests.conftest import TenantHandle, child_env, make_site, wait_stored
 from tests.support.reports import BASE, BROWSER, ORIGIN, TODAY, SeededReports, hit, seed_reports, send
 
 
@@ -165,6 +165,34 @@ def test_overview_and_attribution_equal_a_scan_of_the_stored_visits(seeded: Seed
         first = attribution(session, whole, "first", ["channel"])
         days = [row.median_days_to_contact for row in first if row.new_contacts]
         assert all(d is not None and d >= 1 for d in days)  # the contacts came days after their first visit
+
+
+def test_each_table_shows_the_top_rows_of_a_scan_ranked_by_visitors_then_visits(
+    client: TestClient[Any], pipeline: None, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """Past 25 values a table shows the first 25 of the scan in the screen's order (visitors, then visits,
+    then name), ties at the cut included before the name decides: the long tail is ranked in the database."""
+    tenant = make_tenant("Toprows")
+    site = make_site(tenant, [ORIGIN])
+    # (visitors, visits) per landing page: 20 pages (2, 2), then 10 tied at (1, 2) across the 25th place,
+    # then 10 at (1, 1).
+    plan = [(f"/p{n:02d}", 2, 1) for n in range(20)] + [(f"/p{n:02d}", 1, 2) for n in range(20, 40)]
+    plan = plan[:30] + [(path, 1, 1) for path, _, _ in plan[30:]]
+    sent = 0
+    for path, browsers, sessions in plan:
+        for _ in range(browsers):
+            token = None
+            for number in range(sessions):  # a second visit an hour later: a new session, the same visitor
+                token, _ = send(client, site, [hit(BASE + timedelta(hours=number), path)], token)
+                sent += 1
+    wait_stored(tenant.tenant_id, sent)
+    q = ReportQuery(start=BASE.date(), end=BASE.date())
+    with tenant_session(tenant.tenant_id) as session:
+        shown = [(r.value, r.visitors, r.entries) for r in overview(session, q).breakdowns["landing_page"]]
+    scanned = [(k[0], v["visitors"], v["entries"]) for k, v in scan_traffic(tenant, q, ("landing_page",)).items()]
+    assert len(scanned) == 40
+    assert shown == sorted(scanned, key=lambda row: (-row[1], -row[2], row[0]))[:TOP_ROWS]
+    assert [value for value, _, _ in shown[20:]] == ["/p20", "/p21", "/p22", "/p23", "/p24"]
 
 
 def test_a_resent_batch_and_a_replay_do_not_change_the_reports(client: TestClient[Any], seeded: SeededReports) -> None:

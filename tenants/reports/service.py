@@ -226,35 +226,32 @@ def _filters(q: ReportQuery, *, traffic: bool) -> tuple[list[str], dict[str, Any
 
 
 def _grouped(
-    session: Session,
-    q: ReportQuery,
-    *,
-    traffic: bool,
-    groups: list[str],
-    sets: str,
-    touch: TouchModel = "first",
-    by_day: bool = False,
+    session: Session, q: ReportQuery, *, traffic: bool, groups: list[str], sets: str, top: int | None = None
 ) -> list[Any]:
     """One statement over the narrowest rollup table holding ``groups`` and the query's filters: the measures
-    (times each bucket's sign) by ``sets``, a SQL ``GROUPING SETS`` list over ``groups``; with ``by_day``,
-    by day over the day rows instead (the series)."""
+    (times each bucket's sign) by ``sets``, a SQL ``GROUPING SETS`` list over ``groups``. With ``top``, only
+    the rows placed at most ``top`` in their grouping set by visitors, then visits (ties included, so the
+    screen's order can still use new contacts and the name), so the long tail of landing pages and referrers
+    stays in the database."""
     shape = narrowest_shape([*groups, *q.filters])
     table = shape.traffic_table if traffic else shape.contact_table
     clauses, params = _filters(q, traffic=traffic)
     if not traffic:
-        clauses.append("r.touch = :touch")
-        params["touch"] = touch
+        clauses.append("r.touch = 'first'")
     measures = _TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES
+    params.update(cover(q.start, q.end).params())
+    sums = [f"sum(r.{m} * b.sign)::bigint" for m in measures]
     columns = ", ".join(f"r.{name}" for name in groups) or "NULL"
-    if by_day:
-        clauses.append("r.span = 'day' AND r.day BETWEEN :start AND :end")
-        params.update(start=q.start, end=q.end)
-        statement = f"""SELECT r.day, {", ".join(f"sum(r.{m})::bigint" for m in measures)} FROM {table} r
-            WHERE {" AND ".join(clauses)} GROUP BY r.day"""  # noqa: S608 - names from SHAPES and DIMENSIONS
-    else:
-        params.update(cover(q.start, q.end).params())
-        statement = f"""SELECT {columns}, {", ".join(f"sum(r.{m} * b.sign)::bigint" for m in measures)}
-            FROM {covered(table, clauses)} GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - fixed names
+    place = ""
+    if top is not None:
+        partition = f"PARTITION BY GROUPING({columns})" if groups else ""
+        leading = ", ".join(f"{sums[measures.index(m)]} DESC" for m in ("visitors", "entries"))
+        place = f", rank() OVER ({partition} ORDER BY {leading}) AS place"
+    statement = f"""SELECT {columns}, {", ".join(sums)}{place} FROM {covered(table, clauses)}
+        GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - names from SHAPES and DIMENSIONS
+    if top is not None:
+        statement = f"SELECT * FROM ({statement}) ranked WHERE place <= :top"  # noqa: S608 - built above
+        params["top"] = top
     return list(session.execute(text(statement), params).all())
 
 
@@ -263,30 +260,31 @@ _CONTACT_MEASURES = ("contacts",)
 
 
 def _breakdowns(
-    session: Session, q: ReportQuery, *, traffic: bool, with_total: bool = True
+    session: Session, q: ReportQuery, *, traffic: bool, top: int | None = None
 ) -> tuple[list[int] | None, dict[str, dict[str, list[int]]]]:
     """The query's totals and its measures by each dimension's value, each read from the narrowest table
-    that holds it (one statement per table): ``(totals, {dimension: {value: measures}})``."""
+    that holds it (one statement per table): ``(totals, {dimension: {value: measures}})``; with ``top``, only
+    the values :func:`_grouped` places at most ``top``."""
     by_shape: dict[RollupShape, list[str]] = defaultdict(list)
     for name in DIMENSIONS:
         by_shape[narrowest_shape([name, *q.filters])].append(name)
     total_shape = narrowest_shape(q.filters)
-    if with_total:
-        by_shape.setdefault(total_shape, [])
+    by_shape.setdefault(total_shape, [])
     totals: list[int] | None = None
     values: dict[str, dict[str, list[int]]] = {name: {} for name in DIMENSIONS}
+    width = len(_TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES)
     for shape, names in by_shape.items():
         sets = [f"({name})" for name in names]
-        if with_total and shape == total_shape:
+        if shape == total_shape:
             sets.insert(0, "()")
-        rows = _grouped(session, q, traffic=traffic, groups=names, sets=", ".join(sets))
-        width = max(len(names), 1)
+        rows = _grouped(session, q, traffic=traffic, groups=names, sets=", ".join(sets), top=top)
+        keys = max(len(names), 1)
         for row in rows:
-            sums = [_int(v) for v in row[width:]]
+            sums = [_int(v) for v in row[keys : keys + width]]
             grouped = next(((name, row[i]) for i, name in enumerate(names) if row[i] is not None), None)
             if grouped is None:
                 totals = sums
-            else:
+            elif any(sums):
                 values[grouped[0]][grouped[1]] = sums
     return totals, values
 
@@ -310,17 +308,25 @@ def revenue_currency(session: Session, q: ReportQuery) -> str | None:
 
 
 def _purchase_sums(
-    session: Session, q: ReportQuery, currency: str, *, groups: list[str], touch: TouchModel = "first"
+    session: Session,
+    q: ReportQuery,
+    currency: str,
+    *,
+    groups: list[str],
+    touch: TouchModel = "first",
+    days: tuple[date, date] | None = None,
 ) -> list[Any]:
     """Purchases, revenue and new customers in ``currency`` under the query's filters, by ``groups`` (columns
-    of ``purchase_rollups``: dimensions or ``day``). Purchases belong to the tenant, not a site, as contacts."""
+    of ``purchase_rollups``: dimensions or ``day``), over the query's range or ``days`` (first, last).
+    Purchases belong to the tenant, not a site, as contacts."""
     clauses, params = _filters(q, traffic=False)
     clauses += ["r.day BETWEEN :start AND :end", "r.touch = :touch", "r.currency = :currency"]
     keys = ", ".join(f"r.{name}" for name in groups)
     statement = f"""SELECT {keys + ", " if keys else ""}sum(r.purchases)::bigint, sum(r.revenue)::bigint,
         sum(r.new_customers)::bigint
         FROM purchase_rollups r WHERE {" AND ".join(clauses)} {"GROUP BY " + keys if keys else ""}"""  # noqa: S608
-    params.update(start=q.start, end=q.end, touch=touch, currency=currency)
+    first, last = days or (q.start, q.end)
+    params.update(start=first, end=last, touch=touch, currency=currency)
     return list(session.execute(text(statement), params).all())
 
 
@@ -328,21 +334,21 @@ def overview(session: Session, q: ReportQuery) -> Overview:
     """Totals (and the previous period's), a zero-filled daily series and the top rows of every dimension,
     all under the query's filters; each from the narrowest rollup table that holds it."""
     _check_site(session, q.site_id)
+    periods = [q, q.previous()] if q.compare else [q]
     with _report_timeout(session):
-        traffic_totals, traffic = _breakdowns(session, q, traffic=True)
+        traffic_totals, traffic = _breakdowns(session, q, traffic=True, top=TOP_ROWS)
         contact_totals, contacts = _breakdowns(session, q, traffic=False)
         currency = revenue_currency(session, q)
         sales = _purchase_sums(session, q, currency, groups=[]) if currency else []
-        series = _series(session, q, currency)
+        series = _series(session, periods, currency)
         previous: Totals | None = None
-        previous_series: list[SeriesPoint] | None = None
         previous_entries: dict[str, dict[str, int]] = {}
         if q.compare:
-            before = q.previous()
+            before = periods[1]
+            # Every value of the previous period: a row shown now may have been far down the list then.
             previous_traffic_totals, previous_traffic = _breakdowns(session, before, traffic=True)
             previous_contacts = _grouped(session, before, traffic=False, groups=[], sets="()")
             previous_sales = _purchase_sums(session, before, currency, groups=[]) if currency else []
-            previous_series = _series(session, before, currency)
             previous = _totals(
                 previous_traffic_totals,
                 _int(previous_contacts[0][1]) if previous_contacts else 0,
@@ -360,10 +366,7 @@ def overview(session: Session, q: ReportQuery) -> Overview:
             merged[value][:4] = sums
         for value, sums in contacts[name].items():
             merged[value][4] = sums[0]
-        rows = sorted(
-            ((v, sums) for v, sums in merged.items() if any(sums)),
-            key=lambda item: (-item[1][0], -item[1][2], -item[1][4], item[0]),
-        )
+        rows = sorted(merged.items(), key=lambda item: (-item[1][0], -item[1][2], -item[1][4], item[0]))
         breakdowns[name] = [
             BreakdownRow(
                 value=value,
@@ -375,22 +378,43 @@ def overview(session: Session, q: ReportQuery) -> Overview:
             )
             for value, sums in rows[:TOP_ROWS]
         ]
-    return Overview(q, totals, previous, series, breakdowns, currency, previous_series)
+    return Overview(q, totals, previous, series[0], breakdowns, currency, series[1] if q.compare else None)
 
 
-def _series(session: Session, q: ReportQuery, currency: str | None) -> list[SeriesPoint]:
-    """The query's numbers day by day, every day of the range (zero-filled), from the day rows."""
+def _series(session: Session, periods: list[ReportQuery], currency: str | None) -> list[list[SeriesPoint]]:
+    """Each period's numbers day by day, every day of it (zero-filled), from the day rows of one range read
+    per table (the periods are adjacent)."""
+    q, days = periods[0], (min(p.start for p in periods), max(p.end for p in periods))
     by_day: dict[date, list[int]] = defaultdict(lambda: [0] * 6)
-    for row in _grouped(session, q, traffic=True, groups=[], sets="", by_day=True):
+    for row in _daily(session, q, days, traffic=True):
         by_day[row[0]][:4] = [_int(v) for v in row[1:]]
-    for row in _grouped(session, q, traffic=False, groups=[], sets="", by_day=True):
+    for row in _daily(session, q, days, traffic=False):
         by_day[row[0]][4] = _int(row[1])
-    for row in _purchase_sums(session, q, currency, groups=["day"]) if currency else []:
+    for row in _purchase_sums(session, q, currency, groups=["day"], days=days) if currency else []:
         by_day[row[0]][5] = _int(row[2])
     return [
-        SeriesPoint(day, *by_day.get(day, [0] * 6))
-        for day in (q.start + timedelta(days=offset) for offset in range(q.days))
+        [
+            SeriesPoint(day, *by_day.get(day, [0] * 6))
+            for day in (p.start + timedelta(days=offset) for offset in range(p.days))
+        ]
+        for p in periods
     ]
+
+
+def _daily(session: Session, q: ReportQuery, days: tuple[date, date], *, traffic: bool) -> list[Any]:
+    """The query's measures by day over ``days`` (first, last), from the day rows of the narrowest table that
+    holds its filters."""
+    shape = narrowest_shape(q.filters)
+    clauses, params = _filters(q, traffic=traffic)
+    clauses.append("r.span = 'day' AND r.day BETWEEN :start AND :end")
+    if not traffic:
+        clauses.append("r.touch = 'first'")
+    params.update(start=days[0], end=days[1])
+    measures = _TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES
+    statement = f"""SELECT r.day, {", ".join(f"sum(r.{m})::bigint" for m in measures)}
+        FROM {shape.traffic_table if traffic else shape.contact_table} r
+        WHERE {" AND ".join(clauses)} GROUP BY r.day"""  # noqa: S608 - names from SHAPES and DIMENSIONS
+    return list(session.execute(text(statement), params).all())
 
 
 def _totals(traffic: list[int] | None, new_contacts: int, sales: Any = None) -> Totals:
