@@ -233,4 +233,5 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "purchase_credits": _commissions,
     "commissions": _commissions,
     "payouts": _commissions,
+    "partner_sale_rollups": _commissions,  # kept by triggers on credits, commissions and purchases
 }

@@ -106,6 +106,40 @@ def test_a_viewer_sees_applications_but_cannot_approve_and_an_editor_can(
     assert _status(tenant, applicant) == "suspended"
 
 
+def test_an_editor_sets_a_partners_payout_email_and_a_viewer_cannot(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """Payouts go to this address: only an editor or above changes it, every change is in the audit log, and a
+    mistyped address comes back on the partner's page with the reason by the field."""
+    tenant = make_tenant("Payoutco")
+    program = make_program(tenant, "pat")
+    pat = program.partners["pat"].id
+    add_staff(tenant.tenant_id, "view@payoutco.example", UserRole.VIEWER)
+    add_staff(tenant.tenant_id, "ed@payoutco.example", UserRole.EDITOR)
+    page = f"/app/partners/{pat}"
+    viewer = login_http(api_server.base_url, tenant.slug, "view@payoutco.example")
+    assert 'name="payout_email"' not in viewer.get(page).text
+    refused = _post(viewer, f"{page}/payout-email", {"payout_email": "bank@pat.example"}, page=page)
+    assert refused.status_code == 403
+
+    editor = login_http(api_server.base_url, tenant.slug, "ed@payoutco.example")
+    forged = editor.post(f"{page}/payout-email", data={"payout_email": "thief@evil.example"})
+    assert forged.status_code == 403, "a change without the page's CSRF token is refused"
+    typo = _post(editor, f"{page}/payout-email", {"payout_email": "bank@"}, page=page)
+    assert typo.status_code == 422 and 'id="error-payout_email"' in typo.text and 'value="bank@"' in typo.text
+    saved = _post(editor, f"{page}/payout-email", {"payout_email": " bank@Pat.EXAMPLE "}, page=page)
+    assert saved.status_code == 303, saved.text
+    with tenant_session(tenant.tenant_id) as session:
+        assert partners.get_partner(session, pat).payout_email == "bank@pat.example"
+    assert 'value="bank@pat.example"' in editor.get(page).text
+    assert ("partner.update", f"partner:{pat}", {"fields": ["payout_email"]}) in _actions(tenant)
+    assert (
+        _post(editor, f"{page}/payout-email", {"payout_email": "x@y.example"}, page="/app/partners").status_code == 303
+    )
+    unknown = _post(editor, f"/app/partners/{UUID(int=1)}/payout-email", {"payout_email": "x@y.example"}, page=page)
+    assert unknown.status_code == 404
+
+
 def test_program_terms_typed_wrong_come_back_with_the_reason_by_the_field(
     api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
 ) -> None:
@@ -423,10 +457,10 @@ def _scan(tenant: TenantHandle) -> dict[str, Any]:
         ).all()
         money = session.execute(
             text(
-                """SELECT pc.partner_id, p.currency, count(*), count(*) FILTER (WHERE p.new_customer),
+                """SELECT c.partner_id, p.currency, count(*), count(DISTINCT c.contact_id),
                        sum(p.amount - p.refunded_amount)
-                   FROM purchases p JOIN partner_codes pc ON pc.code = lower(p.first_touch->>'partner_code')
-                   GROUP BY 1, 2"""
+                   FROM purchase_credits c JOIN purchases p ON p.id = c.purchase_id
+                   WHERE c.status <> 'refused' GROUP BY 1, 2"""
             )
         ).all()
     sub_ids: dict[tuple[UUID, str], tuple[int, int]] = {}
@@ -442,7 +476,7 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
     api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any
 ) -> None:
     """Partners are paid on these numbers: the rollups the report reads must count every click and lead once
-    (a replayed hit adds nothing) and every purchase net of its refunds."""
+    (a replayed hit adds nothing) and every purchase net of its refunds, for the partner it credited."""
     from tenants.contacts.service import ContactChanges, upsert_by_email
     from tenants.identity.service import link_visitor
     from tenants.models import Evidence, PurchaseSource, Visitor, new_id
@@ -480,6 +514,12 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
         )
         refund_purchase(session, order.purchase.id, amount=4000)
         order_id = order.purchase.id
+    with tenant_session(tenant.tenant_id) as session:
+        from tenants.partners.commissions import record_commissions
+
+        # What the purchase workers do: the buyer came through pat's link, so both orders credit pat.
+        for purchase_id in session.execute(text("SELECT id FROM purchases")).scalars():
+            record_commissions(session, purchase_id)
 
     scan = _scan(tenant)
     assert scan["sub_ids"][(pat.id, "news")] == (2, 1), "the replayed hit counts once; the new contact is a lead"
@@ -493,6 +533,7 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
         for currency, amount in p.revenue.items()
     }
     assert money == scan["money"] == {(pat.id, "EUR"): (2, 1, 9000)}
+    assert {(s.partner_id, s.sid): s.purchases for s in report.sub_ids if s.purchases} == {(pat.id, "news"): 2}
     totals = {p.partner_id: (p.clicks, p.leads) for p in report.partners}
     assert totals == {pat.id: (3, 1), quinn.id: (1, 0)}
     with tenant_session(tenant.tenant_id) as session:
@@ -512,7 +553,7 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
     shown = viewer.get("/app/partners/report").text
     row = re.search(rf'<tr data-partner="{pat.id}">(.*?)</tr>', shown, re.S)
     assert row, shown
-    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(1))).split()[-7:] == [
+    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(1))).split()[-9:] == [
         "approved",
         "3",
         "1",
@@ -520,6 +561,8 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
         "1",
         "90.00",
         "EUR",
+        "0",
+        "0",
     ]
     assert viewer.get("/app/partners/report?start=2026-02-30").status_code == 422
     purchase_page = viewer.get(f"/app/purchases/{order_id}").text

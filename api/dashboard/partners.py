@@ -5,7 +5,7 @@ uses (tenants.partners.service), with the API's own request structs for what is 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -25,7 +25,7 @@ from tenants.errors import Invalid, NotFound
 from tenants.models import CodeKind, Partner, PartnerStatus, Program, UserRole
 from tenants.partners import activity
 from tenants.partners import service as partners
-from tenants.partners.report import PartnersReport, partners_report
+from tenants.partners.report import PartnersReport, partners_report, report_range
 
 __all__ = ["PartnerProgramsController", "PartnersController"]
 
@@ -343,19 +343,13 @@ class PartnersController(Controller):
         staff: NamedDependency[StaffCaller],
         start: Annotated[str | None, Parameter(required=False)] = None,
         end: Annotated[str | None, Parameter(required=False)] = None,
-        touch: Annotated[str | None, Parameter(required=False)] = None,
     ) -> Template:
-        """Clicks, leads, customers and revenue per partner and per SubID, from the rollups."""
-        today = datetime.now(UTC).date()
-        try:
-            last = date.fromisoformat(end) if end else today
-            first = date.fromisoformat(start) if start else last - timedelta(days=29)
-        except ValueError:
-            raise Invalid("the report's range is invalid", {"start": "dates are YYYY-MM-DD"}) from None
+        """Clicks, leads, customers, revenue and commission per partner, per SubID and per day, from the rollups."""
+        first, last = report_range(start, end, datetime.now(UTC).date())
 
         def read() -> PartnersReport:
             with staff.session() as session:
-                return partners_report(session, start=first, end=last, touch=touch or "first")
+                return partners_report(session, start=first, end=last)
 
         return screen(
             request,
@@ -373,6 +367,8 @@ class PartnersController(Controller):
         partner_id: UUID,
         code_values: dict[str, str] | None = None,
         code_refusal: Refusal = NO_REFUSAL,
+        payout_value: str | None = None,
+        payout_refusal: Refusal = NO_REFUSAL,
     ) -> Template:
         def read() -> dict[str, Any]:
             with staff.session() as session:
@@ -402,11 +398,13 @@ class PartnersController(Controller):
             "dashboard/partners/partner.html",
             section="partners",
             title=found["email"],
-            status=code_refusal.status,
+            status=max(code_refusal.status, payout_refusal.status),
             **found,
             actions=NEXT_STATUSES[PartnerStatus(found["partner"].status)],
             code_values=code_values or {"code": "", "kind": "promo"},
             code_refusal=code_refusal,
+            payout_value=found["partner"].payout_email or "" if payout_value is None else payout_value,
+            payout_refusal=payout_refusal,
             can_edit=staff.can(UserRole.EDITOR),
         )
 
@@ -438,6 +436,28 @@ class PartnersController(Controller):
         back = form.get("back", "")
         location = back if back.startswith("/app/partners") else f"/app/partners/{partner_id}"
         return redirect(location, f"Partner {target.value}")
+
+    @post("/{partner_id:uuid}/payout-email", guards=[requires(UserRole.EDITOR)], status_code=303)
+    async def set_payout_email(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], partner_id: FromPath[UUID]
+    ) -> Redirect:
+        """Where the partner's payouts go (the partner sets it in the portal's settings too): the same service."""
+        address = (await checked_form(request)).get("payout_email", "")
+
+        def change() -> None:
+            with staff.session() as session:
+                before = partners.get_partner(session, partner_id).payout_email
+                partner = partners.update_partner(session, partner_id, payout_email=address)
+                if partner.payout_email != before:
+                    staff.audit(session, "partner.update", f"partner:{partner_id}", fields=["payout_email"])
+
+        async with shown_again(
+            lambda refusal: self._partner_page(
+                request, staff, partner_id, payout_value=address, payout_refusal=_at_field(refusal, "payout_email")
+            )
+        ):
+            await anyio.to_thread.run_sync(change)
+        return redirect(f"/app/partners/{partner_id}", "Payout email saved")
 
     @post("/{partner_id:uuid}/codes", guards=[requires(UserRole.EDITOR)], status_code=303)
     async def create_code(

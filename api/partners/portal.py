@@ -1,5 +1,6 @@
 """The partner portal at ``/p/{tenant_slug}``: apply, log in and out, reset the password; then home, links and
-promo codes with the SubID builder, referrals, commissions, payouts, sub-partners and settings.
+promo codes with the SubID builder, referrals, commissions, payouts, reports by day and SubID, sub-partners and
+settings.
 
 Pages are templates of ``partners/`` rendered with :func:`api.web.page`; every form carries the one CSRF token
 (:func:`api.web.checked_form`); a refusal is raised (:class:`~api.web.FormRefused`, or a domain error) and
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.params import FromPath
+from litestar.params import FromPath, Parameter
 from litestar.response import Template
 
 from api.cookies import secure_cookies
@@ -26,6 +28,7 @@ from api.web import FormRefused, checked_form, page
 from api.web.templates import refused
 from tenants.errors import DomainError, Invalid, NotFound, RateLimited
 from tenants.partners import portal
+from tenants.partners.report import report_range
 
 __all__ = ["PartnerPortalController", "partner_cookie_name"]
 
@@ -37,6 +40,7 @@ SECTIONS = [
     ("referrals", "Referrals", "/referrals"),
     ("commissions", "Commissions", "/commissions"),
     ("payouts", "Payouts", "/payouts"),
+    ("report", "Reports", "/report"),
     ("sub-partners", "Sub-partners", "/sub-partners"),
     ("settings", "Settings", "/settings"),
 ]
@@ -333,6 +337,21 @@ class PartnerPortalController(Controller):
         found = await anyio.to_thread.run_sync(portal.payouts, tenant_id, partner_id)
         summary = await anyio.to_thread.run_sync(portal.home, tenant_id, partner_id)
         return _screen(request, tenant_slug, "payouts.html", "payouts", "Payouts", payouts=found, home=summary)
+
+    @get("/report")
+    async def report(
+        self,
+        request: Request[Any, Any, Any],
+        tenant_slug: FromPath[str],
+        start: Annotated[str | None, Parameter(required=False)] = None,
+        end: Annotated[str | None, Parameter(required=False)] = None,
+    ) -> Template:
+        """The partner's own clicks, leads, sales and commissions per day and per SubID (the dashboard's report,
+        read in the partner's session)."""
+        tenant_id, partner_id = await _partner(request, tenant_slug)
+        first, last = report_range(start, end, datetime.now(UTC).date())
+        found = await anyio.to_thread.run_sync(portal.report, tenant_id, partner_id, first, last)
+        return _screen(request, tenant_slug, "report.html", "report", "Reports", report=found)
 
     @get("/sub-partners")
     async def sub_partners(self, request: Request[Any, Any, Any], tenant_slug: FromPath[str]) -> Template:

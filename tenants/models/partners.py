@@ -194,6 +194,10 @@ class PurchaseCredit(TenantOwned, table=True):
     status: str = Field(sa_type=Text)
     """credited, held (for review) or refused (self-referral)."""
     reason: str
+    sid: str = ""
+    """The SubID of the referral click that credited it ('' for a promo code, a named partner, or none)."""
+    new_customer: bool = False
+    """The buyer's first credit with this partner (refused ones aside): the partners report counts customers here."""
     created_at: datetime = timestamp_field()
 
 
@@ -241,6 +245,8 @@ class Commission(TenantOwned, table=True):
     """When the hold ends and beat approves it; None while it waits for the tenant's review."""
     reason: str
     payout_id: UUID | None = None
+    sid: str = ""
+    """The SubID the partners report puts it under: the crediting click's at level 1, '' at level 2."""
     created_at: datetime = timestamp_field()
     status_changed_at: datetime = timestamp_field()
 

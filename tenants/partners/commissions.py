@@ -89,10 +89,27 @@ def _first_of_subscription(session: Session, purchase: Purchase) -> Purchase | N
 def _store_credit(session: Session, purchase: Purchase, credit: Credit | None, source: str | None = None) -> None:
     if credit is None:
         return
+    tenant_id = current_tenant_id(session)
+    # One buyer's credits with one partner are made one at a time, so exactly one of them is its first: the
+    # customer the partners report counts (the buyer's purchases are credited by concurrent tasks).
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"{tenant_id}:partner-customer:{purchase.contact_id}:{credit.partner_id}"},
+    )
+    earlier = session.exec(
+        select(PurchaseCredit.purchase_id)
+        .where(
+            PurchaseCredit.contact_id == purchase.contact_id,
+            PurchaseCredit.partner_id == credit.partner_id,
+            PurchaseCredit.status != CreditStatus.REFUSED.value,
+            PurchaseCredit.purchase_id != purchase.id,
+        )
+        .limit(1)
+    ).first()
     session.execute(
         insert(PurchaseCredit)
         .values(
-            tenant_id=current_tenant_id(session),
+            tenant_id=tenant_id,
             purchase_id=purchase.id,
             contact_id=purchase.contact_id,
             partner_id=credit.partner_id,
@@ -100,6 +117,8 @@ def _store_credit(session: Session, purchase: Purchase, credit: Credit | None, s
             source=source or credit.source.value,
             status=credit.status.value,
             reason=credit.reason,
+            sid=credit.sid,
+            new_customer=earlier is None and credit.status != CreditStatus.REFUSED,
             created_at=utcnow(),
         )
         .on_conflict_do_nothing()
@@ -130,7 +149,7 @@ def credit_purchase(session: Session, purchase: Purchase) -> PurchaseCredit | No
         )
         credit = Credit(
             first_credit.partner_id, first_credit.program_id, CreditSource(first_credit.source),
-            CreditStatus(first_credit.status), reason,
+            CreditStatus(first_credit.status), reason, sid=first_credit.sid,
         )  # fmt: skip
         _store_credit(session, purchase, credit, SUBSCRIPTION_SOURCE)
     else:
@@ -262,6 +281,7 @@ def record_commissions(session: Session, purchase_id: UUID) -> list[Commission]:
                 status=CommissionStatus.PENDING.value,
                 payable_at=payable_at,
                 reason=reason,
+                sid=credit.sid if earner.level == 1 else "",
                 created_at=now,
                 status_changed_at=now,
             )
@@ -355,6 +375,7 @@ def apply_refunds(session: Session, purchase_id: UUID) -> None:
                 rates=line.rates,
                 status=CommissionStatus.APPROVED.value,
                 payable_at=now,
+                sid=line.sid,
                 created_at=now,
                 status_changed_at=now,
                 reason=(

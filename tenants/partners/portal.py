@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 from sqlalchemy import func, text
@@ -40,7 +40,15 @@ from tenants.models import (
 from tenants.outbox import service as outbox
 from tenants.partners.commissions import commission_totals, list_commissions
 from tenants.partners.payouts import list_payouts, next_payout
-from tenants.partners.service import create_partner, get_program, list_programs, portal_url, referral_link
+from tenants.partners.report import PartnersReport, partners_report
+from tenants.partners.service import (
+    create_partner,
+    get_program,
+    list_programs,
+    portal_url,
+    referral_link,
+    update_partner,
+)
 from tenants.purchases.currencies import format_money
 from tenants.ratelimit import check_rate
 from tenants.security.logins import LoginThrottle, password_matches
@@ -70,6 +78,7 @@ __all__ = [
     "payouts",
     "programs_open",
     "referrals",
+    "report",
     "request_password_reset",
     "reset_password",
     "sub_partners",
@@ -511,15 +520,16 @@ def sub_partners(tenant_id: UUID, partner_id: UUID) -> list[SubPartner]:
         ]
 
 
-def update_payout_email(tenant_id: UUID, partner_id: UUID, payout_email: str) -> str:
-    address = normalize_email(payout_email)
-    if errors := validate_email(address, "payout_email"):
-        raise Invalid("the payout email is invalid", errors)
+def report(tenant_id: UUID, partner_id: UUID, start: date, end: date) -> PartnersReport:
+    """The partners report of this partner alone: its totals per day and SubID (the scope shows no other)."""
     with partner_session(tenant_id, partner_id) as session:
-        partner, _ = _me(session)
-        partner.payout_email = address
-        session.add(partner)
-    return address
+        return partners_report(session, start=start, end=end, partner_id=partner_id)
+
+
+def update_payout_email(tenant_id: UUID, partner_id: UUID, payout_email: str) -> str:
+    """The partner sets where its payouts go: the tenant's own change (``update_partner``), in the partner's scope."""
+    with partner_session(tenant_id, partner_id) as session:
+        return update_partner(session, partner_id, payout_email=payout_email).payout_email or ""
 
 
 def payout_email(tenant_id: UUID, partner_id: UUID) -> str | None:

@@ -186,6 +186,8 @@ class Credit:
     reason: str
     click_hit_id: UUID | None = None
     clicked_at: datetime | None = None
+    sid: str = ""
+    """The SubID of the referral click that decided it ('' without one): the partners report splits money by it."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ class _Candidate:
     reason: str
     click: ReferralClick | None = None
     clicked_at: datetime | None = None
+    sid: str = ""
 
 
 def _window(program: Program) -> timedelta:
@@ -296,7 +299,7 @@ def _live_referral(
         if partner is not None:
             rule = "latest" if program.referrer_rule == ReferrerRule.LAST else "earliest"
             reason = f"the {rule} live click ({click.occurred_at.isoformat()}) within {program.cookie_window_days} days"
-            return _Candidate(partner, CreditSource.REFERRAL, reason, click, click.occurred_at)
+            return _Candidate(partner, CreditSource.REFERRAL, reason, click, click.occurred_at, click.sid or "")
     return None
 
 
@@ -319,7 +322,13 @@ def _stored_referrer(
         if partner is not None:
             source = CreditSource.FIRST_REFERRER if bound.position == "first" else CreditSource.LAST_REFERRER
             reason = f"the contact's {bound.position} referrer ({bound.reason})"
-            return _Candidate(partner, source, reason, clicked_at=bound.clicked_at)
+            click = (
+                session.get(ReferralClick, (current_tenant_id(session), bound.click_hit_id))
+                if bound.click_hit_id
+                else None
+            )
+            sid = click.sid or "" if click is not None else ""
+            return _Candidate(partner, source, reason, clicked_at=bound.clicked_at, sid=sid)
     return None
 
 
@@ -345,6 +354,7 @@ def _reviewed(session: Session, candidate: _Candidate, contact_id: UUID | None, 
         reason=reason,
         click_hit_id=candidate.click.hit_id if candidate.click else None,
         clicked_at=candidate.clicked_at,
+        sid=candidate.sid,
     )
 
 

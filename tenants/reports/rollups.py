@@ -31,7 +31,9 @@ Contacts are counted by a trigger on ``contacts`` (:func:`contact_trigger_sql`),
 creates, re-touches, merges or deletes a contact keeps the contact rollups right in its own transaction.
 Purchases likewise by a trigger on ``purchases`` (migration 0011): ``purchase_rollups`` holds purchases,
 revenue net of refunds and new customers by the purchase's day, its touch snapshot's dimensions and its
-currency (day rows only: purchases are few next to visits).
+currency (day rows only: purchases are few next to visits). The partners report's rollups (day rows too):
+``referral_rollups`` (clicks and leads, migration 0014) and ``partner_sale_rollups`` (the money of the partner
+each purchase credited, per SubID: purchases, customers, revenue, commissions; migration 0017).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ __all__ = [
     "RollupShape",
     "check_all_tenants",
     "check_day",
+    "compare_partner_sale_rollups",
     "compare_purchase_rollups",
     "compare_referral_rollups",
     "compare_rollups",
@@ -79,6 +82,7 @@ __all__ = [
     "month_blocks",
     "narrowest_shape",
     "purchase_keys_sql",
+    "rebuild_partner_sale_rollups",
     "rebuild_purchase_rollups",
     "rebuild_referral_rollups",
     "rebuild_rollups",
@@ -433,6 +437,51 @@ def compare_referral_rollups(session: Session, start: date, end: date) -> list[R
     return _differences("referral_rollups", _by_key(stored, 3), _by_key(derived, 3))
 
 
+# --- partner sales (the partners report's money) ----------------------------------------------------
+
+PARTNER_SALE_MEASURES = ("purchases", "customers", "revenue", "commission", "sub_partner_commission")
+_PARTNER_SALE_KEY = "day, partner_id, sid, currency"
+# As the triggers of migration 0017 count: a purchase credited (or held) for a partner on the purchase's UTC day,
+# under its credit's SubID; every commission line (rejected ones aside) on its purchase's day, under its own SubID.
+_DERIVED_PARTNER_SALES = f"""SELECT {_PARTNER_SALE_KEY}, {", ".join(f"sum({m})" for m in PARTNER_SALE_MEASURES)} FROM (
+        SELECT (p.occurred_at AT TIME ZONE 'UTC')::date AS day, c.partner_id, c.sid, p.currency::text AS currency,
+            1 AS purchases, c.new_customer::integer AS customers, p.amount - p.refunded_amount AS revenue,
+            0 AS commission, 0 AS sub_partner_commission
+        FROM purchase_credits c JOIN purchases p ON p.tenant_id = c.tenant_id AND p.id = c.purchase_id
+        WHERE c.tenant_id = :tenant_id AND c.status <> 'refused'
+          AND p.occurred_at >= CAST(:start AS date) AND p.occurred_at < CAST(:end AS date) + 1
+        UNION ALL
+        SELECT (p.occurred_at AT TIME ZONE 'UTC')::date, m.partner_id, m.sid, m.currency::text, 0, 0, 0,
+            CASE WHEN m.level = 1 THEN m.amount ELSE 0 END, CASE WHEN m.level = 2 THEN m.amount ELSE 0 END
+        FROM commissions m JOIN purchases p ON p.tenant_id = m.tenant_id AND p.id = m.purchase_id
+        WHERE m.tenant_id = :tenant_id AND m.status <> 'rejected'
+          AND p.occurred_at >= CAST(:start AS date) AND p.occurred_at < CAST(:end AS date) + 1) d
+    GROUP BY {_PARTNER_SALE_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+
+
+def rebuild_partner_sale_rollups(session: Session, start: date, end: date) -> None:
+    """Delete ``partner_sale_rollups`` of ``start`` … ``end`` (inclusive, UTC) and derive them from the purchase
+    credits, purchases and commissions."""
+    params = _params(session, start, end)
+    session.execute(text("DELETE FROM partner_sale_rollups WHERE day BETWEEN :start AND :end"), params)
+    session.execute(
+        text(
+            f"""INSERT INTO partner_sale_rollups (tenant_id, {_PARTNER_SALE_KEY}, {", ".join(PARTNER_SALE_MEASURES)})
+                SELECT :tenant_id, * FROM ({_DERIVED_PARTNER_SALES}) d ORDER BY {_PARTNER_SALE_KEY}"""  # noqa: S608
+        ),
+        params,
+    )
+
+
+def compare_partner_sale_rollups(session: Session, start: date, end: date) -> list[RollupDifference]:
+    """Every ``partner_sale_rollups`` key of ``start`` … ``end`` whose sums differ from a scan."""
+    params = _params(session, start, end)
+    stored_sql = f"SELECT {_PARTNER_SALE_KEY}, {', '.join(PARTNER_SALE_MEASURES)} FROM partner_sale_rollups"  # noqa: S608
+    stored = session.execute(text(f"{stored_sql} WHERE day BETWEEN :start AND :end"), params).all()
+    derived = session.execute(text(_DERIVED_PARTNER_SALES), params).all()
+    return _differences("partner_sale_rollups", _by_key(stored, 4), _by_key(derived, 4))
+
+
 # --- re-derivation ---------------------------------------------------------------------------------
 
 _DAY_RANGE = "occurred_at >= CAST(:start AS date) AND occurred_at < CAST(:end AS date) + 1"
@@ -477,6 +526,7 @@ def rebuild_rollups(session: Session, start: date, end: date) -> None:
         session.execute(text(statement), params)
     rebuild_purchase_rollups(session, start, end)
     rebuild_referral_rollups(session, start, end)
+    rebuild_partner_sale_rollups(session, start, end)
 
 
 def spread_stored_days_sql() -> list[str]:
@@ -550,7 +600,12 @@ def compare_rollups(session: Session, start: date, end: date) -> list[RollupDiff
             longer = session.execute(text(f"{stored_sql} WHERE span <> 'day' AND day BETWEEN :start AND :end"), months)
             summed = session.execute(text(_derived_sql(key, measures, _stored_days(table), _LONGER_SPANS)), months)
             differences += _differences(table, _by_key(longer.all(), len(key)), _by_key(summed.all(), len(key)))
-    return differences + compare_purchase_rollups(session, start, end) + compare_referral_rollups(session, start, end)
+    return (
+        differences
+        + compare_purchase_rollups(session, start, end)
+        + compare_referral_rollups(session, start, end)
+        + compare_partner_sale_rollups(session, start, end)
+    )
 
 
 def _differences(
