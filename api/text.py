@@ -6,8 +6,8 @@ connection, so the handler reads them again for free): the path and its paramete
 the body when it is a form or JSON (whatever its content type: the tracker sends JSON as text/plain).
 A refusal is ``400`` problem details naming each field, the answer Litestar itself gives for a
 parameter or body it cannot take (so it is already in every operation's documented responses). A
-browser's form (urlencoded or multipart, not asking for JSON) gets the same refusal as a page that
-names the fields (:class:`api.web.FormRefused`), like every other refused form.
+browser's form (urlencoded or multipart, not asking for JSON), or a browser's GET asking for HTML, gets the same
+refusal as a page that names the fields (:class:`api.web.FormRefused`), like every other refused form.
 
 ASGI handlers (collect) get the path and query check only: they read their own body, and collect
 strips such text from hits instead (see ``tenants.tracking.hits``).
@@ -59,9 +59,14 @@ class RefuseUnstorableText(ASGIMiddleware):
 
 
 def _is_browser_form(scope: Scope) -> bool:
+    """A browser's form, or a browser's page whose address it typed (a GET asking for HTML, such as a report's
+    range): either gets a page back, not problem details."""
     request: Request[Any, Any, Any] = Request(scope)
     content_type, _ = request.content_type
-    return content_type in _FORMS and "json" not in (request.headers.get("accept") or "")
+    accept = request.headers.get("accept") or ""
+    if request.method in {"GET", "HEAD"}:
+        return "text/html" in accept and "json" not in accept
+    return content_type in _FORMS and "json" not in accept
 
 
 def _unstorable_page_message(fields: list[str]) -> str:

@@ -3,6 +3,7 @@ precedence rule that credits a purchase, and the wall around each partner."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -350,6 +351,69 @@ def test_a_partner_sees_nothing_of_another_partner_in_the_portal(program: Progra
         shared = client.get(f"/p/{program.tenant.slug}/referrals").text
         assert "paula@example.com" in shared and "quentin" not in shared
     assert quinn.id != pat.id
+
+
+def _sale_through(session: Any, program: ProgramHandle, code: str, sid: str, *, email: str, amount: int) -> None:
+    """A browser lands on ``?ref=code&sid=…``, its person buys, and the purchase is credited as the worker does."""
+    from tenants.identity.service import link_visitor
+    from tenants.models import Evidence, PurchaseSource, new_id
+    from tenants.partners.commissions import record_commissions
+    from tenants.purchases.service import Buyer, Order, record_purchase
+
+    visitor_id = new_id()
+    ms = int(datetime.now(UTC).timestamp() * 1000)
+    landing = Hit(hit_id=new_id(), ts=ms, url=f"{ORIGIN}/?ref={code}&sid={sid}", path="/", partner_code=code,
+                  partner_sid=sid)  # fmt: skip
+    store_envelopes(session, [Envelope(program.tenant.tenant_id, program.site.site_id, visitor_id, ms, [landing])])
+    contact = create_contact(session, ContactChanges(email=email)).id
+    link_visitor(session, visitor_id=visitor_id, contact_id=contact, evidence=Evidence.FORM, new_contact=True)
+    order = Order(source=PurchaseSource.API, external_id=f"o-{new_id()}", amount=amount, currency="EUR",
+                  buyer=Buyer(contact))  # fmt: skip
+    record_commissions(session, record_purchase(session, order).purchase.id)
+
+
+def test_a_partner_reads_its_own_report_by_day_and_subid_and_nothing_of_another_partner(
+    program: ProgramHandle,
+) -> None:
+    """The portal's report is the dashboard's, read in the partner's own scope: Pat sees its clicks, leads and sales
+    per day and SubID, none of Quinn's; a range typed wrong is refused with the reason, never a server error."""
+    from litestar.testing import TestClient as Client
+
+    from api.app import create_app
+
+    pat, quinn = program.partners["pat"], program.partners["quinn"]
+    with tenant_session(program.tenant.tenant_id) as session:
+        _sale_through(session, program, pat.link_code, "spring", email="paula@example.com", amount=4200)
+        _sale_through(session, program, quinn.link_code, "quinnsecret", email="quentin@example.com", amount=9900)
+    give_password(program.tenant, pat.id)
+    slug, today = program.tenant.slug, datetime.now(UTC).date()
+    with Client(app=create_app()) as client:
+        assert client.get(f"/p/{slug}/report", follow_redirects=False).headers["location"] == f"/p/{slug}/login"
+        assert portal_login(client, slug, pat.email).status_code == 303
+        home = client.get(f"/p/{slug}").text
+        assert f'href="/p/{slug}/report"' in home, "the portal's navigation leads to the report"
+        page = client.get(f"/p/{slug}/report")
+        assert page.status_code == 200
+        cells = {
+            name: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row)).split()
+            for name, row in re.findall(r'<tr data-(?:sid|day)="([^"]*)">(.*?)</tr>', page.text, re.S)
+        }
+        # clicks, leads, purchases, customers, revenue, commission (none: the program has no earning product)
+        figures = ["1", "1", "1", "1", "42.00", "EUR", "0", "0"]
+        assert cells == {"spring": ["spring", *figures], today.isoformat(): [today.isoformat(), *figures]}
+        assert "quinn" not in page.text.lower() and "99.00" not in page.text and "Per partner" not in page.text
+        earlier = client.get(f"/p/{slug}/report", params={"start": "2020-01-01", "end": "2020-01-31"}).text
+        assert "Nothing in this range" in earlier and "42.00" not in earlier
+        for params, reason in (
+            ({"start": "2026-02-30"}, "must be a date"),
+            ({"start": today.isoformat(), "end": (today - timedelta(days=1)).isoformat()}, "on or after the start"),
+            ({"start": "2020-01-01", "end": "2026-01-01"}, "at most 731 days"),
+            ({"end": "0001-01-02"}, "too early"),
+            ({"start": "\x00"}, "cannot be stored"),
+        ):
+            refused = client.get(f"/p/{slug}/report", params=params, headers={"Accept": "text/html"})
+            assert refused.status_code in {400, 422}, (params, refused.status_code)
+            assert reason in refused.text and refused.headers["content-type"].startswith("text/html")
 
 
 def test_a_partner_of_one_tenant_cannot_log_in_at_another_tenants_portal(

@@ -1,5 +1,5 @@
-"""The partner portal in Chromium: a partner logs in, finds its referral, builds a link with a SubID, and every
-screen passes the axe check; another partner sees none of it."""
+"""The partner portal in Chromium: a partner logs in, finds its referral and its sale in the report, builds a link
+with a SubID, and every screen passes the axe check; another partner sees none of it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any
 from tenants.contacts.service import ContactChanges, create_contact
 from tenants.identity.service import link_visitor
 from tenants.isolation import tenant_session
-from tenants.models import Evidence, new_id
+from tenants.models import Evidence, PurchaseSource, new_id
+from tenants.partners.commissions import record_commissions
+from tenants.purchases.service import Buyer, Order, record_purchase
 from tenants.tracking.hits import Envelope, Hit
 from tenants.tracking.ingest import store_envelopes
 from tests.conftest import LiveServer, TenantHandle
@@ -39,6 +41,10 @@ def _referred(program: ProgramHandle, code: str, email: str) -> None:
         )
         contact = create_contact(session, ContactChanges(email=email, first_name="Monica"))
         link_visitor(session, visitor_id=visitor_id, contact_id=contact.id, evidence=Evidence.FORM, new_contact=True)
+        # She buys, and the purchase is credited as the purchase worker does it.
+        order = Order(source=PurchaseSource.API, external_id=f"o-{new_id()}", amount=4200, currency="EUR",
+                      buyer=Buyer(contact.id))  # fmt: skip
+        record_commissions(session, record_purchase(session, order).purchase.id)
 
 
 def _log_in(page: Any, base_url: str, slug: str, email: str) -> None:
@@ -76,6 +82,10 @@ def test_a_partner_finds_its_referral_and_builds_a_link_in_the_portal(
     page.get_by_role("link", name="Referrals").click()
     assert "M. m•••@example.com" in page.locator("table").inner_text()
     check_screen(page, "partner-referrals")
+    page.get_by_role("link", name="Reports").click()
+    assert page.locator("#per-sid tbody tr").first.inner_text().split()[:5] == ["(none)", "1", "1", "1", "1"]
+    assert "42.00" in page.locator("#per-day").inner_text()
+    check_screen(page, "partner-report")
     page.get_by_role("link", name="Sub-partners").click()
     check_screen(page, "partner-sub-partners")
     page.get_by_role("link", name="Settings").click()
@@ -92,4 +102,7 @@ def test_a_partner_finds_its_referral_and_builds_a_link_in_the_portal(
     assert other.locator(".figures dd").all_inner_texts()[:2] == ["0", "0"]
     other.get_by_role("link", name="Referrals").click()
     assert "Nobody yet" in other.locator("main").inner_text()
+    other.get_by_role("link", name="Reports").click()
+    assert "42.00" not in other.locator("main").inner_text()
+    assert other.locator("#per-sid").inner_text().count("Nothing in this range") == 1
     other.close()
