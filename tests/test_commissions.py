@@ -455,6 +455,27 @@ def test_the_partners_report_counts_the_money_of_the_credited_partner_per_subid_
     (day,) = report.days
     assert (day.day, day.purchases, day.revenue, day.commission) == (today, 4, {"EUR": 10000}, {"EUR": 2400})
     assert report.total.sub_partner_commission == {"EUR": 800}
+    week = {"start": (today - timedelta(days=6)).isoformat(), "end": today.isoformat()}
+    answer = client.get("/api/v1/partners/report", params=week, headers=headers)
+    assert answer.status_code == 200, answer.text
+    rest = {
+        uuid.UUID(p["partner_id"]): {
+            "purchases": p["purchases"], "revenue": p["revenue"], "commission": p["commission"],
+            "sub": p["sub_partner_commission"],
+        }
+        for p in answer.json()["partners"]
+    }  # fmt: skip
+    assert rest == by_partner, "the REST API reads the same report"
+    assert {(s["partner_id"], s["sid"]) for s in answer.json()["sub_ids"]} == {
+        (str(p), sid) for p, sid in scan["sub_ids"]
+    }
+    for params, status in (
+        ({"start": today.isoformat(), "end": (today - timedelta(days=1)).isoformat()}, 422),
+        ({"start": "2020-01-01", "end": "2026-01-01"}, 422),
+        ({"start": "2026-02-30", "end": "2026-03-01"}, 400),
+        ({"end": "2026-03-01"}, 400),
+    ):
+        assert client.get("/api/v1/partners/report", params=params, headers=headers).status_code == status, params
 
     with partner_session(tenant.tenant_id, pat) as session:
         own = partners_report(session, start=today, end=today, partner_id=pat)

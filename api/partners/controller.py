@@ -1,8 +1,9 @@
 """Tenant API of the partner program: programs and their products, partners (approve, reject, suspend) and their
-referral and promo codes."""
+referral and promo codes, and the partners report."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from api.partners.schemas import (
     FlatRate,
     PartnerCreate,
     PartnerPublic,
+    PartnersReportPublic,
     PartnerUpdate,
     PercentRate,
     ProductPublic,
@@ -29,7 +31,9 @@ from api.partners.schemas import (
 )
 from tenants.accounts.service import ApiCaller
 from tenants.models import CodeKind, PartnerCode, PartnerStatus, Program, Scope
+from tenants.partners import report
 from tenants.partners import service as partners
+from tenants.partners.report import MAX_REPORT_DAYS
 
 __all__ = ["PartnerCodesController", "PartnerProgramsController", "PartnersController"]
 
@@ -161,6 +165,23 @@ class PartnersController(Controller):
                 status=PartnerStatus(data.status),
             )
             return PartnerPublic.of(partner)
+
+    @get("/report", sync_to_thread=True, summary="Partners report", responses=problems(*AUTH, 400, 422))
+    def partners_report(
+        self,
+        caller: NamedDependency[ApiCaller],
+        start: Annotated[date, Parameter(description="First day (UTC), inclusive")],
+        end: Annotated[date, Parameter(description=f"Last day (UTC), inclusive; at most {MAX_REPORT_DAYS} days")],
+        program_id: Annotated[UUID | None, Parameter(description="Only this program's partners")] = None,
+        partner_id: Annotated[UUID | None, Parameter(description="Only this partner")] = None,
+    ) -> PartnersReportPublic:
+        """Clicks, leads, purchases, customers, revenue and commissions per partner, per SubID and per UTC day, from
+        the rollups (the dashboard's and the portal's report). Money counts for the partner each purchase credited,
+        on the purchase's day, under the SubID of the click that credited it. 422 for a range that ends before it
+        starts or is too long; 503 when the report times out."""
+        with caller.session(Scope.READ) as session:
+            found = report.partners_report(session, start=start, end=end, program_id=program_id, partner_id=partner_id)
+            return PartnersReportPublic.of(found)
 
     @get(sync_to_thread=True, summary="List partners", responses=problems(*AUTH, 400))
     def list_partners(

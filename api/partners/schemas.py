@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal, cast
+from datetime import date, datetime
+from typing import Annotated, Literal, TypedDict, cast
 from uuid import UUID
 
 import msgspec
@@ -11,6 +11,7 @@ import msgspec
 from api.fields import NOT_BLANK, Email, HttpUrl
 from tenants.models import Partner, PartnerCode, Program, ProgramProduct
 from tenants.partners import service as partners
+from tenants.partners.report import PartnersReport, Totals
 
 __all__ = [
     "CodeCreate",
@@ -20,6 +21,7 @@ __all__ = [
     "PartnerCreate",
     "PartnerPublic",
     "PartnerUpdate",
+    "PartnersReportPublic",
     "PercentRate",
     "ProductPublic",
     "ProductSet",
@@ -251,3 +253,80 @@ class CodePublic(msgspec.Struct):
     def of(cls, code: PartnerCode, link: str | None) -> CodePublic:
         kind = cast(Literal["link", "promo"], str(code.kind))
         return cls(code.id, code.partner_id, code.code, kind, code.active, link, code.created_at)
+
+
+Money = Annotated[dict[str, int], msgspec.Meta(description="Minor units (cents) per ISO 4217 currency; none when 0")]
+PartnerStatusName = Literal["applied", "approved", "rejected", "suspended"]
+
+
+class _Figures(TypedDict):
+    clicks: int
+    leads: int
+    purchases: int
+    customers: int
+    revenue: dict[str, int]
+    commission: dict[str, int]
+    sub_partner_commission: dict[str, int]
+
+
+class ReportFigures(msgspec.Struct, kw_only=True):
+    """What a row of the partners report counts."""
+
+    clicks: int
+    leads: Annotated[int, msgspec.Meta(description="New contacts referred (first-referrer bindings)")]
+    purchases: Annotated[int, msgspec.Meta(description="Purchases credited to the partner (held ones too)")]
+    customers: Annotated[int, msgspec.Meta(description="Buyers' first credited purchases with the partner")]
+    revenue: Annotated[Money, msgspec.Meta(description="Of the credited purchases, net of refunds, tax included")]
+    commission: Annotated[Money, msgspec.Meta(description="Level 1, net of refunds; rejected lines count nothing")]
+    sub_partner_commission: Annotated[Money, msgspec.Meta(description="Level 2, on the sales of recruited partners")]
+
+    @staticmethod
+    def values(totals: Totals) -> _Figures:
+        return {
+            "clicks": totals.clicks, "leads": totals.leads, "purchases": totals.purchases,
+            "customers": totals.customers, "revenue": totals.revenue, "commission": totals.commission,
+            "sub_partner_commission": totals.sub_partner_commission,
+        }  # fmt: skip
+
+
+class PartnerReportRow(ReportFigures, kw_only=True):
+    partner_id: UUID
+    email: str
+    status: PartnerStatusName
+
+
+class SubIdReportRow(ReportFigures, kw_only=True):
+    partner_id: UUID
+    sid: Annotated[str, msgspec.Meta(description="The SubID; empty for none (and for level-2 commissions)")]
+
+
+class DayReportRow(ReportFigures, kw_only=True):
+    day: date
+
+
+class PartnersReportPublic(msgspec.Struct):
+    """Per partner (every partner in scope), per SubID and per UTC day (those with activity, newest first)."""
+
+    start: date
+    end: date
+    total: ReportFigures
+    partners: list[PartnerReportRow]
+    sub_ids: list[SubIdReportRow]
+    days: list[DayReportRow]
+
+    @classmethod
+    def of(cls, report: PartnersReport) -> PartnersReportPublic:
+        figures = ReportFigures.values
+        return cls(
+            start=report.start,
+            end=report.end,
+            total=ReportFigures(**figures(report.total)),
+            partners=[
+                PartnerReportRow(
+                    partner_id=p.partner_id, email=p.email, status=cast(PartnerStatusName, p.status), **figures(p)
+                )
+                for p in report.partners
+            ],
+            sub_ids=[SubIdReportRow(partner_id=s.partner_id, sid=s.sid, **figures(s)) for s in report.sub_ids],
+            days=[DayReportRow(day=d.day, **figures(d)) for d in report.days],
+        )
