@@ -481,13 +481,15 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
     from tenants.identity.service import link_visitor
     from tenants.models import Evidence, PurchaseSource, Visitor, new_id
     from tenants.partners.report import partners_report
-    from tenants.purchases.service import Buyer, Order, record_purchase, refund_purchase
+    from tenants.purchases.service import Buyer, Item, Order, record_purchase, refund_purchase
     from tenants.reports.rollups import compare_referral_rollups, rebuild_referral_rollups
 
     tenant = make_tenant("Reportco")
     program = make_program(tenant, "pat", "quinn")
     pat, quinn = program.partners["pat"], program.partners["quinn"]
     phone, laptop, other = new_id(), new_id(), new_id()
+    with tenant_session(tenant.tenant_id) as session:
+        partners.set_product(session, program.program_id, "course", partners.CommissionRate("percent", 3000), None)
     with tenant_session(tenant.tenant_id) as session:
         replayed = _land(session, program, phone, pat.link_code, "news")
         _land(session, program, phone, pat.link_code, "news")
@@ -506,11 +508,25 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
         session.add(buyer)
         order = record_purchase(
             session,
-            Order(source=PurchaseSource.API, external_id="o-1", amount=10000, currency="EUR", buyer=Buyer(buyer.id)),
+            Order(
+                source=PurchaseSource.API,
+                external_id="o-1",
+                amount=10000,
+                currency="EUR",
+                buyer=Buyer(buyer.id),
+                items=[Item("course", 1, 10000)],
+            ),
         )
         record_purchase(
             session,
-            Order(source=PurchaseSource.API, external_id="o-2", amount=3000, currency="EUR", buyer=Buyer(buyer.id)),
+            Order(
+                source=PurchaseSource.API,
+                external_id="o-2",
+                amount=3000,
+                currency="EUR",
+                buyer=Buyer(buyer.id),
+                items=[Item("course", 1, 3000)],
+            ),
         )
         refund_purchase(session, order.purchase.id, amount=4000)
         order_id = order.purchase.id
@@ -553,7 +569,7 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
     shown = viewer.get("/app/partners/report").text
     row = re.search(rf'<tr data-partner="{pat.id}">(.*?)</tr>', shown, re.S)
     assert row, shown
-    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(1))).split()[-9:] == [
+    assert re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", row.group(1))).split()[-10:] == [
         "approved",
         "3",
         "1",
@@ -561,7 +577,8 @@ def test_the_partners_report_equals_a_scan_of_clicks_leads_and_purchases(
         "1",
         "90.00",
         "EUR",
-        "0",
+        "27.00",  # 30 % of 100.00 less its 40 % refund, and of 30.00
+        "EUR",
         "0",
     ]
     assert viewer.get("/app/partners/report?start=2026-02-30").status_code == 422
