@@ -495,3 +495,34 @@ def test_the_partners_report_counts_the_money_of_the_credited_partner_per_subid_
         session.execute(text("DELETE FROM purchases WHERE id = :p"), {"p": first["id"]})
         assert compare_partner_sale_rollups(session, today, today) == []
         assert partners_report(session, start=today, end=today).total.purchases == 3
+
+
+def test_a_buyers_purchases_credited_at_once_count_one_customer(make_tenant: Callable[..., TenantHandle]) -> None:
+    """The purchase workers credit a buyer's orders concurrently; the report's customers must still be its distinct
+    buyers: exactly one of the buyer's credits with the partner is its first."""
+    from tenants.models import PurchaseSource
+    from tenants.partners.commissions import record_commissions
+    from tenants.purchases.service import Buyer, Item, Order, record_purchase
+
+    program = earning_program(make_tenant("Commissioncustomer"), "pat", tiers=1)
+    tenant = program.tenant
+    with tenant_session(tenant.tenant_id) as session:
+        bought = [
+            record_purchase(
+                session,
+                Order(source=PurchaseSource.API, external_id=f"o-{n}", amount=1000, currency="EUR",
+                      buyer=Buyer(email="monica@buyers.example"), items=[Item("course", 1, 1000)],
+                      promo_code="pat-promo"),
+            ).purchase.id
+            for n in range(6)
+        ]  # fmt: skip
+
+    def credit(purchase_id: uuid.UUID) -> None:
+        with tenant_session(tenant.tenant_id) as session:
+            record_commissions(session, purchase_id)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(credit, bought))
+    with tenant_session(tenant.tenant_id) as session:
+        flags = session.execute(text("SELECT new_customer FROM purchase_credits")).scalars().all()
+    assert sorted(flags) == [False] * 5 + [True]

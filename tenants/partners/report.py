@@ -90,9 +90,9 @@ class Totals:
 
     @property
     def empty(self) -> bool:
-        return not (self.clicks or self.leads or self.purchases or self.revenue or self.commission) and not (
-            self.sub_partner_commission
-        )
+        """Nothing counted (a SubID or day row the report leaves out)."""
+        money = self.revenue or self.commission or self.sub_partner_commission
+        return not (self.clicks or self.leads or self.purchases or money)
 
 
 @dataclass(kw_only=True)
