@@ -18,13 +18,14 @@ from sqlmodel import select
 
 from tenants.contacts.service import ContactChanges, create_contact
 from tenants.isolation import partner_session, tenant_session
-from tenants.models import ContactReferrer, PartnerStatus, ReferrerRule
+from tenants.models import ContactReferrer, PartnerStatus, PurchaseSource, ReferrerRule
 from tenants.partners import service as partners
 from tenants.partners.referrals import CreditSource, CreditStatus, referrer_for_purchase
+from tenants.purchases.service import Buyer, Order, record_purchase
 from tenants.security.tokens import get_signer
 from tenants.tracking.hits import Envelope, Hit
 from tenants.tracking.ingest import store_envelopes
-from tenants.tracking.visitors import VISITOR_PURPOSE
+from tenants.tracking.visitors import VISITOR_PURPOSE, visitor_of_browser
 from tests.conftest import TenantHandle, wait_stored
 from tests.support.dashboard import csrf_of
 from tests.support.partners import (
@@ -182,6 +183,61 @@ def test_a_contact_created_by_the_api_never_gets_a_first_referrer(
     browser = arrive_through(client, program, "pat-link")
     fill_form(client, program, form, "imported@example.com", browser)
     assert referrers(program, imported) == {"last": program.partners["pat"].id}
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_a_buyer_who_checks_out_straight_from_a_link_is_the_partners_new_lead(
+    client: TestClient[Any], program: ProgramHandle
+) -> None:
+    """No form before the checkout: the purchase's email creates the contact and identifies the browser, so the
+    partner whose link brought it is its first and last referrer; an existing contact buying through another
+    partner's link only moves its last referrer."""
+    phone = arrive_through(client, program, "pat-link")
+    with tenant_session(program.tenant.tenant_id) as session:
+        new = record_purchase(session, _order("order-1", "monica@example.com", phone)).purchase.contact_id
+    assert referrers(program, new) == {"first": program.partners["pat"].id, "last": program.partners["pat"].id}
+    laptop = arrive_through(client, program, "quinn-link")
+    with tenant_session(program.tenant.tenant_id) as session:
+        record_purchase(session, _order("order-2", "monica@example.com", laptop))
+    assert referrers(program, new) == {"first": program.partners["pat"].id, "last": program.partners["quinn"].id}
+
+
+def test_a_click_ingest_stores_after_the_form_is_bound_as_the_form_would_have(
+    client: TestClient[Any], program: ProgramHandle
+) -> None:
+    """A visitor clicks a partner's link and signs up a second later, before ingest has stored the click: when it
+    is stored, the partner still becomes the new contact's first and last referrer (and, for a contact that
+    already existed, its last referrer only)."""
+    form = make_form(client, program)
+
+    def clicked_then_identified(code: str, email: str) -> UUID:
+        clicked = datetime.now(UTC) - timedelta(seconds=2)
+        hit_id = uuid4()
+        browser = visitor_of_browser(program.tenant.tenant_id, first_hit=(hit_id, int(clicked.timestamp() * 1000)))
+        contact_id = fill_form(client, program, form, email, browser.token)  # the click is still in the stream
+        ms = int(clicked.timestamp() * 1000)
+        landing = Hit(hit_id=hit_id, ts=ms, url=f"{ORIGIN}/?ref={code}", path="/", partner_code=code)
+        with tenant_session(program.tenant.tenant_id) as session:
+            store_envelopes(
+                session, [Envelope(program.tenant.tenant_id, program.site.site_id, browser.visitor_id, ms, [landing])]
+            )
+        return contact_id
+
+    monica = clicked_then_identified("pat-link", "monica@example.com")
+    assert referrers(program, monica) == {"first": program.partners["pat"].id, "last": program.partners["pat"].id}
+    assert "new contact identified by form" in _reason(program, monica, "first")
+    assert clicked_then_identified("quinn-link", "monica@example.com") == monica
+    assert referrers(program, monica) == {"first": program.partners["pat"].id, "last": program.partners["quinn"].id}
+
+
+def _order(external_id: str, email: str, visitor_token: str) -> Order:
+    return Order(
+        source=PurchaseSource.API,
+        external_id=external_id,
+        amount=4200,
+        currency="EUR",
+        buyer=Buyer(visitor_token=visitor_token, email=email),
+    )
 
 
 @pytest.mark.usefixtures("pipeline")

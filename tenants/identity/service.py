@@ -151,7 +151,8 @@ def link_visitor(
         contact_id=contact_id,
         previous_contact_id=previous,
         evidence=evidence.value,
-        detail={**detail, "conflict": previous is not None},
+        # new_contact: ingest binds a referral click it stores late (after this) as this identification would have.
+        detail={**detail, "conflict": previous is not None, "new_contact": new_contact},
     )
     bind_referrers(
         session, contact_id=contact_id, visitor_id=visitor_id, new_contact=new_contact, evidence=evidence.value, now=now

@@ -328,7 +328,7 @@ class PortalHome:
     program: str
     clicks: int
     leads: int
-    """Contacts the partner is bound to as first or last referrer."""
+    """New contacts the partner referred: those it is the first referrer of (as the partners report counts)."""
     tiers: int
     customers: int = 0
     """Distinct buyers of the purchases credited to the partner."""
@@ -353,7 +353,10 @@ def home(tenant_id: UUID, partner_id: UUID) -> PortalHome:
         partner, program = _me(session)
         contact = get_contact(session, partner.contact_id)
         clicks = session.exec(select(func.count()).select_from(ReferralClick)).one()
-        leads = session.exec(select(func.count(func.distinct(ContactReferrer.contact_id)))).one()
+        # A lead as the partners report counts it: a new contact the partner referred (its first referrer).
+        leads = session.exec(
+            select(func.count(func.distinct(ContactReferrer.contact_id))).where(ContactReferrer.position == "first")
+        ).one()
         # purchases shows a portal nothing: the credit rows are the partner's own.
         customers = session.exec(
             select(func.count(func.distinct(PurchaseCredit.contact_id))).where(PurchaseCredit.status != "refused")

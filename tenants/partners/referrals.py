@@ -79,7 +79,19 @@ _RECORD_CLICKS = text(
                AS r(hit_id uuid, occurred_ms bigint, visitor_id uuid, code text, sid text, ip inet)
            JOIN partner_codes c ON c.tenant_id = :tenant_id AND c.code = r.code AND c.active
            JOIN partners p ON p.tenant_id = :tenant_id AND p.id = c.partner_id AND p.status = 'approved'
-       ON CONFLICT DO NOTHING"""
+       ON CONFLICT DO NOTHING
+       RETURNING visitor_id, occurred_at"""
+)
+# The browsers of just-stored clicks that were identified after clicking: how their identification went.
+_IDENTIFIED_AFTER_CLICK = text(
+    """SELECT v.id, v.contact_id, v.identified_at, v.evidence,
+           coalesce((SELECT (e.detail ->> 'new_contact')::boolean FROM identity_events e
+                     WHERE e.tenant_id = v.tenant_id AND e.visitor_id = v.id AND e.contact_id = v.contact_id
+                       AND e.kind IN ('linked', 'repointed')
+                     ORDER BY e.created_at DESC LIMIT 1), false)
+       FROM visitors v
+       WHERE v.tenant_id = :tenant_id AND v.id = ANY(CAST(:visitors AS uuid[])) AND v.contact_id IS NOT NULL
+         AND v.identified_at IS NOT NULL"""
 )
 
 
@@ -99,8 +111,34 @@ def record_referral_clicks(session: Session, envelopes: list[Envelope]) -> None:
         for hit in envelope.hits
         if hit.partner_code and CODE_PATTERN.match(normalize_code(hit.partner_code))
     ]
-    if rows:
-        session.execute(_RECORD_CLICKS, {"tenant_id": envelopes[0].tenant_id, "rows": _encode(rows).decode()})
+    if not rows:
+        return
+    tenant_id = envelopes[0].tenant_id
+    stored = session.execute(_RECORD_CLICKS, {"tenant_id": tenant_id, "rows": _encode(rows).decode()}).all()
+    earliest: dict[UUID, datetime] = {}
+    for visitor_id, clicked_at in stored:
+        earliest[visitor_id] = min(clicked_at, earliest.get(visitor_id, clicked_at))
+    _bind_clicks_stored_late(session, tenant_id, earliest)
+
+
+def _bind_clicks_stored_late(session: Session, tenant_id: UUID, earliest_click: dict[UUID, datetime]) -> None:
+    """A browser that clicks a link and fills a form a second later is identified before ingest stores its click:
+    bind that click now as the identification would have (at its time, new contact or not)."""
+    if not earliest_click:
+        return
+    identified = session.execute(
+        _IDENTIFIED_AFTER_CLICK, {"tenant_id": tenant_id, "visitors": list(earliest_click)}
+    ).all()
+    for visitor_id, contact_id, identified_at, evidence, new_contact in identified:
+        if earliest_click[visitor_id] <= identified_at:
+            bind_referrers(
+                session,
+                contact_id=contact_id,
+                visitor_id=visitor_id,
+                new_contact=bool(new_contact),
+                evidence=evidence or "identification",
+                now=identified_at,
+            )
 
 
 # The earliest and the latest live click per program on this browser (not the contact's own partner links).

@@ -349,11 +349,20 @@ def find_buyer(
             "the buyer is unknown",
             {"email": "is required unless contact_id or the visitor token of an identified browser is given"},
         )
-    contact, _ = upsert_by_email(
+    contact, created = upsert_by_email(
         session, ContactChanges(email=email, first_name=buyer.first_name, last_name=buyer.last_name)
     )
     if visitor is not None:
-        link_visitor(session, visitor_id=visitor.id, contact_id=contact.id, evidence=Evidence.FORM, detail=detail or {})
+        # A checkout identifies its browser as a form does: a contact it creates is a new lead of the partner
+        # whose link brought that browser (first and last referrer), an existing one moves its last referrer.
+        link_visitor(
+            session,
+            visitor_id=visitor.id,
+            contact_id=contact.id,
+            evidence=Evidence.FORM,
+            detail=detail or {},
+            new_contact=created,
+        )
     return contact, visitor
 
 
