@@ -1,0 +1,68 @@
+"""Who a person is across the tables: their contact (and the contacts merged into it) and their browsers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Text, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.types import TypeEngine
+from sqlmodel import Session, col, select
+
+from tenants.isolation import get_owned
+from tenants.models import Contact, Visitor
+
+__all__ = ["Person", "bound", "find_person", "person_statement", "rows_of"]
+
+
+@dataclass(frozen=True)
+class Person:
+    contact_id: UUID
+    contact_ids: tuple[UUID, ...]
+    """The contact and every contact merged into it (each merged one still holds that person's old fields)."""
+    visitor_ids: tuple[UUID, ...]
+    """The browsers linked to any of those contacts now. A browser re-pointed to someone else is theirs; what
+    it did before still names this person's contact, and is found by that."""
+
+
+def find_person(session: Session, contact_id: UUID) -> Person:
+    """The person of a contact (NotFound when the tenant has no such contact)."""
+    get_owned(session, Contact, contact_id, "contact")
+    contact_ids = [contact_id]
+    frontier = [contact_id]
+    while frontier:  # merges can chain: B into A, then A into C
+        frontier = list(session.exec(select(Contact.id).where(col(Contact.merged_into).in_(frontier))))
+        contact_ids += [c for c in frontier if c not in contact_ids]
+    visitors = session.exec(
+        select(Visitor.id).where(col(Visitor.contact_id).in_(contact_ids)).order_by(col(Visitor.id))
+    )
+    return Person(contact_id, tuple(contact_ids), tuple(visitors))
+
+
+def rows_of(contact_columns: tuple[str, ...], visitor_columns: tuple[str, ...]) -> str:
+    """The SQL condition that a row names the person (``:contacts``, ``:visitors`` bound as uuid arrays)."""
+    tests = [f'"{c}" = ANY(:contacts)' for c in contact_columns] + [f'"{v}" = ANY(:visitors)' for v in visitor_columns]
+    return " OR ".join(tests) or "false"
+
+
+def person_statement(head: str, table: str, contact_columns: tuple[str, ...], visitor_columns: tuple[str, ...]) -> str:
+    """``head`` (``SELECT … FROM``, ``DELETE FROM``) over the rows of ``table`` (aliased ``t``) naming the person.
+    Table and column names come from the catalog, never from input."""
+    return f'{head} "{table}" t WHERE {rows_of(contact_columns, visitor_columns)}'
+
+
+_ARRAYS: dict[str, TypeEngine[Any]] = {
+    "contacts": ARRAY(PG_UUID(as_uuid=True)),
+    "visitors": ARRAY(PG_UUID(as_uuid=True)),
+    "terms": ARRAY(Text),
+}
+
+
+def bound(sql: str) -> TextClause:
+    """``sql`` with its ``:contacts`` and ``:visitors`` (uuid arrays) and ``:terms`` (text array) typed."""
+    statement = text(sql)
+    return statement.bindparams(*(bindparam(n, type_=t) for n, t in _ARRAYS.items() if f":{n}" in sql))
