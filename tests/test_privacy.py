@@ -15,10 +15,12 @@ from sqlalchemy import text
 
 from api.cookies import session_cookie_name
 from tenants.isolation import tenant_session
+from tenants.memberships.sessions import read_session
 from tenants.models import Scope, UserRole
-from tests.conftest import TenantHandle
+from tenants.privacy.erase import placeholder_email
+from tests.conftest import TenantHandle, wait_until
 from tests.support.dashboard import add_staff, login_http
-from tests.support.privacy import build_person, rows_with_uuids
+from tests.support.privacy import build_person, rollups, rows_with_uuids, text_matches
 
 
 def _export(client: TestClient[Any], tenant: TenantHandle, contact_id: UUID) -> dict[str, Any]:
@@ -122,3 +124,102 @@ def test_a_logged_in_member_downloads_their_own_data_from_the_account_page(
     assert document["contact_id"] == str(monica.contact_id)
     assert document["tables"]["contacts"][0]["email"] == monica.email
     assert bob.email not in download.text
+
+
+def _outbox_drained(tenant_id: UUID) -> bool:
+    with tenant_session(tenant_id) as session:
+        return session.execute(text("SELECT count(*) FROM outbox")).scalar_one() == 0
+
+
+def _erased(client: TestClient[Any], tenant: TenantHandle, erasure_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        answer = client.get(f"/api/v1/erasures/{erasure_id}", headers=tenant.headers)
+        assert answer.status_code == 200, answer.text
+        body = dict(answer.json())
+        return body if body["status"] == "done" else None
+
+    return dict(wait_until(done, 60, "the worker to erase the person", interval=0.2))
+
+
+def _without_time(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if k != "exported_at"}
+
+
+def test_erasing_a_person_leaves_nothing_of_them_anywhere_but_keeps_their_purchase_anonymous(
+    client: TestClient[Any],
+    make_tenant: Callable[..., TenantHandle],
+    owner_url: str,
+    worker: Any,
+    mailbox: Any,
+) -> None:
+    """After an erase (GDPR art. 17), her email, names, phone and device ids are in no text or JSON column of
+    any table (from the catalog, so a table added later is searched too); her purchase and the commission it
+    earned remain, on an anonymous placeholder; her member session ends; the reports count what they counted;
+    Bob, who shares nothing with her, is exactly as he was."""
+    tenant = make_tenant("Eraser")
+    monica = build_person(tenant.tenant_id, first_name="Monica", last_name="Zanetti")
+    bob = build_person(tenant.tenant_id, first_name="Bob", last_name="Okafor", referred_by_partner=False)
+    wait_until(lambda: _outbox_drained(tenant.tenant_id), 30, "the builders' tasks to be published")
+    assert text_matches(owner_url, tenant.tenant_id, monica.terms)  # the search finds her before the erase
+    counted = rollups(owner_url, tenant.tenant_id)
+    assert any(counted.values())
+    bob_before = _without_time(_export(client, tenant, bob.contact_id))
+
+    answer = client.post(f"/api/v1/contacts/{monica.contact_id}/erase", headers=tenant.headers)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["status"] == "queued"
+    erasure = _erased(client, tenant, answer.json()["id"])
+
+    assert text_matches(owner_url, tenant.tenant_id, monica.terms) == {}
+    assert rows_with_uuids(owner_url, tenant.tenant_id, monica.visitor_ids) == {}
+    report = erasure["report"]
+    assert report["requested_via"] == "api" and report["requested_by"].startswith("api_key:")
+    assert report["deleted"]["visits"] == 9 and report["deleted"]["visitors"] == 3
+    for table in ("form_submissions", "link_clicks", "members", "email_links", "contact_referrers", "referral_clicks"):
+        assert report["deleted"].get(table), f"{table} not in the report's deletions: {report['deleted']}"
+    assert report["kept"]["purchases"] == 1
+    assert report["sessions_ended"] == 1
+    assert report["conversions"]["status"] == "not on this version"
+
+    with tenant_session(tenant.tenant_id) as session:
+        contact = session.execute(
+            text("SELECT email, first_name, custom, erased_at FROM contacts WHERE id = :id"),
+            {"id": monica.contact_id},
+        ).one()
+        purchase = session.execute(
+            text("SELECT contact_id, visitor_id, amount FROM purchases WHERE id = :id"), {"id": monica.purchase_id}
+        ).one()
+        commissions = session.execute(
+            text("SELECT count(*) FROM commissions WHERE purchase_id = :id"), {"id": monica.purchase_id}
+        ).scalar_one()
+        events = session.execute(
+            text("SELECT kind FROM identity_events WHERE contact_id = :id ORDER BY created_at"),
+            {"id": monica.contact_id},
+        ).all()
+    assert contact.email == placeholder_email(monica.contact_id) and contact.first_name is None
+    assert contact.custom == {} and contact.erased_at is not None
+    assert (purchase.contact_id, purchase.visitor_id, purchase.amount) == (monica.contact_id, None, 9900)
+    assert commissions == 1
+    assert events[-1].kind == "erased" and len(events) > 1  # what happened stays, without the devices
+    assert read_session(tenant.tenant_id, monica.session_id) is None
+    assert rollups(owner_url, tenant.tenant_id) == counted
+    assert _without_time(_export(client, tenant, bob.contact_id)) == bob_before
+
+    again = client.post(f"/api/v1/contacts/{monica.contact_id}/erase", headers=tenant.headers)
+    assert again.status_code == 409 and "erased already" in again.json()["detail"]
+
+
+def test_only_an_admin_key_erases_and_unknown_people_are_404(
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    from tenants.accounts.service import create_api_key
+
+    tenant = make_tenant("Guarded")
+    rachel = build_person(tenant.tenant_id, first_name="Rachel", last_name="Green", devices=1, member=False)
+    with tenant_session(tenant.tenant_id) as session:
+        writer = create_api_key(session, name="writer", scopes=[Scope.READ.value, Scope.WRITE.value]).secret
+    refused = client.post(f"/api/v1/contacts/{rachel.contact_id}/erase", headers={"Authorization": f"Bearer {writer}"})
+    assert refused.status_code == 403
+    assert client.post(f"/api/v1/contacts/{uuid4()}/erase", headers=tenant.headers).status_code == 404
+    assert client.get(f"/api/v1/erasures/{uuid4()}", headers=tenant.headers).status_code == 404
+    assert client.post(f"/api/v1/erasures/{uuid4()}/confirm", headers=tenant.headers).status_code == 404

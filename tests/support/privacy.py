@@ -33,7 +33,7 @@ from tenants.tracking.hits import ClickIds, Envelope, Hit, Utm
 from tenants.tracking.ingest import store_envelopes
 from tenants.tracking.sites import create_site
 
-__all__ = ["Person", "build_person", "rows_with_uuids", "text_matches"]
+__all__ = ["Person", "build_person", "rollups", "rows_with_uuids", "text_matches"]
 
 
 @dataclass
@@ -218,18 +218,38 @@ def rows_with_uuids(owner_url: str, tenant_id: UUID, ids: list[UUID]) -> dict[st
 TEXT_TYPES = ("text", "character varying", "jsonb", "json", "inet", "text[]", "character varying[]")
 
 
-def text_matches(owner_url: str, terms: list[str]) -> dict[str, list[str]]:
-    """Where any of ``terms`` appears (case-blind) in any text, JSON or address column of any tenant table, as
-    ``table.column`` → the terms found there."""
+def text_matches(owner_url: str, tenant_id: UUID, terms: list[str]) -> dict[str, list[str]]:
+    """Where any of ``terms`` appears (case-blind) among the tenant's rows in any text, JSON or address column of
+    any tenant table, as ``table.column`` → the terms found there."""
     found: dict[str, list[str]] = {}
     with psycopg.connect(owner_url) as connection:
         for table, columns in _tables(connection, TEXT_TYPES).items():
+            key = "id" if table == "tenants" else "tenant_id"
             for column in columns:
                 for term in terms:
                     (hit,) = connection.execute(  # type: ignore[misc]
-                        f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE "{column}"::text ILIKE %s)',
-                        (f"%{term}%",),
+                        f'SELECT EXISTS (SELECT 1 FROM "{table}" WHERE {key} = %s AND "{column}"::text ILIKE %s)',
+                        (tenant_id, f"%{term}%"),
                     ).fetchone()
                     if hit:
                         found.setdefault(f"{table}.{column}", []).append(term)
     return found
+
+
+def rollups(owner_url: str, tenant_id: UUID) -> dict[str, list[tuple[object, ...]]]:
+    """Every rollup table's rows of the tenant (from the catalog: tables named ``…_rollups``), sorted."""
+    with psycopg.connect(owner_url) as connection:
+        tables = [
+            str(name)
+            for (name,) in connection.execute(
+                """SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p')
+                   AND NOT relispartition AND relname LIKE '%%\\_rollups' ORDER BY 1"""
+            ).fetchall()
+        ]
+        return {
+            table: sorted(
+                connection.execute(f'SELECT * FROM "{table}" WHERE tenant_id = %s', (tenant_id,)).fetchall(),
+                key=repr,
+            )
+            for table in tables
+        }
