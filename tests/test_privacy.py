@@ -6,10 +6,12 @@ covered, or the suite fails."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid4
 
+import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
 
@@ -19,7 +21,7 @@ from tenants.memberships.sessions import read_session
 from tenants.models import Scope, UserRole
 from tenants.privacy.erase import placeholder_email
 from tests.conftest import TenantHandle, wait_until
-from tests.support.dashboard import add_staff, login_http
+from tests.support.dashboard import add_staff, csrf_of, login_http
 from tests.support.privacy import build_person, rollups, rows_with_uuids, text_matches
 
 
@@ -145,12 +147,9 @@ def _without_time(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k != "exported_at"}
 
 
+@pytest.mark.usefixtures("worker", "mailbox")
 def test_erasing_a_person_leaves_nothing_of_them_anywhere_but_keeps_their_purchase_anonymous(
-    client: TestClient[Any],
-    make_tenant: Callable[..., TenantHandle],
-    owner_url: str,
-    worker: Any,
-    mailbox: Any,
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle], owner_url: str
 ) -> None:
     """After an erase (GDPR art. 17), her email, names, phone and device ids are in no text or JSON column of
     any table (from the catalog, so a table added later is searched too); her purchase and the commission it
@@ -223,3 +222,89 @@ def test_only_an_admin_key_erases_and_unknown_people_are_404(
     assert client.post(f"/api/v1/contacts/{uuid4()}/erase", headers=tenant.headers).status_code == 404
     assert client.get(f"/api/v1/erasures/{uuid4()}", headers=tenant.headers).status_code == 404
     assert client.post(f"/api/v1/erasures/{uuid4()}/confirm", headers=tenant.headers).status_code == 404
+
+
+@pytest.mark.usefixtures("worker", "mailbox")
+def test_an_admin_erases_from_the_contact_page_after_confirming_and_an_editor_cannot(
+    api_server: Any, make_tenant: Callable[..., TenantHandle], owner_url: str
+) -> None:
+    tenant = make_tenant("Dasherase")
+    monica = build_person(tenant.tenant_id, first_name="Monica", last_name="Zanetti", devices=2)
+    add_staff(tenant.tenant_id, "editor@dasherase.example", UserRole.EDITOR)
+    editor = login_http(api_server.base_url, tenant.slug, "editor@dasherase.example")
+    editor_page = editor.get(f"/app/contacts/{monica.contact_id}").text
+    assert "/erase" not in editor_page
+    assert editor.get(f"/app/contacts/{monica.contact_id}/erase").status_code == 403
+    refused = editor.post(
+        f"/app/contacts/{monica.contact_id}/erase", data={"csrf": csrf_of(editor_page), "confirm": "yes"}
+    )
+    assert refused.status_code == 403
+
+    owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    assert f"/app/contacts/{monica.contact_id}/erase" in owner.get(f"/app/contacts/{monica.contact_id}").text
+    confirm = owner.get(f"/app/contacts/{monica.contact_id}/erase")
+    assert confirm.status_code == 200 and "cannot be undone" in confirm.text
+    unticked = owner.post(f"/app/contacts/{monica.contact_id}/erase", data={"csrf": csrf_of(confirm.text)})
+    assert unticked.status_code == 422
+    no_csrf = owner.post(f"/app/contacts/{monica.contact_id}/erase", data={"confirm": "yes"})
+    assert no_csrf.status_code == 403
+    erased = owner.post(
+        f"/app/contacts/{monica.contact_id}/erase",
+        data={"csrf": csrf_of(confirm.text), "confirm": "yes"},
+        follow_redirects=False,
+    )
+    assert erased.status_code == 303 and erased.headers["location"].startswith("/app/privacy/erasures/")
+    status_page = erased.headers["location"]
+
+    def done() -> bool:
+        return "done" in owner.get(status_page).text
+
+    wait_until(done, 60, "the erasure to finish", interval=0.2)
+    report = owner.get(status_page).text
+    assert "visits" in report and "purchases" in report and "not on this version" in report
+    assert text_matches(owner_url, tenant.tenant_id, monica.terms) == {}
+    with tenant_session(tenant.tenant_id) as session:
+        audited = session.execute(text("SELECT actor_email FROM audit_log WHERE action = 'contact.erase'")).all()
+    assert [row[0] for row in audited] == [tenant.owner_email]
+    contact_page = owner.get(f"/app/contacts/{monica.contact_id}").text
+    assert "was erased" in contact_page and "Erase this person" not in contact_page
+
+
+@pytest.mark.usefixtures("worker", "mailbox")
+def test_a_member_asks_to_be_erased_and_the_tenant_confirms_it(
+    client: TestClient[Any], api_server: Any, make_tenant: Callable[..., TenantHandle], owner_url: str
+) -> None:
+    """The person asks from their account page; nothing is erased until the business confirms it (it may
+    have a legal reason to keep some data), and then everything is."""
+    tenant = make_tenant("Memberasks")
+    monica = build_person(tenant.tenant_id, first_name="Monica", last_name="Zanetti", devices=2)
+    with tenant_session(tenant.tenant_id) as session:
+        site_id = session.execute(
+            text("SELECT membership_site_id FROM members WHERE id = :id"), {"id": monica.member_id}
+        ).scalar_one()
+    base = f"/s/{tenant.slug}/m/{site_id}"
+    client.cookies.set(session_cookie_name(), monica.session_id or "")
+    account = client.get(f"{base}/account")
+    assert "Ask us to erase my data" in account.text
+    asked = client.post(f"{base}/account/erase", data={"csrf": csrf_of(account.text)}, follow_redirects=False)
+    assert asked.status_code == 303
+    assert "You asked on" in client.get(f"{base}/account").text
+    assert text_matches(owner_url, tenant.tenant_id, [monica.email])  # nothing erased yet
+
+    owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    privacy_page = owner.get("/app/privacy").text
+    (erasure_id,) = re.findall(r"/app/privacy/erasures/([0-9a-f-]{36})/confirm", privacy_page)[:1]
+    listed = client.get("/api/v1/erasures?status=awaiting_confirmation", headers=tenant.headers).json()
+    assert [e["id"] for e in listed] == [erasure_id] and listed[0]["requested_via"] == "member"
+    confirmed = owner.post(
+        f"/app/privacy/erasures/{erasure_id}/confirm", data={"csrf": csrf_of(privacy_page)}, follow_redirects=False
+    )
+    assert confirmed.status_code == 303
+    erasure = _erased(client, tenant, erasure_id)
+    assert erasure["report"]["requested_by"] == f"member:{monica.member_id}"
+    assert erasure["report"]["confirmed_by"].startswith("staff:")
+    assert text_matches(owner_url, tenant.tenant_id, monica.terms) == {}
+    # Her session ended with the erase: the account page sends the browser to log in.
+    assert client.get(f"{base}/account", follow_redirects=False).status_code in (302, 303)
+    again = client.post(f"/api/v1/erasures/{erasure_id}/confirm", headers=tenant.headers)
+    assert again.status_code == 409
