@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid4
@@ -16,13 +17,20 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from api.cookies import session_cookie_name
+from tenants.contacts.service import ContactChanges, upsert_by_email
+from tenants.identity.service import link_visitor, merge_visitor_history
 from tenants.isolation import tenant_session
 from tenants.memberships.sessions import read_session
-from tenants.models import Scope, UserRole
+from tenants.models import Evidence, Scope, UserRole, new_id
 from tenants.privacy.erase import placeholder_email
+from tenants.privacy.retention import ExpiryResult, expire_tenant
+from tenants.tracking.hits import Envelope, Hit
+from tenants.tracking.ingest import ensure_partitions_for, store_envelopes
+from tenants.tracking.sites import create_site
 from tests.conftest import TenantHandle, wait_until
 from tests.support.dashboard import add_staff, csrf_of, login_http
 from tests.support.privacy import build_person, rollups, rows_with_uuids, text_matches
+from workers.app import celery_app
 
 
 def _export(client: TestClient[Any], tenant: TenantHandle, contact_id: UUID) -> dict[str, Any]:
@@ -308,3 +316,104 @@ def test_a_member_asks_to_be_erased_and_the_tenant_confirms_it(
     assert client.get(f"{base}/account", follow_redirects=False).status_code in (302, 303)
     again = client.post(f"/api/v1/erasures/{erasure_id}/confirm", headers=tenant.headers)
     assert again.status_code == 409
+
+
+MONTH_MS = 31 * 24 * 3600 * 1000
+
+
+def _browse(tenant_id: UUID, site_id: UUID, pages: int, months_ago: int) -> UUID:
+    """A new browser that viewed ``pages`` pages ``months_ago`` months ago (stored as ingest stores them)."""
+    visitor_id = new_id()
+    at = int(time.time() * 1000) - months_ago * MONTH_MS
+    hits = [Hit(hit_id=uuid4(), ts=at + i, url=f"https://keep.example/{i}", path=f"/{i}") for i in range(pages)]
+    envelopes = [Envelope(tenant_id, site_id, visitor_id, at, hits)]
+    ensure_partitions_for(envelopes)
+    with tenant_session(tenant_id) as session:
+        store_envelopes(session, envelopes)
+    return visitor_id
+
+
+def _visits_of(tenant_id: UUID, visitor_ids: list[UUID]) -> dict[str, int]:
+    with tenant_session(tenant_id) as session:
+        visitors = session.execute(
+            text("SELECT count(*) FROM visitors WHERE id = ANY(:ids)"), {"ids": visitor_ids}
+        ).scalar_one()
+        visits = session.execute(
+            text("SELECT count(*) FROM visits WHERE visitor_id = ANY(:ids)"), {"ids": visitor_ids}
+        ).scalar_one()
+    return {"visitors": int(visitors), "visits": int(visits)}
+
+
+@pytest.mark.usefixtures("worker")
+def test_retention_deletes_idle_anonymous_visitors_with_their_visits_and_keeps_the_rest(
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle], owner_url: str
+) -> None:
+    """A tenant keeps anonymous browsing data no longer than it says (13 months by default): beat's job deletes
+    visitors idle past the limit with all their visits, keeps recent and identified ones, and the reports keep
+    counting what they counted. Identified contacts' visits go only when the tenant sets a limit for them."""
+    tenant = make_tenant("Retainer")
+    with tenant_session(tenant.tenant_id) as session:
+        site_id = create_site(session, name="Keep", allowed_origins=["https://keep.example"]).id
+    idle = [_browse(tenant.tenant_id, site_id, 2, months_ago=14) for _ in range(3)]
+    recent = _browse(tenant.tenant_id, site_id, 2, months_ago=0)
+    almost = _browse(tenant.tenant_id, site_id, 1, months_ago=12)
+    known = _browse(tenant.tenant_id, site_id, 2, months_ago=14)
+    with tenant_session(tenant.tenant_id) as session:
+        contact, _ = upsert_by_email(session, ContactChanges(email="known@retainer.example"))
+        link_visitor(session, visitor_id=known, contact_id=contact.id, evidence=Evidence.FORM)
+        merge_visitor_history(session, known, contact.id)
+    counted = rollups(owner_url, tenant.tenant_id)
+    assert client.get("/api/v1/privacy/retention", headers=tenant.headers).json()["last_expired_at"] is None
+
+    celery_app.send_task("trailmark.privacy.expire_retention")  # what beat sends every hour
+    wait_until(lambda: _visits_of(tenant.tenant_id, idle)["visitors"] == 0, 60, "the idle visitors to expire")
+
+    assert _visits_of(tenant.tenant_id, idle) == {"visitors": 0, "visits": 0}
+    assert _visits_of(tenant.tenant_id, [recent, almost]) == {"visitors": 2, "visits": 3}
+    assert _visits_of(tenant.tenant_id, [known]) == {"visitors": 1, "visits": 2}
+    assert rollups(owner_url, tenant.tenant_id) == counted
+    policy = wait_until(
+        lambda: (p := client.get("/api/v1/privacy/retention", headers=tenant.headers).json())["last_expired_at"] and p,
+        30,
+        "the run to be recorded",
+    )
+    assert policy["anonymous_visitor_months"] == 13 and policy["identified_visit_months"] is None
+    assert (policy["last_expired_visitors"], policy["last_expired_visits"]) == (3, 6)
+
+    # In small batches, as the job works: a shorter limit for anonymous ones, and one for identified visits.
+    changed = client.put(
+        "/api/v1/privacy/retention",
+        headers=tenant.headers,
+        json={"anonymous_visitor_months": 11, "identified_visit_months": 13},
+    )
+    assert changed.status_code == 200, changed.text
+    assert expire_tenant(tenant.tenant_id, batch=1) == ExpiryResult(visitors=1, visits=3)
+    assert _visits_of(tenant.tenant_id, [recent]) == {"visitors": 1, "visits": 2}
+    assert _visits_of(tenant.tenant_id, [almost]) == {"visitors": 0, "visits": 0}
+    assert _visits_of(tenant.tenant_id, [known]) == {"visitors": 1, "visits": 0}  # the device and contact stay
+    assert rollups(owner_url, tenant.tenant_id) == counted
+
+
+def test_the_retention_policy_is_read_and_set_within_its_bounds(
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle], api_server: Any
+) -> None:
+    tenant = make_tenant("Policy")
+    for body in ({"anonymous_visitor_months": 0}, {"anonymous_visitor_months": 121}, {"identified_visit_months": 0}):
+        assert client.put("/api/v1/privacy/retention", headers=tenant.headers, json=body).status_code == 422
+    owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    screen = owner.get("/app/privacy").text
+    assert "deleted 13 months after their last visit" in screen and "kept until the person is erased" in screen
+    saved = owner.post(
+        "/app/privacy/retention",
+        data={"csrf": csrf_of(screen), "anonymous_visitor_months": "6", "identified_visit_months": ""},
+        follow_redirects=True,
+    )
+    assert saved.status_code == 200 and "deleted 6 months after their last visit" in saved.text
+    refused = owner.post("/app/privacy/retention", data={"csrf": csrf_of(screen), "anonymous_visitor_months": "0"})
+    assert refused.status_code == 422 and "1 to 120" in refused.text
+    assert client.get("/api/v1/privacy/retention", headers=tenant.headers).json()["anonymous_visitor_months"] == 6
+    add_staff(tenant.tenant_id, "viewer@policy.example", UserRole.VIEWER)
+    viewer = login_http(api_server.base_url, tenant.slug, "viewer@policy.example")
+    viewer_screen = viewer.get("/app/privacy").text
+    assert "Save retention policy" not in viewer_screen
+    assert viewer.post("/app/privacy/retention", data={"csrf": csrf_of(viewer_screen)}).status_code == 403

@@ -62,7 +62,8 @@ def set_policy(
     if identified_visit_months is not None and not 1 <= identified_visit_months <= MAX_IDENTIFIED_MONTHS:
         errors["identified_visit_months"] = f"must be 1 to {MAX_IDENTIFIED_MONTHS} months, or empty to keep them"
     if errors:
-        raise Invalid("the retention policy is out of range", errors)
+        detail = "; ".join(f"{name.replace('_', ' ')} {problem}" for name, problem in errors.items())
+        raise Invalid(f"the retention policy is out of range: {detail}", errors)
     policy = session.get(PrivacySettings, current_tenant_id(session)) or PrivacySettings()
     policy.anonymous_visitor_months = anonymous_visitor_months
     policy.identified_visit_months = identified_visit_months
