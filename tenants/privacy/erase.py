@@ -252,7 +252,7 @@ def erase_person(session: Session, erasure_id: UUID) -> Erasure | None:
         "deleted": deleted,
         "anonymised": anonymised,
         "kept": kept,
-        "kept_because": "purchases, credits and commissions are bookkeeping records the business must keep; "
+        "kept_because": "Purchases, credits and commissions are bookkeeping records the business must keep; "
         "they now name an anonymous placeholder",
         "sessions_ended": sessions_ended,
         "queued_tasks_cancelled": cancelled_tasks,
