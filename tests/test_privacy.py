@@ -22,7 +22,7 @@ from tenants.identity.service import link_visitor, merge_visitor_history
 from tenants.isolation import tenant_session
 from tenants.memberships.sessions import read_session
 from tenants.models import Evidence, Scope, UserRole, new_id
-from tenants.privacy.erase import placeholder_email
+from tenants.privacy.erase import erase_person, placeholder_email, request_erasure
 from tenants.privacy.retention import ExpiryResult, expire_tenant
 from tenants.tracking.hits import Envelope, Hit
 from tenants.tracking.ingest import ensure_partitions_for, store_envelopes
@@ -417,3 +417,50 @@ def test_the_retention_policy_is_read_and_set_within_its_bounds(
     viewer_screen = viewer.get("/app/privacy").text
     assert "Save retention policy" not in viewer_screen
     assert viewer.post("/app/privacy/retention", data={"csrf": csrf_of(viewer_screen)}).status_code == 403
+
+
+def test_a_laptop_she_shared_stays_with_bob_without_her_history(
+    make_tenant: Callable[..., TenantHandle], owner_url: str
+) -> None:
+    """Monica filled a form on a laptop, then Bob did (the laptop was re-pointed to him). Erasing Monica takes
+    what she did there and leaves Bob the laptop, his visits on it and the record that it became his."""
+    tenant = make_tenant("Sharedlaptop")
+    monica = build_person(tenant.tenant_id, first_name="Monica", last_name="Zanetti", devices=2, member=False)
+    bob = build_person(tenant.tenant_id, first_name="Bob", last_name="Okafor", devices=1, referred_by_partner=False)
+    laptop = monica.visitor_ids[1]
+    with tenant_session(tenant.tenant_id) as session:
+        link_visitor(session, visitor_id=laptop, contact_id=bob.contact_id, evidence=Evidence.FORM)
+        site_id = session.execute(text("SELECT site_id FROM visitors WHERE id = :id"), {"id": laptop}).scalar_one()
+    now = int(time.time() * 1000)
+    bobs_hits = [Hit(hit_id=uuid4(), ts=now + i, url=f"https://shop.example/bob/{i}", path="/bob") for i in range(2)]
+    with tenant_session(tenant.tenant_id) as session:
+        store_envelopes(session, [Envelope(tenant.tenant_id, site_id, laptop, now, bobs_hits)])
+        bob_before = session.execute(
+            text("SELECT email, first_name, last_name, phone, custom FROM contacts WHERE id = :id"),
+            {"id": bob.contact_id},
+        ).one()
+        erasure = request_erasure(session, monica.contact_id, via="api", requested_by="test")
+    with tenant_session(tenant.tenant_id) as session:
+        erase_person(session, erasure.id)
+
+    terms = [monica.email, monica.first_name, monica.last_name, monica.phone, str(monica.visitor_ids[0])]
+    assert text_matches(owner_url, tenant.tenant_id, terms) == {}
+    with tenant_session(tenant.tenant_id) as session:
+        owner_of_laptop = session.execute(
+            text("SELECT contact_id FROM visitors WHERE id = :id"), {"id": laptop}
+        ).scalar_one()
+        left_on_laptop = session.execute(
+            text("SELECT contact_id, count(*) FROM visits WHERE visitor_id = :id GROUP BY 1"), {"id": laptop}
+        ).all()
+        repointed = session.execute(
+            text("SELECT visitor_id FROM identity_events WHERE contact_id = :bob AND previous_contact_id = :her"),
+            {"bob": bob.contact_id, "her": monica.contact_id},
+        ).all()
+        bob_after = session.execute(
+            text("SELECT email, first_name, last_name, phone, custom FROM contacts WHERE id = :id"),
+            {"id": bob.contact_id},
+        ).one()
+    assert owner_of_laptop == bob.contact_id
+    assert [tuple(row) for row in left_on_laptop] == [(bob.contact_id, 2)]
+    assert [row[0] for row in repointed] == [laptop]
+    assert bob_after == bob_before

@@ -83,9 +83,10 @@ SCRUB_FUNCTION = """CREATE FUNCTION trailmark_scrub_person(contact_ids uuid[], v
         entries bigint;
     BEGIN
         -- What happened stays (kind, when, evidence, which placeholder contact); the devices and details go.
+        -- An event of someone else that only names the person as a device's previous contact (a shared laptop
+        -- re-pointed to them) is theirs: it keeps their device, and the placeholder id names no one.
         UPDATE identity_events SET visitor_id = NULL, detail = '{"erased": true}'::jsonb
-        WHERE (contact_id = ANY(contact_ids) OR previous_contact_id = ANY(contact_ids)
-               OR visitor_id = ANY(visitor_ids))
+        WHERE (contact_id = ANY(contact_ids) OR visitor_id = ANY(visitor_ids))
           AND (visitor_id IS NOT NULL OR detail <> '{"erased": true}'::jsonb) AND tenant_id = own_tenant;
         GET DIAGNOSTICS events = ROW_COUNT;
         -- Staff actions stay; a value of the person's (a merged contact's email) leaves their detail.
