@@ -433,7 +433,9 @@ class MembershipController(Controller):
         base = _base(tenant_slug, site_id)
         member = await _member(request, tenant_slug, site_id, f"{base}/account")
         tenant_id = await _tenant(tenant_slug)
-        return person_export_stream(tenant_id, UUID(member.contact_id), "my-data.json")
+        contact_id = UUID(member.contact_id)
+        await anyio.to_thread.run_sync(erase.member_person, tenant_id, contact_id)  # a 404 page, not a cut stream
+        return person_export_stream(tenant_id, contact_id, "my-data.json")
 
     @post("/account/erase", status_code=303)
     async def ask_erasure(

@@ -46,6 +46,7 @@ __all__ = [
     "list_erasures",
     "member_asks_erasure",
     "member_open_erasure",
+    "member_person",
     "open_erasure",
     "placeholder_email",
     "request_erasure",
@@ -326,6 +327,12 @@ def member_asks_erasure(tenant_id: UUID, member_id: UUID) -> Erasure:
     """:func:`request_member_erasure` in its own transaction (the account page's button)."""
     with tenant_session(tenant_id) as session:
         return request_member_erasure(session, member_id)
+
+
+def member_person(tenant_id: UUID, contact_id: UUID) -> Person:
+    """The logged-in member's person (NotFound if the contact is gone), before their export is streamed."""
+    with tenant_session(tenant_id) as session:
+        return find_person(session, contact_id)
 
 
 def member_open_erasure(tenant_id: UUID, contact_id: UUID) -> Erasure | None:
