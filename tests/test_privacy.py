@@ -22,7 +22,7 @@ from tenants.identity.service import link_visitor, merge_visitor_history
 from tenants.isolation import tenant_session
 from tenants.memberships.sessions import read_session
 from tenants.models import Evidence, Scope, UserRole, new_id
-from tenants.privacy.erase import erase_person, placeholder_email, request_erasure
+from tenants.privacy.erase import erase_person, placeholder_email, record_failure, request_erasure
 from tenants.privacy.retention import ExpiryResult, expire_tenant
 from tenants.tracking.hits import Envelope, Hit
 from tenants.tracking.ingest import ensure_partitions_for, store_envelopes
@@ -464,3 +464,20 @@ def test_a_laptop_she_shared_stays_with_bob_without_her_history(
     assert [tuple(row) for row in left_on_laptop] == [(bob.contact_id, 2)]
     assert [row[0] for row in repointed] == [laptop]
     assert bob_after == bob_before
+
+
+def test_an_erase_that_cannot_finish_says_so_and_can_be_asked_again(
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """The erase is one transaction: when it fails for good nothing is erased, and the status says failed (with
+    only the error's kind: its message could quote the person) instead of staying queued."""
+    tenant = make_tenant("Failing")
+    rachel = build_person(tenant.tenant_id, first_name="Rachel", last_name="Green", devices=1, member=False)
+    with tenant_session(tenant.tenant_id) as session:
+        erasure = request_erasure(session, rachel.contact_id, via="api", requested_by="test")
+    record_failure(tenant.tenant_id, erasure.id, ValueError(f"could not erase {rachel.email}"))
+    status = client.get(f"/api/v1/erasures/{erasure.id}", headers=tenant.headers).json()
+    assert status["status"] == "failed" and status["report"]["failed"] == "ValueError"
+    assert rachel.email not in json.dumps(status)
+    again = client.post(f"/api/v1/contacts/{rachel.contact_id}/erase", headers=tenant.headers)
+    assert again.status_code == 202 and again.json()["id"] != str(erasure.id)

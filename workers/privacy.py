@@ -6,18 +6,27 @@ from uuid import UUID
 
 from sqlmodel import Session
 
-from tenants.privacy.erase import ERASE_TASK, erase_person
+from tenants.isolation import current_tenant_id
+from tenants.privacy.erase import ERASE_TASK, erase_person, record_failure
 from tenants.privacy.retention import expire_all_tenants
 from workers.app import celery_app
-from workers.base import tenant_task
+from workers.base import TRANSIENT_ERRORS, tenant_task
 
 __all__ = ["erase", "expire_retention"]
 
 
 @tenant_task(name=ERASE_TASK)
 def erase(session: Session, erasure_id: str) -> str | None:
-    """Idempotent: a re-delivered task finds the erasure done and does nothing."""
-    erasure = erase_person(session, UUID(erasure_id))
+    """Idempotent: a re-delivered task finds the erasure done and does nothing. An error that no retry cures is
+    recorded on the erasure, so its status says so instead of staying queued."""
+    try:
+        erasure = erase_person(session, UUID(erasure_id))
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as error:
+        session.rollback()
+        record_failure(current_tenant_id(session), UUID(erasure_id), error)
+        raise
     return erasure.status.value if erasure else None
 
 

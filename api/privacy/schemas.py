@@ -21,7 +21,10 @@ class ErasurePublic(msgspec.Struct):
     contact_id: Annotated[UUID, msgspec.Meta(description="The person; after the erase, an anonymous placeholder")]
     status: Annotated[
         ErasureStatus,
-        msgspec.Meta(description="awaiting_confirmation (a member asked), queued, done, or declined"),
+        msgspec.Meta(
+            description="awaiting_confirmation (a member asked), queued, done, declined, or failed "
+            "(nothing erased; ask again)"
+        ),
     ]
     requested_via: Annotated[str, msgspec.Meta(description="api, dashboard or member")]
     requested_by: Annotated[str, msgspec.Meta(description="api_key:<id>, staff:<id> or member:<id>")]

@@ -116,7 +116,7 @@ def upgrade() -> None:
         sa.Column("report", JSONB(), nullable=False, server_default="{}"),
         sa.ForeignKeyConstraint(["tenant_id", "contact_id"], ["contacts.tenant_id", "contacts.id"], ondelete="CASCADE"),
         sa.CheckConstraint(
-            "status IN ('awaiting_confirmation', 'queued', 'done', 'declined')", name="erasures_status_check"
+            "status IN ('awaiting_confirmation', 'queued', 'done', 'declined', 'failed')", name="erasures_status_check"
         ),
     )
     create_partner_scope("erasures")

@@ -24,6 +24,9 @@ class ErasureStatus(StrEnum):
     """Confirmed: the worker erases the person."""
     DONE = "done"
     DECLINED = "declined"
+    FAILED = "failed"
+    """The worker could not finish (nothing was erased: it is one transaction); the report names the error's
+    kind, and the tenant can ask again."""
 
 
 class Erasure(TenantOwned, table=True):

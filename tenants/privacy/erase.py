@@ -49,6 +49,7 @@ __all__ = [
     "member_person",
     "open_erasure",
     "placeholder_email",
+    "record_failure",
     "request_erasure",
     "request_member_erasure",
 ]
@@ -261,6 +262,18 @@ def erase_person(session: Session, erasure_id: UUID) -> Erasure | None:
     }
     session.flush()
     return erasure
+
+
+def record_failure(tenant_id: UUID, erasure_id: UUID, error: BaseException) -> None:
+    """Mark a queued erasure failed, in its own transaction (the erase itself rolled back). Only the error's
+    kind is kept: its message could quote a value of the person."""
+    with tenant_session(tenant_id) as session:
+        erasure = session.get(Erasure, (tenant_id, erasure_id), with_for_update=True)
+        if erasure is None or erasure.status != ErasureStatus.QUEUED:
+            return
+        erasure.status = ErasureStatus.FAILED
+        erasure.finished_at = utcnow()
+        erasure.report = {"erasure_id": str(erasure_id), "failed": type(error).__name__}
 
 
 def open_erasure(session: Session, contact_id: UUID) -> Erasure | None:
