@@ -39,6 +39,7 @@ __all__ = [
     "ERASE_TASK",
     "KEPT",
     "confirm_erasure",
+    "conversions_to_cancel_and_retract",
     "decline_erasure",
     "erase_person",
     "get_erasure",
@@ -162,8 +163,11 @@ def _deletion_order(tables: list[PersonTable]) -> list[PersonTable]:
 
 
 def conversions_to_cancel_and_retract(session: Session, person: Person) -> dict[str, Any]:
-    """Where conversions of the person are cancelled (queued ones) and retracted at the ad platforms that
-    allow it (issue 12 brings the conversions; this version has none to act on)."""
+    """The hook for conversions (the ad-platform integration, not on this version): cancel the person's queued
+    conversions, retract the sent ones where the platform allows it (Google Ads: a RETRACTION adjustment), and
+    list per sent conversion where none exists (Meta, TikTok: platform, when, what was sent). It runs before
+    any row is deleted, so it still reads them; its answer is the report's ``conversions``. A conversions table
+    that names contacts or visitors is then deleted from like any other, unless :data:`KEPT` says otherwise."""
     del session, person
     return {"status": "not on this version", "cancelled": 0, "retracted": [], "not_retractable": []}
 
