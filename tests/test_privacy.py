@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
@@ -481,3 +482,43 @@ def test_an_erase_that_cannot_finish_says_so_and_can_be_asked_again(
     assert rachel.email not in json.dumps(status)
     again = client.post(f"/api/v1/contacts/{rachel.contact_id}/erase", headers=tenant.headers)
     assert again.status_code == 202 and again.json()["id"] != str(erasure.id)
+
+
+def test_a_table_added_later_is_exported_and_erased_without_a_change_to_either(
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle], owner_url: str
+) -> None:
+    """Which tables hold a person is read from the catalog: a new table that names contacts is in the export and
+    is erased, though no code lists it."""
+    from tenants.isolation.migrate import APP_GROUP_ROLE
+
+    tenant = make_tenant("Latertable")
+    monica = build_person(tenant.tenant_id, first_name="Monica", last_name="Zanetti", devices=1, member=False)
+    predicate = "tenant_id = nullif(current_setting('app.tenant_id', true), '')::uuid"
+    with psycopg.connect(owner_url, autocommit=True) as connection:
+        connection.execute(
+            """CREATE TABLE later_notes (tenant_id uuid NOT NULL, id uuid NOT NULL, buyer_contact_id uuid,
+               note text, PRIMARY KEY (tenant_id, id))"""
+        )
+        connection.execute("ALTER TABLE later_notes ENABLE ROW LEVEL SECURITY")
+        connection.execute("ALTER TABLE later_notes FORCE ROW LEVEL SECURITY")
+        connection.execute(
+            f"CREATE POLICY tenant_isolation ON later_notes USING ({predicate}) WITH CHECK ({predicate})"
+        )
+        connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON later_notes TO {APP_GROUP_ROLE}")
+    try:
+        with tenant_session(tenant.tenant_id) as session:
+            session.execute(
+                text("INSERT INTO later_notes VALUES (:t, :id, :c, :note)"),
+                {"t": tenant.tenant_id, "id": uuid4(), "c": monica.contact_id, "note": f"call {monica.email}"},
+            )
+        exported = _export(client, tenant, monica.contact_id)["tables"]
+        assert [row["note"] for row in exported["later_notes"]] == [f"call {monica.email}"]
+        with tenant_session(tenant.tenant_id) as session:
+            erasure = request_erasure(session, monica.contact_id, via="api", requested_by="test")
+        with tenant_session(tenant.tenant_id) as session:
+            done = erase_person(session, erasure.id)
+        assert done is not None and done.report["deleted"]["later_notes"] == 1
+        assert text_matches(owner_url, tenant.tenant_id, monica.terms) == {}
+    finally:
+        with psycopg.connect(owner_url, autocommit=True) as connection:
+            connection.execute("DROP TABLE later_notes")
