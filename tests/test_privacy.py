@@ -215,6 +215,10 @@ def test_erasing_a_person_leaves_nothing_of_them_anywhere_but_keeps_their_purcha
 
     again = client.post(f"/api/v1/contacts/{monica.contact_id}/erase", headers=tenant.headers)
     assert again.status_code == 409 and "erased already" in again.json()["detail"]
+    placeholder = client.get(f"/api/v1/contacts/{monica.contact_id}", headers=tenant.headers).json()
+    assert placeholder["erased_at"] is not None and placeholder["email"] == placeholder_email(monica.contact_id)
+    edit = client.patch(f"/api/v1/contacts/{monica.contact_id}", headers=tenant.headers, json={"first_name": "M"})
+    assert edit.status_code == 409
 
 
 def test_only_an_admin_key_erases_and_unknown_people_are_404(
