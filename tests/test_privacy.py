@@ -66,6 +66,10 @@ def test_export_holds_a_row_from_every_table_that_names_the_person_or_their_devi
     assert {row["id"] for row in exported["visitors"]} == {str(v) for v in monica.visitor_ids}
     assert exported["contacts"][0]["email"] == monica.email
     assert "password_hash" not in exported["members"][0]
+    # Stripe's events name no contact but quote the buyer: hers are in, found by her address.
+    assert [row["payload"]["data"]["object"]["customer_details"]["email"] for row in exported["stripe_events"]] == [
+        monica.email
+    ]
     assert "tenant_id" not in exported["contacts"][0]
     # Nothing of Bob's.
     assert bob.email not in json.dumps(document)
@@ -186,6 +190,7 @@ def test_erasing_a_person_leaves_nothing_of_them_anywhere_but_keeps_their_purcha
     for table in ("form_submissions", "link_clicks", "members", "email_links", "contact_referrers", "referral_clicks"):
         assert report["deleted"].get(table), f"{table} not in the report's deletions: {report['deleted']}"
     assert report["kept"]["purchases"] == 1
+    assert report["anonymised"]["stripe_events"] == 1
     assert report["sessions_ended"] == 1
     assert report["conversions"]["status"] == "not on this version"
 

@@ -33,7 +33,7 @@ from tenants.models import (
 )
 from tenants.outbox import service as outbox
 from tenants.privacy.catalog import PersonTable, person_tables
-from tenants.privacy.person import Person, bound, find_person, person_statement
+from tenants.privacy.person import QUOTED_BY_ADDRESS, Person, bound, find_person, like_patterns, person_statement
 
 __all__ = [
     "ERASE_TASK",
@@ -172,10 +172,27 @@ def conversions_to_cancel_and_retract(session: Session, person: Person) -> dict[
     return {"status": "not on this version", "cancelled": 0, "retracted": [], "not_retractable": []}
 
 
+_SCRUB_STRIPE_EVENTS = """UPDATE stripe_events SET payload = jsonb_build_object('id', id, 'type', type, 'erased', true),
+        processed_at = coalesce(processed_at, now()),
+        outcome = coalesce(outcome, 'ignored: its buyer was erased before it was processed')
+    WHERE lower(payload::text) LIKE ANY(:patterns)"""
+
+
+def _scrub_quoting_tables(session: Session, person: Person) -> dict[str, int]:
+    """Rows that quote the person by address (Stripe's events: the buyer's email, name, phone) keep only what
+    names the row. An event still unprocessed is closed too, or processing it would bring the person back."""
+    assert set(QUOTED_BY_ADDRESS) == {"stripe_events"}, "a new table that quotes people needs its scrub here"
+    if not person.addresses:
+        return {}
+    result = session.execute(bound(_SCRUB_STRIPE_EVENTS), {"patterns": like_patterns(person.addresses)})
+    scrubbed = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return {"stripe_events": scrubbed} if scrubbed else {}
+
+
 def _cancel_queued_tasks(session: Session, person: Person, terms: list[str]) -> int:
     """Tasks not yet handed to the broker that would act on the person (a merge, a mail to them)."""
     needles = [str(i) for i in (*person.contact_ids, *person.visitor_ids)] + terms
-    patterns = ["%" + n.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for n in needles]
+    patterns = like_patterns(needles)
     result = session.execute(
         text("DELETE FROM outbox WHERE lower(args::text) LIKE ANY(:patterns)").bindparams(
             bindparam("patterns", type_=ARRAY(Text))
@@ -228,6 +245,7 @@ def erase_person(session: Session, erasure_id: UUID) -> Erasure | None:
     for name, anonymise in KEPT.items():
         if name != "contacts" and (count := anonymise(session, person)):
             anonymised[name] = count
+    anonymised.update(_scrub_quoting_tables(session, person))
 
     deleted: dict[str, int] = {}
     for table in _deletion_order([t for t in tables if t.name not in KEPT]):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from sqlmodel import Session
 
 from tenants.privacy.catalog import person_tables
-from tenants.privacy.person import Person, bound, person_statement
+from tenants.privacy.person import QUOTED_BY_ADDRESS, Person, bound, like_patterns, person_statement, quoting_statement
 
 __all__ = ["EXPORT_FORMAT", "NOT_EXPORTED", "export_person"]
 
@@ -28,14 +28,26 @@ def export_person(session: Session, person: Person) -> Iterator[bytes]:
     params = {"contacts": list(person.contact_ids), "visitors": list(person.visitor_ids), "terms": NOT_EXPORTED}
     head = {"format": EXPORT_FORMAT, "contact_id": str(person.contact_id), "exported_at": datetime.now(UTC).isoformat()}
     yield json.dumps(head)[:-1].encode() + b', "tables": {'
-    for index, table in enumerate(person_tables(session)):
-        sql = person_statement(
-            "SELECT (to_jsonb(t) - CAST(:terms AS text[]))::text FROM",
+    queries = [
+        (
             table.name,
-            table.contact_columns,
-            table.visitor_columns,
+            person_statement(
+                "SELECT (to_jsonb(t) - CAST(:terms AS text[]))::text FROM",
+                table.name,
+                table.contact_columns,
+                table.visitor_columns,
+            ),
         )
-        chunk = [b", " if index else b"", json.dumps(table.name).encode(), b": ["]
+        for table in person_tables(session)
+    ]
+    if person.addresses:  # tables that quote the person by email or phone instead of naming them by id
+        queries += [
+            (name, quoting_statement("SELECT (to_jsonb(t) - CAST(:terms AS text[]))::text FROM", name))
+            for name in sorted(QUOTED_BY_ADDRESS)
+        ]
+    params["patterns"] = like_patterns(person.addresses)
+    for index, (name, sql) in enumerate(queries):
+        chunk = [b", " if index else b"", json.dumps(name).encode(), b": ["]
         size = 0
         rows = session.execute(bound(sql), params, execution_options={"yield_per": ROWS_PER_FETCH})
         for number, (row,) in enumerate(rows):

@@ -16,7 +16,16 @@ from sqlmodel import Session, col, select
 from tenants.isolation import get_owned
 from tenants.models import Contact, Visitor
 
-__all__ = ["Person", "bound", "find_person", "person_statement", "rows_of"]
+__all__ = [
+    "QUOTED_BY_ADDRESS",
+    "Person",
+    "bound",
+    "find_person",
+    "like_patterns",
+    "person_statement",
+    "quoting_statement",
+    "rows_of",
+]
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,9 @@ class Person:
     visitor_ids: tuple[UUID, ...]
     """The browsers linked to any of those contacts now. A browser re-pointed to someone else is theirs; what
     it did before still names this person's contact, and is found by that."""
+    addresses: tuple[str, ...] = ()
+    """The person's email addresses and phone numbers (lower case): what tables that quote people rather than
+    name them by id (:data:`QUOTED_BY_ADDRESS`) are searched for."""
 
 
 def find_person(session: Session, contact_id: UUID) -> Person:
@@ -40,7 +52,23 @@ def find_person(session: Session, contact_id: UUID) -> Person:
     visitors = session.exec(
         select(Visitor.id).where(col(Visitor.contact_id).in_(contact_ids)).order_by(col(Visitor.id))
     )
-    return Person(contact_id, tuple(contact_ids), tuple(visitors))
+    contacts = session.exec(select(Contact).where(col(Contact.id).in_(contact_ids)))
+    addresses = sorted({a.strip().lower() for c in contacts for a in (c.email, c.phone) if a and a.strip()})
+    return Person(contact_id, tuple(contact_ids), tuple(visitors), tuple(addresses))
+
+
+QUOTED_BY_ADDRESS = {"stripe_events": "payload"}
+"""Tables that hold people's details without a contact id (Stripe's events quote the buyer), and the column."""
+
+
+def like_patterns(needles: tuple[str, ...] | list[str]) -> list[str]:
+    """``LIKE`` patterns that find each needle anywhere, its wildcard characters taken literally."""
+    return ["%" + n.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for n in needles]
+
+
+def quoting_statement(head: str, table: str) -> str:
+    """``head`` over the rows of a :data:`QUOTED_BY_ADDRESS` table that quote one of ``:patterns``."""
+    return f'{head} "{table}" t WHERE lower("{QUOTED_BY_ADDRESS[table]}"::text) LIKE ANY(:patterns)'
 
 
 def rows_of(contact_columns: tuple[str, ...], visitor_columns: tuple[str, ...]) -> str:
@@ -59,10 +87,12 @@ _ARRAYS: dict[str, TypeEngine[Any]] = {
     "contacts": ARRAY(PG_UUID(as_uuid=True)),
     "visitors": ARRAY(PG_UUID(as_uuid=True)),
     "terms": ARRAY(Text),
+    "patterns": ARRAY(Text),
 }
 
 
 def bound(sql: str) -> TextClause:
-    """``sql`` with its ``:contacts`` and ``:visitors`` (uuid arrays) and ``:terms`` (text array) typed."""
+    """``sql`` with its ``:contacts`` and ``:visitors`` (uuid arrays), ``:terms`` and ``:patterns`` (text arrays)
+    typed."""
     statement = text(sql)
     return statement.bindparams(*(bindparam(n, type_=t) for n, t in _ARRAYS.items() if f":{n}" in sql))

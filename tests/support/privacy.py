@@ -24,7 +24,9 @@ from tenants.models import (
     LinkClick,
     PartnerStatus,
     PurchaseSource,
+    StripeEvent,
     new_id,
+    utcnow,
 )
 from tenants.partners import commissions
 from tenants.partners import service as partners
@@ -173,6 +175,27 @@ def build_person(
             ),
         ).purchase
         person.purchase_id = purchase.id
+        # What Stripe's webhook stores for a checkout: the buyer's details in the event's payload.
+        session.add(
+            StripeEvent(
+                id=f"evt_{tag}",
+                type="checkout.session.completed",
+                payload={
+                    "id": f"evt_{tag}",
+                    "data": {
+                        "object": {
+                            "customer_details": {
+                                "email": person.email,
+                                "name": f"{person.first_name} {person.last_name}",
+                                "phone": person.phone,
+                            }
+                        }
+                    },
+                },
+                processed_at=utcnow(),
+                outcome="recorded",
+            )
+        )
         if referred_by_partner:
             commissions.record_commissions(session, purchase.id)
     if member and person.member_id is not None:
