@@ -17,7 +17,7 @@ from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col, select
 
-from tenants.errors import Conflict
+from tenants.errors import Conflict, NotFound
 from tenants.isolation import current_tenant_id, get_owned, tenant_session
 from tenants.memberships.sessions import destroy_all_sessions
 from tenants.models import (
@@ -309,7 +309,10 @@ def open_erasure(session: Session, contact_id: UUID) -> Erasure | None:
 
 
 def _erasable(session: Session, contact_id: UUID) -> Contact:
-    contact = get_owned(session, Contact, contact_id, "contact")
+    # Locked, so two requests for one person at once make one erasure: the second sees the first's.
+    contact = session.get(Contact, (current_tenant_id(session), contact_id), with_for_update=True)
+    if contact is None:
+        raise NotFound("contact not found")
     if contact.erased_at is not None:
         raise Conflict("this contact was erased already")
     if contact.merged_into is not None:
