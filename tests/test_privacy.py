@@ -531,3 +531,19 @@ def test_a_table_added_later_is_exported_and_erased_without_a_change_to_either(
     finally:
         with psycopg.connect(owner_url, autocommit=True) as connection:
             connection.execute("DROP TABLE later_notes")
+
+
+def test_two_requests_at_once_for_one_person_make_one_erasure(make_tenant: Callable[..., TenantHandle]) -> None:
+    """A double click, or the API and the dashboard at the same moment: one erasure, which both are told of."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tenant = make_tenant("Doubleclick")
+    rachel = build_person(tenant.tenant_id, first_name="Rachel", last_name="Green", devices=1, member=False)
+
+    def ask(via: str) -> UUID:
+        with tenant_session(tenant.tenant_id) as session:
+            return request_erasure(session, rachel.contact_id, via=via, requested_by=via).id
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = set(pool.map(ask, ["api", "dashboard", "api", "dashboard"]))
+    assert len(ids) == 1
