@@ -153,12 +153,11 @@ def _deletion_order(tables: list[PersonTable]) -> list[PersonTable]:
     remaining = list(tables)
     ordered: list[PersonTable] = []
     while remaining:
-        names = {t.name for t in remaining}
         leaves = [t for t in remaining if not any(t.name in other.references for other in remaining if other is not t)]
         if not leaves:  # a cycle (none today): break it in name order rather than loop forever
             leaves = [min(remaining, key=lambda t: t.name)]
         ordered += sorted(leaves, key=lambda t: t.name)
-        remaining = [t for t in remaining if t not in leaves and t.name in names]
+        remaining = [t for t in remaining if t not in leaves]
     return ordered
 
 
