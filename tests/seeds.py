@@ -225,6 +225,8 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "members": _memberships,
     "pages": _memberships,
     "audit_log": _audit,
+    "erasures": _privacy,
+    "privacy_settings": _privacy,
     # Ingest adds the visit to every traffic rollup table; a new contact counts in every contact rollup table.
     **{shape.traffic_table: _tracking for shape in SHAPES},
     **{shape.contact_table: _identity for shape in SHAPES},
@@ -245,6 +247,4 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "purchase_credits": _commissions,
     "commissions": _commissions,
     "payouts": _commissions,
-    "erasures": _privacy,
-    "privacy_settings": _privacy,
 }
