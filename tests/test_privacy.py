@@ -547,3 +547,16 @@ def test_two_requests_at_once_for_one_person_make_one_erasure(make_tenant: Calla
     with ThreadPoolExecutor(4) as pool:
         ids = set(pool.map(ask, ["api", "dashboard", "api", "dashboard"]))
     assert len(ids) == 1
+
+
+def test_the_catalog_names_the_columns_that_refer_to_people(make_tenant: Callable[..., TenantHandle]) -> None:
+    """Every reference the export, erase and retention follow is a person's column, never the tenant's key."""
+    from tenants.privacy.catalog import person_tables
+
+    with tenant_session(make_tenant("Catalog").tenant_id) as session:
+        tables = {t.name: t for t in person_tables(session)}
+    assert tables["visitors"].contact_columns == ("contact_id",) and tables["visitors"].visitor_columns == ("id",)
+    assert tables["visits"].contact_columns == ("contact_id",) and tables["visits"].visitor_columns == ("visitor_id",)
+    assert tables["identity_events"].contact_columns == ("contact_id", "previous_contact_id")
+    assert tables["referral_clicks"].visitor_columns == ("visitor_id",)
+    assert all("tenant_id" not in (*t.contact_columns, *t.visitor_columns) for t in tables.values())

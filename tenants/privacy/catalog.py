@@ -56,7 +56,7 @@ def person_tables(session: Session) -> list[PersonTable]:
     contact_columns: dict[str, list[str]] = {}
     visitor_columns: dict[str, list[str]] = {}
     for table, column, type_name, keyed_to in session.execute(_COLUMNS):
-        if type_name != "uuid":
+        if type_name != "uuid" or column == "tenant_id":  # every key leads with the tenant: not a reference
             continue
         if _refers_to(column, keyed_to, "contacts"):
             contact_columns.setdefault(table, []).append(column)

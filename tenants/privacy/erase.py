@@ -41,6 +41,7 @@ __all__ = [
     "confirm_erasure",
     "conversions_to_cancel_and_retract",
     "decline_erasure",
+    "deletion_order",
     "erase_person",
     "get_erasure",
     "keep_rollups",
@@ -148,7 +149,7 @@ KEPT: dict[str, Callable[[Session, Person], int]] = {
 from."""
 
 
-def _deletion_order(tables: list[PersonTable]) -> list[PersonTable]:
+def deletion_order(tables: list[PersonTable]) -> list[PersonTable]:
     """Rows that refer to another table's rows go first, so no foreign key is left pointing at nothing."""
     remaining = list(tables)
     ordered: list[PersonTable] = []
@@ -247,7 +248,7 @@ def erase_person(session: Session, erasure_id: UUID) -> Erasure | None:
     anonymised.update(_scrub_quoting_tables(session, person))
 
     deleted: dict[str, int] = {}
-    for table in _deletion_order([t for t in tables if t.name not in KEPT]):
+    for table in deletion_order([t for t in tables if t.name not in KEPT]):
         result = session.execute(
             bound(person_statement("DELETE FROM", table.name, table.contact_columns, table.visitor_columns)),
             params,

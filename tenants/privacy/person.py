@@ -77,10 +77,19 @@ def rows_of(contact_columns: tuple[str, ...], visitor_columns: tuple[str, ...]) 
     return " OR ".join(tests) or "false"
 
 
-def person_statement(head: str, table: str, contact_columns: tuple[str, ...], visitor_columns: tuple[str, ...]) -> str:
-    """``head`` (``SELECT … FROM``, ``DELETE FROM``) over the rows of ``table`` (aliased ``t``) naming the person.
-    Table and column names come from the catalog, never from input."""
-    return f'{head} "{table}" t WHERE {rows_of(contact_columns, visitor_columns)}'
+def person_statement(
+    head: str,
+    table: str,
+    contact_columns: tuple[str, ...],
+    visitor_columns: tuple[str, ...],
+    *,
+    claimed_by_no_contact: tuple[str, ...] = (),
+) -> str:
+    """``head`` (``SELECT … FROM``, ``DELETE FROM``) over the rows of ``table`` (aliased ``t``) naming the person;
+    with ``claimed_by_no_contact``, only rows whose those columns are empty. Table and column names come from
+    the catalog, never from input."""
+    unclaimed = "".join(f' AND "{c}" IS NULL' for c in claimed_by_no_contact)
+    return f'{head} "{table}" t WHERE ({rows_of(contact_columns, visitor_columns)}){unclaimed}'
 
 
 _ARRAYS: dict[str, TypeEngine[Any]] = {

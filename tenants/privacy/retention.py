@@ -19,7 +19,9 @@ from sqlmodel import Session
 from tenants.errors import Invalid
 from tenants.isolation import current_tenant_id, system_session, tenant_session
 from tenants.models import PrivacySettings, utcnow
-from tenants.privacy.erase import keep_rollups
+from tenants.privacy.catalog import person_tables
+from tenants.privacy.erase import KEPT, deletion_order, keep_rollups
+from tenants.privacy.person import bound, person_statement
 
 __all__ = [
     "DEFAULT_ANONYMOUS_MONTHS",
@@ -73,16 +75,12 @@ def set_policy(
     return policy
 
 
-# The visitors are locked (skipping any ingest holds) before their visits go, so a browser coming back at this
+# The visitors are locked (skipping any ingest holds) before their rows go, so a browser coming back at this
 # moment either waits for this short transaction or is left for the next run.
-_EXPIRE_ANONYMOUS = text(
-    """WITH doomed AS (
-           SELECT id FROM visitors
-           WHERE contact_id IS NULL AND last_seen_at < now() - make_interval(months => :months)
-           ORDER BY last_seen_at LIMIT :batch FOR UPDATE SKIP LOCKED),
-       gone_visits AS (DELETE FROM visits v USING doomed d WHERE v.visitor_id = d.id RETURNING 1),
-       gone AS (DELETE FROM visitors x USING doomed d WHERE x.id = d.id RETURNING 1)
-       SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_visits)"""
+_DOOMED_VISITORS = text(
+    """SELECT id FROM visitors
+       WHERE contact_id IS NULL AND last_seen_at < now() - make_interval(months => :months)
+       ORDER BY last_seen_at LIMIT :batch FOR UPDATE SKIP LOCKED"""
 )
 _EXPIRE_IDENTIFIED = text(
     """WITH doomed AS (
@@ -98,15 +96,22 @@ def expire_tenant(tenant_id: UUID, *, batch: int = VISITORS_PER_BATCH, max_batch
     with tenant_session(tenant_id) as session:
         policy = get_policy(session)
         anonymous_months, identified_months = policy.anonymous_visitor_months, policy.identified_visit_months
+        # Every table that names browsers, from the catalog (visits, referral clicks, consents …), browsers last;
+        # a row that also names a contact (a scanner's click on someone's link) is that contact's and stays.
+        tables = deletion_order([t for t in person_tables(session) if t.visitor_columns and t.name not in KEPT])
     visitors = visits = batches = 0
     while max_batches is None or batches < max_batches:
         with tenant_session(tenant_id) as session:
-            keep_rollups(session)  # a visitor's referral clicks go with it (cascade)
-            gone_visitors, gone_visits = session.execute(
-                _EXPIRE_ANONYMOUS, {"months": anonymous_months, "batch": batch}
-            ).one()
-        visitors, visits, batches = visitors + gone_visitors, visits + gone_visits, batches + 1
-        if gone_visitors < batch:
+            keep_rollups(session)
+            doomed = list(session.execute(_DOOMED_VISITORS, {"months": anonymous_months, "batch": batch}).scalars())
+            for table in tables if doomed else []:
+                statement = person_statement(
+                    "DELETE FROM", table.name, (), table.visitor_columns, claimed_by_no_contact=table.contact_columns
+                )
+                gone = int(session.execute(bound(statement), {"visitors": doomed}).rowcount or 0)  # type: ignore[attr-defined]
+                visits += gone if table.name == "visits" else 0
+        visitors, batches = visitors + len(doomed), batches + 1
+        if len(doomed) < batch:
             break
     while identified_months is not None and (max_batches is None or batches < max_batches):
         with tenant_session(tenant_id) as session:
