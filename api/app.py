@@ -20,6 +20,7 @@ from api.pages.serving import PAGE_HANDLERS
 from api.partners.controller import PartnerCodesController, PartnerProgramsController, PartnersController
 from api.partners.payouts import CommissionsController, PayoutsController
 from api.partners.portal import PartnerPortalController
+from api.privacy.controller import PrivacyController
 from api.problems import EXCEPTION_HANDLERS
 from api.purchases.controller import PurchasesController, StripeIntegrationController, stripe_webhook
 from api.reports.controller import ReportsController
@@ -54,6 +55,7 @@ def create_app() -> Litestar:
             VisitsController,
             ContactFieldsController,
             ContactsController,
+            PrivacyController,
             resolve_visitor,
             FormsController,
             LinksController,

@@ -194,6 +194,18 @@ def _commissions(session: Session) -> None:
     commissions.apply_refunds(session, purchase.id)
 
 
+def _privacy(session: Session) -> None:
+    """A retention policy, and a member's erasure request waiting for the tenant (nothing erased)."""
+    from tenants.memberships.service import create_member, create_membership_site
+    from tenants.privacy.erase import request_member_erasure
+    from tenants.privacy.retention import set_policy
+
+    set_policy(session, anonymous_visitor_months=6, identified_visit_months=None)
+    site = create_membership_site(session, name="Seed privacy", registration="open")
+    member = create_member(session, site_id=site.id, email=f"asks-{uuid4().hex[:8]}@example.com")
+    request_member_erasure(session, member.id)
+
+
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
 APPEND_ONLY = {"identity_events", "audit_log"}
 """The app role may only insert and read these (audit logs)."""
@@ -213,6 +225,8 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "members": _memberships,
     "pages": _memberships,
     "audit_log": _audit,
+    "erasures": _privacy,
+    "privacy_settings": _privacy,
     # Ingest adds the visit to every traffic rollup table; a new contact counts in every contact rollup table.
     **{shape.traffic_table: _tracking for shape in SHAPES},
     **{shape.contact_table: _identity for shape in SHAPES},

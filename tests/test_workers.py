@@ -45,6 +45,7 @@ def test_every_task_goes_to_its_queue() -> None:
     import workers.ingest
     import workers.mail
     import workers.partners
+    import workers.privacy
     import workers.purchases
     import workers.reports
 
@@ -59,6 +60,8 @@ def test_every_task_goes_to_its_queue() -> None:
     assert queues[workers.purchases.purchase_recorded.name] == "default"
     assert queues[workers.purchases.purchase_refunded.name] == "default"
     assert queues[workers.partners.approve_due.name] == "default"
+    assert queues[workers.privacy.erase.name] == "default"
+    assert queues[workers.privacy.expire_retention.name] == "default"
     assert set(queues.values()) <= set(QUEUES)
 
 

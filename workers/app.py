@@ -45,6 +45,7 @@ celery_app = Celery(
         "workers.reports",
         "workers.purchases",
         "workers.partners",
+        "workers.privacy",
     ],
 )
 
@@ -97,6 +98,12 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
                 "task": "trailmark.partners.approve_due",
                 "schedule": 60.0,
                 "options": {"expires": 50},
+            },
+            # Retention: expired anonymous visitors and old visits, in short batches (tenants.privacy.retention).
+            "expire-retention": {
+                "task": "trailmark.privacy.expire_retention",
+                "schedule": crontab(minute=41),
+                "options": {"expires": 3000},
             },
             "check-rollups": {"task": "trailmark.reports.check_rollups", "schedule": crontab(hour=3, minute=17)},
         },

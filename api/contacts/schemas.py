@@ -114,6 +114,10 @@ class ContactPublic(msgspec.Struct):
     identified_at: datetime | None
     last_seen_at: datetime | None
     merged_into: UUID | None
+    erased_at: Annotated[
+        datetime | None,
+        msgspec.Meta(description="Set once the person was erased: this record only keeps their purchases, anonymously"),
+    ] = None
 
     @classmethod
     def of(cls, contact: Contact) -> ContactPublic:

@@ -17,6 +17,7 @@ from api.dashboard.memberships import MembershipsController
 from api.dashboard.overview import OverviewController
 from api.dashboard.pages import PagesController
 from api.dashboard.partners import PartnerProgramsController, PartnersController
+from api.dashboard.privacy import PrivacyController
 from api.dashboard.purchases import PurchasesController, StripeController
 from api.dashboard.rendering import DASHBOARD_EXCEPTION_HANDLERS
 from api.dashboard.sites import SitesController
@@ -51,6 +52,7 @@ def dashboard_router() -> Router:
             PayoutsController,
             PartnerProgramsController,
             StripeController,
+            PrivacyController,
         ],
         guards=[csrf_guard],
         dependencies={"staff": provide_staff},

@@ -23,11 +23,14 @@ from api.contacts.filters import FIELD_PREFIX, contact_filter
 from api.dashboard.auth import StaffCaller, requires
 from api.dashboard.manage_input import NO_REFUSAL, Refusal, shown_again
 from api.dashboard.rendering import redirect, screen
+from api.privacy.controller import person_export_stream
 from api.web.csrf import checked_form
 from tenants.contacts import service as contacts
 from tenants.errors import Invalid, NotFound
 from tenants.identity import service as identity
 from tenants.models import Contact, Evidence, UserRole, Visitor
+from tenants.privacy import erase as privacy
+from tenants.privacy.person import find_person
 from tenants.purchases import service as purchases
 from tenants.reports.dimensions import touch_dimension_sql
 from tenants.tracking.segments import FILTERED_DIMENSIONS, TOUCHES
@@ -177,6 +180,7 @@ class ContactsController(Controller):
             bought=bought,
             latest_purchases=latest,
             can_edit=staff.can(UserRole.EDITOR),
+            can_erase=staff.can(UserRole.ADMIN),
         )
 
     @get("/{contact_id:uuid}", sync_to_thread=True)
@@ -184,6 +188,51 @@ class ContactsController(Controller):
         self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
     ) -> Template:
         return self._contact_screen(request, staff, contact_id, before=request.query_params.get("before") or None)
+
+    @get("/{contact_id:uuid}/export.json", guards=[requires(UserRole.EDITOR)], sync_to_thread=True)
+    def export_person(self, staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]) -> Stream:
+        """Everything held about the person, as the API's export gives it; audited before the first byte, as a
+        revealed field is (the download holds every sensitive value)."""
+        with staff.session() as session:
+            find_person(session, contact_id)
+            staff.audit(session, "contact.export", str(contact_id))
+        return person_export_stream(staff.tenant_id, contact_id, f"contact-{contact_id}.json")
+
+    @get("/{contact_id:uuid}/erase", guards=[requires(UserRole.ADMIN)], sync_to_thread=True)
+    def erase_form(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    ) -> Template:
+        with staff.session() as session:
+            contact = contacts.get_contact(session, contact_id)
+            person = find_person(session, contact_id)
+        return screen(
+            request,
+            staff,
+            "dashboard/contacts/erase.html",
+            section="contacts",
+            title=f"Erase {contact.email}",
+            contact=contact,
+            devices=len(person.visitor_ids),
+        )
+
+    @post("/{contact_id:uuid}/erase", guards=[requires(UserRole.ADMIN)])
+    async def erase(
+        self, request: Request[Any, Any, Any], staff: NamedDependency[StaffCaller], contact_id: FromPath[UUID]
+    ) -> Redirect:
+        form = await checked_form(request)
+        if form.get("confirm") != "yes":
+            raise Invalid("tick the box to confirm the erase", {"confirm": "must be ticked"})
+
+        def erase_them() -> UUID:
+            with staff.session() as session:
+                erasure = privacy.request_erasure(
+                    session, contact_id, via="dashboard", requested_by=f"staff:{staff.user_id}"
+                )
+                staff.audit(session, "contact.erase", str(contact_id), erasure=str(erasure.id))
+                return erasure.id
+
+        erasure_id = await anyio.to_thread.run_sync(erase_them)
+        return redirect(f"/app/privacy/erasures/{erasure_id}", "Erasure queued: the person is being erased")
 
     @post("/{contact_id:uuid}/reveal", guards=[requires(UserRole.EDITOR)], status_code=200)
     async def reveal(

@@ -18,10 +18,11 @@ from uuid import UUID
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
-from litestar.response import Template
+from litestar.response import Stream, Template
 
 from api.cookies import member_session_cookie, session_cookie_name, visitor_cookie
 from api.pages.serving import tenant_of_slug
+from api.privacy.controller import person_export_stream
 from api.web import FormRefused, checked_form, page
 from api.web.templates import refused
 from tenants.errors import DomainError, Invalid, NotFound, RateLimited
@@ -29,6 +30,7 @@ from tenants.memberships import service as memberships
 from tenants.memberships.sessions import MemberSession, read_session
 from tenants.pages.service import safe_next
 from tenants.pages.serving import load_contact
+from tenants.privacy import erase
 from tenants.settings import get_settings
 from tenants.tracking.origins import client_ip
 from tenants.tracking.visitors import VISITOR_COOKIE
@@ -420,4 +422,28 @@ class MembershipController(Controller):
             lambda: load_contact(tenant_id, visitor_id=None, contact_id=UUID(member.contact_id))
         )
         name = (contact[0].first_name or contact[0].email) if contact else ""
-        return page(request, "memberships/account.html", base=base, name=name)
+        asked = await anyio.to_thread.run_sync(erase.member_open_erasure, tenant_id, UUID(member.contact_id))
+        return page(request, "memberships/account.html", base=base, name=name, erasure=asked)
+
+    @get("/account/export")
+    async def export_my_data(
+        self, request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+    ) -> Stream:
+        """Everything the business holds about the logged-in member, as a JSON download (GDPR art. 15 and 20)."""
+        base = _base(tenant_slug, site_id)
+        member = await _member(request, tenant_slug, site_id, f"{base}/account")
+        tenant_id = await _tenant(tenant_slug)
+        contact_id = UUID(member.contact_id)
+        await anyio.to_thread.run_sync(erase.member_person, tenant_id, contact_id)  # a 404 page, not a cut stream
+        return person_export_stream(tenant_id, contact_id, "my-data.json")
+
+    @post("/account/erase", status_code=303)
+    async def ask_erasure(
+        self, request: Request[Any, Any, Any], tenant_slug: FromPath[str], site_id: FromPath[UUID]
+    ) -> Response[Any]:
+        """The member asks to be erased; the business confirms it (and may have to keep some records)."""
+        base = _base(tenant_slug, site_id)
+        tenant_id, _ = await _posted(request, tenant_slug)
+        member = await _member(request, tenant_slug, site_id, f"{base}/account")
+        await _call(lambda: erase.member_asks_erasure(tenant_id, UUID(member.member_id)))
+        return _redirect(f"{base}/account")

@@ -262,6 +262,8 @@ def emails_of(session: Session, contact_ids: Iterable[UUID]) -> dict[UUID, str]:
 
 def update_contact(session: Session, contact_id: UUID, changes: ContactChanges) -> Contact:
     contact = get_contact(session, contact_id)
+    if contact.erased_at is not None:  # the anonymous record of purchases must not become a person again
+        raise Conflict("this contact was erased; it only keeps purchases, anonymously")
     values = _validated(session, changes)
     if values.email is not None and values.email.lower() != contact.email.lower():
         other = find_by_email(session, values.email)

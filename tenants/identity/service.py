@@ -242,6 +242,8 @@ def merge_contacts(session: Session, keep_id: UUID, other_id: UUID) -> Contact:
     keep, other = get_contact(session, keep_id), get_contact(session, other_id)
     if keep.merged_into is not None or other.merged_into is not None:
         raise Conflict("one of these contacts was already merged into another")
+    if keep.erased_at is not None or other.erased_at is not None:
+        raise Conflict("one of these contacts was erased")
     params = {"keep": keep_id, "other": other_id, "t": current_tenant_id(session)}
     for table in ("visitors", "visits", "form_submissions", "email_links", "link_clicks", "purchases"):
         statement = f"UPDATE {table} SET contact_id = :keep WHERE tenant_id = :t AND contact_id = :other"  # noqa: S608

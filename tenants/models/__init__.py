@@ -34,6 +34,7 @@ from tenants.models.partners import (
     ReferrerRule,
     SharedReferralFields,
 )
+from tenants.models.privacy import Erasure, ErasureStatus, PrivacySettings
 from tenants.models.purchases import (
     Purchase,
     PurchaseReference,
@@ -57,6 +58,8 @@ __all__ = [
     "ContactField",
     "ContactReferrer",
     "EmailLink",
+    "Erasure",
+    "ErasureStatus",
     "Evidence",
     "FieldType",
     "Form",
@@ -73,6 +76,7 @@ __all__ = [
     "PartnerStatus",
     "Payout",
     "PayoutStatus",
+    "PrivacySettings",
     "Program",
     "ProgramProduct",
     "Purchase",

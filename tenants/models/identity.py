@@ -81,6 +81,8 @@ class Contact(TenantOwned, table=True):
     last_seen_at: datetime | None = timestamp_field(nullable=True, default=None)
     merged_into: UUID | None = None
     """Set when the tenant merged this contact into another; it then stays only as a record."""
+    erased_at: datetime | None = timestamp_field(nullable=True, default=None)
+    """Set when the person was erased: the row stays only as the anonymous buyer of purchases kept by law."""
 
 
 class Form(TenantOwned, table=True):

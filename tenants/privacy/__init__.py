@@ -1,0 +1,1 @@
+"""A person's rights over their data and the tenant's retention policy: export, erase, expire."""
