@@ -9,6 +9,7 @@ from litestar.config.compression import CompressionConfig
 from api.accounts.controller import AccountsController, SignupController
 from api.auth import provide_caller
 from api.contacts.controller import ContactFieldsController, ContactsController, resolve_visitor
+from api.conversions.controller import IntegrationsController
 from api.dashboard import dashboard_router
 from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
@@ -67,6 +68,7 @@ def create_app() -> Litestar:
             ReportsController,
             PurchasesController,
             StripeIntegrationController,
+            IntegrationsController,
             stripe_webhook,
             PartnerProgramsController,
             PartnersController,

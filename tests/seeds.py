@@ -194,6 +194,21 @@ def _commissions(session: Session) -> None:
     commissions.apply_refunds(session, purchase.id)
 
 
+def _conversions(session: Session) -> None:
+    """A Meta integration with its token, for one site."""
+    from tenants.conversions.integrations import create_integration
+    from tenants.models import Platform
+
+    site = create_site(session, name="Seed ads", allowed_origins=["https://seed.example"])
+    create_integration(
+        session,
+        Platform.META,
+        site_id=site.id,
+        settings={"pixel_id": "1234567890"},
+        secrets={"access_token": "EAAseedtoken"},
+    )
+
+
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
 APPEND_ONLY = {"identity_events", "audit_log"}
 """The app role may only insert and read these (audit logs)."""
@@ -233,4 +248,5 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "purchase_credits": _commissions,
     "commissions": _commissions,
     "payouts": _commissions,
+    "integrations": _conversions,
 }

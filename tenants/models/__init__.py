@@ -2,6 +2,7 @@
 
 from tenants.models.accounts import ApiKey, AuditEntry, Scope, Tenant, TenantUser, UserRole
 from tenants.models.base import TenantOwned, new_id, utcnow
+from tenants.models.conversions import Integration, IntegrationStatus, Platform
 from tenants.models.identity import (
     Contact,
     ContactField,
@@ -62,6 +63,8 @@ __all__ = [
     "Form",
     "FormSubmission",
     "IdentityEvent",
+    "Integration",
+    "IntegrationStatus",
     "LinkClick",
     "Member",
     "MembershipSite",
@@ -73,6 +76,7 @@ __all__ = [
     "PartnerStatus",
     "Payout",
     "PayoutStatus",
+    "Platform",
     "Program",
     "ProgramProduct",
     "Purchase",
