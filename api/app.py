@@ -27,6 +27,7 @@ from api.reports.controller import ReportsController
 from api.requests import StrictJSONRequest
 from api.text import RefuseUnstorableText
 from api.tracking.collect import SKIP_COMPRESSION, collect, tracker_script
+from api.tracking.consent import set_consent
 from api.tracking.controller import SitesController, VisitorsController, VisitsController
 from api.web import STATIC_ROUTER, FormRefused, template_config
 from api.web.templates import refused
@@ -79,6 +80,7 @@ def create_app() -> Litestar:
             PartnerPortalController,
             *PAGE_HANDLERS,
             tracker_script,
+            set_consent,
             collect,
             docs_assets(),
             dashboard_router(),

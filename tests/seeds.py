@@ -207,6 +207,11 @@ def _conversions(session: Session) -> None:
         settings={"pixel_id": "1234567890"},
         secrets={"access_token": "EAAseedtoken"},
     )
+    from tenants.conversions.consent import record_privacy_signal, set_ads_consent
+    from tenants.models import ConsentSource, PrivacySignal
+
+    set_ads_consent(session, new_id(), True, ConsentSource.API)
+    record_privacy_signal(session, new_id(), PrivacySignal.GPC)
 
 
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
@@ -249,4 +254,5 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "commissions": _commissions,
     "payouts": _commissions,
     "integrations": _conversions,
+    "visitor_consents": _conversions,
 }

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import text
 
+from tenants.conversions import consent
 from tenants.isolation import tenant_session
+from tenants.models import Site
 from tests.conftest import TenantHandle, make_site
+from tests.support.conversions import ORIGIN, Browser
 
 META_TOKEN = "EAAGm0PX4ZCpsBAsecret-meta-token-0001"
 GOOGLE_REFRESH = "1//0gsecret-google-refresh-token-0001"
@@ -127,3 +132,92 @@ def test_an_integration_that_cannot_work_is_refused_with_each_reason(
     assert connected.json()["status"] == "active" and connected.json()["paused_reason"] is None
     reader = client.post("/api/v1/integrations", json={"platform": "meta", "pixel_id": "1"}, headers={})
     assert reader.status_code == 401
+
+
+def _visitor(tenant: TenantHandle, site_id: Any) -> Any:
+    """A browser stored the way ingest stores it, with the token it holds."""
+    import time
+    import uuid
+
+    from tenants.tracking.hits import Envelope, Hit
+    from tenants.tracking.ingest import store_envelopes
+    from tenants.tracking.visitors import visitor_of_browser
+
+    now = int(time.time() * 1000)
+    browser = visitor_of_browser(tenant.tenant_id, first_hit=(uuid.uuid4(), now))
+    hit = Hit(hit_id=uuid.uuid4(), ts=now, url=f"{ORIGIN}/", path="/")
+    with tenant_session(tenant.tenant_id) as session:
+        store_envelopes(session, [Envelope(tenant.tenant_id, site_id, browser.visitor_id, now, [hit])])
+    return browser
+
+
+def test_a_visitors_ad_consent_comes_from_the_banner_or_the_api_and_keeps_when_it_changed(
+    client: Any, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    tenant = make_tenant("Consenting")
+    created = client.post(
+        "/api/v1/sites",
+        json={"name": "EU shop", "allowed_origins": [ORIGIN], "ads_consent": "opt_in"},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201 and created.json()["ads_consent"] == "opt_in"
+    site = created.json()
+    browser = _visitor(tenant, UUID(site["id"]))
+    path = f"/api/v1/visitors/{browser.visitor_id}/consent"
+    assert client.get(path, headers=tenant.headers).json()["ads"] is None
+
+    banner = {"Origin": ORIGIN, "Content-Type": "text/plain;charset=UTF-8"}
+    granted = client.post(
+        f"/t/{site['site_key']}/consent", content=json.dumps({"token": browser.token, "ads": True}), headers=banner
+    )
+    assert granted.status_code == 200, granted.text
+    first = client.get(path, headers=tenant.headers).json()
+    assert first["ads"] is True and first["source"] == "tracker" and first["changed_at"]
+    again = client.post(
+        f"/t/{site['site_key']}/consent", content=json.dumps({"token": browser.token, "ads": True}), headers=banner
+    )
+    assert again.json()["changed_at"] == granted.json()["changed_at"]  # the same answer is not a change
+
+    refused = client.put(path, json={"ads": False}, headers=tenant.headers)
+    assert refused.status_code == 200, refused.text
+    assert refused.json()["ads"] is False and refused.json()["source"] == "api"
+    assert refused.json()["changed_at"] > first["changed_at"]
+
+    no_token = client.post(f"/t/{site['site_key']}/consent", content=json.dumps({"ads": True}), headers=banner)
+    assert no_token.status_code == 422
+    elsewhere = client.post(
+        f"/t/{site['site_key']}/consent",
+        content=json.dumps({"token": browser.token, "ads": True}),
+        headers={**banner, "Origin": "https://evil.example"},
+    )
+    assert elsewhere.status_code == 403
+    unknown = client.put(f"/api/v1/visitors/{UUID(int=7)}/consent", json={"ads": True}, headers=tenant.headers)
+    assert unknown.status_code == 404
+
+
+def test_a_form_sent_with_gpc_marks_the_browser_as_a_no(client: Any, make_tenant: Callable[..., TenantHandle]) -> None:
+    tenant = make_tenant("Private")
+    site = make_site(tenant, [ORIGIN])
+    form = client.post(
+        "/api/v1/forms",
+        json={
+            "site_id": str(site.site_id),
+            "name": "Newsletter",
+            "fields": [{"name": "email", "maps_to": "email", "type": "email"}],
+            "min_fill_seconds": 1,
+        },
+        headers=tenant.headers,
+    ).json()
+    Browser(client, site.site_key, headers={"Sec-GPC": "1"}).submit(form["form_key"], {"email": "gpc@example.com"})
+    with tenant_session(tenant.tenant_id) as session:
+        (visitor_id,) = session.execute(text("SELECT visitor_id FROM form_submissions")).one()
+        stored = consent.consent_of(session, visitor_id)
+        site_row = session.get(Site, (tenant.tenant_id, site.site_id))
+        assert stored is not None and stored.privacy_signal == "gpc"
+        assert consent.refusal(site_row, stored) == "the browser sent Global Privacy Control, which the site honours"
+        assert site_row is not None
+        site_row.honor_dnt = False
+        assert consent.refusal(site_row, stored) is None  # a site that does not honour GPC sends
+        site_row.ads_consent = "opt_in"
+        assert consent.refusal(site_row, stored) == "the site needs ad consent and the visitor has not given it"
+        session.rollback()

@@ -1,5 +1,7 @@
 """Conversions to ad platforms: the tenant's integrations (Meta Conversions API, Google Ads click conversions,
-TikTok Events API), each with its settings and its secrets encrypted at rest (``tenants.security.secrets``).
+TikTok Events API), each with its settings and its secrets encrypted at rest (``tenants.security.secrets``);
+each browser's ad consent (its choice, when it changed, a GPC or DNT signal it sent) and whether a site needs
+consent before anything is sent (``sites.ads_consent``).
 
 Revision ID: 0018
 Revises: 0016
@@ -46,6 +48,27 @@ def upgrade() -> None:
     )
     create_partner_scope("integrations")
 
+    op.add_column("sites", sa.Column("ads_consent", sa.Text(), nullable=False, server_default="opt_out"))
+    op.create_check_constraint("sites_ads_consent_check", "sites", "ads_consent IN ('opt_out', 'opt_in')")
+    # Keyed by visitor id without a foreign key: a GPC browser is never stored as a visitor (collect answers 204),
+    # yet its signal must still stop the conversion of the form it submits.
+    create_tenant_table(
+        "visitor_consents",
+        sa.Column("visitor_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("ads", sa.Boolean(), nullable=True),
+        sa.Column("source", sa.Text(), nullable=True),
+        sa.Column("changed_at", TIMESTAMP, nullable=True),
+        sa.Column("privacy_signal", sa.Text(), nullable=True),
+        sa.Column("privacy_signal_at", TIMESTAMP, nullable=True),
+        sa.CheckConstraint("source IN ('tracker', 'api')", name="visitor_consents_source_check"),
+        sa.CheckConstraint("privacy_signal IN ('gpc', 'dnt')", name="visitor_consents_signal_check"),
+        primary_key=("visitor_id",),
+    )
+    create_partner_scope("visitor_consents")
+
 
 def downgrade() -> None:
+    op.drop_table("visitor_consents")
+    op.drop_constraint("sites_ads_consent_check", "sites")
+    op.drop_column("sites", "ads_consent")
     op.drop_table("integrations")

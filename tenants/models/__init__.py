@@ -2,7 +2,14 @@
 
 from tenants.models.accounts import ApiKey, AuditEntry, Scope, Tenant, TenantUser, UserRole
 from tenants.models.base import TenantOwned, new_id, utcnow
-from tenants.models.conversions import Integration, IntegrationStatus, Platform
+from tenants.models.conversions import (
+    ConsentSource,
+    Integration,
+    IntegrationStatus,
+    Platform,
+    PrivacySignal,
+    VisitorConsent,
+)
 from tenants.models.identity import (
     Contact,
     ContactField,
@@ -54,6 +61,7 @@ __all__ = [
     "Commission",
     "CommissionKind",
     "CommissionStatus",
+    "ConsentSource",
     "Contact",
     "ContactField",
     "ContactReferrer",
@@ -77,6 +85,7 @@ __all__ = [
     "Payout",
     "PayoutStatus",
     "Platform",
+    "PrivacySignal",
     "Program",
     "ProgramProduct",
     "Purchase",
@@ -98,6 +107,7 @@ __all__ = [
     "UserRole",
     "Visit",
     "Visitor",
+    "VisitorConsent",
     "new_id",
     "utcnow",
 ]

@@ -1,4 +1,5 @@
-"""Conversions to ad platforms: the tenant's integrations (one ad account or pixel each)."""
+"""Conversions to ad platforms: the tenant's integrations (one ad account or pixel each), and each browser's
+ad consent."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlmodel import Field
 
 from tenants.models.base import TenantOwned, new_id, timestamp_field
 
-__all__ = ["Integration", "IntegrationStatus", "Platform"]
+__all__ = ["ConsentSource", "Integration", "IntegrationStatus", "Platform", "PrivacySignal", "VisitorConsent"]
 
 
 class Platform(StrEnum):
@@ -56,3 +57,30 @@ class Integration(TenantOwned, table=True):
     paused_at: datetime | None = timestamp_field(nullable=True, default=None)
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
+
+
+class ConsentSource(StrEnum):
+    TRACKER = "tracker"
+    """``trailmark('consent', {ads: …})`` in the browser (the site's consent banner)."""
+    API = "api"
+    """The tenant's server: ``PUT /api/v1/visitors/{id}/consent``."""
+
+
+class PrivacySignal(StrEnum):
+    GPC = "gpc"
+    DNT = "dnt"
+
+
+class VisitorConsent(TenantOwned, table=True):
+    """A browser's ad consent: its last choice and when it made it, and a GPC or DNT signal it sent."""
+
+    __tablename__ = "visitor_consents"
+
+    visitor_id: UUID = Field(primary_key=True)
+    ads: bool | None = None
+    """True: granted; False: refused; None: never answered."""
+    source: ConsentSource | None = Field(default=None, sa_type=Text)
+    changed_at: datetime | None = timestamp_field(nullable=True, default=None)
+    privacy_signal: PrivacySignal | None = Field(default=None, sa_type=Text)
+    """The browser sent Global Privacy Control or Do Not Track: no, on every site that honours them."""
+    privacy_signal_at: datetime | None = timestamp_field(nullable=True, default=None)
