@@ -9,7 +9,7 @@ from litestar.config.compression import CompressionConfig
 from api.accounts.controller import AccountsController, SignupController
 from api.auth import provide_caller
 from api.contacts.controller import ContactFieldsController, ContactsController, resolve_visitor
-from api.conversions.controller import IntegrationsController
+from api.conversions.controller import ConversionsController, IntegrationsController
 from api.dashboard import dashboard_router
 from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
@@ -70,6 +70,7 @@ def create_app() -> Litestar:
             PurchasesController,
             StripeIntegrationController,
             IntegrationsController,
+            ConversionsController,
             stripe_webhook,
             PartnerProgramsController,
             PartnersController,

@@ -200,13 +200,25 @@ def _conversions(session: Session) -> None:
     from tenants.models import Platform
 
     site = create_site(session, name="Seed ads", allowed_origins=["https://seed.example"])
-    create_integration(
+    integration = create_integration(
         session,
         Platform.META,
         site_id=site.id,
         settings={"pixel_id": "1234567890"},
         secrets={"access_token": "EAAseedtoken"},
     )
+    from tenants.models import Conversion, ConversionDelivery, ConversionKind
+
+    conversion = Conversion(
+        kind=ConversionKind.CUSTOM,
+        event_name="seed",
+        source_key=f"seed:{uuid4()}",
+        event_id=uuid4().hex,
+        site_id=site.id,
+    )
+    session.add(conversion)
+    session.flush()
+    session.add(ConversionDelivery(integration_id=integration.id, conversion_id=conversion.id))
     from tenants.conversions.consent import record_privacy_signal, set_ads_consent
     from tenants.models import ConsentSource, PrivacySignal
 
@@ -255,4 +267,6 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "payouts": _commissions,
     "integrations": _conversions,
     "visitor_consents": _conversions,
+    "conversions": _conversions,
+    "conversion_deliveries": _conversions,
 }

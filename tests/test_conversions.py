@@ -10,10 +10,11 @@ from uuid import UUID
 from sqlalchemy import text
 
 from tenants.conversions import consent
+from tenants.conversions.service import event_id_of, record
 from tenants.isolation import tenant_session
-from tenants.models import Site
-from tests.conftest import TenantHandle, make_site
-from tests.support.conversions import ORIGIN, Browser
+from tenants.models import ConversionKind, Site
+from tests.conftest import TenantHandle, make_site, wait_stored, wait_until
+from tests.support.conversions import ORIGIN, Browser, connect_meta_and_google, make_form
 
 META_TOKEN = "EAAGm0PX4ZCpsBAsecret-meta-token-0001"
 GOOGLE_REFRESH = "1//0gsecret-google-refresh-token-0001"
@@ -221,3 +222,88 @@ def test_a_form_sent_with_gpc_marks_the_browser_as_a_no(client: Any, make_tenant
         site_row.ads_consent = "opt_in"
         assert consent.refusal(site_row, stored) == "the site needs ad consent and the visitor has not given it"
         session.rollback()
+
+
+def _conversions(client: Any, tenant: TenantHandle, count: int) -> list[dict[str, Any]]:
+    def recorded() -> list[dict[str, Any]] | None:
+        items = client.get("/api/v1/conversions", headers=tenant.headers).json()["items"]
+        return items if len(items) >= count else None
+
+    return list(wait_until(recorded, 60, f"{count} conversion(s) recorded", interval=0.2))
+
+
+def test_monicas_lead_and_purchase_are_recorded_with_the_click_ids_of_her_visits(
+    client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
+) -> None:
+    """Meta gets the fbclid of her landing a day before (the visit she converted on has none), Google the gclid
+    of the visit she converted on; each conversion once, with its event id."""
+    tenant = make_tenant("Monicashop")
+    site = make_site(tenant, [ORIGIN])
+    meta, google = connect_meta_and_google(client, tenant.headers)
+    form = make_form(client, site.site_id, tenant.headers)
+    monica = Browser(client, site.site_key, cookies={"_fbp": "fb.1.1764000000000.1098115397"})
+    monica.view("/?utm_source=facebook&fbclid=IwAR2F4-Monica_Landing")
+    monica.view("/pricing?gclid=Cj0KCQiA-monica-gclid")
+    wait_stored(tenant.tenant_id, 2)
+    monica.submit(form["form_key"], {"email": "monica@example.com", "first_name": "Monica"})
+    bought = client.post(
+        "/api/v1/purchases",
+        json={"external_id": "order-1001", "amount": 4900, "currency": "USD", "visitor_token": monica.token},
+        headers=tenant.headers,
+    )
+    assert bought.status_code == 201, bought.text
+
+    purchase, lead = _conversions(client, tenant, 2)
+    assert (lead["kind"], purchase["kind"]) == ("lead", "purchase")
+    for conversion in (lead, purchase):
+        assert conversion["touches"]["meta"]["source"] == "recent_visit", conversion["touches"]
+        assert conversion["touches"]["meta"]["click_ids"] == {"fbclid": "IwAR2F4-Monica_Landing"}
+        assert conversion["touches"]["meta"]["ad_cookies"] == {"_fbp": "fb.1.1764000000000.1098115397"}
+        assert conversion["touches"]["google_ads"]["source"] == "converting_visit"
+        assert conversion["touches"]["google_ads"]["click_ids"] == {"gclid": "Cj0KCQiA-monica-gclid"}
+        assert {d["integration_id"]: d["status"] for d in conversion["deliveries"]} == {
+            meta["id"]: "queued",
+            google["id"]: "queued",
+        }
+    assert (purchase["value"], purchase["currency"], purchase["order_id"]) == (4900, "USD", "order-1001")
+    assert lead["event_id"] != purchase["event_id"]
+
+    # A redelivered hook records nothing more, and the event id is the same wherever it is computed.
+    with tenant_session(tenant.tenant_id) as session:
+        assert record(session, ConversionKind.PURCHASE, bought.json()["id"]) is None
+        assert purchase["event_id"] == event_id_of(tenant.tenant_id, f"purchase:{bought.json()['id']}")
+        assert session.execute(text("SELECT count(*) FROM conversion_deliveries")).scalar() == 4
+
+
+def test_a_gpc_browsers_lead_is_recorded_but_skipped_with_its_reason(
+    client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
+) -> None:
+    tenant = make_tenant("Gpcshop")
+    site = make_site(tenant, [ORIGIN])
+    connect_meta_and_google(client, tenant.headers)
+    form = make_form(client, site.site_id, tenant.headers)
+    private = Browser(client, site.site_key, headers={"Sec-GPC": "1"})
+    private.view("/?fbclid=IwAR-private")  # collect stores nothing for it (204)
+    private.submit(form["form_key"], {"email": "private@example.com"})
+    (lead,) = _conversions(client, tenant, 1)
+    assert [d["status"] for d in lead["deliveries"]] == ["skipped", "skipped"]
+    assert {d["reason"] for d in lead["deliveries"]} == {
+        "the browser sent Global Privacy Control, which the site honours"
+    }
+
+
+def test_a_tracked_event_converts_only_where_an_integration_names_it(
+    client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
+) -> None:
+    tenant = make_tenant("Webinars")
+    site = make_site(tenant, [ORIGIN])
+    connect_meta_and_google(client, tenant.headers, events={"lead": False, "custom": ["webinar_signup"]})
+    visitor = Browser(client, site.site_key)
+    visitor.view("/webinar?fbclid=IwAR-webinar")
+    visitor.view("/webinar", type="event", event_name="webinar_signup")
+    visitor.view("/webinar", type="event", event_name="video_played")
+    wait_stored(tenant.tenant_id, 3)
+    (signup,) = _conversions(client, tenant, 1)
+    assert (signup["kind"], signup["event_name"]) == ("custom", "webinar_signup")
+    assert [d["platform"] for d in signup["deliveries"]] == ["meta"]  # Google has no action for it
+    assert signup["touches"]["meta"]["click_ids"] == {"fbclid": "IwAR-webinar"}

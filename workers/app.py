@@ -45,6 +45,7 @@ celery_app = Celery(
         "workers.reports",
         "workers.purchases",
         "workers.partners",
+        "workers.conversions",
     ],
 )
 

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 
-from api.conversions.schemas import IntegrationCreate, IntegrationPublic, IntegrationUpdate
+from api.conversions.schemas import (
+    ConversionPage,
+    ConversionPublic,
+    IntegrationCreate,
+    IntegrationPublic,
+    IntegrationUpdate,
+)
 from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts.service import ApiCaller
 from tenants.conversions import integrations
+from tenants.conversions import service as conversions
 from tenants.models import Platform, Scope
 
-__all__ = ["IntegrationsController"]
+__all__ = ["ConversionsController", "IntegrationsController"]
 
 
 class IntegrationsController(Controller):
@@ -102,3 +110,23 @@ class IntegrationsController(Controller):
         """Its token is deleted with it; nothing more is sent there (needs ``admin``)."""
         with caller.session(Scope.ADMIN) as session:
             integrations.delete_integration(session, integration_id)
+
+
+class ConversionsController(Controller):
+    path = "/api/v1/conversions"
+    tags = ["conversions"]
+    security = [{"apiKey": []}]
+
+    @get(sync_to_thread=True, summary="List conversions with their deliveries", responses=problems(*AUTH, 400, 422))
+    def list_conversions(
+        self,
+        caller: NamedDependency[ApiCaller],
+        contact_id: Annotated[UUID | None, Parameter(description="Only this contact's conversions")] = None,
+        cursor: Annotated[str | None, Parameter(description="`next_cursor` of a page: the older conversions")] = None,
+        limit: Annotated[int, Parameter(ge=1, le=conversions.MAX_PAGE, description="Page size")] = 50,
+    ) -> ConversionPage:
+        """Newest first; each with its status per integration (queued, sent, failed or skipped, with the reason)
+        and the touch each platform got. 422 for a cursor this API did not return."""
+        with caller.session(Scope.READ) as session:
+            page = conversions.list_conversions(session, contact_id=contact_id, cursor=cursor, limit=limit)
+            return ConversionPage([ConversionPublic.of(c, d) for c, d in page.items], page.next_cursor)

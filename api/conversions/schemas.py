@@ -10,9 +10,26 @@ import msgspec
 
 from api.fields import END, NOT_BLANK
 from tenants.conversions.integrations import SECRET_FIELDS, SETTING_FIELDS
-from tenants.models import Integration, IntegrationStatus, Platform
+from tenants.models import (
+    Conversion,
+    ConversionDelivery,
+    ConversionKind,
+    DeliveryStatus,
+    Integration,
+    IntegrationStatus,
+    Platform,
+)
 
-__all__ = ["ConversionActions", "EventRules", "IntegrationCreate", "IntegrationPublic", "IntegrationUpdate"]
+__all__ = [
+    "ConversionActions",
+    "ConversionPage",
+    "ConversionPublic",
+    "DeliveryPublic",
+    "EventRules",
+    "IntegrationCreate",
+    "IntegrationPublic",
+    "IntegrationUpdate",
+]
 
 Token = Annotated[
     str,
@@ -188,3 +205,71 @@ class IntegrationPublic(msgspec.Struct):
             created_at=integration.created_at,
             updated_at=integration.updated_at,
         )
+
+
+class DeliveryPublic(msgspec.Struct):
+    integration_id: UUID
+    platform: Platform
+    status: DeliveryStatus
+    """queued (waiting, or retrying), sent, failed (for good) or skipped (never sent): ``reason`` says why."""
+    reason: str | None
+    attempts: int
+    last_attempt_at: datetime | None
+    sent_at: datetime | None
+
+
+class ConversionPublic(msgspec.Struct):
+    id: UUID
+    kind: ConversionKind
+    event_name: str
+    event_id: str
+    """Meta's ``event_id`` and Google's ``orderId``: give it to your own pixel so the platform counts one."""
+    contact_id: UUID | None
+    visitor_id: UUID | None
+    site_id: UUID | None
+    occurred_at: datetime
+    value: int | None
+    """Minor units of ``currency``."""
+    currency: str | None
+    order_id: str | None
+    touches: dict[str, Any]
+    """Per platform, the touch whose click ids it gets: ``source`` is converting_visit, recent_visit or
+    first_touch."""
+    deliveries: list[DeliveryPublic]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, conversion: Conversion, deliveries: list[tuple[ConversionDelivery, Integration]]) -> ConversionPublic:
+        return cls(
+            id=conversion.id,
+            kind=conversion.kind,
+            event_name=conversion.event_name,
+            event_id=conversion.event_id,
+            contact_id=conversion.contact_id,
+            visitor_id=conversion.visitor_id,
+            site_id=conversion.site_id,
+            occurred_at=conversion.occurred_at,
+            value=conversion.value,
+            currency=conversion.currency,
+            order_id=conversion.order_id,
+            touches=dict(conversion.touches),
+            deliveries=[
+                DeliveryPublic(
+                    integration_id=d.integration_id,
+                    platform=i.platform,
+                    status=d.status,
+                    reason=d.reason,
+                    attempts=d.attempts,
+                    last_attempt_at=d.last_attempt_at,
+                    sent_at=d.sent_at,
+                )
+                for d, i in deliveries
+            ],
+            created_at=conversion.created_at,
+        )
+
+
+class ConversionPage(msgspec.Struct):
+    items: list[ConversionPublic]
+    next_cursor: str | None
+    """``cursor`` for the older conversions; null on the last page."""

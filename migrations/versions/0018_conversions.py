@@ -1,7 +1,9 @@
 """Conversions to ad platforms: the tenant's integrations (Meta Conversions API, Google Ads click conversions,
 TikTok Events API), each with its settings and its secrets encrypted at rest (``tenants.security.secrets``);
 each browser's ad consent (its choice, when it changed, a GPC or DNT signal it sent) and whether a site needs
-consent before anything is sent (``sites.ads_consent``).
+consent before anything is sent (``sites.ads_consent``); the conversions (a lead, a purchase, a registration, a
+named custom event), once each per thing that converted, with the touch whose click ids each platform gets; and
+one delivery per (integration, conversion), the row the sender works from and the status the tenant reads.
 
 Revision ID: 0018
 Revises: 0016
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import INET, JSONB, UUID
 
 from migrations.tenancy import create_partner_scope, create_tenant_table
 
@@ -66,8 +68,77 @@ def upgrade() -> None:
     )
     create_partner_scope("visitor_consents")
 
+    create_tenant_table(
+        "conversions",
+        sa.Column("id", UUID(as_uuid=True), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("event_name", sa.String(100), nullable=False),
+        sa.Column("source_key", sa.String(100), nullable=False),
+        sa.Column("event_id", sa.String(64), nullable=False),
+        sa.Column("contact_id", UUID(as_uuid=True), nullable=True),
+        sa.Column("visitor_id", UUID(as_uuid=True), nullable=True),
+        sa.Column("site_id", UUID(as_uuid=True), nullable=True),
+        sa.Column("occurred_at", TIMESTAMP, nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=True),
+        sa.Column("currency", sa.String(3), nullable=True),
+        sa.Column("order_id", sa.String(255), nullable=True),
+        sa.Column("items", JSONB(), nullable=False, server_default="[]"),
+        sa.Column("page_url", sa.Text(), nullable=True),
+        sa.Column("ip", INET(), nullable=True),
+        sa.Column("user_agent", sa.Text(), nullable=True),
+        sa.Column("touches", JSONB(), nullable=False, server_default="{}"),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id", "contact_id"], ["contacts.tenant_id", "contacts.id"], ondelete="CASCADE"),
+        sa.CheckConstraint(
+            "kind IN ('lead', 'purchase', 'complete_registration', 'custom')", name="conversions_kind_check"
+        ),
+        # What converted (a form submission, a purchase, a member, a tracked event) converts once, however
+        # often its hook is delivered; the event id is derived from the same key.
+        sa.UniqueConstraint("tenant_id", "source_key", name="conversions_source_key"),
+        sa.UniqueConstraint("tenant_id", "event_id", name="conversions_event_id_key"),
+    )
+    op.create_index("conversions_time_idx", "conversions", ["tenant_id", "created_at", "id"])
+    op.create_index("conversions_contact_idx", "conversions", ["tenant_id", "contact_id", "created_at"])
+    create_partner_scope("conversions")
+
+    create_tenant_table(
+        "conversion_deliveries",
+        sa.Column("integration_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("conversion_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("next_attempt_at", TIMESTAMP, nullable=False),
+        sa.Column("last_attempt_at", TIMESTAMP, nullable=True),
+        sa.Column("sent_at", TIMESTAMP, nullable=True),
+        sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "integration_id"], ["integrations.tenant_id", "integrations.id"], ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "conversion_id"], ["conversions.tenant_id", "conversions.id"], ondelete="CASCADE"
+        ),
+        sa.CheckConstraint("status IN ('queued', 'sent', 'failed', 'skipped')", name="conversion_deliveries_status"),
+        sa.CheckConstraint(
+            "(status IN ('failed', 'skipped')) <= (reason IS NOT NULL)", name="conversion_deliveries_why"
+        ),
+        # One delivery per (integration, conversion): the key, not a check in code, keeps a conversion from being
+        # queued for a destination twice.
+        primary_key=("integration_id", "conversion_id"),
+    )
+    op.create_index(
+        "conversion_deliveries_due_idx",
+        "conversion_deliveries",
+        ["tenant_id", "integration_id", "next_attempt_at"],
+        postgresql_where=sa.text("status = 'queued'"),
+    )
+    op.create_index("conversion_deliveries_conversion_idx", "conversion_deliveries", ["tenant_id", "conversion_id"])
+    create_partner_scope("conversion_deliveries")
+
 
 def downgrade() -> None:
+    op.drop_table("conversion_deliveries")
+    op.drop_table("conversions")
     op.drop_table("visitor_consents")
     op.drop_constraint("sites_ads_consent_check", "sites")
     op.drop_column("sites", "ads_consent")

@@ -4,6 +4,10 @@ from tenants.models.accounts import ApiKey, AuditEntry, Scope, Tenant, TenantUse
 from tenants.models.base import TenantOwned, new_id, utcnow
 from tenants.models.conversions import (
     ConsentSource,
+    Conversion,
+    ConversionDelivery,
+    ConversionKind,
+    DeliveryStatus,
     Integration,
     IntegrationStatus,
     Platform,
@@ -65,6 +69,10 @@ __all__ = [
     "Contact",
     "ContactField",
     "ContactReferrer",
+    "Conversion",
+    "ConversionDelivery",
+    "ConversionKind",
+    "DeliveryStatus",
     "EmailLink",
     "Evidence",
     "FieldType",

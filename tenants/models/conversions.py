@@ -8,13 +8,24 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, ForeignKeyConstraint, LargeBinary, Text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Column, ForeignKeyConstraint, LargeBinary, Text
+from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlmodel import Field
 
 from tenants.models.base import TenantOwned, new_id, timestamp_field
 
-__all__ = ["ConsentSource", "Integration", "IntegrationStatus", "Platform", "PrivacySignal", "VisitorConsent"]
+__all__ = [
+    "ConsentSource",
+    "Conversion",
+    "ConversionDelivery",
+    "ConversionKind",
+    "DeliveryStatus",
+    "Integration",
+    "IntegrationStatus",
+    "Platform",
+    "PrivacySignal",
+    "VisitorConsent",
+]
 
 
 class Platform(StrEnum):
@@ -84,3 +95,71 @@ class VisitorConsent(TenantOwned, table=True):
     privacy_signal: PrivacySignal | None = Field(default=None, sa_type=Text)
     """The browser sent Global Privacy Control or Do Not Track: no, on every site that honours them."""
     privacy_signal_at: datetime | None = timestamp_field(nullable=True, default=None)
+
+
+class ConversionKind(StrEnum):
+    LEAD = "lead"
+    """A form submission that created a contact."""
+    PURCHASE = "purchase"
+    COMPLETE_REGISTRATION = "complete_registration"
+    """A membership registration."""
+    CUSTOM = "custom"
+    """A tracked event the tenant named in an integration."""
+
+
+class Conversion(TenantOwned, table=True):
+    """Something that converted, once per ``source_key`` (the form submission, purchase, member or tracked event).
+    ``event_id`` is derived from the tenant and that key: Meta's ``event_id``, Google's ``orderId``."""
+
+    __tablename__ = "conversions"
+
+    id: UUID = Field(default_factory=new_id, primary_key=True)
+    kind: ConversionKind = Field(sa_type=Text)
+    event_name: str = Field(max_length=100)
+    """The kind, or the custom event's name."""
+    source_key: str = Field(max_length=100)
+    event_id: str = Field(max_length=64)
+    contact_id: UUID | None = None
+    visitor_id: UUID | None = None
+    """The converting browser, when known."""
+    site_id: UUID | None = None
+    occurred_at: datetime = timestamp_field()
+    value: int | None = Field(default=None, sa_type=BigInteger)
+    """Minor units of ``currency`` (purchases)."""
+    currency: str | None = Field(default=None, max_length=3)
+    order_id: str | None = Field(default=None, max_length=255)
+    items: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSONB, nullable=False))
+    page_url: str | None = None
+    """Where it happened: the converting visit's page."""
+    ip: str | None = Field(default=None, sa_column=Column(INET))
+    """Of the converting visit, as stored (truncated where the site truncates)."""
+    user_agent: str | None = None
+    touches: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    """Per platform: the touch whose click ids and cookies it gets (``source``: converting_visit, recent_visit or
+    first_touch), absent when no touch carried that platform's ids."""
+    created_at: datetime = timestamp_field()
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    """For good: the platform refused it, or it outlived the platform's window (``reason``)."""
+    SKIPPED = "skipped"
+    """Never sent: no consent, or nothing the platform can match (``reason``)."""
+
+
+class ConversionDelivery(TenantOwned, table=True):
+    """One conversion for one integration: the sender's work item and the status the tenant reads."""
+
+    __tablename__ = "conversion_deliveries"
+
+    integration_id: UUID = Field(primary_key=True)
+    conversion_id: UUID = Field(primary_key=True)
+    status: DeliveryStatus = Field(default=DeliveryStatus.QUEUED, sa_type=Text)
+    reason: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime = timestamp_field()
+    last_attempt_at: datetime | None = timestamp_field(nullable=True, default=None)
+    sent_at: datetime | None = timestamp_field(nullable=True, default=None)
+    created_at: datetime = timestamp_field()

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 ORIGIN = "https://shop.example"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 
-__all__ = ["BROWSER", "ORIGIN", "Browser"]
+__all__ = ["BROWSER", "ORIGIN", "Browser", "connect_meta_and_google", "make_form"]
 
 
 @dataclass
@@ -58,3 +58,37 @@ class Browser:
         answer = self.client.post(f"/f/{form_key}", data=data, headers=headers)
         assert answer.status_code == 200, answer.text
         return answer
+
+
+def connect_meta_and_google(client: Any, headers: dict[str, str], **events: Any) -> tuple[dict[str, Any], ...]:
+    """The shop's Meta pixel and Google Ads account, both receiving leads, purchases and registrations."""
+    meta = client.post(
+        "/api/v1/integrations",
+        json={"platform": "meta", "pixel_id": "123456789012", "access_token": "EAAtest-meta-token", **events},
+        headers=headers,
+    )
+    assert meta.status_code == 201, meta.text
+    google = client.post(
+        "/api/v1/integrations",
+        json={
+            "platform": "google_ads",
+            "customer_id": "1234567890",
+            "conversion_actions": {"lead": "111", "purchase": "222", "complete_registration": "333"},
+            "refresh_token": "1//test-google-refresh",
+        },
+        headers=headers,
+    )
+    assert google.status_code == 201, google.text
+    return meta.json(), google.json()
+
+
+def make_form(client: Any, site_id: Any, headers: dict[str, str]) -> dict[str, Any]:
+    fields = [
+        {"name": "email", "maps_to": "email", "type": "email"},
+        {"name": "first_name", "maps_to": "first_name", "required": False},
+        {"name": "phone", "maps_to": "phone", "type": "tel", "required": False},
+    ]
+    body = {"site_id": str(site_id), "name": "Free guide", "fields": fields, "min_fill_seconds": 1}
+    answer = client.post("/api/v1/forms", json=body, headers=headers)
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
