@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+import pytest
 from sqlalchemy import text
 
-from tenants.conversions import consent
+from tenants.conversions import consent, hashing, payloads
 from tenants.conversions.service import event_id_of, record
 from tenants.isolation import tenant_session
-from tenants.models import ConversionKind, Site
+from tenants.models import Contact, Conversion, ConversionKind, Integration, Site
 from tests.conftest import TenantHandle, make_site, wait_stored, wait_until
-from tests.support.conversions import ORIGIN, Browser, connect_meta_and_google, make_form
+from tests.support.conversions import BROWSER, ORIGIN, Browser, connect_meta_and_google, make_form
 
 META_TOKEN = "EAAGm0PX4ZCpsBAsecret-meta-token-0001"
 GOOGLE_REFRESH = "1//0gsecret-google-refresh-token-0001"
@@ -232,6 +234,20 @@ def _conversions(client: Any, tenant: TenantHandle, count: int) -> list[dict[str
     return list(wait_until(recorded, 60, f"{count} conversion(s) recorded", interval=0.2))
 
 
+def _landing_ms(tenant: TenantHandle, fbclid: str) -> int:
+    with tenant_session(tenant.tenant_id) as session:
+        at = session.execute(
+            text("SELECT min(occurred_at) FROM visits WHERE click_ids->>'fbclid' = :f"), {"f": fbclid}
+        ).scalar()
+    return int(at.timestamp() * 1000)
+
+
+def _integration(session: Any, tenant: TenantHandle, integration_id: str) -> Integration:
+    found = session.get(Integration, (tenant.tenant_id, UUID(integration_id)))
+    assert found is not None
+    return found
+
+
 def test_monicas_lead_and_purchase_are_recorded_with_the_click_ids_of_her_visits(
     client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
 ) -> None:
@@ -267,6 +283,33 @@ def test_monicas_lead_and_purchase_are_recorded_with_the_click_ids_of_her_visits
         }
     assert (purchase["value"], purchase["currency"], purchase["order_id"]) == (4900, "USD", "order-1001")
     assert lead["event_id"] != purchase["event_id"]
+
+    landing_ms = _landing_ms(tenant, "IwAR2F4-Monica_Landing")
+    with tenant_session(tenant.tenant_id) as session:
+        stored = session.get(Conversion, (tenant.tenant_id, UUID(purchase["id"])))
+        assert stored is not None and stored.contact_id is not None
+        contact = session.get(Contact, (tenant.tenant_id, stored.contact_id))
+        to_meta = payloads.build(stored, contact, _integration(session, tenant, meta["id"]), None)
+        to_google = payloads.build(stored, contact, _integration(session, tenant, google["id"]), None)
+    assert isinstance(to_meta, payloads.Built) and isinstance(to_google, payloads.Built)
+    event = to_meta.payload
+    assert event["event_name"] == "Purchase" and event["event_id"] == purchase["event_id"]
+    assert (
+        event["action_source"] == "website"
+        and event["event_source_url"] == f"{ORIGIN}/pricing?gclid=Cj0KCQiA-monica-gclid"
+    )
+    assert event["user_data"]["fbc"] == f"fb.1.{landing_ms}.IwAR2F4-Monica_Landing"
+    assert event["user_data"]["fbp"] == "fb.1.1764000000000.1098115397"
+    assert event["user_data"]["em"] == [hashing.sha256("monica@example.com")]
+    assert event["user_data"]["client_user_agent"] == BROWSER
+    assert event["custom_data"] == {"value": 49.0, "currency": "USD", "order_id": "order-1001"}
+    click = to_google.payload
+    assert click["gclid"] == "Cj0KCQiA-monica-gclid" and "gbraid" not in click and "wbraid" not in click
+    assert click["conversionAction"] == "customers/1234567890/conversionActions/222"
+    assert click["orderId"] == purchase["event_id"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00", click["conversionDateTime"])
+    assert click["consent"] == {"adUserData": "UNSPECIFIED"}
+    assert click["userIdentifiers"] == [{"hashedEmail": hashing.sha256("monica@example.com")}]
 
     # A redelivered hook records nothing more, and the event id is the same wherever it is computed.
     with tenant_session(tenant.tenant_id) as session:
@@ -307,3 +350,40 @@ def test_a_tracked_event_converts_only_where_an_integration_names_it(
     assert (signup["kind"], signup["event_name"]) == ("custom", "webinar_signup")
     assert [d["platform"] for d in signup["deliveries"]] == ["meta"]  # Google has no action for it
     assert signup["touches"]["meta"]["click_ids"] == {"fbclid": "IwAR-webinar"}
+
+
+@pytest.mark.parametrize(
+    ("normalize", "raw", "normalized", "digest"),
+    [
+        (hashing.meta_email, "  John_Smith@Gmail.com ", "john_smith@gmail.com",
+         "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"),
+        (hashing.meta_phone, "+1 (650) 555-1212", "16505551212",
+         "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176"),
+        (hashing.meta_name, "Mary", "mary", "6915771be1c5aa0c886870b6951b03d7eafc121fea0e80a5ea83beb7c449f4ec"),
+        (hashing.meta_city, "St. Louis", "stlouis", "8ba24bdf99947996f3000259be455de791b06fcc0e802ce05031030df1ee8ea3"),
+        (hashing.meta_zip, "94035-1234", "94035", "1794327a4d443904421f5ca1f3d72d0a62ba2f0770d80755ec2220fc0efb052e"),
+        (hashing.meta_country, "US", "us", "79adb2a2fce5c6ba215fe5f27f532d4e7edbac4b6a5e09e1ef3a08084a904621"),
+        (hashing.google_email, "Jane.Doe+news@Gmail.com ", "janedoe@gmail.com",
+         "d6117306485ed0e50afab3ac871e98f81699151f30281527d63ff5f233656c69"),
+        (hashing.google_phone, "+1 800 555 0102", "+18005550102",
+         "c5383c2eeada28210d27f011bc127d4f9562cf38ff0c9bba33dd45ae79b9fe7c"),
+    ],
+)  # fmt: skip
+def test_user_data_is_normalised_and_hashed_as_each_platform_matches_it(
+    normalize: Callable[[str], str | None], raw: str, normalized: str, digest: str
+) -> None:
+    """The platforms' own test vectors: a wrong hash matches nobody, silently."""
+    assert normalize(raw) == normalized
+    assert hashing.sha256(normalize(raw)) == digest
+
+
+def test_meta_and_google_normalise_the_same_address_differently() -> None:
+    assert hashing.meta_email("Jane.Doe+news@Gmail.com") == "jane.doe+news@gmail.com"
+    assert hashing.google_email("Jane.Doe+news@Example.com") == "jane.doe+news@example.com"  # only Gmail's rule
+    assert hashing.meta_phone("+1 800 555 0102") == "18005550102"
+    assert hashing.sha256("") is None and hashing.meta_name("  ") is None  # blanks are dropped, not hashed
+    already = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
+    assert hashing.sha256(already) == already
+    assert payloads.meta_fbc({"ad_cookies": {"_fbc": "fb.1.1554763741205.AbCd.AQYBAAMA"}}) == (
+        "fb.1.1554763741205.AbCd.AQYBAAMA"  # a five-segment cookie passes through unchanged
+    )
