@@ -255,7 +255,8 @@ def test_monicas_lead_and_purchase_are_recorded_with_the_click_ids_of_her_visits
     of the visit she converted on; each conversion once, with its event id."""
     tenant = make_tenant("Monicashop")
     site = make_site(tenant, [ORIGIN])
-    meta, google = connect_meta_and_google(client, tenant.headers)
+    shop = connect_meta_and_google(client, tenant.headers)
+    meta, google = shop.meta, shop.google
     form = make_form(client, site.site_id, tenant.headers)
     monica = Browser(client, site.site_key, cookies={"_fbp": "fb.1.1764000000000.1098115397"})
     monica.view("/?utm_source=facebook&fbclid=IwAR2F4-Monica_Landing")
@@ -305,7 +306,7 @@ def test_monicas_lead_and_purchase_are_recorded_with_the_click_ids_of_her_visits
     assert event["custom_data"] == {"value": 49.0, "currency": "USD", "order_id": "order-1001"}
     click = to_google.payload
     assert click["gclid"] == "Cj0KCQiA-monica-gclid" and "gbraid" not in click and "wbraid" not in click
-    assert click["conversionAction"] == "customers/1234567890/conversionActions/222"
+    assert click["conversionAction"] == f"customers/{google['customer_id']}/conversionActions/222"
     assert click["orderId"] == purchase["event_id"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+00:00", click["conversionDateTime"])
     assert click["consent"] == {"adUserData": "UNSPECIFIED"}
@@ -348,7 +349,7 @@ def test_a_tracked_event_converts_only_where_an_integration_names_it(
     wait_stored(tenant.tenant_id, 3)
     (signup,) = _conversions(client, tenant, 1)
     assert (signup["kind"], signup["event_name"]) == ("custom", "webinar_signup")
-    assert [d["platform"] for d in signup["deliveries"]] == ["meta"]  # Google has no action for it
+    assert [d["platform"] for d in signup["deliveries"]] == ["meta", "google_ads"]
     assert signup["touches"]["meta"]["click_ids"] == {"fbclid": "IwAR-webinar"}
 
 

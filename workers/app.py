@@ -99,6 +99,12 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
                 "schedule": 60.0,
                 "options": {"expires": 50},
             },
+            # Queued conversions go out once a batch is full or its oldest waited a few seconds.
+            "flush-conversions": {
+                "task": "trailmark.conversions.flush",
+                "schedule": 1.0,
+                "options": {"expires": 5},
+            },
             "check-rollups": {"task": "trailmark.reports.check_rollups", "schedule": crontab(hour=3, minute=17)},
         },
     )

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import INET, JSONB, UUID
 
-from migrations.tenancy import create_partner_scope, create_tenant_table
+from migrations.tenancy import APP_GROUP_ROLE, create_partner_scope, create_tenant_table
 
 revision: str = "0018"
 down_revision: str | None = "0016"
@@ -134,9 +134,36 @@ def upgrade() -> None:
     )
     op.create_index("conversion_deliveries_conversion_idx", "conversion_deliveries", ["tenant_id", "conversion_id"])
     create_partner_scope("conversion_deliveries")
+    # Beat's flush asks, across tenants, which destinations have something to send now: a full batch, a
+    # conversion that waited flush_seconds, or a retry whose time came. Ids only; paused integrations wait.
+    op.execute(
+        """CREATE FUNCTION trailmark_due_conversion_destinations(flush_seconds double precision, batch integer,
+               max_rows integer)
+           RETURNS TABLE (tenant_id uuid, integration_id uuid)
+           LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+           AS $$
+               SELECT d.tenant_id, d.integration_id
+               FROM conversion_deliveries d
+               JOIN integrations i ON i.tenant_id = d.tenant_id AND i.id = d.integration_id AND i.status = 'active'
+               WHERE d.status = 'queued' AND d.next_attempt_at <= now()
+               GROUP BY d.tenant_id, d.integration_id
+               HAVING count(*) >= batch OR bool_or(d.attempts > 0)
+                   OR min(d.created_at) <= now() - make_interval(secs => flush_seconds)
+               ORDER BY min(d.next_attempt_at)
+               LIMIT max_rows
+           $$"""
+    )
+    op.execute(
+        "REVOKE ALL ON FUNCTION trailmark_due_conversion_destinations(double precision, integer, integer) FROM PUBLIC"
+    )
+    op.execute(
+        "GRANT EXECUTE ON FUNCTION trailmark_due_conversion_destinations(double precision, integer, integer)"
+        f" TO {APP_GROUP_ROLE}"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION trailmark_due_conversion_destinations(double precision, integer, integer)")
     op.drop_table("conversion_deliveries")
     op.drop_table("conversions")
     op.drop_table("visitor_consents")

@@ -50,6 +50,7 @@ from tenants.outbox import service as outbox
 
 __all__ = [
     "CLICK_WINDOWS",
+    "FLUSH_TASK",
     "MAX_PAGE",
     "QUEUE",
     "RECORD_TASK",
@@ -65,6 +66,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RECORD_TASK = "trailmark.conversions.record"
+FLUSH_TASK = "trailmark.conversions.flush"
 QUEUE = "conversions"
 MAX_PAGE = 200
 CLICK_WINDOWS = {

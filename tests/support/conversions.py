@@ -4,6 +4,7 @@ sends them), form submissions, and the shop's tenant with a site and a form."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 ORIGIN = "https://shop.example"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 
-__all__ = ["BROWSER", "ORIGIN", "Browser", "connect_meta_and_google", "make_form"]
+__all__ = ["BROWSER", "ORIGIN", "Browser", "Destinations", "connect_meta_and_google", "make_form", "queue_conversions"]
 
 
 @dataclass
@@ -60,11 +61,34 @@ class Browser:
         return answer
 
 
-def connect_meta_and_google(client: Any, headers: dict[str, str], **events: Any) -> tuple[dict[str, Any], ...]:
-    """The shop's Meta pixel and Google Ads account, both receiving leads, purchases and registrations."""
+@dataclass
+class Destinations:
+    """The shop's Meta pixel and Google Ads account as the API answered them, and their ids at the fakes."""
+
+    meta: dict[str, Any]
+    google: dict[str, Any]
+
+    @property
+    def meta_key(self) -> str:
+        return f"meta:{self.meta['pixel_id']}"
+
+    @property
+    def google_key(self) -> str:
+        return f"google:{self.google['customer_id']}"
+
+
+def connect_meta_and_google(client: Any, headers: dict[str, str], fake: Any = None, **events: Any) -> Destinations:
+    """The shop's Meta pixel and Google Ads account, both receiving leads, purchases and registrations; with
+    ``fake``, the fake platforms know their tokens."""
+    pixel = str(secrets.randbelow(10**12) + 10**12)
+    customer = str(secrets.randbelow(9 * 10**9) + 10**9)
+    meta_token, refresh = f"EAAtest{secrets.token_hex(12)}", f"1//test-{secrets.token_hex(12)}"
+    if fake is not None:
+        fake.meta_tokens[pixel] = meta_token
+        fake.google_refresh[refresh] = customer
     meta = client.post(
         "/api/v1/integrations",
-        json={"platform": "meta", "pixel_id": "123456789012", "access_token": "EAAtest-meta-token", **events},
+        json={"platform": "meta", "pixel_id": pixel, "access_token": meta_token, **events},
         headers=headers,
     )
     assert meta.status_code == 201, meta.text
@@ -72,14 +96,20 @@ def connect_meta_and_google(client: Any, headers: dict[str, str], **events: Any)
         "/api/v1/integrations",
         json={
             "platform": "google_ads",
-            "customer_id": "1234567890",
-            "conversion_actions": {"lead": "111", "purchase": "222", "complete_registration": "333"},
-            "refresh_token": "1//test-google-refresh",
+            "customer_id": customer,
+            "conversion_actions": {
+                "lead": "111",
+                "purchase": "222",
+                "complete_registration": "333",
+                "custom": [{"event": name, "action": "444"} for name in events.get("events", {}).get("custom", [])],
+            },
+            "refresh_token": refresh,
+            **events,
         },
         headers=headers,
     )
     assert google.status_code == 201, google.text
-    return meta.json(), google.json()
+    return Destinations(meta.json(), google.json())
 
 
 def make_form(client: Any, site_id: Any, headers: dict[str, str]) -> dict[str, Any]:
@@ -92,3 +122,39 @@ def make_form(client: Any, site_id: Any, headers: dict[str, str]) -> dict[str, A
     answer = client.post("/api/v1/forms", json=body, headers=headers)
     assert answer.status_code == 201, answer.text
     return dict(answer.json())
+
+
+def queue_conversions(tenant_id: Any, integration_ids: list[str], count: int, **fields: Any) -> list[str]:
+    """``count`` custom conversions queued for the integrations, stored as the record task stores them (a
+    builder for the delivery tests: a batch of 500 without 500 browsers); returns their event ids."""
+    from tenants.conversions.service import event_id_of
+    from tenants.isolation import tenant_session
+    from tenants.models import Conversion, ConversionDelivery, ConversionKind
+
+    event_ids = []
+    with tenant_session(tenant_id) as session:
+        for n in range(count):
+            key = f"builder:{uuid.uuid4()}"
+            touches = {
+                "meta": {"source": "converting_visit", "click_ids": {"fbclid": f"IwAR-{n}"}, "ad_cookies": {},
+                         "clicked_at": {"fbclid": "2026-12-01T10:00:00+00:00"}},
+                "google_ads": {"source": "converting_visit", "click_ids": {"gclid": f"Cj0-{n}"}, "ad_cookies": {},
+                               "clicked_at": {"gclid": "2026-12-01T10:00:00+00:00"}},
+            }  # fmt: skip
+            conversion = Conversion(
+                kind=ConversionKind.CUSTOM,
+                event_name="webinar_signup",
+                source_key=key,
+                event_id=event_id_of(tenant_id, key),
+                page_url=f"{ORIGIN}/webinar",
+                user_agent=BROWSER,
+                ip="203.0.113.0",
+                touches=touches,
+                **fields,
+            )
+            session.add(conversion)
+            session.flush()
+            for integration_id in integration_ids:
+                session.add(ConversionDelivery(integration_id=uuid.UUID(integration_id), conversion_id=conversion.id))
+            event_ids.append(conversion.event_id)
+    return event_ids
