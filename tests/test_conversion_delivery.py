@@ -8,14 +8,25 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
-from tests.conftest import TenantHandle, make_site, wait_stored, wait_until
+from tests.conftest import (
+    TenantHandle,
+    make_site,
+    start_api_server,
+    start_beat,
+    start_worker,
+    stop,
+    wait_stored,
+    wait_until,
+)
 from tests.support.ad_platforms import FakeAdPlatforms, Scripted
 from tests.support.conversions import ORIGIN, Browser, connect_meta_and_google, make_form, queue_conversions
 
@@ -224,3 +235,43 @@ def test_no_token_appears_in_any_answer_or_log_line(
     assert any('"event_id"' in line or "conversion sent" in line for log in logs for line in log.splitlines())
     for token in tokens:
         assert all(token not in text for text in answers + logs), "a token leaked"
+
+
+@pytest.mark.slow
+def test_purchases_recorded_while_redis_is_down_are_delivered_once_it_is_back(
+    make_tenant: Callable[..., TenantHandle],
+    ad_platforms: FakeAdPlatforms,
+    private_redis: tuple[str, Callable[[], None], Callable[[], None]],
+) -> None:
+    """The API, a worker and beat run on a Redis of their own, which goes down while the shop reports its
+    sales: the conversions wait in PostgreSQL's outbox, and once Redis is back each reaches Meta once. (The
+    session's own pipeline, on another Redis, sweeps every tenant's outbox too and may record some during the
+    outage; what must hold either way is checked: accepted during it, each delivered once after it.)"""
+    redis_url, redis_down, redis_up = private_redis
+    api = start_api_server(TRAILMARK_REDIS_URL=redis_url)
+    worker = start_worker(TRAILMARK_REDIS_URL=redis_url)
+    beat = start_beat(TRAILMARK_REDIS_URL=redis_url)
+    try:
+        with httpx.Client(base_url=api.base_url, timeout=30) as shop_server:
+            tenant = make_tenant("Outage")
+            shop = connect_meta_and_google(shop_server, tenant.headers, ad_platforms)
+            redis_down()
+            orders = [f"order-outage-{n}" for n in range(10)]
+            for n, order in enumerate(orders):
+                answer = shop_server.post(
+                    "/api/v1/purchases",
+                    json={"external_id": order, "amount": 1000 + n, "currency": "USD", "email": f"b{n}@example.com"},
+                    headers=tenant.headers,
+                )
+                assert answer.status_code == 201, answer.text  # accepted during the outage
+            redis_up()
+            statuses = settled(shop_server, tenant, 20, timeout=180)
+        by_platform = Counter((d["platform"], d["status"]) for d in statuses)
+        assert by_platform == {("meta", "sent"): 10, ("google_ads", "skipped"): 10}  # Google needs a click id
+        at_meta = ad_platforms.accepted_for(shop.meta_key)
+        assert sorted(e["custom_data"]["order_id"] for e in at_meta.values()) == sorted(orders)
+        assert all(e["action_source"] == "system_generated" for e in at_meta.values())  # no browser visit
+    finally:
+        stop(beat)
+        stop(worker)
+        api.stop()
