@@ -275,3 +275,23 @@ def test_purchases_recorded_while_redis_is_down_are_delivered_once_it_is_back(
         stop(beat)
         stop(worker)
         api.stop()
+
+
+def test_a_test_event_shows_at_the_platform_without_counting_as_a_conversion(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Testevents")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms)
+    without_code = client.post(f"/api/v1/integrations/{shop.meta['id']}/test", headers=tenant.headers)
+    assert without_code.status_code == 422 and "test_event_code" in without_code.text
+    client.patch(
+        f"/api/v1/integrations/{shop.meta['id']}", json={"test_event_code": "TEST4242"}, headers=tenant.headers
+    )
+    to_meta = client.post(f"/api/v1/integrations/{shop.meta['id']}/test", headers=tenant.headers)
+    assert to_meta.status_code == 200 and to_meta.json()["delivered"] is True, to_meta.text
+    to_google = client.post(f"/api/v1/integrations/{shop.google['id']}/test", headers=tenant.headers)
+    assert to_google.json()["delivered"] is True, to_google.text
+    seen = [e for e in ad_platforms.test_events if e["_destination"] in (shop.meta_key, shop.google_key)]
+    assert sorted(e["_destination"] for e in seen) == sorted([shop.meta_key, shop.google_key])
+    assert next(e for e in seen if e["_destination"] == shop.meta_key)["_code"] == "TEST4242"
+    assert ad_platforms.accepted_for(shop.meta_key) == {} and ad_platforms.accepted_for(shop.google_key) == {}

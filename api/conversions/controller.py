@@ -16,10 +16,11 @@ from api.conversions.schemas import (
     IntegrationCreate,
     IntegrationPublic,
     IntegrationUpdate,
+    TestEventResult,
 )
 from api.openapi import AUTH, BODY, creates, problems
 from tenants.accounts.service import ApiCaller
-from tenants.conversions import integrations
+from tenants.conversions import delivery, integrations
 from tenants.conversions import service as conversions
 from tenants.models import Platform, Scope
 
@@ -98,6 +99,21 @@ class IntegrationsController(Controller):
                 **changes,
             )
             return IntegrationPublic.of(integration)
+
+    @post(
+        "/{integration_id:uuid}/test",
+        status_code=200,
+        sync_to_thread=True,
+        summary="Send a test event",
+        responses=problems(*AUTH, 400, 404, 422),
+    )
+    def send_test_event(self, caller: NamedDependency[ApiCaller], integration_id: FromPath[UUID]) -> TestEventResult:
+        """A test lead through the same sender as real conversions: Meta and TikTok receive it with the
+        integration's ``test_event_code`` (422 without one: it would count as real), Google validates it
+        (``validateOnly``). An expired token pauses the integration, as for real conversions (needs ``admin``)."""
+        with caller.session(Scope.ADMIN) as session:
+            sent = delivery.send_test_event(session, integration_id)
+            return TestEventResult(delivered=sent.delivered, detail=sent.detail)
 
     @delete(
         "/{integration_id:uuid}",

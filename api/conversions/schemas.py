@@ -29,6 +29,7 @@ __all__ = [
     "IntegrationCreate",
     "IntegrationPublic",
     "IntegrationUpdate",
+    "TestEventResult",
 ]
 
 Token = Annotated[
@@ -273,3 +274,10 @@ class ConversionPage(msgspec.Struct):
     items: list[ConversionPublic]
     next_cursor: str | None
     """``cursor`` for the older conversions; null on the last page."""
+
+
+class TestEventResult(msgspec.Struct):
+    delivered: bool
+    """Whether the platform accepted it (Meta and TikTok show it under Test events; Google only validates)."""
+    detail: str
+    """What the platform answered."""

@@ -30,21 +30,34 @@ from sqlmodel import Session, col, select
 
 from tenants.conversions import consent as consents
 from tenants.conversions import payloads, platforms
-from tenants.conversions.integrations import pause_integration, secrets_of
+from tenants.conversions.integrations import get_integration, pause_integration, secrets_of
+from tenants.conversions.service import event_id_of
+from tenants.errors import Invalid
 from tenants.isolation import current_tenant_id, system_session, tenant_session
 from tenants.models import (
     Contact,
     Conversion,
     ConversionDelivery,
+    ConversionKind,
     DeliveryStatus,
     Integration,
     IntegrationStatus,
     Platform,
+    new_id,
     utcnow,
 )
 from tenants.settings import get_settings
 
-__all__ = ["EVENT_WINDOWS", "MAX_ATTEMPTS", "SendResult", "backoff_seconds", "due_destinations", "send_due"]
+__all__ = [
+    "EVENT_WINDOWS",
+    "MAX_ATTEMPTS",
+    "SendResult",
+    "SentTestEvent",
+    "backoff_seconds",
+    "due_destinations",
+    "send_due",
+    "send_test_event",
+]
 
 log = logging.getLogger("trailmark.conversions")
 
@@ -240,3 +253,60 @@ def _apply(ready: _Ready, outcome: platforms.EventOutcome, result: SendResult) -
             reason = f"gave up after {delivery.attempts} attempts: {reason}"
         _finish(delivery, DeliveryStatus.FAILED, reason)
         result.failed += 1
+
+
+@dataclass(frozen=True)
+class SentTestEvent:
+    delivered: bool
+    detail: str
+    """What the platform answered, for the tenant."""
+
+
+def send_test_event(session: Session, integration_id: UUID) -> SentTestEvent:
+    """A test lead through the same payload and sender as real conversions, marked so the platform keeps it
+    out of reports: Meta's and TikTok's ``test_event_code`` (required: without one it would count), Google's
+    ``validateOnly``. An authentication error pauses the integration, as it does for real conversions."""
+    integration = get_integration(session, integration_id)
+    platform = Platform(integration.platform)
+    if platform != Platform.GOOGLE_ADS and not integration.settings.get("test_event_code"):
+        raise Invalid(
+            "a test event needs the test event code",
+            {"test_event_code": "copy it from the platform's events manager (Test events) into the integration"},
+        )
+    if not integration.secret:
+        raise Invalid("the integration is not connected", {"access_token": "store the platform's token first"})
+    now = utcnow()
+    key = f"test:{new_id()}"
+    touches = {
+        Platform.META.value: {"source": "converting_visit", "click_ids": {}, "ad_cookies": {}, "clicked_at": {}},
+        Platform.GOOGLE_ADS.value: {
+            "source": "converting_visit",
+            "click_ids": {"gclid": "TeSt-gclid-from-trailmark"},
+            "ad_cookies": {},
+            "clicked_at": {"gclid": (now - timedelta(minutes=5)).isoformat()},
+        },
+    }
+    conversion = Conversion(
+        tenant_id=integration.tenant_id,
+        kind=ConversionKind.LEAD,
+        event_name=ConversionKind.LEAD.value,
+        source_key=key,
+        event_id=event_id_of(integration.tenant_id, key),
+        occurred_at=now,
+        page_url=f"{get_settings().base_url}/trailmark-test-event",
+        user_agent="Trailmark test event",
+        touches=touches,
+    )
+    contact = Contact(tenant_id=integration.tenant_id, email="test-event@trailmark.invalid", first_name="Test")
+    built = payloads.build(conversion, contact, integration, None)
+    if isinstance(built, payloads.Unsendable):
+        return SentTestEvent(False, built.reason)
+    try:
+        answer = platforms.send(integration, secrets_of(integration), [built.payload], test=True)
+    except platforms.AuthError as error:
+        pause_integration(session, integration, f"{error}: reconnect the integration")
+        return SentTestEvent(False, str(error))
+    outcome = answer.whole or (answer.per_event[0] if answer.per_event else None)
+    if outcome is None or outcome.status == "sent":
+        return SentTestEvent(True, f"{platform.value} accepted the test event {conversion.event_id}")
+    return SentTestEvent(False, outcome.reason or "refused")

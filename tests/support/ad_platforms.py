@@ -74,6 +74,8 @@ class FakeAdPlatforms:
         """Destination → released: a request there is recorded, then waits (a worker killed mid-batch)."""
         self.holding = threading.Event()
         self.bodies: list[bytes] = []
+        self.test_events: list[dict[str, Any]] = []
+        """Meta's events sent with a test_event_code, Google's validateOnly conversions that passed."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -183,6 +185,12 @@ class FakeAdPlatforms:
             raise _meta_error("data must hold 1 to 1,000 events")
         for index, event in enumerate(events):
             self._check_meta_event(index, event)
+        if body.get("test_event_code"):  # shown under Test events, never counted
+            with self.lock:
+                self.test_events.extend(
+                    {**e, "_destination": destination, "_code": body["test_event_code"]} for e in events
+                )
+            return 200, {"events_received": len(events), "messages": [], "fbtrace_id": secrets.token_hex(8)}, {}
         with self.lock:
             self.batch_sizes.setdefault(destination, []).append(len(events))
         for event in events:
@@ -255,6 +263,10 @@ class FakeAdPlatforms:
         errors = []
         for index, click in enumerate(clicks):
             problem = self._google_problem(customer, click)
+            if problem is None and body.get("validateOnly") is True:  # checked, never stored
+                with self.lock:
+                    self.test_events.append({**click, "_destination": destination})
+                continue
             if problem is None and self._record(destination, str(click["orderId"]), click):
                 continue
             code = problem or "CLICK_CONVERSION_ALREADY_EXISTS"
