@@ -74,6 +74,8 @@ class FakeAdPlatforms:
         """Destination → released: a request there is recorded, then waits (a worker killed mid-batch)."""
         self.holding = threading.Event()
         self.bodies: list[bytes] = []
+        self.flaky_every = 0
+        """With N > 0, every Nth request of a destination answers 429 or 503 before anything is recorded."""
         self.test_events: list[dict[str, Any]] = []
         """Meta's events sent with a test_event_code, Google's validateOnly conversions that passed."""
         fake = self
@@ -148,6 +150,11 @@ class FakeAdPlatforms:
     def _scripted(self, destination: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
         with self.lock:
             self.requests[destination] += 1
+            if self.flaky_every and self.requests[destination] % self.flaky_every == 0:
+                # Every Nth request: a rate limit or an outage, alternately (the benchmark's weather).
+                if self.requests[destination] // self.flaky_every % 2:
+                    return 429, {"error": {"code": 17, "message": "User request limit reached"}}, {"Retry-After": "1"}
+                return 503, {"error": {"code": 2, "status": "UNAVAILABLE", "message": "try again"}}, {}
             queue = self.scripted.get(destination) or []
             if not queue:
                 return None
