@@ -32,8 +32,8 @@ _INSERT = """
 WITH c AS (
     INSERT INTO conversions (tenant_id, id, kind, event_name, source_key, event_id, occurred_at, page_url,
         user_agent, ip, touches, created_at)
-    SELECT %(t)s, gen_random_uuid(), 'custom', 'bench_signup', %(run)s::text || ':' || g, md5(%(run)s::text || ':' || g),
-        now(), 'https://shop.example/signup', 'Mozilla/5.0 (bench)', '203.0.113.0',
+    SELECT %(t)s, gen_random_uuid(), 'custom', 'bench_signup', %(run)s::text || ':' || g,
+        md5(%(run)s::text || ':' || g), now(), 'https://shop.example/signup', 'Mozilla/5.0 (bench)', '203.0.113.0',
         jsonb_build_object(
             'meta', jsonb_build_object('source', 'converting_visit', 'click_ids', jsonb_build_object('fbclid',
                 'IwAR' || g), 'ad_cookies', '{}'::jsonb, 'clicked_at', jsonb_build_object('fbclid', %(clicked)s::text)),
