@@ -42,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TRAILMARK_META_API_URL"] = f"{platforms}/meta"
     os.environ["TRAILMARK_GOOGLE_ADS_API_URL"] = f"{platforms}/google"
     os.environ["TRAILMARK_GOOGLE_OAUTH_TOKEN_URL"] = f"{platforms}/google/token"
+    os.environ["TRAILMARK_GOOGLE_OAUTH_AUTHORIZE_URL"] = f"{platforms}/google/authorize"
     os.environ["TRAILMARK_TIKTOK_API_URL"] = f"{platforms}/tiktok"
     os.environ["TRAILMARK_GOOGLE_CLIENT_ID"] = "trailmark-test.apps.example"
     os.environ["TRAILMARK_GOOGLE_CLIENT_SECRET"] = "test-client-secret"

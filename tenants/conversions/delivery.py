@@ -30,7 +30,7 @@ from sqlmodel import Session, col, select
 
 from tenants.conversions import consent as consents
 from tenants.conversions import payloads, platforms
-from tenants.conversions.integrations import get_integration, pause_integration, secrets_of
+from tenants.conversions.integrations import CONVERSION_KINDS, get_integration, pause_integration, secrets_of
 from tenants.conversions.service import event_id_of
 from tenants.errors import Invalid
 from tenants.isolation import current_tenant_id, system_session, tenant_session
@@ -263,9 +263,10 @@ class SentTestEvent:
 
 
 def send_test_event(session: Session, integration_id: UUID) -> SentTestEvent:
-    """A test lead through the same payload and sender as real conversions, marked so the platform keeps it
-    out of reports: Meta's and TikTok's ``test_event_code`` (required: without one it would count), Google's
-    ``validateOnly``. An authentication error pauses the integration, as it does for real conversions."""
+    """A test conversion (the first kind the integration takes) through the same payload and sender as real
+    conversions, marked so the platform keeps it out of reports: Meta's and TikTok's ``test_event_code``
+    (required: without one it would count), Google's ``validateOnly``. An authentication error pauses the
+    integration, as it does for real conversions."""
     integration = get_integration(session, integration_id)
     platform = Platform(integration.platform)
     if platform != Platform.GOOGLE_ADS and not integration.settings.get("test_event_code"):
@@ -286,10 +287,16 @@ def send_test_event(session: Session, integration_id: UUID) -> SentTestEvent:
             "clicked_at": {"gclid": (now - timedelta(minutes=5)).isoformat()},
         },
     }
+    # A conversion the integration takes (and, for Google, has a conversion action for).
+    kinds = [ConversionKind(k) for k in CONVERSION_KINDS if integration.events.get(k)]
+    custom = list(integration.events.get("custom") or [])
+    kind = kinds[0] if kinds else ConversionKind.CUSTOM
     conversion = Conversion(
         tenant_id=integration.tenant_id,
-        kind=ConversionKind.LEAD,
-        event_name=ConversionKind.LEAD.value,
+        kind=kind,
+        event_name=kind.value if kinds or not custom else custom[0],
+        value=100 if kind == ConversionKind.PURCHASE else None,
+        currency="USD" if kind == ConversionKind.PURCHASE else None,
         source_key=key,
         event_id=event_id_of(integration.tenant_id, key),
         occurred_at=now,

@@ -9,6 +9,8 @@ once.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import secrets
@@ -74,6 +76,11 @@ class FakeAdPlatforms:
         """Destination → released: a request there is recorded, then waits (a worker killed mid-batch)."""
         self.holding = threading.Event()
         self.bodies: list[bytes] = []
+        self.client_id, self.client_secret = "trailmark-test.apps.example", "test-client-secret"
+        """The OAuth client conftest gives the API and workers."""
+        self.codes: dict[str, dict[str, str]] = {}
+        self.grant_customer = ""
+        """The Google Ads account the next consent grants access to."""
         self.flaky_every = 0
         """With N > 0, every Nth request of a destination answers 429 or 503 before anything is recorded."""
         self.test_events: list[dict[str, Any]] = []
@@ -83,6 +90,14 @@ class FakeAdPlatforms:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *_: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                """Google's consent page, as a person who clicks Allow meets it: straight back with a code."""
+                location = fake._authorize(self.path)
+                self.send_response(302 if location.startswith("http") else 400)
+                self.send_header("Location" if location.startswith("http") else "X-Refused", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -134,7 +149,10 @@ class FakeAdPlatforms:
     def _route(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
         parts = urlsplit(path)
         if parts.path == "/google/token":
-            return self._google_token(parse_qs(raw.decode()))
+            form = parse_qs(raw.decode())
+            if (form.get("grant_type") or [""])[0] == "authorization_code":
+                return self._google_code(form, headers)
+            return self._google_token(form)
         body = json.loads(raw or b"{}")
         if match := re.fullmatch(r"/meta/([0-9]+)/events", parts.path):
             destination = f"meta:{match.group(1)}"
@@ -236,6 +254,48 @@ class FakeAdPlatforms:
             raise _meta_error(f"{where}: a value needs a 3-letter currency")
 
     # --- Google Ads ---------------------------------------------------------------------------
+
+    def _authorize(self, path: str) -> str:
+        """The redirect back to the client with a code, or why the request is refused."""
+        parts = urlsplit(path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        expected = {"response_type": "code", "client_id": self.client_id, "code_challenge_method": "S256",
+                    "access_type": "offline"}  # fmt: skip
+        if parts.path != "/google/authorize" or any(query.get(k) != v for k, v in expected.items()):
+            return f"refused: {query}"
+        if "https://www.googleapis.com/auth/adwords" not in query.get("scope", "").split():
+            return "refused: no adwords scope"
+        if not re.fullmatch(r"[A-Za-z0-9_-]{43}", query.get("code_challenge", "")) or not query.get("state"):
+            return "refused: no S256 code challenge or state"
+        code = secrets.token_urlsafe(16)
+        with self.lock:
+            self.codes[code] = {"challenge": query["code_challenge"], "redirect_uri": query["redirect_uri"]}
+        separator = "&" if "?" in query["redirect_uri"] else "?"
+        return f"{query['redirect_uri']}{separator}code={code}&state={query['state']}"
+
+    def _google_code(self, form: dict[str, list[str]], headers: dict[str, str]) -> tuple[int, dict[str, Any], dict]:
+        """The authorization-code grant with PKCE: the verifier must hash to the challenge of the code."""
+        value = {k: v[0] for k, v in form.items()}
+        auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        basic = base64.b64decode(auth.removeprefix("Basic ")).decode() if auth.startswith("Basic ") else ""
+        client = basic or f"{value.get('client_id')}:{value.get('client_secret')}"
+        with self.lock:
+            pending = self.codes.pop(value.get("code", ""), None)
+        verifier = value.get("code_verifier", "")
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        if (
+            pending is None
+            or client != f"{self.client_id}:{self.client_secret}"
+            or pending["redirect_uri"] != value.get("redirect_uri")
+            or pending["challenge"] != challenge
+        ):
+            return 400, {"error": "invalid_grant", "error_description": "Bad code, verifier or client."}, {}
+        refresh, access = "1//granted-" + secrets.token_urlsafe(16), "ya29." + secrets.token_urlsafe(24)
+        with self.lock:
+            self.google_refresh[refresh] = self.grant_customer
+            self.google_access[access] = self.grant_customer
+        return 200, {"access_token": access, "refresh_token": refresh, "expires_in": 3599, "token_type": "Bearer",
+                     "scope": "https://www.googleapis.com/auth/adwords"}, {}  # fmt: skip
 
     def _google_token(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any], dict[str, str]]:
         refresh = (form.get("refresh_token") or [""])[0]
