@@ -96,6 +96,14 @@ def test_monicas_lead_and_purchase_reach_meta_with_her_fbclid_and_google_with_he
     assert {c["gclid"] for c in at_google.values()} == {"Cj0KCQ-Monica-gclid"}
     assert all(c["userIdentifiers"][1] == {"hashedPhoneNumber": hashing_phone()} for c in at_google.values())
 
+    # Her timeline shows both conversions with their status at each platform.
+    contact_id = client.get("/api/v1/conversions", headers=tenant.headers).json()["items"][0]["contact_id"]
+    timeline = client.get(f"/api/v1/contacts/{contact_id}/timeline", headers=tenant.headers).json()["items"]
+    shown = [e for e in timeline if e["kind"] == "conversion"]
+    assert sorted(e["event_name"] for e in shown) == ["lead", "purchase"]
+    assert all({(d["platform"], d["status"]) for d in e["deliveries"]} == {("meta", "sent"), ("google_ads", "sent")}
+               for e in shown)  # fmt: skip
+
 
 def hashing_phone() -> str:
     from tenants.conversions import hashing

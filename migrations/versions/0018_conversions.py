@@ -98,7 +98,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "event_id", name="conversions_event_id_key"),
     )
     op.create_index("conversions_time_idx", "conversions", ["tenant_id", "created_at", "id"])
-    op.create_index("conversions_contact_idx", "conversions", ["tenant_id", "contact_id", "created_at"])
+    # The contact's timeline reads its conversions as a range, newest first.
+    op.create_index("conversions_contact_idx", "conversions", ["tenant_id", "contact_id", "occurred_at", "id"])
     create_partner_scope("conversions")
 
     create_tenant_table(
