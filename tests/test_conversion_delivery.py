@@ -303,3 +303,22 @@ def test_a_test_event_shows_at_the_platform_without_counting_as_a_conversion(
     assert sorted(e["_destination"] for e in seen) == sorted([shop.meta_key, shop.google_key])
     assert next(e for e in seen if e["_destination"] == shop.meta_key)["_code"] == "TEST4242"
     assert ad_platforms.accepted_for(shop.meta_key) == {} and ad_platforms.accepted_for(shop.google_key) == {}
+
+
+def test_a_revoked_google_refresh_token_pauses_the_integration(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Revoked")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    for refresh, customer in list(ad_platforms.google_refresh.items()):
+        if customer == shop.google["customer_id"]:
+            del ad_platforms.google_refresh[refresh]  # the account owner removed Trailmark's access
+    queue_conversions(tenant.tenant_id, [shop.google["id"]], 3)
+
+    def paused() -> dict[str, Any] | None:
+        found = client.get(f"/api/v1/integrations/{shop.google['id']}", headers=tenant.headers).json()
+        return found if found["status"] == "paused" else None
+
+    integration = wait_until(paused, 60, "the Google integration to pause")
+    assert "Google refused the refresh token" in integration["paused_reason"]
+    assert {d["status"] for d in deliveries(client, tenant)} == {"queued"}

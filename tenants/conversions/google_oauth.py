@@ -16,6 +16,8 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+from authlib.common.errors import AuthlibBaseError
+from authlib.deprecate import AuthlibDeprecationWarning
 from sqlmodel import Session
 
 from tenants.conversions.integrations import get_integration, update_integration
@@ -25,12 +27,13 @@ from tenants.models import Integration, Platform
 from tenants.redis_store import get_redis
 from tenants.settings import get_settings
 
-with warnings.catch_warnings():  # authlib warns on import about its httpx integration's future; nothing to act on
-    warnings.simplefilter("ignore")
-    from authlib.common.errors import AuthlibBaseError
+# authlib 1.9 warns on import that its httpx client will move to the httpx2 package: nothing to act on here, and
+# its module installs an "always" filter first, which this one (inserted after it, so in front) overrides.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
     from authlib.integrations.httpx_client import OAuth2Client
 
-__all__ = ["SCOPE", "authorization_url", "finish_connect"]
+__all__ = ["SCOPE", "AuthlibBaseError", "authorization_url", "finish_connect", "refreshed_access_token"]
 
 SCOPE = "https://www.googleapis.com/auth/adwords"
 STATE_SECONDS = 600
@@ -40,7 +43,7 @@ def _key(tenant_id: UUID, state: str) -> str:
     return f"trailmark:{tenant_id}:google-oauth:{hashlib.sha256(state.encode()).hexdigest()}"
 
 
-def _client(redirect_uri: str) -> OAuth2Client:
+def _client(redirect_uri: str | None = None) -> OAuth2Client:
     settings = get_settings().ad_platforms
     if not settings.google_client_id or not settings.google_client_secret:
         raise Invalid(
@@ -99,3 +102,10 @@ def finish_connect(session: Session, *, state: str, code: str, redirect_uri: str
     if not refresh:
         raise Invalid("Google gave no refresh token: remove Trailmark's access in your Google account, then connect")
     return update_integration(session, UUID(pending["integration_id"]), secrets={"refresh_token": refresh})
+
+
+def refreshed_access_token(refresh_token: str) -> dict[str, Any]:
+    """The refresh-token grant (the sender's, before an upload): ``{access_token, expires_in, …}``. Raises
+    authlib's ``OAuthError`` (``invalid_grant`` for a revoked or expired refresh token) or an httpx error."""
+    with _client() as client:
+        return dict(client.refresh_token(get_settings().ad_platforms.google_token, refresh_token=refresh_token))

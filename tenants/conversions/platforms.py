@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from tenants.conversions import google_oauth
+from tenants.errors import Invalid
 from tenants.models import Integration, Platform
 from tenants.settings import get_settings
 
@@ -135,30 +137,20 @@ def _google_access_token(integration: Integration, tokens: dict[str, str]) -> st
     cached = _access_tokens.get(key)
     if cached and cached[1] > time.time() + 60:
         return cached[0]
-    settings = get_settings().ad_platforms
-    response = httpx.post(
-        settings.google_token,
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": tokens.get("refresh_token", ""),
-            "client_id": settings.google_client_id or "",
-            "client_secret": settings.google_client_secret or "",
-        },
-        timeout=TIMEOUT,
-    )
-    body = _json(response)
-    if response.status_code in (400, 401) and body.get("error") in (
-        "invalid_grant",
-        "invalid_client",
-        "unauthorized_client",
-    ):
-        raise AuthError(_reason("Google refused the refresh token", body.get("error_description") or body["error"]))
-    response.raise_for_status()
-    if not body.get("access_token"):
+    try:
+        token = google_oauth.refreshed_access_token(tokens.get("refresh_token", ""))
+    except google_oauth.AuthlibBaseError as error:
+        if getattr(error, "error", None) in ("invalid_grant", "invalid_client", "unauthorized_client"):
+            raise AuthError(_reason("Google refused the refresh token", error.description or error.error)) from None
+        raise httpx.HTTPError(f"token endpoint: {getattr(error, 'error', 'error')}") from None
+    except ValueError as error:  # an answer that is not a token (not JSON)
+        raise httpx.HTTPError(f"token endpoint: {type(error).__name__}") from None
+    except Invalid as error:  # no OAuth client configured on this server
+        raise AuthError(_reason("Google Ads", error.message)) from None
+    if not token.get("access_token"):
         raise httpx.HTTPError("the token endpoint answered no access_token")
-    token = str(body["access_token"])
-    _access_tokens[key] = (token, time.time() + float(body.get("expires_in", 3600)))
-    return token
+    _access_tokens[key] = (str(token["access_token"]), time.time() + float(token.get("expires_in", 3600)))
+    return str(token["access_token"])
 
 
 def _google_error_code(error: dict[str, Any]) -> str:
