@@ -245,7 +245,7 @@ def merge_contacts(session: Session, keep_id: UUID, other_id: UUID) -> Contact:
     if keep.merged_into is not None or other.merged_into is not None:
         raise Conflict("one of these contacts was already merged into another")
     params = {"keep": keep_id, "other": other_id, "t": current_tenant_id(session)}
-    for table in ("visitors", "visits", "form_submissions", "email_links", "link_clicks", "purchases"):
+    for table in ("visitors", "visits", "form_submissions", "email_links", "link_clicks", "purchases", "conversions"):
         statement = f"UPDATE {table} SET contact_id = :keep WHERE tenant_id = :t AND contact_id = :other"  # noqa: S608
         session.execute(text(statement), params)
     for name in ("first_name", "last_name", "phone"):
