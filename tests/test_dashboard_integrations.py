@@ -10,11 +10,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 
 from tenants.models import UserRole
 from tests.conftest import LiveServer, TenantHandle
 from tests.support.ad_platforms import FakeAdPlatforms
-from tests.support.dashboard import add_staff, csrf_of, login_http
+from tests.support.dashboard import add_staff, check_screen, csrf_of, login_browser, login_http
 
 META_TOKEN = "EAAdashboard-secret-token-0042"
 
@@ -88,3 +89,28 @@ def test_an_owner_connects_meta_and_google_ads_and_sends_a_test_event(
     for page in (owner.get("/app/integrations").text, owner.get(meta_page).text, shown, editor.get(meta_page).text):
         assert META_TOKEN not in page and all(token not in page for token in granted)
         assert not re.search(r"EAA[a-z]+-secret", page)
+
+
+@pytest.mark.browser
+def test_the_ad_platform_screens_are_usable_in_a_browser(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle], browser: Any, ad_platforms: FakeAdPlatforms
+) -> None:
+    """Connect Meta through the form in Chromium, then see its page: both screens pass the axe-core check."""
+    tenant = make_tenant("Browserads")
+    ad_platforms.meta_tokens["5559876543"] = META_TOKEN
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        login_browser(page, api_server.base_url, tenant.slug, tenant.owner_email)
+        page.get_by_role("link", name="Ad platforms", exact=True).click()
+        check_screen(page, "ad-platforms")
+        page.get_by_label("Pixel (dataset) id").fill("5559876543")
+        page.get_by_label("Access token (Meta, TikTok)").fill(META_TOKEN)
+        page.get_by_role("button", name="Connect", exact=True).click()
+        page.wait_for_url(re.compile(r"/app/integrations/[0-9a-f-]{36}$"))
+        assert "Active: conversions are sent" in page.locator("#integration-status").inner_text()
+        assert page.get_by_label("New access token (blank keeps the stored one)").input_value() == ""
+        check_screen(page, "ad-platform")
+        assert META_TOKEN not in page.content()
+    finally:
+        context.close()
