@@ -43,6 +43,7 @@ from tenants.models import (
     Integration,
     IntegrationStatus,
     Platform,
+    Site,
     new_id,
     utcnow,
 )
@@ -189,6 +190,11 @@ def _prepared(
             result.failed += 1
             continue
         consent = consents.consent_of(session, conversion.visitor_id) if conversion.visitor_id else None
+        site = session.get(Site, (integration.tenant_id, conversion.site_id)) if conversion.site_id else None
+        if (refusal := consents.refusal(site, consent)) is not None:  # the answer changed since it was recorded
+            _finish(delivery, DeliveryStatus.SKIPPED, refusal)
+            result.skipped += 1
+            continue
         contact = contacts.get(conversion.contact_id) if conversion.contact_id else None
         built = payloads.build(conversion, contact, integration, consent)
         if isinstance(built, payloads.Unsendable):

@@ -404,7 +404,9 @@ def record(session: Session, kind: ConversionKind, subject_id: str) -> Conversio
             "kind": kind.value,
             "name": facts.event_name[:100],
             "key": facts.source_key,
-            "event_id": event_id_of(tenant_id, facts.source_key),
+            # A tracked event's id is its hit id, made by the browser: trailmark('conversion', …) returns it at once,
+            # for the page's own pixel to send as its event id. Hit ids are unique per tenant (the visits key).
+            "event_id": facts.hit_id.hex if facts.hit_id else event_id_of(tenant_id, facts.source_key),
             "contact": facts.contact_id,
             "visitor": facts.visitor_id,
             "site": facts.site_id,

@@ -212,7 +212,12 @@
         t ? send(t) : waiting.push(send);
       });
       // copy props: unserialisable ones must not break the queue
-      if (cmd == 'track' && name) enqueue(hit('event', { event_name: '' + name, props: JSON.parse(JSON.stringify(props || {})) }));
+      if ((cmd == 'track' || cmd == 'conversion') && name) {
+        var h = hit('event', { event_name: '' + name, props: JSON.parse(JSON.stringify(props || {})) });
+        enqueue(h);
+        // conversion: its event id (the hit id), for the page's own pixel to deduplicate with (fbq eventID)
+        if (cmd == 'conversion') return h.hit_id.replace(/-/g, '');
+      }
     } catch (e) {}
   }
   api.tm = 1;
