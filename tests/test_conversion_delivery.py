@@ -322,3 +322,65 @@ def test_a_revoked_google_refresh_token_pauses_the_integration(
     integration = wait_until(paused, 60, "the Google integration to pause")
     assert "Google refused the refresh token" in integration["paused_reason"]
     assert {d["status"] for d in deliveries(client, tenant)} == {"queued"}
+
+
+def test_a_membership_registration_reaches_google_as_complete_registration(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """The browser that landed from a Google ad registers on the membership site: Google gets its gclid."""
+    from tenants.isolation import tenant_session
+    from tenants.memberships import service as memberships
+    from tenants.memberships.pending import save_pending
+    from tenants.security.tokens import get_signer
+
+    tenant = make_tenant("Members")
+    site = make_site(tenant, [ORIGIN])
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms)
+    browser = Browser(client, site.site_key)
+    browser.view("/join?gclid=Cj0-member-gclid")
+    wait_stored(tenant.tenant_id, 1)
+    with tenant_session(tenant.tenant_id) as session:
+        club = memberships.create_membership_site(session, name="Club", registration="open")
+        club_id = club.id
+    pending = save_pending(
+        tenant.tenant_id, club_id, email="member@example.com", first_name="Mem", next_path=None, lifetime_seconds=600
+    )
+    token = get_signer().sign(memberships.REGISTRATION_PURPOSE, tenant.tenant_id, pending.id)
+    memberships.complete_registration(
+        tenant.tenant_id,
+        club_id,
+        token=token,
+        password="a long enough passphrase",
+        presented_session=None,
+        visitor_tokens=(browser.token,),
+    )
+    statuses = settled(client, tenant, 2)
+    assert {(d["platform"], d["status"]) for d in statuses} == {("meta", "sent"), ("google_ads", "sent")}
+    (click,) = ad_platforms.accepted_for(shop.google_key).values()
+    assert click["gclid"] == "Cj0-member-gclid" and click["conversionAction"].endswith("/333")
+    (event,) = ad_platforms.accepted_for(shop.meta_key).values()
+    assert event["event_name"] == "CompleteRegistration"
+
+
+def test_a_lead_reaches_tiktok_with_its_ttclid_and_ttp(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Tiktoker")
+    site = make_site(tenant, [ORIGIN])
+    ad_platforms.tiktok_tokens["C9TIKTOKPIXEL01"] = "tiktok-token-for-tests"
+    created = client.post(
+        "/api/v1/integrations",
+        json={"platform": "tiktok", "pixel_code": "C9TIKTOKPIXEL01", "access_token": "tiktok-token-for-tests"},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    form = make_form(client, site.site_id, tenant.headers)
+    viewer = Browser(client, site.site_key, cookies={"_ttp": "2Xttp-cookie-value"})
+    viewer.view("/?ttclid=E.C.P.tiktok-click")
+    wait_stored(tenant.tenant_id, 1)
+    viewer.submit(form["form_key"], {"email": "tik@example.com"})
+    assert [d["status"] for d in settled(client, tenant, 1)] == ["sent"]
+    (event,) = ad_platforms.accepted_for("tiktok:C9TIKTOKPIXEL01").values()
+    assert event["event"] == "SubmitForm"
+    assert (event["user"]["ttclid"], event["user"]["ttp"]) == ("E.C.P.tiktok-click", "2Xttp-cookie-value")
+    assert len(event["user"]["email"]) == 64 and event["user"]["user_agent"]
