@@ -384,3 +384,22 @@ def test_a_lead_reaches_tiktok_with_its_ttclid_and_ttp(
     assert event["event"] == "SubmitForm"
     assert (event["user"]["ttclid"], event["user"]["ttp"]) == ("E.C.P.tiktok-click", "2Xttp-cookie-value")
     assert len(event["user"]["email"]) == 64 and event["user"]["user_agent"]
+
+
+def test_a_conversion_past_metas_window_is_dead_lettered_and_the_rest_delivered(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Meta refuses a whole request for one event older than 7 days: it never goes out, and says why."""
+    from datetime import UTC, datetime, timedelta
+
+    tenant = make_tenant("Latecomer")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    (late,) = queue_conversions(
+        tenant.tenant_id, [shop.meta["id"]], 1, occurred_at=datetime.now(UTC) - timedelta(days=8)
+    )
+    fresh = queue_conversions(tenant.tenant_id, [shop.meta["id"]], 4)
+    statuses = {d["event_id"]: d for d in settled(client, tenant, 5)}
+    assert statuses[late]["status"] == "failed"
+    assert statuses[late]["reason"] == "dead letter: older than meta's 7-day window"
+    assert all(statuses[e]["status"] == "sent" for e in fresh)
+    assert len(ad_platforms.accepted_for(shop.meta_key)) == 4

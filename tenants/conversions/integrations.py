@@ -13,8 +13,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
+from tenants.cache import TTLCache
 from tenants.errors import Invalid
 from tenants.isolation import current_tenant_id, get_owned
 from tenants.models import Integration, IntegrationStatus, Platform, Site, utcnow
@@ -25,6 +27,7 @@ __all__ = [
     "SECRET_FIELDS",
     "SETTING_FIELDS",
     "create_integration",
+    "custom_event_names",
     "delete_integration",
     "get_integration",
     "list_integrations",
@@ -218,6 +221,7 @@ def create_integration(
     _connected(integration)
     session.add(integration)
     session.flush()
+    _CUSTOM_NAMES.forget(integration.tenant_id)
     return integration
 
 
@@ -275,6 +279,7 @@ def update_integration(
     integration.updated_at = utcnow()
     session.add(integration)
     session.flush()
+    _CUSTOM_NAMES.forget(integration.tenant_id)
     return integration
 
 
@@ -282,6 +287,7 @@ def delete_integration(session: Session, integration_id: UUID) -> None:
     """Its queued deliveries go with it; conversions stay (other integrations may have them)."""
     session.delete(get_integration(session, integration_id))
     session.flush()
+    _CUSTOM_NAMES.forget(current_tenant_id(session))
 
 
 def pause_integration(session: Session, integration: Integration, reason: str) -> None:
@@ -300,6 +306,22 @@ def secrets_of(integration: Integration) -> dict[str, str]:
         return dict(json.loads(decrypt(integration.secret, _secret_context(integration))))
     except UndecryptableSecret:
         return {}
+
+
+_CUSTOM_NAMES: TTLCache[UUID, frozenset[str]] = TTLCache(30)
+
+
+def custom_event_names(session: Session) -> frozenset[str]:
+    """The tracked event names some integration of the tenant converts: ingest asks per batch, so they are kept
+    30 s per process, and forgotten at once when an integration of this process changes."""
+    tenant_id = current_tenant_id(session)
+    cached = _CUSTOM_NAMES.get(tenant_id)
+    if isinstance(cached, frozenset):
+        return cached
+    rows = session.execute(text("SELECT DISTINCT jsonb_array_elements_text(events->'custom') FROM integrations"))
+    names = frozenset(name for (name,) in rows)
+    _CUSTOM_NAMES.put(tenant_id, names)
+    return names
 
 
 def wants(integration: Integration, kind: str, event_name: str | None = None) -> bool:

@@ -25,7 +25,6 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from tenants.cache import TTLCache
 from tenants.conversions import consent
 from tenants.conversions.integrations import wants
 from tenants.errors import Invalid
@@ -56,7 +55,6 @@ __all__ = [
     "RECORD_TASK",
     "ConversionPage",
     "choose_touch",
-    "custom_event_names",
     "enqueue_conversion",
     "event_id_of",
     "list_conversions",
@@ -102,21 +100,6 @@ def event_id_of(tenant_id: UUID, source_key: str) -> str:
 def enqueue_conversion(session: Session, kind: ConversionKind, subject_id: str | UUID) -> None:
     """Called by the hooks in the transaction of what converted: :func:`record` follows once it commits."""
     outbox.enqueue(session, RECORD_TASK, kind.value, str(subject_id), queue=QUEUE)
-
-
-_CUSTOM_NAMES: TTLCache[UUID, frozenset[str]] = TTLCache(30)
-
-
-def custom_event_names(session: Session) -> frozenset[str]:
-    """The tracked event names some integration of the tenant converts (cached 30 s: ingest asks per batch)."""
-    tenant_id = current_tenant_id(session)
-    cached = _CUSTOM_NAMES.get(tenant_id)
-    if isinstance(cached, frozenset):
-        return cached
-    rows = session.execute(text("SELECT DISTINCT jsonb_array_elements_text(events->'custom') FROM integrations"))
-    names = frozenset(name for (name,) in rows)
-    _CUSTOM_NAMES.put(tenant_id, names)
-    return names
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
-from tenants.conversions.service import custom_event_names, enqueue_conversion
+from tenants.conversions.integrations import custom_event_names
+from tenants.conversions.service import enqueue_conversion
 from tenants.identity.service import refresh_contact_touches
 from tenants.isolation import tenant_session
 from tenants.models import ConversionKind
