@@ -62,7 +62,7 @@ TestEventCode = Annotated[
 
 
 class EventRules(msgspec.Struct, forbid_unknown_fields=True):
-    """Which conversions this integration receives."""
+    """Which conversions this integration receives; given as a whole (a kind left out is on)."""
 
     lead: bool = True
     """A form submission that creates a contact."""
