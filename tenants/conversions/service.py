@@ -4,8 +4,10 @@ integration that wants it.
 The hooks are where the things happen: a form submission that creates a contact (``tenants.forms``), a
 purchase (``tenants.purchases``), a membership registration (``tenants.memberships``), a tracked event that an
 integration names (ingest). Each enqueues :data:`RECORD_TASK` through the outbox in its own transaction; the
-task (:func:`record`) runs on the ``conversions`` queue, after the page views that led there were stored, and
-is idempotent: the conversion's ``source_key`` is unique, so a redelivered hook records nothing more.
+task (:func:`record`) runs on the ``conversions`` queue and is idempotent: the conversion's ``source_key`` is
+unique, so a redelivered hook records nothing more. It reads the visits stored when it runs: a page view still
+in the ingest stream (ingest drains every second) is not seen, so a form sent within a second of landing would
+get the visit before it (or the first touch). People take longer than that; the tests wait for the landing.
 
 Which touch a platform gets (:func:`choose_touch`): the converting visit's click ids, else the contact's most
 recent visit with that platform's ids within the platform's click window, else the first touch.
