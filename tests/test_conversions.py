@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -15,7 +19,17 @@ from tenants.conversions import consent, hashing, payloads
 from tenants.conversions.service import event_id_of, record
 from tenants.isolation import tenant_session
 from tenants.models import Contact, Conversion, ConversionKind, Integration, Site
-from tests.conftest import TenantHandle, make_site, wait_stored, wait_until
+from tests.conftest import (
+    REPO,
+    TenantHandle,
+    child_env,
+    log_file,
+    make_site,
+    start_api_server,
+    stop,
+    wait_stored,
+    wait_until,
+)
 from tests.support.conversions import BROWSER, ORIGIN, Browser, connect_meta_and_google, make_form
 
 META_TOKEN = "EAAGm0PX4ZCpsBAsecret-meta-token-0001"
@@ -388,3 +402,74 @@ def test_meta_and_google_normalise_the_same_address_differently() -> None:
     assert payloads.meta_fbc({"ad_cookies": {"_fbc": "fb.1.1554763741205.AbCd.AQYBAAMA"}}) == (
         "fb.1.1554763741205.AbCd.AQYBAAMA"  # a five-segment cookie passes through unchanged
     )
+
+
+def test_a_form_sent_right_after_landing_still_converts_on_the_landing_visit(
+    client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
+) -> None:
+    """The landing's page view may still wait in the ingest stream when the lead is recorded: recording waits
+    for it, so the lead gets the landing's fbclid from the visit it converted on."""
+    tenant = make_tenant("Quickform")
+    site = make_site(tenant, [ORIGIN])
+    connect_meta_and_google(client, tenant.headers)
+    form = make_form(client, site.site_id, tenant.headers)
+    quick = Browser(client, site.site_key)
+    quick.view("/?fbclid=IwAR-quick&gclid=Cj0-quick")
+    quick.submit(form["form_key"], {"email": "quick@example.com"})  # no wait for ingest
+    (lead,) = _conversions(client, tenant, 1)
+    assert lead["touches"]["meta"]["source"] == "converting_visit"
+    assert lead["touches"]["meta"]["click_ids"] == {"fbclid": "IwAR-quick"}
+    assert lead["touches"]["google_ads"]["click_ids"] == {"gclid": "Cj0-quick"}
+
+
+@pytest.mark.slow
+def test_a_lead_recorded_while_its_landing_waits_in_the_ingest_stream_waits_for_it(
+    make_tenant: Callable[..., TenantHandle],
+    owner_url: str,
+    private_redis: tuple[str, Callable[[], None], Callable[[], None]],
+) -> None:
+    """The API and a worker without the ingest queue run on a Redis of their own, so the landing stays in the
+    stream: the lead's recording waits until the test's own ingest stores it, then converts on that visit."""
+    import psycopg
+    import redis
+    from celery import Celery
+
+    from tenants.outbox.service import SWEEP_LOCK
+    from tenants.tracking.buffer import IngestBuffer
+    from tenants.tracking.ingest import drain
+    from workers.app import configure
+
+    redis_url = private_redis[0]
+    api = start_api_server(TRAILMARK_REDIS_URL=redis_url)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "worker", "--queues", "conversions,default", "--concurrency", "1"],
+        cwd=REPO,
+        env=child_env(TRAILMARK_REDIS_URL=redis_url),
+        stdout=log_file("worker"),
+        stderr=subprocess.STDOUT,
+    )
+    # The session's own beat must not publish this test's outbox rows to the session's Redis.
+    with psycopg.connect(owner_url, autocommit=True) as lock:
+        wait_until(lambda: lock.execute("SELECT pg_try_advisory_lock(%s)", (SWEEP_LOCK,)).fetchone() == (True,), 30,
+                   "the running outbox sweep to finish")  # fmt: skip
+        try:
+            with httpx.Client(base_url=api.base_url, timeout=30) as http:
+                tenant = make_tenant("Heldlanding")
+                ready = Celery("held-landing", set_as_current=False)
+                configure(ready, redis_url)
+                ready.send_task("trailmark.system.ping", args=[str(tenant.tenant_id), "up"]).get(timeout=90)
+                site = make_site(tenant, [ORIGIN])
+                connect_meta_and_google(http, tenant.headers)
+                form = make_form(http, site.site_id, tenant.headers)
+                quick = Browser(http, site.site_key)
+                quick.view("/?fbclid=IwAR-held-landing")
+                quick.submit(form["form_key"], {"email": "held@example.com"})
+                time.sleep(2)
+                assert http.get("/api/v1/conversions", headers=tenant.headers).json()["items"] == []  # waiting
+                drain(IngestBuffer(redis.Redis.from_url(redis_url), claim_idle_ms=30_000))
+                (lead,) = _conversions(http, tenant, 1)
+            assert lead["touches"]["meta"]["source"] == "converting_visit"
+            assert lead["touches"]["meta"]["click_ids"] == {"fbclid": "IwAR-held-landing"}
+        finally:
+            stop(worker)
+            api.stop()

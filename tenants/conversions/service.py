@@ -5,9 +5,9 @@ The hooks are where the things happen: a form submission that creates a contact 
 purchase (``tenants.purchases``), a membership registration (``tenants.memberships``), a tracked event that an
 integration names (ingest). Each enqueues :data:`RECORD_TASK` through the outbox in its own transaction; the
 task (:func:`record`) runs on the ``conversions`` queue and is idempotent: the conversion's ``source_key`` is
-unique, so a redelivered hook records nothing more. It reads the visits stored when it runs: a page view still
-in the ingest stream (ingest drains every second) is not seen, so a form sent within a second of landing would
-get the visit before it (or the first touch). People take longer than that; the tests wait for the landing.
+unique, so a redelivered hook records nothing more. A browser's page views may still wait in the ingest stream
+when it runs (ingest drains every second): it first waits, up to :data:`INGEST_WAIT_SECONDS`, until every batch
+received before the conversion is stored, so the converting visit and its click ids are there to be read.
 
 Which touch a platform gets (:func:`choose_touch`): the converting visit's click ids, else the contact's most
 recent visit with that platform's ids within the platform's click window, else the first touch.
@@ -18,12 +18,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
@@ -48,6 +50,8 @@ from tenants.models import (
     utcnow,
 )
 from tenants.outbox import service as outbox
+from tenants.redis_store import get_redis
+from tenants.tracking.buffer import holds_entries_until
 
 __all__ = [
     "CLICK_WINDOWS",
@@ -89,6 +93,9 @@ BROWSER_COOKIES: dict[Platform, tuple[str, ...]] = {
     Platform.TIKTOK: ("_ttp",),
 }
 """Cookies that name the browser, not a click: taken from the converting visit only, never from another."""
+INGEST_WAIT_SECONDS = 10.0
+"""At most this long a conversion waits for the page views received before it to be stored (an ingest backlog
+makes it wait the whole time, then it goes on with what is stored)."""
 CLOCK_SKEW = timedelta(minutes=1)
 """A browser's clock may run ahead of the server's: its visit just before a conversion may look just after."""
 _EVENT_NAMESPACE = uuid.UUID("6f1a3c1e-2b7d-4f5e-9a51-7c0e9d3b8a42")
@@ -354,6 +361,17 @@ def _consent_refusal(session: Session, facts: _Facts) -> str | None:
     return reason
 
 
+def _wait_for_ingest(occurred_at: datetime) -> None:
+    """Until no batch received up to ``occurred_at`` waits in the ingest stream (bounded; Redis away: no wait)."""
+    until_ms = int(occurred_at.timestamp() * 1000)
+    deadline = time.monotonic() + INGEST_WAIT_SECONDS
+    try:
+        while holds_entries_until(get_redis(), until_ms) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except (RedisError, OSError) as error:
+        log.warning("the ingest stream cannot be read (%s): recording with the visits stored", error)
+
+
 def record(session: Session, kind: ConversionKind, subject_id: str) -> Conversion | None:
     """Record what converted (once per source), with each platform's touch, and queue it for every integration
     that wants it, or mark it skipped with the reason (no consent). None when already recorded or gone."""
@@ -368,6 +386,8 @@ def record(session: Session, kind: ConversionKind, subject_id: str) -> Conversio
     if kind == ConversionKind.CUSTOM and not integrations:
         return None  # a tracked event converts only where an integration names it
     tenant_id = current_tenant_id(session)
+    if facts.visitor_id is not None:
+        _wait_for_ingest(facts.occurred_at)
     converting = _converting_visit(session, facts)
     touches = {
         p.value: touch
