@@ -145,8 +145,11 @@ def send_due(tenant_id: UUID, integration_id: UUID) -> SendResult:
         if not deliveries:
             return result
         ready = _prepared(session, integration, deliveries, result)
-        if ready:
-            tokens = secrets_of(integration)
+        tokens = secrets_of(integration) if ready else {}
+        if ready and not tokens:  # the ring lost the key that sealed it: nothing can be sent until it is stored again
+            pause_integration(session, integration, "its token cannot be read (TRAILMARK_SECRET_KEYS): store it again")
+            result.paused = True
+        elif ready:
             try:
                 _send(integration, tokens, ready, result)
             except platforms.AuthError as error:
