@@ -114,3 +114,20 @@ def test_the_ad_platform_screens_are_usable_in_a_browser(
         assert META_TOKEN not in page.content()
     finally:
         context.close()
+
+
+def test_a_site_asks_for_ad_consent_from_the_dashboard(
+    api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    tenant = make_tenant("Optinsite")
+    owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    created = _post(
+        owner,
+        "/app/sites",
+        {"name": "EU shop", "allowed_origins": "https://eu.example", "honor_dnt": "on", "ads_consent": "opt_in"},
+        page="/app/sites",
+    )
+    assert created.status_code == 303, created.text
+    sites = httpx.get(f"{api_server.base_url}/api/v1/sites", headers=tenant.headers).json()
+    assert [s["ads_consent"] for s in sites] == ["opt_in"]
+    assert 'value="opt_in" selected' in owner.get(created.headers["location"]).text
