@@ -9,6 +9,7 @@ from litestar.config.compression import CompressionConfig
 from api.accounts.controller import AccountsController, SignupController
 from api.auth import provide_caller
 from api.contacts.controller import ContactFieldsController, ContactsController, resolve_visitor
+from api.conversions.controller import ConversionsController, IntegrationsController
 from api.dashboard import dashboard_router
 from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
@@ -27,6 +28,7 @@ from api.reports.controller import ReportsController
 from api.requests import StrictJSONRequest
 from api.text import RefuseUnstorableText
 from api.tracking.collect import SKIP_COMPRESSION, collect, tracker_script
+from api.tracking.consent import set_consent
 from api.tracking.controller import SitesController, VisitorsController, VisitsController
 from api.web import STATIC_ROUTER, FormRefused, template_config
 from api.web.templates import refused
@@ -69,6 +71,8 @@ def create_app() -> Litestar:
             ReportsController,
             PurchasesController,
             StripeIntegrationController,
+            IntegrationsController,
+            ConversionsController,
             stripe_webhook,
             PartnerProgramsController,
             PartnersController,
@@ -79,6 +83,7 @@ def create_app() -> Litestar:
             PartnerPortalController,
             *PAGE_HANDLERS,
             tracker_script,
+            set_consent,
             collect,
             docs_assets(),
             dashboard_router(),

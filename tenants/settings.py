@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = [
+    "AdPlatformUrls",
     "SecretKey",
     "Settings",
     "SettingsError",
@@ -49,6 +50,35 @@ class SecretKey:
     key_id: str
     """Stored with each ciphertext, so decryption picks the key that encrypted it."""
     secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AdPlatformUrls:
+    """Base URLs of the ad platforms' APIs (``TRAILMARK_META_API_URL`` …), and the Google OAuth client."""
+
+    meta: str = "https://graph.facebook.com/v26.0"
+    google_ads: str = "https://googleads.googleapis.com/v26"
+    google_token: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - an endpoint, not a secret
+    google_authorize: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    tiktok: str = "https://business-api.tiktok.com/open_api/v1.3"
+    google_client_id: str | None = None
+    google_client_secret: str | None = field(default=None, repr=False)
+    google_developer_token: str | None = field(default=None, repr=False)
+    """Optional since 2026-09; sent when configured."""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> AdPlatformUrls:
+        defaults = cls()
+        return cls(
+            meta=_http_url(env, "TRAILMARK_META_API_URL", defaults.meta),
+            google_ads=_http_url(env, "TRAILMARK_GOOGLE_ADS_API_URL", defaults.google_ads),
+            google_token=_http_url(env, "TRAILMARK_GOOGLE_OAUTH_TOKEN_URL", defaults.google_token),
+            google_authorize=_http_url(env, "TRAILMARK_GOOGLE_OAUTH_AUTHORIZE_URL", defaults.google_authorize),
+            tiktok=_http_url(env, "TRAILMARK_TIKTOK_API_URL", defaults.tiktok),
+            google_client_id=env.get("TRAILMARK_GOOGLE_CLIENT_ID", "").strip() or None,
+            google_client_secret=env.get("TRAILMARK_GOOGLE_CLIENT_SECRET", "").strip() or None,
+            google_developer_token=env.get("TRAILMARK_GOOGLE_DEVELOPER_TOKEN", "").strip() or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -90,6 +120,10 @@ class Settings:
     """A report query running longer is cancelled and its panel says it timed out."""
     secret_keys: tuple[SecretKey, ...] = ()
     """Newest first: secrets are encrypted with the first; older ones still decrypt (rotation = add a key)."""
+    ad_platforms: AdPlatformUrls = field(default_factory=AdPlatformUrls)
+    """Where conversions are sent: the platforms' own APIs unless configured (tests use local fakes)."""
+    conversions_flush_seconds: float = 2.0
+    """A destination's queued conversions are sent once a batch is full or the oldest has waited this long."""
 
     @property
     def base_url(self) -> str:
@@ -150,6 +184,8 @@ class Settings:
             trusted_proxies=_networks(env, "TRAILMARK_TRUSTED_PROXIES"),
             report_statement_timeout_ms=_int(env, "TRAILMARK_REPORT_STATEMENT_TIMEOUT_MS", 5000, 100, 600_000),
             secret_keys=secret_keys,
+            ad_platforms=AdPlatformUrls.from_env(env),
+            conversions_flush_seconds=_int(env, "TRAILMARK_CONVERSIONS_FLUSH_MS", 2000, 50, 600_000) / 1000,
         )
 
     def with_signing_keys_from_data_dir(self) -> Settings:
@@ -251,6 +287,14 @@ def _redis_url(env: dict[str, str]) -> str | None:
     if scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(f"TRAILMARK_REDIS_URL must be a redis:// URL, got scheme {scheme!r}")
     return value
+
+
+def _http_url(env: dict[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
+    return value.rstrip("/")
 
 
 def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:

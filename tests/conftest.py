@@ -37,6 +37,15 @@ def pytest_configure(config: pytest.Config) -> None:
     from tenants.embedded import free_port
 
     os.environ["TRAILMARK_SMTP_URL"] = f"smtp://127.0.0.1:{free_port()}"
+    # Workers send conversions to the `ad_platforms` fixture's fakes (a real HTTP server, on 127.0.0.1).
+    platforms = f"http://127.0.0.1:{free_port()}"
+    os.environ["TRAILMARK_META_API_URL"] = f"{platforms}/meta"
+    os.environ["TRAILMARK_GOOGLE_ADS_API_URL"] = f"{platforms}/google"
+    os.environ["TRAILMARK_GOOGLE_OAUTH_TOKEN_URL"] = f"{platforms}/google/token"
+    os.environ["TRAILMARK_GOOGLE_OAUTH_AUTHORIZE_URL"] = f"{platforms}/google/authorize"
+    os.environ["TRAILMARK_TIKTOK_API_URL"] = f"{platforms}/tiktok"
+    os.environ["TRAILMARK_GOOGLE_CLIENT_ID"] = "trailmark-test.apps.example"
+    os.environ["TRAILMARK_GOOGLE_CLIENT_SECRET"] = "test-client-secret"
     from tenants.isolation.migrate import migrate
 
     migrate(_services.owner_url, _services.app_url)
@@ -335,6 +344,18 @@ def mailbox() -> Iterator[Mailbox]:
     controller.start()
     yield Mailbox(received)
     controller.stop()
+
+
+@pytest.fixture(scope="session")
+def ad_platforms() -> Iterator[Any]:
+    """Meta, Google Ads and TikTok faked by one real HTTP server at the URLs the workers were given."""
+    from urllib.parse import urlsplit
+
+    from tests.support.ad_platforms import FakeAdPlatforms
+
+    fake = FakeAdPlatforms(urlsplit(os.environ["TRAILMARK_META_API_URL"]).port or 0)
+    yield fake
+    fake.close()
 
 
 @pytest.fixture(scope="module")

@@ -206,6 +206,38 @@ def _privacy(session: Session) -> None:
     request_member_erasure(session, member.id)
 
 
+def _conversions(session: Session) -> None:
+    """A Meta integration with its token, for one site."""
+    from tenants.conversions.integrations import create_integration
+    from tenants.models import Platform
+
+    site = create_site(session, name="Seed ads", allowed_origins=["https://seed.example"])
+    integration = create_integration(
+        session,
+        Platform.META,
+        site_id=site.id,
+        settings={"pixel_id": "1234567890"},
+        secrets={"access_token": "EAAseedtoken"},
+    )
+    from tenants.models import Conversion, ConversionDelivery, ConversionKind
+
+    conversion = Conversion(
+        kind=ConversionKind.CUSTOM,
+        event_name="seed",
+        source_key=f"seed:{uuid4()}",
+        event_id=uuid4().hex,
+        site_id=site.id,
+    )
+    session.add(conversion)
+    session.flush()
+    session.add(ConversionDelivery(integration_id=integration.id, conversion_id=conversion.id))
+    from tenants.conversions.consent import record_privacy_signal, set_ads_consent
+    from tenants.models import ConsentSource, PrivacySignal
+
+    set_ads_consent(session, new_id(), True, ConsentSource.API)
+    record_privacy_signal(session, new_id(), PrivacySignal.GPC)
+
+
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
 APPEND_ONLY = {"identity_events", "audit_log"}
 """The app role may only insert and read these (audit logs)."""
@@ -248,4 +280,8 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "commissions": _commissions,
     "payouts": _commissions,
     "partner_sale_rollups": _commissions,  # kept by triggers on credits, commissions and purchases
+    "integrations": _conversions,
+    "visitor_consents": _conversions,
+    "conversions": _conversions,
+    "conversion_deliveries": _conversions,
 }

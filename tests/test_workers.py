@@ -41,6 +41,7 @@ def pending_outbox(tenant: TenantHandle) -> int:
 
 
 def test_every_task_goes_to_its_queue() -> None:
+    import workers.conversions
     import workers.identity
     import workers.ingest
     import workers.mail
@@ -62,6 +63,9 @@ def test_every_task_goes_to_its_queue() -> None:
     assert queues[workers.partners.approve_due.name] == "default"
     assert queues[workers.privacy.erase.name] == "default"
     assert queues[workers.privacy.expire_retention.name] == "default"
+    # Conversions wait behind no page view, merge or mail: their queue has its own workers when scaled out.
+    assert queues[workers.conversions.record_conversion.name] == "conversions"
+    assert queues[workers.conversions.flush_conversions.name] == "conversions"
     assert set(queues.values()) <= set(QUEUES)
 
 

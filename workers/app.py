@@ -46,6 +46,7 @@ celery_app = Celery(
         "workers.purchases",
         "workers.partners",
         "workers.privacy",
+        "workers.conversions",
     ],
 )
 
@@ -104,6 +105,12 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
                 "task": "trailmark.privacy.expire_retention",
                 "schedule": crontab(minute=41),
                 "options": {"expires": 3000},
+            },
+            # Queued conversions go out once a batch is full or its oldest waited a few seconds.
+            "flush-conversions": {
+                "task": "trailmark.conversions.flush",
+                "schedule": 1.0,
+                "options": {"expires": 5},
             },
             "check-rollups": {"task": "trailmark.reports.check_rollups", "schedule": crontab(hour=3, minute=17)},
         },

@@ -134,7 +134,8 @@ class ContactPage(msgspec.Struct):
 
 class TimelinePage(msgspec.Struct):
     items: list[dict[str, Any]]
-    """Newest first; each has ``at`` and ``kind`` (visit, form_submission, link_click, purchase, identity.<event>)."""
+    """Newest first; each has ``at`` and ``kind`` (visit, form_submission, link_click, purchase, conversion with its
+    status per ad platform, identity.<event>)."""
     next_cursor: str | None
     """``before`` for the older entries; null when this page reaches the beginning."""
 

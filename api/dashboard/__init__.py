@@ -11,6 +11,7 @@ from api.dashboard.auth import csrf_guard, provide_staff
 from api.dashboard.commissions import CommissionsController, PayoutsController
 from api.dashboard.contacts import ContactsController
 from api.dashboard.forms import FormsController
+from api.dashboard.integrations import IntegrationsController
 from api.dashboard.links import LinksController
 from api.dashboard.login import LoginController
 from api.dashboard.memberships import MembershipsController
@@ -53,6 +54,7 @@ def dashboard_router() -> Router:
             PartnerProgramsController,
             StripeController,
             PrivacyController,
+            IntegrationsController,
         ],
         guards=[csrf_guard],
         dependencies={"staff": provide_staff},

@@ -36,6 +36,7 @@ NAV: list[tuple[str, str, str, UserRole]] = [
     ("partners", "Partners", "/app/partners", UserRole.VIEWER),
     ("stripe", "Stripe", "/app/integrations/stripe", UserRole.VIEWER),
     ("privacy", "Privacy", "/app/privacy", UserRole.VIEWER),
+    ("ad-platforms", "Ad platforms", "/app/integrations", UserRole.VIEWER),
     ("api-keys", "API keys", "/app/api-keys", UserRole.OWNER),
     ("staff", "Staff", "/app/staff", UserRole.OWNER),
     ("audit", "Audit log", "/app/audit", UserRole.OWNER),

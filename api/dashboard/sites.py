@@ -23,7 +23,7 @@ from tenants.tracking import sites
 
 __all__ = ["SitesController"]
 
-SITE_SETTINGS = ("name", "allowed_origins", "honor_dnt", "truncate_ip", "partner_params", "bot_policy")
+SITE_SETTINGS = ("name", "allowed_origins", "honor_dnt", "truncate_ip", "partner_params", "bot_policy", "ads_consent")
 
 
 def _site_values(form: dict[str, str]) -> dict[str, Any]:
@@ -34,6 +34,7 @@ def _site_values(form: dict[str, str]) -> dict[str, Any]:
         "truncate_ip": form.get("truncate_ip") == "on",
         "partner_params": lines(form.get("partner_params", "").replace(",", "\n")),
         "bot_policy": form.get("bot_policy", "flag"),
+        "ads_consent": form.get("ads_consent", "opt_out"),
     }
 
 
@@ -44,6 +45,7 @@ NEW_SITE: dict[str, Any] = {
     "truncate_ip": True,
     "partner_params": list(DEFAULT_PARTNER_PARAMS),
     "bot_policy": "flag",
+    "ads_consent": "opt_out",
 }
 """A new site's form before anything is typed."""
 
@@ -125,6 +127,7 @@ class SitesController(Controller):
                     truncate_ip=data.truncate_ip,
                     partner_params=data.partner_params,
                     bot_policy=data.bot_policy,
+                    ads_consent=data.ads_consent,
                 )
                 staff.audit(session, "site.create", f"site:{site.id}", fields=list(SITE_SETTINGS))
                 return site.id

@@ -21,6 +21,7 @@ from api.problems import problem
 from api.web import FormRefused, page
 from tenants.accounts.service import ApiCaller
 from tenants.contacts.service import CORE_FIELDS
+from tenants.conversions.consent import privacy_signal_of
 from tenants.errors import Invalid
 from tenants.forms import service as forms
 from tenants.models import Form, Scope
@@ -276,6 +277,7 @@ async def submit_form(request: Request[Any, Any, Any], form_key: FromPath[str]) 
         visitor_tokens=(request.cookies.get(VISITOR_COOKIE), values.get("tm_token")),
         page_url=values.get("tm_page") or request.headers.get("referer"),
         own_origin=normalize_origin(settings.base_url),
+        privacy_signal=privacy_signal_of(request.headers),
     )
     try:
         result = await anyio.to_thread.run_sync(forms.submit, form_key, values, context)

@@ -330,6 +330,7 @@ def _script_for(site_key: str, base_url: str, partner_params: tuple[str, ...], h
         "collect": collect_url(base_url, site_key),
         "exchange": f"{base_url}/t/{site_key}/exchange",
         "whoami": f"{base_url}/t/{site_key}/whoami",
+        "consent": f"{base_url}/t/{site_key}/consent",
         "cookie": VISITOR_COOKIE,
         "partnerParams": list(partner_params),
         "respectDnt": honor_dnt,

@@ -7,16 +7,26 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
 
 from api.fields import given_fields
 from api.openapi import AUTH, BODY, creates, problems
 from api.tracking.filters import ANY, visit_filter, visitor_filter
-from api.tracking.schemas import SiteCreate, SitePublic, SiteUpdate, VisitorDetail, VisitorPublic, VisitPublic
+from api.tracking.schemas import (
+    ConsentUpdate,
+    SiteCreate,
+    SitePublic,
+    SiteUpdate,
+    VisitorConsentPublic,
+    VisitorDetail,
+    VisitorPublic,
+    VisitPublic,
+)
 from tenants.accounts.service import ApiCaller
-from tenants.models import Scope, Site
+from tenants.conversions import consent
+from tenants.models import ConsentSource, Scope, Site
 from tenants.settings import get_settings
 from tenants.tracking import history, sites
 
@@ -75,6 +85,7 @@ class SitesController(Controller):
                 truncate_ip=data.truncate_ip,
                 partner_params=data.partner_params,
                 bot_policy=data.bot_policy,
+                ads_consent=data.ads_consent,
             )
             return _public(site)
 
@@ -159,6 +170,36 @@ class VisitorsController(Controller):
             visits = [VisitPublic.of(v) for v in history.visits_of(session, visitor_id)]
             public = VisitorPublic.of(visitor)
             return VisitorDetail(**msgspec.structs.asdict(public), visits=visits)
+
+    @get(
+        "/{visitor_id:uuid}/consent",
+        sync_to_thread=True,
+        summary="A visitor's ad consent",
+        responses=problems(*AUTH, 400, 404),
+    )
+    def get_visitor_consent(
+        self, caller: NamedDependency[ApiCaller], visitor_id: FromPath[UUID]
+    ) -> VisitorConsentPublic:
+        """The browser's answer and when it changed, and a GPC or DNT signal it sent."""
+        with caller.session(Scope.READ) as session:
+            history.get_visitor(session, visitor_id)
+            return VisitorConsentPublic.of(visitor_id, consent.consent_of(session, visitor_id))
+
+    @put(
+        "/{visitor_id:uuid}/consent",
+        sync_to_thread=True,
+        summary="Store a visitor's ad consent",
+        responses=problems(*AUTH, *BODY, 404),
+    )
+    def set_visitor_consent(
+        self, caller: NamedDependency[ApiCaller], visitor_id: FromPath[UUID], data: JSONBody[ConsentUpdate]
+    ) -> VisitorConsentPublic:
+        """As the tracker's ``trailmark('consent', {ads})`` does: conversions of this browser reach ad platforms
+        only with consent where the site asks for it (``ads_consent: opt_in``), and never after a refusal."""
+        with caller.session(Scope.WRITE) as session:
+            history.get_visitor(session, visitor_id)
+            stored = consent.set_ads_consent(session, visitor_id, data.ads, ConsentSource.API)
+            return VisitorConsentPublic.of(visitor_id, stored)
 
 
 class VisitsController(Controller):

@@ -9,9 +9,18 @@ from uuid import UUID
 import msgspec
 
 from api.fields import END, NOT_BLANK, SPACE
-from tenants.models import Site, Visit, Visitor
+from tenants.models import Site, Visit, Visitor, VisitorConsent
 
-__all__ = ["SiteCreate", "SitePublic", "SiteUpdate", "VisitPublic", "VisitorDetail", "VisitorPublic"]
+__all__ = [
+    "ConsentUpdate",
+    "SiteCreate",
+    "SitePublic",
+    "SiteUpdate",
+    "VisitPublic",
+    "VisitorConsentPublic",
+    "VisitorDetail",
+    "VisitorPublic",
+]
 
 
 PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
@@ -38,6 +47,13 @@ PartnerParams = Annotated[
     list[Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=PARTNER_PARAM)]],
     msgspec.Meta(max_length=20, description="Query parameters that carry a partner's referral code"),
 ]
+AdsConsent = Annotated[
+    Literal["opt_out", "opt_in"],
+    msgspec.Meta(
+        description="opt_out: conversions reach ad platforms unless the visitor refused (trailmark('consent', "
+        "{ads: false})); opt_in: only once the visitor granted ad consent. GPC and DNT mean no where honor_dnt is on"
+    ),
+]
 BotPolicy = Annotated[
     Literal["flag", "drop"], msgspec.Meta(description="flag: store bot hits marked as bots; drop: store none")
 ]
@@ -53,6 +69,7 @@ class SiteCreate(msgspec.Struct, forbid_unknown_fields=True):
     partner_params: PartnerParams | None = None
     """The usual affiliate parameters when omitted."""
     bot_policy: BotPolicy = "flag"
+    ads_consent: AdsConsent = "opt_out"
 
 
 class SiteUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,6 +81,7 @@ class SiteUpdate(msgspec.Struct, forbid_unknown_fields=True):
     truncate_ip: TruncateIp | msgspec.UnsetType = msgspec.UNSET
     partner_params: PartnerParams | msgspec.UnsetType = msgspec.UNSET
     bot_policy: BotPolicy | msgspec.UnsetType = msgspec.UNSET
+    ads_consent: AdsConsent | msgspec.UnsetType = msgspec.UNSET
 
 
 class SitePublic(msgspec.Struct):
@@ -75,6 +93,7 @@ class SitePublic(msgspec.Struct):
     truncate_ip: bool
     partner_params: list[str]
     bot_policy: BotPolicy
+    ads_consent: AdsConsent
     snippet: str
     created_at: datetime
 
@@ -89,6 +108,7 @@ class SitePublic(msgspec.Struct):
             truncate_ip=site.truncate_ip,
             partner_params=list(site.partner_params),
             bot_policy=cast(BotPolicy, site.bot_policy),  # the service stores only these
+            ads_consent=cast(AdsConsent, site.ads_consent),
             snippet=snippet,
             created_at=site.created_at,
         )
@@ -172,3 +192,35 @@ class VisitorPublic(msgspec.Struct):
 class VisitorDetail(VisitorPublic):
     visits: list[VisitPublic] = msgspec.field(default_factory=list)
     """The first 100 visits, oldest first; page through ``/api/v1/visits?visitor_id=…`` for all."""
+
+
+class ConsentUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """The visitor's answer to the site's consent banner, as your server knows it."""
+
+    ads: Annotated[bool, msgspec.Meta(description="true: ad consent granted; false: refused")]
+
+
+class VisitorConsentPublic(msgspec.Struct):
+    visitor_id: UUID
+    ads: bool | None
+    """true: granted; false: refused; null: never answered."""
+    source: Literal["tracker", "api"] | None
+    """Where the answer came from: the tracker (`trailmark('consent', …)`) or this API."""
+    changed_at: datetime | None
+    """When the answer last changed."""
+    privacy_signal: Literal["gpc", "dnt"] | None
+    """The browser sent Global Privacy Control or Do Not Track: no, wherever the site honours them."""
+    privacy_signal_at: datetime | None
+
+    @classmethod
+    def of(cls, visitor_id: UUID, consent: VisitorConsent | None) -> VisitorConsentPublic:
+        if consent is None:
+            return cls(visitor_id, None, None, None, None, None)
+        return cls(
+            visitor_id=visitor_id,
+            ads=consent.ads,
+            source=cast(Any, consent.source),
+            changed_at=consent.changed_at,
+            privacy_signal=cast(Any, consent.privacy_signal),
+            privacy_signal_at=consent.privacy_signal_at,
+        )

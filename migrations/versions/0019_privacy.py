@@ -10,7 +10,7 @@ details from them. ``trailmark_scrub_person`` (run as the owner, still under the
 force row-level security on their owner too) does only that, for the ids and values it is given.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-02
 """
 
@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from migrations.tenancy import APP_GROUP_ROLE, create_partner_scope, create_tenant_table
 
 revision: str = "0019"
-down_revision: str | None = "0017"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -14,11 +14,13 @@ from sqlmodel import Session, col, select
 
 from tenants.accounts.service import validate_email
 from tenants.contacts.service import CORE_FIELDS, ContactChanges, list_fields, upsert_by_email
+from tenants.conversions.consent import record_privacy_signal
+from tenants.conversions.service import enqueue_conversion
 from tenants.errors import Forbidden, Invalid, NotFound
 from tenants.identity.service import link_visitor
 from tenants.isolation import current_tenant_id, get_owned, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
-from tenants.models import Evidence, Form, FormSubmission, Site
+from tenants.models import ConversionKind, Evidence, Form, FormSubmission, PrivacySignal, Site
 from tenants.ratelimit import check_rate
 from tenants.tracking.origins import normalize_origin
 from tenants.tracking.visitors import visitor_of_browser
@@ -173,6 +175,8 @@ class SubmissionContext:
     page_url: str | None = None
     own_origin: str | None = None
     """The API's own origin: the hosted form page posts from there."""
+    privacy_signal: PrivacySignal | None = None
+    """GPC or DNT sent with the submission: the browser's conversions are not sent where the site honours it."""
     now_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
@@ -247,16 +251,19 @@ def submit(form_key: str, values: dict[str, str], context: SubmissionContext) ->
         browser = visitor_of_browser(
             ref.tenant_id, *context.visitor_tokens, first_hit=(UUID(bytes=secrets.token_bytes(16)), context.now_ms)
         )
-        session.add(
-            FormSubmission(
-                form_id=form.id,
-                contact_id=contact.id,
-                visitor_id=browser.visitor_id,
-                data=data,
-                page_url=(context.page_url or "")[:4096] or None,
-                idempotency_key=idempotency_key,
-            )
+        submission = FormSubmission(
+            form_id=form.id,
+            contact_id=contact.id,
+            visitor_id=browser.visitor_id,
+            data=data,
+            page_url=(context.page_url or "")[:4096] or None,
+            idempotency_key=idempotency_key,
         )
+        session.add(submission)
+        if created:  # a lead: the form made a new contact
+            enqueue_conversion(session, ConversionKind.LEAD, submission.id)
+        if context.privacy_signal is not None:
+            record_privacy_signal(session, browser.visitor_id, context.privacy_signal)
         link_visitor(
             session,
             visitor_id=browser.visitor_id,

@@ -28,9 +28,12 @@ from tenants.identity.cache import forget_identity
 from tenants.isolation import current_tenant_id
 from tenants.models import (
     Contact,
+    Conversion,
+    ConversionDelivery,
     Evidence,
     FormSubmission,
     IdentityEvent,
+    Integration,
     LinkClick,
     Purchase,
     Visit,
@@ -245,7 +248,7 @@ def merge_contacts(session: Session, keep_id: UUID, other_id: UUID) -> Contact:
     if keep.erased_at is not None or other.erased_at is not None:
         raise Conflict("one of these contacts was erased")
     params = {"keep": keep_id, "other": other_id, "t": current_tenant_id(session)}
-    for table in ("visitors", "visits", "form_submissions", "email_links", "link_clicks", "purchases"):
+    for table in ("visitors", "visits", "form_submissions", "email_links", "link_clicks", "purchases", "conversions"):
         statement = f"UPDATE {table} SET contact_id = :keep WHERE tenant_id = :t AND contact_id = :other"  # noqa: S608
         session.execute(text(statement), params)
     for name in ("first_name", "last_name", "phone"):
@@ -318,7 +321,8 @@ def timeline(
     session: Session, contact_id: UUID, *, before: str | None = None, limit: int = TIMELINE_PAGE
 ) -> TimelinePage:
     """One page of everything known of a contact, newest first: visits from every device (marked before or
-    after that device was identified), form submissions, link clicks, purchases and identity events. Each source is read
+    after that device was identified), form submissions, link clicks, purchases, conversions (with their status
+    per ad platform) and identity events. Each source is read
     as a range of its (tenant, contact, time) index, ``limit + 1`` rows at most, however long the history."""
     if not 1 <= limit <= MAX_TIMELINE_PAGE:
         raise Invalid("limit is out of range", {"limit": f"must be 1 to {MAX_TIMELINE_PAGE}"})
@@ -402,6 +406,35 @@ def timeline(
             "refunded_amount": purchase.refunded_amount,
         }
         keyed.append((purchase.occurred_at, purchase.id, entry))
+    conversions = list(
+        session.exec(
+            select(Conversion)
+            .where(Conversion.contact_id == contact_id, *older(col(Conversion.occurred_at), col(Conversion.id)))
+            .order_by(col(Conversion.occurred_at).desc(), col(Conversion.id).desc())
+            .limit(fetch)
+        )
+    )
+    statuses: dict[UUID, list[dict[str, Any]]] = {c.id: [] for c in conversions}
+    if conversions:
+        for delivery, platform in session.exec(
+            select(ConversionDelivery, Integration.platform)
+            .join(Integration, col(Integration.id) == col(ConversionDelivery.integration_id))
+            .where(col(ConversionDelivery.conversion_id).in_(list(statuses)))
+        ):
+            statuses[delivery.conversion_id].append(
+                {"platform": platform, "status": delivery.status, "reason": delivery.reason}
+            )
+    for conversion in conversions:
+        entry = {
+            "at": conversion.occurred_at,
+            "kind": "conversion",
+            "conversion_id": conversion.id,
+            "visitor_id": conversion.visitor_id,
+            "event_name": conversion.event_name,
+            "event_id": conversion.event_id,
+            "deliveries": statuses[conversion.id],
+        }
+        keyed.append((conversion.occurred_at, conversion.id, entry))
     # Events name the contact as the one linked or as the previous one: two index ranges, one each.
     seen_events: set[UUID] = set()
     for column in (col(IdentityEvent.contact_id), col(IdentityEvent.previous_contact_id)):

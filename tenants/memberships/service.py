@@ -18,10 +18,11 @@ from sqlmodel import Session, col, select
 
 from tenants.accounts.service import get_tenant, normalize_email, validate_email
 from tenants.contacts.service import ContactChanges, find_by_email, upsert_by_email
+from tenants.conversions.service import enqueue_conversion
 from tenants.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from tenants.identity.service import link_visitor
 from tenants.isolation import current_tenant_id, get_owned, tenant_session
-from tenants.models import Contact, Evidence, Member, MembershipSite, new_id, utcnow
+from tenants.models import Contact, ConversionKind, Evidence, Member, MembershipSite, new_id, utcnow
 from tenants.outbox import service as outbox
 from tenants.ratelimit import check_failures, check_rate, record_failure
 from tenants.security.logins import FAILURE_WINDOW, FAILURES_PER_IP, LoginThrottle, password_matches
@@ -403,6 +404,7 @@ def complete_registration(
         member.password_changed_at = utcnow()
         session.add(member)
         session.flush()
+        enqueue_conversion(session, ConversionKind.COMPLETE_REGISTRATION, member.id)
         result = _start_session(
             session, member, presented_session=presented_session, visitor_tokens=visitor_tokens, new_contact=created
         )

@@ -2,6 +2,18 @@
 
 from tenants.models.accounts import ApiKey, AuditEntry, Scope, Tenant, TenantUser, UserRole
 from tenants.models.base import TenantOwned, new_id, utcnow
+from tenants.models.conversions import (
+    ConsentSource,
+    Conversion,
+    ConversionDelivery,
+    ConversionKind,
+    DeliveryStatus,
+    Integration,
+    IntegrationStatus,
+    Platform,
+    PrivacySignal,
+    VisitorConsent,
+)
 from tenants.models.identity import (
     Contact,
     ContactField,
@@ -54,9 +66,14 @@ __all__ = [
     "Commission",
     "CommissionKind",
     "CommissionStatus",
+    "ConsentSource",
     "Contact",
     "ContactField",
     "ContactReferrer",
+    "Conversion",
+    "ConversionDelivery",
+    "ConversionKind",
+    "DeliveryStatus",
     "EmailLink",
     "Erasure",
     "ErasureStatus",
@@ -65,6 +82,8 @@ __all__ = [
     "Form",
     "FormSubmission",
     "IdentityEvent",
+    "Integration",
+    "IntegrationStatus",
     "LinkClick",
     "Member",
     "MembershipSite",
@@ -76,7 +95,9 @@ __all__ = [
     "PartnerStatus",
     "Payout",
     "PayoutStatus",
+    "Platform",
     "PrivacySettings",
+    "PrivacySignal",
     "Program",
     "ProgramProduct",
     "Purchase",
@@ -98,6 +119,7 @@ __all__ = [
     "UserRole",
     "Visit",
     "Visitor",
+    "VisitorConsent",
     "new_id",
     "utcnow",
 ]

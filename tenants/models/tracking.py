@@ -34,6 +34,8 @@ class Site(TenantOwned, table=True):
     )
     bot_policy: str = Field(default="flag", sa_type=Text)
     """``flag``: store bot hits marked and keep them out of attribution; ``drop``: do not store them."""
+    ads_consent: str = Field(default="opt_out", sa_type=Text)
+    """``opt_out``: conversions go to ad platforms unless the visitor refused; ``opt_in``: only once granted."""
     hosted: bool = False
     """The site of the tenant's hosted pages (one per tenant), created with its first page."""
     created_at: datetime = timestamp_field()

@@ -32,11 +32,13 @@ from sqlmodel import Session, col, select
 
 from tenants.accounts.service import validate_email
 from tenants.contacts.service import ContactChanges, upsert_by_email
+from tenants.conversions.service import enqueue_conversion
 from tenants.errors import Conflict, Invalid, NotFound
 from tenants.identity.service import link_visitor
 from tenants.isolation import current_tenant_id
 from tenants.models import (
     Contact,
+    ConversionKind,
     Evidence,
     Purchase,
     PurchaseReference,
@@ -292,6 +294,7 @@ def record_purchase(session: Session, order: Order) -> Recorded:
     session.flush()
     _add_references(session, purchase, order.references)
     outbox.enqueue(session, RECORDED_TASK, str(purchase.id))
+    enqueue_conversion(session, ConversionKind.PURCHASE, purchase.id)
     return Recorded(purchase, created=True)
 
 

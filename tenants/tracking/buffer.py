@@ -40,6 +40,7 @@ __all__ = [
     "dead_letter_count",
     "dead_letters",
     "decode_entry",
+    "holds_entries_until",
     "replay_dead_letters",
 ]
 
@@ -128,6 +129,12 @@ class IngestProducer:
 def backlog(client: redis.Redis) -> int:
     """Entries waiting or in flight."""
     return int(client.xlen(STREAM))
+
+
+def holds_entries_until(client: redis.Redis, until_ms: int) -> bool:
+    """Whether a batch received at or before ``until_ms`` (an entry id's time) still waits to be stored: ingest
+    deletes each entry once stored (or dead-lettered), so an empty range means all of them are in PostgreSQL."""
+    return bool(client.xrange(STREAM, "-", str(until_ms), count=1))
 
 
 def consumer_name() -> str:

@@ -20,8 +20,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 
+from tenants.conversions.integrations import custom_event_names
+from tenants.conversions.service import enqueue_conversion
 from tenants.identity.service import refresh_contact_touches
 from tenants.isolation import tenant_session
+from tenants.models import ConversionKind
 from tenants.partners.referrals import record_referral_clicks
 from tenants.reports.rollups import traffic_rollup_sql
 from tenants.tracking.buffer import DEAD_LETTER_STREAM, IngestBuffer, decode_entry
@@ -250,6 +253,7 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
         },
     ).one()
     record_referral_clicks(session, envelopes)
+    _enqueue_custom_conversions(session, envelopes)
     # Known people's touches and last-seen follow their new visits (a merge may have run before these
     # hits were stored, and later visits move last touch on). Commit first: a form submission locks a
     # contact and then its visitor, so holding visitor locks while locking contacts could deadlock.
@@ -257,6 +261,17 @@ def store_envelopes(session: Session, envelopes: list[Envelope]) -> int:
     for contact_id in contacts:
         refresh_contact_touches(session, contact_id)
     return int(added)
+
+
+def _enqueue_custom_conversions(session: Session, envelopes: list[Envelope]) -> None:
+    """Tracked events an integration names become conversions (a re-sent hit is recorded once: the conversion's
+    key is the hit)."""
+    events = [hit for envelope in envelopes for hit in envelope.hits if hit.type == "event" and hit.event_name]
+    if not events or not (names := custom_event_names(session)):
+        return
+    for hit in events:
+        if hit.event_name in names:
+            enqueue_conversion(session, ConversionKind.CUSTOM, hit.hit_id)
 
 
 def _visit_row(envelope: Envelope, hit: Hit, contact_id: UUID | None) -> _VisitRow:

@@ -94,13 +94,26 @@ def create_site(
     truncate_ip: bool = True,
     partner_params: list[str] | None = None,
     bot_policy: str = "flag",
+    ads_consent: str = "opt_out",
 ) -> Site:
     """Register a site; its public key goes into the snippet."""
     values = _validated(name, allowed_origins, partner_params or list(DEFAULT_PARTNER_PARAMS), bot_policy)
-    site = Site(site_key=secrets.token_urlsafe(12), honor_dnt=honor_dnt, truncate_ip=truncate_ip, **values)
+    _check_ads_consent(ads_consent)
+    site = Site(
+        site_key=secrets.token_urlsafe(12),
+        honor_dnt=honor_dnt,
+        truncate_ip=truncate_ip,
+        ads_consent=ads_consent,
+        **values,
+    )
     session.add(site)
     session.flush()
     return site
+
+
+def _check_ads_consent(mode: str) -> None:
+    if mode not in ("opt_out", "opt_in"):
+        raise Invalid("the site is invalid", {"ads_consent": "must be 'opt_out' or 'opt_in'"})
 
 
 def list_sites(session: Session) -> list[Site]:
@@ -121,9 +134,13 @@ def update_site(
     truncate_ip: bool | None = None,
     partner_params: list[str] | None = None,
     bot_policy: str | None = None,
+    ads_consent: str | None = None,
 ) -> Site:
     """Change what is given; the rest stays."""
     site = get_site(session, site_id)
+    if ads_consent is not None:
+        _check_ads_consent(ads_consent)
+        site.ads_consent = ads_consent
     for field, value in _validated(name, allowed_origins, partner_params, bot_policy).items():
         setattr(site, field, value)
     if honor_dnt is not None:

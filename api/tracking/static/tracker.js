@@ -206,8 +206,18 @@
       // whoami: {level, first_name?} for client-side personalization
       if (cmd == 'whoami' && typeof name == 'function') ready.then(() => post(C.whoami, JSON.stringify({ token: tok() })))
         .then(r => r.json()).then(name, noop);
+      // consent: the banner's answer, {ads: true|false}; sent once the browser has its token
+      if (cmd == 'consent' && name && typeof name == 'object' && 'ads' in name) ready.then(() => {
+        var send = t => post(C.consent, JSON.stringify({ token: t, ads: !!name.ads })).catch(noop), t = tok();
+        t ? send(t) : waiting.push(send);
+      });
       // copy props: unserialisable ones must not break the queue
-      if (cmd == 'track' && name) enqueue(hit('event', { event_name: '' + name, props: JSON.parse(JSON.stringify(props || {})) }));
+      if ((cmd == 'track' || cmd == 'conversion') && name) {
+        var h = hit('event', { event_name: '' + name, props: JSON.parse(JSON.stringify(props || {})) });
+        enqueue(h);
+        // conversion: its event id (the hit id), for the page's own pixel to deduplicate with (fbq eventID)
+        if (cmd == 'conversion') return h.hit_id.replace(/-/g, '');
+      }
     } catch (e) {}
   }
   api.tm = 1;

@@ -1,0 +1,1 @@
+"""Conversions to ad platforms: integrations, consent, conversions and their delivery."""

@@ -1,0 +1,328 @@
+"""Sending queued conversions: batched per destination, retried with backoff, each sent once.
+
+A destination (an integration) is due when it has a full batch queued, when its oldest queued conversion has
+waited ``conversions_flush_seconds``, or when a retry's time came (``due_destinations``, asked every second by
+beat's flush). :func:`send_due` then takes up to a batch of its queued deliveries with ``FOR UPDATE SKIP
+LOCKED`` inside one transaction, under a per-destination advisory lock, sends them, and stores each outcome in
+that same transaction. A worker killed mid-batch rolls the transaction back: the deliveries stay queued and the
+next flush sends them again with the same event ids, which the platforms deduplicate (Meta's ``event_id``,
+Google's ``orderId``).
+
+Outcomes (``tenants.conversions.platforms``): sent; retry (exponential backoff with jitter from 5 s to 10 min,
+or the platform's Retry-After when longer); permanent (failed with the platform's reason); a whole batch
+refused with a 4xx is split in halves until the bad event stands alone, so the others go through; an event
+past the platform's window fails as a dead letter with that reason; an authentication error pauses the
+integration, and its deliveries wait, queued, until the tenant reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from tenants.conversions import consent as consents
+from tenants.conversions import payloads, platforms
+from tenants.conversions.integrations import CONVERSION_KINDS, get_integration, pause_integration, secrets_of
+from tenants.conversions.service import event_id_of
+from tenants.errors import Invalid
+from tenants.isolation import current_tenant_id, system_session, tenant_session
+from tenants.models import (
+    Contact,
+    Conversion,
+    ConversionDelivery,
+    ConversionKind,
+    DeliveryStatus,
+    Integration,
+    IntegrationStatus,
+    Platform,
+    Site,
+    new_id,
+    utcnow,
+)
+from tenants.settings import get_settings
+
+__all__ = [
+    "EVENT_WINDOWS",
+    "MAX_ATTEMPTS",
+    "SendResult",
+    "SentTestEvent",
+    "backoff_seconds",
+    "due_destinations",
+    "send_due",
+    "send_test_event",
+]
+
+log = logging.getLogger("trailmark.conversions")
+
+EVENT_WINDOWS = {
+    Platform.META: timedelta(days=7),
+    Platform.GOOGLE_ADS: timedelta(days=90),
+    Platform.TIKTOK: timedelta(days=7),
+}
+"""How old an event a platform still takes: Meta refuses a whole request with an event older than 7 days."""
+MAX_ATTEMPTS = 15
+"""About a day and a half of retries at the 10-minute cap: then the delivery fails with the last reason."""
+BACKOFF_BASE = 5.0
+BACKOFF_CAP = 600.0
+
+
+@dataclass
+class SendResult:
+    taken: int = 0
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+    skipped: int = 0
+    requests: int = 0
+    paused: bool = False
+    full: bool = False
+    """A whole batch was taken: more may be waiting."""
+
+
+def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
+    """5 s doubling per attempt up to 10 min, jittered to ±50 % so failed batches do not return in step; the
+    platform's Retry-After wins when it is longer."""
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
+    return max(delay, retry_after or 0.0)
+
+
+def due_destinations(limit: int = 1000) -> list[tuple[UUID, UUID]]:
+    """(tenant, integration) pairs with something to send now, across tenants (an owner-run function that
+    returns ids only)."""
+    settings = get_settings()
+    with system_session() as session:
+        rows = session.execute(
+            text("SELECT tenant_id, integration_id FROM trailmark_due_conversion_destinations(:flush, :batch, :n)"),
+            {"flush": settings.conversions_flush_seconds, "batch": min(platforms.BATCH_LIMITS.values()), "n": limit},
+        ).all()
+    return [(row[0], row[1]) for row in rows]
+
+
+def _locked(session: Session, integration_id: UUID) -> bool:
+    """One sender per destination at a time (transaction-scoped): a second flush finds it busy and moves on."""
+    return bool(
+        session.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"conversions:{current_tenant_id(session)}:{integration_id}"},
+        ).scalar()
+    )
+
+
+def send_due(tenant_id: UUID, integration_id: UUID) -> SendResult:
+    """Send one batch of the destination's due deliveries and store every outcome, in one transaction."""
+    result = SendResult()
+    with tenant_session(tenant_id) as session:
+        if not _locked(session, integration_id):
+            return result
+        integration = session.get(Integration, (tenant_id, integration_id))
+        if integration is None or integration.status != IntegrationStatus.ACTIVE:
+            return result
+        platform = Platform(integration.platform)
+        now = utcnow()
+        deliveries = list(
+            session.exec(
+                select(ConversionDelivery)
+                .where(
+                    ConversionDelivery.integration_id == integration_id,
+                    ConversionDelivery.status == DeliveryStatus.QUEUED,
+                    col(ConversionDelivery.next_attempt_at) <= now,
+                )
+                .order_by(col(ConversionDelivery.next_attempt_at), col(ConversionDelivery.conversion_id))
+                .limit(platforms.BATCH_LIMITS[platform])
+                .with_for_update(skip_locked=True)
+            )
+        )
+        result.taken = len(deliveries)
+        result.full = result.taken == platforms.BATCH_LIMITS[platform]
+        if not deliveries:
+            return result
+        ready = _prepared(session, integration, deliveries, result)
+        tokens = secrets_of(integration) if ready else {}
+        if ready and not tokens:  # the ring lost the key that sealed it: nothing can be sent until it is stored again
+            pause_integration(session, integration, "its token cannot be read (TRAILMARK_SECRET_KEYS): store it again")
+            result.paused = True
+        elif ready:
+            try:
+                _send(integration, tokens, ready, result)
+            except platforms.AuthError as error:
+                pause_integration(session, integration, f"{error}: reconnect the integration")
+                result.paused = True
+                log.warning(
+                    "integration paused: the platform refused its token",
+                    extra={"integration": str(integration.id), "platform": platform.value},
+                )
+        session.flush()
+    return result
+
+
+@dataclass
+class _Ready:
+    delivery: ConversionDelivery
+    conversion: Conversion
+    built: payloads.Built
+
+
+def _prepared(
+    session: Session, integration: Integration, deliveries: Sequence[ConversionDelivery], result: SendResult
+) -> list[_Ready]:
+    """Each delivery's payload, built from what is stored now (the same every attempt); those that cannot be
+    sent (nothing to match, past the window) end here with their reason."""
+    ids = [d.conversion_id for d in deliveries]
+    conversions = {c.id: c for c in session.exec(select(Conversion).where(col(Conversion.id).in_(ids)))}
+    contact_ids = {c.contact_id for c in conversions.values() if c.contact_id}
+    contacts = {c.id: c for c in session.exec(select(Contact).where(col(Contact.id).in_(contact_ids)))}
+    window = EVENT_WINDOWS[Platform(integration.platform)]
+    now = utcnow()
+    ready = []
+    for delivery in deliveries:
+        conversion = conversions[delivery.conversion_id]
+        if conversion.occurred_at < now - window:
+            _finish(
+                delivery,
+                DeliveryStatus.FAILED,
+                f"dead letter: older than {integration.platform}'s {window.days}-day window",
+            )
+            result.failed += 1
+            continue
+        consent = consents.consent_of(session, conversion.visitor_id) if conversion.visitor_id else None
+        site = session.get(Site, (integration.tenant_id, conversion.site_id)) if conversion.site_id else None
+        if (refusal := consents.refusal(site, consent)) is not None:  # the answer changed since it was recorded
+            _finish(delivery, DeliveryStatus.SKIPPED, refusal)
+            result.skipped += 1
+            continue
+        contact = contacts.get(conversion.contact_id) if conversion.contact_id else None
+        built = payloads.build(conversion, contact, integration, consent)
+        if isinstance(built, payloads.Unsendable):
+            _finish(delivery, DeliveryStatus.SKIPPED, built.reason)
+            result.skipped += 1
+            continue
+        ready.append(_Ready(delivery, conversion, built))
+    return ready
+
+
+def _finish(delivery: ConversionDelivery, status: DeliveryStatus, reason: str | None) -> None:
+    delivery.status = status
+    delivery.reason = reason
+    if status == DeliveryStatus.SENT:
+        delivery.sent_at = utcnow()
+
+
+def _send(integration: Integration, tokens: dict[str, str], batch: list[_Ready], result: SendResult) -> None:
+    """One request for ``batch``; a whole-batch 4xx is split in halves until the bad event stands alone."""
+    started = time.monotonic()
+    answer = platforms.send(integration, tokens, [r.built.payload for r in batch])
+    result.requests += 1
+    latency_ms = round((time.monotonic() - started) * 1000)
+    if answer.whole is not None and answer.splittable and len(batch) > 1:
+        middle = len(batch) // 2
+        _send(integration, tokens, batch[:middle], result)
+        _send(integration, tokens, batch[middle:], result)
+        return
+    outcomes = answer.per_event or (answer.whole,) * len(batch)
+    for ready, outcome in zip(batch, outcomes, strict=True):
+        assert outcome is not None
+        _apply(ready, outcome, result)
+        log.info(
+            "conversion %s",
+            ready.delivery.status,
+            extra={
+                "event_id": ready.conversion.event_id,
+                "platform": integration.platform,
+                "event_name": ready.conversion.event_name,
+                "identifiers": ready.built.identifiers,
+                "status": str(ready.delivery.status),
+                "latency_ms": latency_ms,
+                "attempt": ready.delivery.attempts,
+            },
+        )
+
+
+def _apply(ready: _Ready, outcome: platforms.EventOutcome, result: SendResult) -> None:
+    delivery = ready.delivery
+    delivery.attempts += 1
+    delivery.last_attempt_at = utcnow()
+    if outcome.status == "sent":
+        _finish(delivery, DeliveryStatus.SENT, outcome.reason)
+        result.sent += 1
+    elif outcome.status == "retry" and delivery.attempts < MAX_ATTEMPTS:
+        delivery.reason = outcome.reason
+        delivery.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(delivery.attempts, outcome.retry_after))
+        result.retrying += 1
+    else:
+        reason = outcome.reason or "refused"
+        if outcome.status == "retry":
+            reason = f"gave up after {delivery.attempts} attempts: {reason}"
+        _finish(delivery, DeliveryStatus.FAILED, reason)
+        result.failed += 1
+
+
+@dataclass(frozen=True)
+class SentTestEvent:
+    delivered: bool
+    detail: str
+    """What the platform answered, for the tenant."""
+
+
+def send_test_event(session: Session, integration_id: UUID) -> SentTestEvent:
+    """A test conversion (the first kind the integration takes) through the same payload and sender as real
+    conversions, marked so the platform keeps it out of reports: Meta's and TikTok's ``test_event_code``
+    (required: without one it would count), Google's ``validateOnly``. An authentication error pauses the
+    integration, as it does for real conversions."""
+    integration = get_integration(session, integration_id)
+    platform = Platform(integration.platform)
+    if platform != Platform.GOOGLE_ADS and not integration.settings.get("test_event_code"):
+        raise Invalid(
+            "a test event needs the test event code",
+            {"test_event_code": "copy it from the platform's events manager (Test events) into the integration"},
+        )
+    if not integration.secret:
+        raise Invalid("the integration is not connected", {"access_token": "store the platform's token first"})
+    now = utcnow()
+    key = f"test:{new_id()}"
+    touches = {
+        Platform.META.value: {"source": "converting_visit", "click_ids": {}, "ad_cookies": {}, "clicked_at": {}},
+        Platform.GOOGLE_ADS.value: {
+            "source": "converting_visit",
+            "click_ids": {"gclid": "TeSt-gclid-from-trailmark"},
+            "ad_cookies": {},
+            "clicked_at": {"gclid": (now - timedelta(minutes=5)).isoformat()},
+        },
+    }
+    # A conversion the integration takes (and, for Google, has a conversion action for).
+    kinds = [ConversionKind(k) for k in CONVERSION_KINDS if integration.events.get(k)]
+    custom = list(integration.events.get("custom") or [])
+    kind = kinds[0] if kinds else ConversionKind.CUSTOM
+    conversion = Conversion(
+        tenant_id=integration.tenant_id,
+        kind=kind,
+        event_name=kind.value if kinds or not custom else custom[0],
+        value=100 if kind == ConversionKind.PURCHASE else None,
+        currency="USD" if kind == ConversionKind.PURCHASE else None,
+        source_key=key,
+        event_id=event_id_of(integration.tenant_id, key),
+        occurred_at=now,
+        page_url=f"{get_settings().base_url}/trailmark-test-event",
+        user_agent="Trailmark test event",
+        touches=touches,
+    )
+    contact = Contact(tenant_id=integration.tenant_id, email="test-event@trailmark.invalid", first_name="Test")
+    built = payloads.build(conversion, contact, integration, None)
+    if isinstance(built, payloads.Unsendable):
+        return SentTestEvent(False, built.reason)
+    try:
+        answer = platforms.send(integration, secrets_of(integration), [built.payload], test=True)
+    except platforms.AuthError as error:
+        pause_integration(session, integration, f"{error}: reconnect the integration")
+        return SentTestEvent(False, str(error))
+    outcome = answer.whole or (answer.per_event[0] if answer.per_event else None)
+    if outcome is None or outcome.status == "sent":
+        return SentTestEvent(True, f"{platform.value} accepted the test event {conversion.event_id}")
+    return SentTestEvent(False, outcome.reason or "refused")

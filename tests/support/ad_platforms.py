@@ -1,0 +1,389 @@
+"""Meta, Google Ads and TikTok as the tests play them: one real HTTP server on 127.0.0.1 that checks every
+request as the platforms document it (``specs/ad-platforms.md``: fields, hashing, batch limits, tokens, time
+windows) and answers as they do, including what a test asks for: 429, 5xx, expired tokens, a refused event.
+
+Like the platforms, it deduplicates: Meta by ``event_id``, Google by ``orderId`` (a second upload of one answers
+``CLICK_CONVERSION_ALREADY_EXISTS``). ``received`` counts every copy that arrived; ``accepted`` holds each event
+once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["FakeAdPlatforms", "Scripted"]
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+FBC = re.compile(r"fb\.[0-2]\.[0-9]{13}\.[^\s.]+(\.[A-Za-z0-9_-]+)?")
+FBP = re.compile(r"fb\.[0-2]\.[0-9]{13}\.[0-9]+")
+GOOGLE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}")
+ACTION_SOURCES = {"website", "email", "app", "phone_call", "chat", "physical_store", "system_generated", "other"}
+META_HASHED = ("em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country", "external_id")
+
+
+@dataclass
+class Scripted:
+    """An answer a test asks for, given to the next ``times`` requests of that destination."""
+
+    status: int
+    body: dict[str, Any]
+    times: int = 1
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(json.dumps(body))
+        self.status = status
+        self.body = body
+
+
+def _meta_error(message: str, code: int = 100, status: int = 400) -> _Refused:
+    return _Refused(status, {"error": {"message": message, "type": "OAuthException", "code": code,
+                                       "error_subcode": 2804003, "fbtrace_id": secrets.token_hex(8)}})  # fmt: skip
+
+
+class FakeAdPlatforms:
+    """``/meta/{pixel}/events``, ``/google/token``, ``/google/customers/{id}:uploadClickConversions``,
+    ``/tiktok/event/track/``."""
+
+    def __init__(self, port: int) -> None:
+        self.lock = threading.Lock()
+        self.meta_tokens: dict[str, str] = {}
+        self.google_refresh: dict[str, str] = {}
+        """refresh token → customer id it may upload to."""
+        self.google_access: dict[str, str] = {}
+        self.tiktok_tokens: dict[str, str] = {}
+        self.scripted: dict[str, list[Scripted]] = {}
+        self.refused_ids: set[str] = set()
+        """Event ids (Meta event_id, Google orderId) the platform refuses as invalid."""
+        self.received: Counter[str] = Counter()
+        self.accepted: dict[str, dict[str, Any]] = {}
+        self.requests: Counter[str] = Counter()
+        self.batch_sizes: dict[str, list[int]] = {}
+        self.hold: dict[str, threading.Event] = {}
+        """Destination → released: a request there is recorded, then waits (a worker killed mid-batch)."""
+        self.holding = threading.Event()
+        self.bodies: list[bytes] = []
+        self.client_id, self.client_secret = "trailmark-test.apps.example", "test-client-secret"
+        """The OAuth client conftest gives the API and workers."""
+        self.codes: dict[str, dict[str, str]] = {}
+        self.grant_customer = ""
+        """The Google Ads account the next consent grants access to."""
+        self.flaky_every = 0
+        """With N > 0, every Nth request of a destination answers 429 or 503 before anything is recorded."""
+        self.test_events: list[dict[str, Any]] = []
+        """Meta's events sent with a test_event_code, Google's validateOnly conversions that passed."""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                """Google's consent page, as a person who clicks Allow meets it: straight back with a code."""
+                location = fake._authorize(self.path)
+                self.send_response(302 if location.startswith("http") else 400)
+                self.send_header("Location" if location.startswith("http") else "X-Refused", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with fake.lock:
+                    fake.bodies.append(raw + b" " + str(dict(self.headers)).encode())
+                try:
+                    status, body, headers = fake._route(self.path, dict(self.headers.items()), raw)
+                except _Refused as refused:
+                    status, body, headers = refused.status, refused.body, {}
+                payload = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    for name, value in {"Content-Type": "application/json", **headers}.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the sender died waiting
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        for event in self.hold.values():
+            event.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    # --- what tests arrange -------------------------------------------------------------------
+
+    def script(self, destination: str, answer: Scripted) -> None:
+        with self.lock:
+            self.scripted.setdefault(destination, []).append(answer)
+
+    def accepted_for(self, destination: str) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return {k: v for k, v in self.accepted.items() if v["_destination"] == destination}
+
+    def received_for(self, destination: str) -> Counter[str]:
+        with self.lock:
+            ids = {k for k, v in self.accepted.items() if v["_destination"] == destination}
+            return Counter({k: n for k, n in self.received.items() if k in ids})
+
+    # --- routing ------------------------------------------------------------------------------
+
+    def _route(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        parts = urlsplit(path)
+        if parts.path == "/google/token":
+            form = parse_qs(raw.decode())
+            if (form.get("grant_type") or [""])[0] == "authorization_code":
+                return self._google_code(form, headers)
+            return self._google_token(form)
+        body = json.loads(raw or b"{}")
+        if match := re.fullmatch(r"/meta/([0-9]+)/events", parts.path):
+            destination = f"meta:{match.group(1)}"
+            return self._scripted(destination) or self._meta(destination, match.group(1), body, parts.query)
+        if match := re.fullmatch(r"/google/customers/([0-9]{10}):uploadClickConversions", parts.path):
+            destination = f"google:{match.group(1)}"
+            return self._scripted(destination) or self._google(destination, match.group(1), body, headers)
+        if parts.path == "/tiktok/event/track/":
+            destination = f"tiktok:{body.get('event_source_id')}"
+            return self._scripted(destination) or self._tiktok(destination, body, headers)
+        return 404, {"error": "no such endpoint"}, {}
+
+    def _scripted(self, destination: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        with self.lock:
+            self.requests[destination] += 1
+            if self.flaky_every and self.requests[destination] % self.flaky_every == 0:
+                # Every Nth request: a rate limit or an outage, alternately (the benchmark's weather).
+                if self.requests[destination] // self.flaky_every % 2:
+                    return 429, {"error": {"code": 17, "message": "User request limit reached"}}, {"Retry-After": "1"}
+                return 503, {"error": {"code": 2, "status": "UNAVAILABLE", "message": "try again"}}, {}
+            queue = self.scripted.get(destination) or []
+            if not queue:
+                return None
+            answer = queue[0]
+            answer.times -= 1
+            if answer.times <= 0:
+                queue.pop(0)
+        return answer.status, answer.body, answer.headers
+
+    def _record(self, destination: str, key: str, event: dict[str, Any]) -> bool:
+        """True when this event id is new here (the platform keeps the first copy)."""
+        with self.lock:
+            self.received[key] += 1
+            if key in self.accepted:
+                return False
+            self.accepted[key] = {**event, "_destination": destination}
+            return True
+
+    def _wait_if_held(self, destination: str) -> None:
+        gate = self.hold.get(destination)
+        if gate is not None and not gate.is_set():
+            self.holding.set()
+            gate.wait(60)
+
+    # --- Meta ---------------------------------------------------------------------------------
+
+    def _meta(self, destination: str, pixel: str, body: dict[str, Any], query: str) -> tuple[int, dict, dict]:
+        if "access_token" in parse_qs(query):
+            raise _meta_error("tests expect the token in the body, never in the URL")
+        token = body.get("access_token")
+        if pixel not in self.meta_tokens or token != self.meta_tokens[pixel]:
+            raise _meta_error("Error validating access token: Session has expired", code=190, status=400)
+        events = body.get("data")
+        if not isinstance(events, list) or not 1 <= len(events) <= 1000:
+            raise _meta_error("data must hold 1 to 1,000 events")
+        for index, event in enumerate(events):
+            self._check_meta_event(index, event)
+        if body.get("test_event_code"):  # shown under Test events, never counted
+            with self.lock:
+                self.test_events.extend(
+                    {**e, "_destination": destination, "_code": body["test_event_code"]} for e in events
+                )
+            return 200, {"events_received": len(events), "messages": [], "fbtrace_id": secrets.token_hex(8)}, {}
+        with self.lock:
+            self.batch_sizes.setdefault(destination, []).append(len(events))
+        for event in events:
+            self._record(destination, f"{event['event_name']}:{event['event_id']}", event)
+        self._wait_if_held(destination)
+        return 200, {"events_received": len(events), "messages": [], "fbtrace_id": secrets.token_hex(8)}, {}
+
+    def _check_meta_event(self, index: int, event: dict[str, Any]) -> None:
+        where = f"data[{index}]"
+        if event.get("event_id") in self.refused_ids:
+            raise _meta_error(f"{where}: invalid parameter")
+        if not isinstance(event.get("event_name"), str) or not isinstance(event.get("event_id"), str):
+            raise _meta_error(f"{where}: event_name and event_id are required strings")
+        event_time = event.get("event_time")
+        if not isinstance(event_time, int) or not time.time() - 7 * 86400 <= event_time <= time.time() + 600:
+            raise _meta_error(f"{where}: event_time must be Unix seconds within the last 7 days")
+        if event.get("action_source") not in ACTION_SOURCES:
+            raise _meta_error(f"{where}: unknown action_source")
+        user = event.get("user_data")
+        if not isinstance(user, dict) or not user:
+            raise _meta_error(f"{where}: user_data is required")
+        if event["action_source"] == "website" and not (
+            event.get("event_source_url") and user.get("client_user_agent")
+        ):
+            raise _meta_error(f"{where}: website events need event_source_url and user_data.client_user_agent")
+        for name in META_HASHED:
+            values = user.get(name)
+            if values is not None and not (isinstance(values, list) and all(HEX64.fullmatch(v) for v in values)):
+                raise _meta_error(f"{where}: user_data.{name} must be SHA-256 hashes")
+        if "fbc" in user and not FBC.fullmatch(user["fbc"]):
+            raise _meta_error(f"{where}: fbc must be fb.<index>.<creation ms>.<fbclid>")
+        if "fbp" in user and not FBP.fullmatch(user["fbp"]):
+            raise _meta_error(f"{where}: fbp must be fb.<index>.<creation ms>.<random>")
+        custom = event.get("custom_data") or {}
+        if "value" in custom and not re.fullmatch(r"[A-Z]{3}", str(custom.get("currency", ""))):
+            raise _meta_error(f"{where}: a value needs a 3-letter currency")
+
+    # --- Google Ads ---------------------------------------------------------------------------
+
+    def _authorize(self, path: str) -> str:
+        """The redirect back to the client with a code, or why the request is refused."""
+        parts = urlsplit(path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        expected = {"response_type": "code", "client_id": self.client_id, "code_challenge_method": "S256",
+                    "access_type": "offline"}  # fmt: skip
+        if parts.path != "/google/authorize" or any(query.get(k) != v for k, v in expected.items()):
+            return f"refused: {query}"
+        if "https://www.googleapis.com/auth/adwords" not in query.get("scope", "").split():
+            return "refused: no adwords scope"
+        if not re.fullmatch(r"[A-Za-z0-9_-]{43}", query.get("code_challenge", "")) or not query.get("state"):
+            return "refused: no S256 code challenge or state"
+        code = secrets.token_urlsafe(16)
+        with self.lock:
+            self.codes[code] = {"challenge": query["code_challenge"], "redirect_uri": query["redirect_uri"]}
+        separator = "&" if "?" in query["redirect_uri"] else "?"
+        return f"{query['redirect_uri']}{separator}code={code}&state={query['state']}"
+
+    def _google_code(self, form: dict[str, list[str]], headers: dict[str, str]) -> tuple[int, dict[str, Any], dict]:
+        """The authorization-code grant with PKCE: the verifier must hash to the challenge of the code."""
+        value = {k: v[0] for k, v in form.items()}
+        auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        basic = base64.b64decode(auth.removeprefix("Basic ")).decode() if auth.startswith("Basic ") else ""
+        client = basic or f"{value.get('client_id')}:{value.get('client_secret')}"
+        with self.lock:
+            pending = self.codes.pop(value.get("code", ""), None)
+        verifier = value.get("code_verifier", "")
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        if (
+            pending is None
+            or client != f"{self.client_id}:{self.client_secret}"
+            or pending["redirect_uri"] != value.get("redirect_uri")
+            or pending["challenge"] != challenge
+        ):
+            return 400, {"error": "invalid_grant", "error_description": "Bad code, verifier or client."}, {}
+        refresh, access = "1//granted-" + secrets.token_urlsafe(16), "ya29." + secrets.token_urlsafe(24)
+        with self.lock:
+            self.google_refresh[refresh] = self.grant_customer
+            self.google_access[access] = self.grant_customer
+        return 200, {"access_token": access, "refresh_token": refresh, "expires_in": 3599, "token_type": "Bearer",
+                     "scope": "https://www.googleapis.com/auth/adwords"}, {}  # fmt: skip
+
+    def _google_token(self, form: dict[str, list[str]]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        refresh = (form.get("refresh_token") or [""])[0]
+        if (form.get("grant_type") or [""])[0] != "refresh_token" or refresh not in self.google_refresh:
+            return 400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}, {}
+        access = "ya29." + secrets.token_urlsafe(24)
+        with self.lock:
+            self.google_access[access] = self.google_refresh[refresh]
+        return 200, {"access_token": access, "expires_in": 3599, "token_type": "Bearer", "scope": "adwords"}, {}
+
+    def _google(self, destination: str, customer: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        bearer = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        if self.google_access.get(bearer.removeprefix("Bearer ")) != customer:
+            return (
+                401,
+                {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "Request had invalid credentials"}},
+                {},
+            )
+        clicks = body.get("conversions")
+        if body.get("partialFailure") is not True or not isinstance(clicks, list) or not 1 <= len(clicks) <= 2000:
+            return (
+                400,
+                {
+                    "error": {
+                        "code": 400,
+                        "status": "INVALID_ARGUMENT",
+                        "message": "1-2,000 conversions, partialFailure",
+                    }
+                },
+                {},
+            )
+        errors = []
+        for index, click in enumerate(clicks):
+            problem = self._google_problem(customer, click)
+            if problem is None and body.get("validateOnly") is True:  # checked, never stored
+                with self.lock:
+                    self.test_events.append({**click, "_destination": destination})
+                continue
+            if problem is None and self._record(destination, str(click["orderId"]), click):
+                continue
+            code = problem or "CLICK_CONVERSION_ALREADY_EXISTS"
+            errors.append({
+                "errorCode": {"conversionUploadError": code},
+                "message": code.replace("_", " ").lower(),
+                "location": {"fieldPathElements": [{"fieldName": "conversions", "index": index}]},
+            })  # fmt: skip
+        with self.lock:
+            self.batch_sizes.setdefault(destination, []).append(len(clicks))
+        self._wait_if_held(destination)
+        answer: dict[str, Any] = {"results": [{} for _ in clicks]}
+        if errors:
+            answer["partialFailureError"] = {
+                "code": 3,
+                "message": "partial failure",
+                "details": [{"@type": "type.googleapis.com/google.ads.googleads.v26.errors.GoogleAdsFailure",
+                             "errors": errors}],
+            }  # fmt: skip
+        return 200, answer, {}
+
+    def _google_problem(self, customer: str, click: dict[str, Any]) -> str | None:
+        """The error code Google would answer for this click conversion, or None."""
+        identifiers = click.get("userIdentifiers") or []
+        checks = [
+            (bool(re.fullmatch(rf"customers/{customer}/conversionActions/[0-9]+", str(click.get("conversionAction")))),
+             "INVALID_CONVERSION_ACTION"),
+            (sum(1 for k in ("gclid", "gbraid", "wbraid") if click.get(k)) == 1, "CLICK_ID_REQUIRED_EXACTLY_ONE"),
+            (bool(GOOGLE_TIME.fullmatch(str(click.get("conversionDateTime")))), "INVALID_CONVERSION_DATE_TIME"),
+            (bool(click.get("orderId")) and click.get("orderId") not in self.refused_ids, "UNPARSEABLE_GCLID"),
+            ((click.get("consent") or {}).get("adUserData") in ("GRANTED", "DENIED", "UNSPECIFIED"), "INVALID_CONSENT"),
+            (len(identifiers) <= 5 and all(
+                len(i) == 1 and HEX64.fullmatch(str(i.get("hashedEmail") or i.get("hashedPhoneNumber")))
+                for i in identifiers
+            ), "INVALID_USER_IDENTIFIER"),
+        ]  # fmt: skip
+        return next((code for ok, code in checks if not ok), None)
+
+    # --- TikTok -------------------------------------------------------------------------------
+
+    def _tiktok(self, destination: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        token = {k.lower(): v for k, v in headers.items()}.get("access-token")
+        if self.tiktok_tokens.get(str(body.get("event_source_id"))) != token:
+            return 200, {"code": 40105, "message": "Access token is invalid"}, {}
+        events = body.get("data")
+        if body.get("event_source") != "web" or not isinstance(events, list) or not 1 <= len(events) <= 1000:
+            return 200, {"code": 40002, "message": "event_source web and 1-1,000 events"}, {}
+        for event in events:
+            if not event.get("event") or not event.get("event_id") or not isinstance(event.get("event_time"), int):
+                return 200, {"code": 40002, "message": "event, event_id and event_time are required"}, {}
+        for event in events:
+            self._record(destination, f"{event['event']}:{event['event_id']}", event)
+        return 200, {"code": 0, "message": "OK", "data": {}}, {}

@@ -1,0 +1,405 @@
+"""Delivering conversions to ad platforms (real local fakes that check every request): each conversion reaches
+each platform once, with its click ids, through rate limits, outages, a refused event, an expired token and a
+worker killed mid-batch; never for a browser that said no; never with a token in an answer or a log line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import (
+    TenantHandle,
+    make_site,
+    start_api_server,
+    start_beat,
+    start_worker,
+    stop,
+    wait_stored,
+    wait_until,
+)
+from tests.support.ad_platforms import FakeAdPlatforms, Scripted
+from tests.support.conversions import ORIGIN, Browser, connect_meta_and_google, make_form, queue_conversions
+
+pytestmark = pytest.mark.usefixtures("pipeline")
+
+WEBINAR = {"events": {"custom": ["webinar_signup"]}}
+"""Integrations that take the builder's custom conversions."""
+
+
+def deliveries(client: Any, tenant: TenantHandle) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = client.get(
+            "/api/v1/conversions",
+            params={"limit": 200, **({"cursor": cursor} if cursor else {})},
+            headers=tenant.headers,
+        ).json()
+        items += [d | {"event_id": c["event_id"]} for c in page["items"] for d in c["deliveries"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
+
+
+def settled(client: Any, tenant: TenantHandle, expected: int, timeout: float = 120) -> list[dict[str, Any]]:
+    """The deliveries once none is queued any more."""
+
+    def done() -> list[dict[str, Any]] | None:
+        found = deliveries(client, tenant)
+        return found if len(found) == expected and all(d["status"] != "queued" for d in found) else None
+
+    return list(wait_until(done, timeout, f"{expected} deliveries settled", interval=0.5))
+
+
+def test_monicas_lead_and_purchase_reach_meta_with_her_fbclid_and_google_with_her_gclid(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Monicadelivered")
+    site = make_site(tenant, [ORIGIN])
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms)
+    form = make_form(client, site.site_id, tenant.headers)
+    monica = Browser(client, site.site_key)
+    monica.view("/?utm_source=facebook&fbclid=IwAR-Monica-Landing_1")
+    monica.view("/pricing?gclid=Cj0KCQ-Monica-gclid")
+    wait_stored(tenant.tenant_id, 2)
+    monica.submit(form["form_key"], {"email": "Monica@Example.com", "phone": "+1 650 555 1212"})
+    bought = client.post(
+        "/api/v1/purchases",
+        json={"external_id": "order-2001", "amount": 12900, "currency": "EUR", "visitor_token": monica.token},
+        headers=tenant.headers,
+    )
+    assert bought.status_code == 201
+    statuses = settled(client, tenant, 4)
+    assert {d["status"] for d in statuses} == {"sent"}
+
+    at_meta = ad_platforms.accepted_for(shop.meta_key)
+    assert sorted(e["event_name"] for e in at_meta.values()) == ["Lead", "Purchase"]
+    for event in at_meta.values():
+        assert event["user_data"]["fbc"].startswith("fb.1.") and event["user_data"]["fbc"].endswith(
+            ".IwAR-Monica-Landing_1"
+        )
+        assert "fbp" not in event["user_data"]  # her browser had no _fbp cookie: never invented
+    purchase = next(e for e in at_meta.values() if e["event_name"] == "Purchase")
+    assert purchase["custom_data"] == {"value": 129.0, "currency": "EUR", "order_id": "order-2001"}
+    at_google = ad_platforms.accepted_for(shop.google_key)
+    assert sorted(c["conversionAction"].rsplit("/", 1)[1] for c in at_google.values()) == ["111", "222"]
+    assert {c["gclid"] for c in at_google.values()} == {"Cj0KCQ-Monica-gclid"}
+    assert all(c["userIdentifiers"][1] == {"hashedPhoneNumber": hashing_phone()} for c in at_google.values())
+
+    # Her timeline shows both conversions with their status at each platform.
+    contact_id = client.get("/api/v1/conversions", headers=tenant.headers).json()["items"][0]["contact_id"]
+    timeline = client.get(f"/api/v1/contacts/{contact_id}/timeline", headers=tenant.headers).json()["items"]
+    shown = [e for e in timeline if e["kind"] == "conversion"]
+    assert sorted(e["event_name"] for e in shown) == ["lead", "purchase"]
+    assert all({(d["platform"], d["status"]) for d in e["deliveries"]} == {("meta", "sent"), ("google_ads", "sent")}
+               for e in shown)  # fmt: skip
+
+
+def hashing_phone() -> str:
+    from tenants.conversions import hashing
+
+    digest = hashing.sha256("+16505551212")
+    assert digest is not None
+    return digest
+
+
+def test_a_gpc_browsers_conversion_is_skipped_and_reaches_no_platform(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Gpcdelivered")
+    site = make_site(tenant, [ORIGIN])
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms)
+    form = make_form(client, site.site_id, tenant.headers)
+    Browser(client, site.site_key, headers={"Sec-GPC": "1"}).submit(form["form_key"], {"email": "gpc@example.com"})
+    statuses = settled(client, tenant, 2)
+    assert {(d["status"], d["reason"]) for d in statuses} == {
+        ("skipped", "the browser sent Global Privacy Control, which the site honours")
+    }
+    time.sleep(3)  # a flush or two later, still nothing sent
+    assert ad_platforms.accepted_for(shop.meta_key) == {} and ad_platforms.accepted_for(shop.google_key) == {}
+
+
+def test_one_refused_event_of_a_batch_of_500_fails_alone_and_the_other_499_are_delivered(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Meta refuses a whole request for one bad event: the batch is split until that event stands alone."""
+    tenant = make_tenant("Fivehundred")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    event_ids = queue_conversions(tenant.tenant_id, [shop.meta["id"]], 500)
+    ad_platforms.refused_ids.add(event_ids[137])
+    statuses = settled(client, tenant, 500)
+    failed = [d for d in statuses if d["status"] == "failed"]
+    assert [d["event_id"] for d in failed] == [event_ids[137]]
+    assert "invalid parameter" in failed[0]["reason"]
+    assert len(ad_platforms.accepted_for(shop.meta_key)) == 499
+    assert max(ad_platforms.batch_sizes[shop.meta_key]) <= 1000
+
+
+def test_rate_limits_and_outages_are_retried_until_delivered_once(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Retrying")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    ad_platforms.script(shop.meta_key, Scripted(429, {"error": {"code": 17, "message": "User request limit reached"}},
+                                                headers={"Retry-After": "1"}))  # fmt: skip
+    ad_platforms.script(
+        shop.meta_key, Scripted(503, {"error": {"code": 2, "message": "Service temporarily unavailable"}})
+    )
+    ad_platforms.script(shop.google_key, Scripted(500, {"error": {"code": 500, "status": "INTERNAL"}}, times=2))
+    event_ids = queue_conversions(tenant.tenant_id, [shop.meta["id"], shop.google["id"]], 30)
+    statuses = settled(client, tenant, 60, timeout=180)
+    assert {d["status"] for d in statuses} == {"sent"}
+    assert all(d["attempts"] >= 2 for d in statuses)
+    assert len(ad_platforms.accepted_for(shop.meta_key)) == 30
+    assert set(ad_platforms.accepted_for(shop.google_key)) == set(event_ids)
+
+
+def test_an_expired_token_pauses_the_integration_until_the_tenant_reconnects(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Expiring")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    ad_platforms.meta_tokens[shop.meta["pixel_id"]] = "EAA-a-newer-token-the-shop-has-not-stored"
+    queue_conversions(tenant.tenant_id, [shop.meta["id"]], 5)
+
+    def paused() -> dict[str, Any] | None:
+        found = client.get(f"/api/v1/integrations/{shop.meta['id']}", headers=tenant.headers).json()
+        return found if found["status"] == "paused" else None
+
+    integration = wait_until(paused, 60, "the integration to pause")
+    assert "Meta refused the access token" in integration["paused_reason"]
+    assert {d["status"] for d in deliveries(client, tenant)} == {"queued"}  # waiting, not lost
+    reconnected = client.patch(
+        f"/api/v1/integrations/{shop.meta['id']}",
+        json={"access_token": "EAA-a-newer-token-the-shop-has-not-stored"},
+        headers=tenant.headers,
+    )
+    assert reconnected.json()["status"] == "active"
+    assert {d["status"] for d in settled(client, tenant, 5)} == {"sent"}
+
+
+def _sender_pid(port: int) -> int:
+    """The worker process whose connection to the fake platform is open (the one sending)."""
+    for process in psutil.process_iter(["cmdline"]):
+        if "worker" not in " ".join(process.info["cmdline"] or []):
+            continue
+        try:
+            if any(c.raddr and c.raddr.port == port for c in process.net_connections(kind="tcp")):
+                return int(process.pid)
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+    raise AssertionError("no worker is connected to the fake platform")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_loses_nothing_and_the_platform_counts_each_event_once(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """kill -9 after Meta took the batch but before its answer arrived: the batch is sent again with the same
+    event ids, which Meta deduplicates, so it counts each conversion once and none is lost."""
+    tenant = make_tenant("Killed")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    gate = ad_platforms.hold.setdefault(shop.meta_key, threading.Event())
+    ad_platforms.holding.clear()
+    event_ids = queue_conversions(tenant.tenant_id, [shop.meta["id"]], 200)
+    wait_until(ad_platforms.holding.is_set, 60, "the batch to reach Meta")
+    port = ad_platforms.server.server_address[1]
+    os.kill(_sender_pid(port), signal.SIGKILL)
+    gate.set()
+    statuses = settled(client, tenant, 200, timeout=180)
+    assert {d["status"] for d in statuses} == {"sent"}
+    accepted = ad_platforms.accepted_for(shop.meta_key)
+    assert sorted(e["event_id"] for e in accepted.values()) == sorted(event_ids)  # each once, none lost
+    copies = ad_platforms.received_for(shop.meta_key)
+    assert set(copies) == set(accepted) and sum(copies.values()) >= 200  # resent copies carried the same ids
+
+
+def test_no_token_appears_in_any_answer_or_log_line(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Secretive")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    queue_conversions(tenant.tenant_id, [shop.meta["id"], shop.google["id"]], 3)
+    settled(client, tenant, 6)
+    tokens = [ad_platforms.meta_tokens[shop.meta["pixel_id"]]]
+    tokens += [r for r, customer in ad_platforms.google_refresh.items() if customer == shop.google["customer_id"]]
+    tokens += [a for a, customer in ad_platforms.google_access.items() if customer == shop.google["customer_id"]]
+    answers = [
+        client.get("/api/v1/integrations", headers=tenant.headers).text,
+        client.get(f"/api/v1/integrations/{shop.meta['id']}", headers=tenant.headers).text,
+        client.get("/api/v1/conversions", headers=tenant.headers).text,
+    ]
+    logs = [p.read_text(errors="replace") for p in (Path(os.environ["TRAILMARK_DATA_DIR"]) / "logs").glob("*.log")]
+    assert any('"event_id"' in line or "conversion sent" in line for log in logs for line in log.splitlines())
+    for token in tokens:
+        assert all(token not in text for text in answers + logs), "a token leaked"
+
+
+@pytest.mark.slow
+def test_purchases_recorded_while_redis_is_down_are_delivered_once_it_is_back(
+    make_tenant: Callable[..., TenantHandle],
+    ad_platforms: FakeAdPlatforms,
+    private_redis: tuple[str, Callable[[], None], Callable[[], None]],
+) -> None:
+    """The API, a worker and beat run on a Redis of their own, which goes down while the shop reports its
+    sales: the conversions wait in PostgreSQL's outbox, and once Redis is back each reaches Meta once. (The
+    session's own pipeline, on another Redis, sweeps every tenant's outbox too and may record some during the
+    outage; what must hold either way is checked: accepted during it, each delivered once after it.)"""
+    redis_url, redis_down, redis_up = private_redis
+    api = start_api_server(TRAILMARK_REDIS_URL=redis_url)
+    worker = start_worker(TRAILMARK_REDIS_URL=redis_url)
+    beat = start_beat(TRAILMARK_REDIS_URL=redis_url)
+    try:
+        with httpx.Client(base_url=api.base_url, timeout=30) as shop_server:
+            tenant = make_tenant("Outage")
+            shop = connect_meta_and_google(shop_server, tenant.headers, ad_platforms)
+            redis_down()
+            orders = [f"order-outage-{n}" for n in range(10)]
+            for n, order in enumerate(orders):
+                answer = shop_server.post(
+                    "/api/v1/purchases",
+                    json={"external_id": order, "amount": 1000 + n, "currency": "USD", "email": f"b{n}@example.com"},
+                    headers=tenant.headers,
+                )
+                assert answer.status_code == 201, answer.text  # accepted during the outage
+            redis_up()
+            statuses = settled(shop_server, tenant, 20, timeout=180)
+        by_platform = Counter((d["platform"], d["status"]) for d in statuses)
+        assert by_platform == {("meta", "sent"): 10, ("google_ads", "skipped"): 10}  # Google needs a click id
+        at_meta = ad_platforms.accepted_for(shop.meta_key)
+        assert sorted(e["custom_data"]["order_id"] for e in at_meta.values()) == sorted(orders)
+        assert all(e["action_source"] == "system_generated" for e in at_meta.values())  # no browser visit
+    finally:
+        stop(beat)
+        stop(worker)
+        api.stop()
+
+
+def test_a_test_event_shows_at_the_platform_without_counting_as_a_conversion(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Testevents")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms)
+    without_code = client.post(f"/api/v1/integrations/{shop.meta['id']}/test", headers=tenant.headers)
+    assert without_code.status_code == 422 and "test_event_code" in without_code.text
+    client.patch(
+        f"/api/v1/integrations/{shop.meta['id']}", json={"test_event_code": "TEST4242"}, headers=tenant.headers
+    )
+    to_meta = client.post(f"/api/v1/integrations/{shop.meta['id']}/test", headers=tenant.headers)
+    assert to_meta.status_code == 200 and to_meta.json()["delivered"] is True, to_meta.text
+    to_google = client.post(f"/api/v1/integrations/{shop.google['id']}/test", headers=tenant.headers)
+    assert to_google.json()["delivered"] is True, to_google.text
+    seen = [e for e in ad_platforms.test_events if e["_destination"] in (shop.meta_key, shop.google_key)]
+    assert sorted(e["_destination"] for e in seen) == sorted([shop.meta_key, shop.google_key])
+    assert next(e for e in seen if e["_destination"] == shop.meta_key)["_code"] == "TEST4242"
+    assert ad_platforms.accepted_for(shop.meta_key) == {} and ad_platforms.accepted_for(shop.google_key) == {}
+
+
+def test_a_revoked_google_refresh_token_pauses_the_integration(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Revoked")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    for refresh, customer in list(ad_platforms.google_refresh.items()):
+        if customer == shop.google["customer_id"]:
+            del ad_platforms.google_refresh[refresh]  # the account owner removed Trailmark's access
+    queue_conversions(tenant.tenant_id, [shop.google["id"]], 3)
+
+    def paused() -> dict[str, Any] | None:
+        found = client.get(f"/api/v1/integrations/{shop.google['id']}", headers=tenant.headers).json()
+        return found if found["status"] == "paused" else None
+
+    integration = wait_until(paused, 60, "the Google integration to pause")
+    assert "Google refused the refresh token" in integration["paused_reason"]
+    assert {d["status"] for d in deliveries(client, tenant)} == {"queued"}
+
+
+def test_a_membership_registration_reaches_google_as_complete_registration(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """The browser that landed from a Google ad registers on the membership site: Google gets its gclid."""
+    from tenants.isolation import tenant_session
+    from tenants.memberships import service as memberships
+    from tenants.memberships.pending import save_pending
+    from tenants.security.tokens import get_signer
+
+    tenant = make_tenant("Members")
+    site = make_site(tenant, [ORIGIN])
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms)
+    browser = Browser(client, site.site_key)
+    browser.view("/join?gclid=Cj0-member-gclid")
+    wait_stored(tenant.tenant_id, 1)
+    with tenant_session(tenant.tenant_id) as session:
+        club = memberships.create_membership_site(session, name="Club", registration="open")
+        club_id = club.id
+    pending = save_pending(
+        tenant.tenant_id, club_id, email="member@example.com", first_name="Mem", next_path=None, lifetime_seconds=600
+    )
+    token = get_signer().sign(memberships.REGISTRATION_PURPOSE, tenant.tenant_id, pending.id)
+    memberships.complete_registration(
+        tenant.tenant_id,
+        club_id,
+        token=token,
+        password="a long enough passphrase",
+        presented_session=None,
+        visitor_tokens=(browser.token,),
+    )
+    statuses = settled(client, tenant, 2)
+    assert {(d["platform"], d["status"]) for d in statuses} == {("meta", "sent"), ("google_ads", "sent")}
+    (click,) = ad_platforms.accepted_for(shop.google_key).values()
+    assert click["gclid"] == "Cj0-member-gclid" and click["conversionAction"].endswith("/333")
+    (event,) = ad_platforms.accepted_for(shop.meta_key).values()
+    assert event["event_name"] == "CompleteRegistration"
+
+
+def test_a_lead_reaches_tiktok_with_its_ttclid_and_ttp(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    tenant = make_tenant("Tiktoker")
+    site = make_site(tenant, [ORIGIN])
+    ad_platforms.tiktok_tokens["C9TIKTOKPIXEL01"] = "tiktok-token-for-tests"
+    created = client.post(
+        "/api/v1/integrations",
+        json={"platform": "tiktok", "pixel_code": "C9TIKTOKPIXEL01", "access_token": "tiktok-token-for-tests"},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    form = make_form(client, site.site_id, tenant.headers)
+    viewer = Browser(client, site.site_key, cookies={"_ttp": "2Xttp-cookie-value"})
+    viewer.view("/?ttclid=E.C.P.tiktok-click")
+    wait_stored(tenant.tenant_id, 1)
+    viewer.submit(form["form_key"], {"email": "tik@example.com"})
+    assert [d["status"] for d in settled(client, tenant, 1)] == ["sent"]
+    (event,) = ad_platforms.accepted_for("tiktok:C9TIKTOKPIXEL01").values()
+    assert event["event"] == "SubmitForm"
+    assert (event["user"]["ttclid"], event["user"]["ttp"]) == ("E.C.P.tiktok-click", "2Xttp-cookie-value")
+    assert len(event["user"]["email"]) == 64 and event["user"]["user_agent"]
+
+
+def test_a_conversion_past_metas_window_is_dead_lettered_and_the_rest_delivered(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Meta refuses a whole request for one event older than 7 days: it never goes out, and says why."""
+    from datetime import UTC, datetime, timedelta
+
+    tenant = make_tenant("Latecomer")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    (late,) = queue_conversions(
+        tenant.tenant_id, [shop.meta["id"]], 1, occurred_at=datetime.now(UTC) - timedelta(days=8)
+    )
+    fresh = queue_conversions(tenant.tenant_id, [shop.meta["id"]], 4)
+    statuses = {d["event_id"]: d for d in settled(client, tenant, 5)}
+    assert statuses[late]["status"] == "failed"
+    assert statuses[late]["reason"] == "dead letter: older than meta's 7-day window"
+    assert all(statuses[e]["status"] == "sent" for e in fresh)
+    assert len(ad_platforms.accepted_for(shop.meta_key)) == 4

@@ -1,0 +1,38 @@
+"""Conversion tasks (the ``conversions`` queue): recording what converted, once its hook's transaction committed
+(thin wrappers over ``tenants.conversions.service``)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlmodel import Session
+
+from tenants.conversions.delivery import due_destinations, send_due
+from tenants.conversions.service import FLUSH_TASK, RECORD_TASK, record
+from tenants.models import ConversionKind
+from workers.app import celery_app
+from workers.base import tenant_task
+
+__all__ = ["flush_conversions", "record_conversion"]
+
+
+@tenant_task(name=RECORD_TASK)
+def record_conversion(session: Session, kind: str, subject_id: str) -> str | None:
+    """Idempotent: a conversion already recorded for this subject records nothing more."""
+    conversion = record(session, ConversionKind(kind), subject_id)
+    return str(conversion.id) if conversion else None
+
+
+@celery_app.task(name=FLUSH_TASK, ignore_result=True, max_retries=0, acks_late=True)
+def flush_conversions() -> int:
+    """Periodic (beat, every second): send every destination's due batches; a destination with more than a
+    batch waiting is sent again at once. Flushes overlap safely: each destination has one sender at a time
+    and each delivery is taken by one transaction (SKIP LOCKED)."""
+    sent = 0
+    for tenant_id, integration_id in due_destinations():
+        for _ in range(100):  # bounded: a flush ends, and the next one carries on
+            result = send_due(UUID(str(tenant_id)), UUID(str(integration_id)))
+            sent += result.sent
+            if not result.full or result.paused or result.retrying:
+                break
+    return sent
