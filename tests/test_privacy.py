@@ -156,6 +156,43 @@ def _erased(client: TestClient[Any], tenant: TenantHandle, erasure_id: str) -> d
     return dict(wait_until(done, 60, "the worker to erase the person", interval=0.2))
 
 
+def _purchases_recorded_as_conversions(tenant_id: UUID) -> int:
+    with tenant_session(tenant_id) as session:
+        return int(session.execute(text("SELECT count(*) FROM conversions WHERE kind = 'purchase'")).scalar_one())
+
+
+def _conversions_of(tenant_id: UUID, contact_id: UUID) -> None:
+    """Two of her conversions at a Meta pixel: a lead Meta received (with her landing's fbclid and _fbp, the
+    visit's IP and user agent) and a purchase still queued."""
+    from tenants.conversions.integrations import create_integration
+    from tenants.models import Conversion, ConversionDelivery, ConversionKind, DeliveryStatus, Platform, utcnow
+
+    with tenant_session(tenant_id) as session:
+        # It takes nothing new (her builder's own lead may still be being recorded): only these two rows.
+        meta = create_integration(
+            session,
+            Platform.META,
+            settings={"pixel_id": "1234567890"},
+            secrets={"access_token": "EAAtoken"},
+            events=dict.fromkeys(("lead", "purchase", "complete_registration"), False),
+        )
+        touch = {"source": "converting_visit", "click_ids": {"fbclid": "F1"}, "ad_cookies": {"_fbp": "fb.1.1.2"}}
+        for kind, status in (
+            (ConversionKind.LEAD, DeliveryStatus.SENT),
+            (ConversionKind.PURCHASE, DeliveryStatus.QUEUED),
+        ):
+            conversion = Conversion(
+                kind=kind, event_name=kind.value, source_key=f"test:{uuid4()}", event_id=uuid4().hex,
+                contact_id=contact_id, ip="198.51.100.0", user_agent="Mozilla/5.0", touches={"meta": touch},
+            )  # fmt: skip
+            session.add(conversion)
+            session.flush()
+            sent_at = utcnow() if status == DeliveryStatus.SENT else None
+            session.add(
+                ConversionDelivery(integration_id=meta.id, conversion_id=conversion.id, status=status, sent_at=sent_at)
+            )
+
+
 def _without_time(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k != "exported_at"}
 
@@ -175,7 +212,10 @@ def test_erasing_a_person_leaves_nothing_of_them_anywhere_but_keeps_their_purcha
     assert text_matches(owner_url, tenant.tenant_id, monica.terms)  # the search finds her before the erase
     counted = rollups(owner_url, tenant.tenant_id)
     assert any(counted.values())
+    # Each purchase becomes a conversion through a task: let both land before Bob's "before" picture.
+    wait_until(lambda: _purchases_recorded_as_conversions(tenant.tenant_id) == 2, 60, "both purchases recorded")
     bob_before = _without_time(_export(client, tenant, bob.contact_id))
+    _conversions_of(tenant.tenant_id, monica.contact_id)
 
     answer = client.post(f"/api/v1/contacts/{monica.contact_id}/erase", headers=tenant.headers)
     assert answer.status_code == 202, answer.text
@@ -192,7 +232,12 @@ def test_erasing_a_person_leaves_nothing_of_them_anywhere_but_keeps_their_purcha
     assert report["kept"]["purchases"] == 1
     assert report["anonymised"]["stripe_events"] == 1
     assert report["sessions_ended"] == 1
-    assert report["conversions"]["status"] == "not on this version"
+    # The queued conversion is cancelled; the one Meta received is listed, as Meta cannot withdraw it.
+    assert report["conversions"]["cancelled"] == 1
+    [sent] = report["conversions"]["not_retractable"]
+    assert (sent["platform"], sent["conversion"]) == ("meta", "lead")
+    assert sent["identifiers_sent"] == ["_fbp", "email_sha256", "fbclid", "ip", "phone_sha256", "user_agent"]
+    assert "no API to withdraw" in sent["why"]
 
     with tenant_session(tenant.tenant_id) as session:
         contact = session.execute(
@@ -279,7 +324,7 @@ def test_an_admin_erases_from_the_contact_page_after_confirming_and_an_editor_ca
 
     wait_until(done, 60, "the erasure to finish", interval=0.2)
     report = owner.get(status_page).text
-    assert "visits" in report and "purchases" in report and "not on this version" in report
+    assert "visits" in report and "purchases" in report and "Queued conversions cancelled" in report
     assert text_matches(owner_url, tenant.tenant_id, monica.terms) == {}
     with tenant_session(tenant.tenant_id) as session:
         audited = session.execute(text("SELECT actor_email FROM audit_log WHERE action = 'contact.erase'")).all()

@@ -162,14 +162,69 @@ def deletion_order(tables: list[PersonTable]) -> list[PersonTable]:
     return ordered
 
 
+_PERSONS_DELIVERIES = text(
+    """SELECT i.platform, d.integration_id, d.status, d.sent_at, c.kind, c.event_name, c.occurred_at, c.touches,
+              c.ip IS NOT NULL, c.user_agent IS NOT NULL, k.email IS NOT NULL, k.phone IS NOT NULL
+       FROM conversion_deliveries d
+           JOIN conversions c ON c.tenant_id = d.tenant_id AND c.id = d.conversion_id
+           JOIN integrations i ON i.tenant_id = d.tenant_id AND i.id = d.integration_id
+           LEFT JOIN contacts k ON k.tenant_id = c.tenant_id AND k.id = c.contact_id
+       WHERE c.contact_id = ANY(CAST(:contacts AS uuid[])) OR c.visitor_id = ANY(CAST(:visitors AS uuid[]))
+       ORDER BY d.sent_at NULLS LAST, c.occurred_at"""
+)
+
+
 def conversions_to_cancel_and_retract(session: Session, person: Person) -> dict[str, Any]:
-    """The hook for conversions (the ad-platform integration, not on this version): cancel the person's queued
-    conversions, retract the sent ones where the platform allows it (Google Ads: a RETRACTION adjustment), and
-    list per sent conversion where none exists (Meta, TikTok: platform, when, what was sent). It runs before
-    any row is deleted, so it still reads them; its answer is the report's ``conversions``. A conversions table
-    that names contacts or visitors is then deleted from like any other, unless :data:`KEPT` says otherwise."""
-    del session, person
-    return {"status": "not on this version", "cancelled": 0, "retracted": [], "not_retractable": []}
+    """What erasing does to the person's conversions (its answer is the report's ``conversions``): queued ones
+    are cancelled (their rows are deleted with the rest, before any is sent); for each one already sent, the
+    platform, when, and which identifiers went (names only, no values). Meta and TikTok have no API to withdraw
+    an uploaded event; Google Ads has one (a RETRACTION adjustment) that this version does not call yet, so its
+    sent conversions are listed as not retracted, with that reason. It runs before any row is deleted."""
+    cancelled, not_retractable = 0, []
+    rows = session.execute(
+        _PERSONS_DELIVERIES, {"contacts": list(person.contact_ids), "visitors": list(person.visitor_ids)}
+    ).all()
+    for (
+        platform,
+        integration_id,
+        status,
+        sent_at,
+        kind,
+        event_name,
+        occurred_at,
+        touches,
+        ip,
+        agent,
+        email,
+        phone,
+    ) in rows:
+        if status == "queued":
+            cancelled += 1
+            continue
+        if status != "sent":
+            continue  # failed or skipped: nothing reached the platform
+        touch = (touches or {}).get(platform) or {}
+        identifiers = sorted(
+            {*(touch.get("click_ids") or {}), *(touch.get("ad_cookies") or {})}
+            | {name for name, present in (("ip", ip), ("user_agent", agent), ("email_sha256", email),
+                                          ("phone_sha256", phone)) if present}
+        )  # fmt: skip
+        not_retractable.append(
+            {
+                "platform": platform,
+                "integration_id": str(integration_id),
+                "conversion": kind if kind != "custom" else f"custom: {event_name}",
+                "occurred_at": occurred_at.isoformat(),
+                "sent_at": sent_at.isoformat() if sent_at else None,
+                "identifiers_sent": identifiers,
+                "why": (
+                    "Google Ads can retract it (a RETRACTION conversion adjustment); this version does not call it yet"
+                    if platform == "google_ads"
+                    else f"{platform} has no API to withdraw an event it received"
+                ),
+            }
+        )
+    return {"cancelled": cancelled, "retracted": [], "not_retractable": not_retractable}
 
 
 _SCRUB_STRIPE_EVENTS = """UPDATE stripe_events SET payload = jsonb_build_object('id', id, 'type', type, 'erased', true),
