@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from uuid import UUID
 
 from sqlmodel import Session
@@ -14,6 +15,8 @@ from workers.app import celery_app
 from workers.base import tenant_task
 
 __all__ = ["flush_conversions", "record_conversion"]
+
+log = logging.getLogger(__name__)
 
 
 @tenant_task(name=RECORD_TASK)
@@ -31,7 +34,11 @@ def flush_conversions() -> int:
     sent = 0
     for tenant_id, integration_id in due_destinations():
         for _ in range(100):  # bounded: a flush ends, and the next one carries on
-            result = send_due(UUID(str(tenant_id)), UUID(str(integration_id)))
+            try:
+                result = send_due(UUID(str(tenant_id)), UUID(str(integration_id)))
+            except Exception:  # one broken destination must not block the ones ordered after it
+                log.exception("conversion destination failed", extra={"integration": str(integration_id)})
+                break
             sent += result.sent
             if not result.full or result.paused or result.retrying:
                 break

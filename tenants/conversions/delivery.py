@@ -199,7 +199,12 @@ def _prepared(
             result.skipped += 1
             continue
         contact = contacts.get(conversion.contact_id) if conversion.contact_id else None
-        built = payloads.build(conversion, contact, integration, consent)
+        try:
+            built = payloads.build(conversion, contact, integration, consent)
+        except Exception as error:  # a payload that cannot be built fails alone, not the whole batch
+            _finish(delivery, DeliveryStatus.FAILED, f"payload cannot be built: {error}")
+            result.failed += 1
+            continue
         if isinstance(built, payloads.Unsendable):
             _finish(delivery, DeliveryStatus.SKIPPED, built.reason)
             result.skipped += 1
