@@ -43,6 +43,7 @@ from sqlmodel import Session
 
 from tenants.accounts.service import signup
 from tenants.contacts.service import ContactChanges, create_contact
+from tenants.conversions.service import RECORD_TASK as CONVERSION_RECORD_TASK
 from tenants.forms import service as forms
 from tenants.identity.service import MERGE_TASK, LinkOutcome
 from tenants.isolation import TENANT_KEY, tenant_session
@@ -95,7 +96,12 @@ class OutboxTap:
         session.flush()
         rows = session.execute(text("DELETE FROM outbox RETURNING id, task, args, created_at")).all()
         for row in sorted(rows, key=lambda r: (r.created_at, r.id)):
+            if row.task in _NOT_IDENTITY:
+                continue  # work that follows an identification but changes no identity (ad conversions)
             queue.append(Message(row.id, row.task, tuple(row.args)))
+
+
+_NOT_IDENTITY = frozenset({CONVERSION_RECORD_TASK})
 
 
 _tap: OutboxTap | None = None
