@@ -344,6 +344,45 @@ def contact_trigger_sql() -> str:
 
 # --- purchases -------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class DerivedRollup:
+    """A daily rollup kept by triggers, with the one SQL (``derived``, over ``:tenant_id``, ``:start`` and ``:end``)
+    that derives it from its source rows: its rebuild and its nightly comparison both read that."""
+
+    table: str
+    key: str
+    """Its key columns after ``tenant_id``, comma-separated, ``day`` first."""
+    measures: tuple[str, ...]
+    derived: str
+
+    def rebuild(self, session: Session, start: date, end: date) -> None:
+        """Delete the rows of ``start`` … ``end`` (inclusive, UTC) and derive them again."""
+        params = _params(session, start, end)
+        session.execute(text(f"DELETE FROM {self.table} WHERE day BETWEEN :start AND :end"), params)  # noqa: S608
+        session.execute(
+            text(
+                f"""INSERT INTO {self.table} (tenant_id, {self.key}, {", ".join(self.measures)})
+                    SELECT :tenant_id, * FROM ({self.derived}) d ORDER BY {self.key}"""  # noqa: S608
+            ),
+            params,
+        )
+
+    def compare(self, session: Session, start: date, end: date) -> list[RollupDifference]:
+        """Every key of ``start`` … ``end`` whose measures differ from the derivation."""
+        params = _params(session, start, end)
+        width = len(self.key.split(", "))
+        stored = session.execute(
+            text(
+                f"""SELECT {self.key}, {", ".join(self.measures)} FROM {self.table}
+                    WHERE day BETWEEN :start AND :end"""  # noqa: S608 - fixed names
+            ),
+            params,
+        ).all()
+        derived = session.execute(text(self.derived), params).all()
+        return _differences(self.table, _by_key(stored, width), _by_key(derived, width))
+
+
 PURCHASE_MEASURES = ("purchases", "revenue", "new_customers")
 _PURCHASE_KEY = f"day, touch, {', '.join(DIMENSIONS)}, currency"
 
@@ -371,27 +410,10 @@ _DERIVED_PURCHASES = f"""SELECT {_K_PURCHASE_KEY}, count(*) AS purchases,
     GROUP BY {_K_PURCHASE_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
 
 
-def rebuild_purchase_rollups(session: Session, start: date, end: date) -> None:
-    """Delete ``purchase_rollups`` of ``start`` … ``end`` (inclusive, UTC) and derive them from the purchases."""
-    params = _params(session, start, end)
-    session.execute(text("DELETE FROM purchase_rollups WHERE day BETWEEN :start AND :end"), params)
-    session.execute(
-        text(
-            f"""INSERT INTO purchase_rollups (tenant_id, {_PURCHASE_KEY}, {", ".join(PURCHASE_MEASURES)})
-                SELECT :tenant_id, * FROM ({_DERIVED_PURCHASES}) d ORDER BY {_PURCHASE_KEY}"""  # noqa: S608
-        ),
-        params,
-    )
-
-
-def compare_purchase_rollups(session: Session, start: date, end: date) -> list[RollupDifference]:
-    """Every ``purchase_rollups`` key of ``start`` … ``end`` whose counts differ from a scan of the purchases."""
-    params = _params(session, start, end)
-    width = len(_PURCHASE_KEY.split(", "))
-    stored_sql = f"SELECT {_PURCHASE_KEY}, {', '.join(PURCHASE_MEASURES)} FROM purchase_rollups"  # noqa: S608
-    stored = session.execute(text(f"{stored_sql} WHERE day BETWEEN :start AND :end"), params).all()
-    derived = session.execute(text(_DERIVED_PURCHASES), params).all()
-    return _differences("purchase_rollups", _by_key(stored, width), _by_key(derived, width))
+PURCHASE_ROLLUPS = DerivedRollup("purchase_rollups", _PURCHASE_KEY, PURCHASE_MEASURES, _DERIVED_PURCHASES)
+"""``purchase_rollups``, derived from the purchases."""
+rebuild_purchase_rollups = PURCHASE_ROLLUPS.rebuild
+compare_purchase_rollups = PURCHASE_ROLLUPS.compare
 
 
 # --- referrals (the partners report) ---------------------------------------------------------------
@@ -414,27 +436,10 @@ _DERIVED_REFERRALS = f"""SELECT {_REFERRAL_KEY}, sum(clicks) AS clicks, sum(lead
     GROUP BY {_REFERRAL_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
 
 
-def rebuild_referral_rollups(session: Session, start: date, end: date) -> None:
-    """Delete ``referral_rollups`` of ``start`` … ``end`` (inclusive, UTC) and derive them from the referral clicks
-    and the contacts' first referrers."""
-    params = _params(session, start, end)
-    session.execute(text("DELETE FROM referral_rollups WHERE day BETWEEN :start AND :end"), params)
-    session.execute(
-        text(
-            f"""INSERT INTO referral_rollups (tenant_id, {_REFERRAL_KEY}, {", ".join(REFERRAL_MEASURES)})
-                SELECT :tenant_id, * FROM ({_DERIVED_REFERRALS}) d ORDER BY {_REFERRAL_KEY}"""  # noqa: S608
-        ),
-        params,
-    )
-
-
-def compare_referral_rollups(session: Session, start: date, end: date) -> list[RollupDifference]:
-    """Every ``referral_rollups`` key of ``start`` … ``end`` whose counts differ from a scan."""
-    params = _params(session, start, end)
-    stored_sql = f"SELECT {_REFERRAL_KEY}, {', '.join(REFERRAL_MEASURES)} FROM referral_rollups"  # noqa: S608
-    stored = session.execute(text(f"{stored_sql} WHERE day BETWEEN :start AND :end"), params).all()
-    derived = session.execute(text(_DERIVED_REFERRALS), params).all()
-    return _differences("referral_rollups", _by_key(stored, 3), _by_key(derived, 3))
+REFERRAL_ROLLUPS = DerivedRollup("referral_rollups", _REFERRAL_KEY, REFERRAL_MEASURES, _DERIVED_REFERRALS)
+"""``referral_rollups``, derived from the referral clicks and the contacts' first referrers."""
+rebuild_referral_rollups = REFERRAL_ROLLUPS.rebuild
+compare_referral_rollups = REFERRAL_ROLLUPS.compare
 
 
 # --- partner sales (the partners report's money) ----------------------------------------------------
@@ -459,27 +464,12 @@ _DERIVED_PARTNER_SALES = f"""SELECT {_PARTNER_SALE_KEY}, {", ".join(f"sum({m})" 
     GROUP BY {_PARTNER_SALE_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
 
 
-def rebuild_partner_sale_rollups(session: Session, start: date, end: date) -> None:
-    """Delete ``partner_sale_rollups`` of ``start`` … ``end`` (inclusive, UTC) and derive them from the purchase
-    credits, purchases and commissions."""
-    params = _params(session, start, end)
-    session.execute(text("DELETE FROM partner_sale_rollups WHERE day BETWEEN :start AND :end"), params)
-    session.execute(
-        text(
-            f"""INSERT INTO partner_sale_rollups (tenant_id, {_PARTNER_SALE_KEY}, {", ".join(PARTNER_SALE_MEASURES)})
-                SELECT :tenant_id, * FROM ({_DERIVED_PARTNER_SALES}) d ORDER BY {_PARTNER_SALE_KEY}"""  # noqa: S608
-        ),
-        params,
-    )
-
-
-def compare_partner_sale_rollups(session: Session, start: date, end: date) -> list[RollupDifference]:
-    """Every ``partner_sale_rollups`` key of ``start`` … ``end`` whose sums differ from a scan."""
-    params = _params(session, start, end)
-    stored_sql = f"SELECT {_PARTNER_SALE_KEY}, {', '.join(PARTNER_SALE_MEASURES)} FROM partner_sale_rollups"  # noqa: S608
-    stored = session.execute(text(f"{stored_sql} WHERE day BETWEEN :start AND :end"), params).all()
-    derived = session.execute(text(_DERIVED_PARTNER_SALES), params).all()
-    return _differences("partner_sale_rollups", _by_key(stored, 4), _by_key(derived, 4))
+PARTNER_SALE_ROLLUPS = DerivedRollup(
+    "partner_sale_rollups", _PARTNER_SALE_KEY, PARTNER_SALE_MEASURES, _DERIVED_PARTNER_SALES
+)
+"""``partner_sale_rollups``, derived from the purchase credits, purchases and commissions."""
+rebuild_partner_sale_rollups = PARTNER_SALE_ROLLUPS.rebuild
+compare_partner_sale_rollups = PARTNER_SALE_ROLLUPS.compare
 
 
 # --- re-derivation ---------------------------------------------------------------------------------
