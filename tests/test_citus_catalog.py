@@ -127,3 +127,10 @@ def test_distribution_sql_covers_every_table_after_what_it_references(catalog: p
     ).fetchall():
         if source in position and target in position:
             assert position[target] < position[source], f"{source} is distributed before {target}"
+
+
+def test_the_cli_prints_the_distribution_sql(catalog: psycopg.Connection, capsys: pytest.CaptureFixture[str]) -> None:
+    from api.cli import main
+
+    assert main(["citus-sql"]) == 0
+    assert capsys.readouterr().out == citus.distribution_sql(catalog)
