@@ -96,7 +96,7 @@ class Form(TenantOwned, table=True):
     site_id: UUID
     """Its site's allowed origins are the only ones a submission may come from."""
     name: str = Field(max_length=200)
-    form_key: str = Field(max_length=32, index=True)
+    form_key: str = Field(max_length=32)
     fields: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
     """Each: name, label, maps_to (email, first_name, last_name, phone or custom:<key>), type, required."""
     success_redirect: str | None = None
@@ -125,7 +125,7 @@ class EmailLink(TenantOwned, table=True):
     __table_args__ = (UniqueConstraint("tenant_id", "link_key", name="email_links_link_key_key"),)
 
     id: UUID = Field(default_factory=new_id, primary_key=True)
-    link_key: str = Field(max_length=32, index=True)
+    link_key: str = Field(max_length=32)
     contact_id: UUID
     target_url: str
     send_id: str | None = Field(default=None, max_length=200)

@@ -108,7 +108,7 @@ class StripeWebhook(TenantOwned, table=True):
     __tablename__ = "stripe_webhooks"
     __table_args__ = (UniqueConstraint("tenant_id", "endpoint_token", name="stripe_webhooks_endpoint_token_key"),)
 
-    endpoint_token: str = Field(max_length=64, index=True)
+    endpoint_token: str = Field(max_length=64)
     signing_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     secret_set_at: datetime | None = timestamp_field(nullable=True, default=None)
     created_at: datetime = timestamp_field()

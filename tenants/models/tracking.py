@@ -25,7 +25,7 @@ class Site(TenantOwned, table=True):
 
     id: UUID = Field(default_factory=new_id, primary_key=True)
     name: str = Field(max_length=200)
-    site_key: str = Field(max_length=32, index=True)
+    site_key: str = Field(max_length=32)
     """Public: it appears in the snippet URL. Resolves to the tenant without exposing anything else."""
     allowed_origins: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
     honor_dnt: bool = True
