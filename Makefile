@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements-dev.lock
 COMPILE := $(BIN)/uv pip compile pyproject.toml --group install --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: run test lint lock bench-collect bench-merge bench-pages bench-dashboard bench-purchases bench-retention bench-conversions clean
+.PHONY: run test lint lock bench-collect bench-merge bench-pages bench-dashboard bench-purchases bench-retention bench-conversions bench-tenant-binding clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,9 @@ bench-retention: $(STAMP)
 
 bench-conversions: $(STAMP)
 	$(BIN)/python bench/conversions.py
+
+bench-tenant-binding: $(STAMP)
+	$(BIN)/python bench/tenant_binding.py
 
 clean:
 	rm -rf $(VENV) .trailmark .pytest_cache .mypy_cache .ruff_cache

@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--to", dest="end", type=date.fromisoformat, required=True, help="last day, inclusive")
     rebuild.add_argument("--tenant", type=UUID, action="append", help="only this tenant id (repeatable)")
     rebuild.set_defaults(handler=_reports_rebuild)
+    citus = commands.add_parser(
+        "citus-sql", help="print the SQL that distributes this schema on Citus (docs/scale.md); changes nothing"
+    )
+    citus.set_defaults(handler=_citus_sql)
     return parser
 
 
@@ -271,6 +275,23 @@ def _reports_rebuild(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     count = rebuild_tenants(args.start, args.end, args.tenant)
     print(f"trailmark: rebuilt the rollups of {args.start} to {args.end} for {count} tenant(s)")
+    return 0
+
+
+def _citus_sql(settings: Settings, _: argparse.Namespace) -> int:
+    import psycopg
+
+    from tenants.isolation import citus
+
+    _require_services(settings)
+    assert settings.database_url
+    # Reads the catalog only; the app role may, and the statements run later, by hand, on the coordinator.
+    with psycopg.connect(settings.database_url.replace("postgresql+psycopg://", "postgresql://", 1)) as connection:
+        problems = citus.violations(connection)
+        if problems:
+            print("trailmark: the schema breaks Citus rules:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 1
+        print(citus.distribution_sql(connection), end="")
     return 0
 
 

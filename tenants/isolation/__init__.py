@@ -1,12 +1,13 @@
 """The one place that ties a database session to a tenant.
 
-Every transaction of a :func:`tenant_session` starts with
-``set_config('app.tenant_id', :tenant_id, true)``: transaction-local and a bound parameter, so a pooled
-connection never carries a tenant into the next transaction. PostgreSQL row-level security does
-the filtering; a session without a tenant sees no tenant rows at all.
+Every transaction of a :func:`tenant_session` starts with ``SET LOCAL app.tenant_id = '<uuid>'``:
+transaction-local, so a pooled connection never carries a tenant into the next transaction. A ``SET LOCAL``
+statement (unlike a ``set_config()`` call) is what Citus forwards to its worker nodes (docs/scale.md).
+PostgreSQL row-level security does the filtering; a session without a tenant sees no tenant rows at all.
 
-A :func:`partner_session` (the partner portal) also sets ``app.partner_id`` the same way; the partner tables'
-restrictive policies then show only that partner's rows, and every other tenant table shows none.
+A :func:`partner_session` (the partner portal) also sets ``app.partner_id`` the same way, in the same
+statement; the partner tables' restrictive policies then show only that partner's rows, and every other
+tenant table shows none.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "get_owned",
     "partner_session",
     "system_session",
+    "tenant_binding_sql",
     "tenant_session",
 ]
 
@@ -88,18 +90,25 @@ def _forget_engine_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_engine_after_fork)
 
 
+def tenant_binding_sql(tenant_id: object, partner_id: object | None = None) -> str:
+    """The one statement that binds a transaction to its tenant (and portal partner).
+
+    ``SET`` takes no bind parameters, so the values are written into the text: each is first parsed by
+    ``UUID(...)``, whose canonical form is hex digits and dashes only, so nothing but a UUID can reach the
+    SQL (no injection). Several ``SET LOCAL`` in one simple-query string keep it one round trip.
+    """
+    statement = f"SET LOCAL app.tenant_id = '{UUID(str(tenant_id))}'"
+    if partner_id is not None:
+        statement += f"; SET LOCAL app.partner_id = '{UUID(str(partner_id))}'"
+    return statement
+
+
 @event.listens_for(Session, "after_begin")
 def _bind_tenant(session: Session, _transaction: SessionTransaction, connection: Connection) -> None:
     tenant_id = session.info.get(TENANT_KEY)
     if tenant_id is not None:
-        partner_id = session.info.get(PARTNER_KEY)
-        if partner_id is None:
-            connection.exec_driver_sql("SELECT set_config('app.tenant_id', %s, true)", (str(tenant_id),))
-        else:
-            connection.exec_driver_sql(
-                "SELECT set_config('app.tenant_id', %s, true), set_config('app.partner_id', %s, true)",
-                (str(tenant_id), str(partner_id)),
-            )
+        # No parameters: psycopg sends it as a simple query, which may hold several statements.
+        connection.exec_driver_sql(tenant_binding_sql(tenant_id, session.info.get(PARTNER_KEY)))
 
 
 @contextmanager

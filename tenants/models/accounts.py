@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, ForeignKeyConstraint, Index, Text, func
+from sqlalchemy import Column, ForeignKeyConstraint, Index, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -85,13 +85,15 @@ class ApiKey(TenantOwned, table=True):
             ["tenant_users.tenant_id", "tenant_users.id"],
             ondelete="SET NULL (created_by)",
         ),
+        # Unique per tenant (Citus shards by tenant); migration 0020 also indexes the hash alone for the lookup.
+        UniqueConstraint("tenant_id", "secret_hash", name="api_keys_secret_hash_key"),
     )
 
     id: UUID = Field(default_factory=new_id, primary_key=True)
     name: str = Field(max_length=100)
     prefix: str = Field(max_length=16)
     """The first characters of the secret, shown in lists so people can tell keys apart."""
-    secret_hash: str = Field(max_length=64, unique=True)
+    secret_hash: str = Field(max_length=64)
     scopes: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
     created_by: UUID | None = Field(default=None)
     created_at: datetime = timestamp_field()

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, ForeignKeyConstraint, Text
+from sqlalchemy import Column, ForeignKeyConstraint, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field
 
@@ -87,13 +87,16 @@ class Contact(TenantOwned, table=True):
 
 class Form(TenantOwned, table=True):
     __tablename__ = "forms"
-    __table_args__ = (ForeignKeyConstraint(["tenant_id", "site_id"], ["sites.tenant_id", "sites.id"]),)
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "site_id"], ["sites.tenant_id", "sites.id"]),
+        UniqueConstraint("tenant_id", "form_key", name="forms_form_key_key"),
+    )
 
     id: UUID = Field(default_factory=new_id, primary_key=True)
     site_id: UUID
     """Its site's allowed origins are the only ones a submission may come from."""
     name: str = Field(max_length=200)
-    form_key: str = Field(max_length=32, unique=True)
+    form_key: str = Field(max_length=32)
     fields: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
     """Each: name, label, maps_to (email, first_name, last_name, phone or custom:<key>), type, required."""
     success_redirect: str | None = None
@@ -119,9 +122,10 @@ class EmailLink(TenantOwned, table=True):
     """A tracked link in an email to one contact. A bearer token: it may identify, never log in."""
 
     __tablename__ = "email_links"
+    __table_args__ = (UniqueConstraint("tenant_id", "link_key", name="email_links_link_key_key"),)
 
     id: UUID = Field(default_factory=new_id, primary_key=True)
-    link_key: str = Field(max_length=32, unique=True)
+    link_key: str = Field(max_length=32)
     contact_id: UUID
     target_url: str
     send_id: str | None = Field(default=None, max_length=200)

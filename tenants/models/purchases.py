@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, Column, LargeBinary, Text
+from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field
 
@@ -106,8 +106,9 @@ class StripeWebhook(TenantOwned, table=True):
     encrypted at rest (``tenants.security.secrets``) and never leaves the server."""
 
     __tablename__ = "stripe_webhooks"
+    __table_args__ = (UniqueConstraint("tenant_id", "endpoint_token", name="stripe_webhooks_endpoint_token_key"),)
 
-    endpoint_token: str = Field(max_length=64, unique=True)
+    endpoint_token: str = Field(max_length=64)
     signing_secret: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     secret_set_at: datetime | None = timestamp_field(nullable=True, default=None)
     created_at: datetime = timestamp_field()

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, ForeignKeyConstraint, Text
+from sqlalchemy import Column, ForeignKeyConstraint, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -21,10 +21,11 @@ class Site(TenantOwned, table=True):
     """A website of the tenant that carries the tracker snippet."""
 
     __tablename__ = "sites"
+    __table_args__ = (UniqueConstraint("tenant_id", "site_key", name="sites_site_key_key"),)
 
     id: UUID = Field(default_factory=new_id, primary_key=True)
     name: str = Field(max_length=200)
-    site_key: str = Field(max_length=32, unique=True)
+    site_key: str = Field(max_length=32)
     """Public: it appears in the snippet URL. Resolves to the tenant without exposing anything else."""
     allowed_origins: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
     honor_dnt: bool = True

@@ -63,7 +63,8 @@ PLACEHOLDER_DOMAIN = "erased.invalid"
 def keep_rollups(session: Session) -> None:
     """The rest of this transaction leaves the rollups as they are (their triggers skip it, migration 0019):
     aggregate counts hold no personal data, and a report must not change because a person left."""
-    session.execute(text("SELECT set_config('app.keep_rollups', 'on', true)"))
+    # SET LOCAL, like the tenant binding (tenants.isolation): the statement form Citus forwards to its workers.
+    session.execute(text("SET LOCAL app.keep_rollups = 'on'"))
 
 
 def placeholder_email(contact_id: UUID) -> str:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from tenants.errors import InvalidQuery, ReportTimedOut
+from tenants.isolation import current_tenant_id
 from tenants.purchases.currencies import is_currency
 from tenants.reports.dimensions import DIMENSIONS, visit_dimension_sql
 from tenants.reports.rollups import RollupShape, cover, covered, narrowest_shape
@@ -209,10 +210,11 @@ def _check_site(session: Session, site_id: UUID | None) -> None:
         get_site(session, site_id)
 
 
-def _filters(q: ReportQuery, *, traffic: bool) -> tuple[list[str], dict[str, Any]]:
-    """The query's site, bot and dimension conditions on a rollup table aliased ``r``."""
-    clauses: list[str] = []
-    params: dict[str, Any] = {}
+def _filters(session: Session, q: ReportQuery, *, traffic: bool) -> tuple[list[str], dict[str, Any]]:
+    """The query's tenant, site, bot and dimension conditions on a rollup table aliased ``r``."""
+    # The tenant by name, not only through row-level security: Citus routes a statement to one node by it.
+    clauses = ["r.tenant_id = :tenant_id"]
+    params: dict[str, Any] = {"tenant_id": current_tenant_id(session)}
     if traffic and q.site_id is not None:
         clauses.append("r.site_id = :site_id")
         params["site_id"] = q.site_id
@@ -235,7 +237,7 @@ def _grouped(
     stays in the database."""
     shape = narrowest_shape([*groups, *q.filters])
     table = shape.traffic_table if traffic else shape.contact_table
-    clauses, params = _filters(q, traffic=traffic)
+    clauses, params = _filters(session, q, traffic=traffic)
     if not traffic:
         clauses.append("r.touch = 'first'")
     measures = _TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES
@@ -299,10 +301,11 @@ def revenue_currency(session: Session, q: ReportQuery) -> str | None:
         return q.currency
     row = session.execute(
         text(
-            """SELECT currency FROM purchase_rollups WHERE day BETWEEN :start AND :end AND touch = 'first'
+            """SELECT currency FROM purchase_rollups
+               WHERE tenant_id = :tenant_id AND day BETWEEN :start AND :end AND touch = 'first'
                GROUP BY currency ORDER BY sum(revenue) DESC, currency LIMIT 1"""
         ),
-        {"start": q.start, "end": q.end},
+        {"tenant_id": current_tenant_id(session), "start": q.start, "end": q.end},
     ).first()
     return None if row is None else str(row[0])
 
@@ -319,7 +322,7 @@ def _purchase_sums(
     """Purchases, revenue and new customers in ``currency`` under the query's filters, by ``groups`` (columns
     of ``purchase_rollups``: dimensions or ``day``), over the query's range or ``days`` (first, last).
     Purchases belong to the tenant, not a site, as contacts."""
-    clauses, params = _filters(q, traffic=False)
+    clauses, params = _filters(session, q, traffic=False)
     clauses += ["r.day BETWEEN :start AND :end", "r.touch = :touch", "r.currency = :currency"]
     keys = ", ".join(f"r.{name}" for name in groups)
     statement = f"""SELECT {keys + ", " if keys else ""}sum(r.purchases)::bigint, sum(r.revenue)::bigint,
@@ -405,7 +408,7 @@ def _daily(session: Session, q: ReportQuery, days: tuple[date, date], *, traffic
     """The query's measures by day over ``days`` (first, last), from the day rows of the narrowest table that
     holds its filters."""
     shape = narrowest_shape(q.filters)
-    clauses, params = _filters(q, traffic=traffic)
+    clauses, params = _filters(session, q, traffic=traffic)
     clauses.append("r.span = 'day' AND r.day BETWEEN :start AND :end")
     if not traffic:
         clauses.append("r.touch = 'first'")
@@ -444,8 +447,8 @@ def attribution(
     measure = "new_visitors" if model == "first" else "entries"
     shape = narrowest_shape([*groups, *q.filters])
     span = cover(q.start, q.end).params()
-    traffic_clauses, traffic_params = _filters(q, traffic=True)
-    contact_clauses, contact_params = _filters(q, traffic=False)
+    traffic_clauses, traffic_params = _filters(session, q, traffic=True)
+    contact_clauses, contact_params = _filters(session, q, traffic=False)
     with _report_timeout(session):
         visitors = session.execute(
             text(
@@ -530,8 +533,12 @@ def live(
     if errors:
         raise InvalidQuery("the live query is invalid", errors)
     _check_site(session, site_id)
-    clauses = ["occurred_at > now() - make_interval(mins => :minutes)", "occurred_at <= now() + interval '1 minute'"]
-    params: dict[str, Any] = {"minutes": minutes}
+    clauses = [
+        "tenant_id = :tenant_id",
+        "occurred_at > now() - make_interval(mins => :minutes)",
+        "occurred_at <= now() + interval '1 minute'",
+    ]
+    params: dict[str, Any] = {"tenant_id": current_tenant_id(session), "minutes": minutes}
     if not include_bots:
         clauses.append("NOT is_bot")
     if site_id is not None:
