@@ -37,13 +37,14 @@ from redis.exceptions import RedisError
 from api.cookies import visitor_cookie
 from api.loading import load_once
 from api.problems import PROBLEM_JSON, problem, problem_body
+from tenants.conversions.consent import analytics_consent_key
 from tenants.settings import get_settings
 from tenants.text import strip_unstorable
 from tenants.tracking.buffer import BufferFull, IngestProducer
 from tenants.tracking.hits import MAX_BATCH_BYTES, BatchError, Envelope, decode_batch
 from tenants.tracking.origins import bot_reason, canonical_ip, client_ip, normalize_origin, truncate_ip
 from tenants.tracking.sites import SiteConfig, cached_site, resolve_site
-from tenants.tracking.visitors import VISITOR_COOKIE, visitor_of_browser
+from tenants.tracking.visitors import VISITOR_COOKIE, BrowserVisitor, visitor_of_browser
 
 __all__ = [
     "SKIP_COMPRESSION",
@@ -264,6 +265,12 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         body_token,
         first_hit=(hits[0].hit_id, hits[0].ts),
     )
+    producer: IngestProducer = scope["litestar_app"].state.ingest
+    tracked = True if site.consent_mode == "none" else await _may_track(producer, site, browser)
+    if tracked is None:
+        return _problem(503, "tracking is briefly unavailable; retry later", cors + _RETRY_LATER)
+    if not tracked:  # nothing stored and no token: the browser has not (or no longer) agreed
+        return _Answer(202, _UNTRACKED, cors)
     user_agent = headers.get("user-agent")
     reason = bot_reason(user_agent, headers.get("sec-purpose") or headers.get("purpose"))
     accepted = len(hits)
@@ -280,7 +287,6 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
             ip=truncate_ip(ip) if site.truncate_ip else canonical_ip(ip),
             bot_reason=reason,
         )
-        producer: IngestProducer = scope["litestar_app"].state.ingest
         try:
             await producer.append(envelope)
         except BufferFull:
@@ -298,6 +304,25 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
     if browser.reissued and same_site(headers, origin):
         cors = (*cors, visitor_cookie(browser.token).to_encoded_header())
     return _Answer(202, body, cors)
+
+
+_UNTRACKED = _encode({"accepted": 0})
+
+
+async def _may_track(producer: IngestProducer, site: SiteConfig, browser: BrowserVisitor) -> bool | None:
+    """The site's analytics consent rule, enforced here and not only in the script: ``opt_in`` tracks a browser
+    that granted consent, ``opt_out`` one that has not refused. The answer is the Redis mirror the consent call
+    writes (one GET, only on sites that ask for consent); None when Redis cannot answer."""
+    if browser.is_new:  # no token of ours: it never answered
+        return site.consent_mode == "opt_out"
+    try:
+        answer = await producer.client.get(analytics_consent_key(site.tenant_id, browser.visitor_id))
+    except (RedisError, OSError) as error:
+        log.warning("collect could not reach Redis: %s", error)
+        return None
+    if site.consent_mode == "opt_in":
+        return answer == b"1"
+    return answer != b"0"
 
 
 async def _preflight(headers: dict[str, str], site_key: str) -> _Answer:
