@@ -350,7 +350,9 @@ def _compact(source: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _script_for(site_key: str, base_url: str, partner_params: tuple[str, ...], honor_dnt: bool) -> tuple[bytes, str]:
+def _script_for(
+    site_key: str, base_url: str, partner_params: tuple[str, ...], honor_dnt: bool, consent_mode: str
+) -> tuple[bytes, str]:
     config = {
         "collect": collect_url(base_url, site_key),
         "exchange": f"{base_url}/t/{site_key}/exchange",
@@ -359,6 +361,7 @@ def _script_for(site_key: str, base_url: str, partner_params: tuple[str, ...], h
         "cookie": VISITOR_COOKIE,
         "partnerParams": list(partner_params),
         "respectDnt": honor_dnt,
+        "consentMode": consent_mode,
     }
     source = TRACKER_SOURCE.read_text().replace('"__TRAILMARK_CONFIG__"', json.dumps(config), 1)
     body = _compact(source).encode()
@@ -373,7 +376,9 @@ async def tracker_script(request: Request[Any, Any, Any], script: FromPath[str])
     site = await site_for(script.removesuffix(".js"))
     if site is None:
         return problem(404, "unknown site")
-    body, etag = _script_for(site.site_key, get_settings().base_url, site.partner_params, site.honor_dnt)
+    body, etag = _script_for(
+        site.site_key, get_settings().base_url, site.partner_params, site.honor_dnt, site.consent_mode
+    )
     headers = {"ETag": etag, "Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
     if request.headers.get("if-none-match") == etag:
         return Response(b"", status_code=304, headers=headers)
