@@ -43,7 +43,7 @@ def test_an_opt_in_banner_sets_the_cookie_only_after_consent_and_withdrawal_forg
 
             page.evaluate("trailmark('consent', {analytics: true})")
             page.wait_for_function("() => !!trailmark('token')", timeout=30_000)
-            stored = wait_until(_visits, 60, "the consented page view stored", interval=0.2)
+            stored = wait_until(lambda: _visits(tenant), 60, "the consented page view stored", interval=0.2)
             assert stored[0][0] == "/offer" and stored[0][1] == "news", stored
             assert visitor_cookie()
 
