@@ -224,6 +224,10 @@ class VisitorConsentPublic(msgspec.Struct):
     privacy_signal: Literal["gpc", "dnt"] | None
     """The browser sent Global Privacy Control or Do Not Track: no, wherever the site honours them."""
     privacy_signal_at: datetime | None
+    analytics: bool | None = None
+    """Analytics consent (the site's consent_mode): true granted, false refused, null never answered."""
+    analytics_source: Literal["tracker", "api"] | None = None
+    analytics_changed_at: datetime | None = None
 
     @classmethod
     def of(cls, visitor_id: UUID, consent: VisitorConsent | None) -> VisitorConsentPublic:
@@ -236,4 +240,7 @@ class VisitorConsentPublic(msgspec.Struct):
             changed_at=consent.changed_at,
             privacy_signal=cast(Any, consent.privacy_signal),
             privacy_signal_at=consent.privacy_signal_at,
+            analytics=consent.analytics,
+            analytics_source=cast(Any, consent.analytics_source),
+            analytics_changed_at=consent.analytics_changed_at,
         )
