@@ -104,3 +104,22 @@ def test_a_consent_call_without_an_answer_is_refused_with_a_reason(
     assert answer.status_code == 400 and "analytics" in answer.json()["detail"]
     refused_unknown = _consent(client, site, analytics=False)
     assert refused_unknown.status_code == 422
+
+
+def test_the_visitor_cookie_lives_as_long_as_the_tenant_keeps_an_anonymous_visitor(
+    client: Any, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    from tenants.privacy.retention import set_policy
+    from tenants.tracking.sites import forget_site
+
+    tenant = make_tenant("Cookies")
+    site = make_site(tenant, [ORIGIN])
+    assert '"cookieAge": 34128000' in client.get(f"/t/{site.site_key}.js").text  # 13 months: 395 days
+    with tenant_session(tenant.tenant_id) as session:
+        set_policy(session, anonymous_visitor_months=2, identified_visit_months=None)
+    forget_site(site.site_key)
+    assert '"cookieAge": 5184000' in client.get(f"/t/{site.site_key}.js").text  # 60 days
+    with tenant_session(tenant.tenant_id) as session:
+        set_policy(session, anonymous_visitor_months=24, identified_visit_months=None)
+    forget_site(site.site_key)
+    assert '"cookieAge": 34560000' in client.get(f"/t/{site.site_key}.js").text  # capped at 400 days

@@ -302,7 +302,7 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         return _Answer(202, headers=cors)
     body = _encode({"token": browser.token, "visitor_id": str(browser.visitor_id), "accepted": accepted})
     if browser.reissued and same_site(headers, origin):
-        cors = (*cors, visitor_cookie(browser.token).to_encoded_header())
+        cors = (*cors, visitor_cookie(browser.token, site.cookie_max_age).to_encoded_header())
     return _Answer(202, body, cors)
 
 
@@ -351,7 +351,7 @@ def _compact(source: str) -> str:
 
 @lru_cache(maxsize=1024)
 def _script_for(
-    site_key: str, base_url: str, partner_params: tuple[str, ...], honor_dnt: bool, consent_mode: str
+    site_key: str, base_url: str, partner_params: tuple[str, ...], honor_dnt: bool, consent_mode: str, cookie_age: int
 ) -> tuple[bytes, str]:
     config = {
         "collect": collect_url(base_url, site_key),
@@ -362,6 +362,7 @@ def _script_for(
         "partnerParams": list(partner_params),
         "respectDnt": honor_dnt,
         "consentMode": consent_mode,
+        "cookieAge": cookie_age,
     }
     source = TRACKER_SOURCE.read_text().replace('"__TRAILMARK_CONFIG__"', json.dumps(config), 1)
     body = _compact(source).encode()
@@ -377,7 +378,12 @@ async def tracker_script(request: Request[Any, Any, Any], script: FromPath[str])
     if site is None:
         return problem(404, "unknown site")
     body, etag = _script_for(
-        site.site_key, get_settings().base_url, site.partner_params, site.honor_dnt, site.consent_mode
+        site.site_key,
+        get_settings().base_url,
+        site.partner_params,
+        site.honor_dnt,
+        site.consent_mode,
+        site.cookie_max_age,
     )
     headers = {"ETag": etag, "Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
     if request.headers.get("if-none-match") == etag:

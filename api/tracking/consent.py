@@ -89,5 +89,5 @@ async def set_consent(request: Request[Any, Any, Any], site_key: FromPath[str]) 
         if call.analytics is False:
             cookies.append(_cleared_visitor_cookie())
         elif "token" in answer:
-            cookies.append(visitor_cookie(answer["token"]))
+            cookies.append(visitor_cookie(answer["token"], site.cookie_max_age))
     return Response(answer, headers={**cors_headers(origin), "Cache-Control": "no-store"}, cookies=cookies)

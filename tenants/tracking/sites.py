@@ -16,6 +16,7 @@ from tenants.isolation import get_owned, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
 from tenants.models import DEFAULT_PARTNER_PARAMS, Site, Visit
 from tenants.tracking.origins import normalize_origin
+from tenants.tracking.visitors import VISITOR_COOKIE_MAX_AGE, visitor_cookie_max_age
 
 __all__ = [
     "CONSENT_MODES",
@@ -49,6 +50,8 @@ class SiteConfig:
     partner_params: tuple[str, ...]
     bot_policy: str
     consent_mode: str = "none"
+    cookie_max_age: int = VISITOR_COOKIE_MAX_AGE
+    """The visitor cookie's lifetime, from the tenant's retention for anonymous visitors."""
 
 
 CONSENT_MODES = ("none", "opt_in", "opt_out")
@@ -217,6 +220,9 @@ def _load_site(site_key: str) -> SiteConfig | None:
         site = session.exec(select(Site).where(Site.site_key == site_key)).first()
         if site is None:
             return None
+        from tenants.privacy.retention import get_policy  # noqa: PLC0415 - privacy builds on tracking
+
+        anonymous_months = get_policy(session).anonymous_visitor_months
         return SiteConfig(
             tenant_id=site.tenant_id,
             site_id=site.id,
@@ -227,4 +233,5 @@ def _load_site(site_key: str) -> SiteConfig | None:
             partner_params=tuple(site.partner_params),
             bot_policy=site.bot_policy,
             consent_mode=site.consent_mode,
+            cookie_max_age=visitor_cookie_max_age(anonymous_months),
         )

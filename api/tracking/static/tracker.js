@@ -42,7 +42,7 @@
     if (!t || typeof t != 'string') return;
     var changed = t != token;
     token = t;
-    setCookie(CK, t, 34560000); // 400 days, renewed
+    setCookie(CK, t, C.cookieAge || 34560000); // the tenant's retention (400 days at most), renewed
     lsSet('tm_vid', t);
     if (changed) forms();
     waiting.splice(0).forEach(f => { try { f(t) } catch (e) {} });
