@@ -15,12 +15,13 @@ def secure_cookies() -> bool:
     return get_settings().base_url.startswith("https://")
 
 
-def visitor_cookie(token: str) -> Cookie:
-    """The server-set visitor cookie: first-party, HttpOnly, Lax, 400 days; Secure on https."""
+def visitor_cookie(token: str, max_age: int = VISITOR_COOKIE_MAX_AGE) -> Cookie:
+    """The server-set visitor cookie: first-party, HttpOnly, Lax, ``max_age`` (the site's, from the tenant's
+    retention; 400 days at most); Secure on https."""
     return Cookie(
         key=VISITOR_COOKIE,
         value=token,
-        max_age=VISITOR_COOKIE_MAX_AGE,
+        max_age=max_age,
         httponly=True,
         secure=secure_cookies(),
         samesite="lax",

@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from tenants.conversions.consent import set_ads_consent, set_analytics_consent
 from tenants.identity.service import link_visitor
 from tenants.isolation import tenant_session
-from tenants.models import Evidence, UserRole
+from tenants.models import ConsentSource, Evidence, UserRole
 from tenants.reports.dimensions import touch_dimension_sql
 from tests.support.dashboard import add_staff, check_screen, csrf_of, login_browser, login_http
 
@@ -183,9 +184,18 @@ def test_the_contact_page_shows_devices_timeline_and_masks_until_an_editor_revea
     tenant = make_tenant("Revealco")
     ids = seed_contacts(api_server.base_url, tenant, 3)
     devices = two_devices(tenant, ids[0])
+    with tenant_session(tenant.tenant_id) as session:  # the laptop's banner answers; the phone never did
+        set_analytics_consent(session, devices[0], False, ConsentSource.TRACKER)
+        set_ads_consent(session, devices[0], True, ConsentSource.API)
     owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
     page = owner.get(f"/app/contacts/{ids[0]}").text
     assert all(str(device) in page for device in devices)
+    consent_cells = [
+        row.split('<td class="consent">')[1].split("</td>")[0] for row in page.split('<tr class="device">')[1:]
+    ]
+    laptop = consent_cells[sorted(devices).index(devices[0])]
+    assert "analytics: no (tracker" in laptop and "ads: yes (api" in laptop, laptop
+    assert consent_cells[sorted(devices).index(devices[1])].strip() == "—"
     assert page.count('data-kind="identity.linked"') == 2
     assert "1000" not in page and "+14155550100" not in page  # salary and phone masked
     revealed = owner.post(f"/app/contacts/{ids[0]}/reveal", data={"csrf": csrf_of(page), "field": "custom.salary"})

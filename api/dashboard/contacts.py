@@ -26,6 +26,7 @@ from api.dashboard.rendering import redirect, screen
 from api.privacy.controller import person_export_stream
 from api.web.csrf import checked_form
 from tenants.contacts import service as contacts
+from tenants.conversions.consent import consent_of
 from tenants.errors import Invalid, NotFound
 from tenants.identity import service as identity
 from tenants.models import Contact, Evidence, UserRole, Visitor
@@ -159,6 +160,7 @@ class ContactsController(Controller):
             devices = list(
                 session.exec(select(Visitor).where(Visitor.contact_id == contact_id).order_by(col(Visitor.id)))
             )
+            consents = {device.id: consent_of(session, device.id) for device in devices}
             touches = _touch_dimensions(session, contact_id)
             timeline = identity.timeline(session, contact_id, before=before)
             bought = purchases.contact_purchase_totals(session, [contact_id]).get(contact_id)
@@ -175,6 +177,7 @@ class ContactsController(Controller):
             revealed=revealed or {},
             custom_fields=custom_fields,
             devices=devices,
+            consents=consents,
             touches=touches,
             timeline=timeline,
             bought=bought,

@@ -18,6 +18,7 @@ from api.web.csrf import checked_form
 from tenants.errors import Invalid
 from tenants.models import ErasureStatus, UserRole
 from tenants.privacy import erase, retention
+from tenants.tracking.visitors import visitor_cookie_max_age
 
 __all__ = ["PrivacyController"]
 
@@ -50,6 +51,7 @@ class PrivacyController(Controller):
             section="privacy",
             title="Privacy",
             policy=policy,
+            cookie_days=visitor_cookie_max_age(policy.anonymous_visitor_months) // 86400,
             awaiting=awaiting,
             recent=recent,
             can_change=staff.can(UserRole.ADMIN),

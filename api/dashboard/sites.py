@@ -23,7 +23,16 @@ from tenants.tracking import sites
 
 __all__ = ["SitesController"]
 
-SITE_SETTINGS = ("name", "allowed_origins", "honor_dnt", "truncate_ip", "partner_params", "bot_policy", "ads_consent")
+SITE_SETTINGS = (
+    "name",
+    "allowed_origins",
+    "honor_dnt",
+    "truncate_ip",
+    "partner_params",
+    "bot_policy",
+    "ads_consent",
+    "consent_mode",
+)
 
 
 def _site_values(form: dict[str, str]) -> dict[str, Any]:
@@ -35,6 +44,7 @@ def _site_values(form: dict[str, str]) -> dict[str, Any]:
         "partner_params": lines(form.get("partner_params", "").replace(",", "\n")),
         "bot_policy": form.get("bot_policy", "flag"),
         "ads_consent": form.get("ads_consent", "opt_out"),
+        "consent_mode": form.get("consent_mode", "none"),
     }
 
 
@@ -46,6 +56,7 @@ NEW_SITE: dict[str, Any] = {
     "partner_params": list(DEFAULT_PARTNER_PARAMS),
     "bot_policy": "flag",
     "ads_consent": "opt_out",
+    "consent_mode": "none",
 }
 """A new site's form before anything is typed."""
 
@@ -128,6 +139,7 @@ class SitesController(Controller):
                     partner_params=data.partner_params,
                     bot_policy=data.bot_policy,
                     ads_consent=data.ads_consent,
+                    consent_mode=data.consent_mode,
                 )
                 staff.audit(session, "site.create", f"site:{site.id}", fields=list(SITE_SETTINGS))
                 return site.id

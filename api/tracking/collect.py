@@ -37,13 +37,14 @@ from redis.exceptions import RedisError
 from api.cookies import visitor_cookie
 from api.loading import load_once
 from api.problems import PROBLEM_JSON, problem, problem_body
+from tenants.conversions.consent import analytics_consent_key
 from tenants.settings import get_settings
 from tenants.text import strip_unstorable
 from tenants.tracking.buffer import BufferFull, IngestProducer
 from tenants.tracking.hits import MAX_BATCH_BYTES, BatchError, Envelope, decode_batch
 from tenants.tracking.origins import bot_reason, canonical_ip, client_ip, normalize_origin, truncate_ip
 from tenants.tracking.sites import SiteConfig, cached_site, resolve_site
-from tenants.tracking.visitors import VISITOR_COOKIE, visitor_of_browser
+from tenants.tracking.visitors import VISITOR_COOKIE, BrowserVisitor, visitor_of_browser
 
 __all__ = [
     "SKIP_COMPRESSION",
@@ -264,6 +265,12 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         body_token,
         first_hit=(hits[0].hit_id, hits[0].ts),
     )
+    producer: IngestProducer = scope["litestar_app"].state.ingest
+    tracked = True if site.consent_mode == "none" else await _may_track(producer, site, browser)
+    if tracked is None:
+        return _problem(503, "tracking is briefly unavailable; retry later", cors + _RETRY_LATER)
+    if not tracked:  # nothing stored and no token: the browser has not (or no longer) agreed
+        return _Answer(202, _UNTRACKED, cors)
     user_agent = headers.get("user-agent")
     reason = bot_reason(user_agent, headers.get("sec-purpose") or headers.get("purpose"))
     accepted = len(hits)
@@ -280,7 +287,6 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
             ip=truncate_ip(ip) if site.truncate_ip else canonical_ip(ip),
             bot_reason=reason,
         )
-        producer: IngestProducer = scope["litestar_app"].state.ingest
         try:
             await producer.append(envelope)
         except BufferFull:
@@ -296,8 +302,27 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         return _Answer(202, headers=cors)
     body = _encode({"token": browser.token, "visitor_id": str(browser.visitor_id), "accepted": accepted})
     if browser.reissued and same_site(headers, origin):
-        cors = (*cors, visitor_cookie(browser.token).to_encoded_header())
+        cors = (*cors, visitor_cookie(browser.token, site.cookie_max_age).to_encoded_header())
     return _Answer(202, body, cors)
+
+
+_UNTRACKED = _encode({"accepted": 0})
+
+
+async def _may_track(producer: IngestProducer, site: SiteConfig, browser: BrowserVisitor) -> bool | None:
+    """The site's analytics consent rule, enforced here and not only in the script: ``opt_in`` tracks a browser
+    that granted consent, ``opt_out`` one that has not refused. The answer is the Redis mirror the consent call
+    writes (one GET, only on sites that ask for consent); None when Redis cannot answer."""
+    if browser.is_new:  # no token of ours: it never answered
+        return site.consent_mode == "opt_out"
+    try:
+        answer = await producer.client.get(analytics_consent_key(site.tenant_id, browser.visitor_id))
+    except (RedisError, OSError) as error:
+        log.warning("collect could not reach Redis: %s", error)
+        return None
+    if site.consent_mode == "opt_in":
+        return answer == b"1"
+    return answer != b"0"
 
 
 async def _preflight(headers: dict[str, str], site_key: str) -> _Answer:
@@ -325,7 +350,9 @@ def _compact(source: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _script_for(site_key: str, base_url: str, partner_params: tuple[str, ...], honor_dnt: bool) -> tuple[bytes, str]:
+def _script_for(
+    site_key: str, base_url: str, partner_params: tuple[str, ...], honor_dnt: bool, consent_mode: str, cookie_age: int
+) -> tuple[bytes, str]:
     config = {
         "collect": collect_url(base_url, site_key),
         "exchange": f"{base_url}/t/{site_key}/exchange",
@@ -334,6 +361,8 @@ def _script_for(site_key: str, base_url: str, partner_params: tuple[str, ...], h
         "cookie": VISITOR_COOKIE,
         "partnerParams": list(partner_params),
         "respectDnt": honor_dnt,
+        "consentMode": consent_mode,
+        "cookieAge": cookie_age,
     }
     source = TRACKER_SOURCE.read_text().replace('"__TRAILMARK_CONFIG__"', json.dumps(config), 1)
     body = _compact(source).encode()
@@ -348,7 +377,14 @@ async def tracker_script(request: Request[Any, Any, Any], script: FromPath[str])
     site = await site_for(script.removesuffix(".js"))
     if site is None:
         return problem(404, "unknown site")
-    body, etag = _script_for(site.site_key, get_settings().base_url, site.partner_params, site.honor_dnt)
+    body, etag = _script_for(
+        site.site_key,
+        get_settings().base_url,
+        site.partner_params,
+        site.honor_dnt,
+        site.consent_mode,
+        site.cookie_max_age,
+    )
     headers = {"ETag": etag, "Cache-Control": "public, max-age=300", "Vary": "Accept-Encoding"}
     if request.headers.get("if-none-match") == etag:
         return Response(b"", status_code=304, headers=headers)

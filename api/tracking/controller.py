@@ -86,6 +86,7 @@ class SitesController(Controller):
                 partner_params=data.partner_params,
                 bot_policy=data.bot_policy,
                 ads_consent=data.ads_consent,
+                consent_mode=data.consent_mode,
             )
             return _public(site)
 

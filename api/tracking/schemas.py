@@ -54,6 +54,15 @@ AdsConsent = Annotated[
         "{ads: false})); opt_in: only once the visitor granted ad consent. GPC and DNT mean no where honor_dnt is on"
     ),
 ]
+ConsentMode = Annotated[
+    Literal["none", "opt_in", "opt_out"],
+    msgspec.Meta(
+        description="Analytics consent. none: every browser is tracked; opt_in: nothing is stored and no cookie is "
+        "set until the page calls trailmark('consent', {analytics: true}) (until then hits are only counted, "
+        "cookieless, in the overview); opt_out: tracked until the visitor says {analytics: false}. GPC and DNT "
+        "mean no where honor_dnt is on"
+    ),
+]
 BotPolicy = Annotated[
     Literal["flag", "drop"], msgspec.Meta(description="flag: store bot hits marked as bots; drop: store none")
 ]
@@ -70,6 +79,7 @@ class SiteCreate(msgspec.Struct, forbid_unknown_fields=True):
     """The usual affiliate parameters when omitted."""
     bot_policy: BotPolicy = "flag"
     ads_consent: AdsConsent = "opt_out"
+    consent_mode: ConsentMode = "none"
 
 
 class SiteUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,6 +92,7 @@ class SiteUpdate(msgspec.Struct, forbid_unknown_fields=True):
     partner_params: PartnerParams | msgspec.UnsetType = msgspec.UNSET
     bot_policy: BotPolicy | msgspec.UnsetType = msgspec.UNSET
     ads_consent: AdsConsent | msgspec.UnsetType = msgspec.UNSET
+    consent_mode: ConsentMode | msgspec.UnsetType = msgspec.UNSET
 
 
 class SitePublic(msgspec.Struct):
@@ -94,6 +105,7 @@ class SitePublic(msgspec.Struct):
     partner_params: list[str]
     bot_policy: BotPolicy
     ads_consent: AdsConsent
+    consent_mode: ConsentMode
     snippet: str
     created_at: datetime
 
@@ -109,6 +121,7 @@ class SitePublic(msgspec.Struct):
             partner_params=list(site.partner_params),
             bot_policy=cast(BotPolicy, site.bot_policy),  # the service stores only these
             ads_consent=cast(AdsConsent, site.ads_consent),
+            consent_mode=cast(ConsentMode, site.consent_mode),
             snippet=snippet,
             created_at=site.created_at,
         )
@@ -211,6 +224,10 @@ class VisitorConsentPublic(msgspec.Struct):
     privacy_signal: Literal["gpc", "dnt"] | None
     """The browser sent Global Privacy Control or Do Not Track: no, wherever the site honours them."""
     privacy_signal_at: datetime | None
+    analytics: bool | None = None
+    """Analytics consent (the site's consent_mode): true granted, false refused, null never answered."""
+    analytics_source: Literal["tracker", "api"] | None = None
+    analytics_changed_at: datetime | None = None
 
     @classmethod
     def of(cls, visitor_id: UUID, consent: VisitorConsent | None) -> VisitorConsentPublic:
@@ -223,4 +240,7 @@ class VisitorConsentPublic(msgspec.Struct):
             changed_at=consent.changed_at,
             privacy_signal=cast(Any, consent.privacy_signal),
             privacy_signal_at=consent.privacy_signal_at,
+            analytics=consent.analytics,
+            analytics_source=cast(Any, consent.analytics_source),
+            analytics_changed_at=consent.analytics_changed_at,
         )

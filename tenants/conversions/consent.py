@@ -1,4 +1,4 @@
-"""Ad consent per browser, and the one rule that says whether a conversion may reach an ad platform.
+"""Ad and analytics consent per browser, and the one rule that says whether a conversion may reach an ad platform.
 
 A browser's choice comes from the site's consent banner (``trailmark('consent', {ads: true|false})``) or the
 tenant's server (the API); a Global Privacy Control or Do Not Track header it sends with a form, a consent call
@@ -19,11 +19,13 @@ from tenants.models import ConsentSource, PrivacySignal, Site, VisitorConsent, u
 
 __all__ = [
     "ADS_CONSENT_MODES",
+    "analytics_consent_key",
     "consent_of",
     "privacy_signal_of",
     "record_privacy_signal",
     "refusal",
     "set_ads_consent",
+    "set_analytics_consent",
 ]
 
 ADS_CONSENT_MODES = ("opt_out", "opt_in")
@@ -54,6 +56,37 @@ def set_ads_consent(session: Session, visitor_id: UUID, ads: bool, source: Conse
                WHERE visitor_consents.ads IS DISTINCT FROM excluded.ads"""
         ),
         {"t": current_tenant_id(session), "v": visitor_id, "ads": ads, "source": source.value, "now": utcnow()},
+    )
+    consent = consent_of(session, visitor_id)
+    assert consent is not None
+    session.refresh(consent)
+    return consent
+
+
+def analytics_consent_key(tenant_id: UUID, visitor_id: UUID) -> str:
+    """Redis key mirroring a browser's analytics answer ("1" or "0"): collect reads it instead of PostgreSQL."""
+    return f"consent:analytics:{tenant_id}:{visitor_id}"
+
+
+def set_analytics_consent(session: Session, visitor_id: UUID, analytics: bool, source: ConsentSource) -> VisitorConsent:
+    """Store the browser's analytics answer beside its ad consent; ``analytics_changed_at`` moves only when the
+    answer changes. The caller mirrors it into Redis (:func:`analytics_consent_key`) once this commits."""
+    session.execute(
+        text(
+            """INSERT INTO visitor_consents (tenant_id, visitor_id, analytics, analytics_source, analytics_changed_at)
+               VALUES (:t, :v, :analytics, :source, :now)
+               ON CONFLICT (tenant_id, visitor_id) DO UPDATE SET
+                   analytics = excluded.analytics, analytics_source = excluded.analytics_source,
+                   analytics_changed_at = excluded.analytics_changed_at
+               WHERE visitor_consents.analytics IS DISTINCT FROM excluded.analytics"""
+        ),
+        {
+            "t": current_tenant_id(session),
+            "v": visitor_id,
+            "analytics": analytics,
+            "source": source.value,
+            "now": utcnow(),
+        },
     )
     consent = consent_of(session, visitor_id)
     assert consent is not None

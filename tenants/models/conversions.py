@@ -95,6 +95,10 @@ class VisitorConsent(TenantOwned, table=True):
     privacy_signal: PrivacySignal | None = Field(default=None, sa_type=Text)
     """The browser sent Global Privacy Control or Do Not Track: no, on every site that honours them."""
     privacy_signal_at: datetime | None = timestamp_field(nullable=True, default=None)
+    analytics: bool | None = None
+    """Analytics consent: True granted, False refused (the browser is no longer tracked), None never answered."""
+    analytics_source: ConsentSource | None = Field(default=None, sa_type=Text)
+    analytics_changed_at: datetime | None = timestamp_field(nullable=True, default=None)
 
 
 class ConversionKind(StrEnum):

@@ -37,6 +37,9 @@ class Site(TenantOwned, table=True):
     """``flag``: store bot hits marked and keep them out of attribution; ``drop``: do not store them."""
     ads_consent: str = Field(default="opt_out", sa_type=Text)
     """``opt_out``: conversions go to ad platforms unless the visitor refused; ``opt_in``: only once granted."""
+    consent_mode: str = Field(default="none", sa_type=Text)
+    """Analytics consent. ``none``: every browser is tracked; ``opt_in``: only once it granted analytics consent
+    (before, its hits are only counted cookielessly); ``opt_out``: until it refused."""
     hosted: bool = False
     """The site of the tenant's hosted pages (one per tenant), created with its first page."""
     created_at: datetime = timestamp_field()

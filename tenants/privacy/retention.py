@@ -28,6 +28,7 @@ __all__ = [
     "ExpiryResult",
     "expire_all_tenants",
     "expire_tenant",
+    "forget_anonymous_browser",
     "get_policy",
     "set_policy",
 ]
@@ -135,6 +136,27 @@ def expire_tenant(tenant_id: UUID, *, batch: int = VISITORS_PER_BATCH, max_batch
     if visitors or visits:
         log.info("expired %d visitors and %d visits", visitors, visits, extra={"tenant_id": str(tenant_id)})
     return ExpiryResult(visitors, visits)
+
+
+def forget_anonymous_browser(session: Session, visitor_id: UUID) -> bool:
+    """The browser withdrew analytics consent: delete its visits and visitor row when it is anonymous (linked to
+    no contact), as retention would, keeping its consent row (the record of the withdrawal) and the rollups.
+    A browser linked to a contact keeps its history (the contact's, erasable as a person); False then."""
+    linked = session.execute(
+        text("SELECT contact_id IS NOT NULL FROM visitors WHERE id = :v"), {"v": visitor_id}
+    ).scalar()
+    if linked:
+        return False
+    keep_rollups(session)
+    tables = deletion_order(
+        [t for t in person_tables(session) if t.visitor_columns and t.name not in KEPT and t.name != "visitor_consents"]
+    )
+    for table in tables:
+        statement = person_statement(
+            "DELETE FROM", table.name, (), table.visitor_columns, claimed_by_no_contact=table.contact_columns
+        )
+        session.execute(bound(statement), {"visitors": [visitor_id]})
+    return True
 
 
 def expire_all_tenants() -> ExpiryResult:

@@ -16,8 +16,10 @@ from tenants.isolation import get_owned, tenant_session
 from tenants.isolation.public_keys import tenant_of_public_key
 from tenants.models import DEFAULT_PARTNER_PARAMS, Site, Visit
 from tenants.tracking.origins import normalize_origin
+from tenants.tracking.visitors import VISITOR_COOKIE_MAX_AGE, visitor_cookie_max_age
 
 __all__ = [
+    "CONSENT_MODES",
     "SiteConfig",
     "cached_site",
     "create_site",
@@ -47,6 +49,12 @@ class SiteConfig:
     truncate_ip: bool
     partner_params: tuple[str, ...]
     bot_policy: str
+    consent_mode: str = "none"
+    cookie_max_age: int = VISITOR_COOKIE_MAX_AGE
+    """The visitor cookie's lifetime, from the tenant's retention for anonymous visitors."""
+
+
+CONSENT_MODES = ("none", "opt_in", "opt_out")
 
 
 def _validated(
@@ -95,15 +103,18 @@ def create_site(
     partner_params: list[str] | None = None,
     bot_policy: str = "flag",
     ads_consent: str = "opt_out",
+    consent_mode: str = "none",
 ) -> Site:
     """Register a site; its public key goes into the snippet."""
     values = _validated(name, allowed_origins, partner_params or list(DEFAULT_PARTNER_PARAMS), bot_policy)
     _check_ads_consent(ads_consent)
+    _check_consent_mode(consent_mode)
     site = Site(
         site_key=secrets.token_urlsafe(12),
         honor_dnt=honor_dnt,
         truncate_ip=truncate_ip,
         ads_consent=ads_consent,
+        consent_mode=consent_mode,
         **values,
     )
     session.add(site)
@@ -114,6 +125,11 @@ def create_site(
 def _check_ads_consent(mode: str) -> None:
     if mode not in ("opt_out", "opt_in"):
         raise Invalid("the site is invalid", {"ads_consent": "must be 'opt_out' or 'opt_in'"})
+
+
+def _check_consent_mode(mode: str) -> None:
+    if mode not in CONSENT_MODES:
+        raise Invalid("the site is invalid", {"consent_mode": "must be 'none', 'opt_in' or 'opt_out'"})
 
 
 def list_sites(session: Session) -> list[Site]:
@@ -135,9 +151,13 @@ def update_site(
     partner_params: list[str] | None = None,
     bot_policy: str | None = None,
     ads_consent: str | None = None,
+    consent_mode: str | None = None,
 ) -> Site:
     """Change what is given; the rest stays."""
     site = get_site(session, site_id)
+    if consent_mode is not None:
+        _check_consent_mode(consent_mode)
+        site.consent_mode = consent_mode
     if ads_consent is not None:
         _check_ads_consent(ads_consent)
         site.ads_consent = ads_consent
@@ -200,6 +220,9 @@ def _load_site(site_key: str) -> SiteConfig | None:
         site = session.exec(select(Site).where(Site.site_key == site_key)).first()
         if site is None:
             return None
+        from tenants.privacy.retention import get_policy  # noqa: PLC0415 - privacy builds on tracking
+
+        anonymous_months = get_policy(session).anonymous_visitor_months
         return SiteConfig(
             tenant_id=site.tenant_id,
             site_id=site.id,
@@ -209,4 +232,6 @@ def _load_site(site_key: str) -> SiteConfig | None:
             truncate_ip=site.truncate_ip,
             partner_params=tuple(site.partner_params),
             bot_policy=site.bot_policy,
+            consent_mode=site.consent_mode,
+            cookie_max_age=visitor_cookie_max_age(anonymous_months),
         )

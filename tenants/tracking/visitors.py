@@ -14,13 +14,21 @@ __all__ = [
     "VISITOR_COOKIE_MAX_AGE",
     "VISITOR_PURPOSE",
     "BrowserVisitor",
+    "visitor_cookie_max_age",
     "visitor_of_browser",
 ]
 
 VISITOR_PURPOSE = "visitor"
 VISITOR_COOKIE = "tm_vid"
 VISITOR_COOKIE_MAX_AGE = 400 * 24 * 3600
-"""Browsers cap cookie lifetimes at 400 days."""
+"""Browsers cap cookie lifetimes at 400 days (Chrome since version 104; the draft RFC 6265bis limit)."""
+DAYS_PER_MONTH = 30.4375
+
+
+def visitor_cookie_max_age(anonymous_visitor_months: int) -> int:
+    """Seconds the visitor cookie lives: as long as the tenant keeps an anonymous visitor (its retention
+    policy), never longer than browsers allow."""
+    return min(VISITOR_COOKIE_MAX_AGE, int(anonymous_visitor_months * DAYS_PER_MONTH) * 24 * 3600)
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,21 @@
     if (!t || typeof t != 'string') return;
     var changed = t != token;
     token = t;
-    setCookie(CK, t, 34560000); // 400 days, renewed
+    setCookie(CK, t, C.cookieAge || 34560000); // the tenant's retention (400 days at most), renewed
     lsSet('tm_vid', t);
     if (changed) forms();
     waiting.splice(0).forEach(f => { try { f(t) } catch (e) {} });
   }
   setTok(tok());
+  // analytics withdrawn: no token, no queue, and a marker so this browser sends nothing more
+  function forget() {
+    setCookie(CK, '', 0);
+    lsSet('tm_vid', '');
+    lsSet('tm_q', '[]');
+    lsSet('tm_no', '1');
+    token = null;
+    Q = [];
+  }
 
   // v4 UUID; randomUUID exists in secure contexts only
   var uuid = () => crypto.randomUUID ? crypto.randomUUID() : '10000000-1000-4000-8000-100000000000'.replace(/[018]/g,
@@ -79,13 +88,15 @@
     try { var q = JSON.parse(lsGet('tm_q')); return Array.isArray(q) ? q.filter(h => h && h.hit_id) : [] }
     catch (e) { return [] }
   }
-  function persist(add, del) { // merge: tabs share it
+  function persist(add, del) { // merge: tabs share it; an opt-in site's browser keeps nothing before consent
+    if (C.consentMode == 'opt_in' && !tok()) return;
     var ids = add.concat(del).map(h => h.hit_id);
     lsSet('tm_q', JSON.stringify(load().filter(h => ids.indexOf(h.hit_id) < 0).concat(add).slice(-50)));
   }
   var Q = load(), busy = 0, timer = 0, until = 0, fail = 0, hold = 0, solo = {};
 
   function enqueue(h) {
+    if (lsGet('tm_no') == '1') return; // the visitor refused analytics here
     Q.push(h);
     if (Q.length > 50) Q.shift();
     persist([h], []);
@@ -206,10 +217,20 @@
       // whoami: {level, first_name?} for client-side personalization
       if (cmd == 'whoami' && typeof name == 'function') ready.then(() => post(C.whoami, JSON.stringify({ token: tok() })))
         .then(r => r.json()).then(name, noop);
-      // consent: the banner's answer, {ads: true|false}; sent once the browser has its token
-      if (cmd == 'consent' && name && typeof name == 'object' && 'ads' in name) ready.then(() => {
-        var send = t => post(C.consent, JSON.stringify({ token: t, ads: !!name.ads })).catch(noop), t = tok();
-        t ? send(t) : waiting.push(send);
+      // consent: the banner's answer, {ads, analytics: true|false}
+      if (cmd == 'consent' && name && typeof name == 'object' && ('ads' in name || 'analytics' in name)) ready.then(() => {
+        var c = {}, t = tok();
+        if ('ads' in name) c.ads = !!name.ads;
+        if ('analytics' in name) c.analytics = !!name.analytics;
+        var send = t => post(C.consent, JSON.stringify(Object.assign({ token: t }, c)))
+          .then(r => r.ok && r.json()).then(j => {
+            if (c.analytics === false) return forget();
+            if (c.analytics) lsSet('tm_no', '');
+            // the first token (an opt-in site gave none before): this page's view, with its UTMs, counts now
+            if (j && j.token) { var first = !tok(); setTok(j.token); if (first) enqueue(hit('pageview')) }
+          }).catch(noop);
+        // granting analytics needs no token; anything else waits for the browser's first one
+        t || c.analytics ? send(t) : waiting.push(send);
       });
       // copy props: unserialisable ones must not break the queue
       if ((cmd == 'track' || cmd == 'conversion') && name) {
