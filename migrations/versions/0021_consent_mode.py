@@ -1,8 +1,8 @@
 """Analytics consent: each site's ``consent_mode`` (``none``, ``opt_in``, ``opt_out``) and each browser's analytics
 answer, kept beside its ad consent in ``visitor_consents`` (one consent store, two purposes).
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-03
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0020"
-down_revision: str | None = "0019"
+revision: str = "0021"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
