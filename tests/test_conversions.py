@@ -100,6 +100,72 @@ def test_a_tenant_connects_each_platform_and_its_tokens_never_come_back(
     assert client.get(f"/api/v1/integrations/{tiktok.json()['id']}", headers=tenant.headers).status_code == 404
 
 
+def test_a_patch_of_events_changes_only_the_kinds_it_sends(
+    client: Any, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """Turning one conversion off must not turn back on the ones the tenant turned off before."""
+    tenant = make_tenant("Patchy")
+    meta = client.post(
+        "/api/v1/integrations",
+        json={
+            "platform": "meta",
+            "pixel_id": "123456789012",
+            "access_token": META_TOKEN,
+            "events": {"purchase": False},
+        },
+        headers=tenant.headers,
+    )
+    assert meta.status_code == 201, meta.text
+    url = f"/api/v1/integrations/{meta.json()['id']}"
+    lead_off = client.patch(url, json={"events": {"lead": False}}, headers=tenant.headers)
+    assert lead_off.status_code == 200, lead_off.text
+    assert lead_off.json()["events"] == {
+        "lead": False,
+        "purchase": False,
+        "complete_registration": True,
+        "custom": [],
+    }
+    named = client.patch(url, json={"events": {"custom": ["webinar_signup"]}}, headers=tenant.headers)
+    assert named.status_code == 200, named.text
+    purchase_on = client.patch(url, json={"events": {"purchase": True}}, headers=tenant.headers)
+    assert purchase_on.status_code == 200, purchase_on.text
+    assert client.get(url, headers=tenant.headers).json()["events"] == {
+        "lead": False,
+        "purchase": True,
+        "complete_registration": True,
+        "custom": ["webinar_signup"],
+    }
+
+    # Google needs an action per kind it receives: a kind turned back on by a PATCH would be refused.
+    google = client.post(
+        "/api/v1/integrations",
+        json={
+            "platform": "google_ads",
+            "customer_id": "1234567890",
+            "conversion_actions": {"purchase": "222"},
+            "refresh_token": GOOGLE_REFRESH,
+            "events": {"lead": False, "complete_registration": False},
+        },
+        headers=tenant.headers,
+    )
+    assert google.status_code == 201, google.text
+    custom = client.patch(
+        f"/api/v1/integrations/{google.json()['id']}",
+        json={
+            "events": {"custom": ["webinar_signup"]},
+            "conversion_actions": {"purchase": "222", "custom": [{"event": "webinar_signup", "action": "444"}]},
+        },
+        headers=tenant.headers,
+    )
+    assert custom.status_code == 200, custom.text
+    assert custom.json()["events"] == {
+        "lead": False,
+        "purchase": True,
+        "complete_registration": False,
+        "custom": ["webinar_signup"],
+    }
+
+
 def test_an_integration_that_cannot_work_is_refused_with_each_reason(
     client: Any, make_tenant: Callable[..., TenantHandle]
 ) -> None:
