@@ -403,3 +403,27 @@ def test_a_conversion_past_metas_window_is_dead_lettered_and_the_rest_delivered(
     assert statuses[late]["reason"] == "dead letter: older than meta's 7-day window"
     assert all(statuses[e]["status"] == "sent" for e in fresh)
     assert len(ad_platforms.accepted_for(shop.meta_key)) == 4
+
+
+def test_a_google_conversion_long_after_its_click_is_dead_lettered_by_the_click_time(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Google's 90 days run from the click: a fresh conversion on a gclid first seen 100 days ago would be
+    refused (EXPIRED_EVENT), so it never goes out and says why; one clicked 10 days ago is delivered."""
+    from datetime import UTC, datetime, timedelta
+
+    tenant = make_tenant("Longclick")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    old_click = (datetime.now(UTC) - timedelta(days=100)).isoformat()
+    (late,) = queue_conversions(tenant.tenant_id, [shop.google["id"]], 1, clicked_at=old_click)
+    (recent,) = queue_conversions(
+        tenant.tenant_id, [shop.google["id"]], 1, clicked_at=(datetime.now(UTC) - timedelta(days=10)).isoformat()
+    )
+    statuses = {d["event_id"]: d for d in settled(client, tenant, 2)}
+    assert statuses[late]["status"] == "failed"
+    assert statuses[late]["reason"] == (
+        f"dead letter: converted more than google_ads's 90-day window after its click (click id first seen {old_click})"
+    )
+    assert statuses[recent]["status"] == "sent"
+    assert set(ad_platforms.accepted_for(shop.google_key)) == {recent}
+    assert ad_platforms.received[late] == 0
