@@ -416,6 +416,51 @@ def test_a_gpc_browsers_lead_is_recorded_but_skipped_with_its_reason(
     }
 
 
+def test_the_converting_browsers_yes_is_not_cancelled_by_the_contacts_other_browsers(
+    client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
+) -> None:
+    """On an opt-in site Ana said no on her phone and yes on her laptop: her purchase on the laptop is sent, her
+    lead on the phone is not. The browser that converted decides."""
+    tenant = make_tenant("Twobrowsers")
+    created = client.post(
+        "/api/v1/sites",
+        json={"name": "EU shop", "allowed_origins": [ORIGIN], "ads_consent": "opt_in"},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    site = created.json()
+    shop = connect_meta_and_google(client, tenant.headers)
+    form = make_form(client, UUID(site["id"]), tenant.headers)
+    phone, laptop = Browser(client, site["site_key"]), Browser(client, site["site_key"])
+    phone.view("/?fbclid=IwAR-ana-phone")
+    laptop.view("/pricing?gclid=Cj0-ana-laptop")
+    wait_stored(tenant.tenant_id, 2)
+    banner = {"Origin": ORIGIN, "Content-Type": "text/plain;charset=UTF-8"}
+    for browser, ads in ((phone, False), (laptop, True)):
+        answer = client.post(
+            f"/t/{site['site_key']}/consent", content=json.dumps({"token": browser.token, "ads": ads}), headers=banner
+        )
+        assert answer.status_code == 200, answer.text
+    phone.submit(form["form_key"], {"email": "ana@example.com"})
+    laptop.submit(form["form_key"], {"email": "ana@example.com"})  # the same contact: no second lead
+    (lead,) = _conversions(client, tenant, 1)
+    bought = client.post(
+        "/api/v1/purchases",
+        json={"external_id": "order-ana", "amount": 2500, "currency": "EUR", "visitor_token": laptop.token},
+        headers=tenant.headers,
+    )
+    assert bought.status_code == 201, bought.text
+    purchase, lead = _conversions(client, tenant, 2)
+    assert (lead["kind"], purchase["kind"]) == ("lead", "purchase")
+    assert lead["contact_id"] == purchase["contact_id"] is not None
+    assert {d["status"] for d in lead["deliveries"]} == {"skipped"}
+    assert {d["reason"] for d in lead["deliveries"]} == {"the visitor refused ad consent"}
+    assert {d["integration_id"]: d["status"] for d in purchase["deliveries"]} == {
+        shop.meta["id"]: "queued",
+        shop.google["id"]: "queued",
+    }
+
+
 def test_a_tracked_event_converts_only_where_an_integration_names_it(
     client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
 ) -> None:
