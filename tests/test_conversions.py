@@ -100,6 +100,72 @@ def test_a_tenant_connects_each_platform_and_its_tokens_never_come_back(
     assert client.get(f"/api/v1/integrations/{tiktok.json()['id']}", headers=tenant.headers).status_code == 404
 
 
+def test_a_patch_of_events_changes_only_the_kinds_it_sends(
+    client: Any, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """Turning one conversion off must not turn back on the ones the tenant turned off before."""
+    tenant = make_tenant("Patchy")
+    meta = client.post(
+        "/api/v1/integrations",
+        json={
+            "platform": "meta",
+            "pixel_id": "123456789012",
+            "access_token": META_TOKEN,
+            "events": {"purchase": False},
+        },
+        headers=tenant.headers,
+    )
+    assert meta.status_code == 201, meta.text
+    url = f"/api/v1/integrations/{meta.json()['id']}"
+    lead_off = client.patch(url, json={"events": {"lead": False}}, headers=tenant.headers)
+    assert lead_off.status_code == 200, lead_off.text
+    assert lead_off.json()["events"] == {
+        "lead": False,
+        "purchase": False,
+        "complete_registration": True,
+        "custom": [],
+    }
+    named = client.patch(url, json={"events": {"custom": ["webinar_signup"]}}, headers=tenant.headers)
+    assert named.status_code == 200, named.text
+    purchase_on = client.patch(url, json={"events": {"purchase": True}}, headers=tenant.headers)
+    assert purchase_on.status_code == 200, purchase_on.text
+    assert client.get(url, headers=tenant.headers).json()["events"] == {
+        "lead": False,
+        "purchase": True,
+        "complete_registration": True,
+        "custom": ["webinar_signup"],
+    }
+
+    # Google needs an action per kind it receives: a kind turned back on by a PATCH would be refused.
+    google = client.post(
+        "/api/v1/integrations",
+        json={
+            "platform": "google_ads",
+            "customer_id": "1234567890",
+            "conversion_actions": {"purchase": "222"},
+            "refresh_token": GOOGLE_REFRESH,
+            "events": {"lead": False, "complete_registration": False},
+        },
+        headers=tenant.headers,
+    )
+    assert google.status_code == 201, google.text
+    custom = client.patch(
+        f"/api/v1/integrations/{google.json()['id']}",
+        json={
+            "events": {"custom": ["webinar_signup"]},
+            "conversion_actions": {"purchase": "222", "custom": [{"event": "webinar_signup", "action": "444"}]},
+        },
+        headers=tenant.headers,
+    )
+    assert custom.status_code == 200, custom.text
+    assert custom.json()["events"] == {
+        "lead": False,
+        "purchase": True,
+        "complete_registration": False,
+        "custom": ["webinar_signup"],
+    }
+
+
 def test_an_integration_that_cannot_work_is_refused_with_each_reason(
     client: Any, make_tenant: Callable[..., TenantHandle]
 ) -> None:
@@ -347,6 +413,51 @@ def test_a_gpc_browsers_lead_is_recorded_but_skipped_with_its_reason(
     assert [d["status"] for d in lead["deliveries"]] == ["skipped", "skipped"]
     assert {d["reason"] for d in lead["deliveries"]} == {
         "the browser sent Global Privacy Control, which the site honours"
+    }
+
+
+def test_the_converting_browsers_yes_is_not_cancelled_by_the_contacts_other_browsers(
+    client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
+) -> None:
+    """On an opt-in site Ana said no on her phone and yes on her laptop: her purchase on the laptop is sent, her
+    lead on the phone is not. The browser that converted decides."""
+    tenant = make_tenant("Twobrowsers")
+    created = client.post(
+        "/api/v1/sites",
+        json={"name": "EU shop", "allowed_origins": [ORIGIN], "ads_consent": "opt_in"},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    site = created.json()
+    shop = connect_meta_and_google(client, tenant.headers)
+    form = make_form(client, UUID(site["id"]), tenant.headers)
+    phone, laptop = Browser(client, site["site_key"]), Browser(client, site["site_key"])
+    phone.view("/?fbclid=IwAR-ana-phone")
+    laptop.view("/pricing?gclid=Cj0-ana-laptop")
+    wait_stored(tenant.tenant_id, 2)
+    banner = {"Origin": ORIGIN, "Content-Type": "text/plain;charset=UTF-8"}
+    for browser, ads in ((phone, False), (laptop, True)):
+        answer = client.post(
+            f"/t/{site['site_key']}/consent", content=json.dumps({"token": browser.token, "ads": ads}), headers=banner
+        )
+        assert answer.status_code == 200, answer.text
+    phone.submit(form["form_key"], {"email": "ana@example.com"})
+    laptop.submit(form["form_key"], {"email": "ana@example.com"})  # the same contact: no second lead
+    (lead,) = _conversions(client, tenant, 1)
+    bought = client.post(
+        "/api/v1/purchases",
+        json={"external_id": "order-ana", "amount": 2500, "currency": "EUR", "visitor_token": laptop.token},
+        headers=tenant.headers,
+    )
+    assert bought.status_code == 201, bought.text
+    purchase, lead = _conversions(client, tenant, 2)
+    assert (lead["kind"], purchase["kind"]) == ("lead", "purchase")
+    assert lead["contact_id"] == purchase["contact_id"] is not None
+    assert {d["status"] for d in lead["deliveries"]} == {"skipped"}
+    assert {d["reason"] for d in lead["deliveries"]} == {"the visitor refused ad consent"}
+    assert {d["integration_id"]: d["status"] for d in purchase["deliveries"]} == {
+        shop.meta["id"]: "queued",
+        shop.google["id"]: "queued",
     }
 
 

@@ -62,15 +62,20 @@ TestEventCode = Annotated[
 
 
 class EventRules(msgspec.Struct, forbid_unknown_fields=True):
-    """Which conversions this integration receives; given as a whole (a kind left out is on)."""
+    """Which conversions this integration receives. Only the kinds given change: on create a kind left out is
+    on, on update it keeps its state; ``custom`` given replaces the list of names."""
 
-    lead: bool = True
+    lead: bool | msgspec.UnsetType = msgspec.UNSET
     """A form submission that creates a contact."""
-    purchase: bool = True
-    complete_registration: bool = True
+    purchase: bool | msgspec.UnsetType = msgspec.UNSET
+    complete_registration: bool | msgspec.UnsetType = msgspec.UNSET
     """A membership registration."""
-    custom: Annotated[list[EventName], msgspec.Meta(max_length=50)] = msgspec.field(default_factory=list)
+    custom: Annotated[list[EventName], msgspec.Meta(max_length=50)] | msgspec.UnsetType = msgspec.UNSET
     """Tracked events (``trailmark('event', name)``) by name."""
+
+    def given(self) -> dict[str, Any]:
+        """Only the rules the caller sent: a PATCH must not reset the ones it left out."""
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not msgspec.UNSET}
 
 
 class CustomAction(msgspec.Struct, forbid_unknown_fields=True):
@@ -138,7 +143,7 @@ class _Fields(msgspec.Struct, forbid_unknown_fields=True):
         )
 
     def event_rules(self) -> dict[str, Any] | None:
-        return None if isinstance(self.events, msgspec.UnsetType) else msgspec.structs.asdict(self.events)
+        return None if isinstance(self.events, msgspec.UnsetType) else self.events.given()
 
 
 class IntegrationCreate(_Fields, forbid_unknown_fields=True):

@@ -3,7 +3,8 @@
 A browser's choice comes from the site's consent banner (``trailmark('consent', {ads: true|false})``) or the
 tenant's server (the API); a Global Privacy Control or Do Not Track header it sends with a form, a consent call
 or a login is kept beside it. The rule (:func:`refusal`): a privacy signal on a site that honours it, a refusal,
-or no answer on an ``opt_in`` site means nothing is sent, and the conversion's delivery says which.
+or no answer on an ``opt_in`` site means nothing is sent, and the conversion's delivery says which. It is asked
+of the browser that converted; the contact's other browsers are asked only when the conversion names no browser.
 """
 
 from __future__ import annotations

@@ -67,7 +67,8 @@ EVENT_WINDOWS = {
     Platform.GOOGLE_ADS: timedelta(days=90),
     Platform.TIKTOK: timedelta(days=7),
 }
-"""How old an event a platform still takes: Meta refuses a whole request with an event older than 7 days."""
+"""How old an event a platform still takes: Meta refuses a whole request with an event older than 7 days;
+Google measures its 90 days from the click (the gclid's first-seen time) to the conversion."""
 MAX_ATTEMPTS = 15
 """About a day and a half of retries at the 10-minute cap: then the delivery fails with the last reason."""
 BACKOFF_BASE = 5.0
@@ -170,6 +171,21 @@ class _Ready:
     built: payloads.Built
 
 
+def _past_click_window(integration: Integration, conversion: Conversion) -> str | None:
+    """Google refuses (EXPIRED_EVENT) a conversion more than its window after the click, however fresh the
+    conversion itself is: the reason to dead-letter it, or None."""
+    if integration.platform != Platform.GOOGLE_ADS:
+        return None
+    clicked = payloads.google_clicked_at(conversion)
+    window = EVENT_WINDOWS[Platform.GOOGLE_ADS]
+    if clicked is None or conversion.occurred_at - clicked <= window:
+        return None
+    return (
+        f"dead letter: converted more than google_ads's {window.days}-day window after its click "
+        f"(click id first seen {clicked.isoformat()})"
+    )
+
+
 def _prepared(
     session: Session, integration: Integration, deliveries: Sequence[ConversionDelivery], result: SendResult
 ) -> list[_Ready]:
@@ -190,6 +206,10 @@ def _prepared(
                 DeliveryStatus.FAILED,
                 f"dead letter: older than {integration.platform}'s {window.days}-day window",
             )
+            result.failed += 1
+            continue
+        if (late := _past_click_window(integration, conversion)) is not None:
+            _finish(delivery, DeliveryStatus.FAILED, late)
             result.failed += 1
             continue
         consent = consents.consent_of(session, conversion.visitor_id) if conversion.visitor_id else None

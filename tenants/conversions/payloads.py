@@ -118,6 +118,15 @@ def _meta(conversion: Conversion, contact: Contact | None, integration: Integrat
     return Built(event, {k: k in user for k in ("em", "ph", "fn", "ln", "fbc", "fbp", "client_ip_address")})
 
 
+def google_clicked_at(conversion: Conversion) -> datetime | None:
+    """When the Google click id the conversion is sent with was first seen: Google's window runs from it."""
+    touch = conversion.touches.get(Platform.GOOGLE_ADS.value) or {}
+    click_ids = touch.get("click_ids", {})
+    chosen = next((name for name in GOOGLE_CLICK_IDS if click_ids.get(name)), None)
+    clicked = touch.get("clicked_at", {}).get(chosen) if chosen else None
+    return datetime.fromisoformat(clicked) if clicked else None
+
+
 def _google(
     conversion: Conversion, contact: Contact | None, integration: Integration, consent: VisitorConsent | None
 ) -> Built | Unsendable:
@@ -132,8 +141,7 @@ def _google(
     if action is None:
         return Unsendable(f"the integration has no conversion action for {key}")
     at = conversion.occurred_at
-    clicked = touch.get("clicked_at", {}).get(chosen)
-    if clicked and at <= (click_time := datetime.fromisoformat(clicked)):
+    if (click_time := google_clicked_at(conversion)) is not None and at <= click_time:
         at = click_time + timedelta(seconds=1)  # Google refuses a conversion dated before its click
     click: dict[str, Any] = {
         "conversionAction": f"customers/{integration.settings['customer_id']}/conversionActions/{action}",

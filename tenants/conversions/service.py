@@ -346,16 +346,18 @@ def _with_first_click(session: Session, touch: dict[str, Any], facts: _Facts) ->
 
 
 def _consent_refusal(session: Session, facts: _Facts) -> str | None:
+    """The converting browser's answer governs: the contact's other browsers neither cancel its yes nor lift
+    its no. Only a conversion that names no browser (reported by the shop's server) falls back to them."""
     tenant_id = current_tenant_id(session)
     site = session.get(Site, (tenant_id, facts.site_id)) if facts.site_id else None
     reason = consent.refusal(site, consent.consent_of(session, facts.visitor_id) if facts.visitor_id else None)
-    if reason is None and facts.contact_id is not None:
-        # A conversion reported by the shop's server names no browser: a refusal on any of the contact's counts.
-        others = session.execute(
-            text("SELECT id FROM visitors WHERE tenant_id = :t AND contact_id = :c AND id IS DISTINCT FROM :v"),
-            {"t": tenant_id, "c": facts.contact_id, "v": facts.visitor_id},
+    if reason is None and facts.visitor_id is None and facts.contact_id is not None:
+        # No browser to ask: a refusal on any of the contact's counts.
+        browsers = session.execute(
+            text("SELECT id FROM visitors WHERE tenant_id = :t AND contact_id = :c"),
+            {"t": tenant_id, "c": facts.contact_id},
         ).scalars()
-        for visitor_id in others:
+        for visitor_id in browsers:
             if (other := consent.refusal(site, consent.consent_of(session, visitor_id))) is not None:
                 return other
     return reason

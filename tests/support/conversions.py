@@ -124,9 +124,16 @@ def make_form(client: Any, site_id: Any, headers: dict[str, str]) -> dict[str, A
     return dict(answer.json())
 
 
-def queue_conversions(tenant_id: Any, integration_ids: list[str], count: int, **fields: Any) -> list[str]:
+def queue_conversions(
+    tenant_id: Any,
+    integration_ids: list[str],
+    count: int,
+    clicked_at: str = "2026-12-01T10:00:00+00:00",
+    **fields: Any,
+) -> list[str]:
     """``count`` custom conversions queued for the integrations, stored as the record task stores them (a
-    builder for the delivery tests: a batch of 500 without 500 browsers); returns their event ids."""
+    builder for the delivery tests: a batch of 500 without 500 browsers), their click ids first seen at
+    ``clicked_at``; returns their event ids."""
     from tenants.conversions.service import event_id_of
     from tenants.isolation import tenant_session
     from tenants.models import Conversion, ConversionDelivery, ConversionKind
@@ -137,9 +144,9 @@ def queue_conversions(tenant_id: Any, integration_ids: list[str], count: int, **
             key = f"builder:{uuid.uuid4()}"
             touches = {
                 "meta": {"source": "converting_visit", "click_ids": {"fbclid": f"IwAR-{n}"}, "ad_cookies": {},
-                         "clicked_at": {"fbclid": "2026-12-01T10:00:00+00:00"}},
+                         "clicked_at": {"fbclid": clicked_at}},
                 "google_ads": {"source": "converting_visit", "click_ids": {"gclid": f"Cj0-{n}"}, "ad_cookies": {},
-                               "clicked_at": {"gclid": "2026-12-01T10:00:00+00:00"}},
+                               "clicked_at": {"gclid": clicked_at}},
             }  # fmt: skip
             conversion = Conversion(
                 kind=ConversionKind.CUSTOM,
