@@ -432,3 +432,22 @@ def test_a_google_conversion_long_after_its_click_is_dead_lettered_by_the_click_
     assert statuses[recent]["status"] == "sent"
     assert set(ad_platforms.accepted_for(shop.google_key)) == {recent}
     assert ad_platforms.received[late] == 0
+
+
+def test_a_403_permission_refusal_pauses_the_integration_instead_of_splitting_the_batch(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """A 403 is about the credentials, not one event: pause and keep every event queued, dead-letter none."""
+    tenant = make_tenant("Forbidden")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    refusal = {"error": {"code": 200, "message": "Permissions error", "type": "OAuthException"}}
+    ad_platforms.script(shop.meta_key, Scripted(403, refusal, times=1000))
+    queue_conversions(tenant.tenant_id, [shop.meta["id"]], 8)
+
+    def paused() -> dict[str, Any] | None:
+        found = client.get(f"/api/v1/integrations/{shop.meta['id']}", headers=tenant.headers).json()
+        return found if found["status"] == "paused" else None
+
+    integration = wait_until(paused, 60, "the integration to pause on a 403")
+    assert "Meta refused the access token" in integration["paused_reason"]
+    assert {d["status"] for d in deliveries(client, tenant)} == {"queued"}  # none dead-lettered by a split

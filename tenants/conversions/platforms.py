@@ -89,6 +89,8 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 _META_RETRY = frozenset({1, 2})
 _META_BACK_OFF = frozenset({4, 17, 613, 80001})
+# Invalid token (190) and missing permission (10, 200): the credentials are wrong, not one event.
+_META_AUTH = frozenset({10, 190, 200})
 
 
 def _meta(
@@ -104,7 +106,7 @@ def _meta(
     error = _json(response).get("error") or {}
     code = error.get("code")
     detail = f"{response.status_code} code {code}: {error.get('message') or response.reason_phrase}"
-    if code == 190 or response.status_code == 401:
+    if code in _META_AUTH or response.status_code in (401, 403):
         raise AuthError(_reason("Meta refused the access token", detail))
     if code in _META_RETRY or code in _META_BACK_OFF or response.status_code == 429 or response.status_code >= 500:
         return BatchAnswer(whole=EventOutcome("retry", _reason("Meta", detail), _retry_after(response)))
@@ -190,7 +192,7 @@ def _google(
     url = f"{settings.google_ads}/customers/{integration.settings['customer_id']}:uploadClickConversions"
     response = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT)
     answer = _json(response)
-    if response.status_code == 401 or (answer.get("error") or {}).get("status") in _GOOGLE_AUTH:
+    if response.status_code in (401, 403) or (answer.get("error") or {}).get("status") in _GOOGLE_AUTH:
         _access_tokens.pop((str(integration.tenant_id), str(integration.id)), None)
         raise AuthError(_reason("Google refused the credentials", (answer.get("error") or {}).get("message", "401")))
     if response.status_code == 429 or response.status_code >= 500:
@@ -236,7 +238,7 @@ def _tiktok(
     answer = _json(response)
     code = answer.get("code")
     detail = f"{response.status_code} code {code}: {answer.get('message', response.reason_phrase)}"
-    if response.status_code == 401 or code in _TIKTOK_AUTH:
+    if response.status_code in (401, 403) or code in _TIKTOK_AUTH:
         raise AuthError(_reason("TikTok refused the access token", detail))
     if response.status_code == 429 or response.status_code >= 500 or code in _TIKTOK_RETRY:
         return BatchAnswer(whole=EventOutcome("retry", _reason("TikTok", detail), _retry_after(response)))
