@@ -92,7 +92,7 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
             },
             # Each drain run stores until the stream is empty; runs overlap safely (one consumer group).
             "drain-ingest": {"task": "trailmark.ingest.drain", "schedule": 1.0, "options": {"expires": 2}},
-            # Stripe events whose API nudge was lost (or came within another's window) wait a second at most.
+            # Stripe events whose API nudge was lost (Redis or the broker down) wait a second at most.
             "drain-stripe-events": {
                 "task": "trailmark.purchases.drain_all_stripe_events",
                 "schedule": 1.0,

@@ -72,7 +72,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PROCESS_TASK = "trailmark.purchases.process_stripe_event"
-"""One event per task: what deliveries stored before the drain enqueued (their outbox rows may still be sent)."""
+"""The former one-event task: kept for the outbox rows that deliveries wrote before the drain existed."""
 DRAIN_TASK = "trailmark.purchases.drain_stripe_events"
 DRAIN_ALL_TASK = "trailmark.purchases.drain_all_stripe_events"
 DRAIN_BATCH = 100
