@@ -292,3 +292,34 @@ def test_a_new_signing_secret_is_used_at_once_by_a_server_that_remembered_the_ol
     body, headers = fake_stripe.signed_delivery(forged, "whsec_" + "n0pe" * 8)
     refused = httpx.post(f"{api_server.base_url}{shop.hook_path}", content=body, headers=headers, timeout=30)
     assert refused.status_code == 400 and "does not verify" in refused.text
+
+
+def test_a_delivery_whose_drain_never_started_is_processed_by_beats_drain_once(
+    api_server: LiveServer, worker: subprocess.Popen[bytes], connect_shop: Callable[[str], Shop]
+) -> None:
+    """The stored event is the queue: when no drain follows its delivery (another delivery's nudge window was
+    open and that drain had finished, or the nudge was lost), beat's periodic drain processes it, and a second
+    drain changes nothing."""
+    from tenants.purchases.stripe_webhooks import NUDGE_KEY
+    from tenants.redis_store import get_redis
+    from workers.app import celery_app
+    from workers.purchases import DRAIN_ALL_TASK, drain_all_stripe_events
+
+    assert DRAIN_ALL_TASK in {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
+    shop = connect_shop("Stripebeat")
+    get_redis().set(NUDGE_KEY.format(tenant_id=shop.tenant.tenant_id), 1, px=600_000)  # this delivery nudges nothing
+    event = fake_stripe.checkout_completed(session_id=f"cs_beat_{uuid.uuid4().hex}", amount_total=2500,
+                                           email="beat@example.com")  # fmt: skip
+    answer = deliver(api_server.base_url, shop, event)
+    assert answer.status_code == 200 and answer.json()["duplicate"] is False
+    with tenant_session(shop.tenant.tenant_id) as session:
+        pending = session.execute(text("SELECT processed_at FROM stripe_events WHERE id = :id"), {"id": event["id"]})
+        assert pending.one() == (None,)  # stored, and no drain was published for it
+    drain_all_stripe_events.delay()  # what beat sends every second, run by the real worker
+    first = outcome(shop, event["id"])
+    assert first.startswith("recorded")
+    deliver(api_server.base_url, shop, event)  # Stripe's retry of it, too
+    drain_all_stripe_events.apply()  # and a drain in this process: nothing is pending any more
+    assert outcome(shop, event["id"]) == first
+    (purchase,) = purchases(shop)
+    assert purchase["amount"] == 2500 and purchase["email"] == "beat@example.com"

@@ -92,6 +92,12 @@ def configure(app: Celery, redis_url: str, *, results: bool = True) -> None:
             },
             # Each drain run stores until the stream is empty; runs overlap safely (one consumer group).
             "drain-ingest": {"task": "trailmark.ingest.drain", "schedule": 1.0, "options": {"expires": 2}},
+            # Stripe events whose API nudge was lost (Redis or the broker down) wait a second at most.
+            "drain-stripe-events": {
+                "task": "trailmark.purchases.drain_all_stripe_events",
+                "schedule": 1.0,
+                "options": {"expires": 2},
+            },
             "visit-partitions": {"task": "trailmark.ingest.ensure_visit_partitions", "schedule": 3600.0},
             # Yesterday's rollups against a scan of its visits and contacts, once the day is complete.
             # Commissions whose hold ended become payable; a minute late at most.

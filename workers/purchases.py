@@ -1,4 +1,4 @@
-"""Purchase tasks: processing stored Stripe events, and the hooks that follow every recorded purchase and
+"""Purchase tasks: draining stored Stripe events, and the hooks that follow every recorded purchase and
 refund (enqueued through the outbox by ``tenants.purchases.service``): a purchase's commissions are computed,
 and refunds take them back, by ``tenants.partners.commissions``."""
 
@@ -13,10 +13,24 @@ from tenants.isolation import current_tenant_id
 from tenants.models import Purchase
 from tenants.partners.commissions import apply_refunds, record_commissions
 from tenants.purchases.service import RECORDED_TASK, REFUNDED_TASK
-from tenants.purchases.stripe_webhooks import PROCESS_TASK, process_event
-from workers.base import tenant_task
+from tenants.purchases.stripe_webhooks import (
+    DRAIN_ALL_TASK,
+    DRAIN_TASK,
+    PROCESS_TASK,
+    drain_events,
+    pending_tenants,
+    process_event,
+)
+from workers.app import celery_app
+from workers.base import TRANSIENT_ERRORS, tenant_task
 
-__all__ = ["process_stripe_event", "purchase_recorded", "purchase_refunded"]
+__all__ = [
+    "drain_all_stripe_events",
+    "drain_stripe_events",
+    "process_stripe_event",
+    "purchase_recorded",
+    "purchase_refunded",
+]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +39,29 @@ log = logging.getLogger(__name__)
 def process_stripe_event(session: Session, event_id: str) -> str | None:
     """Idempotent: an event already processed answers its stored outcome and changes nothing."""
     return process_event(session, event_id)
+
+
+@celery_app.task(
+    name=DRAIN_TASK,
+    ignore_result=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    max_retries=8,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+)
+def drain_stripe_events(tenant_id: str) -> int:
+    """The API's nudge: process the tenant's pending events, a transaction per batch (not one for all, so
+    not ``tenant_task``)."""
+    return drain_events(UUID(tenant_id))
+
+
+@celery_app.task(name=DRAIN_ALL_TASK, ignore_result=True, max_retries=0)
+def drain_all_stripe_events() -> int:
+    """Periodic (beat, every second): drain every tenant with pending events, so an event whose nudge was lost
+    waits a second at most. Runs overlap safely (SKIP LOCKED)."""
+    return sum(drain_events(tenant_id) for tenant_id in pending_tenants())
 
 
 @tenant_task(name=RECORDED_TASK)

@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from tenants.isolation import TENANT_KEY, get_engine, tenant_session
 from tenants.models import OutboxMessage
 
-__all__ = ["Publisher", "enqueue", "relay_all", "relay_tenant", "set_publisher"]
+__all__ = ["Publisher", "enqueue", "publish_now", "relay_all", "relay_tenant", "set_publisher"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,19 @@ def enqueue(session: Session, task: str, *args: Any, queue: str = "default") -> 
     session.add(message)
     session.info[_PENDING_KEY] = True
     return message
+
+
+def publish_now(tenant_id: UUID, task: str, *args: Any, queue: str = "default") -> bool:
+    """Publish a task at once, with no row: for a nudge whose loss costs only delay (a periodic task does the
+    same work). False when this process has no publisher or the broker refused it."""
+    if _publisher is None:
+        return False
+    try:
+        _publisher(OutboxMessage(tenant_id=tenant_id, task=task, args=list(args), queue=queue))
+    except Exception as error:
+        log.warning("publishing %s failed; the periodic run will do it: %s", task, error)
+        return False
+    return True
 
 
 class _BackgroundRelay:
