@@ -254,7 +254,7 @@ def drain_events(tenant_id: UUID) -> int:
 
 
 def _drain_pending(tenant_id: UUID) -> int:
-    processed = 0
+    processed = failed = 0
     while True:
         with tenant_session(tenant_id) as session:
             batch = session.execute(
@@ -265,11 +265,17 @@ def _drain_pending(tenant_id: UUID) -> int:
                 {"t": tenant_id, "n": DRAIN_BATCH},
             ).all()
             for (event_id,) in batch:
-                process_event(session, event_id)
+                try:
+                    process_event(session, event_id)
+                except Exception:  # one event's fault must not hold back its tenant's others
+                    # Its savepoint is rolled back: the event stays pending, and a later drain tries it again.
+                    log.exception("Stripe event %s failed; it stays pending for the next drain", event_id)
+                    failed += 1
             session.flush()
         processed += len(batch)
-        if len(batch) < DRAIN_BATCH:
-            return processed
+        # A failed event would head the next batch again: leave it to the next drain (beat's, within a second).
+        if failed or len(batch) < DRAIN_BATCH:
+            return processed - failed
 
 
 class RefusedDelivery(DomainError):

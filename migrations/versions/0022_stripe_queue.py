@@ -4,8 +4,8 @@
 - ``trailmark_stripe_pending_tenants``: the beat-driven drain must find which tenants have pending events
   without reading any tenant's rows (as ``trailmark_outbox_tenants``): tenant ids only, never payloads.
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-03
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 from migrations.tenancy import APP_GROUP_ROLE
 
-revision: str = "0021"
-down_revision: str | None = "0020"
+revision: str = "0022"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
