@@ -228,18 +228,32 @@ def _filters(session: Session, q: ReportQuery, *, traffic: bool) -> tuple[list[s
 
 
 def _grouped(
-    session: Session, q: ReportQuery, *, traffic: bool, groups: list[str], sets: str, top: int | None = None
+    session: Session,
+    q: ReportQuery,
+    *,
+    traffic: bool,
+    groups: list[str],
+    sets: str,
+    top: int | None = None,
+    only: dict[str, list[str]] | None = None,
 ) -> list[Any]:
     """One statement over the narrowest rollup table holding ``groups`` and the query's filters: the measures
     (times each bucket's sign) by ``sets``, a SQL ``GROUPING SETS`` list over ``groups``. With ``top``, only
     the rows placed at most ``top`` in their grouping set by visitors, then visits (ties included, so the
     screen's order can still use new contacts and the name), so the long tail of landing pages and referrers
-    stays in the database."""
+    stays in the database. With ``only``, a grouped dimension named in it answers only those values (the rows
+    a screen shows); when every grouped dimension is named and no total is asked for, the rows of other
+    values are skipped as the buckets are read, before they are summed."""
     shape = narrowest_shape([*groups, *q.filters])
     table = shape.traffic_table if traffic else shape.contact_table
     clauses, params = _filters(session, q, traffic=traffic)
     if not traffic:
         clauses.append("r.touch = 'first'")
+    only = {name: values for name, values in (only or {}).items() if name in groups}
+    for name, values in only.items():
+        params[f"only_{name}"] = values
+    if only and len(only) == len(groups) and "()" not in sets:
+        clauses.append("(" + " OR ".join(f"r.{name} = ANY(CAST(:only_{name} AS text[]))" for name in only) + ")")
     measures = _TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES
     params.update(cover(q.start, q.end).params())
     sums = [f"sum(r.{m} * b.sign)::bigint" for m in measures]
@@ -251,9 +265,13 @@ def _grouped(
         place = f", rank() OVER ({partition} ORDER BY {leading}) AS place"
     statement = f"""SELECT {columns}, {", ".join(sums)}{place} FROM {covered(table, clauses)}
         GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - names from SHAPES and DIMENSIONS
+    kept = [f"(g.{name} IS NULL OR g.{name} = ANY(CAST(:only_{name} AS text[])))" for name in only]
     if top is not None:
-        statement = f"SELECT * FROM ({statement}) ranked WHERE place <= :top"  # noqa: S608 - built above
+        kept.append("g.place <= :top")
         params["top"] = top
+    if kept:
+        # A grouping set's rows are NULL in the other sets' columns: each condition holds for the rest.
+        statement = f"SELECT * FROM ({statement}) g WHERE {' AND '.join(kept)}"  # noqa: S608 - built above
     return list(session.execute(text(statement), params).all())
 
 
@@ -262,11 +280,17 @@ _CONTACT_MEASURES = ("contacts",)
 
 
 def _breakdowns(
-    session: Session, q: ReportQuery, *, traffic: bool, top: int | None = None
+    session: Session,
+    q: ReportQuery,
+    *,
+    traffic: bool,
+    top: int | None = None,
+    only: dict[str, list[str]] | None = None,
 ) -> tuple[list[int] | None, dict[str, dict[str, list[int]]]]:
     """The query's totals and its measures by each dimension's value, each read from the narrowest table
     that holds it (one statement per table): ``(totals, {dimension: {value: measures}})``; with ``top``, only
-    the values :func:`_grouped` places at most ``top``."""
+    the values :func:`_grouped` places at most ``top``; with ``only``, only those values of the dimensions
+    it names."""
     by_shape: dict[RollupShape, list[str]] = defaultdict(list)
     for name in DIMENSIONS:
         by_shape[narrowest_shape([name, *q.filters])].append(name)
@@ -279,7 +303,7 @@ def _breakdowns(
         sets = [f"({name})" for name in names]
         if shape == total_shape:
             sets.insert(0, "()")
-        rows = _grouped(session, q, traffic=traffic, groups=names, sets=", ".join(sets), top=top)
+        rows = _grouped(session, q, traffic=traffic, groups=names, sets=", ".join(sets), top=top, only=only)
         keys = max(len(names), 1)
         for row in rows:
             sums = [_int(v) for v in row[keys : keys + width]]
@@ -340,7 +364,14 @@ def overview(session: Session, q: ReportQuery) -> Overview:
     periods = [q, q.previous()] if q.compare else [q]
     with _report_timeout(session):
         traffic_totals, traffic = _breakdowns(session, q, traffic=True, top=TOP_ROWS)
-        contact_totals, contacts = _breakdowns(session, q, traffic=False)
+        # A table with TOP_ROWS values that had visitors shows only those (ordered by visitors first), so its
+        # new contacts and previous period are read for them alone, not for the long tail of values.
+        shown = {
+            name: list(by_value)
+            for name, by_value in traffic.items()
+            if sum(1 for sums in by_value.values() if sums[0] > 0) >= TOP_ROWS
+        }
+        contact_totals, contacts = _breakdowns(session, q, traffic=False, only=shown)
         currency = revenue_currency(session, q)
         sales = _purchase_sums(session, q, currency, groups=[]) if currency else []
         series = _series(session, periods, currency)
@@ -348,8 +379,8 @@ def overview(session: Session, q: ReportQuery) -> Overview:
         previous_entries: dict[str, dict[str, int]] = {}
         if q.compare:
             before = periods[1]
-            # Every value of the previous period: a row shown now may have been far down the list then.
-            previous_traffic_totals, previous_traffic = _breakdowns(session, before, traffic=True)
+            # The shown values whatever their place then: a row shown now may have been far down the list.
+            previous_traffic_totals, previous_traffic = _breakdowns(session, before, traffic=True, only=shown)
             previous_contacts = _grouped(session, before, traffic=False, groups=[], sets="()")
             previous_sales = _purchase_sums(session, before, currency, groups=[]) if currency else []
             previous = _totals(
@@ -449,67 +480,54 @@ def attribution(
     span = cover(q.start, q.end).params()
     traffic_clauses, traffic_params = _filters(session, q, traffic=True)
     contact_clauses, contact_params = _filters(session, q, traffic=False)
+    names = ", ".join(groups)
+    statement = f"""WITH visitors AS (
+            SELECT {keys}, sum(r.{measure} * b.sign)::bigint AS visitors
+            FROM {covered(shape.traffic_table, traffic_clauses)} GROUP BY {keys}),
+        histogram AS (
+            SELECT {keys}, r.days_to_contact AS days, sum(r.contacts * b.sign)::bigint AS contacts
+            FROM {covered(shape.contact_table, [*contact_clauses, "r.touch = :touch"])}
+            GROUP BY {keys}, r.days_to_contact),
+        contacts AS ({median_of_histogram("histogram", groups)})
+        SELECT {names}, coalesce(v.visitors, 0), coalesce(c.contacts, 0), c.median
+        FROM visitors v FULL JOIN contacts c USING ({names})"""  # noqa: S608 - names from SHAPES and DIMENSIONS
     with _report_timeout(session):
-        visitors = session.execute(
-            text(
-                f"""SELECT {keys}, sum(r.{measure} * b.sign)::bigint
-                    FROM {covered(shape.traffic_table, traffic_clauses)} GROUP BY {keys}"""  # noqa: S608
-            ),
-            {**traffic_params, **span},
-        ).all()
-        histogram = session.execute(
-            text(
-                f"""SELECT {keys}, r.days_to_contact, sum(r.contacts * b.sign)::bigint
-                    FROM {covered(shape.contact_table, [*contact_clauses, "r.touch = :touch"])}
-                    GROUP BY {keys}, r.days_to_contact"""  # noqa: S608 - names from SHAPES and DIMENSIONS
-            ),
-            {**contact_params, **span, "touch": model},
-        ).all()
+        # One statement, the median included: the (group, days) histogram never leaves the database.
+        merged = session.execute(text(statement), {**traffic_params, **contact_params, **span, "touch": model}).all()
         currency = revenue_currency(session, q)
         sales = _purchase_sums(session, q, currency, groups=groups, touch=model) if currency else []
     width = len(groups)
     sales_of = {tuple(row[:width]): (_int(row[width + 1]), _int(row[width + 2])) for row in sales}
-    visitors_of = {tuple(row[:width]): _int(row[width]) for row in visitors}
-    contacts_of: dict[tuple[Any, ...], int] = defaultdict(int)
-    days_of: dict[tuple[Any, ...], list[tuple[int, int]]] = defaultdict(list)
-    for row in histogram:
-        key, days, count = tuple(row[:width]), int(row[width]), _int(row[width + 1])
-        contacts_of[key] += count
-        if days >= 0 and count > 0:
-            days_of[key].append((days, count))
-    rows = [
-        AttributionRow(
-            group=dict(zip(groups, key, strict=True)),
-            visitors=visitors_of.get(key, 0),
-            new_contacts=contacts_of.get(key, 0),
-            median_days_to_contact=_median(days_of.get(key, [])),
-            revenue=sales_of.get(key, (0, 0))[0],
-            customers=sales_of.get(key, (0, 0))[1],
-            currency=currency,
-        )
-        for key in visitors_of.keys() | contacts_of.keys() | sales_of.keys()
-        if visitors_of.get(key, 0) or contacts_of.get(key, 0) or any(sales_of.get(key, (0, 0)))
-    ]
+    rows = []
+    for row in merged:
+        key, (visitors, contacts, median) = tuple(row[:width]), row[width:]
+        revenue, customers = sales_of.pop(key, (0, 0))
+        if visitors or contacts or revenue or customers:
+            rows.append(
+                AttributionRow(
+                    dict(zip(groups, key, strict=True)), visitors, contacts,
+                    None if median is None else float(median), revenue, customers, currency,
+                )
+            )  # fmt: skip
+    for key, (revenue, customers) in sales_of.items():  # bought, with neither visitors nor contacts in the range
+        if revenue or customers:
+            rows.append(AttributionRow(dict(zip(groups, key, strict=True)), 0, 0, None, revenue, customers, currency))
     return sorted(rows, key=lambda row: (-row.new_contacts, -row.visitors, tuple(row.group.values())))
 
 
-def _median(histogram: list[tuple[int, int]]) -> float | None:
-    """The median of a histogram of (days, contacts): the mean of its middle two contacts (or the middle one),
-    found by walking the counts rather than listing every contact."""
-    total = sum(count for _, count in histogram)
-    if total == 0:
-        return None
-    return (_day_at_rank(histogram, (total - 1) // 2) + _day_at_rank(histogram, total // 2)) / 2
-
-
-def _day_at_rank(histogram: list[tuple[int, int]], rank: int) -> int:
-    """The days of the contact at 0-based ``rank`` when every contact is listed in order of days."""
-    seen = 0
-    for days, count in sorted(histogram):
-        seen += count
-        if seen > rank:
-            return days
-    raise ValueError(f"rank {rank} is beyond the histogram's {seen} contacts")
+def median_of_histogram(histogram: str, groups: list[str]) -> str:
+    """SQL: per group of ``histogram`` (a relation of ``groups``, ``days``, ``contacts``), its contacts and the
+    median of their days (the mean of the middle two contacts, or the middle one), over the contacts whose days
+    are known (``days >= 0``); found by walking the running count in days order, not by listing contacts."""
+    names = ", ".join(groups)
+    known = "FILTER (WHERE days >= 0 AND contacts > 0)"
+    at_rank = "min(days) FILTER (WHERE days >= 0 AND contacts > 0 AND upto > {rank})"
+    return f"""SELECT {names}, sum(contacts)::bigint AS contacts,
+            ({at_rank.format(rank="(known - 1) / 2")} + {at_rank.format(rank="known / 2")}) / 2.0 AS median
+        FROM (SELECT h.*, (sum(contacts) {known} OVER (PARTITION BY {names} ORDER BY days))::bigint AS upto,
+                (sum(contacts) {known} OVER (PARTITION BY {names}))::bigint AS known
+            FROM {histogram} h) ranked
+        GROUP BY {names}"""  # noqa: S608 - names from DIMENSIONS
 
 
 LIVE_MAX_MINUTES = 60
