@@ -85,9 +85,7 @@ def metrics_dir() -> Path:
 @pytest.fixture(scope="module")
 def api(metrics_dir: Path) -> Iterator[LiveServer]:
     """Two API processes, as behind a load balancer, sharing one metrics folder with the worker."""
-    server = start_api_server(
-        workers=2, TRAILMARK_METRICS_TOKEN=TOKEN, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)
-    )
+    server = start_api_server(workers=2, TRAILMARK_METRICS_TOKEN=TOKEN, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     yield server
     server.stop()
 
@@ -151,7 +149,11 @@ def test_collect_counters_move_by_exactly_what_collect_answered(api: LiveServer,
 
     assert value(after, "trailmark_up", component="redis") == 1
     assert value(after, "trailmark_up", component="database") == 1
-    for gauge in ("trailmark_ingest_backlog_entries", "trailmark_ingest_pending_entries", "trailmark_ingest_lag_seconds"):
+    for gauge in (
+        "trailmark_ingest_backlog_entries",
+        "trailmark_ingest_pending_entries",
+        "trailmark_ingest_lag_seconds",
+    ):
         assert (gauge, frozenset({("stream", STREAM)})) in after, gauge
         assert value(after, gauge, stream=STREAM) >= 0
     assert ("trailmark_ingest_dead_letters", frozenset({("stream", f"{STREAM}:dead")})) in after
@@ -180,7 +182,9 @@ def test_task_runs_failures_and_durations_are_counted_per_queue(
         return now if runs >= 2 else None
 
     after = wait_until(counted, 60, "two task runs counted")
-    assert value(after, "trailmark_task_runs_total", **labels) - value(before, "trailmark_task_runs_total", **labels) == 2
+    assert (
+        value(after, "trailmark_task_runs_total", **labels) - value(before, "trailmark_task_runs_total", **labels) == 2
+    )
     failures = value(after, "trailmark_task_failures_total", **labels) - value(
         before, "trailmark_task_failures_total", **labels
     )

@@ -6,7 +6,14 @@ import time
 from typing import Any
 
 from celery import Task
-from celery.signals import task_failure, task_postrun, task_prerun, task_retry, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from tenants.metrics import TASK_DURATION, TASK_FAILURES, TASK_RETRIES, TASK_RUNS, forget_process, set_process_role
 

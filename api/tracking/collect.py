@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Request, Response, asgi, get
-from prometheus_client import Counter
 from litestar.params import FromPath
 from litestar.types import (
     HTTPReceiveMessage,
@@ -33,6 +32,7 @@ from litestar.types import (
     Scope,
     Send,
 )
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from api.cookies import visitor_cookie
@@ -245,7 +245,9 @@ async def collect(scope: Scope, receive: Receive, send: Send) -> None:
     elif http["method"] == "OPTIONS":
         answer = await _preflight(headers, site_key)
     else:
-        answer = _problem(405, "collect takes POST", ((b"allow", b"POST, OPTIONS"),), outcome="refused", reason="method")
+        answer = _problem(
+            405, "collect takes POST", ((b"allow", b"POST, OPTIONS"),), outcome="refused", reason="method"
+        )
     response_headers = list(answer.headers)
     if answer.body:
         response_headers.append((b"content-type", answer.content_type.encode()))
@@ -279,8 +281,8 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
     try:
         body_token, hits = decode_batch(await _read_body(receive, headers.get("content-length")))
     except BatchError as error:
-        reason = "too_large" if error.status == 413 else "malformed"
-        return _problem(error.status, error.reason, cors, outcome="refused", reason=reason)
+        why = "too_large" if error.status == 413 else "malformed"
+        return _problem(error.status, error.reason, cors, outcome="refused", reason=why)
 
     browser = visitor_of_browser(
         site.tenant_id,

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The text format every Prometheus reads (every name here is a classic one, so nothing needs the newer format)."""
 
 COLLECT_BATCHES = Counter(
     "trailmark_collect_batches",
@@ -57,7 +58,9 @@ COLLECT_HITS = Counter(
 
 TASK_RUNS = Counter("trailmark_task_runs", "Celery task runs that finished, whatever their outcome.", ["queue", "task"])
 TASK_FAILURES = Counter(
-    "trailmark_task_failures", "Celery tasks that failed for good (out of retries, or not retryable).", ["queue", "task"]
+    "trailmark_task_failures",
+    "Celery tasks that failed for good (out of retries, or not retryable).",
+    ["queue", "task"],
 )
 TASK_RETRIES = Counter("trailmark_task_retries", "Celery task runs that failed and were retried.", ["queue", "task"])
 TASK_DURATION = Histogram(

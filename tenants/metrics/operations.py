@@ -20,6 +20,8 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tenants.models import Platform
 from tenants.tracking.buffer import DEAD_LETTER_STREAM, GROUP, STREAM
@@ -77,7 +79,9 @@ class OperationsCollector(Collector):
         self.timeout = timeout
 
     def collect(self) -> Iterable[Metric]:
-        up = GaugeMetricFamily("trailmark_up", "1 when the scrape could read the component, else 0.", labels=["component"])
+        up = GaugeMetricFamily(
+            "trailmark_up", "1 when the scrape could read the component, else 0.", labels=["component"]
+        )
         redis_metrics = self._read_redis()
         up.add_metric(["redis"], 0 if redis_metrics is None else 1)
         database_metrics = self._read_database()
@@ -92,7 +96,10 @@ class OperationsCollector(Collector):
 
     def _read_redis(self) -> list[Metric] | None:
         client = redis.Redis.from_url(
-            self.redis_url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout, retry_on_timeout=False
+            self.redis_url,
+            socket_connect_timeout=self.timeout,
+            socket_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),  # one try: a scrape that fails says so, the next one tries again
         )
         try:
             pipe = client.pipeline(transaction=False)  # one round trip
@@ -118,9 +125,19 @@ class OperationsCollector(Collector):
             # An entry id starts with the server's time when collect appended it, in milliseconds.
             lag = max(0, now_ms - int(oldest[0][0].split(b"-")[0])) / 1000
         in_flight = 0 if isinstance(pending, Exception) else int(pending["pending"])  # no group yet: none
-        families = [
-            _gauge("trailmark_ingest_backlog_entries", "Batches in the ingest stream: waiting or being stored.", STREAM, backlog),
-            _gauge("trailmark_ingest_pending_entries", "Batches an ingest worker read but has not stored yet.", STREAM, in_flight),
+        families: list[Metric] = [
+            _gauge(
+                "trailmark_ingest_backlog_entries",
+                "Batches in the ingest stream: waiting or being stored.",
+                STREAM,
+                backlog,
+            ),
+            _gauge(
+                "trailmark_ingest_pending_entries",
+                "Batches an ingest worker read but has not stored yet.",
+                STREAM,
+                in_flight,
+            ),
             _gauge(
                 "trailmark_ingest_lag_seconds",
                 "Age of the oldest batch not yet stored (0 when the stream is empty).",
