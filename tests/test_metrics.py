@@ -165,6 +165,24 @@ def test_collect_counters_move_by_exactly_what_collect_answered(api: LiveServer,
     assert value(after, "trailmark_db_pool_connections_capacity", role="api") > 0
 
 
+def test_paused_integrations_of_every_tenant_are_counted_per_platform(
+    api: LiveServer, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """Read across tenants through the owner-run aggregate, which names no tenant."""
+    from tenants.conversions.integrations import create_integration
+    from tenants.isolation import tenant_session
+    from tenants.models import Platform
+
+    before = samples(api)
+    for name in ("PausedA", "PausedB"):
+        with tenant_session(make_tenant(name).tenant_id) as session:
+            create_integration(session, Platform.TIKTOK, settings={"pixel_code": "C4PAUSED"})  # no token: paused
+    after = samples(api)
+    paused = value(after, "trailmark_integrations_paused", platform="tiktok")
+    assert paused - value(before, "trailmark_integrations_paused", platform="tiktok") == 2
+    assert not any("tenant" in label for _, labels in after for label, _ in labels)
+
+
 def test_task_runs_failures_and_durations_are_counted_per_queue(
     api: LiveServer, queue_worker: subprocess.Popen[bytes], make_tenant: Callable[..., TenantHandle]
 ) -> None:

@@ -143,16 +143,15 @@ def _problem(status: int, detail: str, headers: Headers = (), *, outcome: str, r
 
 
 @lru_cache(maxsize=64)
-def _counters(outcome: str, reason: str) -> tuple[Counter, Counter]:
-    """The label children, looked up once per outcome and reason instead of once per batch."""
-    return COLLECT_BATCHES.labels(outcome, reason), COLLECT_HITS.labels(outcome, reason)
+def _counter(family: Counter, outcome: str, reason: str) -> Counter:
+    """A label child, looked up once per outcome and reason instead of once per batch."""
+    return family.labels(outcome, reason)
 
 
 def _count(answer: _Answer) -> None:
-    batches, hits = _counters(answer.outcome, answer.reason)
-    batches.inc()
+    _counter(COLLECT_BATCHES, answer.outcome, answer.reason).inc()
     if answer.hits:
-        hits.inc(answer.hits)
+        _counter(COLLECT_HITS, answer.outcome, answer.reason).inc(answer.hits)
 
 
 _COLLECT_HEADERS = {
