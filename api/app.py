@@ -15,6 +15,7 @@ from api.forms.controller import FormsController, hosted_form, submit_form
 from api.health.controller import health, ready
 from api.links.controller import LinksController, exchange, follow_link, whoami
 from api.memberships.controller import MembershipController
+from api.metrics.controller import metrics
 from api.openapi import StrictStructSchemaPlugin, docs_assets, openapi_config
 from api.pages.controller import MembershipSitesController, PagesController
 from api.pages.serving import PAGE_HANDLERS
@@ -34,6 +35,7 @@ from api.web import STATIC_ROUTER, FormRefused, template_config
 from api.web.templates import refused
 from tenants.heap import freeze_startup_heap
 from tenants.logs import configure_logging
+from tenants.metrics import forget_process, set_process_role
 from tenants.settings import get_settings
 from tenants.tracking.buffer import IngestProducer
 from workers.app import install_outbox_publisher
@@ -46,10 +48,12 @@ MAX_API_BODY = 1024 * 1024
 def create_app() -> Litestar:
     configure_logging()
     install_outbox_publisher()
+    set_process_role("api")
     return Litestar(
         route_handlers=[
             health,
             ready,
+            metrics,
             SignupController,
             AccountsController,
             SitesController,
@@ -114,3 +118,4 @@ async def _start_serving(app: Litestar) -> None:
 
 async def _stop_serving(app: Litestar) -> None:
     await app.state.ingest.client.aclose()
+    forget_process()  # its pool gauges leave the sums; its counters stay

@@ -8,12 +8,15 @@ until Ctrl-C or SIGTERM, and stops everything it started.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -137,6 +140,21 @@ def _redis_answers(url: str) -> bool:
         client.close()
 
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's multi-process folder (``tenants.metrics``), read when it is first imported: set here, before
+anything imports it. ``trailmark run`` gives all its processes one, emptied at start; ``/metrics`` adds them up."""
+
+
+def _own_metrics_directory() -> None:
+    """An API or worker started on its own with no metrics folder gets a fresh one, removed when it exits. To scrape
+    the workers of a host through its API, give them all the same folder, emptied before they start."""
+    if os.environ.get(METRICS_DIR_ENV):
+        return  # whoever set it (trailmark run, the deployment) prepared it
+    path = tempfile.mkdtemp(prefix="trailmark-metrics-")
+    os.environ[METRICS_DIR_ENV] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+
+
 def _require_services(settings: Settings) -> None:
     if settings.database_url is None or settings.redis_url is None:
         raise SettingsError(
@@ -152,6 +170,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 
     _require_services(settings)
     configure_logging()
+    _own_metrics_directory()
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -175,6 +194,7 @@ def _celery_options(settings: Settings) -> list[str]:
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     _require_services(settings)
+    _own_metrics_directory()
     from workers.app import celery_app
 
     celery_app.worker_main(
@@ -316,6 +336,11 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     embedded = EmbeddedServices(settings.data_dir) if settings.embedded else None
     children: dict[str, subprocess.Popen[bytes]] = {}
     env = dict(os.environ)
+    from tenants.metrics import prepare_directory  # this supervisor counts nothing itself
+
+    # One folder for every process started here, emptied of the last run's files (prometheus-client's rule).
+    metrics_dir = prepare_directory(Path(env.get(METRICS_DIR_ENV) or settings.data_dir / "metrics"))
+    env[METRICS_DIR_ENV] = str(metrics_dir)
     if args.verbose:
         env["TRAILMARK_LOG_LEVEL"] = "debug"
     try:

@@ -10,6 +10,7 @@ import base64
 import ipaddress
 import logging
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -124,6 +125,8 @@ class Settings:
     """Where conversions are sent: the platforms' own APIs unless configured (tests use local fakes)."""
     conversions_flush_seconds: float = 2.0
     """A destination's queued conversions are sent once a batch is full or the oldest has waited this long."""
+    metrics_token: str | None = field(default=None, repr=False)
+    """Bearer token of ``GET /metrics`` (Prometheus); None leaves ``/metrics`` off (404)."""
 
     @property
     def base_url(self) -> str:
@@ -186,6 +189,7 @@ class Settings:
             secret_keys=secret_keys,
             ad_platforms=AdPlatformUrls.from_env(env),
             conversions_flush_seconds=_int(env, "TRAILMARK_CONVERSIONS_FLUSH_MS", 2000, 50, 600_000) / 1000,
+            metrics_token=_metrics_token(env),
         )
 
     def with_signing_keys_from_data_dir(self) -> Settings:
@@ -329,6 +333,24 @@ def _smtp_url(env: dict[str, str]) -> str | None:
     if urlsplit(value).scheme not in ("smtp", "smtps", "smtp+starttls") or not urlsplit(value).hostname:
         raise SettingsError(
             f"TRAILMARK_SMTP_URL must be smtp://host:port (or smtps://, smtp+starttls://), got {value!r}"
+        )
+    return value
+
+
+MIN_METRICS_TOKEN_CHARS = 32
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+"""RFC 6750's b64token: what an ``Authorization: Bearer`` header can carry."""
+
+
+def _metrics_token(env: dict[str, str]) -> str | None:
+    value = env.get("TRAILMARK_METRICS_TOKEN", "").strip()
+    if not value:
+        return None
+    # Sent by the scraper on every request, so it must be long enough not to be guessed.
+    if len(value) < MIN_METRICS_TOKEN_CHARS or not _BEARER_TOKEN.fullmatch(value):
+        raise SettingsError(
+            f"TRAILMARK_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_CHARS} letters, digits or -._~+/= "
+            "(e.g. `openssl rand -hex 32`)"
         )
     return value
 

@@ -101,12 +101,12 @@ class LiveServer:
             self.process.wait()
 
 
-def start_api_server(port: int | None = None, **env: str) -> LiveServer:
+def start_api_server(port: int | None = None, *, workers: int = 1, **env: str) -> LiveServer:
     from tenants.embedded import free_port
 
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "api"],
+        [sys.executable, "-m", "api.cli", "api", "--workers", str(workers)],
         cwd=REPO,
         env=child_env(TRAILMARK_PORT=str(port), TRAILMARK_PUBLIC_URL=f"http://127.0.0.1:{port}", **env),
     )

@@ -17,6 +17,7 @@ from tenants.logs import configure_logging
 from tenants.models import OutboxMessage
 from tenants.outbox import service as outbox
 from tenants.settings import get_settings
+from workers import metrics as _task_metrics  # noqa: F401 - its signal receivers count every task
 
 __all__ = [
     "QUEUES",

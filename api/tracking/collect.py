@@ -32,12 +32,14 @@ from litestar.types import (
     Scope,
     Send,
 )
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from api.cookies import visitor_cookie
 from api.loading import load_once
 from api.problems import PROBLEM_JSON, problem, problem_body
 from tenants.conversions.consent import analytics_consent_key
+from tenants.metrics import COLLECT_BATCHES, COLLECT_HITS
 from tenants.settings import get_settings
 from tenants.text import strip_unstorable
 from tenants.tracking.buffer import BufferFull, IngestProducer
@@ -123,16 +125,33 @@ _RETRY_LATER: Headers = ((b"retry-after", str(RETRY_AFTER_SECONDS).encode()),)
 
 
 class _Answer(msgspec.Struct):
-    """What collect sends back."""
+    """What collect sends back, and how ``/metrics`` counts it (a batch's outcome and reason, its hits)."""
 
     status: int
     body: bytes = b""
     headers: Headers = ()
     content_type: str = "application/json"
+    outcome: str = "accepted"
+    """``accepted``, ``dropped`` (answered, nothing stored: DNT, consent, bots), ``refused``, ``unavailable``."""
+    reason: str = ""
+    hits: int = 0
+    """Hits of the batch when it was decoded, else 0."""
 
 
-def _problem(status: int, detail: str, headers: Headers = ()) -> _Answer:
-    return _Answer(status, _encode(problem_body(status, detail)), headers, PROBLEM_JSON)
+def _problem(status: int, detail: str, headers: Headers = (), *, outcome: str, reason: str, hits: int = 0) -> _Answer:
+    return _Answer(status, _encode(problem_body(status, detail)), headers, PROBLEM_JSON, outcome, reason, hits)
+
+
+@lru_cache(maxsize=64)
+def _counter(family: Counter, outcome: str, reason: str) -> Counter:
+    """A label child, looked up once per outcome and reason instead of once per batch."""
+    return family.labels(outcome, reason)
+
+
+def _count(answer: _Answer) -> None:
+    _counter(COLLECT_BATCHES, answer.outcome, answer.reason).inc()
+    if answer.hits:
+        _counter(COLLECT_HITS, answer.outcome, answer.reason).inc(answer.hits)
 
 
 _COLLECT_HEADERS = {
@@ -215,16 +234,19 @@ async def collect(scope: Scope, receive: Receive, send: Send) -> None:
     rest = http["path"]  # what follows the mount path: "/{site_key}/" (or "abc/" for "/collectabc")
     site_key = rest.strip("/")
     if not rest.startswith("/") or not site_key or "/" in site_key:
-        answer = _problem(404, "not found: collect is POST /collect/{site_key}")
+        answer = _problem(404, "not found: collect is POST /collect/{site_key}", outcome="refused", reason="path")
     elif http["method"] == "POST":
         try:
             answer = await _accept_batch(http, receive, headers, site_key)
         except _ClientGone:
             return
+        _count(answer)
     elif http["method"] == "OPTIONS":
         answer = await _preflight(headers, site_key)
     else:
-        answer = _problem(405, "collect takes POST", ((b"allow", b"POST, OPTIONS"),))
+        answer = _problem(
+            405, "collect takes POST", ((b"allow", b"POST, OPTIONS"),), outcome="refused", reason="method"
+        )
     response_headers = list(answer.headers)
     if answer.body:
         response_headers.append((b"content-type", answer.content_type.encode()))
@@ -245,19 +267,21 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
     browser gets a new token or not every hit was taken, else empty."""
     site = await site_for(site_key)
     if site is None:
-        return _problem(404, "unknown site")
+        return _problem(404, "unknown site", outcome="refused", reason="unknown_site")
     origin = request_origin(headers)
     if origin is None or origin not in site.allowed_origins:
         # Readable by the refused page's tracker, so it drops the hits instead of retrying forever.
         refusal = _encoded(cors_headers(origin)) if origin else ()
-        return _problem(403, f"origin {origin or '(none)'} is not allowed for this site", refusal)
+        message = f"origin {origin or '(none)'} is not allowed for this site"
+        return _problem(403, message, refusal, outcome="refused", reason="origin")
     cors = _allowed_origin_cors(origin)
     if site.honor_dnt and (headers.get("dnt") == "1" or headers.get("sec-gpc") == "1"):
-        return _Answer(204, headers=cors)
+        return _Answer(204, headers=cors, outcome="dropped", reason="do_not_track")
     try:
         body_token, hits = decode_batch(await _read_body(receive, headers.get("content-length")))
     except BatchError as error:
-        return _problem(error.status, error.reason, cors)
+        why = "too_large" if error.status == 413 else "malformed"
+        return _problem(error.status, error.reason, cors, outcome="refused", reason=why)
 
     browser = visitor_of_browser(
         site.tenant_id,
@@ -268,9 +292,10 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
     producer: IngestProducer = scope["litestar_app"].state.ingest
     tracked = True if site.consent_mode == "none" else await _may_track(producer, site, browser)
     if tracked is None:
-        return _problem(503, "tracking is briefly unavailable; retry later", cors + _RETRY_LATER)
+        message = "tracking is briefly unavailable; retry later"
+        return _problem(503, message, cors + _RETRY_LATER, outcome="unavailable", reason="redis", hits=len(hits))
     if not tracked:  # nothing stored and no token: the browser has not (or no longer) agreed
-        return _Answer(202, _UNTRACKED, cors)
+        return _Answer(202, _UNTRACKED, cors, outcome="dropped", reason="no_consent", hits=len(hits))
     user_agent = headers.get("user-agent")
     reason = bot_reason(user_agent, headers.get("sec-purpose") or headers.get("purpose"))
     accepted = len(hits)
@@ -290,20 +315,26 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         try:
             await producer.append(envelope)
         except BufferFull:
-            return _problem(503, "the ingest buffer is full; retry later", cors + _RETRY_LATER)
+            message = "the ingest buffer is full; retry later"
+            return _problem(
+                503, message, cors + _RETRY_LATER, outcome="unavailable", reason="buffer_full", hits=len(hits)
+            )
         except (RedisError, OSError) as error:
             log.warning("collect could not reach Redis: %s", error)
-            return _problem(503, "tracking is briefly unavailable; retry later", cors + _RETRY_LATER)
+            message = "tracking is briefly unavailable; retry later"
+            return _problem(503, message, cors + _RETRY_LATER, outcome="unavailable", reason="redis", hits=len(hits))
+        outcome, why = "accepted", ("" if reason is None else "bot_flagged")
     else:
         accepted = 0  # bot_policy 'drop'
+        outcome, why = "dropped", "bot"
     if not browser.reissued and accepted == len(hits):
         # The common case, a returning browser: its token stays and every hit was taken. Nothing to
         # say, and no body saves the server a write per request (a beacon cannot read it anyway).
-        return _Answer(202, headers=cors)
+        return _Answer(202, headers=cors, outcome=outcome, reason=why, hits=len(hits))
     body = _encode({"token": browser.token, "visitor_id": str(browser.visitor_id), "accepted": accepted})
     if browser.reissued and same_site(headers, origin):
         cors = (*cors, visitor_cookie(browser.token, site.cookie_max_age).to_encoded_header())
-    return _Answer(202, body, cors)
+    return _Answer(202, body, cors, outcome=outcome, reason=why, hits=len(hits))
 
 
 _UNTRACKED = _encode({"accepted": 0})
@@ -329,7 +360,7 @@ async def _preflight(headers: dict[str, str], site_key: str) -> _Answer:
     site = await site_for(site_key)
     origin = request_origin(headers)
     if site is None or origin is None or origin not in site.allowed_origins:
-        return _problem(403, "origin not allowed")
+        return _problem(403, "origin not allowed", outcome="refused", reason="origin")
     allowed = {
         **cors_headers(origin),
         "Access-Control-Allow-Methods": "POST, OPTIONS",

@@ -25,6 +25,7 @@ from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, create_engine
 
 from tenants.errors import NotFound
+from tenants.metrics import watch_pool
 from tenants.settings import get_settings
 
 T = TypeVar("T")
@@ -68,6 +69,7 @@ def get_engine() -> Engine:
                     pool_timeout=30,
                     connect_args={"connect_timeout": 5, "application_name": "trailmark"},
                 )
+                watch_pool(_engine, settings.database_pool_size)
     return _engine
 
 
