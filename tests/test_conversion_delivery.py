@@ -560,7 +560,8 @@ def test_a_conversion_younger_than_a_day_is_retracted_once_google_takes_it_and_t
     client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
 ) -> None:
     """Google adjusts a conversion only once it is 24 hours old (TOO_RECENT_CONVERSION): erasing someone who
-    converted an hour ago schedules the retraction for then, rather than failing it."""
+    converted an hour ago schedules the retraction for then, rather than failing it. Should the tenant delete
+    the integration meanwhile, the report says the retraction will never be made."""
     from datetime import datetime, timedelta
 
     tenant = make_tenant("Freshretract")
@@ -575,3 +576,10 @@ def test_a_conversion_younger_than_a_day_is_retracted_once_google_takes_it_and_t
     time.sleep(3)  # a flush or two later, nothing was sent early
     assert ad_platforms.requests[google.adjustments_key] == 0
     assert _retraction_rows(tenant.tenant_id) == [("queued", 0, google.order_id)]
+
+    deleted = client.delete(f"/api/v1/integrations/{google.integration_id}", headers=tenant.headers)
+    assert deleted.status_code == 204
+    report = client.get(f"/api/v1/erasures/{erasure_id}", headers=tenant.headers).json()["report"]
+    [abandoned] = report["conversions"]["not_retracted"]
+    assert abandoned["status"] == "failed" and "integration was deleted" in abandoned["why"]
+    assert _retraction_rows(tenant.tenant_id) == []

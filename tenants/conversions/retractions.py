@@ -50,6 +50,7 @@ __all__ = [
     "BATCH_LIMIT",
     "OLD_ENOUGH",
     "RETRACT_TASK",
+    "abandon_retractions",
     "adjustment",
     "due_retraction_destinations",
     "enqueue_sends",
@@ -166,6 +167,27 @@ def _report_in(session: Session, retractions: list[ConversionRetraction], integr
         conversions.update(not_retracted=still_waiting, retracted=retracted)
         erasure.report = {**erasure.report, "conversions": conversions}  # a new value, so the JSONB is written
         session.add(erasure)
+
+
+def abandon_retractions(session: Session, integration: Integration) -> None:
+    """The integration is being deleted: its queued retractions can no longer be sent, and their erase reports
+    say so (the rows go with the integration)."""
+    queued = list(
+        session.exec(
+            select(ConversionRetraction)
+            .where(
+                ConversionRetraction.integration_id == integration.id,
+                ConversionRetraction.status == RetractionStatus.QUEUED,
+            )
+            .with_for_update()
+        )
+    )
+    for retraction in queued:
+        _finish(retraction, RetractionStatus.FAILED, "the integration was deleted before Google Ads took it")
+    if queued:
+        session.flush()
+        _report_in(session, queued, integration)
+        session.flush()
 
 
 def due_retraction_destinations(limit: int = 1000) -> list[tuple[UUID, UUID]]:
