@@ -36,6 +36,7 @@ from tests.support.conversions import (
     queue_conversions,
     send_to_google,
 )
+from tests.support.dashboard import login_http
 
 pytestmark = pytest.mark.usefixtures("pipeline")
 
@@ -521,10 +522,11 @@ def test_an_erased_persons_google_conversion_is_retracted_once_through_an_outage
 
 
 def test_a_retraction_waits_while_google_refuses_the_token_and_goes_once_the_tenant_reconnects(
-    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms, api_server: Any
 ) -> None:
-    """Google refuses the integration's token: the integration pauses, the erase report says the retraction
-    is not done and why; once the tenant reconnects, it goes."""
+    """Google refuses the integration's token: the integration pauses, the erase report (API and dashboard)
+    says the retraction is not done and why; once the tenant reconnects, it goes."""
+
     tenant = make_tenant("Revokedretract")
     contact_id = _person(tenant.tenant_id, "gone@revoked.example")
     google = send_to_google(tenant.tenant_id, ad_platforms, contact_id)
@@ -544,6 +546,9 @@ def test_a_retraction_waits_while_google_refuses_the_token_and_goes_once_the_ten
     assert google.order_id not in ad_platforms.retractions
     integration = client.get(f"/api/v1/integrations/{google.integration_id}", headers=tenant.headers).json()
     assert integration["status"] == "paused"
+    owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    page = owner.get(f"/app/privacy/erasures/{erasure_id}")
+    assert page.status_code == 200 and "the integration is paused" in page.text
 
     reconnected = f"1//test-reconnected-{google.customer}"
     ad_platforms.google_refresh[reconnected] = google.customer
@@ -554,6 +559,7 @@ def test_a_retraction_waits_while_google_refuses_the_token_and_goes_once_the_ten
     report = _erase_report(client, tenant, erasure_id, lambda c: c["retracted"], "the retraction after reconnecting")
     assert report["conversions"]["not_retracted"] == []
     assert ad_platforms.adjustments_received[google.order_id] == 1
+    assert "Retracted at" in owner.get(f"/app/privacy/erasures/{erasure_id}").text
 
 
 def test_a_conversion_younger_than_a_day_is_retracted_once_google_takes_it_and_the_report_says_when(
