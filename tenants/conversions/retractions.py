@@ -14,7 +14,9 @@ uploaded with an order id is found by it. So no click id of the person is kept; 
 once the retraction is done or has failed for good.
 
 Google's own limits: a conversion is adjusted once it is 24 hours old (TOO_RECENT_CONVERSION) and no later than
-54 days after it (CONVERSION_EXPIRED); not at all when it was uploaded with a wbraid.
+54 days after it (CONVERSION_EXPIRED); not at all when it was uploaded with a wbraid. Google finds the
+conversion by its action too: the retraction names the action the integration maps the conversion's kind to at
+the erase, which is the one it was uploaded to unless the tenant changed that mapping since.
 """
 
 from __future__ import annotations
