@@ -20,8 +20,8 @@ from sqlalchemy.dialects.postgresql import UUID
 
 from migrations.tenancy import APP_GROUP_ROLE, create_partner_scope, create_tenant_table
 
-revision: str = "0023"
-down_revision: str | None = "0022"
+revision: str = "0024"
+down_revision: str | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
