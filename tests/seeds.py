@@ -238,6 +238,35 @@ def _conversions(session: Session) -> None:
     record_privacy_signal(session, new_id(), PrivacySignal.GPC)
 
 
+def _retractions(session: Session) -> None:
+    """An erased person's Google Ads conversion waiting to be retracted."""
+    from tenants.conversions.integrations import create_integration
+    from tenants.models import Contact, ConversionRetraction, Erasure, ErasureStatus, Platform, utcnow
+
+    contact = Contact(email=f"erased-{uuid4().hex}@erased.invalid", erased_at=utcnow())
+    session.add(contact)
+    session.flush()
+    erasure = Erasure(contact_id=contact.id, status=ErasureStatus.DONE, requested_via="api", requested_by="seed")
+    google = create_integration(
+        session,
+        Platform.GOOGLE_ADS,
+        settings={"customer_id": "1234567890", "conversion_actions": {"lead": "111"}},
+        secrets={"refresh_token": "1//seed-refresh-token"},
+        events=dict.fromkeys(("lead", "purchase", "complete_registration"), False),
+    )
+    session.add(erasure)
+    session.flush()
+    session.add(
+        ConversionRetraction(
+            erasure_id=erasure.id,
+            integration_id=google.id,
+            conversion_action="customers/1234567890/conversionActions/111",
+            order_id=uuid4().hex,
+        )
+    )
+    session.flush()
+
+
 SEEDED_BY_SIGNUP = {"tenants", "tenant_users", "api_keys"}
 APPEND_ONLY = {"identity_events", "audit_log"}
 """The app role may only insert and read these (audit logs)."""
@@ -284,4 +313,5 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "visitor_consents": _conversions,
     "conversions": _conversions,
     "conversion_deliveries": _conversions,
+    "conversion_retractions": _retractions,
 }

@@ -28,7 +28,15 @@ from tests.conftest import (
     wait_until,
 )
 from tests.support.ad_platforms import FakeAdPlatforms, Scripted
-from tests.support.conversions import ORIGIN, Browser, connect_meta_and_google, make_form, queue_conversions
+from tests.support.conversions import (
+    ORIGIN,
+    Browser,
+    connect_meta_and_google,
+    make_form,
+    queue_conversions,
+    send_to_google,
+)
+from tests.support.dashboard import login_http
 
 pytestmark = pytest.mark.usefixtures("pipeline")
 
@@ -451,3 +459,133 @@ def test_a_403_permission_refusal_pauses_the_integration_instead_of_splitting_th
     integration = wait_until(paused, 60, "the integration to pause on a 403")
     assert "Meta refused the access token" in integration["paused_reason"]
     assert {d["status"] for d in deliveries(client, tenant)} == {"queued"}  # none dead-lettered by a split
+
+
+def _person(tenant_id: Any, email: str) -> Any:
+    from tenants.contacts.service import ContactChanges, upsert_by_email
+    from tenants.isolation import tenant_session
+
+    with tenant_session(tenant_id) as session:
+        contact, _ = upsert_by_email(session, ContactChanges(email=email))
+        return contact.id
+
+
+def _erase(client: Any, tenant: TenantHandle, contact_id: Any) -> str:
+    answer = client.post(f"/api/v1/contacts/{contact_id}/erase", headers=tenant.headers)
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["id"])
+
+
+def _erase_report(
+    client: Any, tenant: TenantHandle, erasure_id: str, ready: Callable[[dict[str, Any]], Any], what: str
+) -> dict[str, Any]:
+    """The erase report once the erase is done and ``ready`` holds of its ``conversions``."""
+
+    def reported() -> dict[str, Any] | None:
+        body = client.get(f"/api/v1/erasures/{erasure_id}", headers=tenant.headers).json()
+        return body["report"] if body["status"] == "done" and ready(body["report"]["conversions"]) else None
+
+    return dict(wait_until(reported, 90, what, interval=0.3))
+
+
+def _retraction_rows(tenant_id: Any) -> list[tuple[Any, ...]]:
+    from sqlalchemy import text
+
+    from tenants.isolation import tenant_session
+
+    with tenant_session(tenant_id) as session:
+        rows = session.execute(text("SELECT status, attempts, order_id FROM conversion_retractions")).all()
+    return [tuple(row) for row in rows]
+
+
+def test_an_erased_persons_google_conversion_is_retracted_once_through_an_outage(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Google answers the first retraction 503: the erase is done at once all the same, the retraction is
+    retried with backoff, applied once, and the report then lists it as retracted."""
+    tenant = make_tenant("Retractor")
+    contact_id = _person(tenant.tenant_id, "gone@retractor.example")
+    google = send_to_google(tenant.tenant_id, ad_platforms, contact_id)
+    outage = {"error": {"code": 503, "status": "UNAVAILABLE", "message": "The service is currently unavailable."}}
+    ad_platforms.script(google.adjustments_key, Scripted(503, outage))
+
+    erasure_id = _erase(client, tenant, contact_id)
+    report = _erase_report(client, tenant, erasure_id, lambda c: c["retracted"], "the retraction to be applied")
+
+    [entry] = report["conversions"]["retracted"]
+    assert (entry["platform"], entry["conversion"], entry["status"]) == ("google_ads", "lead", "retracted")
+    assert report["conversions"]["not_retracted"] == [] and report["conversions"]["not_retractable"] == []
+    assert ad_platforms.requests[google.adjustments_key] == 2  # the 503, then the one applied
+    assert ad_platforms.adjustments_received[google.order_id] == 1
+    assert ad_platforms.retractions[google.order_id]["adjustmentType"] == "RETRACTION"
+    assert _retraction_rows(tenant.tenant_id) == [("retracted", 2, None)]
+
+
+def test_a_retraction_waits_while_google_refuses_the_token_and_goes_once_the_tenant_reconnects(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms, api_server: Any
+) -> None:
+    """Google refuses the integration's token: the integration pauses, the erase report (API and dashboard)
+    says the retraction is not done and why; once the tenant reconnects, it goes."""
+
+    tenant = make_tenant("Revokedretract")
+    contact_id = _person(tenant.tenant_id, "gone@revoked.example")
+    google = send_to_google(tenant.tenant_id, ad_platforms, contact_id)
+    del ad_platforms.google_refresh[google.refresh_token]  # the account's access was revoked at Google
+    for token, customer in list(ad_platforms.google_access.items()):
+        if customer == google.customer:
+            del ad_platforms.google_access[token]
+
+    erasure_id = _erase(client, tenant, contact_id)
+    report = _erase_report(
+        client, tenant, erasure_id, lambda c: "paused" in str(c["not_retracted"]), "the pause to be reported"
+    )
+    [waiting] = report["conversions"]["not_retracted"]
+    assert waiting["status"] == "pending" and waiting["platform"] == "google_ads"
+    assert "Google refused the refresh token" in waiting["why"] and "reconnects" in waiting["why"]
+    assert report["conversions"]["retracted"] == []
+    assert google.order_id not in ad_platforms.retractions
+    integration = client.get(f"/api/v1/integrations/{google.integration_id}", headers=tenant.headers).json()
+    assert integration["status"] == "paused"
+    owner = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    page = owner.get(f"/app/privacy/erasures/{erasure_id}")
+    assert page.status_code == 200 and "the integration is paused" in page.text
+
+    reconnected = f"1//test-reconnected-{google.customer}"
+    ad_platforms.google_refresh[reconnected] = google.customer
+    answer = client.patch(
+        f"/api/v1/integrations/{google.integration_id}", json={"refresh_token": reconnected}, headers=tenant.headers
+    )
+    assert answer.status_code == 200, answer.text
+    report = _erase_report(client, tenant, erasure_id, lambda c: c["retracted"], "the retraction after reconnecting")
+    assert report["conversions"]["not_retracted"] == []
+    assert ad_platforms.adjustments_received[google.order_id] == 1
+    assert "Retracted at" in owner.get(f"/app/privacy/erasures/{erasure_id}").text
+
+
+def test_a_conversion_younger_than_a_day_is_retracted_once_google_takes_it_and_the_report_says_when(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Google adjusts a conversion only once it is 24 hours old (TOO_RECENT_CONVERSION): erasing someone who
+    converted an hour ago schedules the retraction for then, rather than failing it. Should the tenant delete
+    the integration meanwhile, the report says the retraction will never be made."""
+    from datetime import datetime, timedelta
+
+    tenant = make_tenant("Freshretract")
+    contact_id = _person(tenant.tenant_id, "gone@fresh.example")
+    google = send_to_google(tenant.tenant_id, ad_platforms, contact_id, hours_ago=1)
+    erasure_id = _erase(client, tenant, contact_id)
+    report = _erase_report(client, tenant, erasure_id, lambda c: c["not_retracted"], "the erase to be done")
+    [waiting] = report["conversions"]["not_retracted"]
+    assert waiting["status"] == "pending" and "24 hours old" in waiting["why"]
+    next_attempt = datetime.fromisoformat(waiting["why"].rsplit("next attempt at ", 1)[1])
+    assert next_attempt >= datetime.fromisoformat(waiting["occurred_at"]) + timedelta(hours=24)
+    time.sleep(3)  # a flush or two later, nothing was sent early
+    assert ad_platforms.requests[google.adjustments_key] == 0
+    assert _retraction_rows(tenant.tenant_id) == [("queued", 0, google.order_id)]
+
+    deleted = client.delete(f"/api/v1/integrations/{google.integration_id}", headers=tenant.headers)
+    assert deleted.status_code == 204
+    report = client.get(f"/api/v1/erasures/{erasure_id}", headers=tenant.headers).json()["report"]
+    [abandoned] = report["conversions"]["not_retracted"]
+    assert abandoned["status"] == "failed" and "integration was deleted" in abandoned["why"]
+    assert _retraction_rows(tenant.tenant_id) == []

@@ -29,6 +29,8 @@ from tenants.tracking.hits import Envelope, Hit
 from tenants.tracking.ingest import ensure_partitions_for, store_envelopes
 from tenants.tracking.sites import create_site
 from tests.conftest import TenantHandle, wait_until
+from tests.support.ad_platforms import FakeAdPlatforms
+from tests.support.conversions import send_to_google
 from tests.support.dashboard import add_staff, csrf_of, login_http
 from tests.support.privacy import build_person, rollups, rows_with_uuids, text_matches
 from workers.app import celery_app
@@ -197,14 +199,25 @@ def _without_time(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k != "exported_at"}
 
 
+def _retractions_settled(client: TestClient[Any], tenant: TenantHandle, erasure_id: str) -> dict[str, Any]:
+    """The erase report once no retraction of it waits any more."""
+
+    def settled() -> dict[str, Any] | None:
+        report = dict(client.get(f"/api/v1/erasures/{erasure_id}", headers=tenant.headers).json()["report"])
+        return report if not report["conversions"]["not_retracted"] else None
+
+    return dict(wait_until(settled, 60, "the erase's retractions to be sent", interval=0.2))
+
+
 @pytest.mark.usefixtures("worker", "mailbox")
 def test_erasing_a_person_leaves_nothing_of_them_anywhere_but_keeps_their_purchase_anonymous(
-    client: TestClient[Any], make_tenant: Callable[..., TenantHandle], owner_url: str
+    client: TestClient[Any], make_tenant: Callable[..., TenantHandle], owner_url: str, ad_platforms: FakeAdPlatforms
 ) -> None:
     """After an erase (GDPR art. 17), her email, names, phone and device ids are in no text or JSON column of
     any table (from the catalog, so a table added later is searched too); her purchase and the commission it
     earned remain, on an anonymous placeholder; her member session ends; the reports count what they counted;
-    Bob, who shares nothing with her, is exactly as he was."""
+    the lead Google Ads received is retracted there, by its order id; Bob, who shares nothing with her, is
+    exactly as he was."""
     tenant = make_tenant("Eraser")
     monica = build_person(tenant.tenant_id, first_name="Monica", last_name="Zanetti")
     bob = build_person(tenant.tenant_id, first_name="Bob", last_name="Okafor", referred_by_partner=False)
@@ -216,11 +229,13 @@ def test_erasing_a_person_leaves_nothing_of_them_anywhere_but_keeps_their_purcha
     wait_until(lambda: _purchases_recorded_as_conversions(tenant.tenant_id) == 2, 60, "both purchases recorded")
     bob_before = _without_time(_export(client, tenant, bob.contact_id))
     _conversions_of(tenant.tenant_id, monica.contact_id)
+    google = send_to_google(tenant.tenant_id, ad_platforms, monica.contact_id)
 
     answer = client.post(f"/api/v1/contacts/{monica.contact_id}/erase", headers=tenant.headers)
     assert answer.status_code == 202, answer.text
     assert answer.json()["status"] == "queued"
     erasure = _erased(client, tenant, answer.json()["id"])
+    erasure["report"] = _retractions_settled(client, tenant, answer.json()["id"])
 
     assert text_matches(owner_url, tenant.tenant_id, monica.terms) == {}
     assert rows_with_uuids(owner_url, tenant.tenant_id, monica.visitor_ids) == {}
@@ -238,6 +253,17 @@ def test_erasing_a_person_leaves_nothing_of_them_anywhere_but_keeps_their_purcha
     assert (sent["platform"], sent["conversion"]) == ("meta", "lead")
     assert sent["identifiers_sent"] == ["_fbp", "email_sha256", "fbclid", "ip", "phone_sha256", "user_agent"]
     assert "no API to withdraw" in sent["why"]
+    # Google's lead is withdrawn at Google: one RETRACTION naming it by its order id, no click id of hers.
+    [retracted] = report["conversions"]["retracted"]
+    assert (retracted["platform"], retracted["conversion"], retracted["status"]) == ("google_ads", "lead", "retracted")
+    assert retracted["integration_id"] == str(google.integration_id) and retracted["retracted_at"]
+    assert ad_platforms.adjustments_received[google.order_id] == 1
+    adjustment = ad_platforms.retractions[google.order_id]
+    assert (adjustment["adjustmentType"], adjustment["orderId"]) == ("RETRACTION", google.order_id)
+    assert "gclidDateTimePair" not in adjustment
+    with tenant_session(tenant.tenant_id) as session:
+        kept = session.execute(text("SELECT status, order_id FROM conversion_retractions")).all()
+    assert [tuple(row) for row in kept] == [("retracted", None)]  # nothing left that names her conversion
 
     with tenant_session(tenant.tenant_id) as session:
         contact = session.execute(

@@ -66,6 +66,7 @@ def test_every_task_goes_to_its_queue() -> None:
     # Conversions wait behind no page view, merge or mail: their queue has its own workers when scaled out.
     assert queues[workers.conversions.record_conversion.name] == "conversions"
     assert queues[workers.conversions.flush_conversions.name] == "conversions"
+    assert queues[workers.conversions.retract_conversions.name] == "conversions"
     assert set(queues.values()) <= set(QUEUES)
 
 

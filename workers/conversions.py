@@ -1,5 +1,5 @@
-"""Conversion tasks (the ``conversions`` queue): recording what converted, once its hook's transaction committed
-(thin wrappers over ``tenants.conversions.service``)."""
+"""Conversion tasks (the ``conversions`` queue): recording what converted, once its hook's transaction committed;
+sending due conversions and retractions (thin wrappers over ``tenants.conversions``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from uuid import UUID
 from sqlmodel import Session
 
 from tenants.conversions.delivery import due_destinations, send_due
+from tenants.conversions.retractions import RETRACT_TASK, due_retraction_destinations, send_due_retractions
 from tenants.conversions.service import FLUSH_TASK, RECORD_TASK, record
+from tenants.isolation import tenant_session
 from tenants.models import ConversionKind
 from workers.app import celery_app
 from workers.base import tenant_task
 
-__all__ = ["flush_conversions", "record_conversion"]
+__all__ = ["flush_conversions", "record_conversion", "retract_conversions"]
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,19 @@ def record_conversion(session: Session, kind: str, subject_id: str) -> str | Non
     return str(conversion.id) if conversion else None
 
 
+@tenant_task(name=RETRACT_TASK)
+def retract_conversions(session: Session, integration_id: str) -> int:
+    """An erase's nudge: send the destination's due retractions now rather than at beat's next flush.
+    Idempotent: a redelivered nudge finds them retracted (or locked by the flush) and sends nothing."""
+    return send_due_retractions(session, UUID(integration_id)).sent
+
+
 @celery_app.task(name=FLUSH_TASK, ignore_result=True, max_retries=0, acks_late=True)
 def flush_conversions() -> int:
-    """Periodic (beat, every second): send every destination's due batches; a destination with more than a
-    batch waiting is sent again at once. Flushes overlap safely: each destination has one sender at a time
-    and each delivery is taken by one transaction (SKIP LOCKED)."""
+    """Periodic (beat, every second): send every destination's due batches, conversions first, then the
+    retractions of erased people's conversions; a destination with more than a batch waiting is sent again
+    at once. Flushes overlap safely: each destination has one sender at a time and each delivery or
+    retraction is taken by one transaction (SKIP LOCKED)."""
     sent = 0
     for tenant_id, integration_id in due_destinations():
         for _ in range(100):  # bounded: a flush ends, and the next one carries on
@@ -40,6 +50,16 @@ def flush_conversions() -> int:
                 log.exception("conversion destination failed", extra={"integration": str(integration_id)})
                 break
             sent += result.sent
+            if not result.full or result.paused or result.retrying:
+                break
+    for tenant_id, integration_id in due_retraction_destinations():
+        for _ in range(100):
+            try:
+                with tenant_session(UUID(str(tenant_id))) as session:
+                    result = send_due_retractions(session, UUID(str(integration_id)))
+            except Exception:
+                log.exception("retraction destination failed", extra={"integration": str(integration_id)})
+                break
             if not result.full or result.paused or result.retrying:
                 break
     return sent

@@ -56,6 +56,7 @@ __all__ = [
     "SentTestEvent",
     "backoff_seconds",
     "due_destinations",
+    "lock_destination",
     "send_due",
     "send_test_event",
 ]
@@ -107,7 +108,7 @@ def due_destinations(limit: int = 1000) -> list[tuple[UUID, UUID]]:
     return [(row[0], row[1]) for row in rows]
 
 
-def _locked(session: Session, integration_id: UUID) -> bool:
+def lock_destination(session: Session, integration_id: UUID) -> bool:
     """One sender per destination at a time (transaction-scoped): a second flush finds it busy and moves on."""
     return bool(
         session.execute(
@@ -121,7 +122,7 @@ def send_due(tenant_id: UUID, integration_id: UUID) -> SendResult:
     """Send one batch of the destination's due deliveries and store every outcome, in one transaction."""
     result = SendResult()
     with tenant_session(tenant_id) as session:
-        if not _locked(session, integration_id):
+        if not lock_destination(session, integration_id):
             return result
         integration = session.get(Integration, (tenant_id, integration_id))
         if integration is None or integration.status != IntegrationStatus.ACTIVE:

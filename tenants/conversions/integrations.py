@@ -284,8 +284,13 @@ def update_integration(
 
 
 def delete_integration(session: Session, integration_id: UUID) -> None:
-    """Its queued deliveries go with it; conversions stay (other integrations may have them)."""
-    session.delete(get_integration(session, integration_id))
+    """Its queued deliveries go with it; conversions stay (other integrations may have them). Retractions it
+    still owed are reported as not done, in their erase reports, before its rows go."""
+    from tenants.conversions.retractions import abandon_retractions  # noqa: PLC0415 - it builds on this module
+
+    integration = get_integration(session, integration_id)
+    abandon_retractions(session, integration)
+    session.delete(integration)
     session.flush()
     _CUSTOM_NAMES.forget(current_tenant_id(session))
 

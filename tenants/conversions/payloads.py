@@ -13,7 +13,17 @@ from tenants.conversions import hashing
 from tenants.models import Contact, Conversion, ConversionKind, Integration, Platform, VisitorConsent
 from tenants.purchases.currencies import minor_unit_digits
 
-__all__ = ["Built", "Unsendable", "build", "google_time", "meta_fbc"]
+__all__ = [
+    "Built",
+    "Unsendable",
+    "build",
+    "google_click_id",
+    "google_clicked_at",
+    "google_conversion_action",
+    "google_conversion_time",
+    "google_time",
+    "meta_fbc",
+]
 
 META_EVENTS = {
     ConversionKind.LEAD: "Lead",
@@ -127,26 +137,45 @@ def google_clicked_at(conversion: Conversion) -> datetime | None:
     return datetime.fromisoformat(clicked) if clicked else None
 
 
+def google_click_id(conversion: Conversion) -> str | None:
+    """Which Google click id the conversion goes with (its name), or None when it has none."""
+    click_ids = (conversion.touches.get(Platform.GOOGLE_ADS.value) or {}).get("click_ids", {})
+    return next((name for name in GOOGLE_CLICK_IDS if click_ids.get(name)), None)
+
+
+def google_conversion_time(conversion: Conversion) -> datetime:
+    """The conversion's ``conversionDateTime`` at Google: when it happened, or a second after its click when
+    the clocks put it earlier (Google refuses a conversion dated before its click)."""
+    at = conversion.occurred_at
+    if (click_time := google_clicked_at(conversion)) is not None and at <= click_time:
+        at = click_time + timedelta(seconds=1)
+    return at
+
+
+def google_conversion_action(conversion: Conversion, integration: Integration) -> str | None:
+    """The resource name of the integration's conversion action for this conversion, or None."""
+    actions = integration.settings.get("conversion_actions") or {}
+    key = conversion.event_name if conversion.kind == ConversionKind.CUSTOM else str(conversion.kind)
+    action = actions.get(key)
+    return f"customers/{integration.settings['customer_id']}/conversionActions/{action}" if action else None
+
+
 def _google(
     conversion: Conversion, contact: Contact | None, integration: Integration, consent: VisitorConsent | None
 ) -> Built | Unsendable:
     touch = conversion.touches.get(Platform.GOOGLE_ADS.value) or {}
     click_ids = touch.get("click_ids", {})
-    chosen = next((name for name in GOOGLE_CLICK_IDS if click_ids.get(name)), None)
+    chosen = google_click_id(conversion)
     if chosen is None:
         return Unsendable("no Google click id (gclid, gbraid or wbraid) on any of the contact's visits")
-    actions = integration.settings.get("conversion_actions") or {}
-    key = conversion.event_name if conversion.kind == ConversionKind.CUSTOM else str(conversion.kind)
-    action = actions.get(key)
+    action = google_conversion_action(conversion, integration)
     if action is None:
+        key = conversion.event_name if conversion.kind == ConversionKind.CUSTOM else str(conversion.kind)
         return Unsendable(f"the integration has no conversion action for {key}")
-    at = conversion.occurred_at
-    if (click_time := google_clicked_at(conversion)) is not None and at <= click_time:
-        at = click_time + timedelta(seconds=1)  # Google refuses a conversion dated before its click
     click: dict[str, Any] = {
-        "conversionAction": f"customers/{integration.settings['customer_id']}/conversionActions/{action}",
+        "conversionAction": action,
         chosen: click_ids[chosen],
-        "conversionDateTime": google_time(at),
+        "conversionDateTime": google_time(google_conversion_time(conversion)),
         "orderId": conversion.event_id,
         # GRANTED only for an explicit yes; where the site asks for none, Google is told it is unspecified.
         "consent": {"adUserData": "GRANTED" if consent is not None and consent.ads is True else "UNSPECIFIED"},

@@ -9,7 +9,7 @@ nothing here logs a payload.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -26,6 +26,7 @@ __all__ = [
     "AuthError",
     "BatchAnswer",
     "EventOutcome",
+    "retract",
     "send",
 ]
 
@@ -160,9 +161,9 @@ def _google_error_code(error: dict[str, Any]) -> str:
     return str(next(iter(codes.values()), "UNKNOWN")) if isinstance(codes, dict) else "UNKNOWN"
 
 
-def _google_index(error: dict[str, Any]) -> int | None:
+def _google_index(error: dict[str, Any], field: str) -> int | None:
     for element in (error.get("location") or {}).get("fieldPathElements") or []:
-        if element.get("fieldName") == "conversions" and isinstance(element.get("index"), int):
+        if element.get("fieldName") == field and isinstance(element.get("index"), int):
             return int(element["index"])
     return None
 
@@ -177,19 +178,22 @@ def _google_outcome(code: str, message: str) -> EventOutcome:
     return EventOutcome("permanent", _reason("Google", f"{code}: {message}"))
 
 
-def _google(
-    integration: Integration, tokens: dict[str, str], clicks: Sequence[dict[str, Any]], test: bool
-) -> BatchAnswer:
+def _google_post(
+    integration: Integration, tokens: dict[str, str], method: str, field: str, items: Sequence[dict[str, Any]], *,
+    outcome: Callable[[str, str], EventOutcome], test: bool = False,
+) -> BatchAnswer:  # fmt: skip
+    """One ``customers/{id}:{method}`` request with ``items`` under ``field`` and partial failure on, as Google
+    requires for both uploads and adjustments; each item's outcome from its error, if any, in the answer."""
     settings = get_settings().ad_platforms
     headers = {"Authorization": f"Bearer {_google_access_token(integration, tokens)}"}
     if login := integration.settings.get("login_customer_id"):
         headers["login-customer-id"] = str(login)
     if settings.google_developer_token:
         headers["developer-token"] = settings.google_developer_token
-    body: dict[str, Any] = {"conversions": list(clicks), "partialFailure": True}
+    body: dict[str, Any] = {field: list(items), "partialFailure": True}
     if test:
         body["validateOnly"] = True
-    url = f"{settings.google_ads}/customers/{integration.settings['customer_id']}:uploadClickConversions"
+    url = f"{settings.google_ads}/customers/{integration.settings['customer_id']}:{method}"
     response = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT)
     answer = _json(response)
     if response.status_code in (401, 403) or (answer.get("error") or {}).get("status") in _GOOGLE_AUTH:
@@ -202,14 +206,58 @@ def _google(
         error = answer.get("error") or {}
         detail = f"{response.status_code} {error.get('status', '')}: {error.get('message', response.reason_phrase)}"
         return BatchAnswer(whole=EventOutcome("permanent", _reason("Google", detail)), splittable=True)
-    outcomes = [_SENT] * len(clicks)
+    outcomes = [_SENT] * len(items)
+    # Partial failures name the failed item by its index in the request's list (the proto's snake_case name).
+    path = {"conversions": "conversions", "conversionAdjustments": "conversion_adjustments"}[field]
     failure = answer.get("partialFailureError") or {}
     for detail in failure.get("details") or []:
         for error in detail.get("errors") or []:
-            index = _google_index(error)
+            index = _google_index(error, path)
             if index is not None and 0 <= index < len(outcomes):
-                outcomes[index] = _google_outcome(_google_error_code(error), str(error.get("message", "")))
+                outcomes[index] = outcome(_google_error_code(error), str(error.get("message", "")))
     return BatchAnswer(per_event=tuple(outcomes))
+
+
+def _google(
+    integration: Integration, tokens: dict[str, str], clicks: Sequence[dict[str, Any]], test: bool
+) -> BatchAnswer:
+    return _google_post(
+        integration, tokens, "uploadClickConversions", "conversions", clicks, outcome=_google_outcome, test=test
+    )
+
+
+_GOOGLE_RETRACTED = frozenset({"CONVERSION_ALREADY_RETRACTED"})
+"""A redelivered retraction: done already."""
+_GOOGLE_ADJUSTMENT_WAITS = {
+    # Google adjusts a conversion only once it is 24 hours old, and a new conversion action after 6 hours.
+    "TOO_RECENT_CONVERSION": 3600.0,
+    "TOO_RECENT_CONVERSION_ACTION": 6 * 3600.0,
+}
+
+
+def _google_adjustment_outcome(code: str, message: str) -> EventOutcome:
+    if code in _GOOGLE_RETRACTED:
+        return EventOutcome("sent", _reason("Google", code))
+    if code in _GOOGLE_ADJUSTMENT_WAITS:
+        return EventOutcome("retry", _reason("Google", f"{code}: {message}"), _GOOGLE_ADJUSTMENT_WAITS[code])
+    if code in _GOOGLE_RETRY or code in _GOOGLE_WAITS:
+        return _google_outcome(code, message)
+    # CONVERSION_NOT_FOUND, CONVERSION_EXPIRED (54 days), ADJUSTMENT_PRECEDES_CONVERSION …: no retry cures them.
+    return EventOutcome("permanent", _reason("Google", f"{code}: {message}"))
+
+
+def retract(integration: Integration, tokens: dict[str, str], adjustments: Sequence[dict[str, Any]]) -> BatchAnswer:
+    """One ``uploadConversionAdjustments`` request (Google Ads only: Meta and TikTok have no way to withdraw an
+    event). Outcomes as :func:`send`'s: ``sent`` means retracted (or retracted already)."""
+    if integration.platform != Platform.GOOGLE_ADS:
+        raise ValueError(f"{integration.platform} has no API to withdraw a conversion")
+    try:
+        return _google_post(
+            integration, tokens, "uploadConversionAdjustments", "conversionAdjustments", adjustments,
+            outcome=_google_adjustment_outcome,
+        )  # fmt: skip
+    except httpx.HTTPError as error:
+        return BatchAnswer(whole=EventOutcome("retry", _reason(integration.platform, type(error).__name__)))
 
 
 # --- TikTok --------------------------------------------------------------------------------------

@@ -19,11 +19,13 @@ __all__ = [
     "Conversion",
     "ConversionDelivery",
     "ConversionKind",
+    "ConversionRetraction",
     "DeliveryStatus",
     "Integration",
     "IntegrationStatus",
     "Platform",
     "PrivacySignal",
+    "RetractionStatus",
     "VisitorConsent",
 ]
 
@@ -166,4 +168,44 @@ class ConversionDelivery(TenantOwned, table=True):
     next_attempt_at: datetime = timestamp_field()
     last_attempt_at: datetime | None = timestamp_field(nullable=True, default=None)
     sent_at: datetime | None = timestamp_field(nullable=True, default=None)
+    created_at: datetime = timestamp_field()
+
+
+class RetractionStatus(StrEnum):
+    QUEUED = "queued"
+    """Waiting to be sent, or retried (``reason`` says what the platform last answered)."""
+    RETRACTED = "retracted"
+    FAILED = "failed"
+    """For good: the platform refused it, or the conversion outlived its adjustment window (``reason``)."""
+
+
+class ConversionRetraction(TenantOwned, table=True):
+    """One conversion an erased person had sent to a Google Ads integration, to be withdrawn there (a
+    RETRACTION adjustment by order id). No personal data: the order id is the conversion's event id, kept only
+    until the retraction is done."""
+
+    __tablename__ = "conversion_retractions"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "erasure_id"], ["erasures.tenant_id", "erasures.id"], ondelete="CASCADE"),
+        ForeignKeyConstraint(
+            ["tenant_id", "integration_id"], ["integrations.tenant_id", "integrations.id"], ondelete="CASCADE"
+        ),
+    )
+
+    id: UUID = Field(default_factory=new_id, primary_key=True)
+    erasure_id: UUID
+    integration_id: UUID
+    conversion_action: str
+    """The resource name the conversion was uploaded to (``customers/…/conversionActions/…``)."""
+    order_id: str | None = None
+    converted_at: datetime = timestamp_field()
+    """The conversion's ``conversionDateTime`` at Google: its adjustment windows run from it."""
+    adjusted_at: datetime = timestamp_field()
+    """The adjustment's own time (the erase's), the same on every attempt."""
+    status: RetractionStatus = Field(default=RetractionStatus.QUEUED, sa_type=Text)
+    reason: str | None = None
+    attempts: int = 0
+    next_attempt_at: datetime = timestamp_field()
+    last_attempt_at: datetime | None = timestamp_field(nullable=True, default=None)
+    retracted_at: datetime | None = timestamp_field(nullable=True, default=None)
     created_at: datetime = timestamp_field()

@@ -17,14 +17,18 @@ from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, col, select
 
+from tenants.conversions.retractions import enqueue_sends, queue_retraction, state_of
 from tenants.errors import Conflict, NotFound
 from tenants.isolation import current_tenant_id, get_owned, tenant_session
 from tenants.memberships.sessions import destroy_all_sessions
 from tenants.models import (
     Contact,
+    Conversion,
+    ConversionRetraction,
     Erasure,
     ErasureStatus,
     IdentityEvent,
+    Integration,
     Member,
     Partner,
     PartnerAccount,
@@ -164,68 +168,73 @@ def deletion_order(tables: list[PersonTable]) -> list[PersonTable]:
 
 
 _PERSONS_DELIVERIES = text(
-    """SELECT i.platform, d.integration_id, d.status, d.sent_at, c.kind, c.event_name, c.occurred_at, c.touches,
-              c.ip IS NOT NULL, c.user_agent IS NOT NULL, k.email IS NOT NULL, k.phone IS NOT NULL
+    """SELECT d.integration_id, d.conversion_id, d.status, d.reason, d.sent_at, c.ip IS NOT NULL,
+              c.user_agent IS NOT NULL, k.email IS NOT NULL, k.phone IS NOT NULL
        FROM conversion_deliveries d
            JOIN conversions c ON c.tenant_id = d.tenant_id AND c.id = d.conversion_id
-           JOIN integrations i ON i.tenant_id = d.tenant_id AND i.id = d.integration_id
            LEFT JOIN contacts k ON k.tenant_id = c.tenant_id AND k.id = c.contact_id
        WHERE c.contact_id = ANY(CAST(:contacts AS uuid[])) OR c.visitor_id = ANY(CAST(:visitors AS uuid[]))
-       ORDER BY d.sent_at NULLS LAST, c.occurred_at"""
+       ORDER BY d.sent_at NULLS LAST, c.occurred_at, d.integration_id
+       FOR UPDATE OF d"""
 )
+"""Locked: a batch being sent right now commits first, so a conversion it sends is seen as sent (and retracted),
+not as queued (and silently cancelled after the platform got it)."""
 
 
-def conversions_to_cancel_and_retract(session: Session, person: Person) -> dict[str, Any]:
-    """What erasing does to the person's conversions (its answer is the report's ``conversions``): queued ones
-    are cancelled (their rows are deleted with the rest, before any is sent); for each one already sent, the
-    platform, when, and which identifiers went (names only, no values). Meta and TikTok have no API to withdraw
-    an uploaded event; Google Ads has one (a RETRACTION adjustment) that this version does not call yet, so its
-    sent conversions are listed as not retracted, with that reason. It runs before any row is deleted."""
-    cancelled, not_retractable = 0, []
+def conversions_to_cancel_and_retract(
+    session: Session, person: Person, erasure_id: UUID
+) -> tuple[dict[str, Any], list[ConversionRetraction]]:
+    """What erasing does to the person's conversions (the report's ``conversions``): queued ones are cancelled
+    (their rows are deleted with the rest, before any is sent); each one a platform received is listed with the
+    platform, when, and which identifiers went (names only, no values). Google Ads can withdraw one (a RETRACTION
+    adjustment): its retraction is queued (:mod:`tenants.conversions.retractions`) and listed under
+    ``not_retracted`` until the sender moves it to ``retracted``; Meta and TikTok cannot, and theirs are listed
+    under ``not_retractable``. It runs before any row is deleted."""
+    cancelled, not_retractable, not_retracted, queued = 0, [], [], []
     rows = session.execute(
         _PERSONS_DELIVERIES, {"contacts": list(person.contact_ids), "visitors": list(person.visitor_ids)}
     ).all()
-    for (
-        platform,
-        integration_id,
-        status,
-        sent_at,
-        kind,
-        event_name,
-        occurred_at,
-        touches,
-        ip,
-        agent,
-        email,
-        phone,
-    ) in rows:
+    tenant_id = current_tenant_id(session)
+    for integration_id, conversion_id, status, reason, sent_at, ip, agent, email, phone in rows:
         if status == "queued":
             cancelled += 1
             continue
         if status != "sent":
             continue  # failed or skipped: nothing reached the platform
-        touch = (touches or {}).get(platform) or {}
+        integration = session.get(Integration, (tenant_id, integration_id))
+        conversion = session.get(Conversion, (tenant_id, conversion_id))
+        assert integration is not None and conversion is not None  # the row lock holds both (foreign keys)
+        platform = str(integration.platform)
+        touch = (conversion.touches or {}).get(platform) or {}
         identifiers = sorted(
             {*(touch.get("click_ids") or {}), *(touch.get("ad_cookies") or {})}
             | {name for name, present in (("ip", ip), ("user_agent", agent), ("email_sha256", email),
                                           ("phone_sha256", phone)) if present}
         )  # fmt: skip
-        not_retractable.append(
-            {
-                "platform": platform,
-                "integration_id": str(integration_id),
-                "conversion": kind if kind != "custom" else f"custom: {event_name}",
-                "occurred_at": occurred_at.isoformat(),
-                "sent_at": sent_at.isoformat() if sent_at else None,
-                "identifiers_sent": identifiers,
-                "why": (
-                    "Google Ads can retract it (a RETRACTION conversion adjustment); this version does not call it yet"
-                    if platform == "google_ads"
-                    else f"{platform} has no API to withdraw an event it received"
-                ),
-            }
-        )
-    return {"cancelled": cancelled, "retracted": [], "not_retractable": not_retractable}
+        entry: dict[str, Any] = {
+            "platform": platform,
+            "integration_id": str(integration_id),
+            "conversion": str(conversion.kind) if conversion.kind != "custom" else f"custom: {conversion.event_name}",
+            "occurred_at": conversion.occurred_at.isoformat(),
+            "sent_at": sent_at.isoformat() if sent_at else None,
+            "identifiers_sent": identifiers,
+        }
+        if reason and "CLICK_NOT_FOUND" in reason:  # Google answered that it attributes no such click
+            not_retractable.append(entry | {"why": "Google Ads kept no conversion for it (CLICK_NOT_FOUND)"})
+            continue
+        retraction = queue_retraction(session, erasure_id, integration, conversion)
+        if isinstance(retraction, str):
+            not_retractable.append(entry | {"why": retraction})
+            continue
+        queued.append(retraction)
+        not_retracted.append(entry | {"retraction_id": str(retraction.id)} | state_of(retraction, integration))
+    report = {
+        "cancelled": cancelled,
+        "retracted": [],
+        "not_retracted": not_retracted,
+        "not_retractable": not_retractable,
+    }
+    return report, queued
 
 
 _SCRUB_STRIPE_EVENTS = """UPDATE stripe_events SET payload = jsonb_build_object('id', id, 'type', type, 'erased', true),
@@ -291,8 +300,9 @@ def erase_person(session: Session, erasure_id: UUID) -> Erasure | None:
             ).scalar_one()
             if count:
                 kept[table.name] = int(count)
-    conversions = conversions_to_cancel_and_retract(session, person)
+    conversions, retractions = conversions_to_cancel_and_retract(session, person, erasure.id)
     cancelled_tasks = _cancel_queued_tasks(session, person, terms)
+    enqueue_sends(session, retractions)  # after the cancel, whose patterns could match its arguments
     scrubbed = session.execute(
         bound("SELECT trailmark_scrub_person(:contacts, :visitors, :terms)"), params
     ).scalar_one()

@@ -4,7 +4,8 @@ windows) and answers as they do, including what a test asks for: 429, 5xx, expir
 
 Like the platforms, it deduplicates: Meta by ``event_id``, Google by ``orderId`` (a second upload of one answers
 ``CLICK_CONVERSION_ALREADY_EXISTS``). ``received`` counts every copy that arrived; ``accepted`` holds each event
-once.
+once. Google's conversion adjustments (``:uploadConversionAdjustments``) retract only a conversion it accepted
+before, as Google does: ``retractions`` holds each retraction once, ``adjustments_received`` every copy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -42,6 +44,11 @@ class Scripted:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _google_moment(value: str) -> float:
+    """Unix seconds of Google's "yyyy-mm-dd hh:mm:ss+|-hh:mm"."""
+    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S%z").timestamp()
+
+
 class _Refused(Exception):
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         super().__init__(json.dumps(body))
@@ -56,7 +63,8 @@ def _meta_error(message: str, code: int = 100, status: int = 400) -> _Refused:
 
 class FakeAdPlatforms:
     """``/meta/{pixel}/events``, ``/google/token``, ``/google/customers/{id}:uploadClickConversions``,
-    ``/tiktok/event/track/``."""
+    ``/google/customers/{id}:uploadConversionAdjustments`` (scripted answers under the destination
+    ``google:{id}:adjustments``), ``/tiktok/event/track/``."""
 
     def __init__(self, port: int) -> None:
         self.lock = threading.Lock()
@@ -83,6 +91,10 @@ class FakeAdPlatforms:
         """The Google Ads account the next consent grants access to."""
         self.flaky_every = 0
         """With N > 0, every Nth request of a destination answers 429 or 503 before anything is recorded."""
+        self.retractions: dict[str, dict[str, Any]] = {}
+        """Order id → the RETRACTION adjustment Google applied to the conversion it names."""
+        self.adjustments_received: Counter[str] = Counter()
+        """Order id (or gclid) → every adjustment that arrived for it, refused ones and repeats included."""
         self.test_events: list[dict[str, Any]] = []
         """Meta's events sent with a test_event_code, Google's validateOnly conversions that passed."""
         fake = self
@@ -157,9 +169,12 @@ class FakeAdPlatforms:
         if match := re.fullmatch(r"/meta/([0-9]+)/events", parts.path):
             destination = f"meta:{match.group(1)}"
             return self._scripted(destination) or self._meta(destination, match.group(1), body, parts.query)
-        if match := re.fullmatch(r"/google/customers/([0-9]{10}):uploadClickConversions", parts.path):
-            destination = f"google:{match.group(1)}"
-            return self._scripted(destination) or self._google(destination, match.group(1), body, headers)
+        if match := re.fullmatch(r"/google/customers/([0-9]{10}):(uploadClickConversions|uploadConversionAdjustments)",
+                                 parts.path):  # fmt: skip
+            customer, uploads = match.group(1), match.group(2) == "uploadClickConversions"
+            destination = f"google:{customer}" if uploads else f"google:{customer}:adjustments"
+            handler = self._google if uploads else self._google_adjustments
+            return self._scripted(destination) or handler(destination, customer, body, headers)
         if parts.path == "/tiktok/event/track/":
             destination = f"tiktok:{body.get('event_source_id')}"
             return self._scripted(destination) or self._tiktok(destination, body, headers)
@@ -306,7 +321,8 @@ class FakeAdPlatforms:
             self.google_access[access] = self.google_refresh[refresh]
         return 200, {"access_token": access, "expires_in": 3599, "token_type": "Bearer", "scope": "adwords"}, {}
 
-    def _google(self, destination: str, customer: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+    def _google_unauthenticated(self, customer: str, headers: dict[str, str]) -> Any:
+        """Google's 401 unless the Bearer token is an access token granted for this customer, else None."""
         bearer = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
         if self.google_access.get(bearer.removeprefix("Bearer ")) != customer:
             return (
@@ -314,6 +330,11 @@ class FakeAdPlatforms:
                 {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "Request had invalid credentials"}},
                 {},
             )
+        return None
+
+    def _google(self, destination: str, customer: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        if refused := self._google_unauthenticated(customer, headers):
+            return refused
         clicks = body.get("conversions")
         if body.get("partialFailure") is not True or not isinstance(clicks, list) or not 1 <= len(clicks) <= 2000:
             return (
@@ -371,6 +392,95 @@ class FakeAdPlatforms:
             ), "INVALID_USER_IDENTIFIER"),
         ]  # fmt: skip
         return next((code for ok, code in checks if not ok), None)
+
+    def _google_adjustments(
+        self, destination: str, customer: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> Any:
+        """ConversionAdjustmentUploadService: partialFailure is required; each RETRACTION is checked against the
+        conversion it names (by order id, or by gclid and conversion time for one uploaded without an order
+        id), and the errors come back per adjustment, by its index in ``conversion_adjustments``."""
+        if refused := self._google_unauthenticated(customer, headers):
+            return refused
+        adjustments = body.get("conversionAdjustments")
+        if body.get("partialFailure") is not True or not isinstance(adjustments, list) or not adjustments:
+            message = "conversionAdjustments and partialFailure: true are required"
+            return 400, {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": message}}, {}
+        if len(adjustments) > 2000:
+            return 400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                   "message": "TOO_MANY_ADJUSTMENTS_IN_REQUEST"}}, {}  # fmt: skip
+        errors = []
+        for index, adjustment in enumerate(adjustments):
+            key = str(adjustment.get("orderId") or (adjustment.get("gclidDateTimePair") or {}).get("gclid"))
+            with self.lock:
+                self.adjustments_received[key] += 1
+            problem = self._google_adjustment_problem(customer, adjustment)
+            if problem is None and body.get("validateOnly") is not True:
+                with self.lock:
+                    self.retractions[key] = {**adjustment, "_destination": destination}
+                continue
+            if problem is not None:
+                category, code = problem
+                errors.append({
+                    "errorCode": {category: code},
+                    "message": code.replace("_", " ").lower(),
+                    "location": {"fieldPathElements": [{"fieldName": "conversion_adjustments", "index": index}]},
+                })  # fmt: skip
+        answer: dict[str, Any] = {"results": [{} for _ in adjustments]}
+        if errors:
+            answer["partialFailureError"] = {
+                "code": 3,
+                "message": "partial failure",
+                "details": [{"@type": "type.googleapis.com/google.ads.googleads.v26.errors.GoogleAdsFailure",
+                             "errors": errors}],
+            }  # fmt: skip
+        return 200, answer, {}
+
+    def _google_adjustment_problem(  # noqa: PLR0911, PLR0912 - one answer per documented error
+        self, customer: str, adjustment: dict[str, Any]
+    ) -> tuple[str, str] | None:
+        """(error category, code) as Google would answer this adjustment, or None when it applies."""
+        error = "conversionAdjustmentUploadError"
+        action = str(adjustment.get("conversionAction"))
+        if not re.fullmatch(r"customers/[0-9]{10}/conversionActions/[0-9]+", action):
+            return "requestError", "INVALID_RESOURCE_NAME"
+        if adjustment.get("adjustmentType") not in ("RETRACTION", "RESTATEMENT", "ENHANCEMENT"):
+            return "fieldError", "REQUIRED"
+        if adjustment.get("adjustmentType") != "RETRACTION":
+            return "fieldError", "UNSUPPORTED_BY_THIS_FAKE"  # Trailmark only ever retracts
+        adjusted = str(adjustment.get("adjustmentDateTime"))
+        if not GOOGLE_TIME.fullmatch(adjusted):
+            return "dateError", "INVALID_FIELD_VALUES_IN_DATE_TIME"
+        pair = adjustment.get("gclidDateTimePair")
+        order_id = adjustment.get("orderId")
+        if pair and order_id:
+            return error, "GCLID_DATE_TIME_PAIR_AND_ORDER_ID_BOTH_SET"
+        with self.lock:
+            if order_id:
+                uploaded = self.accepted.get(str(order_id))
+            elif isinstance(pair, dict) and GOOGLE_TIME.fullmatch(str(pair.get("conversionDateTime"))):
+                uploaded = next((c for c in self.accepted.values() if c.get("gclid") == pair.get("gclid")
+                                 and c.get("conversionDateTime") == pair["conversionDateTime"]
+                                 and not c.get("orderId")), None)  # fmt: skip
+            else:
+                return "fieldError", "REQUIRED"
+            retracted = str(order_id or pair.get("gclid")) in self.retractions
+        # Validation ignores the customer id in the resource name: the action id alone names the action.
+        if (
+            uploaded is None
+            or uploaded["_destination"] != f"google:{customer}"
+            or (str(uploaded.get("conversionAction")).rsplit("/", 1)[-1] != action.rsplit("/", 1)[-1])
+        ):
+            return error, "CONVERSION_NOT_FOUND"
+        if retracted:
+            return error, "CONVERSION_ALREADY_RETRACTED"
+        converted = _google_moment(str(uploaded["conversionDateTime"]))
+        if _google_moment(adjusted) <= converted:
+            return error, "ADJUSTMENT_PRECEDES_CONVERSION"
+        if time.time() - converted > 54 * 86400:
+            return error, "CONVERSION_EXPIRED"
+        if time.time() - converted < 86400:
+            return error, "TOO_RECENT_CONVERSION"
+        return None
 
     # --- TikTok -------------------------------------------------------------------------------
 

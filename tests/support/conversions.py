@@ -14,7 +14,17 @@ from urllib.parse import parse_qs, urlsplit
 ORIGIN = "https://shop.example"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 
-__all__ = ["BROWSER", "ORIGIN", "Browser", "Destinations", "connect_meta_and_google", "make_form", "queue_conversions"]
+__all__ = [
+    "BROWSER",
+    "ORIGIN",
+    "Browser",
+    "Destinations",
+    "GoogleSent",
+    "connect_meta_and_google",
+    "make_form",
+    "queue_conversions",
+    "send_to_google",
+]
 
 
 @dataclass
@@ -165,3 +175,65 @@ def queue_conversions(
                 session.add(ConversionDelivery(integration_id=uuid.UUID(integration_id), conversion_id=conversion.id))
             event_ids.append(conversion.event_id)
     return event_ids
+
+
+@dataclass
+class GoogleSent:
+    """A conversion the fake Google Ads accepted: its integration, account and order id (the event id)."""
+
+    integration_id: uuid.UUID
+    customer: str
+    refresh_token: str
+    order_id: str
+
+    @property
+    def key(self) -> str:
+        return f"google:{self.customer}"
+
+    @property
+    def adjustments_key(self) -> str:
+        return f"google:{self.customer}:adjustments"
+
+
+def send_to_google(tenant_id: Any, fake: Any, contact_id: Any, *, hours_ago: float = 48) -> GoogleSent:
+    """A lead of ``contact_id`` from ``hours_ago``, clicked an hour earlier, uploaded to a new Google Ads
+    integration of the tenant through the real sender (the one beat's flush runs), and accepted by ``fake``.
+    The integration takes no new conversion of its own."""
+    from datetime import timedelta
+
+    from tenants.conversions.delivery import send_due
+    from tenants.conversions.integrations import create_integration
+    from tenants.conversions.service import event_id_of
+    from tenants.isolation import tenant_session
+    from tenants.models import Conversion, ConversionDelivery, ConversionKind, Platform, utcnow
+
+    customer = str(secrets.randbelow(9 * 10**9) + 10**9)
+    refresh = f"1//test-{secrets.token_hex(12)}"
+    fake.google_refresh[refresh] = customer
+    occurred = utcnow() - timedelta(hours=hours_ago)
+    key = f"builder:{uuid.uuid4()}"
+    with tenant_session(tenant_id) as session:
+        google = create_integration(
+            session,
+            Platform.GOOGLE_ADS,
+            settings={"customer_id": customer, "conversion_actions": {"lead": "111"}},
+            secrets={"refresh_token": refresh},
+            events=dict.fromkeys(("lead", "purchase", "complete_registration"), False),
+        )
+        clicked = (occurred - timedelta(hours=1)).isoformat()
+        conversion = Conversion(
+            kind=ConversionKind.LEAD, event_name="lead", source_key=key, event_id=event_id_of(tenant_id, key),
+            contact_id=contact_id, occurred_at=occurred, page_url=f"{ORIGIN}/guide", user_agent=BROWSER,
+            ip="203.0.113.0", touches={"google_ads": {"source": "first_touch", "click_ids": {"gclid": "Cj0-erased"},
+                                                      "ad_cookies": {}, "clicked_at": {"gclid": clicked}}},
+        )  # fmt: skip
+        session.add(conversion)
+        session.flush()
+        session.add(ConversionDelivery(integration_id=google.id, conversion_id=conversion.id))
+        sent = GoogleSent(google.id, customer, refresh, conversion.event_id)
+    for _ in range(100):  # beat's flush, where it runs, may have taken the batch first
+        send_due(tenant_id, sent.integration_id)
+        if sent.order_id in fake.accepted_for(sent.key):
+            return sent
+        time.sleep(0.1)
+    raise AssertionError("the fake Google Ads never accepted the conversion")
