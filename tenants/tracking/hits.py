@@ -113,6 +113,9 @@ class Envelope(msgspec.Struct, omit_defaults=True):
     user_agent: str | None = None
     ip: str | None = None
     bot_reason: str | None = None
+    cookieless: bool = False
+    """A browser without consent on an opt-in site: ``visitor_id`` is the day's salted hash of it
+    (``tenants/tracking/cookieless.py``), not a visitor, and the hits are counted, never stored."""
 
 
 class BatchError(ValueError):

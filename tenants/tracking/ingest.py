@@ -1,4 +1,5 @@
-"""Ingest: move accepted batches from the Redis stream into ``visits`` and keep ``visitors`` current.
+"""Ingest: move accepted batches from the Redis stream into ``visits`` and keep ``visitors`` current; count the
+cookieless batches of opt-in sites (``tenants/tracking/cookieless.py``) without storing them.
 
 Storage is exactly-once although delivery is at-least-once: visits are inserted with
 ``ON CONFLICT DO NOTHING`` on the browser's hit id, and visitor counters and touches are updated only
@@ -28,6 +29,7 @@ from tenants.models import ConversionKind
 from tenants.partners.referrals import record_referral_clicks
 from tenants.reports.rollups import traffic_rollup_sql
 from tenants.tracking.buffer import DEAD_LETTER_STREAM, IngestBuffer, decode_entry
+from tenants.tracking.cookieless import count_cookieless, mark_counted
 from tenants.tracking.hits import AdCookies, ClickIds, Envelope, Hit, Utm
 from tenants.tracking.touches import CAMPAIGN_SQL, TOUCH_SQL
 
@@ -64,7 +66,7 @@ def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0, block_ms: int = 200
             by_tenant[envelope.tenant_id].append((entry_id, data, envelope))
         for tenant_id, items in by_tenant.items():
             try:
-                result.stored_visits += _store_tenant(tenant_id, [envelope for _, _, envelope in items])
+                result.stored_visits += _store_tenant(buffer, tenant_id, [envelope for _, _, envelope in items])
             except OperationalError:
                 raise  # the database is away: leave everything pending, the next run retries
             except DBAPIError as error:
@@ -72,7 +74,7 @@ def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0, block_ms: int = 200
                 log.warning("ingest batch failed, retrying entries one by one", extra={"error": str(error)})
                 for entry_id, data, envelope in items:
                     try:
-                        result.stored_visits += _store_tenant(tenant_id, [envelope])
+                        result.stored_visits += _store_tenant(buffer, tenant_id, [envelope])
                     except OperationalError:
                         raise
                     except DBAPIError as entry_error:
@@ -85,7 +87,19 @@ def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0, block_ms: int = 200
     return result
 
 
-def _store_tenant(tenant_id: UUID, envelopes: list[Envelope]) -> int:
+def _store_tenant(buffer: IngestBuffer, tenant_id: UUID, envelopes: list[Envelope]) -> int:
+    cookieless = [envelope for envelope in envelopes if envelope.cookieless]
+    if cookieless:
+        with tenant_session(tenant_id) as session:
+            counted = count_cookieless(session, buffer.client, cookieless)
+        mark_counted(buffer.client, counted)
+        envelopes = [envelope for envelope in envelopes if not envelope.cookieless]
+        if not envelopes:
+            return 0
+    return _store_visits(tenant_id, envelopes)
+
+
+def _store_visits(tenant_id: UUID, envelopes: list[Envelope]) -> int:
     try:
         with tenant_session(tenant_id) as session:
             return store_envelopes(session, envelopes)
