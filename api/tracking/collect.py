@@ -280,22 +280,8 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
     if reason is None or site.bot_policy == "flag":
         client = scope.get("client")
         ip = client_ip(client[0] if client else None, headers.get("x-forwarded-for"), get_settings().trusted_proxies)
-        now_ms = int(time.time() * 1000)
         try:
-            if rule is _COUNT:
-                envelope = await _cookieless_envelope(producer, site, now_ms, hits, ip, user_agent, reason)
-            else:
-                envelope = Envelope(
-                    tenant_id=site.tenant_id,
-                    site_id=site.site_id,
-                    visitor_id=browser.visitor_id,
-                    received_at=now_ms,
-                    hits=hits,
-                    user_agent=strip_unstorable(user_agent[:1000]) if user_agent else None,
-                    ip=truncate_ip(ip) if site.truncate_ip else canonical_ip(ip),
-                    bot_reason=reason,
-                )
-            await producer.append(envelope)
+            await producer.append(await _envelope(producer, site, browser, rule, hits, ip, user_agent, reason))
         except BufferFull:
             return _problem(503, "the ingest buffer is full; retry later", cors + _RETRY_LATER)
         except (RedisError, OSError) as error:
@@ -305,7 +291,21 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         accepted = 0  # bot_policy 'drop'
     if rule is _COUNT:  # counted without a cookie: no token, nothing for the browser to keep
         return _Answer(202, _UNTRACKED, cors)
-    if not browser.reissued and accepted == len(hits):
+    return _tracked_answer(site, browser, (accepted, len(hits)), headers, origin, cors)
+
+
+def _tracked_answer(
+    site: SiteConfig,
+    browser: BrowserVisitor,
+    taken: tuple[int, int],
+    headers: dict[str, str],
+    origin: str,
+    cors: Headers,
+) -> _Answer:
+    """202 to a tracked browser: empty, or its (new) token and how many of its hits (``taken``: accepted, sent)
+    were accepted."""
+    accepted, sent = taken
+    if not browser.reissued and accepted == sent:
         # The common case, a returning browser: its token stays and every hit was taken. Nothing to
         # say, and no body saves the server a write per request (a beacon cannot read it anyway).
         return _Answer(202, headers=cors)
@@ -351,27 +351,39 @@ async def _consent_rule(producer: IngestProducer, site: SiteConfig, browser: Bro
     return _TRACK
 
 
-async def _cookieless_envelope(
+async def _envelope(
     producer: IngestProducer,
     site: SiteConfig,
-    now_ms: int,
+    browser: BrowserVisitor,
+    rule: _Rule,
     hits: list[Hit],
     ip: str | None,
     user_agent: str | None,
     reason: str | None,
 ) -> Envelope:
-    """The batch of a browser without consent as the cookieless count takes it: today's salted hash instead of a
-    visitor, the hits' attribution fields only, no address and no user agent."""
-    today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
-    salt = await day_salt(producer.client, site.tenant_id, today)
+    """The batch as it goes into the ingest stream. Counted without consent (``_COUNT``): today's salted hash
+    instead of a visitor, the hits' attribution fields only, no address and no user agent."""
+    now_ms = int(time.time() * 1000)
+    if rule is _COUNT:
+        salt = await day_salt(producer.client, site.tenant_id, datetime.fromtimestamp(now_ms / 1000, UTC).date())
+        return Envelope(
+            tenant_id=site.tenant_id,
+            site_id=site.site_id,
+            visitor_id=visitor_hash(salt, site.site_id, ip, user_agent[:1000] if user_agent else None),
+            received_at=now_ms,
+            hits=[cookieless_hit(hit) for hit in hits],
+            bot_reason=reason,
+            cookieless=True,
+        )
     return Envelope(
         tenant_id=site.tenant_id,
         site_id=site.site_id,
-        visitor_id=visitor_hash(salt, site.site_id, ip, user_agent[:1000] if user_agent else None),
+        visitor_id=browser.visitor_id,
         received_at=now_ms,
-        hits=[cookieless_hit(hit) for hit in hits],
+        hits=hits,
+        user_agent=strip_unstorable(user_agent[:1000]) if user_agent else None,
+        ip=truncate_ip(ip) if site.truncate_ip else canonical_ip(ip),
         bot_reason=reason,
-        cookieless=True,
     )
 
 

@@ -308,7 +308,7 @@ def traffic_rollup_sql(source: str, stored_visitors: str | None = None) -> str:
 
 
 def cookieless_rollup_sql(source: str) -> str:
-    """A statement that adds the cookieless hits of ``source`` to every traffic rollup table (measures
+    """A statement that adds the cookieless hits of ``source`` (a FROM item) to every traffic rollup table (measures
     :data:`COOKIELESS_MEASURES`). ``source`` has a visit's dimension columns (``url``, ``referrer``,
     ``utm_source``, ``utm_medium``, ``utm_campaign``, ``click_ids``, ``partner_code``) plus ``site_id``,
     ``day``, ``is_bot``, ``type`` and the flags ``visitor`` and ``entry`` that Redis decided."""
@@ -322,7 +322,8 @@ def cookieless_rollup_sql(source: str) -> str:
                         count(*) FILTER (WHERE v.type = 'event') AS cookieless_events,
                         count(*) FILTER (WHERE v.entry) AS cookieless_entries,
                         count(*) FILTER (WHERE v.visitor) AS cookieless_visitors
-                    FROM {source} v GROUP BY {", ".join(str(n) for n in range(1, 4 + len(DIMENSION_INPUTS)))}) g) k
+                    FROM (SELECT * FROM {source}) v
+                    GROUP BY {", ".join(str(n) for n in range(1, 4 + len(DIMENSION_INPUTS)))}) g) k
         GROUP BY {_DAY_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
     spreads = [
         _spread_sql(shape.traffic_table, shape.traffic_key, COOKIELESS_MEASURES, "cookieless_keys") for shape in SHAPES
