@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from tenants.tracking.cookieless import SALT_TTL_SECONDS, cookieless_hit, day_sa
 from tenants.tracking.hits import Envelope, Hit
 from tests.conftest import SiteHandle, TenantHandle, make_site, token_after, wait_stored, wait_until
 from tests.support.conversions import BROWSER, ORIGIN
+from tests.support.dashboard import login_http
 from tests.support.partners import collect, hit
 from tests.support.privacy import rows_with_uuids, text_matches
 
@@ -264,14 +266,20 @@ def test_after_consent_the_browser_is_tracked_and_no_longer_counted_cookielessly
     assert _overview(client, tenant)["totals"]["cookieless_visitors"] == 1
 
     token = _consent(client, site, analytics=True).json()["token"]
-    later = [hit("/after"), hit("/after-again")]
+    # As tracker.js does: the page view of the page that asked for consent again, now with a token, flagged as
+    # counted already; then the next page.
+    later = [hit("/", counted_before_consent=True), hit("/after")]
     assert _send(client, site, *later, token=token, user_agent=BROWSER).status_code == 202
     wait_stored(tenant.tenant_id, 2)
     _drained()
-    assert sorted(_visits(tenant)) == sorted(h["hit_id"] for h in later)
+    assert sorted(_visits(tenant)) == sorted(h["hit_id"] for h in later), "tracked from the consent on"
     totals = _overview(client, tenant)["totals"]
     assert totals["cookieless_visitors"] == 1, "the consented browser's hits are not counted cookielessly too"
-    assert (totals["visitors"], totals["pageviews"], totals["new_visitors"]) == (2, 3, 1)
+    assert (totals["visitors"], totals["visits"], totals["pageviews"]) == (1, 1, 2), "one person, one visit"
+    assert totals["new_visitors"] == 1, "a new tracked visitor"
+    today = datetime.now(UTC).date()
+    with tenant_session(tenant.tenant_id) as session:
+        assert compare_rollups(session, today, today) == [], "the flag is in the visits, so a scan agrees"
 
     _consent(client, site, analytics=False, token=token)
     assert _visits(tenant) == []
@@ -307,3 +315,27 @@ def test_the_daily_hash_rotates_with_its_salt_which_expires() -> None:
     stored = get_redis()
     assert stored.get(salt_key(tenant_id, day)) == created
     assert 0 < int(stored.ttl(salt_key(tenant_id, day))) <= SALT_TTL_SECONDS
+
+
+def test_the_dashboard_overview_counts_visitors_before_consent_and_says_how(
+    api_server: Any, pipeline: None, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    tenant = make_tenant("Cookieboard")
+    site = make_site(tenant, [ORIGIN], consent_mode="opt_in")
+    with httpx.Client(base_url=api_server.base_url, timeout=30) as http:
+        for agent in (BROWSER, OTHER_BROWSER):
+            answer = http.post(
+                f"/collect/{site.site_key}",
+                content=json.dumps({"v": 1, "hits": [hit("/?utm_source=news", utm={"source": "news"})]}).encode(),
+                headers={"Origin": ORIGIN, "User-Agent": agent, "Content-Type": "text/plain;charset=UTF-8"},
+            )
+            assert answer.status_code == 202 and "set-cookie" not in answer.headers
+    _drained()
+    today = datetime.now(UTC).date().isoformat()
+    staff = login_http(api_server.base_url, tenant.slug, tenant.owner_email)
+    page = staff.get("/app", params={"period": "custom", "from": today, "to": today})
+    staff.close()
+    assert page.status_code == 200, page.text
+    assert "2 counted without cookies before consent" in page.text
+    assert "counted without cookies or anything stored about them" in page.text
+    assert '<a href="/app?' in page.text and ">news</a>" in page.text, "the source table lists them"

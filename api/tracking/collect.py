@@ -375,6 +375,9 @@ async def _envelope(
             bot_reason=reason,
             cookieless=True,
         )
+    if site.consent_mode != "opt_in":  # only there was the page view counted before consent
+        for hit in hits:
+            hit.counted_before_consent = False
     return Envelope(
         tenant_id=site.tenant_id,
         site_id=site.site_id,

@@ -252,6 +252,7 @@ def _hits_sql(source: str, stored_visitors: str | None = None) -> str:
         joined = f" LEFT JOIN unnest({stored_visitors}) AS stored(id) ON stored.id = v.visitor_id"
     return f"""SELECT v.site_id, (v.occurred_at AT TIME ZONE 'UTC')::date AS day, v.is_bot,
             {", ".join(f"{inputs[name]} AS {name}" for name in DIMENSION_INPUTS)}, v.type, v.occurred_at,
+            v.counted_before_consent,
             coalesce(lag(v.occurred_at) OVER (PARTITION BY v.visitor_id ORDER BY v.occurred_at, v.hit_id),
                 {lookup}) AS prev_at
         FROM {source} v{joined}"""  # noqa: S608 - fixed SQL fragments, no input
@@ -269,12 +270,12 @@ def _traffic_measures_sql(hits: str) -> str:
         FROM (SELECT g.site_id, g.day, g.is_bot, {", ".join(f"{dims[d]} AS {d}" for d in DIMENSIONS)},
                   {", ".join(TRAFFIC_MEASURES)}
               FROM (SELECT site_id, day, is_bot, {inputs},
-                        count(*) FILTER (WHERE type = 'pageview') AS pageviews,
+                        count(*) FILTER (WHERE type = 'pageview' AND NOT counted_before_consent) AS pageviews,
                         count(*) FILTER (WHERE type = 'event') AS events,
-                        count(*) FILTER (WHERE prev_at IS NULL OR occurred_at - prev_at > interval '{SESSION_GAP}')
-                            AS entries,
-                        count(*) FILTER (WHERE prev_at IS NULL OR (prev_at AT TIME ZONE 'UTC')::date < day)
-                            AS visitors,
+                        count(*) FILTER (WHERE NOT counted_before_consent
+                            AND (prev_at IS NULL OR occurred_at - prev_at > interval '{SESSION_GAP}')) AS entries,
+                        count(*) FILTER (WHERE NOT counted_before_consent
+                            AND (prev_at IS NULL OR (prev_at AT TIME ZONE 'UTC')::date < day)) AS visitors,
                         count(*) FILTER (WHERE prev_at IS NULL) AS new_visitors
                     FROM {hits} GROUP BY site_id, day, is_bot, {inputs}) g) k
         GROUP BY {_DAY_KEY}"""  # noqa: S608 - fixed SQL fragments, no input

@@ -94,6 +94,9 @@ class Hit(msgspec.Struct, omit_defaults=True):
     screen: Annotated[str, msgspec.Meta(max_length=20)] | None = None
     event_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     props: dict[str, Any] | None = None
+    counted_before_consent: bool = False
+    """The page view the tracker re-sends when an opt-in site's browser consents: the same page was counted
+    cookielessly a moment before, so it is stored but not counted again (honoured on opt-in sites only)."""
 
 
 class Batch(msgspec.Struct):

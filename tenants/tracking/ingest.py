@@ -158,6 +158,7 @@ class _VisitRow(msgspec.Struct):
     ip: str | None
     is_bot: bool
     bot_reason: str | None
+    counted_before_consent: bool
 
 
 _INSERT_VISITORS = text(
@@ -181,17 +182,17 @@ _STORE_VISITS = text(
            INSERT INTO visits (tenant_id, hit_id, occurred_at, received_at, visitor_id, site_id, contact_id,
                type, event_name, url, path, title, referrer, utm_source, utm_medium, utm_campaign, utm_term,
                utm_content, utm_id, click_ids, ad_cookies, partner_code, lang, screen, props, user_agent, ip,
-               is_bot, bot_reason)
+               is_bot, bot_reason, counted_before_consent)
            SELECT :tenant_id, r.hit_id, to_timestamp(r.occurred_ms / 1000.0), to_timestamp(r.received_ms / 1000.0),
                r.visitor_id, r.site_id, r.contact_id, r.type, r.event_name, r.url, r.path, r.title, r.referrer,
                r.utm->>'source', r.utm->>'medium', r.utm->>'campaign', r.utm->>'term', r.utm->>'content',
                r.utm->>'id', r.click_ids, r.ad_cookies, r.partner_code, r.lang, r.screen, r.props, r.user_agent,
-               r.ip, r.is_bot, r.bot_reason
+               r.ip, r.is_bot, r.bot_reason, r.counted_before_consent
            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(hit_id uuid, occurred_ms bigint,
                received_ms bigint, visitor_id uuid, site_id uuid, contact_id uuid, type text, event_name text,
                url text, path text, title text, referrer text, utm jsonb, click_ids jsonb, ad_cookies jsonb,
                partner_code text, lang text, screen text, props jsonb, user_agent text, ip inet, is_bot boolean,
-               bot_reason text)
+               bot_reason text, counted_before_consent boolean)
            ON CONFLICT DO NOTHING
            RETURNING *),
        {traffic_rollup_sql("inserted", "CAST(:with_visits AS uuid[])")},
@@ -313,4 +314,5 @@ def _visit_row(envelope: Envelope, hit: Hit, contact_id: UUID | None) -> _VisitR
         ip=envelope.ip,
         is_bot=envelope.bot_reason is not None,
         bot_reason=envelope.bot_reason,
+        counted_before_consent=hit.counted_before_consent,
     )
