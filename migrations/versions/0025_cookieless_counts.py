@@ -20,8 +20,8 @@ from alembic import op
 
 from tenants.reports.rollups import COOKIELESS_MEASURES, SHAPES
 
-revision: str = "0023"
-down_revision: str | None = "0022"
+revision: str = "0025"
+down_revision: str | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
