@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -23,6 +24,18 @@ def _visits(tenant: TenantHandle) -> list[tuple[str, Any]]:
         return [tuple(row) for row in session.execute(text("SELECT path, utm_source FROM visits"))]
 
 
+def _totals(api: httpx.Client) -> tuple[int, int, int, int]:
+    """The overview's visitors, visits, page views and cookieless visitors today."""
+    today = datetime.now(UTC).date().isoformat()
+    totals = api.get("/api/v1/reports/overview", params={"start": today, "end": today, "compare": "false"}).json()
+    return (
+        totals["totals"]["visitors"],
+        totals["totals"]["visits"],
+        totals["totals"]["pageviews"],
+        totals["totals"]["cookieless_visitors"],
+    )
+
+
 def test_an_opt_in_banner_sets_the_cookie_only_after_consent_and_withdrawal_forgets_the_browser(
     browser: Any, api_server: LiveServer, make_tenant: Callable[..., TenantHandle]
 ) -> None:
@@ -40,12 +53,15 @@ def test_an_opt_in_banner_sets_the_cookie_only_after_consent_and_withdrawal_forg
             assert answered.value.status == 202
             assert not visitor_cookie() and not page.evaluate("trailmark('token')")
             assert _visits(tenant) == []
+            wait_until(lambda: _totals(api) == (1, 1, 1, 1), 60, "the overview counts the visit before consent")
 
             page.evaluate("trailmark('consent', {analytics: true})")
             page.wait_for_function("() => !!trailmark('token')", timeout=30_000)
             stored = wait_until(lambda: _visits(tenant), 60, "the consented page view stored", interval=0.2)
             assert stored[0][0] == "/offer" and stored[0][1] == "news", stored
             assert visitor_cookie()
+            # The page view sent on consent is the same one, counted already: still one visitor, visit, page view.
+            assert _totals(api) == (1, 1, 1, 1)
 
             page.evaluate("trailmark('consent', {analytics: false})")
             page.wait_for_function("() => !trailmark('token')", timeout=30_000)

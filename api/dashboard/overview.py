@@ -43,7 +43,12 @@ def _cards(report: Overview, view: ReportView) -> list[dict[str, Any]]:
             "label": "Visitors",
             "value": format_number(totals.visitors),
             "change": change(totals.visitors, before.visitors if before else None),
-            "note": "unique visitors per day, summed over the range",
+            "note": "unique visitors per day, summed over the range"
+            + (
+                f"; {format_number(totals.cookieless_visitors)} counted without cookies before consent"
+                if totals.cookieless_visitors
+                else ""
+            ),
         },
         {
             "label": "New visitors",
@@ -185,6 +190,7 @@ class OverviewController(Controller):
             presets=PRESETS,
             timed_out=timed_out,
             cards=_cards(report, view) if report else [],
+            cookieless_visitors=report.totals.cookieless_visitors if report else 0,
             chart=_chart(report) if report else None,
             revenue_chart=_revenue_chart(report) if report else None,
             currency=report.currency if report else None,

@@ -26,6 +26,9 @@ class TotalsPublic(msgspec.Struct):
     """Net of refunds, in minor units of the overview's ``currency``."""
     new_customers: int = 0
     """Contacts whose first purchase falls in the range."""
+    cookieless_visitors: int = 0
+    """Of ``visitors``, those counted without a cookie: browsers on opt-in sites before consent, per day only (one
+    seen on two days counts twice); they are in ``visits`` and ``pageviews`` too, never in ``new_visitors``."""
 
     @classmethod
     def of(cls, totals: service.Totals) -> TotalsPublic:
@@ -39,6 +42,7 @@ class TotalsPublic(msgspec.Struct):
             purchases=totals.purchases,
             revenue=totals.revenue,
             new_customers=totals.new_customers,
+            cookieless_visitors=totals.cookieless_visitors,
         )
 
 

@@ -10,11 +10,13 @@ per site per 30 s, in a worker thread.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
@@ -43,7 +45,8 @@ from tenants.metrics import COLLECT_BATCHES, COLLECT_HITS
 from tenants.settings import get_settings
 from tenants.text import strip_unstorable
 from tenants.tracking.buffer import BufferFull, IngestProducer
-from tenants.tracking.hits import MAX_BATCH_BYTES, BatchError, Envelope, decode_batch
+from tenants.tracking.cookieless import cookieless_hit, day_salt, visitor_hash
+from tenants.tracking.hits import MAX_BATCH_BYTES, BatchError, Envelope, Hit, decode_batch
 from tenants.tracking.origins import bot_reason, canonical_ip, client_ip, normalize_origin, truncate_ip
 from tenants.tracking.sites import SiteConfig, cached_site, resolve_site
 from tenants.tracking.visitors import VISITOR_COOKIE, BrowserVisitor, visitor_of_browser
@@ -290,11 +293,11 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         first_hit=(hits[0].hit_id, hits[0].ts),
     )
     producer: IngestProducer = scope["litestar_app"].state.ingest
-    tracked = True if site.consent_mode == "none" else await _may_track(producer, site, browser)
-    if tracked is None:
+    rule = _TRACK if site.consent_mode == "none" else await _consent_rule(producer, site, browser)
+    if rule is None:
         message = "tracking is briefly unavailable; retry later"
         return _problem(503, message, cors + _RETRY_LATER, outcome="unavailable", reason="redis", hits=len(hits))
-    if not tracked:  # nothing stored and no token: the browser has not (or no longer) agreed
+    if rule is _IGNORE:  # nothing stored, nothing counted: the browser said no
         return _Answer(202, _UNTRACKED, cors, outcome="dropped", reason="no_consent", hits=len(hits))
     user_agent = headers.get("user-agent")
     reason = bot_reason(user_agent, headers.get("sec-purpose") or headers.get("purpose"))
@@ -302,18 +305,8 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
     if reason is None or site.bot_policy == "flag":
         client = scope.get("client")
         ip = client_ip(client[0] if client else None, headers.get("x-forwarded-for"), get_settings().trusted_proxies)
-        envelope = Envelope(
-            tenant_id=site.tenant_id,
-            site_id=site.site_id,
-            visitor_id=browser.visitor_id,
-            received_at=int(time.time() * 1000),
-            hits=hits,
-            user_agent=strip_unstorable(user_agent[:1000]) if user_agent else None,
-            ip=truncate_ip(ip) if site.truncate_ip else canonical_ip(ip),
-            bot_reason=reason,
-        )
         try:
-            await producer.append(envelope)
+            await producer.append(await _envelope(producer, site, browser, rule, hits, ip, user_agent, reason))
         except BufferFull:
             message = "the ingest buffer is full; retry later"
             return _problem(
@@ -327,33 +320,108 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
     else:
         accepted = 0  # bot_policy 'drop'
         outcome, why = "dropped", "bot"
-    if not browser.reissued and accepted == len(hits):
+    if rule is _COUNT:  # counted without a cookie: no token, nothing for the browser to keep
+        why = "cookieless" if outcome == "accepted" else why
+        return _Answer(202, _UNTRACKED, cors, outcome=outcome, reason=why, hits=len(hits))
+    return _tracked_answer(site, browser, (accepted, len(hits)), headers, origin, cors, (outcome, why))
+
+
+def _tracked_answer(
+    site: SiteConfig,
+    browser: BrowserVisitor,
+    taken: tuple[int, int],
+    headers: dict[str, str],
+    origin: str,
+    cors: Headers,
+    counted: tuple[str, str],
+) -> _Answer:
+    """202 to a tracked browser: empty, or its (new) token and how many of its hits (``taken``: accepted, sent)
+    were accepted."""
+    accepted, sent = taken
+    outcome, why = counted
+    if not browser.reissued and accepted == sent:
         # The common case, a returning browser: its token stays and every hit was taken. Nothing to
         # say, and no body saves the server a write per request (a beacon cannot read it anyway).
-        return _Answer(202, headers=cors, outcome=outcome, reason=why, hits=len(hits))
+        return _Answer(202, headers=cors, outcome=outcome, reason=why, hits=sent)
     body = _encode({"token": browser.token, "visitor_id": str(browser.visitor_id), "accepted": accepted})
     if browser.reissued and same_site(headers, origin):
         cors = (*cors, visitor_cookie(browser.token, site.cookie_max_age).to_encoded_header())
-    return _Answer(202, body, cors, outcome=outcome, reason=why, hits=len(hits))
+    return _Answer(202, body, cors, outcome=outcome, reason=why, hits=sent)
 
 
 _UNTRACKED = _encode({"accepted": 0})
 
 
-async def _may_track(producer: IngestProducer, site: SiteConfig, browser: BrowserVisitor) -> bool | None:
+class _Rule(enum.Enum):
+    """What collect does with a browser's batch under its site's consent mode."""
+
+    TRACK = "track"
+    """Store the visits (the site asks for no consent, or the browser gave it)."""
+    COUNT = "count"
+    """Count them without a cookie or anything stored (an opt-in site's browser that has not answered)."""
+    IGNORE = "ignore"
+    """Neither: the browser refused (or withdrew) analytics consent."""
+
+
+_TRACK, _COUNT, _IGNORE = _Rule.TRACK, _Rule.COUNT, _Rule.IGNORE
+
+
+async def _consent_rule(producer: IngestProducer, site: SiteConfig, browser: BrowserVisitor) -> _Rule | None:
     """The site's analytics consent rule, enforced here and not only in the script: ``opt_in`` tracks a browser
-    that granted consent, ``opt_out`` one that has not refused. The answer is the Redis mirror the consent call
-    writes (one GET, only on sites that ask for consent); None when Redis cannot answer."""
+    that granted consent and counts, cookielessly, one that has not answered; ``opt_out`` tracks one that has not
+    refused. The answer is the Redis mirror the consent call writes (one GET, only on sites that ask for consent);
+    None when Redis cannot answer."""
     if browser.is_new:  # no token of ours: it never answered
-        return site.consent_mode == "opt_out"
+        return _COUNT if site.consent_mode == "opt_in" else _TRACK
     try:
         answer = await producer.client.get(analytics_consent_key(site.tenant_id, browser.visitor_id))
     except (RedisError, OSError) as error:
         log.warning("collect could not reach Redis: %s", error)
         return None
-    if site.consent_mode == "opt_in":
-        return answer == b"1"
-    return answer != b"0"
+    if answer == b"0":
+        return _IGNORE
+    if site.consent_mode == "opt_in" and answer != b"1":
+        return _COUNT
+    return _TRACK
+
+
+async def _envelope(
+    producer: IngestProducer,
+    site: SiteConfig,
+    browser: BrowserVisitor,
+    rule: _Rule,
+    hits: list[Hit],
+    ip: str | None,
+    user_agent: str | None,
+    reason: str | None,
+) -> Envelope:
+    """The batch as it goes into the ingest stream. Counted without consent (``_COUNT``): today's salted hash
+    instead of a visitor, the hits' attribution fields only, no address and no user agent."""
+    now_ms = int(time.time() * 1000)
+    if rule is _COUNT:
+        salt = await day_salt(producer.client, site.tenant_id, datetime.fromtimestamp(now_ms / 1000, UTC).date())
+        return Envelope(
+            tenant_id=site.tenant_id,
+            site_id=site.site_id,
+            visitor_id=visitor_hash(salt, site.site_id, ip, user_agent[:1000] if user_agent else None),
+            received_at=now_ms,
+            hits=[cookieless_hit(hit) for hit in hits],
+            bot_reason=reason,
+            cookieless=True,
+        )
+    if site.consent_mode != "opt_in":  # only there was the page view counted before consent
+        for hit in hits:
+            hit.counted_before_consent = False
+    return Envelope(
+        tenant_id=site.tenant_id,
+        site_id=site.site_id,
+        visitor_id=browser.visitor_id,
+        received_at=now_ms,
+        hits=hits,
+        user_agent=strip_unstorable(user_agent[:1000]) if user_agent else None,
+        ip=truncate_ip(ip) if site.truncate_ip else canonical_ip(ip),
+        bot_reason=reason,
+    )
 
 
 async def _preflight(headers: dict[str, str], site_key: str) -> _Answer:

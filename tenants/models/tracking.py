@@ -108,3 +108,6 @@ class Visit(SQLModel, table=True):
     ip: str | None = Field(default=None, sa_column=Column(INET))
     is_bot: bool = False
     bot_reason: str | None = None
+    counted_before_consent: bool = False
+    """The page view an opt-in site's browser sends on consenting, already counted cookielessly: stored (its
+    first touch), but it adds no page view, visit or visitor to the rollups."""

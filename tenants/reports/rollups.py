@@ -60,6 +60,7 @@ from tenants.reports.dimensions import (
 
 __all__ = [
     "CONTACT_MEASURES",
+    "COOKIELESS_MEASURES",
     "MAX_DAYS_TO_CONTACT",
     "SESSION_GAP",
     "SHAPES",
@@ -77,6 +78,7 @@ __all__ = [
     "compare_rollups",
     "contact_keys_sql",
     "contact_trigger_sql",
+    "cookieless_rollup_sql",
     "cover",
     "covered",
     "month_blocks",
@@ -98,6 +100,11 @@ SESSION_GAP = "30 minutes"
 MAX_DAYS_TO_CONTACT = 400
 """Days from first visit to contact are capped here; -1 means the contact has no first visit."""
 TRAFFIC_MEASURES = ("pageviews", "events", "entries", "visitors", "new_visitors")
+COOKIELESS_MEASURES = ("cookieless_pageviews", "cookieless_events", "cookieless_entries", "cookieless_visitors")
+"""Hits of browsers without consent on opt-in sites (``tenants/tracking/cookieless.py``), counted beside the
+traffic measures in the same rows but never stored as visits: the nightly check, which compares the traffic
+measures with a scan of the visits, leaves them alone, and the rebuild keeps them. No new visitors: without a
+stored history nobody knows whether a browser is new."""
 CONTACT_MEASURES = ("contacts",)
 SPANS = ("day", "block", "month")
 SOURCE_DIMENSIONS: tuple[str, ...] = ("channel", "source", "medium", "campaign", "partner", "click_platform")
@@ -245,6 +252,7 @@ def _hits_sql(source: str, stored_visitors: str | None = None) -> str:
         joined = f" LEFT JOIN unnest({stored_visitors}) AS stored(id) ON stored.id = v.visitor_id"
     return f"""SELECT v.site_id, (v.occurred_at AT TIME ZONE 'UTC')::date AS day, v.is_bot,
             {", ".join(f"{inputs[name]} AS {name}" for name in DIMENSION_INPUTS)}, v.type, v.occurred_at,
+            v.counted_before_consent,
             coalesce(lag(v.occurred_at) OVER (PARTITION BY v.visitor_id ORDER BY v.occurred_at, v.hit_id),
                 {lookup}) AS prev_at
         FROM {source} v{joined}"""  # noqa: S608 - fixed SQL fragments, no input
@@ -262,12 +270,12 @@ def _traffic_measures_sql(hits: str) -> str:
         FROM (SELECT g.site_id, g.day, g.is_bot, {", ".join(f"{dims[d]} AS {d}" for d in DIMENSIONS)},
                   {", ".join(TRAFFIC_MEASURES)}
               FROM (SELECT site_id, day, is_bot, {inputs},
-                        count(*) FILTER (WHERE type = 'pageview') AS pageviews,
+                        count(*) FILTER (WHERE type = 'pageview' AND NOT counted_before_consent) AS pageviews,
                         count(*) FILTER (WHERE type = 'event') AS events,
-                        count(*) FILTER (WHERE prev_at IS NULL OR occurred_at - prev_at > interval '{SESSION_GAP}')
-                            AS entries,
-                        count(*) FILTER (WHERE prev_at IS NULL OR (prev_at AT TIME ZONE 'UTC')::date < day)
-                            AS visitors,
+                        count(*) FILTER (WHERE NOT counted_before_consent
+                            AND (prev_at IS NULL OR occurred_at - prev_at > interval '{SESSION_GAP}')) AS entries,
+                        count(*) FILTER (WHERE NOT counted_before_consent
+                            AND (prev_at IS NULL OR (prev_at AT TIME ZONE 'UTC')::date < day)) AS visitors,
                         count(*) FILTER (WHERE prev_at IS NULL) AS new_visitors
                     FROM {hits} GROUP BY site_id, day, is_bot, {inputs}) g) k
         GROUP BY {_DAY_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
@@ -298,6 +306,33 @@ def traffic_rollup_sql(source: str, stored_visitors: str | None = None) -> str:
     return f"""rollup_hits AS ({_hits_sql(source, stored_visitors)}),
        rollup_keys AS ({_traffic_measures_sql("rollup_hits")}),
        {upserts}"""
+
+
+def cookieless_rollup_sql(source: str) -> str:
+    """A statement that adds the cookieless hits of ``source`` (a FROM item) to every traffic rollup table (measures
+    :data:`COOKIELESS_MEASURES`). ``source`` has a visit's dimension columns (``url``, ``referrer``,
+    ``utm_source``, ``utm_medium``, ``utm_campaign``, ``click_ids``, ``partner_code``) plus ``site_id``,
+    ``day``, ``is_bot``, ``type`` and the flags ``visitor`` and ``entry`` that Redis decided."""
+    inputs = visit_dimension_inputs_sql("v")
+    dims = input_dimension_sql("g")
+    keys = f"""SELECT {_DAY_KEY}, {", ".join(f"sum({m})::bigint AS {m}" for m in COOKIELESS_MEASURES)}
+        FROM (SELECT g.site_id, g.day, g.is_bot, {", ".join(f"{dims[d]} AS {d}" for d in DIMENSIONS)},
+                  {", ".join(COOKIELESS_MEASURES)}
+              FROM (SELECT v.site_id, v.day, v.is_bot, {", ".join(f"{inputs[n]} AS {n}" for n in DIMENSION_INPUTS)},
+                        count(*) FILTER (WHERE v.type = 'pageview') AS cookieless_pageviews,
+                        count(*) FILTER (WHERE v.type = 'event') AS cookieless_events,
+                        count(*) FILTER (WHERE v.entry) AS cookieless_entries,
+                        count(*) FILTER (WHERE v.visitor) AS cookieless_visitors
+                    FROM (SELECT * FROM {source}) v
+                    GROUP BY {", ".join(str(n) for n in range(1, 4 + len(DIMENSION_INPUTS)))}) g) k
+        GROUP BY {_DAY_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
+    spreads = [
+        _spread_sql(shape.traffic_table, shape.traffic_key, COOKIELESS_MEASURES, "cookieless_keys") for shape in SHAPES
+    ]
+    upserts = ",\n       ".join(f"cookieless_{number} AS ({sql})" for number, sql in enumerate(spreads[1:]))
+    return f"""WITH cookieless_keys AS ({keys}),
+       {upserts}
+       {spreads[0]}"""
 
 
 # --- contacts --------------------------------------------------------------------------------------
@@ -501,8 +536,14 @@ def rebuild_rollups(session: Session, start: date, end: date) -> None:
     session's tenant and derive them again from its stored visits and contacts."""
     params = _params(session, *_whole_months(start, end))
     for shape in SHAPES:
-        for table in (shape.traffic_table, shape.contact_table):
-            session.execute(text(f"DELETE FROM {table} WHERE day BETWEEN :start AND :end"), params)  # noqa: S608
+        # The cookieless counts have no visits to be derived from: their rows stay, with the traffic measures
+        # zeroed for the derivation to add to; rows left with nothing go.
+        table = shape.traffic_table
+        zeroed = ", ".join(f"{m} = 0" for m in TRAFFIC_MEASURES)
+        session.execute(text(f"UPDATE {table} SET {zeroed} WHERE day BETWEEN :start AND :end"), params)  # noqa: S608
+        empty = " AND ".join(f"{m} = 0" for m in COOKIELESS_MEASURES)
+        session.execute(text(f"DELETE FROM {table} WHERE day BETWEEN :start AND :end AND {empty}"), params)  # noqa: S608
+        session.execute(text(f"DELETE FROM {shape.contact_table} WHERE day BETWEEN :start AND :end"), params)  # noqa: S608
     full = FULL_SHAPE
     session.execute(
         text(_spread_sql(full.traffic_table, full.traffic_key, TRAFFIC_MEASURES, f"({_DERIVED_TRAFFIC})", _DAYS_ONLY)),

@@ -7,6 +7,10 @@ Definitions (see docs/reports.md): *visitors* are counted once per day (the sum 
 are entries (a hit that starts a session), *new visitors* are first hits ever (the first touch), *new
 contacts* are contacts created in the range, attributed by their first touch. Contacts belong to the tenant,
 not to a site, so a site filter does not narrow new contacts.
+
+The overview's visitors, visits and pageviews include the cookieless counts of opt-in sites (browsers that have
+not consented, ``tenants/tracking/cookieless.py``); attribution and everything about contacts do not: those
+browsers are never known, so they never become anyone's touches.
 """
 
 from __future__ import annotations
@@ -113,6 +117,9 @@ class Totals:
     """Net of refunds, in minor units of the overview's currency, by the purchases' days."""
     new_customers: int = 0
     """Contacts whose first purchase falls in the range."""
+    cookieless_visitors: int = 0
+    """Of ``visitors``, those counted without a cookie (an opt-in site's browsers before consent; per day only, so
+    one seen on two days counts twice). Never new visitors: nobody knows whether such a browser is new."""
 
     @property
     def conversion_rate(self) -> float | None:
@@ -256,7 +263,7 @@ def _grouped(
         clauses.append("(" + " OR ".join(f"r.{name} = ANY(CAST(:only_{name} AS text[]))" for name in only) + ")")
     measures = _TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES
     params.update(cover(q.start, q.end).params())
-    sums = [f"sum(r.{m} * b.sign)::bigint" for m in measures]
+    sums = [f"sum(({_SUMMED.get(m, 'r.' + m)}) * b.sign)::bigint" for m in measures]
     columns = ", ".join(f"r.{name}" for name in groups) or "NULL"
     place = ""
     if top is not None:
@@ -275,8 +282,15 @@ def _grouped(
     return list(session.execute(text(statement), params).all())
 
 
-_TRAFFIC_MEASURES = ("visitors", "new_visitors", "entries", "pageviews")
+_SERIES_MEASURES = ("visitors", "new_visitors", "entries", "pageviews")
+_TRAFFIC_MEASURES = (*_SERIES_MEASURES, "cookieless_visitors")
 _CONTACT_MEASURES = ("contacts",)
+_SUMMED = {
+    "visitors": "r.visitors + r.cookieless_visitors",
+    "entries": "r.entries + r.cookieless_entries",
+    "pageviews": "r.pageviews + r.cookieless_pageviews",
+}
+"""The overview's traffic measures with the cookieless counts in them (a cookieless hit is never a new visitor)."""
 
 
 def _breakdowns(
@@ -395,19 +409,19 @@ def overview(session: Session, q: ReportQuery) -> Overview:
     totals = _totals(traffic_totals, contact_totals[0] if contact_totals else 0, sales[0] if sales else None)
     breakdowns: dict[str, list[BreakdownRow]] = {}
     for name in DIMENSIONS:
-        merged: dict[str, list[int]] = defaultdict(lambda: [0] * 5)
+        merged: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
         for value, sums in traffic[name].items():
-            merged[value][:4] = sums
+            merged[value][:5] = sums
         for value, sums in contacts[name].items():
-            merged[value][4] = sums[0]
-        rows = sorted(merged.items(), key=lambda item: (-item[1][0], -item[1][2], -item[1][4], item[0]))
+            merged[value][5] = sums[0]
+        rows = sorted(merged.items(), key=lambda item: (-item[1][0], -item[1][2], -item[1][5], item[0]))
         breakdowns[name] = [
             BreakdownRow(
                 value=value,
                 visitors=sums[0],
                 entries=sums[2],
                 new_visitors=sums[1],
-                new_contacts=sums[4],
+                new_contacts=sums[5],
                 previous_entries=previous_entries.get(name, {}).get(value, 0) if q.compare else None,
             )
             for value, sums in rows[:TOP_ROWS]
@@ -444,17 +458,19 @@ def _daily(session: Session, q: ReportQuery, days: tuple[date, date], *, traffic
     if not traffic:
         clauses.append("r.touch = 'first'")
     params.update(start=days[0], end=days[1])
-    measures = _TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES
-    statement = f"""SELECT r.day, {", ".join(f"sum(r.{m})::bigint" for m in measures)}
+    measures = _SERIES_MEASURES if traffic else _CONTACT_MEASURES
+    statement = f"""SELECT r.day, {", ".join(f"sum({_SUMMED.get(m, 'r.' + m)})::bigint" for m in measures)}
         FROM {shape.traffic_table if traffic else shape.contact_table} r
         WHERE {" AND ".join(clauses)} GROUP BY r.day"""  # noqa: S608 - names from SHAPES and DIMENSIONS
     return list(session.execute(text(statement), params).all())
 
 
 def _totals(traffic: list[int] | None, new_contacts: int, sales: Any = None) -> Totals:
-    visitors, new_visitors, entries, pageviews = traffic or [0, 0, 0, 0]
+    visitors, new_visitors, entries, pageviews, cookieless_visitors = traffic or [0, 0, 0, 0, 0]
     purchases, revenue, new_customers = (_int(v) for v in (sales or (0, 0, 0)))
-    return Totals(visitors, new_visitors, entries, pageviews, new_contacts, purchases, revenue, new_customers)
+    return Totals(
+        visitors, new_visitors, entries, pageviews, new_contacts, purchases, revenue, new_customers, cookieless_visitors
+    )
 
 
 def attribution(

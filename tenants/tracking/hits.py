@@ -94,6 +94,9 @@ class Hit(msgspec.Struct, omit_defaults=True):
     screen: Annotated[str, msgspec.Meta(max_length=20)] | None = None
     event_name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     props: dict[str, Any] | None = None
+    counted_before_consent: bool = False
+    """The page view the tracker re-sends when an opt-in site's browser consents: the same page was counted
+    cookielessly a moment before, so it is stored but not counted again (honoured on opt-in sites only)."""
 
 
 class Batch(msgspec.Struct):
@@ -113,6 +116,9 @@ class Envelope(msgspec.Struct, omit_defaults=True):
     user_agent: str | None = None
     ip: str | None = None
     bot_reason: str | None = None
+    cookieless: bool = False
+    """A browser without consent on an opt-in site: ``visitor_id`` is the day's salted hash of it
+    (``tenants/tracking/cookieless.py``), not a visitor, and the hits are counted, never stored."""
 
 
 class BatchError(ValueError):

@@ -1,4 +1,5 @@
-"""Ingest: move accepted batches from the Redis stream into ``visits`` and keep ``visitors`` current.
+"""Ingest: move accepted batches from the Redis stream into ``visits`` and keep ``visitors`` current; count the
+cookieless batches of opt-in sites (``tenants/tracking/cookieless.py``) without storing them.
 
 Storage is exactly-once although delivery is at-least-once: visits are inserted with
 ``ON CONFLICT DO NOTHING`` on the browser's hit id, and visitor counters and touches are updated only
@@ -28,6 +29,7 @@ from tenants.models import ConversionKind
 from tenants.partners.referrals import record_referral_clicks
 from tenants.reports.rollups import traffic_rollup_sql
 from tenants.tracking.buffer import DEAD_LETTER_STREAM, IngestBuffer, decode_entry
+from tenants.tracking.cookieless import count_cookieless, mark_counted
 from tenants.tracking.hits import AdCookies, ClickIds, Envelope, Hit, Utm
 from tenants.tracking.touches import CAMPAIGN_SQL, TOUCH_SQL
 
@@ -64,7 +66,7 @@ def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0, block_ms: int = 200
             by_tenant[envelope.tenant_id].append((entry_id, data, envelope))
         for tenant_id, items in by_tenant.items():
             try:
-                result.stored_visits += _store_tenant(tenant_id, [envelope for _, _, envelope in items])
+                result.stored_visits += _store_tenant(buffer, tenant_id, [envelope for _, _, envelope in items])
             except OperationalError:
                 raise  # the database is away: leave everything pending, the next run retries
             except DBAPIError as error:
@@ -72,7 +74,7 @@ def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0, block_ms: int = 200
                 log.warning("ingest batch failed, retrying entries one by one", extra={"error": str(error)})
                 for entry_id, data, envelope in items:
                     try:
-                        result.stored_visits += _store_tenant(tenant_id, [envelope])
+                        result.stored_visits += _store_tenant(buffer, tenant_id, [envelope])
                     except OperationalError:
                         raise
                     except DBAPIError as entry_error:
@@ -85,7 +87,19 @@ def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0, block_ms: int = 200
     return result
 
 
-def _store_tenant(tenant_id: UUID, envelopes: list[Envelope]) -> int:
+def _store_tenant(buffer: IngestBuffer, tenant_id: UUID, envelopes: list[Envelope]) -> int:
+    cookieless = [envelope for envelope in envelopes if envelope.cookieless]
+    if cookieless:
+        with tenant_session(tenant_id) as session:
+            counted = count_cookieless(session, buffer.client, cookieless)
+        mark_counted(buffer.client, counted)
+        envelopes = [envelope for envelope in envelopes if not envelope.cookieless]
+        if not envelopes:
+            return 0
+    return _store_visits(tenant_id, envelopes)
+
+
+def _store_visits(tenant_id: UUID, envelopes: list[Envelope]) -> int:
     try:
         with tenant_session(tenant_id) as session:
             return store_envelopes(session, envelopes)
@@ -144,6 +158,7 @@ class _VisitRow(msgspec.Struct):
     ip: str | None
     is_bot: bool
     bot_reason: str | None
+    counted_before_consent: bool
 
 
 _INSERT_VISITORS = text(
@@ -167,17 +182,17 @@ _STORE_VISITS = text(
            INSERT INTO visits (tenant_id, hit_id, occurred_at, received_at, visitor_id, site_id, contact_id,
                type, event_name, url, path, title, referrer, utm_source, utm_medium, utm_campaign, utm_term,
                utm_content, utm_id, click_ids, ad_cookies, partner_code, lang, screen, props, user_agent, ip,
-               is_bot, bot_reason)
+               is_bot, bot_reason, counted_before_consent)
            SELECT :tenant_id, r.hit_id, to_timestamp(r.occurred_ms / 1000.0), to_timestamp(r.received_ms / 1000.0),
                r.visitor_id, r.site_id, r.contact_id, r.type, r.event_name, r.url, r.path, r.title, r.referrer,
                r.utm->>'source', r.utm->>'medium', r.utm->>'campaign', r.utm->>'term', r.utm->>'content',
                r.utm->>'id', r.click_ids, r.ad_cookies, r.partner_code, r.lang, r.screen, r.props, r.user_agent,
-               r.ip, r.is_bot, r.bot_reason
+               r.ip, r.is_bot, r.bot_reason, r.counted_before_consent
            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(hit_id uuid, occurred_ms bigint,
                received_ms bigint, visitor_id uuid, site_id uuid, contact_id uuid, type text, event_name text,
                url text, path text, title text, referrer text, utm jsonb, click_ids jsonb, ad_cookies jsonb,
                partner_code text, lang text, screen text, props jsonb, user_agent text, ip inet, is_bot boolean,
-               bot_reason text)
+               bot_reason text, counted_before_consent boolean)
            ON CONFLICT DO NOTHING
            RETURNING *),
        {traffic_rollup_sql("inserted", "CAST(:with_visits AS uuid[])")},
@@ -299,4 +314,5 @@ def _visit_row(envelope: Envelope, hit: Hit, contact_id: UUID | None) -> _VisitR
         ip=envelope.ip,
         is_bot=envelope.bot_reason is not None,
         bot_reason=envelope.bot_reason,
+        counted_before_consent=hit.counted_before_consent,
     )

@@ -226,8 +226,9 @@
           .then(r => r.ok && r.json()).then(j => {
             if (c.analytics === false) return forget();
             if (c.analytics) lsSet('tm_no', '');
-            // the first token (an opt-in site gave none before): this page's view, with its UTMs, counts now
-            if (j && j.token) { var first = !tok(); setTok(j.token); if (first) enqueue(hit('pageview')) }
+            // the first token (an opt-in site gave none before): this page's view, with its UTMs, is stored now
+            // (counted already, cookielessly: the flag keeps it from counting twice)
+            if (j && j.token) { var first = !tok(); setTok(j.token); if (first) enqueue(hit('pageview', { counted_before_consent: true })) }
           }).catch(noop);
         // granting analytics needs no token; anything else waits for the browser's first one
         t || c.analytics ? send(t) : waiting.push(send);
