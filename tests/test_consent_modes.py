@@ -267,8 +267,10 @@ def test_after_consent_the_browser_is_tracked_and_no_longer_counted_cookielessly
 
     token = _consent(client, site, analytics=True).json()["token"]
     # As tracker.js does: the page view of the page that asked for consent again, now with a token, flagged as
-    # counted already; then the next page.
-    later = [hit("/", counted_before_consent=True), hit("/after")]
+    # counted already; then the next page, a second later (in one millisecond their order would be the random
+    # hit ids', and the next page, sorted first, would start the visit).
+    resent = hit("/", counted_before_consent=True)
+    later = [resent, {**hit("/after"), "ts": resent["ts"] + 1000}]
     assert _send(client, site, *later, token=token, user_agent=BROWSER).status_code == 202
     wait_stored(tenant.tenant_id, 2)
     _drained()
