@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from tenants.isolation import current_tenant_id
 from tenants.models import OutboxMessage, new_id
-from tenants.reports.rollups import SHAPES
+from tenants.reports.rollups import KEPT_SHAPES
 from tenants.tracking.hits import Envelope, Hit
 from tenants.tracking.ingest import store_envelopes
 from tenants.tracking.sites import create_site
@@ -289,8 +289,8 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "erasures": _privacy,
     "privacy_settings": _privacy,
     # Ingest adds the visit to every traffic rollup table; a new contact counts in every contact rollup table.
-    **{shape.traffic_table: _tracking for shape in SHAPES},
-    **{shape.contact_table: _identity for shape in SHAPES},
+    **{shape.traffic_table: _tracking for shape in KEPT_SHAPES},
+    **{shape.contact_table: _identity for shape in KEPT_SHAPES},
     "purchases": _purchases,
     "purchase_references": _purchases,
     "purchase_refunds": _purchases,

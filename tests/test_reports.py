@@ -174,32 +174,37 @@ def test_overview_and_attribution_equal_a_scan_of_the_stored_visits(seeded: Seed
         assert all(d is not None and d >= 1 for d in days)  # the contacts came days after their first visit
 
 
+@pytest.mark.parametrize("dimension", ["landing_page", "campaign"])
 def test_each_table_shows_the_top_rows_of_a_scan_ranked_by_visitors_then_visits(
-    client: TestClient[Any], pipeline: None, make_tenant: Callable[..., TenantHandle]
+    client: TestClient[Any], pipeline: None, make_tenant: Callable[..., TenantHandle], dimension: str
 ) -> None:
     """Past 25 values a table shows the first 25 of the scan in the screen's order (visitors, then visits,
-    then name), ties at the cut included before the name decides: the long tail is ranked in the database."""
+    then name), ties at the cut included before the name decides: the long tail is ranked in the database
+    (landing pages in their own shape, campaigns in the by-dimension one)."""
     tenant = make_tenant("Toprows")
     site = make_site(tenant, [ORIGIN])
-    # (visitors, visits) per landing page: 20 pages (2, 2), then 10 tied at (1, 2) across the 25th place,
+    # (visitors, visits) per value: 20 values (2, 2), then 10 tied at (1, 2) across the 25th place,
     # then 10 at (1, 1).
-    plan = [(f"/p{n:02d}", 2, 1) for n in range(20)] + [(f"/p{n:02d}", 1, 2) for n in range(20, 40)]
-    plan = plan[:30] + [(path, 1, 1) for path, _, _ in plan[30:]]
+    plan = [(f"p{n:02d}", 2, 1) for n in range(20)] + [(f"p{n:02d}", 1, 2) for n in range(20, 40)]
+    plan = plan[:30] + [(value, 1, 1) for value, _, _ in plan[30:]]
     sent = 0
-    for path, browsers, sessions in plan:
+    for value, browsers, sessions in plan:
         for _ in range(browsers):
             token = None
             for number in range(sessions):  # a second visit an hour later: a new session, the same visitor
-                token, _ = send(client, site, [hit(BASE + timedelta(hours=number), path)], token)
+                at = BASE + timedelta(hours=number)
+                landing = hit(at, f"/{value}") if dimension == "landing_page" else hit(at, utm={"campaign": value})
+                token, _ = send(client, site, [landing], token)
                 sent += 1
     wait_stored(tenant.tenant_id, sent)
     q = ReportQuery(start=BASE.date(), end=BASE.date())
     with tenant_session(tenant.tenant_id) as session:
-        shown = [(r.value, r.visitors, r.entries) for r in overview(session, q).breakdowns["landing_page"]]
-    scanned = [(k[0], v["visitors"], v["entries"]) for k, v in scan_traffic(tenant, q, ("landing_page",)).items()]
+        shown = [(r.value, r.visitors, r.entries) for r in overview(session, q).breakdowns[dimension]]
+    scanned = [(k[0], v["visitors"], v["entries"]) for k, v in scan_traffic(tenant, q, (dimension,)).items()]
     assert len(scanned) == 40
     assert shown == sorted(scanned, key=lambda row: (-row[1], -row[2], row[0]))[:TOP_ROWS]
-    assert [value for value, _, _ in shown[20:]] == ["/p20", "/p21", "/p22", "/p23", "/p24"]
+    prefix = "/" if dimension == "landing_page" else ""
+    assert [value for value, _, _ in shown[20:]] == [f"{prefix}p{n}" for n in range(20, 25)]
 
 
 def test_a_resent_batch_and_a_replay_do_not_change_the_reports(client: TestClient[Any], seeded: SeededReports) -> None:
@@ -223,8 +228,9 @@ def test_a_resent_batch_and_a_replay_do_not_change_the_reports(client: TestClien
     assert_overview_equals_a_scan(tenant, ReportQuery(start=q.start, end=q.end))
 
 
+@pytest.mark.parametrize("table", ["traffic_rollups", "traffic_dimension_rollups"])
 def test_the_nightly_check_finds_a_corrupted_rollup_and_the_rebuild_repairs_it(
-    seeded: SeededReports, owner_url: str, caplog: pytest.LogCaptureFixture
+    seeded: SeededReports, owner_url: str, caplog: pytest.LogCaptureFixture, table: str
 ) -> None:
     tenant = seeded.site.tenant
     day = (BASE + timedelta(days=3)).date()
@@ -232,7 +238,7 @@ def test_the_nightly_check_finds_a_corrupted_rollup_and_the_rebuild_repairs_it(
         assert check_day(session, day) == []
     with psycopg.connect(owner_url) as owner:
         owner.execute(
-            "UPDATE traffic_rollups SET pageviews = pageviews + 5 WHERE tenant_id = %s AND span = 'day' AND day = %s",
+            f"UPDATE {table} SET pageviews = pageviews + 5 WHERE tenant_id = %s AND span = 'day' AND day = %s",
             (tenant.tenant_id, day),
         )
     with caplog.at_level(logging.WARNING), tenant_session(tenant.tenant_id) as session:
@@ -241,10 +247,8 @@ def test_the_nightly_check_finds_a_corrupted_rollup_and_the_rebuild_repairs_it(
     # of the corrupted days.
     day_rows = [d for d in differences if d.key[0] == "day"]
     assert day_rows
-    assert all(d.table == "traffic_rollups" and d.stored[0] == d.derived[0] + 5 for d in day_rows)
-    assert all(
-        d.table == "traffic_rollups" and d.stored[0] == d.derived[0] - 5 for d in differences if d.key[0] != "day"
-    )
+    assert all(d.table == table and d.stored[0] == d.derived[0] + 5 for d in day_rows)
+    assert all(d.table == table and d.stored[0] == d.derived[0] - 5 for d in differences if d.key[0] != "day")
     assert str(tenant.tenant_id) in caplog.text
     rebuilt = subprocess.run(
         [sys.executable, "-m", "api.cli", "reports", "rebuild", "--from", str(day - timedelta(days=5)),

@@ -71,13 +71,13 @@ def upgrade() -> None:
     op.execute(
         f"""CREATE OR REPLACE FUNCTION trailmark_contact_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN
-               {contact_trigger_sql()};
+               {contact_trigger_sql(SHAPES)};
                RETURN NULL;
            END $$"""
     )
     # Month rows and narrower tables from the day rows already there, under each tenant's own isolation.
     connection = op.get_bind()
-    statements = spread_stored_days_sql()
+    statements = spread_stored_days_sql(SHAPES)
     for (tenant_id,) in connection.execute(sa.text("SELECT trailmark_report_tenants()")).all():
         connection.execute(sa.text("SELECT set_config('app.tenant_id', :id, true)"), {"id": str(tenant_id)})
         for statement in statements:

@@ -117,15 +117,45 @@ class RollupShape:
     traffic_table: str
     contact_table: str
     dimensions: tuple[str, ...]
+    by_dimension: bool = False
+    """Keyed by ``(dimension, value)`` instead of a column per dimension: one row per value of each of
+    ``dimensions``, not one per combination of their values. It answers one dimension at a time, unfiltered."""
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return ("dimension", "value") if self.by_dimension else self.dimensions
 
     @property
     def traffic_key(self) -> tuple[str, ...]:
         """The primary key after ``tenant_id``: bucket first, so one index serves every site and one site."""
-        return ("span", "day", "site_id", "is_bot", *self.dimensions)
+        return ("span", "day", "site_id", "is_bot", *self.key_columns)
 
     @property
     def contact_key(self) -> tuple[str, ...]:
-        return ("span", "day", "touch", *self.dimensions, "days_to_contact")
+        return ("span", "day", "touch", *self.key_columns, "days_to_contact")
+
+    def rows(self, source: str) -> str:
+        """``source`` (a FROM item of rows with every dimension's column) as rows of this shape's key: itself,
+        or, by dimension, each of its rows once per dimension with that dimension's value."""
+        if not self.by_dimension:
+            return source
+        pairs = ", ".join(f"('{name}', k.{name})" for name in self.dimensions)
+        return f"""(SELECT k.*, d.dimension, d.value
+            FROM {source} k CROSS JOIN LATERAL (VALUES {pairs}) AS d(dimension, value))"""  # noqa: S608
+
+    def keys(self, columns: Sequence[str], row: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The keys (after ``span``) that a day row ``row`` with every dimension's column (named by ``columns``)
+        counts under in this shape's traffic or contact table (whichever ``columns`` is the key of)."""
+        key = self.traffic_key if "site_id" in columns else self.contact_key
+        if not self.by_dimension:
+            return [tuple(row[columns.index(name)] for name in key[1:])]
+        return [
+            tuple(
+                name if column == "dimension" else row[columns.index(name if column == "value" else column)]
+                for column in key[1:]
+            )
+            for name in self.dimensions
+        ]
 
 
 SHAPES: tuple[RollupShape, ...] = (
@@ -137,6 +167,13 @@ SHAPES: tuple[RollupShape, ...] = (
 )
 """Widest first; the first holds every dimension and is what the others are derived from."""
 FULL_SHAPE = SHAPES[0]
+BY_DIMENSION = RollupShape(
+    "traffic_dimension_rollups", "contact_dimension_rollups", SOURCE_DIMENSIONS, by_dimension=True
+)
+"""The acquisition dimensions' values one by one, for the unfiltered overview's tables: at 5M visits a 90-day
+range holds about 15,000 combinations of them in ``traffic_source_rollups``, but only a few hundred values."""
+KEPT_SHAPES: tuple[RollupShape, ...] = (*SHAPES, BY_DIMENSION)
+"""Every shape ingest, the triggers and the rebuild keep; :data:`SHAPES` are those a filtered report can read."""
 
 
 def narrowest_shape(dimensions: Iterable[str]) -> RollupShape:
@@ -301,7 +338,10 @@ def traffic_rollup_sql(source: str, stored_visitors: str | None = None) -> str:
     """CTE entries (to follow ``WITH … ,``) that add the hits of ``source`` to every traffic rollup table:
     the hits are counted once, then summed into each shape and span. ``stored_visitors`` as for
     :func:`_hits_sql`."""
-    spreads = [_spread_sql(shape.traffic_table, shape.traffic_key, TRAFFIC_MEASURES, "rollup_keys") for shape in SHAPES]
+    spreads = [
+        _spread_sql(shape.traffic_table, shape.traffic_key, TRAFFIC_MEASURES, shape.rows("rollup_keys"))
+        for shape in KEPT_SHAPES
+    ]
     upserts = ",\n       ".join(f"rolled_up_{number} AS ({sql})" for number, sql in enumerate(spreads))
     return f"""rollup_hits AS ({_hits_sql(source, stored_visitors)}),
        rollup_keys AS ({_traffic_measures_sql("rollup_hits")}),
@@ -327,7 +367,8 @@ def cookieless_rollup_sql(source: str) -> str:
                     GROUP BY {", ".join(str(n) for n in range(1, 4 + len(DIMENSION_INPUTS)))}) g) k
         GROUP BY {_DAY_KEY}"""  # noqa: S608 - fixed SQL fragments, no input
     spreads = [
-        _spread_sql(shape.traffic_table, shape.traffic_key, COOKIELESS_MEASURES, "cookieless_keys") for shape in SHAPES
+        _spread_sql(shape.traffic_table, shape.traffic_key, COOKIELESS_MEASURES, shape.rows("cookieless_keys"))
+        for shape in KEPT_SHAPES
     ]
     upserts = ",\n       ".join(f"cookieless_{number} AS ({sql})" for number, sql in enumerate(spreads[1:]))
     return f"""WITH cookieless_keys AS ({keys}),
@@ -353,17 +394,19 @@ def contact_keys_sql(row: str) -> str:
     )
 
 
-def _contact_spreads(source: str) -> list[str]:
-    return [_spread_sql(shape.contact_table, shape.contact_key, CONTACT_MEASURES, source) for shape in SHAPES]
+def _contact_spreads(source: str, shapes: Sequence[RollupShape]) -> list[str]:
+    return [
+        _spread_sql(shape.contact_table, shape.contact_key, CONTACT_MEASURES, shape.rows(source)) for shape in shapes
+    ]
 
 
-def contact_trigger_sql() -> str:
+def contact_trigger_sql(shapes: Sequence[RollupShape] = KEPT_SHAPES) -> str:
     """The body of the ``contacts`` trigger: a contact counts once per touch kind under its current creation
     day, touches and days to contact; every change of those (created, touches refreshed, merged away,
     deleted) subtracts the old key and adds the new one, in every contact rollup table, in the same
     transaction, whichever service made it."""
     key = f"day, touch, {', '.join(DIMENSIONS)}, days_to_contact"
-    spreads = _contact_spreads("delta")
+    spreads = _contact_spreads("delta", shapes)
     ctes = ",\n".join(f"spread_{number} AS ({sql})" for number, sql in enumerate(spreads[1:]))
     return f"""WITH delta AS (
             SELECT {key}, sum(n) AS contacts
@@ -535,7 +578,7 @@ def rebuild_rollups(session: Session, start: date, end: date) -> None:
     """Delete the rollups of the days ``start`` … ``end`` (inclusive, UTC, widened to whole months) of the
     session's tenant and derive them again from its stored visits and contacts."""
     params = _params(session, *_whole_months(start, end))
-    for shape in SHAPES:
+    for shape in KEPT_SHAPES:
         # The cookieless counts have no visits to be derived from: their rows stay, with the traffic measures
         # zeroed for the derivation to add to; rows left with nothing go.
         table = shape.traffic_table
@@ -560,23 +603,23 @@ def rebuild_rollups(session: Session, start: date, end: date) -> None:
     rebuild_partner_sale_rollups(session, start, end)
 
 
-def spread_stored_days_sql() -> list[str]:
-    """The statements that fill every other rollup row of ``:start`` … ``:end`` (whole months) from the
-    full tables' day rows: the full tables' months, and both spans of every narrower shape. Run by the
-    rebuild after it derived the day rows, and by migration 0010 over the rows that existed before it."""
+def spread_stored_days_sql(
+    shapes: Sequence[RollupShape] = KEPT_SHAPES, traffic_measures: tuple[str, ...] = TRAFFIC_MEASURES
+) -> list[str]:
+    """The statements that fill every other rollup row of ``:start`` … ``:end`` (whole months) of ``shapes``
+    from the full tables' day rows: the full tables' months, and every span of every narrower shape. Run by
+    the rebuild after it derived the day rows (the traffic measures only: it keeps the cookieless counts in
+    place), and by migrations over the rows that existed before them."""
     full = FULL_SHAPE
     statements = []
-    for number, shape in enumerate(SHAPES):
-        spans = _LONGER_SPANS if number == 0 else _SPANS_SQL
+    for shape in shapes:
+        spans = _LONGER_SPANS if shape == full else _SPANS_SQL
+        traffic, contacts = _stored_days(full.traffic_table), _stored_days(full.contact_table)
         statements.append(
-            _spread_sql(
-                shape.traffic_table, shape.traffic_key, TRAFFIC_MEASURES, _stored_days(full.traffic_table), spans
-            )
+            _spread_sql(shape.traffic_table, shape.traffic_key, traffic_measures, shape.rows(traffic), spans)
         )
         statements.append(
-            _spread_sql(
-                shape.contact_table, shape.contact_key, CONTACT_MEASURES, _stored_days(full.contact_table), spans
-            )
+            _spread_sql(shape.contact_table, shape.contact_key, CONTACT_MEASURES, shape.rows(contacts), spans)
         )
     return statements
 
@@ -611,18 +654,18 @@ def compare_rollups(session: Session, start: date, end: date) -> list[RollupDiff
         "contacts": (session.execute(text(_DERIVED_CONTACTS), days).all(), _CONTACT_DAY_KEY.split(", ")),
     }
     differences: list[RollupDifference] = []
-    for shape in SHAPES:
+    for shape in KEPT_SHAPES:
         for kind, table, key, measures in (
             ("traffic", shape.traffic_table, shape.traffic_key, TRAFFIC_MEASURES),
             ("contacts", shape.contact_table, shape.contact_key, CONTACT_MEASURES),
         ):
             rows, columns = scanned[kind]
-            positions = [columns.index(name) for name in key[1:]]
             derived: dict[tuple[Any, ...], list[int]] = {}
             for row in rows:
-                sums = derived.setdefault(("day", *(row[i] for i in positions)), [0] * len(measures))
-                for number, value in enumerate(row[len(columns) :]):
-                    sums[number] += int(value)
+                for row_key in shape.keys(columns, row):
+                    sums = derived.setdefault(("day", *row_key), [0] * len(measures))
+                    for number, value in enumerate(row[len(columns) :]):
+                        sums[number] += int(value)
             stored_sql = f"SELECT {', '.join(key)}, {', '.join(measures)} FROM {table}"  # noqa: S608
             day_rows = session.execute(text(f"{stored_sql} WHERE span = 'day' AND day BETWEEN :start AND :end"), days)
             differences += _differences(

@@ -32,7 +32,7 @@ from tenants.errors import InvalidQuery, ReportTimedOut
 from tenants.isolation import current_tenant_id
 from tenants.purchases.currencies import is_currency
 from tenants.reports.dimensions import DIMENSIONS, visit_dimension_sql
-from tenants.reports.rollups import RollupShape, cover, covered, narrowest_shape
+from tenants.reports.rollups import BY_DIMENSION, RollupShape, cover, covered, narrowest_shape
 from tenants.settings import get_settings
 from tenants.tracking.sites import get_site
 
@@ -261,15 +261,13 @@ def _grouped(
         params[f"only_{name}"] = values
     if only and len(only) == len(groups) and "()" not in sets:
         clauses.append("(" + " OR ".join(f"r.{name} = ANY(CAST(:only_{name} AS text[]))" for name in only) + ")")
-    measures = _TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES
+    measures, sums = _bucket_sums(traffic)
     params.update(cover(q.start, q.end).params())
-    sums = [f"sum(({_SUMMED.get(m, 'r.' + m)}) * b.sign)::bigint" for m in measures]
     columns = ", ".join(f"r.{name}" for name in groups) or "NULL"
     place = ""
     if top is not None:
         partition = f"PARTITION BY GROUPING({columns})" if groups else ""
-        leading = ", ".join(f"{sums[measures.index(m)]} DESC" for m in ("visitors", "entries"))
-        place = f", rank() OVER ({partition} ORDER BY {leading}) AS place"
+        place = f", {_place(measures, sums, partition)} AS place"
     statement = f"""SELECT {columns}, {", ".join(sums)}{place} FROM {covered(table, clauses)}
         GROUP BY GROUPING SETS ({sets})"""  # noqa: S608 - names from SHAPES and DIMENSIONS
     kept = [f"(g.{name} IS NULL OR g.{name} = ANY(CAST(:only_{name} AS text[])))" for name in only]
@@ -280,6 +278,52 @@ def _grouped(
         # A grouping set's rows are NULL in the other sets' columns: each condition holds for the rest.
         statement = f"SELECT * FROM ({statement}) g WHERE {' AND '.join(kept)}"  # noqa: S608 - built above
     return list(session.execute(text(statement), params).all())
+
+
+def _by_dimension(
+    session: Session,
+    q: ReportQuery,
+    *,
+    traffic: bool,
+    names: list[str],
+    top: int | None = None,
+    only: dict[str, list[str]] | None = None,
+) -> list[Any]:
+    """:func:`_grouped` for an unfiltered query over :data:`BY_DIMENSION`'s table, whose rows are already one
+    per dimension and value: rows ``(dimension, value, measures…)`` of the dimensions ``names``, with ``top``
+    and ``only`` as there (a dimension ``only`` names answers only those values, the others every value)."""
+    table = BY_DIMENSION.traffic_table if traffic else BY_DIMENSION.contact_table
+    clauses, params = _filters(session, q, traffic=traffic)
+    if not traffic:
+        clauses.append("r.touch = 'first'")
+    only = {name: values for name, values in (only or {}).items() if name in names}
+    wanted = ["r.dimension = ANY(CAST(:every_value AS text[]))"]
+    params["every_value"] = [name for name in names if name not in only]
+    for number, (name, values) in enumerate(only.items()):
+        wanted.append(f"(r.dimension = :only_name_{number} AND r.value = ANY(CAST(:only_{number} AS text[])))")
+        params.update({f"only_name_{number}": name, f"only_{number}": values})
+    clauses.append("(" + " OR ".join(wanted) + ")")
+    measures, sums = _bucket_sums(traffic)
+    params.update(cover(q.start, q.end).params())
+    place = f", {_place(measures, sums, 'PARTITION BY r.dimension')} AS place" if top is not None else ""
+    statement = f"""SELECT r.dimension, r.value, {", ".join(sums)}{place} FROM {covered(table, clauses)}
+        GROUP BY r.dimension, r.value"""  # noqa: S608 - names from BY_DIMENSION
+    if top is not None:
+        statement = f"SELECT * FROM ({statement}) g WHERE g.place <= :top"  # noqa: S608 - built above
+        params["top"] = top
+    return list(session.execute(text(statement), params).all())
+
+
+def _bucket_sums(traffic: bool) -> tuple[tuple[str, ...], list[str]]:
+    """The measures a breakdown reads, and their SQL: summed over a :func:`covered` read, times each bucket's sign."""
+    measures = _TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES
+    return measures, [f"sum(({_SUMMED.get(m, 'r.' + m)}) * b.sign)::bigint" for m in measures]
+
+
+def _place(measures: tuple[str, ...], sums: list[str], partition: str) -> str:
+    """A row's place in its table: by visitors, then visits (ties share a place)."""
+    leading = ", ".join(f"{sums[measures.index(m)]} DESC" for m in ("visitors", "entries"))
+    return f"rank() OVER ({partition} ORDER BY {leading})"
 
 
 _SERIES_MEASURES = ("visitors", "new_visitors", "entries", "pageviews")
@@ -307,13 +351,19 @@ def _breakdowns(
     it names."""
     by_shape: dict[RollupShape, list[str]] = defaultdict(list)
     for name in DIMENSIONS:
-        by_shape[narrowest_shape([name, *q.filters])].append(name)
+        by_value = not q.filters and name in BY_DIMENSION.dimensions
+        by_shape[BY_DIMENSION if by_value else narrowest_shape([name, *q.filters])].append(name)
     total_shape = narrowest_shape(q.filters)
     by_shape.setdefault(total_shape, [])
     totals: list[int] | None = None
     values: dict[str, dict[str, list[int]]] = {name: {} for name in DIMENSIONS}
     width = len(_TRAFFIC_MEASURES if traffic else _CONTACT_MEASURES)
     for shape, names in by_shape.items():
+        if shape.by_dimension:
+            for name, value, *sums in _by_dimension(session, q, traffic=traffic, names=names, top=top, only=only):
+                if any(sums[:width]):
+                    values[name][value] = [_int(v) for v in sums[:width]]
+            continue
         sets = [f"({name})" for name in names]
         if shape == total_shape:
             sets.insert(0, "()")
