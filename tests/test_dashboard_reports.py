@@ -180,7 +180,8 @@ def test_the_overview_shows_exactly_what_a_scan_of_the_visits_gives(seeded: Seed
         scanned = scan_traffic(seeded.tenant, START, TODAY, dimension)
         new_contacts = scan_contacts(seeded.tenant, START, TODAY, "first", dimension)
         expected = {value: (v, e, new_contacts.get(value, 0)) for value, (v, e, _) in scanned.items()}
-        assert breakdown(page.text, dimension) == expected, dimension
+        # A value with page views only (navigation inside a visit) has no row: its row would be all zeros.
+        assert breakdown(page.text, dimension) == {value: row for value, row in expected.items() if any(row)}, dimension
     assert 'role="img"' in page.text and "Visitors per day as a table" in page.text
 
 
@@ -219,9 +220,11 @@ def test_clicking_a_row_filters_the_whole_page_and_the_chip_removes_it(seeded: S
         str(contacts),
     )
     assert set(breakdown(filtered.text, "channel")) == {"Email"}
+    email_contacts = scan_contacts(seeded.tenant, START, TODAY, "first", "source", channel="Email")
     assert breakdown(filtered.text, "source") == {
-        value: (v, e, scan_contacts(seeded.tenant, START, TODAY, "first", "source", channel="Email").get(value, 0))
+        value: (v, e, email_contacts.get(value, 0))
         for value, (v, e, _) in scan_traffic(seeded.tenant, START, TODAY, "source", channel="Email").items()
+        if v or e or email_contacts.get(value, 0)
     }
     chip = re.search(r'<li class="chip">Channel is <strong>Email</strong> <a href="([^"]+)"', filtered.text)
     assert chip, "the active filter shows as a chip"
