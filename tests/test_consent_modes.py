@@ -23,7 +23,16 @@ from tenants.settings import get_settings
 from tenants.tracking.buffer import STREAM, holds_entries_until
 from tenants.tracking.cookieless import SALT_TTL_SECONDS, cookieless_hit, day_salt, salt_key, visitor_hash
 from tenants.tracking.hits import Envelope, Hit
-from tests.conftest import SiteHandle, TenantHandle, make_site, token_after, wait_stored, wait_until
+from tests.conftest import (
+    SiteHandle,
+    TenantHandle,
+    make_site,
+    start_beat,
+    stop,
+    token_after,
+    wait_stored,
+    wait_until,
+)
 from tests.support.conversions import BROWSER, ORIGIN
 from tests.support.dashboard import login_http
 from tests.support.partners import collect, hit
@@ -95,6 +104,33 @@ def test_an_opt_in_site_keeps_nothing_of_a_browser_until_it_consents_and_forgets
     with tenant_session(tenant.tenant_id) as session:
         row = session.execute(text("SELECT analytics, analytics_source FROM visitor_consents")).one()
     assert tuple(row) == (False, "tracker"), "the withdrawal is recorded"
+
+
+def test_hits_still_waiting_for_ingest_when_the_browser_withdraws_are_forgotten_once_stored(
+    client: Any, worker: Any, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """A page view accepted just before the withdrawal is stored after the withdrawal deleted the history: it
+    must not bring the browser back. Ingest is held (no beat) while the browser withdraws."""
+    tenant = make_tenant("Inflight")
+    site = make_site(tenant, [ORIGIN], consent_mode="opt_in")
+    token = _consent(client, site, analytics=True).json()["token"]
+    beat = start_beat()
+    try:
+        assert collect(client, site, hit("/?utm_source=news"), token=token).status_code == 202
+        wait_stored(tenant.tenant_id, 1)
+    finally:
+        stop(beat)
+    in_flight = hit("/pricing")
+    assert collect(client, site, in_flight, token=token).status_code == 202
+    withdrawn = _consent(client, site, analytics=False, token=token)
+    assert withdrawn.status_code == 200 and withdrawn.json()["forgotten"] is True
+    assert _visits(tenant) == [] and _visitor_rows(tenant) == 0
+    beat = start_beat()
+    try:
+        wait_until(lambda: not holds_entries_until(get_redis(), int(time.time() * 1000)), 60, "ingest drained")
+        wait_until(lambda: _visits(tenant) == [] and _visitor_rows(tenant) == 0, 60, "the late page view forgotten")
+    finally:
+        stop(beat)
 
 
 @pytest.mark.usefixtures("pipeline")

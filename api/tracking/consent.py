@@ -19,7 +19,8 @@ from api.tracking.collect import cors_headers, request_origin, same_site, site_f
 from tenants.conversions import consent
 from tenants.isolation import tenant_session
 from tenants.models import ConsentSource, PrivacySignal
-from tenants.privacy.retention import forget_anonymous_browser
+from tenants.outbox import service as outbox
+from tenants.privacy.retention import FORGET_AFTER_INGEST_TASK, forget_anonymous_browser
 from tenants.redis_store import get_redis
 from tenants.tracking.visitors import VISITOR_COOKIE, VISITOR_COOKIE_MAX_AGE, visitor_of_browser
 
@@ -49,6 +50,8 @@ def _store(
             stored = consent.set_analytics_consent(session, browser.visitor_id, call.analytics, ConsentSource.TRACKER)
             if call.analytics is False:
                 answer["forgotten"] = forget_anonymous_browser(session, browser.visitor_id)
+                # Its hits still waiting in the ingest stream are stored after this: forgotten again once they are.
+                outbox.enqueue(session, FORGET_AFTER_INGEST_TASK, str(browser.visitor_id))
         answer.update(
             ads=stored.ads,
             changed_at=stored.changed_at.isoformat() if stored.changed_at else None,

@@ -13,21 +13,26 @@ import logging
 from dataclasses import dataclass
 from uuid import UUID
 
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlmodel import Session
 
 from tenants.errors import Invalid
 from tenants.isolation import current_tenant_id, system_session, tenant_session
-from tenants.models import PrivacySettings, utcnow
+from tenants.models import PrivacySettings, VisitorConsent, utcnow
 from tenants.privacy.catalog import person_tables
 from tenants.privacy.erase import KEPT, deletion_order, keep_rollups
 from tenants.privacy.person import bound, person_statement
+from tenants.redis_store import get_redis
+from tenants.tracking.buffer import holds_entries_until
 
 __all__ = [
     "DEFAULT_ANONYMOUS_MONTHS",
+    "FORGET_AFTER_INGEST_TASK",
     "ExpiryResult",
     "expire_all_tenants",
     "expire_tenant",
+    "forget_after_ingest",
     "forget_anonymous_browser",
     "get_policy",
     "set_policy",
@@ -41,6 +46,7 @@ VISITORS_PER_BATCH = 200
 VISITS_PER_BATCH = 5000
 MAX_ANONYMOUS_MONTHS = 120
 MAX_IDENTIFIED_MONTHS = 600
+FORGET_AFTER_INGEST_TASK = "trailmark.privacy.forget_after_ingest"
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,24 @@ def forget_anonymous_browser(session: Session, visitor_id: UUID) -> bool:
         )
         session.execute(bound(statement), {"visitors": [visitor_id]})
     return True
+
+
+def forget_after_ingest(session: Session, visitor_id: UUID, *, waited_enough: bool = False) -> bool | None:
+    """Forget a browser that withdrew analytics consent once more, after the hits it sent before withdrawing
+    have left the ingest stream: those still waiting when the withdrawal deleted its history are stored after
+    it, and would bring part of that history back. None while such hits still wait (unless ``waited_enough``:
+    then it forgets what is stored so far). Nothing when it has consented again since (its new history is
+    wanted) or is linked to a contact; returns whether it was forgotten."""
+    consent = session.get(VisitorConsent, (current_tenant_id(session), visitor_id))
+    if consent is None or consent.analytics is not False or consent.analytics_changed_at is None:
+        return False
+    withdrawn_ms = int(consent.analytics_changed_at.timestamp() * 1000)
+    try:
+        if holds_entries_until(get_redis(), withdrawn_ms) and not waited_enough:
+            return None
+    except (RedisError, OSError) as error:
+        log.warning("the ingest stream cannot be read (%s): forgetting with the visits stored so far", error)
+    return forget_anonymous_browser(session, visitor_id)
 
 
 def expire_all_tenants() -> ExpiryResult:

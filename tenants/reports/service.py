@@ -466,8 +466,8 @@ def overview(session: Session, q: ReportQuery) -> Overview:
             merged[value][5] = sums[0]
         # A value with page views only (pages reached inside a visit that started elsewhere) has nothing to show
         # in a table of visitors, visits and new contacts: it is left out rather than shown as a row of zeros.
-        shown = [(value, sums) for value, sums in merged.items() if sums[0] or sums[2] or sums[5]]
-        rows = sorted(shown, key=lambda item: (-item[1][0], -item[1][2], -item[1][5], item[0]))
+        kept = [(value, sums) for value, sums in merged.items() if sums[0] or sums[2] or sums[5]]
+        rows = sorted(kept, key=lambda item: (-item[1][0], -item[1][2], -item[1][5], item[0]))
         breakdowns[name] = [
             BreakdownRow(
                 value=value,
