@@ -99,7 +99,8 @@ class TrailmarkTask(Task):  # type: ignore[misc] - Celery's Task is untyped
         countdown, eta = options.get("countdown"), options.get("eta")
         delay = float(countdown or 0)
         if isinstance(eta, datetime):
-            delay = max(delay, (eta - datetime.now(UTC)).total_seconds())
+            due = eta if eta.tzinfo else eta.replace(tzinfo=UTC)  # Celery reads a naive ETA as UTC
+            delay = max(delay, (due - datetime.now(UTC)).total_seconds())
         if delay > MAX_TASK_DELAY_SECONDS:
             raise ValueError(f"{self.name}: a delay of {delay:.0f} s exceeds {MAX_TASK_DELAY_SECONDS} s")
         return super().apply_async(args, kwargs, **options)
