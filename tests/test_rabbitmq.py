@@ -5,6 +5,7 @@ the outbox survives the broker going away; the identity flow works unchanged."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -22,7 +23,9 @@ from celery import Celery
 from celery.result import AsyncResult
 from sqlalchemy import text
 
+from tenants.embedded import free_port
 from tenants.isolation import tenant_session
+from tenants.metrics.operations import OperationsCollector
 from tenants.outbox import service as outbox
 from tenants.settings import Settings, SettingsError
 from tests.conftest import REPO, TenantHandle, child_env, stop, wait_until
@@ -346,3 +349,34 @@ def test_the_identity_flow_passes_on_rabbitmq() -> None:
         assert declared(vhost.url(), queue="identity") and declared(vhost.url(), queue="ingest")
     finally:
         vhost.delete()
+
+
+def test_metrics_read_the_queues_and_dead_letters_from_rabbitmq(broker: Broker, owner_url: str) -> None:
+    """What ``/metrics`` reports on RabbitMQ: tasks waiting per queue and the dead letters, by passive declares, and
+    the broker as a component that can be down."""
+    for _ in range(3):  # no worker runs now: they wait
+        broker.app.send_task(RECORD_TASK, args=[uuid.uuid4().hex], queue="conversions")
+
+    def gauges(url: str) -> dict[tuple[str, tuple[str, ...]], float]:
+        collector = OperationsCollector(
+            os.environ["TRAILMARK_REDIS_URL"],
+            owner_url,
+            queues=QUEUES,
+            max_backlog=1000,
+            broker_queues=functools.partial(queue_lengths, url),
+        )
+        return {
+            (sample.name, tuple(sample.labels.values())): sample.value
+            for family in collector.collect()
+            for sample in family.samples
+        }
+
+    read = gauges(broker.url)
+    assert read[("trailmark_up", ("broker",))] == 1
+    assert read[("trailmark_queue_waiting_tasks", ("conversions",))] == 3
+    assert read[("trailmark_queue_waiting_tasks", ("identity",))] == 0
+    assert read[("trailmark_task_dead_letters", ())] == queue_state(broker.url, DEAD_LETTER_QUEUE)[0]
+    away = gauges(broker.vhost.url(f"127.0.0.1:{free_port()}"))  # nothing listens there
+    assert away[("trailmark_up", ("broker",))] == 0
+    assert ("trailmark_task_dead_letters", ()) not in away
+    assert away[("trailmark_up", ("redis",))] == 1  # the rest of the scrape is unaffected

@@ -92,7 +92,7 @@ def task_queues(broker_url: str) -> list[Queue]:
     return [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
 
 
-class TrailmarkTask(Task):  # type: ignore[misc] - Celery's Task is untyped
+class TrailmarkTask(Task):
     """Every task's class: refuses a delay longer than :data:`MAX_TASK_DELAY_SECONDS`."""
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
@@ -207,7 +207,7 @@ def configure(app: Celery, broker_url: str, *, results: bool = True, result_url:
         app.steps["consumer"].add(DeclareDeadLetters)
 
 
-class DeclareDeadLetters(bootsteps.StartStopStep):  # type: ignore[misc] - Celery's bootsteps are untyped
+class DeclareDeadLetters(bootsteps.StartStopStep):
     """A RabbitMQ worker declares the dead-letter exchange and queue its task queues name, each time it
     (re)connects, so a poison message has somewhere to go before the first one appears."""
 

@@ -40,7 +40,7 @@ def _record(session: Any, task: Task, marker: str) -> None:
     )
 
 
-@celery_app.task(name=RECORD_TASK, bind=True, acks_late=True, ignore_result=True)
+@celery_app.task(name=RECORD_TASK, bind=True, ignore_result=True)
 def record_run(self: Task, marker: str, wait_for_lock: int | None = None) -> None:
     """One row per completed run; with ``wait_for_lock``, the row commits only once the test lets go of it."""
     with system_session() as session:
@@ -49,7 +49,7 @@ def record_run(self: Task, marker: str, wait_for_lock: int | None = None) -> Non
             session.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": wait_for_lock})
 
 
-@celery_app.task(name=CRASH_TASK, bind=True, acks_late=True, ignore_result=True)
+@celery_app.task(name=CRASH_TASK, bind=True, ignore_result=True)
 def crash_worker(self: Task, marker: str) -> None:
     """Counts the delivery, then dies the way no ``except`` can catch."""
     with system_session() as session:
