@@ -55,8 +55,8 @@ assert MAX_TASK_DELAY_SECONDS + TASK_TIME_LIMIT < RABBITMQ_CONSUMER_TIMEOUT
 
 # --- RabbitMQ (TRAILMARK_BROKER_URL=amqp://…): quorum queues, docs/scale.md "Celery on RabbitMQ" ---
 DELIVERY_LIMIT = 5
-"""Deliveries of one message that may end without an acknowledgement (its worker died, or was killed while running
-it) before RabbitMQ stops handing it out: a message that kills every worker that takes it is a poison message."""
+"""Times a message may come back unacknowledged (its worker died, or was killed, while running it) and still be
+handed out again; the next time, RabbitMQ dead-letters it: a message that kills every worker is a poison message."""
 DEAD_LETTER_QUEUE = "dead_letters"
 """Where RabbitMQ moves a task past its delivery limit, or one a worker refused (an unknown task name), for an
 operator to read; nothing consumes it."""
