@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements-dev.lock
 COMPILE := $(BIN)/uv pip compile pyproject.toml --group install --universal --python-version 3.11 --generate-hashes --quiet
 
-.PHONY: run test lint lock bench-collect bench-merge bench-pages bench-dashboard bench-purchases bench-retention bench-conversions bench-tenant-binding clean
+.PHONY: run test lint lock bench-collect bench-merge bench-pages bench-dashboard bench-purchases bench-retention bench-conversions bench-tenant-binding bench-broker clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ bench-conversions: $(STAMP)
 
 bench-tenant-binding: $(STAMP)
 	$(BIN)/python bench/tenant_binding.py
+
+bench-broker: $(STAMP)
+	$(BIN)/python bench/broker.py
 
 clean:
 	rm -rf $(VENV) .trailmark .pytest_cache .mypy_cache .ruff_cache

@@ -205,6 +205,10 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
             args.queues,
             "--concurrency",
             str(args.concurrency),
+            # A node name of its own per worker process: on RabbitMQ each node's remote-control queue is exclusive,
+            # so a second worker of one host under the default name (celery@host) would be refused.
+            "--hostname",
+            f"trailmark-{os.getpid()}@%h",
             "--loglevel",
             logging.getLevelName(settings.log_level),
         ]

@@ -127,6 +127,14 @@ class Settings:
     """A destination's queued conversions are sent once a batch is full or the oldest has waited this long."""
     metrics_token: str | None = field(default=None, repr=False)
     """Bearer token of ``GET /metrics`` (Prometheus); None leaves ``/metrics`` off (404)."""
+    # --- the Celery broker (docs/scale.md, "Celery on RabbitMQ") ---
+    broker_url: str | None = field(default=None, repr=False)
+    """``TRAILMARK_BROKER_URL``: amqp(s):// for RabbitMQ quorum queues; None: Celery uses ``redis_url``."""
+
+    @property
+    def task_broker_url(self) -> str | None:
+        """Where tasks are queued: ``TRAILMARK_BROKER_URL``, else the Redis URL (the embedded default's)."""
+        return self.broker_url or self.redis_url
 
     @property
     def base_url(self) -> str:
@@ -190,6 +198,7 @@ class Settings:
             ad_platforms=AdPlatformUrls.from_env(env),
             conversions_flush_seconds=_int(env, "TRAILMARK_CONVERSIONS_FLUSH_MS", 2000, 50, 600_000) / 1000,
             metrics_token=_metrics_token(env),
+            broker_url=_broker_url(env, redis_url),
         )
 
     def with_signing_keys_from_data_dir(self) -> Settings:
@@ -290,6 +299,22 @@ def _redis_url(env: dict[str, str]) -> str | None:
     scheme = urlsplit(value).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(f"TRAILMARK_REDIS_URL must be a redis:// URL, got scheme {scheme!r}")
+    return value
+
+
+BROKER_SCHEMES = ("amqp", "amqps", "redis", "rediss")
+
+
+def _broker_url(env: dict[str, str], redis_url: str | None) -> str | None:
+    value = env.get("TRAILMARK_BROKER_URL", "").strip()
+    if not value:
+        return None
+    scheme = urlsplit(value).scheme
+    if scheme not in BROKER_SCHEMES or not urlsplit(value).hostname:  # the URL itself may hold a password
+        raise SettingsError(f"TRAILMARK_BROKER_URL must be an amqp:// (RabbitMQ) or redis:// URL, got {scheme!r}")
+    if redis_url is None:
+        # Results, the ingest buffer, sessions and rate limits stay on Redis whatever carries the tasks.
+        raise SettingsError("TRAILMARK_BROKER_URL needs TRAILMARK_REDIS_URL (and TRAILMARK_DATABASE_URL) too")
     return value
 
 

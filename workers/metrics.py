@@ -24,9 +24,10 @@ _started: dict[str, float] = {}
 
 
 def _queue_of(request: Any) -> str:
-    # Each queue has its own exchange and routing key (workers.app.configure), so the key names the queue.
+    # Each queue has its own exchange and routing key (workers.app.configure), so the key names the queue; a
+    # task delayed through RabbitMQ's delay queues arrives with the delay's bits before it ("0.1.….identity").
     delivery = getattr(request, "delivery_info", None) or {}
-    return str(delivery.get("routing_key") or "none")
+    return str(delivery.get("routing_key") or "none").rsplit(".", 1)[-1]
 
 
 @task_prerun.connect

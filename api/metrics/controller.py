@@ -7,6 +7,7 @@ something to find. With it, a scrape without ``Authorization: Bearer <token>`` o
 
 from __future__ import annotations
 
+import functools
 import hmac
 from typing import Any
 
@@ -16,7 +17,7 @@ from api.problems import problem
 from tenants.metrics import CONTENT_TYPE, render
 from tenants.metrics.operations import OperationsCollector
 from tenants.settings import get_settings
-from workers.app import QUEUES
+from workers.app import QUEUES, is_rabbitmq, queue_lengths
 
 __all__ = ["metrics"]
 
@@ -30,8 +31,13 @@ def metrics(request: Request[Any, Any, Any]) -> Response[Any]:
     if not _bearer_matches(request.headers.get("authorization"), settings.metrics_token):
         return problem(401, "a metrics token is required", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     assert settings.redis_url is not None and settings.database_url is not None  # the API serves with both
+    broker = settings.task_broker_url or settings.redis_url
     operations = OperationsCollector(
-        settings.redis_url, settings.database_url, queues=QUEUES, max_backlog=settings.ingest_max_backlog
+        settings.redis_url,
+        settings.database_url,
+        queues=QUEUES,
+        max_backlog=settings.ingest_max_backlog,
+        broker_queues=functools.partial(queue_lengths, broker) if is_rabbitmq(broker) else None,
     )
     return Response(render(operations), media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 

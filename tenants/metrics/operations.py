@@ -12,7 +12,7 @@ returns counts and ages only (migration 0023); row-level security stays as it is
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -71,8 +71,12 @@ class OperationsCollector(Collector):
         queues: Sequence[str],
         max_backlog: int,
         timeout: float = TIMEOUT_SECONDS,
+        broker_queues: Callable[[float], tuple[Mapping[str, int], int]] | None = None,
     ) -> None:
         self.redis_url = redis_url
+        self.broker_queues = broker_queues
+        """When the tasks are not on Redis (RabbitMQ: ``workers.app.queue_lengths``): reads, within the timeout it
+        is given, the tasks waiting per queue and the dead letters. None reads Redis lists named after the queues."""
         self.database_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.queues = tuple(queues)
         self.max_backlog = max_backlog
@@ -86,13 +90,16 @@ class OperationsCollector(Collector):
         up.add_metric(["redis"], 0 if redis_metrics is None else 1)
         database_metrics = self._read_database()
         up.add_metric(["database"], 0 if database_metrics is None else 1)
+        broker_metrics = self._read_broker() if self.broker_queues else []
+        if self.broker_queues:
+            up.add_metric(["broker"], 0 if broker_metrics is None else 1)
         limit = GaugeMetricFamily(
             "trailmark_ingest_backlog_limit_entries",
             "TRAILMARK_INGEST_MAX_BACKLOG: collect answers 503 once the backlog reaches it.",
             labels=["stream"],
         )
         limit.add_metric([STREAM], self.max_backlog)
-        return [up, limit, *(redis_metrics or ()), *(database_metrics or ())]
+        return [up, limit, *(redis_metrics or ()), *(database_metrics or ()), *(broker_metrics or ())]
 
     def _read_redis(self) -> list[Metric] | None:
         client = redis.Redis.from_url(
@@ -108,7 +115,7 @@ class OperationsCollector(Collector):
             pipe.xrange(STREAM, count=1)
             pipe.xpending(STREAM, GROUP)
             pipe.xlen(DEAD_LETTER_STREAM)
-            for queue in self.queues:
+            for queue in () if self.broker_queues else self.queues:
                 pipe.llen(queue)
             answers: list[Any] = pipe.execute(raise_on_error=False)
         except (redis.RedisError, OSError) as error:
@@ -151,14 +158,23 @@ class OperationsCollector(Collector):
                 dead,
             ),
         ]
-        waiting = GaugeMetricFamily(
-            "trailmark_queue_waiting_tasks", "Tasks waiting in a Celery queue for a worker.", labels=["queue"]
-        )
-        for queue, length in zip(self.queues, queued, strict=True):
-            if not isinstance(length, Exception):
-                waiting.add_metric([queue], length)
-        families.append(waiting)
+        if not self.broker_queues:
+            families.append(_waiting_tasks(zip(self.queues, queued, strict=True)))
         return families
+
+    def _read_broker(self) -> list[Metric] | None:
+        assert self.broker_queues is not None
+        try:
+            waiting, dead_letters = self.broker_queues(self.timeout)
+        except Exception as error:  # whatever the client raises, the scrape goes on without these gauges
+            log.debug("metrics scrape could not read the broker: %s", error)
+            return None
+        dead = GaugeMetricFamily(
+            "trailmark_task_dead_letters",
+            "Tasks the broker set aside: past their delivery limit (a worker died running each), or refused.",
+        )
+        dead.add_metric([], dead_letters)
+        return [_waiting_tasks((queue, waiting.get(queue, 0)) for queue in self.queues), dead]
 
     def _read_database(self) -> list[Metric] | None:
         try:
@@ -190,4 +206,14 @@ class OperationsCollector(Collector):
 def _gauge(name: str, documentation: str, stream: str, value: float) -> GaugeMetricFamily:
     family = GaugeMetricFamily(name, documentation, labels=["stream"])
     family.add_metric([stream], value)
+    return family
+
+
+def _waiting_tasks(lengths: Iterable[tuple[str, Any]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "trailmark_queue_waiting_tasks", "Tasks waiting in a Celery queue for a worker.", labels=["queue"]
+    )
+    for queue, length in lengths:
+        if not isinstance(length, Exception):
+            family.add_metric([queue], length)
     return family
