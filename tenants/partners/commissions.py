@@ -162,9 +162,11 @@ def credit_purchase(session: Session, purchase: Purchase) -> PurchaseCredit | No
             credit = referrer_for_purchase(
                 session, purchase.contact_id, purchase.visitor_id, purchase.occurred_at, purchase.promo_code, None
             )
+        if credit is None:  # nobody referred it: nothing to store or read back
+            return None
         _store_credit(session, purchase, credit)
-    session.expire_all()
-    return session.get(PurchaseCredit, (tenant_id, purchase.id))
+    # Read back what the insert stored (or what a concurrent one stored first), not a row this session holds.
+    return session.get(PurchaseCredit, (tenant_id, purchase.id), populate_existing=True)
 
 
 def _earned(kind: str, value: int, basis: int, quantity: int) -> int:
