@@ -52,7 +52,7 @@ from tenants.models import (
     utcnow,
 )
 from tenants.outbox import service as outbox
-from tenants.partners.commissions import apply_refunds, record_commissions
+from tenants.partners.commissions import apply_refunds, record_new_purchase_commissions
 from tenants.partners.referrals import is_approved_partner
 from tenants.purchases.currencies import is_currency
 from tenants.security.tokens import get_signer
@@ -312,7 +312,7 @@ def record_purchase(session: Session, order: Order, *, commissions_now: bool = F
     session.flush()
     _add_references(session, purchase, order.references, commissions_now)
     if commissions_now:
-        record_commissions(session, purchase.id)
+        record_new_purchase_commissions(session, purchase)
     else:
         outbox.enqueue(session, RECORDED_TASK, str(purchase.id))
     enqueue_conversion(session, ConversionKind.PURCHASE, purchase.id)

@@ -263,10 +263,22 @@ def drain_events(tenant_id: UUID) -> int:
     return processed + _drain_pending(tenant_id, failed)
 
 
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+"""Serialization failure, deadlock, lock not available: the event's fault is the moment, not the event."""
+
+
 def _drain_pending(tenant_id: UUID, failed: list[str]) -> int:
     processed = 0
     while True:
         with tenant_session(tenant_id) as session:
+            # One batch of a tenant at a time: every purchase of a day updates the same rollup rows, so two
+            # batches of one tenant would only wait for each other (and deadlock on the locks taken before).
+            # The drain holding the lock processes what is pending; one that finds it taken leaves.
+            if not session.execute(
+                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": f"{tenant_id}:stripe-drain"},
+            ).scalar():
+                return processed
             batch = session.execute(
                 text(
                     """SELECT id, type, payload, attempts FROM stripe_events
@@ -282,6 +294,10 @@ def _drain_pending(tenant_id: UUID, failed: list[str]) -> int:
                     outcomes[event_id] = _process(session, event_id, event_type, payload)
                 except Exception as error:  # one event's fault must not hold back its tenant's others
                     # Its savepoint is rolled back; the rest of the batch commits.
+                    if isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+                        log.warning("Stripe event %s met %s; a later drain tries it again", event_id, error.orig)
+                        failed.append(event_id)  # not counted: it is not the event's fault
+                        continue
                     errors[event_id] = _error_text(error)
                     last = attempts + 1 >= MAX_ATTEMPTS
                     log.exception(
