@@ -4,13 +4,12 @@ purchases and refunds through :mod:`tenants.purchases.service`.
 Receiving is quick and does no purchase work: the signature is checked on the raw body with the official
 ``stripe`` library (300 s tolerance), only the envelope's id and type are decoded (msgspec, no StripeObject),
 and the event is inserted once per event id in one statement. A stored event with ``processed_at`` NULL is
-the durable queue: a drain claims a tenant's pending events in received order, 100 per transaction (SKIP
-LOCKED), started by beat every second and by a coalesced nudge from the API (at most one publish per tenant
-per ``NUDGE_MILLISECONDS``). Each batch is one transaction: its
-purchases, refunds and their commissions are committed together, and the events are marked processed by one
-statement. An event whose processing raises is rolled back alone (a savepoint), counted, tried again by a
-later drain, and after ``MAX_ATTEMPTS`` set aside with a ``failed: …`` outcome the tenant sees. The worker
-handles
+the durable queue: a drain claims a tenant's pending events in received order, 100 per transaction, one
+batch of a tenant at a time, started by beat every second and by a coalesced nudge from the API (at most one
+publish per tenant per ``NUDGE_MILLISECONDS``). Each batch is one transaction: its purchases, refunds and
+their commissions are committed together, and the events are marked processed by one statement. An event
+whose processing raises is rolled back alone (a savepoint), counted, tried again by a later drain, and after
+``MAX_ATTEMPTS`` set aside with a ``failed: …`` outcome the tenant sees. The worker handles
 
 - ``checkout.session.completed`` / ``checkout.session.async_payment_succeeded`` when ``payment_status`` is
   ``paid``: a purchase with the session id as external id, named also by its payment intent and invoice;
@@ -249,9 +248,9 @@ def pending_tenants(max_tenants: int = 1000) -> list[UUID]:
 
 
 def drain_events(tenant_id: UUID) -> int:
-    """Process the tenant's pending events in received order until none is left; returns how many. Each batch
-    is one transaction whose rows are locked with SKIP LOCKED, so concurrent drains share the work; a drain
-    killed mid-batch commits nothing and its events are claimed again (processing them is idempotent)."""
+    """Process the tenant's pending events in received order until none is left; returns how many (0 when
+    another drain of the tenant holds its batch lock: that one goes on). Each batch is one transaction; a
+    drain killed mid-batch commits nothing and its events are claimed again (processing them is idempotent)."""
     failed: list[str] = []  # tried once in this drain: a later drain tries them again, not this one
     processed = _drain_pending(tenant_id, failed)
     # Reopen the nudge: a delivery from now on starts a drain of its own, not only beat's. One that found the
