@@ -1,6 +1,7 @@
-"""Purchase tasks: draining stored Stripe events, and the hooks that follow every recorded purchase and
-refund (enqueued through the outbox by ``tenants.purchases.service``): a purchase's commissions are computed,
-and refunds take them back, by ``tenants.partners.commissions``."""
+"""Purchase tasks: draining stored Stripe events (whose purchases get their commissions in the drain's own
+transaction), and the hooks that follow every other recorded purchase and refund (the REST API's, enqueued
+through the outbox by ``tenants.purchases.service``): a purchase's commissions are computed, and refunds take
+them back, by ``tenants.partners.commissions``."""
 
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ class StripeWebhook(TenantOwned, table=True):
 
 
 class StripeEvent(TenantOwned, table=True):
-    """An event Stripe delivered, stored once per event id; processed by a worker through the outbox."""
+    """An event Stripe delivered, stored once per event id; pending until a drain processes it."""
 
     __tablename__ = "stripe_events"
 
@@ -125,4 +125,7 @@ class StripeEvent(TenantOwned, table=True):
     received_at: datetime = timestamp_field()
     processed_at: datetime | None = timestamp_field(nullable=True, default=None)
     outcome: str | None = None
-    """What processing did: recorded, refunded, ignored (and why)."""
+    """What processing did: recorded, refunded, ignored (and why), or failed after ``attempts`` tries."""
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    """Failed processing attempts; at the drain's limit the event is set aside (``failed: …``)."""
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

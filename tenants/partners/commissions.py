@@ -58,6 +58,7 @@ __all__ = [
     "list_commissions",
     "purchase_commissions",
     "record_commissions",
+    "record_new_purchase_commissions",
     "reject_commission",
 ]
 
@@ -86,9 +87,8 @@ def _first_of_subscription(session: Session, purchase: Purchase) -> Purchase | N
     return first if first is not None and first.id != purchase.id else None
 
 
-def _store_credit(session: Session, purchase: Purchase, credit: Credit | None, source: str | None = None) -> None:
-    if credit is None:
-        return
+def _store_credit(session: Session, purchase: Purchase, credit: Credit, source: str | None = None) -> PurchaseCredit:
+    """Store the credit, or find the one a concurrent run stored first."""
     tenant_id = current_tenant_id(session)
     # One buyer's credits with one partner are made one at a time, so exactly one of them is its first: the
     # customer the partners report counts (the buyer's purchases are credited by concurrent tasks).
@@ -106,7 +106,7 @@ def _store_credit(session: Session, purchase: Purchase, credit: Credit | None, s
         )
         .limit(1)
     ).first()
-    session.execute(
+    stored = session.scalars(
         insert(PurchaseCredit)
         .values(
             tenant_id=tenant_id,
@@ -122,16 +122,25 @@ def _store_credit(session: Session, purchase: Purchase, credit: Credit | None, s
             created_at=utcnow(),
         )
         .on_conflict_do_nothing()
-    )
+        .returning(PurchaseCredit),
+        execution_options={"populate_existing": True},
+    ).first()
+    if stored is None:  # a concurrent run stored it first: read what it stored
+        stored = session.get(PurchaseCredit, (tenant_id, purchase.id), populate_existing=True)
+    assert stored is not None
+    return stored
 
 
 def credit_purchase(session: Session, purchase: Purchase) -> PurchaseCredit | None:
     """The partner this purchase credits and why, decided once and stored (None: nobody referred it, or it is a
     renewal past the program's recurring months)."""
+    stored = session.get(PurchaseCredit, (current_tenant_id(session), purchase.id))
+    return stored if stored is not None else _decide_credit(session, purchase)
+
+
+def _decide_credit(session: Session, purchase: Purchase) -> PurchaseCredit | None:
+    """Pick the partner by the referral rules and store the credit (none was stored for the purchase)."""
     tenant_id = current_tenant_id(session)
-    stored = session.get(PurchaseCredit, (tenant_id, purchase.id))
-    if stored is not None:
-        return stored
     first = _first_of_subscription(session, purchase)
     credit: Credit | None
     if first is not None:
@@ -151,20 +160,17 @@ def credit_purchase(session: Session, purchase: Purchase) -> PurchaseCredit | No
             first_credit.partner_id, first_credit.program_id, CreditSource(first_credit.source),
             CreditStatus(first_credit.status), reason, sid=first_credit.sid,
         )  # fmt: skip
-        _store_credit(session, purchase, credit, SUBSCRIPTION_SOURCE)
-    else:
-        try:
-            credit = referrer_for_purchase(
-                session, purchase.contact_id, purchase.visitor_id, purchase.occurred_at, purchase.promo_code,
-                purchase.partner_id,
-            )  # fmt: skip
-        except Invalid:  # the partner the order named was suspended since: the referrals decide
-            credit = referrer_for_purchase(
-                session, purchase.contact_id, purchase.visitor_id, purchase.occurred_at, purchase.promo_code, None
-            )
-        _store_credit(session, purchase, credit)
-    session.expire_all()
-    return session.get(PurchaseCredit, (tenant_id, purchase.id))
+        return _store_credit(session, purchase, credit, SUBSCRIPTION_SOURCE)
+    try:
+        credit = referrer_for_purchase(
+            session, purchase.contact_id, purchase.visitor_id, purchase.occurred_at, purchase.promo_code,
+            purchase.partner_id,
+        )  # fmt: skip
+    except Invalid:  # the partner the order named was suspended since: the referrals decide
+        credit = referrer_for_purchase(
+            session, purchase.contact_id, purchase.visitor_id, purchase.occurred_at, purchase.promo_code, None
+        )
+    return _store_credit(session, purchase, credit) if credit is not None else None
 
 
 def _earned(kind: str, value: int, basis: int, quantity: int) -> int:
@@ -237,11 +243,20 @@ def _purchase_locked(session: Session, purchase_id: UUID) -> Purchase | None:
 def record_commissions(session: Session, purchase_id: UUID) -> list[Commission]:
     """Credit the purchase and store what it earns, once, mailing each partner that earned; then apply the
     refunds that came before. Returns the commissions this call created (none on a repeat)."""
-    tenant_id = current_tenant_id(session)
     purchase = _purchase_locked(session, purchase_id)
     if purchase is None:
         return []
-    credit = credit_purchase(session, purchase)
+    return _earn(session, purchase, credit_purchase(session, purchase))
+
+
+def record_new_purchase_commissions(session: Session, purchase: Purchase) -> list[Commission]:
+    """:func:`record_commissions` for a purchase inserted by this very transaction (the Stripe drain's): no
+    other transaction sees it yet, so there is no lock to take, nothing to re-read and no stored credit."""
+    return _earn(session, purchase, _decide_credit(session, purchase))
+
+
+def _earn(session: Session, purchase: Purchase, credit: PurchaseCredit | None) -> list[Commission]:
+    tenant_id = current_tenant_id(session)
     if credit is None or credit.status == CreditStatus.REFUSED:
         return []
     program = session.get(Program, (tenant_id, credit.program_id))
@@ -262,7 +277,7 @@ def record_commissions(session: Session, purchase_id: UUID) -> list[Commission]:
         if earner.level == 2:
             reason = f"level 2: recruiter of the selling partner ({reason})"
         now = utcnow()
-        inserted = session.execute(
+        commission = session.scalars(
             insert(Commission)
             .values(
                 tenant_id=tenant_id,
@@ -286,11 +301,10 @@ def record_commissions(session: Session, purchase_id: UUID) -> list[Commission]:
                 status_changed_at=now,
             )
             .on_conflict_do_nothing()
-            .returning(Commission.__table__.c.id)  # type: ignore[attr-defined]
-        ).scalar()
-        if inserted is not None:
-            commission = session.get(Commission, (tenant_id, inserted))
-            assert commission is not None
+            .returning(Commission),
+            execution_options={"populate_existing": True},
+        ).first()
+        if commission is not None:  # None: stored before (a redelivery, a concurrent run)
             created.append(commission)
             _mail_earned(session, earner.partner, commission, program)
     if purchase.refunded_amount:

@@ -12,7 +12,9 @@ Stripe worker alike.
 - Concurrent deliveries of one order, or of a refund and its payment, are serialised by transaction-level
   advisory locks on the external id and the payment references (taken in sorted order: no deadlock).
 - Every recorded purchase and every change of a refunded amount enqueues an outbox event in the same
-  transaction (:data:`RECORDED_TASK`, :data:`REFUNDED_TASK`): the hooks commissions and conversions hang on.
+  transaction (:data:`RECORDED_TASK`, :data:`REFUNDED_TASK`): the hooks commissions hang on; conversions get
+  their own. The Stripe drain passes ``commissions_now``: it credits the purchase and applies refunds to its
+  commissions in the same transaction instead (no task hop per purchase: the commission is committed with it).
 - ``purchase_rollups`` follow by a trigger on ``purchases`` (migration 0011), in the same transaction.
 """
 
@@ -50,6 +52,7 @@ from tenants.models import (
     utcnow,
 )
 from tenants.outbox import service as outbox
+from tenants.partners.commissions import apply_refunds, record_new_purchase_commissions
 from tenants.partners.referrals import is_approved_partner
 from tenants.purchases.currencies import is_currency
 from tenants.security.tokens import get_signer
@@ -164,10 +167,19 @@ class ContactPurchases:
 
 
 def _lock(session: Session, keys: Iterable[str]) -> None:
-    """Transaction-level advisory locks on ``keys`` of this tenant, in sorted order (no deadlocks)."""
+    """Transaction-level advisory locks on ``keys`` of this tenant, in sorted order (no deadlocks), in one
+    statement: taken in the order of the array (its ordinality), one row at a time."""
     tenant = current_tenant_id(session)
-    for key in sorted(set(keys)):
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": f"{tenant}:{key}"})
+    ordered = [f"{tenant}:{key}" for key in sorted(set(keys))]
+    if not ordered:
+        return
+    session.execute(
+        text(
+            """SELECT count(pg_advisory_xact_lock(hashtextextended(k.key, 0)))
+               FROM (SELECT key FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS u(key, n) ORDER BY n) AS k"""
+        ),
+        {"keys": ordered},
+    )
 
 
 def _reference_key(source: PurchaseSource, reference: str) -> str:
@@ -245,15 +257,21 @@ def _purchase_by_reference(session: Session, source: PurchaseSource, references:
     return session.get(Purchase, (current_tenant_id(session), purchase_id)) if purchase_id else None
 
 
-def record_purchase(session: Session, order: Order) -> Recorded:
+def record_purchase(session: Session, order: Order, *, commissions_now: bool = False) -> Recorded:
     """Store a sale once: the purchase already stored under this external id (409 if its amount or currency
     differ) or payment reference, or a new one on the buyer's contact with a snapshot of its touches, the
-    refunds that waited for it applied, and :data:`RECORDED_TASK` enqueued in this transaction."""
+    refunds that waited for it applied, and :data:`RECORDED_TASK` enqueued in this transaction (with
+    ``commissions_now``, its commissions are stored in this transaction instead)."""
     order = _validated(order)
     if order.partner_id is not None and not is_approved_partner(session, order.partner_id):
         raise Invalid("the partner named is not an approved partner", {"partner_id": "not an approved partner"})
-    _lock(session, [f"purchase:{order.source.value}:{order.external_id}"])
-    _lock(session, [_reference_key(order.source, r) for r in order.references])
+    _lock(
+        session,
+        [
+            f"purchase:{order.source.value}:{order.external_id}",
+            *(_reference_key(order.source, r) for r in order.references),
+        ],
+    )
     same_id = session.exec(
         select(Purchase).where(Purchase.source == order.source, Purchase.external_id == order.external_id)
     ).first()
@@ -263,11 +281,11 @@ def record_purchase(session: Session, order: Order) -> Recorded:
                 f"the {order.source.value} purchase {order.external_id} was recorded with"
                 f" {same_id.amount} {same_id.currency}, not {order.amount} {order.currency}"
             )
-        _add_references(session, same_id, order.references)
+        _add_references(session, same_id, order.references, commissions_now)
         return Recorded(same_id, created=False)
     existing = _purchase_by_reference(session, order.source, order.references)
     if existing is not None:  # the same payment under another id (a subscription's invoice and its checkout)
-        _add_references(session, existing, order.references)
+        _add_references(session, existing, order.references, commissions_now)
         return Recorded(existing, created=False)
     contact, visitor = find_buyer(session, order.buyer, detail={"purchase": order.external_id})
     # The contact's row lock orders its purchases, so exactly one of them is its first.
@@ -292,13 +310,18 @@ def record_purchase(session: Session, order: Order) -> Recorded:
     )
     session.add(purchase)
     session.flush()
-    _add_references(session, purchase, order.references)
-    outbox.enqueue(session, RECORDED_TASK, str(purchase.id))
+    _add_references(session, purchase, order.references, commissions_now)
+    if commissions_now:
+        record_new_purchase_commissions(session, purchase)
+    else:
+        outbox.enqueue(session, RECORDED_TASK, str(purchase.id))
     enqueue_conversion(session, ConversionKind.PURCHASE, purchase.id)
     return Recorded(purchase, created=True)
 
 
-def _add_references(session: Session, purchase: Purchase, references: Sequence[str]) -> None:
+def _add_references(
+    session: Session, purchase: Purchase, references: Sequence[str], commissions_now: bool = False
+) -> None:
     """Name ``purchase`` by these references too (first come keeps a reference), and apply the refunds that
     waited for any of them."""
     if not references:
@@ -324,7 +347,7 @@ def _add_references(session: Session, purchase: Purchase, references: Sequence[s
         {"purchase_id": purchase.id, "source": PurchaseSource(purchase.source).value, "refs": list(references)},
     ).rowcount  # type: ignore[attr-defined]
     if claimed:
-        _apply_refunds(session, purchase)
+        _apply_refunds(session, purchase, commissions_now)
 
 
 def find_buyer(
@@ -489,6 +512,7 @@ def record_cumulative_refund(
     refunded_total: int,
     match_refs: Sequence[str],
     occurred_at: datetime,
+    commissions_now: bool = False,
 ) -> Refunded:
     """A provider's running total of what was refunded of one payment (Stripe's ``amount_refunded``): the part
     beyond what is stored for that payment becomes a refund. Redelivered or out of order, a total never
@@ -512,6 +536,7 @@ def record_cumulative_refund(
         amount=beyond,
         refs=refs,
         occurred_at=occurred_at,
+        commissions_now=commissions_now,
     )
 
 
@@ -524,6 +549,7 @@ def _store_refund(
     amount: int,
     refs: list[str],
     occurred_at: datetime,
+    commissions_now: bool = False,
 ) -> Refunded:
     if amount <= 0:
         raise Invalid("the refund is invalid", {"amount": "must be at least 1 (minor units)"})
@@ -550,13 +576,14 @@ def _store_refund(
         },
     ).rowcount  # type: ignore[attr-defined]
     if inserted and purchase is not None:
-        _apply_refunds(session, purchase)
+        _apply_refunds(session, purchase, commissions_now)
     return Refunded(purchase, created=bool(inserted))
 
 
-def _apply_refunds(session: Session, purchase: Purchase) -> None:
+def _apply_refunds(session: Session, purchase: Purchase, commissions_now: bool = False) -> None:
     """Set the refunded amount to all the purchase's refunds (never beyond its amount) and the status to
-    match; enqueue :data:`REFUNDED_TASK` when it changed."""
+    match; when it changed, enqueue :data:`REFUNDED_TASK` (or, ``commissions_now``, apply it to the
+    commissions at once)."""
     session.refresh(purchase, with_for_update=True)  # first: the sum below then sees every committed refund
     total = session.exec(
         select(func.coalesce(func.sum(PurchaseRefund.amount), 0)).where(PurchaseRefund.purchase_id == purchase.id)
@@ -574,7 +601,10 @@ def _apply_refunds(session: Session, purchase: Purchase) -> None:
     )
     session.add(purchase)
     session.flush()
-    outbox.enqueue(session, REFUNDED_TASK, str(purchase.id))
+    if commissions_now:
+        apply_refunds(session, purchase.id)
+    else:
+        outbox.enqueue(session, REFUNDED_TASK, str(purchase.id))
 
 
 def _cursor(purchase: Purchase) -> str:

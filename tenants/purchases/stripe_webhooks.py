@@ -2,10 +2,14 @@
 purchases and refunds through :mod:`tenants.purchases.service`.
 
 Receiving is quick and does no purchase work: the signature is checked on the raw body with the official
-``stripe`` library (300 s tolerance), and the event is inserted once per event id in one statement. A stored
-event with ``processed_at`` NULL is the durable queue: a drain claims a tenant's pending events in received
-order, 100 per transaction, started by beat every second and by a coalesced nudge from the API (at most one
-publish per tenant per ``NUDGE_MILLISECONDS``). The worker then handles
+``stripe`` library (300 s tolerance), only the envelope's id and type are decoded (msgspec, no StripeObject),
+and the event is inserted once per event id in one statement. A stored event with ``processed_at`` NULL is
+the durable queue: a drain claims a tenant's pending events in received order, 100 per transaction, one
+batch of a tenant at a time, started by beat every second and by a coalesced nudge from the API (at most one
+publish per tenant per ``NUDGE_MILLISECONDS``). Each batch is one transaction: its purchases, refunds and
+their commissions are committed together, and the events are marked processed by one statement. An event
+whose processing raises is rolled back alone (a savepoint), counted, tried again by a later drain, and after
+``MAX_ATTEMPTS`` set aside with a ``failed: …`` outcome the tenant sees. The worker handles
 
 - ``checkout.session.completed`` / ``checkout.session.async_payment_succeeded`` when ``payment_status`` is
   ``paid``: a purchase with the session id as external id, named also by its payment intent and invoice;
@@ -20,17 +24,18 @@ The buyer: ``client_reference_id`` or metadata ``trailmark_visitor`` (the visito
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
+import msgspec
 import stripe
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from tenants.cache import MISSING, Missing, TTLCache
@@ -55,6 +60,7 @@ __all__ = [
     "DRAIN_ALL_TASK",
     "DRAIN_TASK",
     "HANDLED_EVENTS",
+    "MAX_ATTEMPTS",
     "PROCESS_TASK",
     "SIGNATURE_TOLERANCE_SECONDS",
     "Received",
@@ -76,6 +82,8 @@ PROCESS_TASK = "trailmark.purchases.process_stripe_event"
 DRAIN_TASK = "trailmark.purchases.drain_stripe_events"
 DRAIN_ALL_TASK = "trailmark.purchases.drain_all_stripe_events"
 DRAIN_BATCH = 100
+MAX_ATTEMPTS = 5
+"""Failed processing attempts (each in a later drain, a second or more apart) before an event is set aside."""
 NUDGE_KEY = "trailmark:stripe:nudge:{tenant_id}"
 NUDGE_MILLISECONDS = 500
 """While a nudge key lives, deliveries to its tenant publish no drain: the drain running (or beat) takes them."""
@@ -204,20 +212,20 @@ def receive_event(endpoint_token: str, payload: bytes, signature: str | None) ->
     if _signed_at(signature) > time.time() + SIGNATURE_TOLERANCE_SECONDS:
         # The library checks only the past; a delivery dated ahead could be replayed until that date.
         raise _bad_request("the Stripe-Signature timestamp is in the future; check the server's clock")
-    event = _event_of(payload)
-    if event["type"] not in HANDLED_EVENTS:
-        return Received(event["id"], stored=False, handled=False)
+    event = _envelope_of(payload)
+    if event.type not in HANDLED_EVENTS:
+        return Received(event.id, stored=False, handled=False)
     with tenant_session(tenant_id) as session:
         inserted = session.execute(
             text(
                 """INSERT INTO stripe_events (tenant_id, id, type, payload, received_at)
                    VALUES (:t, :id, :type, CAST(:payload AS jsonb), :now) ON CONFLICT DO NOTHING RETURNING id"""
             ),
-            {"t": tenant_id, "id": event["id"], "type": event["type"], "payload": payload.decode(), "now": utcnow()},
+            {"t": tenant_id, "id": event.id, "type": event.type, "payload": payload.decode(), "now": utcnow()},
         ).first()
     if inserted is not None:
         _nudge_drain(tenant_id)
-    return Received(event["id"], stored=inserted is not None, handled=True)
+    return Received(event.id, stored=inserted is not None, handled=True)
 
 
 def _nudge_drain(tenant_id: UUID) -> None:
@@ -240,42 +248,102 @@ def pending_tenants(max_tenants: int = 1000) -> list[UUID]:
 
 
 def drain_events(tenant_id: UUID) -> int:
-    """Process the tenant's pending events in received order until none is left; returns how many. Each batch
-    is one transaction whose rows are locked with SKIP LOCKED, so concurrent drains share the work; a drain
-    killed mid-batch commits nothing and its events are claimed again (processing them is idempotent)."""
-    processed = _drain_pending(tenant_id)
+    """Process the tenant's pending events in received order until none is left; returns how many (0 when
+    another drain of the tenant holds its batch lock: that one goes on). Each batch is one transaction; a
+    drain killed mid-batch commits nothing and its events are claimed again (processing them is idempotent)."""
+    failed: list[str] = []  # tried once in this drain: a later drain tries them again, not this one
+    processed = _drain_pending(tenant_id, failed)
     # Reopen the nudge: a delivery from now on starts a drain of its own, not only beat's. One that found the
     # key set committed its event before this, so the pass after it finds the event.
     try:
         get_redis().delete(NUDGE_KEY.format(tenant_id=tenant_id))
     except UNAVAILABLE as error:
         log.warning("the Stripe drain nudge could not be reopened; beat drains within a second: %s", error)
-    return processed + _drain_pending(tenant_id)
+    return processed + _drain_pending(tenant_id, failed)
 
 
-def _drain_pending(tenant_id: UUID) -> int:
-    processed = failed = 0
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+"""Serialization failure, deadlock, lock not available: the event's fault is the moment, not the event."""
+
+
+def _drain_pending(tenant_id: UUID, failed: list[str]) -> int:
+    processed = 0
     while True:
         with tenant_session(tenant_id) as session:
+            # One batch of a tenant at a time: every purchase of a day updates the same rollup rows, so two
+            # batches of one tenant would only wait for each other (and deadlock on the locks taken before).
+            # The drain holding the lock processes what is pending; one that finds it taken leaves.
+            if not session.execute(
+                text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": f"{tenant_id}:stripe-drain"},
+            ).scalar():
+                return processed
             batch = session.execute(
                 text(
-                    """SELECT id FROM stripe_events WHERE tenant_id = :t AND processed_at IS NULL
+                    """SELECT id, type, payload, attempts FROM stripe_events
+                       WHERE tenant_id = :t AND processed_at IS NULL AND id <> ALL(CAST(:failed AS text[]))
                        ORDER BY received_at, id LIMIT :n FOR UPDATE SKIP LOCKED"""
                 ),
-                {"t": tenant_id, "n": DRAIN_BATCH},
+                {"t": tenant_id, "n": DRAIN_BATCH, "failed": failed},
             ).all()
-            for (event_id,) in batch:
+            outcomes: dict[str, str] = {}
+            errors: dict[str, str] = {}
+            for event_id, event_type, payload, attempts in batch:
                 try:
-                    process_event(session, event_id)
-                except Exception:  # one event's fault must not hold back its tenant's others
-                    # Its savepoint is rolled back: the event stays pending, and a later drain tries it again.
-                    log.exception("Stripe event %s failed; it stays pending for the next drain", event_id)
-                    failed += 1
-            session.flush()
-        processed += len(batch)
-        # A failed event would head the next batch again: leave it to the next drain (beat's, within a second).
-        if failed or len(batch) < DRAIN_BATCH:
-            return processed - failed
+                    outcomes[event_id] = _process(session, event_id, event_type, payload)
+                except Exception as error:  # one event's fault must not hold back its tenant's others
+                    # Its savepoint is rolled back; the rest of the batch commits.
+                    if isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+                        log.warning("Stripe event %s met %s; a later drain tries it again", event_id, error.orig)
+                        failed.append(event_id)  # not counted: it is not the event's fault
+                        continue
+                    errors[event_id] = _error_text(error)
+                    last = attempts + 1 >= MAX_ATTEMPTS
+                    log.exception(
+                        "Stripe event %s failed (attempt %s of %s)%s", event_id, attempts + 1, MAX_ATTEMPTS,
+                        "; it is set aside" if last else "; a later drain tries it again",
+                    )  # fmt: skip
+            _settle(session, outcomes, errors)
+        processed += len(outcomes)
+        failed += errors
+        if len(batch) < DRAIN_BATCH:
+            return processed
+
+
+def _error_text(error: Exception) -> str:
+    """What the tenant reads of a failure: the database's own message rather than SQLAlchemy's, which
+    repeats the statement and its parameters."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+def _settle(session: Session, outcomes: dict[str, str], errors: dict[str, str]) -> None:
+    """Mark a batch's events processed with their outcomes, and count the failed ones' attempts (setting aside
+    those at ``MAX_ATTEMPTS``): two statements per batch, whatever its size."""
+    now, tenant_id = utcnow(), current_tenant_id(session)
+    if outcomes:
+        session.execute(
+            text(
+                """UPDATE stripe_events AS e SET processed_at = :now, outcome = d.outcome
+                   FROM unnest(CAST(:ids AS text[]), CAST(:outcomes AS text[])) AS d(id, outcome)
+                   WHERE e.tenant_id = :t AND e.id = d.id"""
+            ),
+            {"now": now, "t": tenant_id, "ids": list(outcomes), "outcomes": [o[:500] for o in outcomes.values()]},
+        )
+    if errors:
+        session.execute(
+            text(
+                """UPDATE stripe_events AS e SET attempts = e.attempts + 1, last_error = d.error,
+                       processed_at = CASE WHEN e.attempts + 1 >= :max THEN :now END,
+                       outcome = CASE WHEN e.attempts + 1 >= :max
+                           THEN left('failed: ' || (e.attempts + 1) || ' attempts raised; the last: ' || d.error, 500)
+                       END
+                   FROM unnest(CAST(:ids AS text[]), CAST(:errors AS text[])) AS d(id, error)
+                   WHERE e.tenant_id = :t AND e.id = d.id"""
+            ),
+            {"now": now, "t": tenant_id, "max": MAX_ATTEMPTS, "ids": list(errors), "errors": list(errors.values())},
+        )
 
 
 class RefusedDelivery(DomainError):
@@ -297,46 +365,66 @@ def _bad_request(message: str) -> RefusedDelivery:
     return RefusedDelivery(message)
 
 
-def _event_of(payload: bytes) -> dict[str, Any]:
+class _EventData(msgspec.Struct):
+    object: msgspec.Raw
+    """Left undecoded: the worker reads it from the stored payload."""
+
+
+class _Envelope(msgspec.Struct):
+    """What receiving needs of an event; the rest of the body is skipped, not built into objects."""
+
+    object: str
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    type: Annotated[str, msgspec.Meta(max_length=100)]
+    data: _EventData
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+NOT_AN_EVENT = "the body is not a Stripe event (object, id, type, data.object)"
+
+
+def _envelope_of(payload: bytes) -> _Envelope:
     try:
-        event = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        event = _ENVELOPE.decode(payload)
+    except msgspec.ValidationError:
+        raise _bad_request(NOT_AN_EVENT) from None
+    except msgspec.DecodeError:
         raise _bad_request("the body is not JSON") from None
-    if (
-        not isinstance(event, dict)
-        or event.get("object") != "event"
-        or not isinstance(event.get("id"), str)
-        or not 1 <= len(event["id"]) <= 255
-        or not isinstance(event.get("type"), str)
-        or len(event["type"]) > 100
-        or not isinstance(event.get("data"), dict)
-        or not isinstance(event["data"].get("object"), dict)
-    ):
-        raise _bad_request("the body is not a Stripe event (object, id, type, data.object)")
+    if event.object != "event" or not bytes(event.data.object).startswith(b"{"):
+        raise _bad_request(NOT_AN_EVENT)
     return event
 
 
 def process_event(session: Session, event_id: str) -> str | None:
-    """The worker's part: turn a stored event into a purchase or refunds, once. Returns the outcome (None for
-    an event that is gone). A rule the event breaks (no buyer email, an unknown currency) is its outcome, not
-    a retry: the same event would break it again."""
-    event = session.exec(select(StripeEvent).where(StripeEvent.id == event_id).with_for_update()).first()
-    if event is None:
+    """One stored event processed on its own (the former one-event task): its outcome, stored once (None for
+    an event that is gone). Raises what its processing raised, leaving it pending."""
+    row = session.execute(
+        text("SELECT type, payload, processed_at, outcome FROM stripe_events WHERE id = :id FOR UPDATE"),
+        {"id": event_id},
+    ).first()
+    if row is None:
         return None
-    if event.processed_at is not None:
-        return event.outcome
+    if row.processed_at is not None:
+        return str(row.outcome)
+    outcome = _process(session, event_id, row.type, row.payload)
+    _settle(session, {event_id: outcome}, {})
+    return outcome
+
+
+def _process(session: Session, event_id: str, event_type: str, payload: dict[str, Any]) -> str:
+    """Turn one stored event into a purchase or refunds and their commissions, in a savepoint of the batch's
+    transaction; returns the outcome. A rule the event breaks (no buyer email, an unknown currency) is its
+    outcome, not a retry: the same event would break it again. Anything else raised is rolled back and
+    raised."""
     try:
         with session.begin_nested():
-            outcome = _handle(session, event.type, event.payload)
+            return _handle(session, event_type, payload)
     except DomainError as error:
         errors = error.errors if isinstance(error, Invalid) else {}
         details = "; ".join(f"{k} {v}" for k, v in errors.items())
         outcome = f"refused: {error.message}" + (f" ({details})" if details else "")
-        log.warning("Stripe event %s (%s) %s", event.id, event.type, outcome)
-    event.processed_at = utcnow()
-    event.outcome = outcome[:500]
-    session.add(event)
-    return outcome
+        log.warning("Stripe event %s (%s) %s", event_id, event_type, outcome)
+        return outcome
 
 
 def _handle(session: Session, event_type: str, event: dict[str, Any]) -> str:
@@ -379,6 +467,7 @@ def _checkout_completed(session: Session, checkout: dict[str, Any], at: datetime
             promo_code=_text(metadata.get(PROMO_METADATA)),
             partner_id=_named_partner(session, metadata),
         ),
+        commissions_now=True,
     )
     return f"{'recorded' if recorded.created else 'already recorded'}: purchase {recorded.purchase.id}"
 
@@ -417,6 +506,7 @@ def _invoice_paid(session: Session, invoice: dict[str, Any], at: datetime) -> st
             promo_code=_text(metadata.get(PROMO_METADATA)),
             partner_id=_named_partner(session, metadata),
         ),
+        commissions_now=True,
     )
     return f"{'recorded' if recorded.created else 'already recorded'}: purchase {recorded.purchase.id}"
 
@@ -430,6 +520,7 @@ def _charge_refunded(session: Session, charge: dict[str, Any], at: datetime) -> 
         refunded_total=_int(charge.get("amount_refunded")),
         match_refs=[r for r in (_id(charge.get("payment_intent")), _id(charge.get("invoice"))) if r],
         occurred_at=at,
+        commissions_now=True,
     )
     if refunded.purchase is None:
         return f"waiting: refund of {charge_id} kept until its purchase arrives"
