@@ -172,6 +172,94 @@ def test_rate_limits_and_outages_are_retried_until_delivered_once(
     assert set(ad_platforms.accepted_for(shop.google_key)) == set(event_ids)
 
 
+def _integration(client: Any, tenant: TenantHandle, integration_id: str) -> dict[str, Any]:
+    return dict(client.get(f"/api/v1/integrations/{integration_id}", headers=tenant.headers).json())
+
+
+def test_a_failing_destination_backs_off_as_a_whole_while_the_others_flush(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Meta answers 503 with Retry-After: an hour. Meta as a whole waits that hour: the conversions queued after
+    the failure are not tried on the next flushes (one request in all), while Google receives every one."""
+    from datetime import UTC, datetime, timedelta
+
+    tenant = make_tenant("Backedoff")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    outage = {"error": {"code": 2, "message": "Service temporarily unavailable"}}
+    ad_platforms.script(shop.meta_key, Scripted(503, outage, times=1000, headers={"Retry-After": "3600"}))
+    first = queue_conversions(tenant.tenant_id, [shop.meta["id"], shop.google["id"]], 3)
+
+    def backed_off() -> dict[str, Any] | None:
+        found = _integration(client, tenant, shop.meta["id"])
+        return found if found["backoff_until"] else None
+
+    meta = wait_until(backed_off, 60, "Meta to be backed off")
+    assert datetime.fromisoformat(meta["backoff_until"]) > datetime.now(UTC) + timedelta(minutes=59)
+    assert meta["status"] == "active" and "503" in meta["last_failure"]
+    later = queue_conversions(tenant.tenant_id, [shop.meta["id"], shop.google["id"]], 3)
+    wait_until(lambda: set(first + later) <= set(ad_platforms.accepted_for(shop.google_key)), 60, "Google to get all")
+    time.sleep(4)  # two flush delays and more: the later conversions were due, Meta's back-off kept them back
+    assert ad_platforms.requests[shop.meta_key] == 1
+    at_meta = [d for d in deliveries(client, tenant) if d["platform"] == "meta"]
+    assert {d["status"] for d in at_meta} == {"queued"} and len(at_meta) == 6
+    assert sorted(d["attempts"] for d in at_meta) == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_destination_that_answers_again_ends_its_back_off(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Two 429s in a row, then Meta takes the batch: delivered once, and the destination is no longer backed off."""
+    tenant = make_tenant("Recovering")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    limit = {"error": {"code": 17, "message": "User request limit reached"}}
+    ad_platforms.script(shop.meta_key, Scripted(429, limit, times=2))
+    event_ids = queue_conversions(tenant.tenant_id, [shop.meta["id"]], 4)
+    assert {d["status"] for d in settled(client, tenant, 4, timeout=120)} == {"sent"}
+    assert ad_platforms.requests[shop.meta_key] == 3
+    assert {e["event_id"] for e in ad_platforms.accepted_for(shop.meta_key).values()} == set(event_ids)
+    meta = _integration(client, tenant, shop.meta["id"])
+    assert (meta["backoff_until"], meta["last_failure"]) == (None, None)
+
+
+def test_a_destination_whose_sender_raises_neither_blocks_the_others_nor_runs_on_every_flush(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """A broken destination (its pixel id lost: the sender raises) comes first in the flush; the next one is
+    delivered all the same, and the broken one is backed off. In a batch, a payload that cannot be built fails
+    alone, with its reason, and the rest go."""
+    from sqlalchemy import text
+
+    from tenants.isolation import tenant_session
+
+    tenant = make_tenant("Guarded")
+    broken = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    working = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    queue_conversions(tenant.tenant_id, [broken.meta["id"]], 2)  # queued first: first in the flush
+    with tenant_session(tenant.tenant_id) as session:
+        session.execute(
+            text("UPDATE integrations SET settings = settings - 'pixel_id' WHERE id = :i"), {"i": broken.meta["id"]}
+        )
+    (unbuildable,) = queue_conversions(tenant.tenant_id, [working.meta["id"]], 1, clicked_at="not a time")
+    good = queue_conversions(tenant.tenant_id, [working.meta["id"]], 3)
+
+    def working_done() -> list[dict[str, Any]] | None:
+        found = [d for d in deliveries(client, tenant) if d["integration_id"] == working.meta["id"]]
+        return found if len(found) == 4 and all(d["status"] != "queued" for d in found) else None
+
+    statuses = {d["event_id"]: d for d in wait_until(working_done, 60, "the working destination to flush")}
+    assert statuses[unbuildable]["status"] == "failed"
+    assert statuses[unbuildable]["reason"].startswith("payload cannot be built")
+    assert all(statuses[e]["status"] == "sent" for e in good)
+    assert set(ad_platforms.accepted_for(working.meta_key)) == {f"webinar_signup:{e}" for e in good}
+    failing = wait_until(
+        lambda: (found := _integration(client, tenant, broken.meta["id"]))["backoff_until"] and found,
+        30,
+        "the broken destination to be backed off",
+    )
+    assert failing["last_failure"] == "the sender failed: KeyError"
+    assert {d["status"] for d in deliveries(client, tenant) if d["integration_id"] == broken.meta["id"]} == {"queued"}
+
+
 def test_an_expired_token_pauses_the_integration_until_the_tenant_reconnects(
     client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
 ) -> None:

@@ -185,6 +185,10 @@ class IntegrationPublic(msgspec.Struct):
     """``paused``: nothing is sent until the tenant reconnects; ``paused_reason`` says why."""
     paused_reason: str | None
     paused_at: datetime | None
+    backoff_until: datetime | None
+    """The platform's last requests failed (429, 5xx, unreachable): nothing is sent to it before this time."""
+    last_failure: str | None
+    """What the platform answered the last failed request, while backed off."""
     created_at: datetime
     updated_at: datetime
 
@@ -208,6 +212,8 @@ class IntegrationPublic(msgspec.Struct):
             status=integration.status,
             paused_reason=integration.paused_reason,
             paused_at=integration.paused_at,
+            backoff_until=integration.backoff_until,
+            last_failure=integration.last_failure,
             created_at=integration.created_at,
             updated_at=integration.updated_at,
         )

@@ -54,9 +54,11 @@ __all__ = [
     "MAX_ATTEMPTS",
     "SendResult",
     "SentTestEvent",
+    "back_off_destination",
     "backoff_seconds",
     "due_destinations",
     "lock_destination",
+    "record_destination_failure",
     "send_due",
     "send_test_event",
 ]
@@ -74,6 +76,9 @@ MAX_ATTEMPTS = 15
 """About a day and a half of retries at the 10-minute cap: then the delivery fails with the last reason."""
 BACKOFF_BASE = 5.0
 BACKOFF_CAP = 600.0
+DESTINATION_BACKOFF_BASE = 1.0
+"""A destination's first back-off is short (a single 429 or 503 costs about a second of the whole flow);
+each failure in a row doubles it."""
 
 
 @dataclass
@@ -87,13 +92,49 @@ class SendResult:
     paused: bool = False
     full: bool = False
     """A whole batch was taken: more may be waiting."""
+    refused_request: platforms.EventOutcome | None = None
+    """A request failed as a whole with a retry (429, 5xx, the network): the destination backs off."""
 
 
-def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
-    """5 s doubling per attempt up to 10 min, jittered to ±50 % so failed batches do not return in step; the
-    platform's Retry-After wins when it is longer."""
-    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
+def backoff_seconds(attempt: int, retry_after: float | None = None, base: float = BACKOFF_BASE) -> float:
+    """``base`` (5 s) doubling per attempt up to 10 min, jittered to ±50 % so failed batches do not return in
+    step; the platform's Retry-After wins when it is longer."""
+    delay = min(BACKOFF_CAP, base * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
     return max(delay, retry_after or 0.0)
+
+
+def _note_outcome(integration: Integration, result: SendResult) -> None:
+    """A request that failed as a whole backs the destination off (1 s doubling per failure in a row, to 10 min,
+    jittered, at least the platform's Retry-After): beat's flush leaves it out until then. A request the
+    platform answered ends the back-off."""
+    refused = result.refused_request
+    if refused is not None:
+        record_destination_failure(integration, refused.reason or "refused", refused.retry_after)
+    elif result.requests and integration.consecutive_failures:
+        integration.consecutive_failures, integration.backoff_until, integration.last_failure = 0, None, None
+
+
+def record_destination_failure(integration: Integration, reason: str, retry_after: float | None = None) -> None:
+    """One more failed request in a row at ``integration``: it waits, as a whole, for its back-off."""
+    integration.consecutive_failures += 1
+    delay = backoff_seconds(integration.consecutive_failures, retry_after, base=DESTINATION_BACKOFF_BASE)
+    integration.backoff_until = utcnow() + timedelta(seconds=delay)
+    integration.last_failure = reason[:500]
+    log.warning(
+        "destination backed off",
+        extra={"integration": str(integration.id), "platform": integration.platform,
+               "failures": integration.consecutive_failures, "backoff_s": round(delay, 1)},
+    )  # fmt: skip
+
+
+def back_off_destination(tenant_id: UUID, integration_id: UUID, reason: str) -> None:
+    """The sender raised for this destination (beat's flush caught it): back it off like a failed request,
+    so it is not tried again on every flush while the others go on."""
+    with tenant_session(tenant_id) as session:
+        integration = session.get(Integration, (tenant_id, integration_id), with_for_update=True)
+        if integration is not None:
+            record_destination_failure(integration, reason)
+            session.add(integration)
 
 
 def due_destinations(limit: int = 1000) -> list[tuple[UUID, UUID]]:
@@ -126,6 +167,8 @@ def send_due(tenant_id: UUID, integration_id: UUID) -> SendResult:
             return result
         integration = session.get(Integration, (tenant_id, integration_id))
         if integration is None or integration.status != IntegrationStatus.ACTIVE:
+            return result
+        if integration.backoff_until is not None and integration.backoff_until > utcnow():
             return result
         platform = Platform(integration.platform)
         now = utcnow()
@@ -161,6 +204,8 @@ def send_due(tenant_id: UUID, integration_id: UUID) -> SendResult:
                     "integration paused: the platform refused its token",
                     extra={"integration": str(integration.id), "platform": platform.value},
                 )
+            _note_outcome(integration, result)
+            session.add(integration)
         session.flush()
     return result
 
@@ -247,6 +292,8 @@ def _send(integration: Integration, tokens: dict[str, str], batch: list[_Ready],
     answer = platforms.send(integration, tokens, [r.built.payload for r in batch])
     result.requests += 1
     latency_ms = round((time.monotonic() - started) * 1000)
+    if answer.whole is not None and answer.whole.status == "retry" and result.refused_request is None:
+        result.refused_request = answer.whole
     if answer.whole is not None and answer.splittable and len(batch) > 1:
         middle = len(batch) // 2
         _send(integration, tokens, batch[:middle], result)

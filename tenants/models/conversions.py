@@ -68,6 +68,12 @@ class Integration(TenantOwned, table=True):
     status: IntegrationStatus = Field(default=IntegrationStatus.ACTIVE, sa_type=Text)
     paused_reason: str | None = None
     paused_at: datetime | None = timestamp_field(nullable=True, default=None)
+    backoff_until: datetime | None = timestamp_field(nullable=True, default=None)
+    """Requests to the platform kept failing (429, 5xx, the network): nothing is sent before this time."""
+    consecutive_failures: int = 0
+    """Failed requests in a row: the destination's back-off doubles with each, and ends at the first success."""
+    last_failure: str | None = None
+    """What the platform last answered a failed request (while backed off)."""
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
 
