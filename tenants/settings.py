@@ -125,6 +125,9 @@ class Settings:
     """Where conversions are sent: the platforms' own APIs unless configured (tests use local fakes)."""
     conversions_flush_seconds: float = 2.0
     """A destination's queued conversions are sent once a batch is full or the oldest has waited this long."""
+    conversions_lease_seconds: float = 120.0
+    """A claimed batch of conversions is its sender's this long (a send times out within a third of it): past
+    it, the sender is presumed dead and the batch is sent again, with the same event ids."""
     metrics_token: str | None = field(default=None, repr=False)
     """Bearer token of ``GET /metrics`` (Prometheus); None leaves ``/metrics`` off (404)."""
 
@@ -189,6 +192,7 @@ class Settings:
             secret_keys=secret_keys,
             ad_platforms=AdPlatformUrls.from_env(env),
             conversions_flush_seconds=_int(env, "TRAILMARK_CONVERSIONS_FLUSH_MS", 2000, 50, 600_000) / 1000,
+            conversions_lease_seconds=_int(env, "TRAILMARK_CONVERSIONS_LEASE_MS", 120_000, 3000, 3_600_000) / 1000,
             metrics_token=_metrics_token(env),
         )
 

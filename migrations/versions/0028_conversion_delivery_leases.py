@@ -1,4 +1,8 @@
-"""Conversion delivery: a destination backed off as a whole.
+"""Conversion delivery: claim, send, record with leases; a destination backed off as a whole.
+
+``conversion_deliveries.attempt_id`` / ``lease_expires_at``: the sender claims a batch (a short transaction),
+sends it with no transaction open, and records the outcomes on the rows its attempt still holds. A sender
+killed in between leaves its rows leased; they are taken again only once the lease has expired.
 
 ``integrations.backoff_until`` / ``consecutive_failures``: a destination whose requests keep failing (429, 5xx,
 the network, the sender raising) waits, as a whole, until ``backoff_until`` (exponential with jitter, at least
@@ -14,6 +18,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import UUID
 
 from migrations.tenancy import APP_GROUP_ROLE
 
@@ -45,12 +50,18 @@ def _due_function(body_filter: str) -> str:
 
 
 def upgrade() -> None:
+    op.add_column("conversion_deliveries", sa.Column("attempt_id", UUID(as_uuid=True), nullable=True))
+    op.add_column("conversion_deliveries", sa.Column("lease_expires_at", TIMESTAMP, nullable=True))
     op.add_column("integrations", sa.Column("backoff_until", TIMESTAMP, nullable=True))
-    op.add_column(
-        "integrations", sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0")
-    )
+    op.add_column("integrations", sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0"))
     op.add_column("integrations", sa.Column("last_failure", sa.Text(), nullable=True))
-    op.execute(_due_function("\n                 AND (i.backoff_until IS NULL OR i.backoff_until <= now())"))
+    op.execute(
+        _due_function(
+            """
+                 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= now())
+                 AND (i.backoff_until IS NULL OR i.backoff_until <= now())"""
+        )
+    )
     op.execute(f"REVOKE ALL ON FUNCTION {DUE_SIGNATURE} FROM PUBLIC")
     op.execute(f"GRANT EXECUTE ON FUNCTION {DUE_SIGNATURE} TO {APP_GROUP_ROLE}")
 
@@ -60,3 +71,5 @@ def downgrade() -> None:
     op.drop_column("integrations", "last_failure")
     op.drop_column("integrations", "consecutive_failures")
     op.drop_column("integrations", "backoff_until")
+    op.drop_column("conversion_deliveries", "lease_expires_at")
+    op.drop_column("conversion_deliveries", "attempt_id")

@@ -2,11 +2,19 @@
 
 A destination (an integration) is due when it has a full batch queued, when its oldest queued conversion has
 waited ``conversions_flush_seconds``, or when a retry's time came (``due_destinations``, asked every second by
-beat's flush). :func:`send_due` then takes up to a batch of its queued deliveries with ``FOR UPDATE SKIP
-LOCKED`` inside one transaction, under a per-destination advisory lock, sends them, and stores each outcome in
-that same transaction. A worker killed mid-batch rolls the transaction back: the deliveries stay queued and the
-next flush sends them again with the same event ids, which the platforms deduplicate (Meta's ``event_id``,
-Google's ``orderId``).
+beat's flush). :func:`send_due` then works in three steps, and no transaction is open while a platform answers:
+
+1. **claim**: up to a batch of due, unleased deliveries, taken with ``FOR UPDATE SKIP LOCKED`` and leased to this
+   attempt (``attempt_id``, ``lease_expires_at`` on the rows), committed;
+2. **send**: the request(s), outside any transaction;
+3. **record**: each outcome stored on the rows this attempt still holds, and the lease cleared. Idempotent: run
+   again, or run by a sender whose lease already ran out, it changes nothing.
+
+A worker killed after sending and before recording leaves its rows leased: nobody takes them until the lease
+expires (``conversions_lease_seconds``, well beyond a send's timeout), then the next flush sends them again
+with the same event ids, which the platforms deduplicate (Meta's ``event_id``, Google's ``orderId``). A
+destination whose requests fail as a whole (429, 5xx, the network) is backed off as a whole
+(``integrations.backoff_until``), so the others flush and it is not asked again on every flush.
 
 Outcomes (``tenants.conversions.platforms``): sent; retry (exponential backoff with jitter from 5 s to 10 min,
 or the platform's Retry-After when longer); permanent (failed with the platform's reason); a whole batch
@@ -23,9 +31,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
+from sqlalchemy import or_, text
 from sqlmodel import Session, col, select
 
 from tenants.conversions import consent as consents
@@ -57,6 +66,7 @@ __all__ = [
     "back_off_destination",
     "backoff_seconds",
     "due_destinations",
+    "lease_seconds",
     "lock_destination",
     "record_destination_failure",
     "send_due",
@@ -150,7 +160,8 @@ def due_destinations(limit: int = 1000) -> list[tuple[UUID, UUID]]:
 
 
 def lock_destination(session: Session, integration_id: UUID) -> bool:
-    """One sender per destination at a time (transaction-scoped): a second flush finds it busy and moves on."""
+    """One retraction sender per destination at a time (transaction-scoped): a second flush finds it busy and
+    moves on. (Conversions need none: each batch is claimed with a lease.)"""
     return bool(
         session.execute(
             text("SELECT pg_try_advisory_xact_lock(hashtextextended(:key, 0))"),
@@ -160,18 +171,66 @@ def lock_destination(session: Session, integration_id: UUID) -> bool:
 
 
 def send_due(tenant_id: UUID, integration_id: UUID) -> SendResult:
-    """Send one batch of the destination's due deliveries and store every outcome, in one transaction."""
+    """Claim a batch of the destination's due deliveries, send it, record each outcome (three steps, no
+    transaction open while the platform answers)."""
     result = SendResult()
+    claim = _claim(tenant_id, integration_id, result)
+    if claim is None:
+        return result
+    outcomes: dict[UUID, _Outcome] = {}
+    refused_token: platforms.AuthError | None = None
+    try:
+        _send(claim.integration, claim.tokens, claim.batch, result, outcomes)
+    except platforms.AuthError as error:  # what was answered before it stays answered; the rest waits, queued
+        refused_token = error
+    _record(tenant_id, claim, outcomes, result, refused_token)
+    return result
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A delivery taken for one attempt: what goes into the request (plain values, no session needed)."""
+
+    conversion_id: UUID
+    event_id: str
+    event_name: str
+    payload: dict[str, Any]
+    identifiers: dict[str, bool]
+    attempt: int
+    """This attempt's number (1 for the first)."""
+
+
+@dataclass(frozen=True)
+class _Claim:
+    attempt_id: UUID
+    integration: Integration
+    tokens: dict[str, str]
+    batch: list[_Claimed]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    outcome: platforms.EventOutcome
+    latency_ms: int
+
+
+def lease_seconds() -> float:
+    """How long a claimed batch is its sender's: past it, the sender is presumed dead and the batch is taken
+    again (same event ids). Sends time out well within it (``platforms.send_timeout``)."""
+    return get_settings().conversions_lease_seconds
+
+
+def _claim(tenant_id: UUID, integration_id: UUID, result: SendResult) -> _Claim | None:
+    """Take up to a batch of due deliveries (``FOR UPDATE SKIP LOCKED``, then a lease: attempt id and expiry on
+    the rows, committed), with their payloads built; those that cannot be sent end here with their reason."""
     with tenant_session(tenant_id) as session:
-        if not lock_destination(session, integration_id):
-            return result
         integration = session.get(Integration, (tenant_id, integration_id))
         if integration is None or integration.status != IntegrationStatus.ACTIVE:
-            return result
-        if integration.backoff_until is not None and integration.backoff_until > utcnow():
-            return result
-        platform = Platform(integration.platform)
+            return None
         now = utcnow()
+        if integration.backoff_until is not None and integration.backoff_until > now:
+            return None
+        platform = Platform(integration.platform)
         deliveries = list(
             session.exec(
                 select(ConversionDelivery)
@@ -179,6 +238,10 @@ def send_due(tenant_id: UUID, integration_id: UUID) -> SendResult:
                     ConversionDelivery.integration_id == integration_id,
                     ConversionDelivery.status == DeliveryStatus.QUEUED,
                     col(ConversionDelivery.next_attempt_at) <= now,
+                    or_(
+                        col(ConversionDelivery.lease_expires_at).is_(None),
+                        col(ConversionDelivery.lease_expires_at) <= now,
+                    ),
                 )
                 .order_by(col(ConversionDelivery.next_attempt_at), col(ConversionDelivery.conversion_id))
                 .limit(platforms.BATCH_LIMITS[platform])
@@ -188,26 +251,95 @@ def send_due(tenant_id: UUID, integration_id: UUID) -> SendResult:
         result.taken = len(deliveries)
         result.full = result.taken == platforms.BATCH_LIMITS[platform]
         if not deliveries:
-            return result
-        ready = _prepared(session, integration, deliveries, result)
-        tokens = secrets_of(integration) if ready else {}
-        if ready and not tokens:  # the ring lost the key that sealed it: nothing can be sent until it is stored again
+            return None
+        tokens = secrets_of(integration)
+        if not tokens:  # the ring lost the key that sealed it: nothing can be sent until it is stored again
             pause_integration(session, integration, "its token cannot be read (TRAILMARK_SECRET_KEYS): store it again")
             result.paused = True
-        elif ready:
-            try:
-                _send(integration, tokens, ready, result)
-            except platforms.AuthError as error:
-                pause_integration(session, integration, f"{error}: reconnect the integration")
-                result.paused = True
-                log.warning(
-                    "integration paused: the platform refused its token",
-                    extra={"integration": str(integration.id), "platform": platform.value},
+            return None
+        ready = _prepared(session, integration, deliveries, result)
+        if not ready:
+            return None
+        attempt_id, expires = new_id(), now + timedelta(seconds=lease_seconds())
+        for item in ready:
+            item.delivery.attempt_id, item.delivery.lease_expires_at = attempt_id, expires
+            session.add(item.delivery)
+        batch = [_claimed(r) for r in ready]
+        return _Claim(attempt_id, integration, tokens, batch)
+
+
+def _claimed(ready: _Ready) -> _Claimed:
+    conversion = ready.conversion
+    return _Claimed(
+        conversion.id,
+        conversion.event_id,
+        conversion.event_name,
+        ready.built.payload,
+        ready.built.identifiers,
+        ready.delivery.attempts + 1,
+    )
+
+
+def _record(
+    tenant_id: UUID,
+    claim: _Claim,
+    outcomes: dict[UUID, _Outcome],
+    result: SendResult,
+    refused_token: platforms.AuthError | None,
+) -> None:
+    """Store what the platform answered, for the rows this attempt still holds (``attempt_id``): idempotent,
+    and a sender whose lease ran out (another took the batch again) changes nothing. Rows left unanswered (the
+    token was refused midway) go back to the queue as they were."""
+    with tenant_session(tenant_id) as session:
+        integration = session.get(Integration, (tenant_id, claim.integration.id), with_for_update=True)
+        if integration is None:
+            return  # deleted meanwhile: its deliveries went with it
+        held = list(
+            session.exec(
+                select(ConversionDelivery)
+                .where(
+                    ConversionDelivery.integration_id == integration.id,
+                    ConversionDelivery.attempt_id == claim.attempt_id,
+                    ConversionDelivery.status == DeliveryStatus.QUEUED,
                 )
-            _note_outcome(integration, result)
-            session.add(integration)
-        session.flush()
-    return result
+                .with_for_update()
+            )
+        )
+        if not held:
+            return
+        by_id = {c.conversion_id: c for c in claim.batch}
+        for delivery in held:
+            delivery.attempt_id, delivery.lease_expires_at = None, None
+            answered = outcomes.get(delivery.conversion_id)
+            if answered is not None:
+                _apply(delivery, answered.outcome, result)
+                _log_outcome(integration, by_id[delivery.conversion_id], delivery, answered.latency_ms)
+            session.add(delivery)
+        if refused_token is not None:
+            pause_integration(session, integration, f"{refused_token}: reconnect the integration")
+            result.paused = True
+            log.warning(
+                "integration paused: the platform refused its token",
+                extra={"integration": str(integration.id), "platform": integration.platform},
+            )
+        _note_outcome(integration, result)
+        session.add(integration)
+
+
+def _log_outcome(integration: Integration, claimed: _Claimed, delivery: ConversionDelivery, latency_ms: int) -> None:
+    log.info(
+        "conversion %s",
+        delivery.status,
+        extra={
+            "event_id": claimed.event_id,
+            "platform": integration.platform,
+            "event_name": claimed.event_name,
+            "identifiers": claimed.identifiers,
+            "status": str(delivery.status),
+            "latency_ms": latency_ms,
+            "attempt": delivery.attempts,
+        },
+    )
 
 
 @dataclass
@@ -286,40 +418,33 @@ def _finish(delivery: ConversionDelivery, status: DeliveryStatus, reason: str | 
         delivery.sent_at = utcnow()
 
 
-def _send(integration: Integration, tokens: dict[str, str], batch: list[_Ready], result: SendResult) -> None:
-    """One request for ``batch``; a whole-batch 4xx is split in halves until the bad event stands alone."""
+def _send(
+    integration: Integration,
+    tokens: dict[str, str],
+    batch: list[_Claimed],
+    result: SendResult,
+    outcomes: dict[UUID, _Outcome],
+) -> None:
+    """One request for ``batch``, each event's outcome into ``outcomes``; a whole-batch refusal that one bad
+    event may have caused (``splittable``) is split in halves until that event stands alone."""
     started = time.monotonic()
-    answer = platforms.send(integration, tokens, [r.built.payload for r in batch])
+    answer = platforms.send(integration, tokens, [c.payload for c in batch])
     result.requests += 1
     latency_ms = round((time.monotonic() - started) * 1000)
     if answer.whole is not None and answer.whole.status == "retry" and result.refused_request is None:
         result.refused_request = answer.whole
     if answer.whole is not None and answer.splittable and len(batch) > 1:
         middle = len(batch) // 2
-        _send(integration, tokens, batch[:middle], result)
-        _send(integration, tokens, batch[middle:], result)
+        _send(integration, tokens, batch[:middle], result, outcomes)
+        _send(integration, tokens, batch[middle:], result, outcomes)
         return
-    outcomes = answer.per_event or (answer.whole,) * len(batch)
-    for ready, outcome in zip(batch, outcomes, strict=True):
+    answered = answer.per_event or (answer.whole,) * len(batch)
+    for claimed, outcome in zip(batch, answered, strict=True):
         assert outcome is not None
-        _apply(ready, outcome, result)
-        log.info(
-            "conversion %s",
-            ready.delivery.status,
-            extra={
-                "event_id": ready.conversion.event_id,
-                "platform": integration.platform,
-                "event_name": ready.conversion.event_name,
-                "identifiers": ready.built.identifiers,
-                "status": str(ready.delivery.status),
-                "latency_ms": latency_ms,
-                "attempt": ready.delivery.attempts,
-            },
-        )
+        outcomes[claimed.conversion_id] = _Outcome(outcome, latency_ms)
 
 
-def _apply(ready: _Ready, outcome: platforms.EventOutcome, result: SendResult) -> None:
-    delivery = ready.delivery
+def _apply(delivery: ConversionDelivery, outcome: platforms.EventOutcome, result: SendResult) -> None:
     delivery.attempts += 1
     delivery.last_attempt_at = utcnow()
     if outcome.status == "sent":

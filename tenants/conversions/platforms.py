@@ -28,10 +28,19 @@ __all__ = [
     "EventOutcome",
     "retract",
     "send",
+    "send_timeout",
 ]
 
 BATCH_LIMITS = {Platform.META: 1000, Platform.GOOGLE_ADS: 2000, Platform.TIKTOK: 1000}
-TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+def send_timeout() -> httpx.Timeout:
+    """30 s (5 s to connect), or a third of the delivery lease when that is shorter: a sender gives up on a
+    request long before anyone may take its batch again."""
+    seconds = min(30.0, get_settings().conversions_lease_seconds / 3)
+    return httpx.Timeout(seconds, connect=min(5.0, seconds))
+
+
 MAX_REASON = 500
 
 
@@ -101,7 +110,8 @@ def _meta(
     body: dict[str, Any] = {"data": list(events), "access_token": tokens.get("access_token", "")}
     if test and integration.settings.get("test_event_code"):
         body["test_event_code"] = integration.settings["test_event_code"]
-    response = httpx.post(f"{settings.meta}/{integration.settings['pixel_id']}/events", json=body, timeout=TIMEOUT)
+    url = f"{settings.meta}/{integration.settings['pixel_id']}/events"
+    response = httpx.post(url, json=body, timeout=send_timeout())
     if response.is_success:
         return BatchAnswer(whole=_SENT)
     error = _json(response).get("error") or {}
@@ -194,7 +204,7 @@ def _google_post(
     if test:
         body["validateOnly"] = True
     url = f"{settings.google_ads}/customers/{integration.settings['customer_id']}:{method}"
-    response = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT)
+    response = httpx.post(url, json=body, headers=headers, timeout=send_timeout())
     answer = _json(response)
     if response.status_code in (401, 403) or (answer.get("error") or {}).get("status") in _GOOGLE_AUTH:
         _access_tokens.pop((str(integration.tenant_id), str(integration.id)), None)
@@ -281,7 +291,7 @@ def _tiktok(
         f"{settings.tiktok}/event/track/",
         json=body,
         headers={"Access-Token": tokens.get("access_token", "")},
-        timeout=TIMEOUT,
+        timeout=send_timeout(),
     )
     answer = _json(response)
     code = answer.get("code")

@@ -174,6 +174,10 @@ class ConversionDelivery(TenantOwned, table=True):
     next_attempt_at: datetime = timestamp_field()
     last_attempt_at: datetime | None = timestamp_field(nullable=True, default=None)
     sent_at: datetime | None = timestamp_field(nullable=True, default=None)
+    attempt_id: UUID | None = None
+    """The send attempt that claimed it and has not recorded its outcome yet."""
+    lease_expires_at: datetime | None = timestamp_field(nullable=True, default=None)
+    """Until then the claiming attempt owns it; past it, that sender is presumed dead and it is taken again."""
     created_at: datetime = timestamp_field()
 
 

@@ -2,10 +2,12 @@
 request as the platforms document it (``specs/ad-platforms.md``: fields, hashing, batch limits, tokens, time
 windows) and answers as they do, including what a test asks for: 429, 5xx, expired tokens, a refused event.
 
-Like the platforms, it deduplicates: Meta by ``event_id``, Google by ``orderId`` (a second upload of one answers
-``CLICK_CONVERSION_ALREADY_EXISTS``). ``received`` counts every copy that arrived; ``accepted`` holds each event
-once. Google's conversion adjustments (``:uploadConversionAdjustments``) retract only a conversion it accepted
-before, as Google does: ``retractions`` holds each retraction once, ``adjustments_received`` every copy.
+Like the platforms, it deduplicates: Meta by ``event_name`` + ``event_id``, Google by ``orderId`` (a second upload
+of one answers ``CLICK_CONVERSION_ALREADY_EXISTS``), TikTok by ``event`` + ``event_id``. ``received`` counts every
+copy that arrived (``arrivals`` says when); ``accepted`` holds each event once; ``duplicates_for`` counts the
+conversions the platform counted more than once, by event id (a copy its deduplication could not match).
+Google's conversion adjustments (``:uploadConversionAdjustments``) retract only a conversion it accepted before,
+as Google does: ``retractions`` holds each retraction once, ``adjustments_received`` every copy.
 """
 
 from __future__ import annotations
@@ -77,7 +79,11 @@ class FakeAdPlatforms:
         self.refused_ids: set[str] = set()
         """Event ids (Meta event_id, Google orderId) the platform refuses as invalid."""
         self.received: Counter[str] = Counter()
+        self.arrivals: dict[str, list[float]] = {}
+        """Dedup key → when each copy arrived (Unix seconds)."""
         self.accepted: dict[str, dict[str, Any]] = {}
+        self.counted: Counter[tuple[str, str]] = Counter()
+        """(destination, event id) → how many times the platform counted it as a conversion."""
         self.requests: Counter[str] = Counter()
         self.batch_sizes: dict[str, list[int]] = {}
         self.hold: dict[str, threading.Event] = {}
@@ -151,6 +157,11 @@ class FakeAdPlatforms:
         with self.lock:
             return {k: v for k, v in self.accepted.items() if v["_destination"] == destination}
 
+    def duplicates_for(self, destination: str) -> int:
+        """Conversions counted more than once at ``destination``, by event id (0 when deduplication held)."""
+        with self.lock:
+            return sum(n - 1 for (where, _), n in self.counted.items() if where == destination and n > 1)
+
     def received_for(self, destination: str) -> Counter[str]:
         with self.lock:
             ids = {k for k, v in self.accepted.items() if v["_destination"] == destination}
@@ -198,12 +209,14 @@ class FakeAdPlatforms:
         return answer.status, answer.body, answer.headers
 
     def _record(self, destination: str, key: str, event: dict[str, Any]) -> bool:
-        """True when this event id is new here (the platform keeps the first copy)."""
+        """True when this event is new here by the platform's deduplication ``key`` (it keeps the first copy)."""
         with self.lock:
             self.received[key] += 1
+            self.arrivals.setdefault(key, []).append(time.time())
             if key in self.accepted:
                 return False
             self.accepted[key] = {**event, "_destination": destination}
+            self.counted[(destination, str(event.get("event_id") or event.get("orderId")))] += 1
             return True
 
     def _wait_if_held(self, destination: str) -> None:
