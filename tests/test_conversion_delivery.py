@@ -511,25 +511,62 @@ def test_a_conversion_past_metas_window_is_dead_lettered_and_the_rest_delivered(
 def test_a_google_conversion_long_after_its_click_is_dead_lettered_by_the_click_time(
     client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
 ) -> None:
-    """Google's 90 days run from the click: a fresh conversion on a gclid first seen 100 days ago would be
-    refused (EXPIRED_EVENT), so it never goes out and says why; one clicked 10 days ago is delivered."""
+    """Google's 90 days run from the click: a conversion on a gclid first seen 100 days ago would be refused
+    (EXPIRED_EVENT) whether it happened today or 20 days ago, so neither goes out, and each says why; one
+    clicked 10 days ago is delivered."""
     from datetime import UTC, datetime, timedelta
 
     tenant = make_tenant("Longclick")
     shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
-    old_click = (datetime.now(UTC) - timedelta(days=100)).isoformat()
+    now = datetime.now(UTC)
+    old_click = (now - timedelta(days=100)).isoformat()
     (late,) = queue_conversions(tenant.tenant_id, [shop.google["id"]], 1, clicked_at=old_click)
+    (older,) = queue_conversions(
+        tenant.tenant_id, [shop.google["id"]], 1, clicked_at=old_click, occurred_at=now - timedelta(days=20)
+    )
     (recent,) = queue_conversions(
-        tenant.tenant_id, [shop.google["id"]], 1, clicked_at=(datetime.now(UTC) - timedelta(days=10)).isoformat()
+        tenant.tenant_id, [shop.google["id"]], 1, clicked_at=(now - timedelta(days=10)).isoformat()
     )
-    statuses = {d["event_id"]: d for d in settled(client, tenant, 2)}
-    assert statuses[late]["status"] == "failed"
-    assert statuses[late]["reason"] == (
-        f"dead letter: converted more than google_ads's 90-day window after its click (click id first seen {old_click})"
-    )
+    statuses = {d["event_id"]: d for d in settled(client, tenant, 3)}
+    for expired in (late, older):
+        assert statuses[expired]["status"] == "failed"
+        assert statuses[expired]["reason"] == (
+            f"dead letter: its click is older than google_ads's 90-day window (click id first seen {old_click})"
+        )
+        assert ad_platforms.received[expired] == 0
     assert statuses[recent]["status"] == "sent"
     assert set(ad_platforms.accepted_for(shop.google_key)) == {recent}
-    assert ad_platforms.received[late] == 0
+
+
+def test_a_request_refused_as_a_whole_is_not_split_and_the_destination_backs_off(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """A refusal about the request (Meta: no such pixel; Google: a malformed request) is not one event's
+    fault: it is not split into a request per half (which would fail every event for good), the events stay
+    queued with the reason, and the destination backs off to try again."""
+    tenant = make_tenant("Wholerefusal")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    no_pixel = {"error": {"message": "Unsupported post request. Object with ID does not exist", "code": 100,
+                          "error_subcode": 33, "type": "GraphMethodException"}}  # fmt: skip
+    ad_platforms.script(shop.meta_key, Scripted(400, no_pixel, times=1000))
+    malformed = {
+        "error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "Request contains an invalid argument."}
+    }
+    ad_platforms.script(shop.google_key, Scripted(400, malformed, times=1000))
+    queue_conversions(tenant.tenant_id, [shop.meta["id"], shop.google["id"]], 8)
+
+    def both_backed_off() -> list[dict[str, Any]] | None:
+        found = [_integration(client, tenant, shop.meta["id"]), _integration(client, tenant, shop.google["id"])]
+        return found if all(i["backoff_until"] for i in found) else None
+
+    meta, google = wait_until(both_backed_off, 60, "both destinations to back off")
+    assert "Meta refused the request" in meta["last_failure"] and "code 100" in meta["last_failure"]
+    assert "Google refused the request" in google["last_failure"] and "INVALID_ARGUMENT" in google["last_failure"]
+    # Every request carried the whole batch: none was split.
+    assert set(ad_platforms.request_sizes[shop.meta_key]) == set(ad_platforms.request_sizes[shop.google_key]) == {8}
+    found = deliveries(client, tenant)
+    assert len(found) == 16 and {d["status"] for d in found} == {"queued"}
+    assert all(d["attempts"] >= 1 and "refused the request" in d["reason"] for d in found)
 
 
 def test_a_403_permission_refusal_pauses_the_integration_instead_of_splitting_the_batch(

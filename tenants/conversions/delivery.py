@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -80,8 +80,9 @@ EVENT_WINDOWS = {
     Platform.GOOGLE_ADS: timedelta(days=90),
     Platform.TIKTOK: timedelta(days=7),
 }
-"""How old an event a platform still takes: Meta refuses a whole request with an event older than 7 days;
-Google measures its 90 days from the click (the gclid's first-seen time) to the conversion."""
+"""How old an event a platform still takes: Meta refuses a whole request with an event older than 7 days
+(TikTok likewise); Google takes a conversion up to 90 days after its click (the click id's first-seen time),
+whenever the conversion itself happened."""
 MAX_ATTEMPTS = 15
 """About a day and a half of retries at the 10-minute cap: then the delivery fails with the last reason."""
 BACKOFF_BASE = 5.0
@@ -349,19 +350,22 @@ class _Ready:
     built: payloads.Built
 
 
-def _past_click_window(integration: Integration, conversion: Conversion) -> str | None:
-    """Google refuses (EXPIRED_EVENT) a conversion more than its window after the click, however fresh the
-    conversion itself is: the reason to dead-letter it, or None."""
-    if integration.platform != Platform.GOOGLE_ADS:
+def _past_window(integration: Integration, conversion: Conversion, now: datetime) -> str | None:
+    """Why the platform would refuse the conversion as too old (the reason to dead-letter it), or None. Meta
+    and TikTok count from the conversion; Google from the click (its click id's first-seen time): a click more
+    than 90 days old is refused (EXPIRED_EVENT) however fresh the conversion is."""
+    platform = Platform(integration.platform)
+    window = EVENT_WINDOWS[platform]
+    if platform == Platform.GOOGLE_ADS and (clicked := payloads.google_clicked_at(conversion)) is not None:
+        if now - clicked <= window:
+            return None
+        return (
+            f"dead letter: its click is older than google_ads's {window.days}-day window "
+            f"(click id first seen {clicked.isoformat()})"
+        )
+    if conversion.occurred_at >= now - window:
         return None
-    clicked = payloads.google_clicked_at(conversion)
-    window = EVENT_WINDOWS[Platform.GOOGLE_ADS]
-    if clicked is None or conversion.occurred_at - clicked <= window:
-        return None
-    return (
-        f"dead letter: converted more than google_ads's {window.days}-day window after its click "
-        f"(click id first seen {clicked.isoformat()})"
-    )
+    return f"dead letter: older than {platform}'s {window.days}-day window"
 
 
 def _prepared(
@@ -373,24 +377,19 @@ def _prepared(
     conversions = {c.id: c for c in session.exec(select(Conversion).where(col(Conversion.id).in_(ids)))}
     contact_ids = {c.contact_id for c in conversions.values() if c.contact_id}
     contacts = {c.id: c for c in session.exec(select(Contact).where(col(Contact.id).in_(contact_ids)))}
-    window = EVENT_WINDOWS[Platform(integration.platform)]
     now = utcnow()
     ready = []
     for delivery in deliveries:
         conversion = conversions[delivery.conversion_id]
-        if conversion.occurred_at < now - window:
-            _finish(
-                delivery,
-                DeliveryStatus.FAILED,
-                f"dead letter: older than {integration.platform}'s {window.days}-day window",
-            )
-            result.failed += 1
-            continue
-        if (late := _past_click_window(integration, conversion)) is not None:
+        try:
+            late = _past_window(integration, conversion, now)
+        except (TypeError, ValueError) as error:  # a stored click time that cannot be read: this one alone
+            late = f"payload cannot be built: {error}"
+        if late is not None:
             _finish(delivery, DeliveryStatus.FAILED, late)
             result.failed += 1
             continue
-        consent = consents.consent_of(session, conversion.visitor_id) if conversion.visitor_id else None
+        consent = consents.consent_for(session, conversion.visitor_id, conversion.contact_id)
         site = session.get(Site, (integration.tenant_id, conversion.site_id)) if conversion.site_id else None
         if (refusal := consents.refusal(site, consent)) is not None:  # the answer changed since it was recorded
             _finish(delivery, DeliveryStatus.SKIPPED, refusal)

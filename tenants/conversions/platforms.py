@@ -64,7 +64,8 @@ class BatchAnswer:
     whole: EventOutcome | None = None
     per_event: tuple[EventOutcome, ...] = ()
     splittable: bool = False
-    """A 4xx for the whole batch that one bad event may have caused (Meta, TikTok): split it to find that one."""
+    """A refusal of the whole batch that one bad event causes (Meta's invalid parameter, TikTok's): split it to
+    find that one. Refusals about the request (credentials, quota, a malformed body) are never split."""
 
 
 _SENT = EventOutcome("sent")
@@ -101,6 +102,10 @@ _META_RETRY = frozenset({1, 2})
 _META_BACK_OFF = frozenset({4, 17, 613, 80001})
 # Invalid token (190) and missing permission (10, 200): the credentials are wrong, not one event.
 _META_AUTH = frozenset({10, 190, 200})
+_META_INVALID_PARAMETER = 100
+"""A bad event's refusal: code 100 with the subcode of what is wrong with it (its time, its user data …)."""
+_META_REQUEST_SUBCODES = frozenset({33})
+"""Code 100 about the request itself: 33, the pixel does not exist or the token cannot reach it."""
 
 
 def _meta(
@@ -121,8 +126,12 @@ def _meta(
         raise AuthError(_reason("Meta refused the access token", detail))
     if code in _META_RETRY or code in _META_BACK_OFF or response.status_code == 429 or response.status_code >= 500:
         return BatchAnswer(whole=EventOutcome("retry", _reason("Meta", detail), _retry_after(response)))
-    # Meta takes a batch whole or not at all: one bad (or too old) event refuses every other one.
-    return BatchAnswer(whole=EventOutcome("permanent", _reason("Meta", detail)), splittable=True)
+    if code == _META_INVALID_PARAMETER and error.get("error_subcode") not in (None, *_META_REQUEST_SUBCODES):
+        # Meta takes a batch whole or not at all: one bad (or too old) event refuses every other one.
+        return BatchAnswer(whole=EventOutcome("permanent", _reason("Meta", detail)), splittable=True)
+    # About the request, not one event (no such pixel, a malformed body): splitting cannot isolate anything,
+    # and the events are not at fault. The destination backs off and the batch is tried again.
+    return BatchAnswer(whole=EventOutcome("retry", _reason("Meta refused the request", detail)))
 
 
 # --- Google Ads ----------------------------------------------------------------------------------
@@ -213,9 +222,11 @@ def _google_post(
         detail = f"{response.status_code} {(answer.get('error') or {}).get('status', response.reason_phrase)}"
         return BatchAnswer(whole=EventOutcome("retry", _reason("Google", detail), _retry_after(response)))
     if not response.is_success:
+        # With partialFailure on, Google answers a bad conversion in partialFailureError; a whole-request error
+        # is about the request (its shape, the account, a quota), never one conversion: no split, back off.
         error = answer.get("error") or {}
         detail = f"{response.status_code} {error.get('status', '')}: {error.get('message', response.reason_phrase)}"
-        return BatchAnswer(whole=EventOutcome("permanent", _reason("Google", detail)), splittable=True)
+        return BatchAnswer(whole=EventOutcome("retry", _reason("Google refused the request", detail)))
     outcomes = [_SENT] * len(items)
     # Partial failures name the failed item by its index in the request's list (the proto's snake_case name).
     path = {"conversions": "conversions", "conversionAdjustments": "conversion_adjustments"}[field]
@@ -274,6 +285,7 @@ def retract(integration: Integration, tokens: dict[str, str], adjustments: Seque
 
 _TIKTOK_AUTH = frozenset({40001, 40100, 40101, 40102, 40104, 40105})
 _TIKTOK_RETRY = frozenset({40016, 40100001, 50000, 50001, 50002})
+_TIKTOK_INVALID_PARAMETER = 40002
 
 
 def _tiktok(
@@ -302,7 +314,9 @@ def _tiktok(
         return BatchAnswer(whole=EventOutcome("retry", _reason("TikTok", detail), _retry_after(response)))
     if response.is_success and code == 0:
         return BatchAnswer(whole=_SENT)
-    return BatchAnswer(whole=EventOutcome("permanent", _reason("TikTok", detail)), splittable=True)
+    if code == _TIKTOK_INVALID_PARAMETER:  # one event's bad field refuses the batch: split to find it
+        return BatchAnswer(whole=EventOutcome("permanent", _reason("TikTok", detail)), splittable=True)
+    return BatchAnswer(whole=EventOutcome("retry", _reason("TikTok refused the request", detail)))
 
 
 _SENDERS = {Platform.META: _meta, Platform.GOOGLE_ADS: _google, Platform.TIKTOK: _tiktok}

@@ -58,9 +58,10 @@ class _Refused(Exception):
         self.body = body
 
 
-def _meta_error(message: str, code: int = 100, status: int = 400) -> _Refused:
-    return _Refused(status, {"error": {"message": message, "type": "OAuthException", "code": code,
-                                       "error_subcode": 2804003, "fbtrace_id": secrets.token_hex(8)}})  # fmt: skip
+def _meta_error(message: str, code: int = 100, status: int = 400, subcode: int | None = 2804003) -> _Refused:
+    """Meta's error body; an event's bad parameter carries a subcode, a malformed request none."""
+    error = {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": secrets.token_hex(8)}
+    return _Refused(status, {"error": error | ({"error_subcode": subcode} if subcode is not None else {})})
 
 
 class FakeAdPlatforms:
@@ -86,6 +87,8 @@ class FakeAdPlatforms:
         """(destination, event id) → how many times the platform counted it as a conversion."""
         self.requests: Counter[str] = Counter()
         self.batch_sizes: dict[str, list[int]] = {}
+        self.request_sizes: dict[str, list[int]] = {}
+        """Destination → how many events each request carried, scripted answers included."""
         self.hold: dict[str, threading.Event] = {}
         """Destination → released: a request there is recorded, then waits (a worker killed mid-batch)."""
         self.holding = threading.Event()
@@ -179,21 +182,23 @@ class FakeAdPlatforms:
         body = json.loads(raw or b"{}")
         if match := re.fullmatch(r"/meta/([0-9]+)/events", parts.path):
             destination = f"meta:{match.group(1)}"
-            return self._scripted(destination) or self._meta(destination, match.group(1), body, parts.query)
+            return self._scripted(destination, body) or self._meta(destination, match.group(1), body, parts.query)
         if match := re.fullmatch(r"/google/customers/([0-9]{10}):(uploadClickConversions|uploadConversionAdjustments)",
                                  parts.path):  # fmt: skip
             customer, uploads = match.group(1), match.group(2) == "uploadClickConversions"
             destination = f"google:{customer}" if uploads else f"google:{customer}:adjustments"
             handler = self._google if uploads else self._google_adjustments
-            return self._scripted(destination) or handler(destination, customer, body, headers)
+            return self._scripted(destination, body) or handler(destination, customer, body, headers)
         if parts.path == "/tiktok/event/track/":
             destination = f"tiktok:{body.get('event_source_id')}"
-            return self._scripted(destination) or self._tiktok(destination, body, headers)
+            return self._scripted(destination, body) or self._tiktok(destination, body, headers)
         return 404, {"error": "no such endpoint"}, {}
 
-    def _scripted(self, destination: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    def _scripted(self, destination: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        items = body.get("data", body.get("conversions", body.get("conversionAdjustments")))
         with self.lock:
             self.requests[destination] += 1
+            self.request_sizes.setdefault(destination, []).append(len(items) if isinstance(items, list) else 0)
             if self.flaky_every and self.requests[destination] % self.flaky_every == 0:
                 # Every Nth request: a rate limit or an outage, alternately (the benchmark's weather).
                 if self.requests[destination] // self.flaky_every % 2:
@@ -229,13 +234,13 @@ class FakeAdPlatforms:
 
     def _meta(self, destination: str, pixel: str, body: dict[str, Any], query: str) -> tuple[int, dict, dict]:
         if "access_token" in parse_qs(query):
-            raise _meta_error("tests expect the token in the body, never in the URL")
+            raise _meta_error("tests expect the token in the body, never in the URL", subcode=None)
         token = body.get("access_token")
         if pixel not in self.meta_tokens or token != self.meta_tokens[pixel]:
-            raise _meta_error("Error validating access token: Session has expired", code=190, status=400)
+            raise _meta_error("Error validating access token: Session has expired", code=190, subcode=463)
         events = body.get("data")
         if not isinstance(events, list) or not 1 <= len(events) <= 1000:
-            raise _meta_error("data must hold 1 to 1,000 events")
+            raise _meta_error("(#100) param data must be an array of 1 to 1,000 events", subcode=None)
         for index, event in enumerate(events):
             self._check_meta_event(index, event)
         if body.get("test_event_code"):  # shown under Test events, never counted
