@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,6 +71,7 @@ __all__ = [
     "record_destination_failure",
     "send_due",
     "send_test_event",
+    "send_with_token",
 ]
 
 log = logging.getLogger("trailmark.conversions")
@@ -179,13 +180,33 @@ def send_due(tenant_id: UUID, integration_id: UUID) -> SendResult:
     if claim is None:
         return result
     outcomes: dict[UUID, _Outcome] = {}
-    refused_token: platforms.AuthError | None = None
-    try:
-        _send(claim.integration, claim.tokens, claim.batch, result, outcomes)
-    except platforms.AuthError as error:  # what was answered before it stays answered; the rest waits, queued
-        refused_token = error
-    _record(tenant_id, claim, outcomes, result, refused_token)
+    # A token refused midway: what was answered before stays answered, the rest waits, queued.
+    pause = send_with_token(
+        claim.integration, lambda tokens: _send(claim.integration, tokens, claim.batch, result, outcomes)
+    )
+    _record(tenant_id, claim, outcomes, result, pause)
     return result
+
+
+UNREADABLE_TOKEN = "its token cannot be read (TRAILMARK_SECRET_KEYS): store it again"  # noqa: S105 - a reason, not a secret
+
+
+def send_with_token(integration: Integration, send: Callable[[dict[str, str]], None]) -> str | None:
+    """Call ``send`` (one platform request, or several) with the integration's tokens; the reason the
+    integration must pause, or None. It pauses when the ring cannot open its token (the key that sealed it is
+    gone) or when the platform refuses the token (:class:`platforms.AuthError`, logged without the token)."""
+    tokens = secrets_of(integration)
+    if not tokens:
+        return UNREADABLE_TOKEN
+    try:
+        send(tokens)
+    except platforms.AuthError as error:
+        log.warning(
+            "integration paused: the platform refused its token",
+            extra={"integration": str(integration.id), "platform": integration.platform},
+        )
+        return f"{error}: reconnect the integration"
+    return None
 
 
 @dataclass(frozen=True)
@@ -205,7 +226,6 @@ class _Claimed:
 class _Claim:
     attempt_id: UUID
     integration: Integration
-    tokens: dict[str, str]
     batch: list[_Claimed]
 
 
@@ -253,11 +273,6 @@ def _claim(tenant_id: UUID, integration_id: UUID, result: SendResult) -> _Claim 
         result.full = result.taken == platforms.BATCH_LIMITS[platform]
         if not deliveries:
             return None
-        tokens = secrets_of(integration)
-        if not tokens:  # the ring lost the key that sealed it: nothing can be sent until it is stored again
-            pause_integration(session, integration, "its token cannot be read (TRAILMARK_SECRET_KEYS): store it again")
-            result.paused = True
-            return None
         ready = _prepared(session, integration, deliveries, result)
         if not ready:
             return None
@@ -266,7 +281,7 @@ def _claim(tenant_id: UUID, integration_id: UUID, result: SendResult) -> _Claim 
             item.delivery.attempt_id, item.delivery.lease_expires_at = attempt_id, expires
             session.add(item.delivery)
         batch = [_claimed(r) for r in ready]
-        return _Claim(attempt_id, integration, tokens, batch)
+        return _Claim(attempt_id, integration, batch)
 
 
 def _claimed(ready: _Ready) -> _Claimed:
@@ -286,11 +301,12 @@ def _record(
     claim: _Claim,
     outcomes: dict[UUID, _Outcome],
     result: SendResult,
-    refused_token: platforms.AuthError | None,
+    pause: str | None,
 ) -> None:
     """Store what the platform answered, for the rows this attempt still holds (``attempt_id``): idempotent,
     and a sender whose lease ran out (another took the batch again) changes nothing. Rows left unanswered (the
-    token was refused midway) go back to the queue as they were."""
+    token was refused midway, or could not be read) go back to the queue as they were, and the integration
+    pauses for ``pause``."""
     with tenant_session(tenant_id) as session:
         integration = session.get(Integration, (tenant_id, claim.integration.id), with_for_update=True)
         if integration is None:
@@ -316,13 +332,9 @@ def _record(
                 _apply(delivery, answered.outcome, result)
                 _log_outcome(integration, by_id[delivery.conversion_id], delivery, answered.latency_ms)
             session.add(delivery)
-        if refused_token is not None:
-            pause_integration(session, integration, f"{refused_token}: reconnect the integration")
+        if pause is not None:
+            pause_integration(session, integration, pause)
             result.paused = True
-            log.warning(
-                "integration paused: the platform refused its token",
-                extra={"integration": str(integration.id), "platform": integration.platform},
-            )
         _note_outcome(integration, result)
         session.add(integration)
 

@@ -31,8 +31,14 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from tenants.conversions import payloads, platforms
-from tenants.conversions.delivery import MAX_ATTEMPTS, SendResult, backoff_seconds, lock_destination
-from tenants.conversions.integrations import pause_integration, secrets_of
+from tenants.conversions.delivery import (
+    MAX_ATTEMPTS,
+    SendResult,
+    backoff_seconds,
+    lock_destination,
+    send_with_token,
+)
+from tenants.conversions.integrations import pause_integration
 from tenants.conversions.service import QUEUE
 from tenants.isolation import current_tenant_id, system_session
 from tenants.models import (
@@ -234,20 +240,9 @@ def send_due_retractions(session: Session, integration_id: UUID) -> SendResult:
             result.failed += 1
         else:
             ready.append(retraction)
-    tokens = secrets_of(integration) if ready else {}
-    if ready and not tokens:
-        pause_integration(session, integration, "its token cannot be read (TRAILMARK_SECRET_KEYS): store it again")
+    if ready and (pause := send_with_token(integration, lambda tokens: _retract(integration, tokens, ready, result))):
+        pause_integration(session, integration, pause)
         result.paused = True
-    elif ready:
-        try:
-            _retract(integration, tokens, ready, result)
-        except platforms.AuthError as error:
-            pause_integration(session, integration, f"{error}: reconnect the integration")
-            result.paused = True
-            log.warning(
-                "integration paused: the platform refused its token",
-                extra={"integration": str(integration.id), "platform": integration.platform},
-            )
     session.flush()
     _report_in(session, due, integration)
     session.flush()
