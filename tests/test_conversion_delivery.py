@@ -716,3 +716,58 @@ def test_a_conversion_younger_than_a_day_is_retracted_once_google_takes_it_and_t
     [abandoned] = report["conversions"]["not_retracted"]
     assert abandoned["status"] == "failed" and "integration was deleted" in abandoned["why"]
     assert _retraction_rows(tenant.tenant_id) == []
+
+
+def test_a_retraction_names_the_action_the_conversion_was_uploaded_under_after_the_tenant_remaps_it(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Google finds a conversion by its action: after the lead went to action 111 the tenant maps leads to 555;
+    erasing the person retracts it under 111, where Google has it, and the report says it was retracted."""
+    tenant = make_tenant("Remapped")
+    contact_id = _person(tenant.tenant_id, "gone@remapped.example")
+    google = send_to_google(tenant.tenant_id, ad_platforms, contact_id)
+    assert ad_platforms.accepted_for(google.key)[google.order_id]["conversionAction"].endswith("/111")
+    remapped = client.patch(
+        f"/api/v1/integrations/{google.integration_id}",
+        json={"conversion_actions": {"lead": "555"}},
+        headers=tenant.headers,
+    )
+    assert remapped.status_code == 200 and remapped.json()["conversion_actions"] == {"lead": "555"}, remapped.text
+
+    erasure_id = _erase(client, tenant, contact_id)
+    report = _erase_report(client, tenant, erasure_id, lambda c: c["retracted"], "the retraction to be applied")
+    [entry] = report["conversions"]["retracted"]
+    assert entry["status"] == "retracted" and report["conversions"]["not_retracted"] == []
+    assert ad_platforms.retractions[google.order_id]["conversionAction"].endswith("/111")
+
+
+def test_a_person_erased_while_their_conversion_is_in_flight_is_reported_as_received_not_cancelled(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """The erase comes while a sender holds the person's lead (claimed and leased, its answer not recorded yet):
+    Meta may have it, so the report lists it as received (Meta cannot withdraw it), never as cancelled."""
+    from sqlalchemy import text
+
+    from tenants.isolation import tenant_session
+
+    tenant = make_tenant("Inflight")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    contact_id = _person(tenant.tenant_id, "gone@inflight.example")
+    with tenant_session(tenant.tenant_id) as session:  # no flush may take it: the sender below is the only one
+        session.execute(
+            text("UPDATE integrations SET backoff_until = now() + interval '1 hour' WHERE id = :i"),
+            {"i": shop.meta["id"]},
+        )
+    queue_conversions(tenant.tenant_id, [shop.meta["id"]], 1, contact_id=contact_id)
+    with tenant_session(tenant.tenant_id) as session:  # as a sender's claim leaves it while the request is out
+        session.execute(
+            text(
+                "UPDATE conversion_deliveries SET attempt_id = gen_random_uuid(),"
+                " lease_expires_at = now() + interval '2 minutes'"
+            )
+        )
+    erasure_id = _erase(client, tenant, contact_id)
+    report = _erase_report(client, tenant, erasure_id, lambda c: True, "the erase to be done")
+    assert report["conversions"]["cancelled"] == 0
+    [entry] = report["conversions"]["not_retractable"]
+    assert (entry["platform"], entry["conversion"]) == ("meta", "custom: webinar_signup")

@@ -279,6 +279,8 @@ def _claim(tenant_id: UUID, integration_id: UUID, result: SendResult) -> _Claim 
         attempt_id, expires = new_id(), now + timedelta(seconds=lease_seconds())
         for item in ready:
             item.delivery.attempt_id, item.delivery.lease_expires_at = attempt_id, expires
+            # Google finds a conversion by its action too: what it is uploaded under is kept for its retraction.
+            item.delivery.conversion_action = item.built.payload.get("conversionAction")
             session.add(item.delivery)
         batch = [_claimed(r) for r in ready]
         return _Claim(attempt_id, integration, batch)

@@ -15,8 +15,8 @@ once the retraction is done or has failed for good.
 
 Google's own limits: a conversion is adjusted once it is 24 hours old (TOO_RECENT_CONVERSION) and no later than
 54 days after it (CONVERSION_EXPIRED); not at all when it was uploaded with a wbraid. Google finds the
-conversion by its action too: the retraction names the action the integration maps the conversion's kind to at
-the erase, which is the one it was uploaded to unless the tenant changed that mapping since.
+conversion by its action too: the retraction names the action the conversion was uploaded under (kept on its
+delivery when it was sent), even when the tenant has mapped its kind to another action since.
 """
 
 from __future__ import annotations
@@ -79,16 +79,21 @@ BATCH_LIMIT = 2000
 
 
 def queue_retraction(
-    session: Session, erasure_id: UUID, integration: Integration, conversion: Conversion
+    session: Session,
+    erasure_id: UUID,
+    integration: Integration,
+    conversion: Conversion,
+    uploaded_action: str | None = None,
 ) -> ConversionRetraction | str:
-    """The retraction of ``conversion``, which ``integration`` received, added to the session; or why it cannot
-    be withdrawn there."""
+    """The retraction of ``conversion``, which ``integration`` received under ``uploaded_action`` (its delivery's
+    ``conversion_action``), added to the session; or why it cannot be withdrawn there. Without a stored action
+    (sent before it was kept), the action the integration maps the conversion to now."""
     platform = Platform(integration.platform)
     if platform != Platform.GOOGLE_ADS:
         return f"{platform} has no API to withdraw an event it received"
     if payloads.google_click_id(conversion) == "wbraid":
         return "Google Ads cannot adjust a conversion uploaded with a wbraid (only with a gclid or gbraid)"
-    action = payloads.google_conversion_action(conversion, integration)
+    action = uploaded_action or payloads.google_conversion_action(conversion, integration)
     if action is None:
         return "the integration no longer has a conversion action for it, and Google finds a conversion by its action"
     now = utcnow()

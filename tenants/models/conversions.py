@@ -178,6 +178,9 @@ class ConversionDelivery(TenantOwned, table=True):
     """The send attempt that claimed it and has not recorded its outcome yet."""
     lease_expires_at: datetime | None = timestamp_field(nullable=True, default=None)
     """Until then the claiming attempt owns it; past it, that sender is presumed dead and it is taken again."""
+    conversion_action: str | None = None
+    """Google Ads: the conversion action it was uploaded under (a retraction must name that one, whatever the
+    integration maps its kind to since)."""
     created_at: datetime = timestamp_field()
 
 
