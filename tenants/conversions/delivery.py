@@ -143,10 +143,17 @@ def back_off_destination(tenant_id: UUID, integration_id: UUID, reason: str) -> 
     """The sender raised for this destination (beat's flush caught it): back it off like a failed request,
     so it is not tried again on every flush while the others go on."""
     with tenant_session(tenant_id) as session:
-        integration = session.get(Integration, (tenant_id, integration_id), with_for_update=True)
+        integration = _locked_integration(session, integration_id)
         if integration is not None:
             record_destination_failure(integration, reason)
             session.add(integration)
+
+
+def _locked_integration(session: Session, integration_id: UUID) -> Integration | None:
+    """The integration, its failure count locked against concurrent senders (``FOR NO KEY UPDATE``: an erase
+    inserting a retraction that references it is not held up)."""
+    query = select(Integration).where(Integration.id == integration_id).with_for_update(key_share=True)
+    return session.exec(query).first()
 
 
 def due_destinations(limit: int = 1000) -> list[tuple[UUID, UUID]]:
@@ -218,8 +225,6 @@ class _Claimed:
     event_name: str
     payload: dict[str, Any]
     identifiers: dict[str, bool]
-    attempt: int
-    """This attempt's number (1 for the first)."""
 
 
 @dataclass(frozen=True)
@@ -294,7 +299,6 @@ def _claimed(ready: _Ready) -> _Claimed:
         conversion.event_name,
         ready.built.payload,
         ready.built.identifiers,
-        ready.delivery.attempts + 1,
     )
 
 
@@ -310,7 +314,7 @@ def _record(
     token was refused midway, or could not be read) go back to the queue as they were, and the integration
     pauses for ``pause``."""
     with tenant_session(tenant_id) as session:
-        integration = session.get(Integration, (tenant_id, claim.integration.id), with_for_update=True)
+        integration = _locked_integration(session, claim.integration.id)
         if integration is None:
             return  # deleted meanwhile: its deliveries went with it
         held = list(
