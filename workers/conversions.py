@@ -47,8 +47,9 @@ def _back_off(tenant_id: UUID, integration_id: UUID, error: Exception) -> None:
 def flush_conversions() -> int:
     """Periodic (beat, every second): send every destination's due batches, conversions first, then the
     retractions of erased people's conversions; a destination with more than a batch waiting is sent again
-    at once. Flushes overlap safely: each destination has one sender at a time and each delivery or
-    retraction is taken by one transaction (SKIP LOCKED)."""
+    at once; a destination whose sender raises is backed off, and the others go on. Flushes overlap safely:
+    each batch of deliveries is claimed by one sender (SKIP LOCKED, then a lease), and each destination's
+    retractions have one sender at a time."""
     sent = 0
     for tenant_id, integration_id in due_destinations():
         for _ in range(100):  # bounded: a flush ends, and the next one carries on
