@@ -62,6 +62,7 @@ class AdPlatformUrls:
     google_token: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - an endpoint, not a secret
     google_authorize: str = "https://accounts.google.com/o/oauth2/v2/auth"
     tiktok: str = "https://business-api.tiktok.com/open_api/v1.3"
+    linkedin: str = "https://api.linkedin.com/rest"
     google_client_id: str | None = None
     google_client_secret: str | None = field(default=None, repr=False)
     google_developer_token: str | None = field(default=None, repr=False)
@@ -76,6 +77,7 @@ class AdPlatformUrls:
             google_token=_http_url(env, "TRAILMARK_GOOGLE_OAUTH_TOKEN_URL", defaults.google_token),
             google_authorize=_http_url(env, "TRAILMARK_GOOGLE_OAUTH_AUTHORIZE_URL", defaults.google_authorize),
             tiktok=_http_url(env, "TRAILMARK_TIKTOK_API_URL", defaults.tiktok),
+            linkedin=_http_url(env, "TRAILMARK_LINKEDIN_API_URL", defaults.linkedin),
             google_client_id=env.get("TRAILMARK_GOOGLE_CLIENT_ID", "").strip() or None,
             google_client_secret=env.get("TRAILMARK_GOOGLE_CLIENT_SECRET", "").strip() or None,
             google_developer_token=env.get("TRAILMARK_GOOGLE_DEVELOPER_TOKEN", "").strip() or None,

@@ -490,6 +490,55 @@ def test_a_lead_reaches_tiktok_with_its_ttclid_and_ttp(
     assert len(event["user"]["email"]) == 64 and event["user"]["user_agent"]
 
 
+def test_a_lead_and_a_purchase_reach_linkedin_with_the_li_fat_id_and_the_hashed_email(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """LinkedIn's Conversions API: each conversion under the rule its kind maps to, with the landing's li_fat_id
+    and the email's SHA-256, the value as a decimal string; once each. It has no test mode: asking for a test
+    event is refused with the reason."""
+    from tenants.conversions import hashing
+
+    tenant = make_tenant("Linkedin")
+    site = make_site(tenant, [ORIGIN])
+    ad_platforms.linkedin_tokens["AQV-linkedin-token-for-tests"] = "acme"
+    created = client.post(
+        "/api/v1/integrations",
+        json={
+            "platform": "linkedin",
+            "access_token": "AQV-linkedin-token-for-tests",
+            "conversion_actions": {"lead": "1101", "purchase": "1102"},
+            "events": {"complete_registration": False},
+        },
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "LinkedIn" and created.json()["token_set"] is True
+    form = make_form(client, site.site_id, tenant.headers)
+    visitor = Browser(client, site.site_key)
+    visitor.view("/?li_fat_id=2f4c1e5a-9b1d-4e2c-8f3a-linkedin-click")
+    wait_stored(tenant.tenant_id, 1)
+    visitor.submit(form["form_key"], {"email": " Lin@Example.com "})
+    bought = client.post(
+        "/api/v1/purchases",
+        json={"external_id": "order-li-1", "amount": 4950, "currency": "USD", "visitor_token": visitor.token},
+        headers=tenant.headers,
+    )
+    assert bought.status_code == 201, bought.text
+    assert [d["status"] for d in settled(client, tenant, 2)] == ["sent", "sent"]
+    at_linkedin = {e["conversion"]: e for e in ad_platforms.accepted_for("linkedin:acme").values()}
+    assert set(at_linkedin) == {"urn:lla:llaPartnerConversion:1101", "urn:lla:llaPartnerConversion:1102"}
+    expected_ids = [
+        {"idType": "SHA256_EMAIL", "idValue": hashing.sha256("lin@example.com")},
+        {"idType": "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "idValue": "2f4c1e5a-9b1d-4e2c-8f3a-linkedin-click"},
+    ]
+    assert all(e["user"]["userIds"] == expected_ids for e in at_linkedin.values())
+    purchase = at_linkedin["urn:lla:llaPartnerConversion:1102"]
+    assert purchase["conversionValue"] == {"currencyCode": "USD", "amount": "49.50"}
+    assert ad_platforms.duplicates_for("linkedin:acme") == 0
+    test = client.post(f"/api/v1/integrations/{created.json()['id']}/test", headers=tenant.headers)
+    assert test.status_code == 422 and "no test mode" in test.text
+
+
 def test_a_conversion_past_metas_window_is_dead_lettered_and_the_rest_delivered(
     client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
 ) -> None:

@@ -7,6 +7,8 @@ killed in between leaves its rows leased; they are taken again only once the lea
 ``conversion_deliveries.conversion_action``: the Google Ads conversion action a conversion was uploaded under,
 stored when it is sent, so its retraction names that action even after the tenant maps the kind elsewhere.
 
+``integrations.platform`` may be ``linkedin`` (LinkedIn's Conversions API).
+
 ``integrations.backoff_until`` / ``consecutive_failures``: a destination whose requests keep failing (429, 5xx,
 the network, the sender raising) waits, as a whole, until ``backoff_until`` (exponential with jitter, at least
 the platform's Retry-After); beat's flush leaves it out until then, so the other destinations are not held up
@@ -56,6 +58,10 @@ def upgrade() -> None:
     op.add_column("conversion_deliveries", sa.Column("attempt_id", UUID(as_uuid=True), nullable=True))
     op.add_column("conversion_deliveries", sa.Column("lease_expires_at", TIMESTAMP, nullable=True))
     op.add_column("conversion_deliveries", sa.Column("conversion_action", sa.Text(), nullable=True))
+    op.drop_constraint("integrations_platform_check", "integrations")
+    op.create_check_constraint(
+        "integrations_platform_check", "integrations", "platform IN ('meta', 'google_ads', 'tiktok', 'linkedin')"
+    )
     op.add_column("integrations", sa.Column("backoff_until", TIMESTAMP, nullable=True))
     op.add_column("integrations", sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0"))
     op.add_column("integrations", sa.Column("last_failure", sa.Text(), nullable=True))
@@ -75,6 +81,10 @@ def downgrade() -> None:
     op.drop_column("integrations", "last_failure")
     op.drop_column("integrations", "consecutive_failures")
     op.drop_column("integrations", "backoff_until")
+    op.drop_constraint("integrations_platform_check", "integrations")
+    op.create_check_constraint(
+        "integrations_platform_check", "integrations", "platform IN ('meta', 'google_ads', 'tiktok')"
+    )
     op.drop_column("conversion_deliveries", "conversion_action")
     op.drop_column("conversion_deliveries", "lease_expires_at")
     op.drop_column("conversion_deliveries", "attempt_id")

@@ -80,10 +80,11 @@ EVENT_WINDOWS = {
     Platform.META: timedelta(days=7),
     Platform.GOOGLE_ADS: timedelta(days=90),
     Platform.TIKTOK: timedelta(days=7),
+    Platform.LINKEDIN: timedelta(days=90),
 }
 """How old an event a platform still takes: Meta refuses a whole request with an event older than 7 days
 (TikTok likewise); Google takes a conversion up to 90 days after its click (the click id's first-seen time),
-whenever the conversion itself happened."""
+whenever the conversion itself happened; LinkedIn one that happened in the last 90 days."""
 MAX_ATTEMPTS = 15
 """About a day and a half of retries at the 10-minute cap: then the delivery fails with the last reason."""
 BACKOFF_BASE = 5.0
@@ -493,6 +494,11 @@ def send_test_event(session: Session, integration_id: UUID) -> SentTestEvent:
     integration, as it does for real conversions."""
     integration = get_integration(session, integration_id)
     platform = Platform(integration.platform)
+    if platform == Platform.LINKEDIN:
+        raise Invalid(
+            "LinkedIn has no test events",
+            {"platform": "LinkedIn's Conversions API has no test mode: every event it receives counts"},
+        )
     if platform != Platform.GOOGLE_ADS and not integration.settings.get("test_event_code"):
         raise Invalid(
             "a test event needs the test event code",

@@ -31,7 +31,9 @@ __all__ = [
     "send_timeout",
 ]
 
-BATCH_LIMITS = {Platform.META: 1000, Platform.GOOGLE_ADS: 2000, Platform.TIKTOK: 1000}
+BATCH_LIMITS = {Platform.META: 1000, Platform.GOOGLE_ADS: 2000, Platform.TIKTOK: 1000, Platform.LINKEDIN: 1000}
+LINKEDIN_VERSION = "202611"
+"""The ``LinkedIn-Version`` (YYYYMM) the requests are written for."""
 
 
 def send_timeout() -> httpx.Timeout:
@@ -319,7 +321,52 @@ def _tiktok(
     return BatchAnswer(whole=EventOutcome("retry", _reason("TikTok refused the request", detail)))
 
 
-_SENDERS = {Platform.META: _meta, Platform.GOOGLE_ADS: _google, Platform.TIKTOK: _tiktok}
+# --- LinkedIn ------------------------------------------------------------------------------------
+
+
+def _linkedin(
+    integration: Integration, tokens: dict[str, str], events: Sequence[dict[str, Any]], test: bool
+) -> BatchAnswer:
+    """``POST /rest/conversionEvents`` as a Rest.li ``BATCH_CREATE``: one status per element, in order."""
+    del test  # LinkedIn has no test mode (send_test_event refuses before)
+    settings = get_settings().ad_platforms
+    headers = {
+        "Authorization": f"Bearer {tokens.get('access_token', '')}",
+        "LinkedIn-Version": LINKEDIN_VERSION,
+        "X-Restli-Protocol-Version": "2.0.0",
+        "X-RestLi-Method": "BATCH_CREATE",
+    }
+    response = httpx.post(
+        f"{settings.linkedin}/conversionEvents",
+        json={"elements": list(events)},
+        headers=headers,
+        timeout=send_timeout(),
+    )
+    answer = _json(response)
+    detail = f"{response.status_code}: {answer.get('message', response.reason_phrase)}"
+    if response.status_code in (401, 403):
+        raise AuthError(_reason("LinkedIn refused the access token", detail))
+    if response.status_code == 429 or response.status_code >= 500:
+        return BatchAnswer(whole=EventOutcome("retry", _reason("LinkedIn", detail), _retry_after(response)))
+    if not response.is_success:  # about the request (its shape, the version): per-event errors come per element
+        return BatchAnswer(whole=EventOutcome("retry", _reason("LinkedIn refused the request", detail)))
+    elements = answer.get("elements")
+    if not isinstance(elements, list) or len(elements) != len(events):
+        return BatchAnswer(whole=_SENT)
+    return BatchAnswer(per_event=tuple(_linkedin_outcome(e if isinstance(e, dict) else {}) for e in elements))
+
+
+def _linkedin_outcome(element: dict[str, Any]) -> EventOutcome:
+    status = element.get("status")
+    if not isinstance(status, int) or 200 <= status < 300 or status == 409:  # 409: that event id is there already
+        return _SENT
+    message = (element.get("error") or {}).get("message", "")
+    if status == 429 or status >= 500:
+        return EventOutcome("retry", _reason("LinkedIn", f"{status}: {message}"))
+    return EventOutcome("permanent", _reason("LinkedIn", f"{status}: {message}"))
+
+
+_SENDERS = {Platform.META: _meta, Platform.GOOGLE_ADS: _google, Platform.TIKTOK: _tiktok, Platform.LINKEDIN: _linkedin}
 
 
 def send(

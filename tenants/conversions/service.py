@@ -77,13 +77,15 @@ CLICK_WINDOWS = {
     Platform.META: timedelta(days=7),
     Platform.GOOGLE_ADS: timedelta(days=90),
     Platform.TIKTOK: timedelta(days=7),
+    Platform.LINKEDIN: timedelta(days=30),
 }
 """How old a click may be and still be credited: Meta and TikTok's default 7-day click windows, Google Ads' 90
-days (the longest conversion window an action can have)."""
+days (the longest conversion window an action can have), LinkedIn's default 30-day click-through window."""
 CLICK_KEYS: dict[Platform, tuple[tuple[str, ...], tuple[str, ...]]] = {
     Platform.META: (("fbclid",), ("_fbc",)),
     Platform.GOOGLE_ADS: (("gclid", "gbraid", "wbraid"), ()),
     Platform.TIKTOK: (("ttclid",), ()),
+    Platform.LINKEDIN: (("li_fat_id",), ()),
 }
 """Each platform's click ids from the landing URL, and the cookies that carry a click (Meta's ``_fbc``): what
 a touch is chosen by."""
@@ -91,6 +93,7 @@ BROWSER_COOKIES: dict[Platform, tuple[str, ...]] = {
     Platform.META: ("_fbp",),
     Platform.GOOGLE_ADS: (),
     Platform.TIKTOK: ("_ttp",),
+    Platform.LINKEDIN: (),
 }
 """Cookies that name the browser, not a click: taken from the converting visit only, never from another."""
 INGEST_WAIT_SECONDS = 10.0

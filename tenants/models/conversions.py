@@ -34,6 +34,7 @@ class Platform(StrEnum):
     META = "meta"
     GOOGLE_ADS = "google_ads"
     TIKTOK = "tiktok"
+    LINKEDIN = "linkedin"
 
 
 class IntegrationStatus(StrEnum):

@@ -1,9 +1,10 @@
-"""Meta, Google Ads and TikTok as the tests play them: one real HTTP server on 127.0.0.1 that checks every
+"""Meta, Google Ads, TikTok and LinkedIn as the tests play them: one real HTTP server on 127.0.0.1 that checks every
 request as the platforms document it (``specs/ad-platforms.md``: fields, hashing, batch limits, tokens, time
 windows) and answers as they do, including what a test asks for: 429, 5xx, expired tokens, a refused event.
 
 Like the platforms, it deduplicates: Meta by ``event_name`` + ``event_id``, Google by ``orderId`` (a second upload
-of one answers ``CLICK_CONVERSION_ALREADY_EXISTS``), TikTok by ``event`` + ``event_id``. ``received`` counts every
+of one answers ``CLICK_CONVERSION_ALREADY_EXISTS``), TikTok by ``event`` + ``event_id``, LinkedIn by
+``conversion`` + ``eventId``. ``received`` counts every
 copy that arrived (``arrivals`` says when); ``accepted`` holds each event once; ``duplicates_for`` counts the
 conversions the platform counted more than once, by event id (a copy its deduplication could not match).
 Google's conversion adjustments (``:uploadConversionAdjustments``) retract only a conversion it accepted before,
@@ -34,6 +35,7 @@ FBP = re.compile(r"fb\.[0-2]\.[0-9]{13}\.[0-9]+")
 GOOGLE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}")
 ACTION_SOURCES = {"website", "email", "app", "phone_call", "chat", "physical_store", "system_generated", "other"}
 META_HASHED = ("em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country", "external_id")
+LINKEDIN_ID_TYPES = {"SHA256_EMAIL", "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "AXCIOM_ID", "ORACLE_MOAT_ID"}
 
 
 @dataclass
@@ -76,6 +78,8 @@ class FakeAdPlatforms:
         """refresh token → customer id it may upload to."""
         self.google_access: dict[str, str] = {}
         self.tiktok_tokens: dict[str, str] = {}
+        self.linkedin_tokens: dict[str, str] = {}
+        """LinkedIn access token → the ad account it reaches (the destination ``linkedin:{account}``)."""
         self.scripted: dict[str, list[Scripted]] = {}
         self.refused_ids: set[str] = set()
         """Event ids (Meta event_id, Google orderId) the platform refuses as invalid."""
@@ -172,7 +176,9 @@ class FakeAdPlatforms:
 
     # --- routing ------------------------------------------------------------------------------
 
-    def _route(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _route(  # noqa: PLR0911 - one answer per endpoint
+        self, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         parts = urlsplit(path)
         if parts.path == "/google/token":
             form = parse_qs(raw.decode())
@@ -189,6 +195,8 @@ class FakeAdPlatforms:
             destination = f"google:{customer}" if uploads else f"google:{customer}:adjustments"
             handler = self._google if uploads else self._google_adjustments
             return self._scripted(destination, body) or handler(destination, customer, body, headers)
+        if parts.path == "/linkedin/conversionEvents":
+            return self._linkedin_route(body, {k.lower(): v for k, v in headers.items()})
         if parts.path == "/tiktok/event/track/":
             destination = f"tiktok:{body.get('event_source_id')}"
             return self._scripted(destination, body) or self._tiktok(destination, body, headers)
@@ -221,7 +229,8 @@ class FakeAdPlatforms:
             if key in self.accepted:
                 return False
             self.accepted[key] = {**event, "_destination": destination}
-            self.counted[(destination, str(event.get("event_id") or event.get("orderId")))] += 1
+            event_id = event.get("event_id") or event.get("orderId") or event.get("eventId")
+            self.counted[(destination, str(event_id))] += 1
             return True
 
     def _wait_if_held(self, destination: str) -> None:
@@ -515,3 +524,56 @@ class FakeAdPlatforms:
         for event in events:
             self._record(destination, f"{event['event']}:{event['event_id']}", event)
         return 200, {"code": 0, "message": "OK", "data": {}}, {}
+
+    # --- LinkedIn -----------------------------------------------------------------------------
+
+    def _linkedin_route(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        account = self.linkedin_tokens.get(headers.get("authorization", "").removeprefix("Bearer "))
+        if account is None:
+            return 401, {"status": 401, "serviceErrorCode": 65600, "message": "Invalid access token"}, {}
+        destination = f"linkedin:{account}"
+        return self._scripted(destination, {"data": body.get("elements")}) or self._linkedin(destination, body, headers)
+
+    def _linkedin(self, destination: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        """Conversions API, Rest.li ``BATCH_CREATE``: the versioned headers, then each element checked alone and
+        answered with its own status (201, or 400 with why), in order."""
+        if not re.fullmatch(r"20[0-9]{4}", headers.get("linkedin-version", "")):
+            return 400, {"status": 400, "message": "A valid LinkedIn-Version header (YYYYMM) is required"}, {}
+        if headers.get("x-restli-protocol-version") != "2.0.0" or headers.get("x-restli-method") != "BATCH_CREATE":
+            return 400, {"status": 400, "message": "X-Restli-Protocol-Version 2.0.0 and BATCH_CREATE expected"}, {}
+        elements = body.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= 1000:
+            return 400, {"status": 400, "message": "elements: 1 to 1,000 conversion events"}, {}
+        answers = []
+        for element in elements:
+            problem = self._linkedin_problem(element)
+            if problem is None:
+                self._record(destination, f"{element['conversion']}:{element['eventId']}", element)
+                answers.append({"status": 201})
+            else:
+                answers.append({"status": 400, "error": {"status": 400, "message": problem}})
+        with self.lock:
+            self.batch_sizes.setdefault(destination, []).append(len(elements))
+        return 200, {"elements": answers}, {}
+
+    def _linkedin_problem(self, element: dict[str, Any]) -> str | None:
+        """Why LinkedIn would refuse this conversion event, or None."""
+        happened = element.get("conversionHappenedAt")
+        user_ids = (element.get("user") or {}).get("userIds")
+        value = element.get("conversionValue")
+        checks = [
+            (bool(re.fullmatch(r"urn:lla:llaPartnerConversion:[0-9]+", str(element.get("conversion")))),
+             "conversion must be a conversion rule URN"),
+            (isinstance(happened, int) and time.time() * 1000 - 90 * 86400_000 <= happened <= time.time() * 1000
+             + 600_000, "conversionHappenedAt: epoch milliseconds within the last 90 days"),
+            (isinstance(element.get("eventId"), str) and bool(element["eventId"]), "eventId is required"),
+            (isinstance(user_ids, list) and 1 <= len(user_ids) <= 4 and all(
+                u.get("idType") in LINKEDIN_ID_TYPES and isinstance(u.get("idValue"), str) and u["idValue"]
+                and (u["idType"] != "SHA256_EMAIL" or HEX64.fullmatch(u["idValue"]))
+                for u in user_ids
+            ), "user.userIds: 1-4 ids of a known idType (SHA256_EMAIL as SHA-256 hex)"),
+            (value is None or (re.fullmatch(r"[A-Z]{3}", str(value.get("currencyCode")))
+                               and re.fullmatch(r"[0-9]+(\.[0-9]+)?", str(value.get("amount")))),
+             "conversionValue: a 3-letter currencyCode and the amount as a decimal string"),
+        ]  # fmt: skip
+        return next((problem for ok, problem in checks if not ok), None)
