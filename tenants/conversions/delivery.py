@@ -16,7 +16,7 @@ with the same event ids, which the platforms deduplicate (Meta's ``event_id``, G
 destination whose requests fail as a whole (429, 5xx, the network) is backed off as a whole
 (``integrations.backoff_until``), so the others flush and it is not asked again on every flush.
 
-Outcomes (``tenants.conversions.platforms``): sent; retry (exponential backoff with jitter from 5 s to 10 min,
+Outcomes (``tenants.conversions.platforms``): sent; retry (exponential backoff with jitter from 1 s to 10 min,
 or the platform's Retry-After when longer); permanent (failed with the platform's reason); a whole batch
 refused with a 4xx is split in halves until the bad event stands alone, so the others go through; an event
 past the platform's window fails as a dead letter with that reason; an authentication error pauses the
@@ -85,13 +85,13 @@ EVENT_WINDOWS = {
 """How old an event a platform still takes: Meta refuses a whole request with an event older than 7 days
 (TikTok likewise); Google takes a conversion up to 90 days after its click (the click id's first-seen time),
 whenever the conversion itself happened; LinkedIn one that happened in the last 90 days."""
-MAX_ATTEMPTS = 15
-"""About a day and a half of retries at the 10-minute cap: then the delivery fails with the last reason."""
-BACKOFF_BASE = 5.0
+MAX_ATTEMPTS = 20
+"""About two hours of retries (1 s doubling to the 10-minute cap): then the delivery fails with the last reason."""
+BACKOFF_BASE = 1.0
 BACKOFF_CAP = 600.0
-DESTINATION_BACKOFF_BASE = 1.0
-"""A destination's first back-off is short (a single 429 or 503 costs about a second of the whole flow);
-each failure in a row doubles it."""
+DESTINATION_BACKOFF_BASE = BACKOFF_BASE
+"""A first back-off is short (a single 429 or 503 costs a destination, and its batch, about a second); each
+failure in a row doubles it."""
 
 
 @dataclass
@@ -110,7 +110,7 @@ class SendResult:
 
 
 def backoff_seconds(attempt: int, retry_after: float | None = None, base: float = BACKOFF_BASE) -> float:
-    """``base`` (5 s) doubling per attempt up to 10 min, jittered to ±50 % so failed batches do not return in
+    """``base`` (1 s) doubling per attempt up to 10 min, jittered to ±50 % so failed batches do not return in
     step; the platform's Retry-After wins when it is longer."""
     delay = min(BACKOFF_CAP, base * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter
     return max(delay, retry_after or 0.0)
@@ -283,13 +283,25 @@ def _claim(tenant_id: UUID, integration_id: UUID, result: SendResult) -> _Claim 
         if not ready:
             return None
         attempt_id, expires = new_id(), now + timedelta(seconds=lease_seconds())
+        # Google finds a conversion by its action too: what it is uploaded under is kept for its retraction.
+        by_action: dict[str | None, list[UUID]] = {}
         for item in ready:
-            item.delivery.attempt_id, item.delivery.lease_expires_at = attempt_id, expires
-            # Google finds a conversion by its action too: what it is uploaded under is kept for its retraction.
-            item.delivery.conversion_action = item.built.payload.get("conversionAction")
-            session.add(item.delivery)
+            by_action.setdefault(item.built.payload.get("conversionAction"), []).append(item.conversion.id)
+        session.flush()  # the ones _prepared ended, first
+        for action, ids in by_action.items():  # one statement per action, not a row each
+            session.execute(
+                _LEASE,
+                {"attempt": attempt_id, "expires": expires, "action": action, "t": tenant_id, "i": integration_id,
+                 "ids": ids},
+            )  # fmt: skip
         batch = [_claimed(r) for r in ready]
         return _Claim(attempt_id, integration, batch)
+
+
+_LEASE = text(
+    """UPDATE conversion_deliveries SET attempt_id = :attempt, lease_expires_at = :expires, conversion_action = :action
+       WHERE tenant_id = :t AND integration_id = :i AND conversion_id = ANY(CAST(:ids AS uuid[]))"""
+)
 
 
 def _claimed(ready: _Ready) -> _Claimed:
@@ -318,6 +330,8 @@ def _record(
         integration = _locked_integration(session, claim.integration.id)
         if integration is None:
             return  # deleted meanwhile: its deliveries went with it
+        by_id = {c.conversion_id: c for c in claim.batch}
+        recorded = _record_sent(session, integration, claim, outcomes=outcomes, by_id=by_id, result=result)
         held = list(
             session.exec(
                 select(ConversionDelivery)
@@ -329,15 +343,15 @@ def _record(
                 .with_for_update()
             )
         )
-        if not held:
+        if not held and not recorded:
             return
-        by_id = {c.conversion_id: c for c in claim.batch}
         for delivery in held:
             delivery.attempt_id, delivery.lease_expires_at = None, None
             answered = outcomes.get(delivery.conversion_id)
             if answered is not None:
                 _apply(delivery, answered.outcome, result)
-                _log_outcome(integration, by_id[delivery.conversion_id], delivery, answered.latency_ms)
+                _log_outcome(integration, by_id[delivery.conversion_id], str(delivery.status), delivery.attempts,
+                             answered.latency_ms)  # fmt: skip
             session.add(delivery)
         if pause is not None:
             pause_integration(session, integration, pause)
@@ -346,18 +360,58 @@ def _record(
         session.add(integration)
 
 
-def _log_outcome(integration: Integration, claimed: _Claimed, delivery: ConversionDelivery, latency_ms: int) -> None:
+_RECORD_SENT = text(
+    """UPDATE conversion_deliveries
+       SET status = 'sent', reason = :reason, sent_at = :now, last_attempt_at = :now, attempts = attempts + 1,
+           attempt_id = NULL, lease_expires_at = NULL
+       WHERE tenant_id = :t AND integration_id = :i AND attempt_id = :attempt AND status = 'queued'
+         AND conversion_id = ANY(CAST(:ids AS uuid[]))
+       RETURNING conversion_id, attempts"""
+)
+
+
+def _record_sent(
+    session: Session,
+    integration: Integration,
+    claim: _Claim,
+    *,
+    outcomes: dict[UUID, _Outcome],
+    by_id: dict[UUID, _Claimed],
+    result: SendResult,
+) -> int:
+    """The sent ones, most of a batch, in one statement per reason (a row each would double a batch's time
+    in the database); only rows this attempt still holds. How many were recorded."""
+    by_reason: dict[str | None, list[UUID]] = {}
+    for conversion_id, answered in outcomes.items():
+        if answered.outcome.status == "sent":
+            by_reason.setdefault(answered.outcome.reason, []).append(conversion_id)
+    recorded = 0
+    for reason, ids in by_reason.items():
+        rows = session.execute(
+            _RECORD_SENT,
+            {"reason": reason, "now": utcnow(), "t": integration.tenant_id, "i": integration.id,
+             "attempt": claim.attempt_id, "ids": ids},
+        ).all()  # fmt: skip
+        recorded += len(rows)
+        for conversion_id, attempts in rows:
+            _log_outcome(integration, by_id[conversion_id], str(DeliveryStatus.SENT), attempts,
+                         outcomes[conversion_id].latency_ms)  # fmt: skip
+    result.sent += recorded
+    return recorded
+
+
+def _log_outcome(integration: Integration, claimed: _Claimed, status: str, attempt: int, latency_ms: int) -> None:
     log.info(
         "conversion %s",
-        delivery.status,
+        status,
         extra={
             "event_id": claimed.event_id,
             "platform": integration.platform,
             "event_name": claimed.event_name,
             "identifiers": claimed.identifiers,
-            "status": str(delivery.status),
+            "status": status,
             "latency_ms": latency_ms,
-            "attempt": delivery.attempts,
+            "attempt": attempt,
         },
     )
 

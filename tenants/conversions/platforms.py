@@ -270,7 +270,7 @@ def _google_adjustment_outcome(code: str, message: str) -> EventOutcome:
 
 
 def retract(integration: Integration, tokens: dict[str, str], adjustments: Sequence[dict[str, Any]]) -> BatchAnswer:
-    """One ``uploadConversionAdjustments`` request (Google Ads only: Meta and TikTok have no way to withdraw an
+    """One ``uploadConversionAdjustments`` request (Google Ads only: the others have no way to withdraw an
     event). Outcomes as :func:`send`'s: ``sent`` means retracted (or retracted already)."""
     if integration.platform != Platform.GOOGLE_ADS:
         raise ValueError(f"{integration.platform} has no API to withdraw a conversion")

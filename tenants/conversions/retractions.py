@@ -1,5 +1,5 @@
 """Withdrawing an erased person's conversions from the ad platforms that allow it: Google Ads, by a RETRACTION
-conversion adjustment (``customers/{id}:uploadConversionAdjustments``). Meta and TikTok have no such API.
+conversion adjustment (``customers/{id}:uploadConversionAdjustments``). Meta, TikTok and LinkedIn have no such API.
 
 The erase (one transaction) writes a :class:`ConversionRetraction` per conversion Google received and lists it
 in the erase report as not retracted yet; from then on a retraction is delivered like a conversion: the
