@@ -298,9 +298,13 @@ def _claim(tenant_id: UUID, integration_id: UUID, result: SendResult) -> _Claim 
         return _Claim(attempt_id, integration, batch)
 
 
+# Joined to the ids (an index lookup each by the primary key), not ``= ANY(…)``: after a bulk insert the
+# planner's stale estimate scanned all the destination's rows for each statement.
 _LEASE = text(
-    """UPDATE conversion_deliveries SET attempt_id = :attempt, lease_expires_at = :expires, conversion_action = :action
-       WHERE tenant_id = :t AND integration_id = :i AND conversion_id = ANY(CAST(:ids AS uuid[]))"""
+    """UPDATE conversion_deliveries d
+       SET attempt_id = :attempt, lease_expires_at = :expires, conversion_action = :action
+       FROM unnest(CAST(:ids AS uuid[])) AS claimed(id)
+       WHERE d.tenant_id = :t AND d.integration_id = :i AND d.conversion_id = claimed.id"""
 )
 
 
@@ -361,12 +365,13 @@ def _record(
 
 
 _RECORD_SENT = text(
-    """UPDATE conversion_deliveries
-       SET status = 'sent', reason = :reason, sent_at = :now, last_attempt_at = :now, attempts = attempts + 1,
+    """UPDATE conversion_deliveries d
+       SET status = 'sent', reason = :reason, sent_at = :now, last_attempt_at = :now, attempts = d.attempts + 1,
            attempt_id = NULL, lease_expires_at = NULL
-       WHERE tenant_id = :t AND integration_id = :i AND attempt_id = :attempt AND status = 'queued'
-         AND conversion_id = ANY(CAST(:ids AS uuid[]))
-       RETURNING conversion_id, attempts"""
+       FROM unnest(CAST(:ids AS uuid[])) AS sent(id)
+       WHERE d.tenant_id = :t AND d.integration_id = :i AND d.conversion_id = sent.id
+         AND d.attempt_id = :attempt AND d.status = 'queued'
+       RETURNING d.conversion_id, d.attempts"""
 )
 
 
