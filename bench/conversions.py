@@ -132,6 +132,9 @@ def run(rig: Rig, args: argparse.Namespace) -> int:
         TRAILMARK_META_API_URL=f"{base}/meta",
         TRAILMARK_GOOGLE_ADS_API_URL=f"{base}/google",
         TRAILMARK_GOOGLE_OAUTH_TOKEN_URL=f"{base}/google/token",
+        # The sender refreshes Google's access token through the OAuth client: without one it pauses Google.
+        TRAILMARK_GOOGLE_CLIENT_ID=fake.client_id,
+        TRAILMARK_GOOGLE_CLIENT_SECRET=fake.client_secret,
         TRAILMARK_CONVERSIONS_FLUSH_MS=str(args.flush_ms),
         TRAILMARK_LOG_LEVEL="warning",  # a line per delivered event would measure logging
     )

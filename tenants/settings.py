@@ -62,6 +62,7 @@ class AdPlatformUrls:
     google_token: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - an endpoint, not a secret
     google_authorize: str = "https://accounts.google.com/o/oauth2/v2/auth"
     tiktok: str = "https://business-api.tiktok.com/open_api/v1.3"
+    linkedin: str = "https://api.linkedin.com/rest"
     google_client_id: str | None = None
     google_client_secret: str | None = field(default=None, repr=False)
     google_developer_token: str | None = field(default=None, repr=False)
@@ -76,6 +77,7 @@ class AdPlatformUrls:
             google_token=_http_url(env, "TRAILMARK_GOOGLE_OAUTH_TOKEN_URL", defaults.google_token),
             google_authorize=_http_url(env, "TRAILMARK_GOOGLE_OAUTH_AUTHORIZE_URL", defaults.google_authorize),
             tiktok=_http_url(env, "TRAILMARK_TIKTOK_API_URL", defaults.tiktok),
+            linkedin=_http_url(env, "TRAILMARK_LINKEDIN_API_URL", defaults.linkedin),
             google_client_id=env.get("TRAILMARK_GOOGLE_CLIENT_ID", "").strip() or None,
             google_client_secret=env.get("TRAILMARK_GOOGLE_CLIENT_SECRET", "").strip() or None,
             google_developer_token=env.get("TRAILMARK_GOOGLE_DEVELOPER_TOKEN", "").strip() or None,
@@ -125,6 +127,9 @@ class Settings:
     """Where conversions are sent: the platforms' own APIs unless configured (tests use local fakes)."""
     conversions_flush_seconds: float = 2.0
     """A destination's queued conversions are sent once a batch is full or the oldest has waited this long."""
+    conversions_lease_seconds: float = 120.0
+    """A claimed batch of conversions is its sender's this long (a send times out within a third of it): past
+    it, the sender is presumed dead and the batch is sent again, with the same event ids."""
     metrics_token: str | None = field(default=None, repr=False)
     """Bearer token of ``GET /metrics`` (Prometheus); None leaves ``/metrics`` off (404)."""
     # --- the Celery broker (docs/scale.md, "Celery on RabbitMQ") ---
@@ -197,6 +202,7 @@ class Settings:
             secret_keys=secret_keys,
             ad_platforms=AdPlatformUrls.from_env(env),
             conversions_flush_seconds=_int(env, "TRAILMARK_CONVERSIONS_FLUSH_MS", 2000, 50, 600_000) / 1000,
+            conversions_lease_seconds=_int(env, "TRAILMARK_CONVERSIONS_LEASE_MS", 120_000, 3000, 3_600_000) / 1000,
             metrics_token=_metrics_token(env),
             broker_url=_broker_url(env, redis_url),
         )

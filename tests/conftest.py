@@ -44,8 +44,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TRAILMARK_GOOGLE_OAUTH_TOKEN_URL"] = f"{platforms}/google/token"
     os.environ["TRAILMARK_GOOGLE_OAUTH_AUTHORIZE_URL"] = f"{platforms}/google/authorize"
     os.environ["TRAILMARK_TIKTOK_API_URL"] = f"{platforms}/tiktok"
+    os.environ["TRAILMARK_LINKEDIN_API_URL"] = f"{platforms}/linkedin"
     os.environ["TRAILMARK_GOOGLE_CLIENT_ID"] = "trailmark-test.apps.example"
     os.environ["TRAILMARK_GOOGLE_CLIENT_SECRET"] = "test-client-secret"
+    # A batch whose sender was killed is taken again after this lease (120 s in production).
+    os.environ["TRAILMARK_CONVERSIONS_LEASE_MS"] = "15000"
     from tenants.isolation.migrate import migrate
 
     migrate(_services.owner_url, _services.app_url)

@@ -172,6 +172,95 @@ def test_rate_limits_and_outages_are_retried_until_delivered_once(
     assert set(ad_platforms.accepted_for(shop.google_key)) == set(event_ids)
 
 
+def _integration(client: Any, tenant: TenantHandle, integration_id: str) -> dict[str, Any]:
+    return dict(client.get(f"/api/v1/integrations/{integration_id}", headers=tenant.headers).json())
+
+
+def test_a_failing_destination_backs_off_as_a_whole_while_the_others_flush(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Meta answers 503 with Retry-After: an hour. Meta as a whole waits that hour: the conversions queued after
+    the failure are not tried on the next flushes (one request in all), while Google receives every one."""
+    from datetime import UTC, datetime, timedelta
+
+    tenant = make_tenant("Backedoff")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    outage = {"error": {"code": 2, "message": "Service temporarily unavailable"}}
+    ad_platforms.script(shop.meta_key, Scripted(503, outage, times=1000, headers={"Retry-After": "3600"}))
+    first = queue_conversions(tenant.tenant_id, [shop.meta["id"], shop.google["id"]], 3)
+
+    def backed_off() -> dict[str, Any] | None:
+        found = _integration(client, tenant, shop.meta["id"])
+        return found if found["backoff_until"] else None
+
+    meta = wait_until(backed_off, 60, "Meta to be backed off")
+    assert datetime.fromisoformat(meta["backoff_until"]) > datetime.now(UTC) + timedelta(minutes=59)
+    assert meta["status"] == "active" and "503" in meta["last_failure"]
+    later = queue_conversions(tenant.tenant_id, [shop.meta["id"], shop.google["id"]], 3)
+    wait_until(lambda: set(first + later) <= set(ad_platforms.accepted_for(shop.google_key)), 60, "Google to get all")
+    time.sleep(4)  # two flush delays and more: the later conversions were due, Meta's back-off kept them back
+    assert ad_platforms.requests[shop.meta_key] == 1
+    at_meta = [d for d in deliveries(client, tenant) if d["platform"] == "meta"]
+    assert {d["status"] for d in at_meta} == {"queued"} and len(at_meta) == 6
+    assert sorted(d["attempts"] for d in at_meta) == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_destination_that_answers_again_ends_its_back_off(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Two 429s in a row, then Meta takes the batch: delivered once, and the destination is no longer backed off."""
+    tenant = make_tenant("Recovering")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    limit = {"error": {"code": 17, "message": "User request limit reached"}}
+    ad_platforms.script(shop.meta_key, Scripted(429, limit, times=2))
+    event_ids = queue_conversions(tenant.tenant_id, [shop.meta["id"]], 4)
+    assert {d["status"] for d in settled(client, tenant, 4, timeout=120)} == {"sent"}
+    assert ad_platforms.requests[shop.meta_key] >= 3  # the two refused, then as the retries came due
+    assert {e["event_id"] for e in ad_platforms.accepted_for(shop.meta_key).values()} == set(event_ids)
+    assert set(ad_platforms.received_for(shop.meta_key).values()) == {1}
+    meta = _integration(client, tenant, shop.meta["id"])
+    assert (meta["backoff_until"], meta["last_failure"]) == (None, None)
+
+
+def test_a_destination_whose_sender_raises_neither_blocks_the_others_nor_runs_on_every_flush(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """A broken destination (its pixel id lost: the sender raises) comes first in the flush; the next one is
+    delivered all the same, and the broken one is backed off. In a batch, a payload that cannot be built fails
+    alone, with its reason, and the rest go."""
+    from sqlalchemy import text
+
+    from tenants.isolation import tenant_session
+
+    tenant = make_tenant("Guarded")
+    broken = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    working = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    queue_conversions(tenant.tenant_id, [broken.meta["id"]], 2)  # queued first: first in the flush
+    with tenant_session(tenant.tenant_id) as session:
+        session.execute(
+            text("UPDATE integrations SET settings = settings - 'pixel_id' WHERE id = :i"), {"i": broken.meta["id"]}
+        )
+    (unbuildable,) = queue_conversions(tenant.tenant_id, [working.meta["id"]], 1, clicked_at="not a time")
+    good = queue_conversions(tenant.tenant_id, [working.meta["id"]], 3)
+
+    def working_done() -> list[dict[str, Any]] | None:
+        found = [d for d in deliveries(client, tenant) if d["integration_id"] == working.meta["id"]]
+        return found if len(found) == 4 and all(d["status"] != "queued" for d in found) else None
+
+    statuses = {d["event_id"]: d for d in wait_until(working_done, 60, "the working destination to flush")}
+    assert statuses[unbuildable]["status"] == "failed"
+    assert statuses[unbuildable]["reason"].startswith("payload cannot be built")
+    assert all(statuses[e]["status"] == "sent" for e in good)
+    assert set(ad_platforms.accepted_for(working.meta_key)) == {f"webinar_signup:{e}" for e in good}
+    failing = wait_until(
+        lambda: (found := _integration(client, tenant, broken.meta["id"]))["backoff_until"] and found,
+        30,
+        "the broken destination to be backed off",
+    )
+    assert failing["last_failure"] == "the sender failed: KeyError"
+    assert {d["status"] for d in deliveries(client, tenant) if d["integration_id"] == broken.meta["id"]} == {"queued"}
+
+
 def test_an_expired_token_pauses_the_integration_until_the_tenant_reconnects(
     client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
 ) -> None:
@@ -213,28 +302,30 @@ def _sender_pid(port: int) -> int:
 def test_a_worker_killed_mid_batch_loses_nothing_and_the_platform_counts_each_event_once(
     client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
 ) -> None:
-    """kill -9 after Meta took the batch but before its answer arrived: the batch is sent again with the same
-    event ids, which Meta deduplicates, so it counts each conversion once and none is lost."""
+    """kill -9 after Meta took the batch and before the sender recorded its answer: the batch is its sender's
+    until the lease runs out (flushes meanwhile leave it), then it is sent once more with the same event ids,
+    which Meta deduplicates: every conversion delivered, none counted twice, nothing re-sent early."""
+    from tenants.conversions.delivery import lease_seconds
+
     tenant = make_tenant("Killed")
     shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
     gate = ad_platforms.hold.setdefault(shop.meta_key, threading.Event())
     ad_platforms.holding.clear()
     event_ids = queue_conversions(tenant.tenant_id, [shop.meta["id"]], 200)
     wait_until(ad_platforms.holding.is_set, 60, "the batch to reach Meta")
+    time.sleep(2)  # flushes run while the batch is in flight: none may take it
     port = ad_platforms.server.server_address[1]
     os.kill(_sender_pid(port), signal.SIGKILL)
     gate.set()
     statuses = settled(client, tenant, 200, timeout=180)
     assert {d["status"] for d in statuses} == {"sent"}
-    # Counted at Meta by event id, and each conversion by its own fbclid: a resend under a new event id would
-    # count one conversion twice, a lost one would leave its id missing.
-    accepted = list(ad_platforms.accepted_for(shop.meta_key).values())
-    delivered = {e["event_id"] for e in accepted}
-    duplicates = sum(n - 1 for n in Counter(e["user_data"]["fbc"] for e in accepted).values())
+    assert {e["event_id"] for e in ad_platforms.accepted_for(shop.meta_key).values()} == set(event_ids)
+    assert ad_platforms.duplicates_for(shop.meta_key) == 0
+    # The kill cut the batch short: each of its events arrived twice, the second time only after the lease.
     copies = ad_platforms.received_for(shop.meta_key)
-    assert len(accepted) == len(event_ids) and delivered == set(event_ids)
-    assert duplicates == 0
-    assert sum(copies.values()) > len(event_ids)  # the kill did cut a batch short: its events were sent again
+    assert sorted(copies.values()) == [2] * len(event_ids)
+    waited = [ad_platforms.arrivals[key][1] - ad_platforms.arrivals[key][0] for key in copies]
+    assert min(waited) >= lease_seconds() - 1
 
 
 def test_no_token_appears_in_any_answer_or_log_line(
@@ -399,6 +490,55 @@ def test_a_lead_reaches_tiktok_with_its_ttclid_and_ttp(
     assert len(event["user"]["email"]) == 64 and event["user"]["user_agent"]
 
 
+def test_a_lead_and_a_purchase_reach_linkedin_with_the_li_fat_id_and_the_hashed_email(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """LinkedIn's Conversions API: each conversion under the rule its kind maps to, with the landing's li_fat_id
+    and the email's SHA-256, the value as a decimal string; once each. It has no test mode: asking for a test
+    event is refused with the reason."""
+    from tenants.conversions import hashing
+
+    tenant = make_tenant("Linkedin")
+    site = make_site(tenant, [ORIGIN])
+    ad_platforms.linkedin_tokens["AQV-linkedin-token-for-tests"] = "acme"
+    created = client.post(
+        "/api/v1/integrations",
+        json={
+            "platform": "linkedin",
+            "access_token": "AQV-linkedin-token-for-tests",
+            "conversion_actions": {"lead": "1101", "purchase": "1102"},
+            "events": {"complete_registration": False},
+        },
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "LinkedIn" and created.json()["token_set"] is True
+    form = make_form(client, site.site_id, tenant.headers)
+    visitor = Browser(client, site.site_key)
+    visitor.view("/?li_fat_id=2f4c1e5a-9b1d-4e2c-8f3a-linkedin-click")
+    wait_stored(tenant.tenant_id, 1)
+    visitor.submit(form["form_key"], {"email": " Lin@Example.com "})
+    bought = client.post(
+        "/api/v1/purchases",
+        json={"external_id": "order-li-1", "amount": 4950, "currency": "USD", "visitor_token": visitor.token},
+        headers=tenant.headers,
+    )
+    assert bought.status_code == 201, bought.text
+    assert [d["status"] for d in settled(client, tenant, 2)] == ["sent", "sent"]
+    at_linkedin = {e["conversion"]: e for e in ad_platforms.accepted_for("linkedin:acme").values()}
+    assert set(at_linkedin) == {"urn:lla:llaPartnerConversion:1101", "urn:lla:llaPartnerConversion:1102"}
+    expected_ids = [
+        {"idType": "SHA256_EMAIL", "idValue": hashing.sha256("lin@example.com")},
+        {"idType": "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "idValue": "2f4c1e5a-9b1d-4e2c-8f3a-linkedin-click"},
+    ]
+    assert all(e["user"]["userIds"] == expected_ids for e in at_linkedin.values())
+    purchase = at_linkedin["urn:lla:llaPartnerConversion:1102"]
+    assert purchase["conversionValue"] == {"currencyCode": "USD", "amount": "49.50"}
+    assert ad_platforms.duplicates_for("linkedin:acme") == 0
+    test = client.post(f"/api/v1/integrations/{created.json()['id']}/test", headers=tenant.headers)
+    assert test.status_code == 422 and "no test mode" in test.text
+
+
 def test_a_conversion_past_metas_window_is_dead_lettered_and_the_rest_delivered(
     client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
 ) -> None:
@@ -421,25 +561,62 @@ def test_a_conversion_past_metas_window_is_dead_lettered_and_the_rest_delivered(
 def test_a_google_conversion_long_after_its_click_is_dead_lettered_by_the_click_time(
     client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
 ) -> None:
-    """Google's 90 days run from the click: a fresh conversion on a gclid first seen 100 days ago would be
-    refused (EXPIRED_EVENT), so it never goes out and says why; one clicked 10 days ago is delivered."""
+    """Google's 90 days run from the click: a conversion on a gclid first seen 100 days ago would be refused
+    (EXPIRED_EVENT) whether it happened today or 20 days ago, so neither goes out, and each says why; one
+    clicked 10 days ago is delivered."""
     from datetime import UTC, datetime, timedelta
 
     tenant = make_tenant("Longclick")
     shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
-    old_click = (datetime.now(UTC) - timedelta(days=100)).isoformat()
+    now = datetime.now(UTC)
+    old_click = (now - timedelta(days=100)).isoformat()
     (late,) = queue_conversions(tenant.tenant_id, [shop.google["id"]], 1, clicked_at=old_click)
+    (older,) = queue_conversions(
+        tenant.tenant_id, [shop.google["id"]], 1, clicked_at=old_click, occurred_at=now - timedelta(days=20)
+    )
     (recent,) = queue_conversions(
-        tenant.tenant_id, [shop.google["id"]], 1, clicked_at=(datetime.now(UTC) - timedelta(days=10)).isoformat()
+        tenant.tenant_id, [shop.google["id"]], 1, clicked_at=(now - timedelta(days=10)).isoformat()
     )
-    statuses = {d["event_id"]: d for d in settled(client, tenant, 2)}
-    assert statuses[late]["status"] == "failed"
-    assert statuses[late]["reason"] == (
-        f"dead letter: converted more than google_ads's 90-day window after its click (click id first seen {old_click})"
-    )
+    statuses = {d["event_id"]: d for d in settled(client, tenant, 3)}
+    for expired in (late, older):
+        assert statuses[expired]["status"] == "failed"
+        assert statuses[expired]["reason"] == (
+            f"dead letter: its click is older than google_ads's 90-day window (click id first seen {old_click})"
+        )
+        assert ad_platforms.received[expired] == 0
     assert statuses[recent]["status"] == "sent"
     assert set(ad_platforms.accepted_for(shop.google_key)) == {recent}
-    assert ad_platforms.received[late] == 0
+
+
+def test_a_request_refused_as_a_whole_is_not_split_and_the_destination_backs_off(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """A refusal about the request (Meta: no such pixel; Google: a malformed request) is not one event's
+    fault: it is not split into a request per half (which would fail every event for good), the events stay
+    queued with the reason, and the destination backs off to try again."""
+    tenant = make_tenant("Wholerefusal")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    no_pixel = {"error": {"message": "Unsupported post request. Object with ID does not exist", "code": 100,
+                          "error_subcode": 33, "type": "GraphMethodException"}}  # fmt: skip
+    ad_platforms.script(shop.meta_key, Scripted(400, no_pixel, times=1000))
+    malformed = {
+        "error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "Request contains an invalid argument."}
+    }
+    ad_platforms.script(shop.google_key, Scripted(400, malformed, times=1000))
+    queue_conversions(tenant.tenant_id, [shop.meta["id"], shop.google["id"]], 8)
+
+    def both_backed_off() -> list[dict[str, Any]] | None:
+        found = [_integration(client, tenant, shop.meta["id"]), _integration(client, tenant, shop.google["id"])]
+        return found if all(i["backoff_until"] for i in found) else None
+
+    meta, google = wait_until(both_backed_off, 60, "both destinations to back off")
+    assert "Meta refused the request" in meta["last_failure"] and "code 100" in meta["last_failure"]
+    assert "Google refused the request" in google["last_failure"] and "INVALID_ARGUMENT" in google["last_failure"]
+    # Every request carried the whole batch: none was split.
+    assert set(ad_platforms.request_sizes[shop.meta_key]) == set(ad_platforms.request_sizes[shop.google_key]) == {8}
+    found = deliveries(client, tenant)
+    assert len(found) == 16 and {d["status"] for d in found} == {"queued"}
+    assert all(d["attempts"] >= 1 and "refused the request" in d["reason"] for d in found)
 
 
 def test_a_403_permission_refusal_pauses_the_integration_instead_of_splitting_the_batch(
@@ -589,3 +766,58 @@ def test_a_conversion_younger_than_a_day_is_retracted_once_google_takes_it_and_t
     [abandoned] = report["conversions"]["not_retracted"]
     assert abandoned["status"] == "failed" and "integration was deleted" in abandoned["why"]
     assert _retraction_rows(tenant.tenant_id) == []
+
+
+def test_a_retraction_names_the_action_the_conversion_was_uploaded_under_after_the_tenant_remaps_it(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """Google finds a conversion by its action: after the lead went to action 111 the tenant maps leads to 555;
+    erasing the person retracts it under 111, where Google has it, and the report says it was retracted."""
+    tenant = make_tenant("Remapped")
+    contact_id = _person(tenant.tenant_id, "gone@remapped.example")
+    google = send_to_google(tenant.tenant_id, ad_platforms, contact_id)
+    assert ad_platforms.accepted_for(google.key)[google.order_id]["conversionAction"].endswith("/111")
+    remapped = client.patch(
+        f"/api/v1/integrations/{google.integration_id}",
+        json={"conversion_actions": {"lead": "555"}},
+        headers=tenant.headers,
+    )
+    assert remapped.status_code == 200 and remapped.json()["conversion_actions"] == {"lead": "555"}, remapped.text
+
+    erasure_id = _erase(client, tenant, contact_id)
+    report = _erase_report(client, tenant, erasure_id, lambda c: c["retracted"], "the retraction to be applied")
+    [entry] = report["conversions"]["retracted"]
+    assert entry["status"] == "retracted" and report["conversions"]["not_retracted"] == []
+    assert ad_platforms.retractions[google.order_id]["conversionAction"].endswith("/111")
+
+
+def test_a_person_erased_while_their_conversion_is_in_flight_is_reported_as_received_not_cancelled(
+    client: Any, make_tenant: Callable[..., TenantHandle], ad_platforms: FakeAdPlatforms
+) -> None:
+    """The erase comes while a sender holds the person's lead (claimed and leased, its answer not recorded yet):
+    Meta may have it, so the report lists it as received (Meta cannot withdraw it), never as cancelled."""
+    from sqlalchemy import text
+
+    from tenants.isolation import tenant_session
+
+    tenant = make_tenant("Inflight")
+    shop = connect_meta_and_google(client, tenant.headers, ad_platforms, **WEBINAR)
+    contact_id = _person(tenant.tenant_id, "gone@inflight.example")
+    with tenant_session(tenant.tenant_id) as session:  # no flush may take it: the sender below is the only one
+        session.execute(
+            text("UPDATE integrations SET backoff_until = now() + interval '1 hour' WHERE id = :i"),
+            {"i": shop.meta["id"]},
+        )
+    queue_conversions(tenant.tenant_id, [shop.meta["id"]], 1, contact_id=contact_id)
+    with tenant_session(tenant.tenant_id) as session:  # as a sender's claim leaves it while the request is out
+        session.execute(
+            text(
+                "UPDATE conversion_deliveries SET attempt_id = gen_random_uuid(),"
+                " lease_expires_at = now() + interval '2 minutes'"
+            )
+        )
+    erasure_id = _erase(client, tenant, contact_id)
+    report = _erase_report(client, tenant, erasure_id, lambda c: True, "the erase to be done")
+    assert report["conversions"]["cancelled"] == 0
+    [entry] = report["conversions"]["not_retractable"]
+    assert (entry["platform"], entry["conversion"]) == ("meta", "custom: webinar_signup")

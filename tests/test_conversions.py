@@ -461,6 +461,64 @@ def test_the_converting_browsers_yes_is_not_cancelled_by_the_contacts_other_brow
     }
 
 
+def test_a_purchase_reported_without_a_browser_follows_the_contacts_browsers_together(
+    client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
+) -> None:
+    """On an opt-in site Ana said yes on her laptop; her phone, seen since, never answered. A purchase the shop's
+    server reports with her email only (no browser) is sent: a browser that never answered does not cancel her
+    yes. Once the phone says no, later than the laptop's yes, such a purchase is skipped."""
+    tenant = make_tenant("Serverorders")
+    created = client.post(
+        "/api/v1/sites",
+        json={"name": "EU shop", "allowed_origins": [ORIGIN], "ads_consent": "opt_in"},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    site = created.json()
+    connect_meta_and_google(client, tenant.headers)
+    form = make_form(client, UUID(site["id"]), tenant.headers)
+    laptop, phone = Browser(client, site["site_key"]), Browser(client, site["site_key"])
+    banner = {"Origin": ORIGIN, "Content-Type": "text/plain;charset=UTF-8"}
+
+    def answer(browser: Browser, ads: bool) -> None:
+        said = client.post(
+            f"/t/{site['site_key']}/consent", content=json.dumps({"token": browser.token, "ads": ads}), headers=banner
+        )
+        assert said.status_code == 200, said.text
+
+    laptop.view("/pricing?fbclid=IwAR-ana-laptop")
+    wait_stored(tenant.tenant_id, 1)
+    answer(laptop, True)
+    laptop.submit(form["form_key"], {"email": "ana@example.com"})
+    (lead,) = _conversions(client, tenant, 1)
+    phone.view("/?gclid=Cj0-ana-phone")
+    wait_stored(tenant.tenant_id, 2)
+    phone.submit(form["form_key"], {"email": "ana@example.com"})  # her phone is hers too, and seen last
+
+    def bought(order: str) -> dict[str, Any]:
+        answered = client.post(
+            "/api/v1/purchases",
+            json={"external_id": order, "amount": 2500, "currency": "EUR", "email": "ana@example.com"},
+            headers=tenant.headers,
+        )
+        assert answered.status_code == 201, answered.text
+        found = wait_until(
+            lambda: next((c for c in _conversions(client, tenant, 1) if c["order_id"] == order), None),
+            60,
+            f"{order} recorded",
+        )
+        assert found["contact_id"] == lead["contact_id"] and found["visitor_id"] is None
+        return dict(found)
+
+    sent = bought("order-ana-1")
+    assert "skipped" not in {d["status"] for d in sent["deliveries"]}, sent["deliveries"]
+    answer(phone, False)
+    refused = bought("order-ana-2")
+    assert {(d["status"], d["reason"]) for d in refused["deliveries"]} == {
+        ("skipped", "the visitor refused ad consent")
+    }
+
+
 def test_a_tracked_event_converts_only_where_an_integration_names_it(
     client: Any, make_tenant: Callable[..., TenantHandle], pipeline: None
 ) -> None:

@@ -85,7 +85,8 @@ class CustomAction(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ConversionActions(msgspec.Struct, forbid_unknown_fields=True):
-    """Google Ads: the conversion action (its numeric id) of each conversion the integration receives."""
+    """Google Ads: the conversion action (its numeric id) of each conversion the integration receives;
+    LinkedIn: the conversion rule (its numeric id)."""
 
     lead: ActionId | None = None
     purchase: ActionId | None = None
@@ -113,7 +114,8 @@ class _Fields(msgspec.Struct, forbid_unknown_fields=True):
         | None
     ) = msgspec.UNSET
     access_token: Token | msgspec.UnsetType | None = msgspec.UNSET
-    """Meta (a system user's token) or TikTok (the Events API token)."""
+    """Meta (a system user's token), TikTok (the Events API token) or LinkedIn (a token with the
+    ``rw_conversions`` scope)."""
     customer_id: CustomerId | msgspec.UnsetType | None = msgspec.UNSET
     """Google Ads: the account the conversions belong to."""
     login_customer_id: CustomerId | msgspec.UnsetType | None = msgspec.UNSET
@@ -151,7 +153,7 @@ class IntegrationCreate(_Fields, forbid_unknown_fields=True):
     ``access_token``; Google Ads: ``customer_id``, ``conversion_actions`` and ``refresh_token`` (or connect in
     the dashboard). A field of another platform is refused with 422."""
 
-    platform: Literal["meta", "google_ads", "tiktok"] = "meta"
+    platform: Literal["meta", "google_ads", "tiktok", "linkedin"] = "meta"
     name: Name | None = None
     site_id: Annotated[UUID, msgspec.Meta(description="Only this site's conversions; all sites when absent")] | None = (
         None
@@ -185,6 +187,10 @@ class IntegrationPublic(msgspec.Struct):
     """``paused``: nothing is sent until the tenant reconnects; ``paused_reason`` says why."""
     paused_reason: str | None
     paused_at: datetime | None
+    backoff_until: datetime | None
+    """The platform's last requests failed (429, 5xx, unreachable): nothing is sent to it before this time."""
+    last_failure: str | None
+    """What the platform answered the last failed request, while backed off."""
     created_at: datetime
     updated_at: datetime
 
@@ -208,6 +214,8 @@ class IntegrationPublic(msgspec.Struct):
             status=integration.status,
             paused_reason=integration.paused_reason,
             paused_at=integration.paused_at,
+            backoff_until=integration.backoff_until,
+            last_failure=integration.last_failure,
             created_at=integration.created_at,
             updated_at=integration.updated_at,
         )

@@ -3,8 +3,15 @@
 A browser's choice comes from the site's consent banner (``trailmark('consent', {ads: true|false})``) or the
 tenant's server (the API); a Global Privacy Control or Do Not Track header it sends with a form, a consent call
 or a login is kept beside it. The rule (:func:`refusal`): a privacy signal on a site that honours it, a refusal,
-or no answer on an ``opt_in`` site means nothing is sent, and the conversion's delivery says which. It is asked
-of the browser that converted; the contact's other browsers are asked only when the conversion names no browser.
+or no answer on an ``opt_in`` site means nothing is sent, and the conversion's delivery says which.
+
+Whose answer (:func:`consent_for`): consent is per browser.
+- A conversion made in a browser (a form it sent, an event it tracked, a purchase reported with its visitor
+  token) follows that browser alone: the contact's other browsers neither lift its no nor cancel its yes.
+- A conversion reported without a browser (a purchase from the shop's server, a membership registration)
+  follows the contact's browsers together: a GPC/DNT signal from any of them counts; otherwise the most recent
+  explicit answer among them decides; a browser that never answered counts for nothing, so one yes on an
+  ``opt_in`` site is enough until a later no.
 """
 
 from __future__ import annotations
@@ -13,14 +20,15 @@ from collections.abc import Mapping
 from uuid import UUID
 
 from sqlalchemy import text
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from tenants.isolation import current_tenant_id
-from tenants.models import ConsentSource, PrivacySignal, Site, VisitorConsent, utcnow
+from tenants.models import ConsentSource, PrivacySignal, Site, Visitor, VisitorConsent, utcnow
 
 __all__ = [
     "ADS_CONSENT_MODES",
     "analytics_consent_key",
+    "consent_for",
     "consent_of",
     "privacy_signal_of",
     "record_privacy_signal",
@@ -43,6 +51,41 @@ def privacy_signal_of(headers: Mapping[str, str]) -> PrivacySignal | None:
 
 def consent_of(session: Session, visitor_id: UUID) -> VisitorConsent | None:
     return session.get(VisitorConsent, (current_tenant_id(session), visitor_id))
+
+
+def consent_for(session: Session, visitor_id: UUID | None, contact_id: UUID | None) -> VisitorConsent | None:
+    """The answer a conversion follows: its browser's, when it was made in one (``visitor_id``); else the
+    contact's browsers' together (a signal from any, the most recent explicit answer); None when nobody
+    answered."""
+    if visitor_id is not None:
+        return consent_of(session, visitor_id)
+    if contact_id is None:
+        return None
+    answers = list(
+        session.exec(
+            select(VisitorConsent)
+            .join(
+                Visitor,
+                (col(Visitor.tenant_id) == col(VisitorConsent.tenant_id))
+                & (col(Visitor.id) == col(VisitorConsent.visitor_id)),
+            )
+            .where(Visitor.contact_id == contact_id)
+        )
+    )
+    if not answers:
+        return None
+    signalled = next((a for a in answers if a.privacy_signal), None)
+    explicit = [a for a in answers if a.ads is not None and a.changed_at is not None]
+    latest = max(explicit, key=lambda a: a.changed_at or utcnow()) if explicit else None
+    return VisitorConsent(
+        tenant_id=answers[0].tenant_id,
+        visitor_id=(latest or answers[0]).visitor_id,
+        ads=latest.ads if latest else None,
+        source=latest.source if latest else None,
+        changed_at=latest.changed_at if latest else None,
+        privacy_signal=signalled.privacy_signal if signalled else None,
+        privacy_signal_at=signalled.privacy_signal_at if signalled else None,
+    )
 
 
 def set_ads_consent(session: Session, visitor_id: UUID, ads: bool, source: ConsentSource) -> VisitorConsent:

@@ -43,16 +43,19 @@ SETTING_FIELDS: dict[Platform, tuple[str, ...]] = {
     Platform.META: ("pixel_id", "test_event_code"),
     Platform.TIKTOK: ("pixel_code", "test_event_code"),
     Platform.GOOGLE_ADS: ("customer_id", "login_customer_id", "conversion_actions"),
+    Platform.LINKEDIN: ("conversion_actions",),
 }
 SECRET_FIELDS: dict[Platform, tuple[str, ...]] = {
     Platform.META: ("access_token",),
     Platform.TIKTOK: ("access_token",),
     Platform.GOOGLE_ADS: ("refresh_token",),
+    Platform.LINKEDIN: ("access_token",),
 }
 REQUIRED: dict[Platform, tuple[str, ...]] = {
     Platform.META: ("pixel_id",),
     Platform.TIKTOK: ("pixel_code",),
     Platform.GOOGLE_ADS: ("customer_id",),
+    Platform.LINKEDIN: (),
 }
 NOT_CONNECTED = "not connected: store the platform's token (or connect the Google Ads account)"
 MAX_CUSTOM_EVENTS = 50
@@ -158,14 +161,18 @@ def _check_complete(integration: Integration, errors: dict[str, str]) -> None:
     for name in REQUIRED[integration.platform]:
         if not integration.settings.get(name) and name not in errors:
             errors[name] = f"is required for {integration.platform.value}"
-    if integration.platform == Platform.GOOGLE_ADS:
+    if integration.platform in (Platform.GOOGLE_ADS, Platform.LINKEDIN):
         actions = integration.settings.get("conversion_actions") or {}
         wanted = [k for k in CONVERSION_KINDS if integration.events.get(k)] + list(integration.events.get("custom", []))
+        needs = (
+            "Google Ads needs a conversion action"
+            if integration.platform == Platform.GOOGLE_ADS
+            else "LinkedIn needs a conversion rule"
+        )
         for kind in wanted:
             if kind not in actions and f"conversion_actions.{kind}" not in errors:
                 errors[f"conversion_actions.{kind}"] = (
-                    "Google Ads needs a conversion action for every conversion it receives: give its id, "
-                    "or turn this conversion off in events"
+                    f"{needs} for every conversion it receives: give its id, or turn this conversion off in events"
                 )
 
 
@@ -226,7 +233,8 @@ def create_integration(
 
 
 def _default_name(platform: Platform) -> str:
-    return {Platform.META: "Meta", Platform.GOOGLE_ADS: "Google Ads", Platform.TIKTOK: "TikTok"}[platform]
+    names = {Platform.META: "Meta", Platform.GOOGLE_ADS: "Google Ads", Platform.TIKTOK: "TikTok"}
+    return names.get(platform, "LinkedIn")
 
 
 def get_integration(session: Session, integration_id: UUID) -> Integration:

@@ -1,6 +1,6 @@
 """One conversion as each platform's API takes it (``specs/ad-platforms.md``): Meta's event, Google's click
-conversion, TikTok's event. Pure functions of the stored conversion, the contact and the integration, so a
-retry sends exactly what the first attempt sent.
+conversion, TikTok's event, LinkedIn's conversion event. Pure functions of the stored conversion, the contact
+and the integration, so a retry sends exactly what the first attempt sent.
 """
 
 from __future__ import annotations
@@ -227,6 +227,41 @@ def _tiktok(conversion: Conversion, contact: Contact | None) -> Built | Unsendab
     return Built(event, {k: k in user for k in ("ttclid", "ttp", "email", "phone", "ip")})
 
 
+def _mapped_key(conversion: Conversion) -> str:
+    """What the tenant maps to an action or rule: the kind, or a custom conversion's event name."""
+    return conversion.event_name if conversion.kind == ConversionKind.CUSTOM else str(conversion.kind)
+
+
+def _linkedin(conversion: Conversion, contact: Contact | None, integration: Integration) -> Built | Unsendable:
+    """A ``conversionEvents`` element: the conversion rule, when (ms), the event id LinkedIn deduplicates by,
+    and who: the SHA-256 of the email (trimmed, lower-case) and the ``li_fat_id`` click id."""
+    rule = (integration.settings.get("conversion_actions") or {}).get(_mapped_key(conversion))
+    if not rule:
+        return Unsendable(f"the integration has no conversion rule for {_mapped_key(conversion)}")
+    touch = conversion.touches.get(Platform.LINKEDIN.value) or {}
+    user_ids = []
+    if contact is not None and (email := hashing.sha256(hashing.meta_email(contact.email))):
+        user_ids.append({"idType": "SHA256_EMAIL", "idValue": email})
+    if fat_id := touch.get("click_ids", {}).get("li_fat_id"):
+        user_ids.append({"idType": "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "idValue": fat_id})
+    if not user_ids:
+        return Unsendable("nothing LinkedIn can match: no email or li_fat_id")
+    user: dict[str, Any] = {"userIds": user_ids}
+    if contact is not None and contact.first_name and contact.last_name:  # LinkedIn takes both or neither
+        user["userInfo"] = {"firstName": contact.first_name, "lastName": contact.last_name}
+    event: dict[str, Any] = {
+        "conversion": f"urn:lla:llaPartnerConversion:{rule}",
+        "conversionHappenedAt": int(conversion.occurred_at.timestamp() * 1000),
+        "eventId": conversion.event_id,
+        "user": user,
+    }
+    if (value := _value(conversion)) is not None:
+        digits = minor_unit_digits(str(conversion.currency))
+        event["conversionValue"] = {"currencyCode": str(conversion.currency).upper(), "amount": f"{value:.{digits}f}"}
+    present = {i["idType"] for i in user_ids}
+    return Built(event, {"SHA256_EMAIL": "SHA256_EMAIL" in present, "li_fat_id": bool(fat_id)})
+
+
 def build(
     conversion: Conversion, contact: Contact | None, integration: Integration, consent: VisitorConsent | None
 ) -> Built | Unsendable:
@@ -236,4 +271,6 @@ def build(
         return _meta(conversion, contact, integration)
     if platform == Platform.GOOGLE_ADS:
         return _google(conversion, contact, integration, consent)
+    if platform == Platform.LINKEDIN:
+        return _linkedin(conversion, contact, integration)
     return _tiktok(conversion, contact)

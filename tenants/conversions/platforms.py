@@ -28,10 +28,21 @@ __all__ = [
     "EventOutcome",
     "retract",
     "send",
+    "send_timeout",
 ]
 
-BATCH_LIMITS = {Platform.META: 1000, Platform.GOOGLE_ADS: 2000, Platform.TIKTOK: 1000}
-TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+BATCH_LIMITS = {Platform.META: 1000, Platform.GOOGLE_ADS: 2000, Platform.TIKTOK: 1000, Platform.LINKEDIN: 1000}
+LINKEDIN_VERSION = "202611"
+"""The ``LinkedIn-Version`` (YYYYMM) the requests are written for."""
+
+
+def send_timeout() -> httpx.Timeout:
+    """30 s (5 s to connect), or a third of the delivery lease when that is shorter: a sender gives up on a
+    request long before anyone may take its batch again."""
+    seconds = min(30.0, get_settings().conversions_lease_seconds / 3)
+    return httpx.Timeout(seconds, connect=min(5.0, seconds))
+
+
 MAX_REASON = 500
 
 
@@ -55,7 +66,8 @@ class BatchAnswer:
     whole: EventOutcome | None = None
     per_event: tuple[EventOutcome, ...] = ()
     splittable: bool = False
-    """A 4xx for the whole batch that one bad event may have caused (Meta, TikTok): split it to find that one."""
+    """A refusal of the whole batch that one bad event causes (Meta's invalid parameter, TikTok's): split it to
+    find that one. Refusals about the request (credentials, quota, a malformed body) are never split."""
 
 
 _SENT = EventOutcome("sent")
@@ -92,6 +104,10 @@ _META_RETRY = frozenset({1, 2})
 _META_BACK_OFF = frozenset({4, 17, 613, 80001})
 # Invalid token (190) and missing permission (10, 200): the credentials are wrong, not one event.
 _META_AUTH = frozenset({10, 190, 200})
+_META_INVALID_PARAMETER = 100
+"""A bad event's refusal: code 100 with the subcode of what is wrong with it (its time, its user data …)."""
+_META_REQUEST_SUBCODES = frozenset({33})
+"""Code 100 about the request itself: 33, the pixel does not exist or the token cannot reach it."""
 
 
 def _meta(
@@ -101,7 +117,8 @@ def _meta(
     body: dict[str, Any] = {"data": list(events), "access_token": tokens.get("access_token", "")}
     if test and integration.settings.get("test_event_code"):
         body["test_event_code"] = integration.settings["test_event_code"]
-    response = httpx.post(f"{settings.meta}/{integration.settings['pixel_id']}/events", json=body, timeout=TIMEOUT)
+    url = f"{settings.meta}/{integration.settings['pixel_id']}/events"
+    response = httpx.post(url, json=body, timeout=send_timeout())
     if response.is_success:
         return BatchAnswer(whole=_SENT)
     error = _json(response).get("error") or {}
@@ -111,8 +128,12 @@ def _meta(
         raise AuthError(_reason("Meta refused the access token", detail))
     if code in _META_RETRY or code in _META_BACK_OFF or response.status_code == 429 or response.status_code >= 500:
         return BatchAnswer(whole=EventOutcome("retry", _reason("Meta", detail), _retry_after(response)))
-    # Meta takes a batch whole or not at all: one bad (or too old) event refuses every other one.
-    return BatchAnswer(whole=EventOutcome("permanent", _reason("Meta", detail)), splittable=True)
+    if code == _META_INVALID_PARAMETER and error.get("error_subcode") not in (None, *_META_REQUEST_SUBCODES):
+        # Meta takes a batch whole or not at all: one bad (or too old) event refuses every other one.
+        return BatchAnswer(whole=EventOutcome("permanent", _reason("Meta", detail)), splittable=True)
+    # About the request, not one event (no such pixel, a malformed body): splitting cannot isolate anything,
+    # and the events are not at fault. The destination backs off and the batch is tried again.
+    return BatchAnswer(whole=EventOutcome("retry", _reason("Meta refused the request", detail)))
 
 
 # --- Google Ads ----------------------------------------------------------------------------------
@@ -194,7 +215,7 @@ def _google_post(
     if test:
         body["validateOnly"] = True
     url = f"{settings.google_ads}/customers/{integration.settings['customer_id']}:{method}"
-    response = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT)
+    response = httpx.post(url, json=body, headers=headers, timeout=send_timeout())
     answer = _json(response)
     if response.status_code in (401, 403) or (answer.get("error") or {}).get("status") in _GOOGLE_AUTH:
         _access_tokens.pop((str(integration.tenant_id), str(integration.id)), None)
@@ -203,9 +224,11 @@ def _google_post(
         detail = f"{response.status_code} {(answer.get('error') or {}).get('status', response.reason_phrase)}"
         return BatchAnswer(whole=EventOutcome("retry", _reason("Google", detail), _retry_after(response)))
     if not response.is_success:
+        # With partialFailure on, Google answers a bad conversion in partialFailureError; a whole-request error
+        # is about the request (its shape, the account, a quota), never one conversion: no split, back off.
         error = answer.get("error") or {}
         detail = f"{response.status_code} {error.get('status', '')}: {error.get('message', response.reason_phrase)}"
-        return BatchAnswer(whole=EventOutcome("permanent", _reason("Google", detail)), splittable=True)
+        return BatchAnswer(whole=EventOutcome("retry", _reason("Google refused the request", detail)))
     outcomes = [_SENT] * len(items)
     # Partial failures name the failed item by its index in the request's list (the proto's snake_case name).
     path = {"conversions": "conversions", "conversionAdjustments": "conversion_adjustments"}[field]
@@ -247,7 +270,7 @@ def _google_adjustment_outcome(code: str, message: str) -> EventOutcome:
 
 
 def retract(integration: Integration, tokens: dict[str, str], adjustments: Sequence[dict[str, Any]]) -> BatchAnswer:
-    """One ``uploadConversionAdjustments`` request (Google Ads only: Meta and TikTok have no way to withdraw an
+    """One ``uploadConversionAdjustments`` request (Google Ads only: the others have no way to withdraw an
     event). Outcomes as :func:`send`'s: ``sent`` means retracted (or retracted already)."""
     if integration.platform != Platform.GOOGLE_ADS:
         raise ValueError(f"{integration.platform} has no API to withdraw a conversion")
@@ -264,6 +287,7 @@ def retract(integration: Integration, tokens: dict[str, str], adjustments: Seque
 
 _TIKTOK_AUTH = frozenset({40001, 40100, 40101, 40102, 40104, 40105})
 _TIKTOK_RETRY = frozenset({40016, 40100001, 50000, 50001, 50002})
+_TIKTOK_INVALID_PARAMETER = 40002
 
 
 def _tiktok(
@@ -281,7 +305,7 @@ def _tiktok(
         f"{settings.tiktok}/event/track/",
         json=body,
         headers={"Access-Token": tokens.get("access_token", "")},
-        timeout=TIMEOUT,
+        timeout=send_timeout(),
     )
     answer = _json(response)
     code = answer.get("code")
@@ -292,10 +316,57 @@ def _tiktok(
         return BatchAnswer(whole=EventOutcome("retry", _reason("TikTok", detail), _retry_after(response)))
     if response.is_success and code == 0:
         return BatchAnswer(whole=_SENT)
-    return BatchAnswer(whole=EventOutcome("permanent", _reason("TikTok", detail)), splittable=True)
+    if code == _TIKTOK_INVALID_PARAMETER:  # one event's bad field refuses the batch: split to find it
+        return BatchAnswer(whole=EventOutcome("permanent", _reason("TikTok", detail)), splittable=True)
+    return BatchAnswer(whole=EventOutcome("retry", _reason("TikTok refused the request", detail)))
 
 
-_SENDERS = {Platform.META: _meta, Platform.GOOGLE_ADS: _google, Platform.TIKTOK: _tiktok}
+# --- LinkedIn ------------------------------------------------------------------------------------
+
+
+def _linkedin(
+    integration: Integration, tokens: dict[str, str], events: Sequence[dict[str, Any]], test: bool
+) -> BatchAnswer:
+    """``POST /rest/conversionEvents`` as a Rest.li ``BATCH_CREATE``: one status per element, in order."""
+    del test  # LinkedIn has no test mode (send_test_event refuses before)
+    settings = get_settings().ad_platforms
+    headers = {
+        "Authorization": f"Bearer {tokens.get('access_token', '')}",
+        "LinkedIn-Version": LINKEDIN_VERSION,
+        "X-Restli-Protocol-Version": "2.0.0",
+        "X-RestLi-Method": "BATCH_CREATE",
+    }
+    response = httpx.post(
+        f"{settings.linkedin}/conversionEvents",
+        json={"elements": list(events)},
+        headers=headers,
+        timeout=send_timeout(),
+    )
+    answer = _json(response)
+    detail = f"{response.status_code}: {answer.get('message', response.reason_phrase)}"
+    if response.status_code in (401, 403):
+        raise AuthError(_reason("LinkedIn refused the access token", detail))
+    if response.status_code == 429 or response.status_code >= 500:
+        return BatchAnswer(whole=EventOutcome("retry", _reason("LinkedIn", detail), _retry_after(response)))
+    if not response.is_success:  # about the request (its shape, the version): per-event errors come per element
+        return BatchAnswer(whole=EventOutcome("retry", _reason("LinkedIn refused the request", detail)))
+    elements = answer.get("elements")
+    if not isinstance(elements, list) or len(elements) != len(events):
+        return BatchAnswer(whole=_SENT)
+    return BatchAnswer(per_event=tuple(_linkedin_outcome(e if isinstance(e, dict) else {}) for e in elements))
+
+
+def _linkedin_outcome(element: dict[str, Any]) -> EventOutcome:
+    status = element.get("status")
+    if not isinstance(status, int) or 200 <= status < 300 or status == 409:  # 409: that event id is there already
+        return _SENT
+    message = (element.get("error") or {}).get("message", "")
+    if status == 429 or status >= 500:
+        return EventOutcome("retry", _reason("LinkedIn", f"{status}: {message}"))
+    return EventOutcome("permanent", _reason("LinkedIn", f"{status}: {message}"))
+
+
+_SENDERS = {Platform.META: _meta, Platform.GOOGLE_ADS: _google, Platform.TIKTOK: _tiktok, Platform.LINKEDIN: _linkedin}
 
 
 def send(

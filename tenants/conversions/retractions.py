@@ -1,5 +1,5 @@
 """Withdrawing an erased person's conversions from the ad platforms that allow it: Google Ads, by a RETRACTION
-conversion adjustment (``customers/{id}:uploadConversionAdjustments``). Meta and TikTok have no such API.
+conversion adjustment (``customers/{id}:uploadConversionAdjustments``). Meta, TikTok and LinkedIn have no such API.
 
 The erase (one transaction) writes a :class:`ConversionRetraction` per conversion Google received and lists it
 in the erase report as not retracted yet; from then on a retraction is delivered like a conversion: the
@@ -15,8 +15,8 @@ once the retraction is done or has failed for good.
 
 Google's own limits: a conversion is adjusted once it is 24 hours old (TOO_RECENT_CONVERSION) and no later than
 54 days after it (CONVERSION_EXPIRED); not at all when it was uploaded with a wbraid. Google finds the
-conversion by its action too: the retraction names the action the integration maps the conversion's kind to at
-the erase, which is the one it was uploaded to unless the tenant changed that mapping since.
+conversion by its action too: the retraction names the action the conversion was uploaded under (kept on its
+delivery when it was sent), even when the tenant has mapped its kind to another action since.
 """
 
 from __future__ import annotations
@@ -31,8 +31,14 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from tenants.conversions import payloads, platforms
-from tenants.conversions.delivery import MAX_ATTEMPTS, SendResult, backoff_seconds, lock_destination
-from tenants.conversions.integrations import pause_integration, secrets_of
+from tenants.conversions.delivery import (
+    MAX_ATTEMPTS,
+    SendResult,
+    backoff_seconds,
+    lock_destination,
+    send_with_token,
+)
+from tenants.conversions.integrations import pause_integration
 from tenants.conversions.service import QUEUE
 from tenants.isolation import current_tenant_id, system_session
 from tenants.models import (
@@ -73,16 +79,21 @@ BATCH_LIMIT = 2000
 
 
 def queue_retraction(
-    session: Session, erasure_id: UUID, integration: Integration, conversion: Conversion
+    session: Session,
+    erasure_id: UUID,
+    integration: Integration,
+    conversion: Conversion,
+    uploaded_action: str | None = None,
 ) -> ConversionRetraction | str:
-    """The retraction of ``conversion``, which ``integration`` received, added to the session; or why it cannot
-    be withdrawn there."""
+    """The retraction of ``conversion``, which ``integration`` received under ``uploaded_action`` (its delivery's
+    ``conversion_action``), added to the session; or why it cannot be withdrawn there. Without a stored action
+    (sent before it was kept), the action the integration maps the conversion to now."""
     platform = Platform(integration.platform)
     if platform != Platform.GOOGLE_ADS:
         return f"{platform} has no API to withdraw an event it received"
     if payloads.google_click_id(conversion) == "wbraid":
         return "Google Ads cannot adjust a conversion uploaded with a wbraid (only with a gclid or gbraid)"
-    action = payloads.google_conversion_action(conversion, integration)
+    action = uploaded_action or payloads.google_conversion_action(conversion, integration)
     if action is None:
         return "the integration no longer has a conversion action for it, and Google finds a conversion by its action"
     now = utcnow()
@@ -234,20 +245,9 @@ def send_due_retractions(session: Session, integration_id: UUID) -> SendResult:
             result.failed += 1
         else:
             ready.append(retraction)
-    tokens = secrets_of(integration) if ready else {}
-    if ready and not tokens:
-        pause_integration(session, integration, "its token cannot be read (TRAILMARK_SECRET_KEYS): store it again")
+    if ready and (pause := send_with_token(integration, lambda tokens: _retract(integration, tokens, ready, result))):
+        pause_integration(session, integration, pause)
         result.paused = True
-    elif ready:
-        try:
-            _retract(integration, tokens, ready, result)
-        except platforms.AuthError as error:
-            pause_integration(session, integration, f"{error}: reconnect the integration")
-            result.paused = True
-            log.warning(
-                "integration paused: the platform refused its token",
-                extra={"integration": str(integration.id), "platform": integration.platform},
-            )
     session.flush()
     _report_in(session, due, integration)
     session.flush()

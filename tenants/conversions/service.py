@@ -77,13 +77,15 @@ CLICK_WINDOWS = {
     Platform.META: timedelta(days=7),
     Platform.GOOGLE_ADS: timedelta(days=90),
     Platform.TIKTOK: timedelta(days=7),
+    Platform.LINKEDIN: timedelta(days=30),
 }
 """How old a click may be and still be credited: Meta and TikTok's default 7-day click windows, Google Ads' 90
-days (the longest conversion window an action can have)."""
+days (the longest conversion window an action can have), LinkedIn's default 30-day click-through window."""
 CLICK_KEYS: dict[Platform, tuple[tuple[str, ...], tuple[str, ...]]] = {
     Platform.META: (("fbclid",), ("_fbc",)),
     Platform.GOOGLE_ADS: (("gclid", "gbraid", "wbraid"), ()),
     Platform.TIKTOK: (("ttclid",), ()),
+    Platform.LINKEDIN: (("li_fat_id",), ()),
 }
 """Each platform's click ids from the landing URL, and the cookies that carry a click (Meta's ``_fbc``): what
 a touch is chosen by."""
@@ -91,6 +93,7 @@ BROWSER_COOKIES: dict[Platform, tuple[str, ...]] = {
     Platform.META: ("_fbp",),
     Platform.GOOGLE_ADS: (),
     Platform.TIKTOK: ("_ttp",),
+    Platform.LINKEDIN: (),
 }
 """Cookies that name the browser, not a click: taken from the converting visit only, never from another."""
 INGEST_WAIT_SECONDS = 10.0
@@ -127,6 +130,9 @@ class _Facts:
     order_id: str | None = None
     items: tuple[dict[str, Any], ...] = ()
     page_url: str | None = None
+    in_browser: bool = True
+    """Made in ``visitor_id``'s browser; False when that browser is only the contact's latest, taken for its
+    click ids (a purchase reported by the shop's server, a registration): consent is then the contact's."""
 
 
 def _event_facts(session: Session, subject_id: str) -> _Facts | None:
@@ -168,7 +174,7 @@ def _purchase_facts(session: Session, subject_id: str) -> _Facts | None:
     return _Facts(
         f"purchase:{purchase.id}", ConversionKind.PURCHASE.value, purchase.contact_id, visitor_id,
         _site_of(session, visitor_id), purchase.occurred_at, value=purchase.amount, currency=purchase.currency,
-        order_id=purchase.external_id, items=tuple(purchase.items),
+        order_id=purchase.external_id, items=tuple(purchase.items), in_browser=purchase.visitor_id is not None,
     )  # fmt: skip
 
 
@@ -179,7 +185,7 @@ def _registration_facts(session: Session, subject_id: str) -> _Facts | None:
     visitor_id = _latest_visitor(session, member.contact_id)
     return _Facts(
         f"member:{member.id}", ConversionKind.COMPLETE_REGISTRATION.value, member.contact_id, visitor_id,
-        _site_of(session, visitor_id), member.password_changed_at or member.created_at,
+        _site_of(session, visitor_id), member.password_changed_at or member.created_at, in_browser=False,
     )  # fmt: skip
 
 
@@ -346,21 +352,11 @@ def _with_first_click(session: Session, touch: dict[str, Any], facts: _Facts) ->
 
 
 def _consent_refusal(session: Session, facts: _Facts) -> str | None:
-    """The converting browser's answer governs: the contact's other browsers neither cancel its yes nor lift
-    its no. Only a conversion that names no browser (reported by the shop's server) falls back to them."""
-    tenant_id = current_tenant_id(session)
-    site = session.get(Site, (tenant_id, facts.site_id)) if facts.site_id else None
-    reason = consent.refusal(site, consent.consent_of(session, facts.visitor_id) if facts.visitor_id else None)
-    if reason is None and facts.visitor_id is None and facts.contact_id is not None:
-        # No browser to ask: a refusal on any of the contact's counts.
-        browsers = session.execute(
-            text("SELECT id FROM visitors WHERE tenant_id = :t AND contact_id = :c"),
-            {"t": tenant_id, "c": facts.contact_id},
-        ).scalars()
-        for visitor_id in browsers:
-            if (other := consent.refusal(site, consent.consent_of(session, visitor_id))) is not None:
-                return other
-    return reason
+    """Why this conversion must not be sent, by ``tenants.conversions.consent``'s rule: the browser it was made
+    in decides alone; one reported without a browser follows the contact's browsers together."""
+    site = session.get(Site, (current_tenant_id(session), facts.site_id)) if facts.site_id else None
+    answer = consent.consent_for(session, facts.visitor_id if facts.in_browser else None, facts.contact_id)
+    return consent.refusal(site, answer)
 
 
 def _wait_for_ingest(occurred_at: datetime) -> None:
@@ -415,7 +411,7 @@ def record(session: Session, kind: ConversionKind, subject_id: str) -> Conversio
             # for the page's own pixel to send as its event id. Hit ids are unique per tenant (the visits key).
             "event_id": facts.hit_id.hex if facts.hit_id else event_id_of(tenant_id, facts.source_key),
             "contact": facts.contact_id,
-            "visitor": facts.visitor_id,
+            "visitor": facts.visitor_id if facts.in_browser else None,  # the converting browser, when known
             "site": facts.site_id,
             "at": facts.occurred_at,
             "value": facts.value,

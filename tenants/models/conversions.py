@@ -34,6 +34,7 @@ class Platform(StrEnum):
     META = "meta"
     GOOGLE_ADS = "google_ads"
     TIKTOK = "tiktok"
+    LINKEDIN = "linkedin"
 
 
 class IntegrationStatus(StrEnum):
@@ -68,6 +69,12 @@ class Integration(TenantOwned, table=True):
     status: IntegrationStatus = Field(default=IntegrationStatus.ACTIVE, sa_type=Text)
     paused_reason: str | None = None
     paused_at: datetime | None = timestamp_field(nullable=True, default=None)
+    backoff_until: datetime | None = timestamp_field(nullable=True, default=None)
+    """Requests to the platform kept failing (429, 5xx, the network): nothing is sent before this time."""
+    consecutive_failures: int = 0
+    """Failed requests in a row: the destination's back-off doubles with each, and ends at the first success."""
+    last_failure: str | None = None
+    """What the platform last answered a failed request (while backed off)."""
     created_at: datetime = timestamp_field()
     updated_at: datetime = timestamp_field()
 
@@ -168,6 +175,13 @@ class ConversionDelivery(TenantOwned, table=True):
     next_attempt_at: datetime = timestamp_field()
     last_attempt_at: datetime | None = timestamp_field(nullable=True, default=None)
     sent_at: datetime | None = timestamp_field(nullable=True, default=None)
+    attempt_id: UUID | None = None
+    """The send attempt that claimed it and has not recorded its outcome yet."""
+    lease_expires_at: datetime | None = timestamp_field(nullable=True, default=None)
+    """Until then the claiming attempt owns it; past it, that sender is presumed dead and it is taken again."""
+    conversion_action: str | None = None
+    """Google Ads: the conversion action it was uploaded under (a retraction must name that one, whatever the
+    integration maps its kind to since)."""
     created_at: datetime = timestamp_field()
 
 

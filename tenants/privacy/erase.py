@@ -169,7 +169,8 @@ def deletion_order(tables: list[PersonTable]) -> list[PersonTable]:
 
 _PERSONS_DELIVERIES = text(
     """SELECT d.integration_id, d.conversion_id, d.status, d.reason, d.sent_at, c.ip IS NOT NULL,
-              c.user_agent IS NOT NULL, k.email IS NOT NULL, k.phone IS NOT NULL
+              c.user_agent IS NOT NULL, k.email IS NOT NULL, k.phone IS NOT NULL, d.conversion_action,
+              d.status = 'queued' AND d.lease_expires_at > now() AS in_flight
        FROM conversion_deliveries d
            JOIN conversions c ON c.tenant_id = d.tenant_id AND c.id = d.conversion_id
            LEFT JOIN contacts k ON k.tenant_id = c.tenant_id AND k.id = c.contact_id
@@ -177,8 +178,8 @@ _PERSONS_DELIVERIES = text(
        ORDER BY d.sent_at NULLS LAST, c.occurred_at, d.integration_id
        FOR UPDATE OF d"""
 )
-"""Locked: a batch being sent right now commits first, so a conversion it sends is seen as sent (and retracted),
-not as queued (and silently cancelled after the platform got it)."""
+"""Locked: a batch being claimed right now commits first. One claimed and in flight (leased, not yet recorded)
+counts as received: the platform may have it, so it is listed (and retracted) rather than silently cancelled."""
 
 
 def conversions_to_cancel_and_retract(
@@ -195,11 +196,11 @@ def conversions_to_cancel_and_retract(
         _PERSONS_DELIVERIES, {"contacts": list(person.contact_ids), "visitors": list(person.visitor_ids)}
     ).all()
     tenant_id = current_tenant_id(session)
-    for integration_id, conversion_id, status, reason, sent_at, ip, agent, email, phone in rows:
-        if status == "queued":
+    for integration_id, conversion_id, status, reason, sent_at, ip, agent, email, phone, action, in_flight in rows:
+        if status == "queued" and not in_flight:
             cancelled += 1
             continue
-        if status != "sent":
+        if status not in ("sent", "queued"):
             continue  # failed or skipped: nothing reached the platform
         integration = session.get(Integration, (tenant_id, integration_id))
         conversion = session.get(Conversion, (tenant_id, conversion_id))
@@ -222,7 +223,7 @@ def conversions_to_cancel_and_retract(
         if reason and "CLICK_NOT_FOUND" in reason:  # Google answered that it attributes no such click
             not_retractable.append(entry | {"why": "Google Ads kept no conversion for it (CLICK_NOT_FOUND)"})
             continue
-        retraction = queue_retraction(session, erasure_id, integration, conversion)
+        retraction = queue_retraction(session, erasure_id, integration, conversion, action)
         if isinstance(retraction, str):
             not_retractable.append(entry | {"why": retraction})
             continue

@@ -1,11 +1,14 @@
-"""Meta, Google Ads and TikTok as the tests play them: one real HTTP server on 127.0.0.1 that checks every
+"""Meta, Google Ads, TikTok and LinkedIn as the tests play them: one real HTTP server on 127.0.0.1 that checks every
 request as the platforms document it (``specs/ad-platforms.md``: fields, hashing, batch limits, tokens, time
 windows) and answers as they do, including what a test asks for: 429, 5xx, expired tokens, a refused event.
 
-Like the platforms, it deduplicates: Meta by ``event_id``, Google by ``orderId`` (a second upload of one answers
-``CLICK_CONVERSION_ALREADY_EXISTS``). ``received`` counts every copy that arrived; ``accepted`` holds each event
-once. Google's conversion adjustments (``:uploadConversionAdjustments``) retract only a conversion it accepted
-before, as Google does: ``retractions`` holds each retraction once, ``adjustments_received`` every copy.
+Like the platforms, it deduplicates: Meta by ``event_name`` + ``event_id``, Google by ``orderId`` (a second upload
+of one answers ``CLICK_CONVERSION_ALREADY_EXISTS``), TikTok by ``event`` + ``event_id``, LinkedIn by
+``conversion`` + ``eventId``. ``received`` counts every
+copy that arrived (``arrivals`` says when); ``accepted`` holds each event once; ``duplicates_for`` counts the
+conversions the platform counted more than once, by event id (a copy its deduplication could not match).
+Google's conversion adjustments (``:uploadConversionAdjustments``) retract only a conversion it accepted before,
+as Google does: ``retractions`` holds each retraction once, ``adjustments_received`` every copy.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ FBP = re.compile(r"fb\.[0-2]\.[0-9]{13}\.[0-9]+")
 GOOGLE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}")
 ACTION_SOURCES = {"website", "email", "app", "phone_call", "chat", "physical_store", "system_generated", "other"}
 META_HASHED = ("em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country", "external_id")
+LINKEDIN_ID_TYPES = {"SHA256_EMAIL", "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID", "AXCIOM_ID", "ORACLE_MOAT_ID"}
 
 
 @dataclass
@@ -56,9 +60,10 @@ class _Refused(Exception):
         self.body = body
 
 
-def _meta_error(message: str, code: int = 100, status: int = 400) -> _Refused:
-    return _Refused(status, {"error": {"message": message, "type": "OAuthException", "code": code,
-                                       "error_subcode": 2804003, "fbtrace_id": secrets.token_hex(8)}})  # fmt: skip
+def _meta_error(message: str, code: int = 100, status: int = 400, subcode: int | None = 2804003) -> _Refused:
+    """Meta's error body; an event's bad parameter carries a subcode, a malformed request none."""
+    error = {"message": message, "type": "OAuthException", "code": code, "fbtrace_id": secrets.token_hex(8)}
+    return _Refused(status, {"error": error | ({"error_subcode": subcode} if subcode is not None else {})})
 
 
 class FakeAdPlatforms:
@@ -73,13 +78,21 @@ class FakeAdPlatforms:
         """refresh token → customer id it may upload to."""
         self.google_access: dict[str, str] = {}
         self.tiktok_tokens: dict[str, str] = {}
+        self.linkedin_tokens: dict[str, str] = {}
+        """LinkedIn access token → the ad account it reaches (the destination ``linkedin:{account}``)."""
         self.scripted: dict[str, list[Scripted]] = {}
         self.refused_ids: set[str] = set()
         """Event ids (Meta event_id, Google orderId) the platform refuses as invalid."""
         self.received: Counter[str] = Counter()
+        self.arrivals: dict[str, list[float]] = {}
+        """Dedup key → when each copy arrived (Unix seconds)."""
         self.accepted: dict[str, dict[str, Any]] = {}
+        self.counted: Counter[tuple[str, str]] = Counter()
+        """(destination, event id) → how many times the platform counted it as a conversion."""
         self.requests: Counter[str] = Counter()
         self.batch_sizes: dict[str, list[int]] = {}
+        self.request_sizes: dict[str, list[int]] = {}
+        """Destination → how many events each request carried, scripted answers included."""
         self.hold: dict[str, threading.Event] = {}
         """Destination → released: a request there is recorded, then waits (a worker killed mid-batch)."""
         self.holding = threading.Event()
@@ -151,6 +164,11 @@ class FakeAdPlatforms:
         with self.lock:
             return {k: v for k, v in self.accepted.items() if v["_destination"] == destination}
 
+    def duplicates_for(self, destination: str) -> int:
+        """Conversions counted more than once at ``destination``, by event id (0 when deduplication held)."""
+        with self.lock:
+            return sum(n - 1 for (where, _), n in self.counted.items() if where == destination and n > 1)
+
     def received_for(self, destination: str) -> Counter[str]:
         with self.lock:
             ids = {k for k, v in self.accepted.items() if v["_destination"] == destination}
@@ -158,7 +176,9 @@ class FakeAdPlatforms:
 
     # --- routing ------------------------------------------------------------------------------
 
-    def _route(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _route(  # noqa: PLR0911 - one answer per endpoint
+        self, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         parts = urlsplit(path)
         if parts.path == "/google/token":
             form = parse_qs(raw.decode())
@@ -168,21 +188,25 @@ class FakeAdPlatforms:
         body = json.loads(raw or b"{}")
         if match := re.fullmatch(r"/meta/([0-9]+)/events", parts.path):
             destination = f"meta:{match.group(1)}"
-            return self._scripted(destination) or self._meta(destination, match.group(1), body, parts.query)
+            return self._scripted(destination, body) or self._meta(destination, match.group(1), body, parts.query)
         if match := re.fullmatch(r"/google/customers/([0-9]{10}):(uploadClickConversions|uploadConversionAdjustments)",
                                  parts.path):  # fmt: skip
             customer, uploads = match.group(1), match.group(2) == "uploadClickConversions"
             destination = f"google:{customer}" if uploads else f"google:{customer}:adjustments"
             handler = self._google if uploads else self._google_adjustments
-            return self._scripted(destination) or handler(destination, customer, body, headers)
+            return self._scripted(destination, body) or handler(destination, customer, body, headers)
+        if parts.path == "/linkedin/conversionEvents":
+            return self._linkedin_route(body, {k.lower(): v for k, v in headers.items()})
         if parts.path == "/tiktok/event/track/":
             destination = f"tiktok:{body.get('event_source_id')}"
-            return self._scripted(destination) or self._tiktok(destination, body, headers)
+            return self._scripted(destination, body) or self._tiktok(destination, body, headers)
         return 404, {"error": "no such endpoint"}, {}
 
-    def _scripted(self, destination: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    def _scripted(self, destination: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        items = body.get("data", body.get("conversions", body.get("conversionAdjustments")))
         with self.lock:
             self.requests[destination] += 1
+            self.request_sizes.setdefault(destination, []).append(len(items) if isinstance(items, list) else 0)
             if self.flaky_every and self.requests[destination] % self.flaky_every == 0:
                 # Every Nth request: a rate limit or an outage, alternately (the benchmark's weather).
                 if self.requests[destination] // self.flaky_every % 2:
@@ -198,12 +222,15 @@ class FakeAdPlatforms:
         return answer.status, answer.body, answer.headers
 
     def _record(self, destination: str, key: str, event: dict[str, Any]) -> bool:
-        """True when this event id is new here (the platform keeps the first copy)."""
+        """True when this event is new here by the platform's deduplication ``key`` (it keeps the first copy)."""
         with self.lock:
             self.received[key] += 1
+            self.arrivals.setdefault(key, []).append(time.time())
             if key in self.accepted:
                 return False
             self.accepted[key] = {**event, "_destination": destination}
+            event_id = event.get("event_id") or event.get("orderId") or event.get("eventId")
+            self.counted[(destination, str(event_id))] += 1
             return True
 
     def _wait_if_held(self, destination: str) -> None:
@@ -216,13 +243,13 @@ class FakeAdPlatforms:
 
     def _meta(self, destination: str, pixel: str, body: dict[str, Any], query: str) -> tuple[int, dict, dict]:
         if "access_token" in parse_qs(query):
-            raise _meta_error("tests expect the token in the body, never in the URL")
+            raise _meta_error("tests expect the token in the body, never in the URL", subcode=None)
         token = body.get("access_token")
         if pixel not in self.meta_tokens or token != self.meta_tokens[pixel]:
-            raise _meta_error("Error validating access token: Session has expired", code=190, status=400)
+            raise _meta_error("Error validating access token: Session has expired", code=190, subcode=463)
         events = body.get("data")
         if not isinstance(events, list) or not 1 <= len(events) <= 1000:
-            raise _meta_error("data must hold 1 to 1,000 events")
+            raise _meta_error("(#100) param data must be an array of 1 to 1,000 events", subcode=None)
         for index, event in enumerate(events):
             self._check_meta_event(index, event)
         if body.get("test_event_code"):  # shown under Test events, never counted
@@ -497,3 +524,56 @@ class FakeAdPlatforms:
         for event in events:
             self._record(destination, f"{event['event']}:{event['event_id']}", event)
         return 200, {"code": 0, "message": "OK", "data": {}}, {}
+
+    # --- LinkedIn -----------------------------------------------------------------------------
+
+    def _linkedin_route(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        account = self.linkedin_tokens.get(headers.get("authorization", "").removeprefix("Bearer "))
+        if account is None:
+            return 401, {"status": 401, "serviceErrorCode": 65600, "message": "Invalid access token"}, {}
+        destination = f"linkedin:{account}"
+        return self._scripted(destination, {"data": body.get("elements")}) or self._linkedin(destination, body, headers)
+
+    def _linkedin(self, destination: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        """Conversions API, Rest.li ``BATCH_CREATE``: the versioned headers, then each element checked alone and
+        answered with its own status (201, or 400 with why), in order."""
+        if not re.fullmatch(r"20[0-9]{4}", headers.get("linkedin-version", "")):
+            return 400, {"status": 400, "message": "A valid LinkedIn-Version header (YYYYMM) is required"}, {}
+        if headers.get("x-restli-protocol-version") != "2.0.0" or headers.get("x-restli-method") != "BATCH_CREATE":
+            return 400, {"status": 400, "message": "X-Restli-Protocol-Version 2.0.0 and BATCH_CREATE expected"}, {}
+        elements = body.get("elements")
+        if not isinstance(elements, list) or not 1 <= len(elements) <= 1000:
+            return 400, {"status": 400, "message": "elements: 1 to 1,000 conversion events"}, {}
+        answers = []
+        for element in elements:
+            problem = self._linkedin_problem(element)
+            if problem is None:
+                self._record(destination, f"{element['conversion']}:{element['eventId']}", element)
+                answers.append({"status": 201})
+            else:
+                answers.append({"status": 400, "error": {"status": 400, "message": problem}})
+        with self.lock:
+            self.batch_sizes.setdefault(destination, []).append(len(elements))
+        return 200, {"elements": answers}, {}
+
+    def _linkedin_problem(self, element: dict[str, Any]) -> str | None:
+        """Why LinkedIn would refuse this conversion event, or None."""
+        happened = element.get("conversionHappenedAt")
+        user_ids = (element.get("user") or {}).get("userIds")
+        value = element.get("conversionValue")
+        checks = [
+            (bool(re.fullmatch(r"urn:lla:llaPartnerConversion:[0-9]+", str(element.get("conversion")))),
+             "conversion must be a conversion rule URN"),
+            (isinstance(happened, int) and time.time() * 1000 - 90 * 86400_000 <= happened <= time.time() * 1000
+             + 600_000, "conversionHappenedAt: epoch milliseconds within the last 90 days"),
+            (isinstance(element.get("eventId"), str) and bool(element["eventId"]), "eventId is required"),
+            (isinstance(user_ids, list) and 1 <= len(user_ids) <= 4 and all(
+                u.get("idType") in LINKEDIN_ID_TYPES and isinstance(u.get("idValue"), str) and u["idValue"]
+                and (u["idType"] != "SHA256_EMAIL" or HEX64.fullmatch(u["idValue"]))
+                for u in user_ids
+            ), "user.userIds: 1-4 ids of a known idType (SHA256_EMAIL as SHA-256 hex)"),
+            (value is None or (re.fullmatch(r"[A-Z]{3}", str(value.get("currencyCode")))
+                               and re.fullmatch(r"[0-9]+(\.[0-9]+)?", str(value.get("amount")))),
+             "conversionValue: a 3-letter currencyCode and the amount as a decimal string"),
+        ]  # fmt: skip
+        return next((problem for ok, problem in checks if not ok), None)

@@ -47,7 +47,9 @@ class Browser:
             "path": path.split("?", maxsplit=1)[0],
             "utm": {k[4:]: v for k, v in query.items() if k.startswith("utm_")},
             "click_ids": {
-                k: v for k, v in query.items() if k in ("fbclid", "gclid", "gbraid", "wbraid", "ttclid", "msclkid")
+                k: v
+                for k, v in query.items()
+                if k in ("fbclid", "gclid", "gbraid", "wbraid", "ttclid", "msclkid", "li_fat_id")
             },
             "cookies": dict(self.cookies or {}),
             **fields,
