@@ -15,7 +15,7 @@ the platform's Retry-After); beat's flush leaves it out until then, so the other
 and the failing one is not asked again on every flush.
 
 Revision ID: 0028
-Revises: 0025
+Revises: 0027
 Create Date: 2026-12-04
 """
 
@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from migrations.tenancy import APP_GROUP_ROLE
 
 revision: str = "0028"
-down_revision: str | None = "0025"
+down_revision: str | None = "0027"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
