@@ -127,10 +127,23 @@ class Settings:
     """A destination's queued conversions are sent once a batch is full or the oldest has waited this long."""
     metrics_token: str | None = field(default=None, repr=False)
     """Bearer token of ``GET /metrics`` (Prometheus); None leaves ``/metrics`` off (404)."""
+    # Sharded ingest (tenants/tracking/buffer.py, docs/scale.md).
+    ingest_redis_url: str | None = None
+    """The ingest buffer's Redis: ``redis://`` (one node) or ``redis-cluster://host:port,host:port`` (Redis
+    Cluster); None means ``redis_url``."""
+    ingest_shards: int = 1
+    """Ingest streams collect spreads visitors over (one visitor, one shard); each is drained by one worker at once."""
+    ingest_lease_ms: int = 10_000
+    """An ingest worker's hold on a shard lapses this long after its last renewal (a dead worker's shards move on)."""
 
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def ingest_redis(self) -> str | None:
+        """Where the ingest streams live: ``TRAILMARK_INGEST_REDIS_URL``, else ``TRAILMARK_REDIS_URL``."""
+        return self.ingest_redis_url or self.redis_url
 
     @property
     def embedded(self) -> bool:
@@ -190,6 +203,9 @@ class Settings:
             ad_platforms=AdPlatformUrls.from_env(env),
             conversions_flush_seconds=_int(env, "TRAILMARK_CONVERSIONS_FLUSH_MS", 2000, 50, 600_000) / 1000,
             metrics_token=_metrics_token(env),
+            ingest_redis_url=_ingest_redis_url(env),
+            ingest_shards=_int(env, "TRAILMARK_INGEST_SHARDS", 1, 1, 1024),
+            ingest_lease_ms=_int(env, "TRAILMARK_INGEST_LEASE_MS", 10_000, 200, 3_600_000),
         )
 
     def with_signing_keys_from_data_dir(self) -> Settings:
@@ -288,9 +304,37 @@ def _redis_url(env: dict[str, str]) -> str | None:
     if not value:
         return None
     scheme = urlsplit(value).scheme
+    if scheme == "redis-cluster":
+        # Celery cannot use Redis Cluster as a broker, and sessions keep several keys in one transaction.
+        raise SettingsError(
+            "TRAILMARK_REDIS_URL must name one Redis node; a redis-cluster:// URL belongs in TRAILMARK_INGEST_REDIS_URL"
+        )
     if scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(f"TRAILMARK_REDIS_URL must be a redis:// URL, got scheme {scheme!r}")
     return value
+
+
+def _ingest_redis_url(env: dict[str, str]) -> str | None:
+    value = env.get("TRAILMARK_INGEST_REDIS_URL", "").strip()
+    if not value:
+        return None
+    scheme, _, rest = value.partition("://")
+    if scheme == "redis-cluster":
+        nodes = rest.rsplit("@", 1)[-1].split("/", 1)[0]
+        if not all(_host_port(node) for node in nodes.split(",")):
+            raise SettingsError(
+                f"TRAILMARK_INGEST_REDIS_URL must look like redis-cluster://host:port,host:port, got {value!r}"
+            )
+    elif scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(
+            f"TRAILMARK_INGEST_REDIS_URL must be a redis:// or redis-cluster:// URL, got scheme {scheme!r}"
+        )
+    return value
+
+
+def _host_port(node: str) -> bool:
+    host, _, port = node.strip().rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _http_url(env: dict[str, str], name: str, default: str) -> str:

@@ -31,7 +31,12 @@ def metrics(request: Request[Any, Any, Any]) -> Response[Any]:
         return problem(401, "a metrics token is required", headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     assert settings.redis_url is not None and settings.database_url is not None  # the API serves with both
     operations = OperationsCollector(
-        settings.redis_url, settings.database_url, queues=QUEUES, max_backlog=settings.ingest_max_backlog
+        settings.redis_url,
+        settings.database_url,
+        queues=QUEUES,
+        max_backlog=settings.ingest_max_backlog,
+        ingest_redis_url=settings.ingest_redis,
+        shard_count=settings.ingest_shards,
     )
     return Response(render(operations), media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
