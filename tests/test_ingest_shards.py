@@ -5,7 +5,6 @@ visitor's visits in the order they were sent (first touch is the first page)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import redis
@@ -15,8 +14,8 @@ from tests.conftest import TenantHandle, make_site, start_api_server, start_beat
 from tests.support.ingest import (
     ORIGIN,
     Load,
+    is_storing,
     kill_dash_nine,
-    process_ids,
     start_ingest_worker,
     stored_count,
     visitors_out_of_order,
@@ -48,17 +47,7 @@ def test_four_shards_two_workers_one_killed_store_every_visit_once_and_in_order(
         load = Load(api.base_url, site.site_key, visitors=120, pages=12, hits_per_batch=2).start()
         doomed = workers[0]
 
-        def doomed_is_storing() -> bool:
-            """It holds a shard and has read entries it has not stored yet."""
-            pids = process_ids(doomed)
-            for each in shards(SHARDS):
-                holder: Any = client.get(each.lease)
-                if holder and int(holder.rsplit(b"-", 1)[1]) in pids:
-                    pending: Any = client.xpending(each.stream, GROUP)
-                    return any(int(c["name"].rsplit(b"-", 1)[1]) in pids for c in pending["consumers"])
-            return False
-
-        wait_until(doomed_is_storing, 60, "the first worker to be storing a batch", interval=0.005)
+        wait_until(lambda: is_storing(doomed, client, SHARDS), 60, "the first worker to be storing", interval=0.005)
         kill_dash_nine(doomed)  # mid-batch: holding a lease, entries read and not acknowledged
         load.wait()
         sent = load.acknowledged

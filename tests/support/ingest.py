@@ -20,6 +20,7 @@ import psutil
 from sqlalchemy import text
 
 from tenants.isolation import tenant_session
+from tenants.tracking.buffer import GROUP, shards
 from tests.conftest import REPO, child_env, log_file
 
 ORIGIN = "https://shop.example"
@@ -53,6 +54,18 @@ def kill_dash_nine(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             psutil.Process(pid).kill()
     process.wait(10)
+
+
+def is_storing(worker: subprocess.Popen[bytes], client: Any, shard_count: int) -> bool:
+    """Whether ``worker`` holds a shard and has read entries of it that it has not acknowledged: the moment to kill
+    it to see its batches taken over."""
+    pids = process_ids(worker)
+    for each in shards(shard_count):
+        holder: Any = client.get(each.lease)
+        if holder and int(holder.rsplit(b"-", 1)[1]) in pids:
+            pending: Any = client.xpending(each.stream, GROUP)
+            return any(int(consumer["name"].rsplit(b"-", 1)[1]) in pids for consumer in pending["consumers"])
+    return False
 
 
 @dataclass
