@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
 import redis.cluster
 
@@ -41,6 +42,7 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.mark.slow
 def test_hits_over_a_cluster_survive_a_killed_worker_and_a_killed_master(
     make_tenant: Callable[..., TenantHandle],
+    owner_url: str,
     cluster: LocalCluster,
     private_redis: tuple[str, Callable[[], None], Callable[[], None]],
 ) -> None:
@@ -49,7 +51,7 @@ def test_hits_over_a_cluster_survive_a_killed_worker_and_a_killed_master(
         "TRAILMARK_REDIS_URL": broker_url,
         "TRAILMARK_INGEST_REDIS_URL": cluster.url,
         "TRAILMARK_INGEST_SHARDS": str(SHARDS),
-        "TRAILMARK_INGEST_LEASE_MS": "2000",
+        "TRAILMARK_INGEST_LEASE_MS": "5000",
         "TRAILMARK_INGEST_CLAIM_IDLE_MS": "1500",
     }
     site = make_site(make_tenant("Clustered"), [ORIGIN])
@@ -62,8 +64,10 @@ def test_hits_over_a_cluster_survive_a_killed_worker_and_a_killed_master(
     try:
         load = Load(api.base_url, site.site_key, VISITORS, PAGES, HITS_PER_BATCH).start()
         wait_until(lambda: load.acknowledged > sent // 4, 120, "a quarter of the hits acknowledged", interval=0.1)
-        wait_until(lambda: is_storing(workers[0], client, SHARDS), 60, "a worker to be storing", interval=0.005)
-        kill_dash_nine(workers[0])  # mid-batch: holding a lease, entries read and not acknowledged
+        with psycopg.connect(owner_url) as database:  # holds the inserts a moment, to catch a worker mid-batch
+            database.execute("LOCK TABLE visitors IN SHARE MODE")
+            wait_until(lambda: is_storing(workers[0], client, SHARDS), 60, "a worker to be storing", interval=0.02)
+            kill_dash_nine(workers[0])  # holding a lease, entries read and not acknowledged
         victim = cluster.master_of(shard(0).stream)
         cluster.kill(victim)  # its shards' appends fail (503, retried) until it is back with its AOF
         # Down past the cluster's node timeout: the others mark it failed, and collect refuses until it is back.

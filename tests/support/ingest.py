@@ -60,8 +60,11 @@ def is_storing(worker: subprocess.Popen[bytes], client: Any, shard_count: int) -
     """Whether ``worker`` holds a shard and has read entries of it that it has not acknowledged: the moment to kill
     it to see its batches taken over."""
     pids = process_ids(worker)
+    pipe = client.pipeline(transaction=False)
     for each in shards(shard_count):
-        holder: Any = client.get(each.lease)
+        pipe.get(each.lease)
+    holders: list[Any] = pipe.execute()
+    for each, holder in zip(shards(shard_count), holders, strict=True):
         if holder and int(holder.rsplit(b"-", 1)[1]) in pids:
             pending: Any = client.xpending(each.stream, GROUP)
             return any(int(consumer["name"].rsplit(b"-", 1)[1]) in pids for consumer in pending["consumers"])
