@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench-collect: $(STAMP)
-	$(BIN)/python bench/collect.py
+	$(BIN)/python bench/collect.py $(BENCH_ARGS)
 
 bench-merge: $(STAMP)
 	$(BIN)/python bench/merge.py

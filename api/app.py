@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
 
@@ -36,6 +35,7 @@ from api.web.templates import refused
 from tenants.heap import freeze_startup_heap
 from tenants.logs import configure_logging
 from tenants.metrics import forget_process, set_process_role
+from tenants.redis_store import async_redis_client
 from tenants.settings import get_settings
 from tenants.tracking.buffer import IngestProducer
 from workers.app import install_outbox_publisher
@@ -110,12 +110,18 @@ def create_app() -> Litestar:
 
 async def _start_serving(app: Litestar) -> None:
     settings = get_settings()
-    assert settings.redis_url is not None
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
-    app.state.ingest = IngestProducer(client, settings.ingest_max_backlog)
+    assert settings.redis_url is not None and settings.ingest_redis is not None
+    # Collect's two Redis clients: the consent mirror on the main one, the ingest shards on theirs (one if the same).
+    app.state.redis = async_redis_client(settings.redis_url)
+    ingest = (
+        app.state.redis if settings.ingest_redis == settings.redis_url else async_redis_client(settings.ingest_redis)
+    )
+    app.state.ingest = IngestProducer(ingest, settings.ingest_max_backlog, settings.ingest_shards)
     freeze_startup_heap()  # last: everything the process needs to serve is allocated
 
 
 async def _stop_serving(app: Litestar) -> None:
-    await app.state.ingest.client.aclose()
+    if app.state.ingest.client is not app.state.redis:
+        await app.state.ingest.aclose()
+    await app.state.redis.aclose()
     forget_process()  # its pool gauges leave the sums; its counters stay

@@ -273,19 +273,23 @@ def _positive(value: str) -> int:
 
 
 def _ingest_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    from tenants.redis_store import get_redis
+    from tenants.redis_store import get_ingest_redis
     from tenants.tracking.buffer import dead_letter_count, dead_letters, replay_dead_letters
 
     _require_services(settings)
-    client = get_redis()
+    client, shards = get_ingest_redis(), settings.ingest_shards
     if args.replay:
-        print(f"trailmark: replayed {replay_dead_letters(client)} dead letters into the ingest stream")
+        moved = replay_dead_letters(client, shard_count=shards)
+        print(f"trailmark: replayed {moved} dead letters into the ingest streams")
         return 0
-    for letter in dead_letters(client, args.limit):
+    for letter in dead_letters(client, args.limit, shard_count=shards):
         tenant = letter.tenant_id or "unknown"
         at = letter.dead_lettered_at.isoformat(timespec="seconds")
-        print(f"{letter.id}  {at}  entry {letter.entry_id}  tenant {tenant}  {letter.hits} hits: {letter.reason}")
-    print(f"trailmark: {dead_letter_count(client)} dead letters")
+        print(
+            f"{letter.id}  {at}  shard {letter.shard}  entry {letter.entry_id}  tenant {tenant}  "
+            f"{letter.hits} hits: {letter.reason}"
+        )
+    print(f"trailmark: {dead_letter_count(client, shard_count=shards)} dead letters")
     return 0
 
 

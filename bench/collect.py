@@ -4,7 +4,9 @@ In one run it
 
 1. creates a fresh test database and Redis database (``tests/services.py``), migrates, and registers one
    tenant with one site;
-2. starts the real API (uvicorn, ``--api-workers`` processes), one ingest worker and beat;
+2. starts the real API (uvicorn, ``--api-workers`` processes), ``--ingest-workers`` ingest workers (one process
+   each) over ``--shards`` ingest streams, and beat; with ``--cluster``, the streams live on a 3-master Redis
+   Cluster the bench starts (``tests/support/redis_cluster.py``), the broker on the test Redis;
 3. lands ``WARMUP_VISITORS`` browsers (a first hit without a token each) to get genuine visitor tokens;
 4. loads a bare Litestar endpoint that parses the same body and answers 204, served by uvicorn with the
    same settings as the API (the baseline runs first, alone);
@@ -22,6 +24,9 @@ answer), not from wrk's "Requests/sec", which would include the idle tail; p99 c
 ``--latency`` distribution. ``sent`` counts every 202 of the run (warm-up included), ``stored`` the
 tenant's rows in ``visits``, and ``drain_s`` the seconds from the last answer until both are equal.
 
+The line before the last adds ``stored_rps``: the load's hits over the seconds from its first request until all
+were stored (the ingest workers' throughput whenever they, not collect, are the bottleneck).
+
 The last line of stdout::
 
     collect_rps=… bare_rps=… ratio=… p99_ms=… sent=… stored=… drain_s=…
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import secrets
 import string
@@ -347,10 +353,21 @@ class Bench(LoadBench):
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
         self.stored_visits: StoredVisits | None = None
+        self.cluster: Any = None
 
     def run(self) -> int:
         wrk = ensure_wrk()
         env = self.start_services()
+        env["TRAILMARK_INGEST_SHARDS"] = str(self.args.shards)
+        if self.args.cluster:
+            from tests.support.redis_cluster import LocalCluster, missing_cluster_binaries
+
+            if missing := missing_cluster_binaries():
+                raise BenchError(missing)
+            self.cluster = LocalCluster(masters=3)
+            env["TRAILMARK_INGEST_REDIS_URL"] = self.cluster.url
+            log(f"ingest streams on the Redis Cluster {self.cluster.url}")
+        os.environ.update(env)
         tenant_id, site_key = self.create_site()
         self.stored_visits = StoredVisits(self.services.owner_url, tenant_id)
 
@@ -359,7 +376,9 @@ class Bench(LoadBench):
         bare_port = free_port()
         workers = str(self.args.api_workers)
         api_url = self.start_api(env, "--workers", workers)
-        self.start("worker", trailmark_command("worker", "--queues", "ingest", "--concurrency", "1"), env)
+        for index in range(self.args.ingest_workers):
+            command = trailmark_command("worker", "--queues", "ingest", "--concurrency", "1")
+            self.start(f"worker-{index}", command, env)
         self.start("beat", trailmark_command("beat"), env)
         collect_path = f"/collect/{site_key}"
 
@@ -369,7 +388,7 @@ class Bench(LoadBench):
         drain_s, stored = self.wait_stored(warmup_sent, since=time.monotonic())
         if stored != warmup_sent:
             raise BenchError(f"the warm-up was not stored: {stored} of {warmup_sent} after {drain_s:.1f} s")
-        log(f"warm-up stored in {drain_s:.1f} s; the ingest worker runs")
+        log(f"warm-up stored in {drain_s:.1f} s; the ingest workers run")
 
         script = self.workdir / "collect.lua"
         write_lua_script(script, self.args.seconds, tokens)
@@ -392,6 +411,7 @@ class Bench(LoadBench):
         log(f"stored {stored} of {sent} in {drain_s:.1f} s after the last answer")
         stored = self.recount_when_stream_empty(stored)
 
+        stored_rps = collect.ok / (collect.last_at + drain_s - collect.first_at) if stored == sent else 0.0
         failures = []
         if stored != sent:
             failures.append(f"stored {stored} != sent {sent}")
@@ -401,7 +421,9 @@ class Bench(LoadBench):
         ratio = collect.rps / bare.rps if bare.rps else 0.0
         print(
             f"collect_errors={collect.errors} bare_errors={bare.errors} "
-            f"warmup_sent={warmup_sent} load_sent={collect.ok} api_workers={workers}"
+            f"warmup_sent={warmup_sent} load_sent={collect.ok} api_workers={workers} "
+            f"shards={self.args.shards} ingest_workers={self.args.ingest_workers} "
+            f"cluster={'yes' if self.cluster else 'no'} stored_rps={stored_rps:.0f}"
         )
         print(
             f"collect_rps={collect.rps:.0f} bare_rps={bare.rps:.0f} ratio={ratio:.2f} "
@@ -481,17 +503,19 @@ class Bench(LoadBench):
     def recount_when_stream_empty(self, stored: int, timeout: float = 10) -> int:
         """Count again once nothing waits in the ingest stream: hits stored beyond ``sent`` (which exact
         accounting rules out) would show up only then."""
-        import redis
-
-        from tenants.tracking.buffer import DEAD_LETTER_STREAM, STREAM
+        from tenants.redis_store import sync_redis_client
+        from tenants.settings import get_settings
+        from tenants.tracking.buffer import backlog as stream_backlog
+        from tenants.tracking.buffer import dead_letter_count
 
         assert self.stored_visits is not None
-        client = redis.Redis.from_url(self.services.redis_url)
+        client = sync_redis_client(get_settings().ingest_redis or "")
+        shards = self.args.shards
         try:
             deadline = time.monotonic() + timeout
-            while client.xlen(STREAM) and time.monotonic() < deadline:
+            while stream_backlog(client, shard_count=shards) and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS)
-            backlog, dead = client.xlen(STREAM), client.xlen(DEAD_LETTER_STREAM)
+            backlog, dead = stream_backlog(client, shard_count=shards), dead_letter_count(client, shard_count=shards)
         finally:
             client.close()
         _, recount = self.stored_visits.sample()
@@ -503,6 +527,8 @@ class Bench(LoadBench):
         if self.stored_visits is not None:
             self.stored_visits.close()
         super().close()
+        if self.cluster is not None:
+            self.cluster.close()
 
 
 def land_browsers(url: str, count: int) -> list[str]:
@@ -532,7 +558,14 @@ def _post_status(url: str, body: dict[str, Any]) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = load_bench_parser(__doc__ or "", seconds=30)
-    return load_bench_main(parser.parse_args(argv), "bench.collect:create_bare_app", Bench)
+    parser.add_argument("--shards", type=int, default=1, help="ingest streams (TRAILMARK_INGEST_SHARDS, default 1)")
+    parser.add_argument("--ingest-workers", type=int, default=1, help="ingest worker processes (default 1)")
+    parser.add_argument("--cluster", action="store_true", help="the ingest streams on a 3-master Redis Cluster")
+    args = parser.parse_args(argv)
+    if not args.serve_bare and (args.shards < 1 or args.ingest_workers < 1):
+        log("--shards and --ingest-workers must be at least 1")
+        return 2
+    return load_bench_main(args, "bench.collect:create_bare_app", Bench)
 
 
 if __name__ == "__main__":

@@ -141,9 +141,23 @@ class Settings:
         """Where tasks are queued: ``TRAILMARK_BROKER_URL``, else the Redis URL (the embedded default's)."""
         return self.broker_url or self.redis_url
 
+    # Sharded ingest (tenants/tracking/buffer.py, docs/scale.md).
+    ingest_redis_url: str | None = field(default=None, repr=False)
+    """The ingest buffer's Redis: ``redis://`` (one node) or ``redis-cluster://host:port,host:port`` (Redis
+    Cluster); None means ``redis_url``."""
+    ingest_shards: int = 1
+    """Ingest streams collect spreads visitors over (one visitor, one shard); each is drained by one worker at once."""
+    ingest_lease_ms: int = 10_000
+    """An ingest worker's hold on a shard lapses this long after its last renewal (a dead worker's shards move on)."""
+
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def ingest_redis(self) -> str | None:
+        """Where the ingest streams live: ``TRAILMARK_INGEST_REDIS_URL``, else ``TRAILMARK_REDIS_URL``."""
+        return self.ingest_redis_url or self.redis_url
 
     @property
     def embedded(self) -> bool:
@@ -205,6 +219,9 @@ class Settings:
             conversions_lease_seconds=_int(env, "TRAILMARK_CONVERSIONS_LEASE_MS", 120_000, 3000, 3_600_000) / 1000,
             metrics_token=_metrics_token(env),
             broker_url=_broker_url(env, redis_url),
+            ingest_redis_url=_ingest_redis_url(env),
+            ingest_shards=_int(env, "TRAILMARK_INGEST_SHARDS", 1, 1, 1024),
+            ingest_lease_ms=_int(env, "TRAILMARK_INGEST_LEASE_MS", 10_000, 200, 3_600_000),
         )
 
     def with_signing_keys_from_data_dir(self) -> Settings:
@@ -303,6 +320,11 @@ def _redis_url(env: dict[str, str]) -> str | None:
     if not value:
         return None
     scheme = urlsplit(value).scheme
+    if scheme == "redis-cluster":
+        # Celery cannot use Redis Cluster as a broker, and sessions keep several keys in one transaction.
+        raise SettingsError(
+            "TRAILMARK_REDIS_URL must name one Redis node; a redis-cluster:// URL belongs in TRAILMARK_INGEST_REDIS_URL"
+        )
     if scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(f"TRAILMARK_REDIS_URL must be a redis:// URL, got scheme {scheme!r}")
     return value
@@ -322,6 +344,27 @@ def _broker_url(env: dict[str, str], redis_url: str | None) -> str | None:
         # Results, the ingest buffer, sessions and rate limits stay on Redis whatever carries the tasks.
         raise SettingsError("TRAILMARK_BROKER_URL needs TRAILMARK_REDIS_URL (and TRAILMARK_DATABASE_URL) too")
     return value
+
+
+def _ingest_redis_url(env: dict[str, str]) -> str | None:
+    value = env.get("TRAILMARK_INGEST_REDIS_URL", "").strip()
+    if not value:
+        return None
+    scheme, _, rest = value.partition("://")
+    if scheme == "redis-cluster":
+        nodes = rest.rsplit("@", 1)[-1].split("/", 1)[0]
+        if not all(_host_port(node) for node in nodes.split(",")):
+            raise SettingsError("TRAILMARK_INGEST_REDIS_URL must look like redis-cluster://host:port,host:port")
+    elif scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(
+            f"TRAILMARK_INGEST_REDIS_URL must be a redis:// or redis-cluster:// URL, got scheme {scheme!r}"
+        )
+    return value
+
+
+def _host_port(node: str) -> bool:
+    host, _, port = node.strip().rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _http_url(env: dict[str, str], name: str, default: str) -> str:

@@ -20,7 +20,7 @@ from tenants.isolation import tenant_session
 from tenants.redis_store import get_redis
 from tenants.reports.rollups import compare_rollups, rebuild_rollups
 from tenants.settings import get_settings
-from tenants.tracking.buffer import STREAM, holds_entries_until
+from tenants.tracking.buffer import holds_entries_until, shard
 from tenants.tracking.cookieless import SALT_TTL_SECONDS, cookieless_hit, day_salt, salt_key, visitor_hash
 from tenants.tracking.hits import Envelope, Hit
 from tests.conftest import (
@@ -127,7 +127,8 @@ def test_hits_still_waiting_for_ingest_when_the_browser_withdraws_are_forgotten_
     assert _visits(tenant) == [] and _visitor_rows(tenant) == 0
     beat = start_beat()
     try:
-        wait_until(lambda: not holds_entries_until(get_redis(), int(time.time() * 1000)), 60, "ingest drained")
+        now_ms = int(time.time() * 1000)
+        wait_until(lambda: not holds_entries_until(get_redis(), now_ms, shard_count=1), 60, "ingest drained")
         wait_until(lambda: _visits(tenant) == [] and _visitor_rows(tenant) == 0, 60, "the late page view forgotten")
     finally:
         stop(beat)
@@ -202,7 +203,7 @@ def _today_base_ms() -> int:
 def _drained() -> None:
     """Every batch accepted so far is stored or counted (ingest deletes an entry once its transaction committed)."""
     sent_by = int(time.time() * 1000)
-    wait_until(lambda: not holds_entries_until(get_redis(), sent_by), 60, "the ingest stream drained")
+    wait_until(lambda: not holds_entries_until(get_redis(), sent_by, shard_count=1), 60, "the ingest stream drained")
 
 
 def _overview(client: Any, tenant: TenantHandle, **filters: str) -> dict[str, Any]:
@@ -283,9 +284,9 @@ def test_a_replayed_cookieless_entry_counts_once(client: Any, make_tenant: Calla
         cookieless=True,
     )
     data = msgspec.json.encode(envelope)
-    get_redis().xadd(STREAM, {"d": data})
+    get_redis().xadd(shard(0).stream, {"d": data})
     _drained()
-    get_redis().xadd(STREAM, {"d": data})  # as a dead-letter replay or a redelivery puts it back
+    get_redis().xadd(shard(0).stream, {"d": data})  # as a dead-letter replay or a redelivery puts it back
     _drained()
     totals = _overview(client, tenant)["totals"]
     assert (totals["visitors"], totals["visits"], totals["pageviews"]) == (1, 1, 1)

@@ -19,7 +19,7 @@ from litestar.testing import TestClient
 from tenants.isolation import tenant_session
 from tenants.models import Site
 from tenants.redis_store import get_redis
-from tenants.tracking.buffer import STREAM
+from tenants.tracking.buffer import shard
 from tenants.tracking.hits import Envelope, Hit
 from tests.conftest import REPO, TenantHandle, child_env, stored_visits, wait_stored, wait_until
 
@@ -59,7 +59,7 @@ def test_dead_letters_are_listed_with_their_reason_and_replayed_once_fixed(
     )
     data = msgspec.json.encode(envelope)
     for _ in range(2):  # delivered twice (at-least-once): still one visit in the end
-        get_redis().xadd(STREAM, {"d": data})
+        get_redis().xadd(shard(0).stream, {"d": data})
 
     wait_until(lambda: len(letters_of(tenant)) == 2, 60, "both entries dead-lettered", interval=0.3)
     for line in letters_of(tenant):

@@ -22,7 +22,7 @@ from tenants.embedded import free_port, start_redis_server
 from tenants.isolation import tenant_session
 from tenants.memberships.service import create_member, create_membership_site, reset_password
 from tenants.outbox import service as outbox
-from tenants.tracking.buffer import DEAD_LETTER_STREAM, STREAM
+from tenants.tracking.buffer import shard
 from tests.conftest import REPO, TenantHandle, child_env, log_file, stop, wait_until
 from workers.app import configure, install_outbox_publisher, outbox_publisher
 
@@ -131,11 +131,11 @@ def test_an_entry_the_ingest_cannot_store_is_reported(watched_worker: Callable[.
     """A page view parked in the dead-letter stream is lost to the reports unless the operator hears of it."""
     worker = watched_worker()
     client = redis.Redis.from_url(worker.celery.conf.broker_url)
-    client.xadd(STREAM, {"d": b"not an envelope"})
+    client.xadd(shard(0).stream, {"d": b"not an envelope"})
     client.close()
     worker.celery.send_task("trailmark.ingest.drain")
 
-    worker.wait_for(rf"WARNING tenants\.tracking\.ingest: ingest parked 1 entries in {DEAD_LETTER_STREAM}")
+    worker.wait_for(rf"WARNING tenants\.tracking\.ingest: ingest parked 1 entries in {re.escape(shard(0).dead)}")
 
 
 def test_json_logs_are_one_object_a_line(

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tenants.settings import Settings, SettingsError
-from tenants.tracking.buffer import STREAM
+from tenants.tracking.buffer import shard
 from tests.conftest import (
     REPO,
     LiveServer,
@@ -154,9 +154,9 @@ def test_collect_counters_move_by_exactly_what_collect_answered(api: LiveServer,
         "trailmark_ingest_pending_entries",
         "trailmark_ingest_lag_seconds",
     ):
-        assert (gauge, frozenset({("stream", STREAM)})) in after, gauge
-        assert value(after, gauge, stream=STREAM) >= 0
-    assert ("trailmark_ingest_dead_letters", frozenset({("stream", f"{STREAM}:dead")})) in after
+        assert (gauge, frozenset({("stream", shard(0).stream)})) in after, gauge
+        assert value(after, gauge, stream=shard(0).stream) >= 0
+    assert ("trailmark_ingest_dead_letters", frozenset({("stream", shard(0).dead)})) in after
     assert ("trailmark_queue_waiting_tasks", frozenset({("queue", "ingest")})) in after
     assert ("trailmark_outbox_oldest_age_seconds", frozenset()) in after
     for platform in ("meta", "google_ads", "tiktok"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from tenants.isolation import system_session
-from tenants.redis_store import get_redis
+from tenants.redis_store import get_ingest_redis
 from tenants.settings import get_settings
 from tenants.tracking.buffer import IngestBuffer
 from tenants.tracking.ingest import drain
@@ -18,11 +18,17 @@ _buffer: IngestBuffer | None = None
 
 @celery_app.task(name="trailmark.ingest.drain", ignore_result=True, acks_late=True)
 def drain_ingest_stream(max_seconds: float = 5.0) -> int:
-    """Beat sends this every second; each run stores until the stream is empty. Concurrent runs are
-    separate consumers of one group, so they share the work without overlap."""
+    """Beat sends this every second; each run stores until the shards are empty. Concurrent runs (of the
+    processes of every ingest worker) take shards under leases, so they share the work without overlap."""
     global _buffer  # noqa: PLW0603 - one consumer (name and connection) per worker process
     if _buffer is None:
-        _buffer = IngestBuffer(get_redis(), get_settings().ingest_claim_idle_ms)
+        settings = get_settings()
+        _buffer = IngestBuffer(
+            get_ingest_redis(),
+            settings.ingest_claim_idle_ms,
+            shard_count=settings.ingest_shards,
+            lease_ms=settings.ingest_lease_ms,
+        )
     return drain(_buffer, max_seconds=max_seconds).stored_visits
 
 

@@ -11,7 +11,8 @@ from sqlalchemy import text
 
 from tenants.isolation import system_session
 from tenants.isolation.migrate import migrations_at_head
-from tenants.redis_store import get_redis
+from tenants.redis_store import get_ingest_redis, get_redis
+from tenants.settings import get_settings
 from tenants.tracking.buffer import dead_letter_count
 
 __all__ = ["health", "ready"]
@@ -20,7 +21,8 @@ __all__ = ["health", "ready"]
 class Readiness(msgspec.Struct):
     status: Literal["ready", "not ready"]
     checks: dict[str, str]
-    """``database``, ``migrations`` and ``redis``: ``ok`` or what is wrong."""
+    """``database``, ``migrations``, ``redis`` (and ``ingest_redis`` when the ingest buffer has a Redis of its own,
+    ``TRAILMARK_INGEST_REDIS_URL``): ``ok`` or what is wrong."""
     ingest_dead_letters: int | None
     """Ingest batches parked for an operator (``trailmark ingest dead-letters``); null when Redis is down."""
 
@@ -54,8 +56,15 @@ def ready() -> Response[Readiness]:
     try:
         get_redis().ping()
         checks["redis"] = "ok"
-        dead_letters = dead_letter_count(get_redis())
     except Exception as error:
         checks["redis"] = f"unreachable: {type(error).__name__}"
-    ok = all(value == "ok" for value in checks.values()) and len(checks) == 3
+    settings = get_settings()
+    separate = settings.ingest_redis != settings.redis_url
+    try:  # reads every shard, so every cluster node that holds one answers
+        dead_letters = dead_letter_count(get_ingest_redis(), shard_count=settings.ingest_shards)
+        if separate:
+            checks["ingest_redis"] = "ok"
+    except Exception as error:
+        checks["ingest_redis" if separate else "redis"] = f"unreachable: {type(error).__name__}"
+    ok = all(value == "ok" for value in checks.values()) and len(checks) == (4 if separate else 3)
     return Response(Readiness("ready" if ok else "not ready", checks, dead_letters), status_code=200 if ok else 503)

@@ -38,6 +38,8 @@ def metrics(request: Request[Any, Any, Any]) -> Response[Any]:
         queues=QUEUES,
         max_backlog=settings.ingest_max_backlog,
         broker_queues=functools.partial(queue_lengths, broker) if is_rabbitmq(broker) else None,
+        ingest_redis_url=settings.ingest_redis,
+        shard_count=settings.ingest_shards,
     )
     return Response(render(operations), media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 

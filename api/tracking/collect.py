@@ -292,8 +292,9 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
         body_token,
         first_hit=(hits[0].hit_id, hits[0].ts),
     )
-    producer: IngestProducer = scope["litestar_app"].state.ingest
-    rule = _TRACK if site.consent_mode == "none" else await _consent_rule(producer, site, browser)
+    state = scope["litestar_app"].state
+    producer: IngestProducer = state.ingest
+    rule = _TRACK if site.consent_mode == "none" else await _consent_rule(state.redis, site, browser)
     if rule is None:
         message = "tracking is briefly unavailable; retry later"
         return _problem(503, message, cors + _RETRY_LATER, outcome="unavailable", reason="redis", hits=len(hits))
@@ -366,7 +367,7 @@ class _Rule(enum.Enum):
 _TRACK, _COUNT, _IGNORE = _Rule.TRACK, _Rule.COUNT, _Rule.IGNORE
 
 
-async def _consent_rule(producer: IngestProducer, site: SiteConfig, browser: BrowserVisitor) -> _Rule | None:
+async def _consent_rule(client: Any, site: SiteConfig, browser: BrowserVisitor) -> _Rule | None:
     """The site's analytics consent rule, enforced here and not only in the script: ``opt_in`` tracks a browser
     that granted consent and counts, cookielessly, one that has not answered; ``opt_out`` tracks one that has not
     refused. The answer is the Redis mirror the consent call writes (one GET, only on sites that ask for consent);
@@ -374,7 +375,7 @@ async def _consent_rule(producer: IngestProducer, site: SiteConfig, browser: Bro
     if browser.is_new:  # no token of ours: it never answered
         return _COUNT if site.consent_mode == "opt_in" else _TRACK
     try:
-        answer = await producer.client.get(analytics_consent_key(site.tenant_id, browser.visitor_id))
+        answer = await client.get(analytics_consent_key(site.tenant_id, browser.visitor_id))
     except (RedisError, OSError) as error:
         log.warning("collect could not reach Redis: %s", error)
         return None

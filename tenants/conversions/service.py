@@ -50,7 +50,8 @@ from tenants.models import (
     utcnow,
 )
 from tenants.outbox import service as outbox
-from tenants.redis_store import get_redis
+from tenants.redis_store import get_ingest_redis
+from tenants.settings import get_settings
 from tenants.tracking.buffer import holds_entries_until
 
 __all__ = [
@@ -364,7 +365,8 @@ def _wait_for_ingest(occurred_at: datetime) -> None:
     until_ms = int(occurred_at.timestamp() * 1000)
     deadline = time.monotonic() + INGEST_WAIT_SECONDS
     try:
-        while holds_entries_until(get_redis(), until_ms) and time.monotonic() < deadline:
+        client, shards = get_ingest_redis(), get_settings().ingest_shards
+        while holds_entries_until(client, until_ms, shard_count=shards) and time.monotonic() < deadline:
             time.sleep(0.1)
     except (RedisError, OSError) as error:
         log.warning("the ingest stream cannot be read (%s): recording with the visits stored", error)

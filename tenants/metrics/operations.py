@@ -24,7 +24,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tenants.models import Platform
-from tenants.tracking.buffer import DEAD_LETTER_STREAM, GROUP, STREAM
+from tenants.redis_store import sync_redis_client
+from tenants.tracking.buffer import GROUP, shards
 
 __all__ = ["OperationsCollector"]
 
@@ -70,6 +71,8 @@ class OperationsCollector(Collector):
         *,
         queues: Sequence[str],
         max_backlog: int,
+        ingest_redis_url: str | None = None,
+        shard_count: int = 1,
         timeout: float = TIMEOUT_SECONDS,
         broker_queues: Callable[[float], tuple[Mapping[str, int], int]] | None = None,
     ) -> None:
@@ -77,6 +80,8 @@ class OperationsCollector(Collector):
         self.broker_queues = broker_queues
         """When the tasks are not on Redis (RabbitMQ: ``workers.app.queue_lengths``): reads, within the timeout it
         is given, the tasks waiting per queue and the dead letters. None reads Redis lists named after the queues."""
+        self.ingest_redis_url = ingest_redis_url or redis_url
+        self.shards = shards(shard_count)
         self.database_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
         self.queues = tuple(queues)
         self.max_backlog = max_backlog
@@ -88,6 +93,11 @@ class OperationsCollector(Collector):
         )
         redis_metrics = self._read_redis()
         up.add_metric(["redis"], 0 if redis_metrics is None else 1)
+        ingest_metrics = self._read_ingest()
+        if self.ingest_redis_url != self.redis_url:
+            up.add_metric(["ingest_redis"], 0 if ingest_metrics is None else 1)
+        elif ingest_metrics is None:
+            redis_metrics = None
         database_metrics = self._read_database()
         up.add_metric(["database"], 0 if database_metrics is None else 1)
         broker_metrics = self._read_broker() if self.broker_queues else []
@@ -95,26 +105,65 @@ class OperationsCollector(Collector):
             up.add_metric(["broker"], 0 if broker_metrics is None else 1)
         limit = GaugeMetricFamily(
             "trailmark_ingest_backlog_limit_entries",
-            "TRAILMARK_INGEST_MAX_BACKLOG: collect answers 503 once the backlog reaches it.",
+            "A shard's share of TRAILMARK_INGEST_MAX_BACKLOG: collect answers 503 once its backlog reaches it.",
             labels=["stream"],
         )
-        limit.add_metric([STREAM], self.max_backlog)
-        return [up, limit, *(redis_metrics or ()), *(database_metrics or ()), *(broker_metrics or ())]
+        for each in self.shards:
+            limit.add_metric([each.stream], -(-self.max_backlog // len(self.shards)))
+        return [
+            up,
+            limit,
+            *(ingest_metrics or ()),
+            *(redis_metrics or ()),
+            *(database_metrics or ()),
+            *(broker_metrics or ()),
+        ]
 
-    def _read_redis(self) -> list[Metric] | None:
-        client = redis.Redis.from_url(
-            self.redis_url,
+    def _client(self, url: str) -> Any:
+        return sync_redis_client(
+            url,
             socket_connect_timeout=self.timeout,
             socket_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),  # one try: a scrape that fails says so, the next one tries again
         )
+
+    def _read_ingest(self) -> list[Metric] | None:
+        """Per shard, from its own node in one round trip (the lag by that node's clock)."""
+        try:
+            client = self._client(self.ingest_redis_url)
+        except (redis.RedisError, OSError) as error:  # a cluster client asks for the slots at once
+            log.debug("metrics scrape could not reach the ingest Redis: %s", error)
+            return None
+        try:
+            script = client.register_script(_SHARD_STATE)
+            states = [(each, script(keys=[each.stream, each.dead], args=[GROUP])) for each in self.shards]
+        except (redis.RedisError, OSError) as error:
+            log.debug("metrics scrape could not read the ingest Redis: %s", error)
+            return None
+        finally:
+            client.close()
+        backlog = _family("trailmark_ingest_backlog_entries", "Batches in an ingest shard: waiting or being stored.")
+        pending = _family("trailmark_ingest_pending_entries", "Batches an ingest worker read but has not stored yet.")
+        lag = _family(
+            "trailmark_ingest_lag_seconds", "Age of the shard's oldest batch not yet stored (0 when it is empty)."
+        )
+        dead = _family(
+            "trailmark_ingest_dead_letters",
+            "Batches ingest could not store, waiting for an operator (trailmark ingest dead-letters).",
+        )
+        for each, (now_ms, length, oldest_ms, in_flight, letters) in states:
+            backlog.add_metric([each.stream], length)
+            pending.add_metric([each.stream], in_flight)  # no group yet: none
+            lag.add_metric([each.stream], max(0, now_ms - oldest_ms) / 1000 if length else 0.0)
+            dead.add_metric([each.dead], letters)
+        return [backlog, pending, lag, dead]
+
+    def _read_redis(self) -> list[Metric] | None:
+        """The Celery queues, on the main Redis."""
+        client = self._client(self.redis_url)
         try:
             pipe = client.pipeline(transaction=False)  # one round trip
-            pipe.time()
-            pipe.xlen(STREAM)
-            pipe.xrange(STREAM, count=1)
-            pipe.xpending(STREAM, GROUP)
-            pipe.xlen(DEAD_LETTER_STREAM)
+            pipe.ping()
             for queue in () if self.broker_queues else self.queues:
                 pipe.llen(queue)
             answers: list[Any] = pipe.execute(raise_on_error=False)
@@ -125,42 +174,10 @@ class OperationsCollector(Collector):
             client.close()
         if isinstance(answers[0], Exception):
             return None
-        (seconds, microseconds), backlog, oldest, pending, dead, *queued = answers
-        now_ms = seconds * 1000 + microseconds // 1000
-        lag = 0.0
-        if isinstance(oldest, list) and oldest:
-            # An entry id starts with the server's time when collect appended it, in milliseconds.
-            lag = max(0, now_ms - int(oldest[0][0].split(b"-")[0])) / 1000
-        in_flight = 0 if isinstance(pending, Exception) else int(pending["pending"])  # no group yet: none
-        families: list[Metric] = [
-            _gauge(
-                "trailmark_ingest_backlog_entries",
-                "Batches in the ingest stream: waiting or being stored.",
-                STREAM,
-                backlog,
-            ),
-            _gauge(
-                "trailmark_ingest_pending_entries",
-                "Batches an ingest worker read but has not stored yet.",
-                STREAM,
-                in_flight,
-            ),
-            _gauge(
-                "trailmark_ingest_lag_seconds",
-                "Age of the oldest batch not yet stored (0 when the stream is empty).",
-                STREAM,
-                lag,
-            ),
-            _gauge(
-                "trailmark_ingest_dead_letters",
-                "Batches ingest could not store, waiting for an operator (trailmark ingest dead-letters).",
-                DEAD_LETTER_STREAM,
-                dead,
-            ),
-        ]
-        if not self.broker_queues:
-            families.append(_waiting_tasks(zip(self.queues, queued, strict=True)))
-        return families
+        _, *queued = answers
+        if self.broker_queues:  # the tasks wait in RabbitMQ: _read_broker
+            return []
+        return [_waiting_tasks(zip(self.queues, queued, strict=True))]
 
     def _read_broker(self) -> list[Metric] | None:
         assert self.broker_queues is not None
@@ -203,12 +220,6 @@ class OperationsCollector(Collector):
         return families
 
 
-def _gauge(name: str, documentation: str, stream: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=["stream"])
-    family.add_metric([stream], value)
-    return family
-
-
 def _waiting_tasks(lengths: Iterable[tuple[str, Any]]) -> GaugeMetricFamily:
     family = GaugeMetricFamily(
         "trailmark_queue_waiting_tasks", "Tasks waiting in a Celery queue for a worker.", labels=["queue"]
@@ -217,3 +228,22 @@ def _waiting_tasks(lengths: Iterable[tuple[str, Any]]) -> GaugeMetricFamily:
         if not isinstance(length, Exception):
             family.add_metric([queue], length)
     return family
+
+
+def _family(name: str, documentation: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=["stream"])
+
+
+# KEYS: a shard's stream and dead letters; ARGV: the group. The node's time (ms), the backlog, the oldest entry's
+# time (ms, an entry id starts with it), the entries pending in the group (0 before it exists), the dead letters.
+_SHARD_STATE = """
+local now = redis.call('TIME')
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local oldest_ms = 0
+if #oldest > 0 then oldest_ms = tonumber(string.match(oldest[1][1], '^(%d+)')) end
+local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1])
+local in_flight = 0
+if ok then in_flight = pending[1] end
+return {tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000), redis.call('XLEN', KEYS[1]), oldest_ms,
+  in_flight, redis.call('XLEN', KEYS[2])}
+"""

@@ -23,7 +23,8 @@ from tenants.models import PrivacySettings, VisitorConsent, utcnow
 from tenants.privacy.catalog import person_tables
 from tenants.privacy.erase import KEPT, deletion_order, keep_rollups
 from tenants.privacy.person import bound, person_statement
-from tenants.redis_store import get_redis
+from tenants.redis_store import get_ingest_redis
+from tenants.settings import get_settings
 from tenants.tracking.buffer import holds_entries_until
 
 __all__ = [
@@ -176,7 +177,8 @@ def forget_after_ingest(session: Session, visitor_id: UUID, *, waited_enough: bo
         return False
     withdrawn_ms = int(consent.analytics_changed_at.timestamp() * 1000)
     try:
-        if holds_entries_until(get_redis(), withdrawn_ms) and not waited_enough:
+        waiting = holds_entries_until(get_ingest_redis(), withdrawn_ms, shard_count=get_settings().ingest_shards)
+        if waiting and not waited_enough:
             return None
     except (RedisError, OSError) as error:
         log.warning("the ingest stream cannot be read (%s): forgetting with the visits stored so far", error)

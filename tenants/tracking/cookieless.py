@@ -3,7 +3,8 @@ or any stored identifier.
 
 Collect names such a browser, for one UTC day, by an HMAC-SHA256 of the site, the truncated IP address and the
 user agent, keyed by a random salt of that day (:func:`day_salt`). The salt lives only in Redis, created atomically
-by the first process that needs it and expiring after :data:`SALT_TTL_SECONDS`, and is never derived from a fixed
+by the first process that needs it and expiring after :data:`SALT_TTL_SECONDS` (on the ingest Redis, with the
+other cookieless keys: one hash tag per tenant), and is never derived from a fixed
 secret: once it is gone, nobody (us included) can tell whose hash a day's was. The hash and the hit's attribution
 fields (:func:`cookieless_hit`) go into the ingest stream like any batch, so the backlog bound, the 503 rule and
 batching hold.
@@ -24,10 +25,10 @@ import hashlib
 import hmac
 import secrets
 from datetime import UTC, date, datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
-import redis
 import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlmodel import Session
@@ -59,21 +60,31 @@ _salts: dict[tuple[UUID, date], bytes] = {}
 """This process's copy of the salts in use (a salt never changes once created); other days' are dropped."""
 
 
+def _prefix(tenant_id: UUID) -> str:
+    """The tenant's cookieless keys live on the ingest Redis under one hash tag, so the counting script's keys
+    (several hits and hashes of one tenant) sit in one Redis Cluster slot."""
+    return f"trailmark:cookieless:{{{tenant_id}}}"
+
+
 def salt_key(tenant_id: UUID, day: date) -> str:
-    return f"trailmark:{tenant_id}:cookieless:salt:{day.isoformat()}"
+    return f"{_prefix(tenant_id)}:salt:{day.isoformat()}"
+
+
+# KEYS: the salt; ARGV: a new random one, its TTL. SET NX and GET at once, so every process of every machine
+# uses the same salt.
+_SALT = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
+return redis.call('GET', KEYS[1])
+"""
 
 
 async def day_salt(client: aioredis.Redis, tenant_id: UUID, day: date) -> bytes:
-    """The tenant's salt of ``day``: the one in Redis, or a new random one that the first asker stores (SET NX in
-    the same transaction as the GET, so every process of every machine uses the same salt)."""
+    """The tenant's salt of ``day``: the one in Redis, or a new random one that the first asker stores."""
     known = _salts.get((tenant_id, day))
     if known is not None:
         return known
     key = salt_key(tenant_id, day)
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.set(key, secrets.token_bytes(32), nx=True, ex=SALT_TTL_SECONDS)
-        pipe.get(key)
-        _, salt = await pipe.execute()
+    salt = await client.eval(_SALT, 1, key, secrets.token_bytes(32), SALT_TTL_SECONDS)
     for stale in [cached for cached in _salts if cached[1] != day]:
         del _salts[stale]
     _salts[(tenant_id, day)] = salt
@@ -162,7 +173,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 def _keys(tenant_id: UUID, envelope: Envelope, hit: Hit) -> list[str]:
-    prefix = f"trailmark:{tenant_id}:cookieless"
+    prefix = _prefix(tenant_id)
     day = _day(hit.ts).isoformat()
     return [f"{prefix}:hit:{hit.hit_id}", f"{prefix}:{envelope.visitor_id}:{day}", f"{prefix}:{envelope.visitor_id}"]
 
@@ -171,7 +182,7 @@ def _day(ts_ms: int) -> date:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).date()
 
 
-def count_cookieless(session: Session, client: redis.Redis, envelopes: list[Envelope]) -> list[str]:
+def count_cookieless(session: Session, client: Any, envelopes: list[Envelope]) -> list[str]:
     """Add the cookieless hits of one tenant's ``envelopes`` to its rollups in ``session``'s transaction (not
     committed here); returns the Redis keys of the hits counted, for :func:`mark_counted` once it commits."""
     tenant_id = envelopes[0].tenant_id
@@ -206,7 +217,7 @@ def count_cookieless(session: Session, client: redis.Redis, envelopes: list[Enve
     return counted
 
 
-def mark_counted(client: redis.Redis, hit_keys: list[str]) -> None:
+def mark_counted(client: Any, hit_keys: list[str]) -> None:
     """After the rollups committed: these hits are counted, so a replay of their entry adds nothing."""
     if hit_keys:
         pipe = client.pipeline(transaction=False)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
@@ -28,7 +29,7 @@ from tenants.isolation import tenant_session
 from tenants.models import ConversionKind
 from tenants.partners.referrals import record_referral_clicks
 from tenants.reports.rollups import traffic_rollup_sql
-from tenants.tracking.buffer import DEAD_LETTER_STREAM, IngestBuffer, decode_entry
+from tenants.tracking.buffer import IngestBuffer, Shard, decode_entry
 from tenants.tracking.cookieless import count_cookieless, mark_counted
 from tenants.tracking.hits import AdCookies, ClickIds, Envelope, Hit, Utm
 from tenants.tracking.touches import CAMPAIGN_SQL, TOUCH_SQL
@@ -44,24 +45,57 @@ class DrainResult:
     entries: int = 0
     stored_visits: int = 0
     dead_lettered: int = 0
+    dead_letter_streams: set[str] = field(default_factory=set)
 
 
-def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0, block_ms: int = 200) -> DrainResult:
-    """Store what waits in the stream until it is empty or ``max_seconds`` have passed."""
+SLICE_SECONDS = 1.0
+"""A worker drains a shard for this long at most before it lets go and moves on, so that one worker serves
+every shard fairly and several spread over them (each run starts at a random shard)."""
+
+
+def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0) -> DrainResult:
+    """Store what waits in the shards until they are empty (or held by other workers) or ``max_seconds`` have
+    passed. Each shard is drained under its lease, by this worker alone, in the order collect appended."""
     result = DrainResult()
     deadline = time.monotonic() + max_seconds
     while time.monotonic() < deadline:
-        entries = buffer.read(READ_COUNT, block_ms)
+        before = result.entries
+        for shard in buffer.shards_to_drain():
+            if time.monotonic() >= deadline:
+                break
+            try:
+                if not buffer.take(shard):
+                    continue  # another worker's, or a dead one's entries are not claimable yet
+                try:
+                    _drain_shard(buffer, shard, min(deadline, time.monotonic() + SLICE_SECONDS), result)
+                finally:
+                    buffer.release(shard)
+            except (RedisError, OSError) as error:
+                # A cluster node that is away holds up only its shards; what was read stays pending for later.
+                log.warning("ingest could not drain shard %d: %s", shard.index, error)
+        if result.entries == before:
+            break  # nothing left that this worker may take
+    if result.dead_lettered:
+        # Page views that will never be stored unless someone looks: say so once per run.
+        streams = ", ".join(sorted(result.dead_letter_streams))
+        log.warning("ingest parked %d entries in %s", result.dead_lettered, streams)
+    return result
+
+
+def _drain_shard(buffer: IngestBuffer, shard: Shard, until: float, result: DrainResult) -> None:
+    while time.monotonic() < until:
+        entries = buffer.read(shard, READ_COUNT)
         if not entries:
-            break
+            return
         result.entries += len(entries)
         by_tenant: dict[UUID, list[tuple[str, bytes, Envelope]]] = defaultdict(list)
         for entry_id, data in entries:
             try:
                 envelope = decode_entry(data)
             except msgspec.DecodeError as error:
-                buffer.dead_letter(entry_id, data, f"undecodable: {error}")
+                buffer.dead_letter(shard, entry_id, data, f"undecodable: {error}")
                 result.dead_lettered += 1
+                result.dead_letter_streams.add(shard.dead)
                 continue
             by_tenant[envelope.tenant_id].append((entry_id, data, envelope))
         for tenant_id, items in by_tenant.items():
@@ -78,13 +112,13 @@ def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0, block_ms: int = 200
                     except OperationalError:
                         raise
                     except DBAPIError as entry_error:
-                        buffer.dead_letter(entry_id, data, str(entry_error.orig))
+                        buffer.dead_letter(shard, entry_id, data, str(entry_error.orig))
                         result.dead_lettered += 1
-            buffer.ack([entry_id for entry_id, _, _ in items])
-    if result.dead_lettered:
-        # Page views that will never be stored unless someone looks: say so once per run.
-        log.warning("ingest parked %d entries in %s", result.dead_lettered, DEAD_LETTER_STREAM)
-    return result
+                        result.dead_letter_streams.add(shard.dead)
+            buffer.ack(shard, [entry_id for entry_id, _, _ in items])
+        if not buffer.renew(shard):
+            log.warning("ingest lost its lease on shard %d; another worker drains it", shard.index)
+            return
 
 
 def _store_tenant(buffer: IngestBuffer, tenant_id: UUID, envelopes: list[Envelope]) -> int:
