@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from uuid import uuid4
 
+from sqlalchemy import text
 from sqlmodel import Session
 
 from tenants.isolation import current_tenant_id
@@ -36,6 +37,14 @@ def _tracking(session: Session) -> None:
         hits=[hit],
     )
     store_envelopes(session, [envelope])
+
+
+def _cookieless(session: Session) -> None:
+    """The id of a counted cookieless hit, as ingest records it beside the counts."""
+    session.execute(
+        text("INSERT INTO cookieless_counted_hits (tenant_id, hit_id, counted_on) VALUES (:t, :h, current_date)"),
+        {"t": current_tenant_id(session), "h": uuid4()},
+    )
 
 
 def _identity(session: Session) -> None:
@@ -288,6 +297,7 @@ SEEDERS: dict[str, Callable[[Session], None]] = {
     "audit_log": _audit,
     "erasures": _privacy,
     "privacy_settings": _privacy,
+    "cookieless_counted_hits": _cookieless,
     # Ingest adds the visit to every traffic rollup table; a new contact counts in every contact rollup table.
     **{shape.traffic_table: _tracking for shape in KEPT_SHAPES},
     **{shape.contact_table: _identity for shape in KEPT_SHAPES},

@@ -17,11 +17,19 @@ import redis.asyncio as aioredis
 from sqlalchemy import text
 
 from tenants.isolation import tenant_session
-from tenants.redis_store import get_redis
+from tenants.privacy.retention import expire_tenant
+from tenants.redis_store import get_ingest_redis, get_redis
 from tenants.reports.rollups import compare_rollups, rebuild_rollups
 from tenants.settings import get_settings
 from tenants.tracking.buffer import holds_entries_until, shard
-from tenants.tracking.cookieless import SALT_TTL_SECONDS, cookieless_hit, day_salt, salt_key, visitor_hash
+from tenants.tracking.cookieless import (
+    SALT_TTL_SECONDS,
+    cookieless_hit,
+    count_cookieless,
+    day_salt,
+    salt_key,
+    visitor_hash,
+)
 from tenants.tracking.hits import Envelope, Hit
 from tests.conftest import (
     SiteHandle,
@@ -293,6 +301,30 @@ def test_a_replayed_cookieless_entry_counts_once(client: Any, make_tenant: Calla
 
 
 @pytest.mark.usefixtures("pipeline")
+def test_a_cookieless_entry_redelivered_after_its_counts_committed_but_before_its_mark_counts_once(
+    client: Any, make_tenant: Callable[..., TenantHandle]
+) -> None:
+    """An ingest worker killed between committing a cookieless batch's counts and marking its hits counted in
+    Redis: the entry is delivered again, and must add nothing."""
+    tenant = make_tenant("Killed")
+    site = make_site(tenant, [ORIGIN], consent_mode="opt_in")
+    envelope = Envelope(
+        tenant_id=tenant.tenant_id,
+        site_id=site.site_id,
+        visitor_id=uuid.uuid4(),
+        received_at=int(time.time() * 1000),
+        hits=[cookieless_hit(Hit(**{**hit("/"), "hit_id": uuid.uuid4()}))],
+        cookieless=True,
+    )
+    with tenant_session(tenant.tenant_id) as session:  # what the killed worker committed, and no mark_counted
+        count_cookieless(session, get_ingest_redis(), [envelope])
+    get_redis().xadd(shard(0).stream, {"d": msgspec.json.encode(envelope)})  # redelivered to another worker
+    _drained()
+    totals = _overview(client, tenant)["totals"]
+    assert (totals["visitors"], totals["visits"], totals["pageviews"]) == (1, 1, 1)
+
+
+@pytest.mark.usefixtures("pipeline")
 def test_after_consent_the_browser_is_tracked_and_no_longer_counted_cookielessly(
     client: Any, make_tenant: Callable[..., TenantHandle]
 ) -> None:
@@ -378,3 +410,20 @@ def test_the_dashboard_overview_counts_visitors_before_consent_and_says_how(
     assert "2 counted without cookies before consent" in page.text
     assert "counted without cookies or anything stored about them" in page.text
     assert '<a href="/app?' in page.text and ">news</a>" in page.text, "the source table lists them"
+
+
+def test_the_ids_of_counted_cookieless_hits_go_after_two_days(make_tenant: Callable[..., TenantHandle]) -> None:
+    tenant = make_tenant("Idsgo")
+    with tenant_session(tenant.tenant_id) as session:
+        for age in (0, 2, 3):
+            session.execute(
+                text(
+                    """INSERT INTO cookieless_counted_hits (tenant_id, hit_id, counted_on)
+                       VALUES (:t, :h, current_date - :age)"""
+                ),
+                {"t": tenant.tenant_id, "h": uuid.uuid4(), "age": age},
+            )
+    expire_tenant(tenant.tenant_id)
+    with tenant_session(tenant.tenant_id) as session:
+        kept = session.execute(text("SELECT current_date - counted_on FROM cookieless_counted_hits")).scalars()
+        assert sorted(kept) == [0, 2]

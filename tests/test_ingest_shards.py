@@ -24,8 +24,8 @@ from tests.support.ingest import (
     is_storing,
     kill_dash_nine,
     start_ingest_worker,
-    stored_count,
     visitors_out_of_order,
+    wait_all_stored,
 )
 
 SERVICES = {"TRAILMARK_DATABASE_URL": "postgresql://app@db/trailmark", "TRAILMARK_REDIS_URL": "redis://broker:6379/0"}
@@ -92,13 +92,7 @@ def test_four_shards_two_workers_one_killed_store_every_visit_once_and_in_order(
         sent = load.acknowledged
         assert sent == 120 * 12 * 5 and load.refused == 0
 
-        def all_stored() -> bool:
-            stored, distinct = stored_count(site.tenant.tenant_id)
-            assert stored == distinct, f"{stored - distinct} hits stored twice"
-            assert stored <= sent
-            return stored == sent
-
-        wait_until(all_stored, 90, f"{sent} visits stored by the surviving worker", interval=0.2)
+        wait_all_stored(site.tenant.tenant_id, sent, 90, f"{sent} visits stored by the surviving worker")
     finally:
         stop(beat)
         for process in workers:

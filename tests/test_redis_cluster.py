@@ -19,8 +19,8 @@ from tests.support.ingest import (
     is_storing,
     kill_dash_nine,
     start_ingest_worker,
-    stored_count,
     visitors_out_of_order,
+    wait_all_stored,
 )
 from tests.support.redis_cluster import LocalCluster, missing_cluster_binaries
 
@@ -79,13 +79,7 @@ def test_hits_over_a_cluster_survive_a_killed_worker_and_a_killed_master(
         assert load.acknowledged == sent, "every hit was acknowledged in the end (refused ones were re-sent)"
         assert set(load.statuses) <= {0, 503}, load.statuses
 
-        def all_stored() -> bool:
-            stored, distinct = stored_count(tenant_id)
-            assert stored == distinct, f"{stored - distinct} hits stored twice"
-            assert stored <= sent
-            return stored == sent
-
-        wait_until(all_stored, 120, f"{sent} visits stored", interval=0.25)
+        wait_all_stored(tenant_id, sent, 120, f"{sent} visits stored")
     finally:
         stop(beat)
         for process in workers:

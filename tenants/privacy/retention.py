@@ -26,6 +26,7 @@ from tenants.privacy.person import bound, person_statement
 from tenants.redis_store import get_ingest_redis
 from tenants.settings import get_settings
 from tenants.tracking.buffer import holds_entries_until
+from tenants.tracking.cookieless import COUNTED_HITS_KEPT_DAYS
 
 __all__ = [
     "DEFAULT_ANONYMOUS_MONTHS",
@@ -130,6 +131,13 @@ def expire_tenant(tenant_id: UUID, *, batch: int = VISITORS_PER_BATCH, max_batch
         if gone < VISITS_PER_BATCH:
             break
     with tenant_session(tenant_id) as session:
+        # The ids of cookieless hits counted days ago: no entry that late is re-delivered (not personal data).
+        session.execute(
+            text(
+                "DELETE FROM cookieless_counted_hits WHERE tenant_id = :tenant_id AND counted_on < current_date - :days"
+            ),
+            {"tenant_id": tenant_id, "days": COUNTED_HITS_KEPT_DAYS},
+        )
         session.execute(
             text(
                 """INSERT INTO privacy_settings (tenant_id, last_expired_at, last_expired_visitors, last_expired_visits)

@@ -38,6 +38,7 @@ from tenants.tracking.hits import ClickIds, Envelope, Hit, Utm
 from tenants.tracking.origins import truncate_ip
 
 __all__ = [
+    "COUNTED_HITS_KEPT_DAYS",
     "DAY_SECONDS",
     "SALT_TTL_SECONDS",
     "cookieless_hit",
@@ -169,6 +170,13 @@ _COUNT = text(
             visitor boolean, entry boolean)"""
     )
 )
+_FIRST_COUNT = text(
+    """INSERT INTO cookieless_counted_hits (tenant_id, hit_id, counted_on)
+       SELECT :tenant_id, id, current_date FROM unnest(CAST(:ids AS uuid[])) AS id
+       ON CONFLICT (tenant_id, hit_id) DO NOTHING RETURNING hit_id"""
+)
+COUNTED_HITS_KEPT_DAYS = 2
+"""How long a counted hit's id is kept: past the Redis decisions' day, for entries re-delivered late."""
 _encode = msgspec.json.Encoder().encode
 
 
@@ -190,11 +198,19 @@ def count_cookieless(session: Session, client: Any, envelopes: list[Envelope]) -
     hits = sorted(unique.values(), key=lambda pair: (pair[1].ts, pair[1].hit_id))
     keys = [key for envelope, hit in hits for key in _keys(tenant_id, envelope, hit)]
     decisions = client.eval(_DECIDE, len(keys), *keys, SESSION_GAP_MS, DAY_SECONDS, *(hit.ts for _, hit in hits))
+    undecided = [hit.hit_id for (_, hit), decision in zip(hits, decisions, strict=True) if decision != COUNTED]
+    # Counted in this transaction only if not counted before: the Redis mark comes after the commit, so a worker
+    # killed in between leaves it unset, and only this record says that the re-delivered entry was counted.
+    new = (
+        set(session.execute(_FIRST_COUNT, {"tenant_id": tenant_id, "ids": undecided}).scalars()) if undecided else set()
+    )
     rows, counted = [], []
     for (envelope, hit), decision, hit_key in zip(hits, decisions, keys[::3], strict=True):
         if decision == COUNTED:
             continue  # re-delivered or replayed: counted already
-        counted.append(hit_key)
+        counted.append(hit_key)  # marked either way: counted now or in a transaction that committed before
+        if hit.hit_id not in new:
+            continue
         rows.append(
             _CountedHit(
                 site_id=envelope.site_id,

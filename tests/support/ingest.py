@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from tenants.isolation import tenant_session
 from tenants.tracking.buffer import GROUP, shards
-from tests.conftest import REPO, child_env, log_file
+from tests.conftest import REPO, child_env, log_file, wait_until
 
 ORIGIN = "https://shop.example"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
@@ -149,6 +149,18 @@ def stored_count(tenant_id: UUID) -> tuple[int, int]:
     with tenant_session(tenant_id) as session:
         row = session.execute(text("SELECT count(*), count(DISTINCT hit_id) FROM visits")).one()
     return int(row[0]), int(row[1])
+
+
+def wait_all_stored(tenant_id: UUID, sent: int, timeout: float, what: str) -> None:
+    """Until every acknowledged hit is stored; fails at once if a hit is stored twice or more than were sent."""
+
+    def all_stored() -> bool:
+        stored, distinct = stored_count(tenant_id)
+        assert stored == distinct, f"{stored - distinct} hits stored twice"
+        assert stored <= sent
+        return stored == sent
+
+    wait_until(all_stored, timeout, what, interval=0.2)
 
 
 def visitors_out_of_order(tenant_id: UUID) -> list[str]:
