@@ -88,3 +88,31 @@ def test_dead_letters_are_listed_with_their_reason_and_replayed_once_fixed(
     assert letters_of(tenant) == []
     # Each letter was replayed once: none is left to replay again, and the visit was stored once.
     assert stored_visits(tenant.tenant_id) == 1
+
+
+def test_a_cookieless_batch_parked_as_a_dead_letter_keeps_no_hash_of_its_browser(
+    make_tenant: Callable[..., TenantHandle],
+) -> None:
+    """The day's hash of a browser before consent lives in Redis for the day only; a dead letter waits for an
+    operator, so it keeps the batch without the hash."""
+    tenant = make_tenant("Parkedhash")
+    day_hash = uuid.uuid4()
+    envelope = Envelope(
+        tenant_id=tenant.tenant_id,
+        site_id=uuid.uuid4(),  # no such site: its counts cannot be stored
+        visitor_id=day_hash,
+        received_at=int(time.time() * 1000),
+        hits=[Hit(hit_id=uuid.uuid4(), ts=int(time.time() * 1000), url="https://shop.example/", path="/")],
+        cookieless=True,
+    )
+    stream = shard(0)
+    get_redis().xadd(stream.stream, {"d": msgspec.json.encode(envelope)})
+    wait_until(lambda: letters_of(tenant), 60, "the batch parked")
+    parked = [
+        msgspec.json.decode(fields[b"d"], type=Envelope)
+        for _, fields in get_redis().xrange(stream.dead)
+        if str(tenant.tenant_id).encode() in fields[b"d"]
+    ]
+    assert len(parked) == 1 and parked[0].cookieless and parked[0].hits == envelope.hits
+    assert parked[0].visitor_id != day_hash
+    assert str(day_hash).encode() not in b"".join(v for _, f in get_redis().xrange(stream.dead) for v in f.values())

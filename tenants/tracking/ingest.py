@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 from redis.exceptions import RedisError
@@ -112,13 +112,22 @@ def _drain_shard(buffer: IngestBuffer, shard: Shard, until: float, result: Drain
                     except OperationalError:
                         raise
                     except DBAPIError as entry_error:
-                        buffer.dead_letter(shard, entry_id, data, str(entry_error.orig))
+                        buffer.dead_letter(shard, entry_id, _parked(envelope, data), str(entry_error.orig))
                         result.dead_lettered += 1
                         result.dead_letter_streams.add(shard.dead)
             buffer.ack(shard, [entry_id for entry_id, _, _ in items])
         if not buffer.renew(shard):
             log.warning("ingest lost its lease on shard %d; another worker drains it", shard.index)
             return
+
+
+def _parked(envelope: Envelope, data: bytes) -> bytes:
+    """What a dead letter keeps of an entry: all of it, but for a cookieless batch the day's hash of its browser,
+    which must not outlive the day in Redis (a dead letter waits for an operator, for days perhaps). A replay
+    then counts its hits as another browser's."""
+    if not envelope.cookieless:
+        return data
+    return msgspec.json.encode(msgspec.structs.replace(envelope, visitor_id=uuid4()))
 
 
 def _store_tenant(buffer: IngestBuffer, tenant_id: UUID, envelopes: list[Envelope]) -> int:
