@@ -62,7 +62,7 @@ def test_hits_over_a_cluster_survive_a_killed_worker_and_a_killed_master(
     beat = start_beat(**env)
     sent = VISITORS * PAGES * HITS_PER_BATCH
     try:
-        load = Load(api.base_url, site.site_key, VISITORS, PAGES, HITS_PER_BATCH).start()
+        load = Load(api.base_url, site.site_key, VISITORS, PAGES, HITS_PER_BATCH, hold_at=sent // 2).start()
         wait_until(lambda: load.acknowledged > sent // 4, 120, "a quarter of the hits acknowledged", interval=0.1)
         with psycopg.connect(owner_url) as database:  # holds the inserts a moment, to catch a worker mid-batch
             database.execute("LOCK TABLE visitors IN SHARE MODE")
@@ -70,6 +70,7 @@ def test_hits_over_a_cluster_survive_a_killed_worker_and_a_killed_master(
             kill_dash_nine(workers[0])  # holding a lease, entries read and not acknowledged
         victim = cluster.master_of(shard(0).stream)
         cluster.kill(victim)  # its shards' appends fail (503, retried) until it is back with its AOF
+        load.release()
         # Down past the cluster's node timeout: the others mark it failed, and collect refuses until it is back.
         wait_until(lambda: load.refused >= 40, 60, "collect to refuse hits while a master is down", interval=0.05)
         assert load.acknowledged < sent, "the load ended before the faults"

@@ -71,6 +71,9 @@ def is_storing(worker: subprocess.Popen[bytes], client: Any, shard_count: int) -
     return False
 
 
+HOLD_SECONDS = 120
+
+
 @dataclass
 class Load:
     """Visitors of one site, each sending ``pages`` batches one after the other (the next once the previous was
@@ -83,6 +86,9 @@ class Load:
     pages: int
     hits_per_batch: int = 1
     threads: int = 4
+    hold_at: int | None = None
+    """Once this many hits are acknowledged, send nothing more until :meth:`release` (so faults meet a load that
+    cannot have ended yet, however fast the machine)."""
     acknowledged: int = 0
     refused: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
@@ -90,13 +96,17 @@ class Load:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _released: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> Load:
         for index in range(self.threads):
-            thread = threading.Thread(target=self._send, args=(range(index, self.visitors, self.threads),))
+            thread = threading.Thread(target=self._send, args=(range(index, self.visitors, self.threads),), daemon=True)
             thread.start()
             self._workers.append(thread)
         return self
+
+    def release(self) -> None:
+        self._released.set()
 
     def wait(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -126,6 +136,8 @@ class Load:
 
     def _deliver(self, http: httpx.Client, body: dict[str, Any]) -> str | None:
         content = json.dumps(body).encode()
+        if self.hold_at is not None and self.acknowledged >= self.hold_at:
+            self._released.wait(HOLD_SECONDS)  # bounded: a test that failed before releasing must not hang
         while not self._stop.is_set():
             try:
                 response = http.post(f"/collect/{self.site_key}", content=content)
