@@ -24,6 +24,7 @@ from tenants.settings import get_settings
 
 __all__ = [
     "CLUSTER_SCHEME",
+    "REDIS_UNAVAILABLE",
     "ClusterUrl",
     "async_redis_client",
     "get_ingest_redis",
@@ -33,6 +34,13 @@ __all__ = [
 ]
 
 CLUSTER_SCHEME = "redis-cluster"
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
+"""What a Redis call raises when its node (or a cluster's slot) cannot answer: redis-py's cluster errors such as
+``SlotNotCoveredError`` (a master down past the node timeout) are not ``RedisError``s."""
 CONNECT_TIMEOUT_SECONDS = 2
 READ_TIMEOUT_SECONDS = 5
 

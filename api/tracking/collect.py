@@ -35,13 +35,13 @@ from litestar.types import (
     Send,
 )
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 
 from api.cookies import visitor_cookie
 from api.loading import load_once
 from api.problems import PROBLEM_JSON, problem, problem_body
 from tenants.conversions.consent import analytics_consent_key
 from tenants.metrics import COLLECT_BATCHES, COLLECT_HITS
+from tenants.redis_store import REDIS_UNAVAILABLE
 from tenants.settings import get_settings
 from tenants.text import strip_unstorable
 from tenants.tracking.buffer import BufferFull, IngestProducer
@@ -313,7 +313,7 @@ async def _accept_batch(scope: HTTPScope, receive: Receive, headers: dict[str, s
             return _problem(
                 503, message, cors + _RETRY_LATER, outcome="unavailable", reason="buffer_full", hits=len(hits)
             )
-        except (RedisError, OSError) as error:
+        except REDIS_UNAVAILABLE as error:
             log.warning("collect could not reach Redis: %s", error)
             message = "tracking is briefly unavailable; retry later"
             return _problem(503, message, cors + _RETRY_LATER, outcome="unavailable", reason="redis", hits=len(hits))
@@ -376,7 +376,7 @@ async def _consent_rule(client: Any, site: SiteConfig, browser: BrowserVisitor) 
         return _COUNT if site.consent_mode == "opt_in" else _TRACK
     try:
         answer = await client.get(analytics_consent_key(site.tenant_id, browser.visitor_id))
-    except (RedisError, OSError) as error:
+    except REDIS_UNAVAILABLE as error:
         log.warning("collect could not reach Redis: %s", error)
         return None
     if answer == b"0":

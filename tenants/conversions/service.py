@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
@@ -50,7 +49,7 @@ from tenants.models import (
     utcnow,
 )
 from tenants.outbox import service as outbox
-from tenants.redis_store import get_ingest_redis
+from tenants.redis_store import REDIS_UNAVAILABLE, get_ingest_redis
 from tenants.settings import get_settings
 from tenants.tracking.buffer import holds_entries_until
 
@@ -368,7 +367,7 @@ def _wait_for_ingest(occurred_at: datetime) -> None:
         client, shards = get_ingest_redis(), get_settings().ingest_shards
         while holds_entries_until(client, until_ms, shard_count=shards) and time.monotonic() < deadline:
             time.sleep(0.1)
-    except (RedisError, OSError) as error:
+    except REDIS_UNAVAILABLE as error:
         log.warning("the ingest stream cannot be read (%s): recording with the visits stored", error)
 
 

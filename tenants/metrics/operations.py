@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
-import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -24,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tenants.models import Platform
-from tenants.redis_store import sync_redis_client
+from tenants.redis_store import REDIS_UNAVAILABLE, sync_redis_client
 from tenants.tracking.buffer import GROUP, shards
 
 __all__ = ["OperationsCollector"]
@@ -131,13 +130,13 @@ class OperationsCollector(Collector):
         """Per shard, from its own node in one round trip (the lag by that node's clock)."""
         try:
             client = self._client(self.ingest_redis_url)
-        except (redis.RedisError, OSError) as error:  # a cluster client asks for the slots at once
+        except REDIS_UNAVAILABLE as error:  # a cluster client asks for the slots at once
             log.debug("metrics scrape could not reach the ingest Redis: %s", error)
             return None
         try:
             script = client.register_script(_SHARD_STATE)
             states = [(each, script(keys=[each.stream, each.dead], args=[GROUP])) for each in self.shards]
-        except (redis.RedisError, OSError) as error:
+        except REDIS_UNAVAILABLE as error:
             log.debug("metrics scrape could not read the ingest Redis: %s", error)
             return None
         finally:
@@ -167,7 +166,7 @@ class OperationsCollector(Collector):
             for queue in () if self.broker_queues else self.queues:
                 pipe.llen(queue)
             answers: list[Any] = pipe.execute(raise_on_error=False)
-        except (redis.RedisError, OSError) as error:
+        except REDIS_UNAVAILABLE as error:
             log.debug("metrics scrape could not read Redis: %s", error)
             return None
         finally:

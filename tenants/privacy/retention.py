@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass
 from uuid import UUID
 
-from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlmodel import Session
 
@@ -23,7 +22,7 @@ from tenants.models import PrivacySettings, VisitorConsent, utcnow
 from tenants.privacy.catalog import person_tables
 from tenants.privacy.erase import KEPT, deletion_order, keep_rollups
 from tenants.privacy.person import bound, person_statement
-from tenants.redis_store import get_ingest_redis
+from tenants.redis_store import REDIS_UNAVAILABLE, get_ingest_redis
 from tenants.settings import get_settings
 from tenants.tracking.buffer import holds_entries_until
 from tenants.tracking.cookieless import COUNTED_HITS_KEPT_DAYS
@@ -188,7 +187,7 @@ def forget_after_ingest(session: Session, visitor_id: UUID, *, waited_enough: bo
         waiting = holds_entries_until(get_ingest_redis(), withdrawn_ms, shard_count=get_settings().ingest_shards)
         if waiting and not waited_enough:
             return None
-    except (RedisError, OSError) as error:
+    except REDIS_UNAVAILABLE as error:
         log.warning("the ingest stream cannot be read (%s): forgetting with the visits stored so far", error)
     return forget_anonymous_browser(session, visitor_id)
 

@@ -192,6 +192,10 @@ class IngestProducer:
             try:
                 count = int(await self._append(keys=[stream], args=[self.shard_backlog, *(data for data, _ in group)]))
             except Exception as error:  # every request of the group learns it was not stored
+                if isinstance(error, AttributeError):
+                    # redis-py's async cluster client can fail so while it reconnects to a master that came back
+                    # (its connection has no writer yet): the node is unavailable for the moment, as collect says.
+                    error = redis.exceptions.ConnectionError(f"the ingest Redis is reconnecting: {error}")
                 for _, future in group:
                     if not future.done():
                         future.set_exception(error)

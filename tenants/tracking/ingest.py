@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
-from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
@@ -28,6 +27,7 @@ from tenants.identity.service import refresh_contact_touches
 from tenants.isolation import tenant_session
 from tenants.models import ConversionKind
 from tenants.partners.referrals import record_referral_clicks
+from tenants.redis_store import REDIS_UNAVAILABLE
 from tenants.reports.rollups import traffic_rollup_sql
 from tenants.tracking.buffer import IngestBuffer, Shard, decode_entry
 from tenants.tracking.cookieless import count_cookieless, mark_counted
@@ -70,7 +70,7 @@ def drain(buffer: IngestBuffer, *, max_seconds: float = 5.0) -> DrainResult:
                     _drain_shard(buffer, shard, min(deadline, time.monotonic() + SLICE_SECONDS), result)
                 finally:
                     buffer.release(shard)
-            except (RedisError, OSError) as error:
+            except REDIS_UNAVAILABLE as error:
                 # A cluster node that is away holds up only its shards; what was read stays pending for later.
                 log.warning("ingest could not drain shard %d: %s", shard.index, error)
         if result.entries == before:
