@@ -279,18 +279,23 @@ def test_an_opt_in_site_counts_browsers_before_consent_without_a_cookie_or_anyth
     assert rows_with_uuids(owner_url, tenant.tenant_id, hashes) == {}
 
 
-@pytest.mark.usefixtures("pipeline")
-def test_a_replayed_cookieless_entry_counts_once(client: Any, make_tenant: Callable[..., TenantHandle]) -> None:
-    tenant = make_tenant("Replay")
-    site = make_site(tenant, [ORIGIN], consent_mode="opt_in")
-    envelope = Envelope(
-        tenant_id=tenant.tenant_id,
+def _cookieless_envelope(site: SiteHandle) -> Envelope:
+    """One cookieless page view of ``site``, as collect appends it to the ingest stream."""
+    return Envelope(
+        tenant_id=site.tenant.tenant_id,
         site_id=site.site_id,
         visitor_id=uuid.uuid4(),
         received_at=int(time.time() * 1000),
         hits=[cookieless_hit(Hit(**{**hit("/"), "hit_id": uuid.uuid4()}))],
         cookieless=True,
     )
+
+
+@pytest.mark.usefixtures("pipeline")
+def test_a_replayed_cookieless_entry_counts_once(client: Any, make_tenant: Callable[..., TenantHandle]) -> None:
+    tenant = make_tenant("Replay")
+    site = make_site(tenant, [ORIGIN], consent_mode="opt_in")
+    envelope = _cookieless_envelope(site)
     data = msgspec.json.encode(envelope)
     get_redis().xadd(shard(0).stream, {"d": data})
     _drained()
@@ -308,14 +313,7 @@ def test_a_cookieless_entry_redelivered_after_its_counts_committed_but_before_it
     Redis: the entry is delivered again, and must add nothing."""
     tenant = make_tenant("Killed")
     site = make_site(tenant, [ORIGIN], consent_mode="opt_in")
-    envelope = Envelope(
-        tenant_id=tenant.tenant_id,
-        site_id=site.site_id,
-        visitor_id=uuid.uuid4(),
-        received_at=int(time.time() * 1000),
-        hits=[cookieless_hit(Hit(**{**hit("/"), "hit_id": uuid.uuid4()}))],
-        cookieless=True,
-    )
+    envelope = _cookieless_envelope(site)
     with tenant_session(tenant.tenant_id) as session:  # what the killed worker committed, and no mark_counted
         count_cookieless(session, get_ingest_redis(), [envelope])
     get_redis().xadd(shard(0).stream, {"d": msgspec.json.encode(envelope)})  # redelivered to another worker
